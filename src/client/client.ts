@@ -1,0 +1,175 @@
+/**
+ * The TypeScript client shared by the CLI, the tests and users: typed calls
+ * over the crms contract, with the gRPC status kept on every error.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { AdminService } from "../../gen/crms/v1/admin_pb.js";
+import {
+  type Job,
+  JobService,
+  type JobSpecSchema,
+  JobState,
+  type ListJobsRequestSchema,
+  type StreamOutputResponse,
+  WatchEventType,
+  type WatchJobsResponse,
+} from "../../gen/crms/v1/job_pb.js";
+import { type WatchWorkersResponse, type Worker, WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import { isFinal } from "../rpc/states.js";
+import { type CallOptions, ServiceTransport } from "./transport.js";
+
+export type { CallOptions, Job, Worker };
+export { JobState, WatchEventType };
+
+/** The default server address: $CRMS_SERVER or localhost:7070. */
+export function defaultServer(): string {
+  return process.env.CRMS_SERVER || "localhost:7070";
+}
+
+/** Turns a grpc-js stream into an async iterable that ends with the stream. */
+async function* iterate<T>(call: grpc.ClientReadableStream<T>): AsyncIterable<T> {
+  try {
+    for await (const msg of call) yield msg as T;
+  } finally {
+    call.cancel();
+  }
+}
+
+export class CrmsClient {
+  readonly transport: ServiceTransport;
+
+  constructor(
+    readonly target: string = defaultServer(),
+    credentials?: grpc.ChannelCredentials,
+  ) {
+    this.transport = new ServiceTransport(target, credentials);
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  async submit(
+    spec: MessageInitShape<typeof JobSpecSchema>,
+    options: CallOptions & { requestId?: string } = {},
+  ): Promise<Job> {
+    const res = await this.transport.unary(
+      JobService.method.submitJob,
+      { spec, requestId: options.requestId ?? "" },
+      options,
+    );
+    return res.job as Job;
+  }
+
+  async submitJob(spec: MessageInitShape<typeof JobSpecSchema>, requestId = "", options?: CallOptions) {
+    return this.transport.unary(JobService.method.submitJob, { spec, requestId }, options);
+  }
+
+  async getJob(id: string, options?: CallOptions): Promise<Job> {
+    return (await this.transport.unary(JobService.method.getJob, { id }, options)).job as Job;
+  }
+
+  async listJobs(req: MessageInitShape<typeof ListJobsRequestSchema> = {}, options?: CallOptions) {
+    return this.transport.unary(JobService.method.listJobs, req, options);
+  }
+
+  /** Every job matching the filter, page after page. */
+  async *jobs(req: MessageInitShape<typeof ListJobsRequestSchema> = {}, options?: CallOptions): AsyncIterable<Job> {
+    let pageToken = "";
+    do {
+      const page = await this.listJobs({ ...req, pageToken }, options);
+      yield* page.jobs;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  watchJobs(ids: string[] = [], options?: CallOptions & { afterRevision?: bigint }): AsyncIterable<WatchJobsResponse> {
+    return iterate(
+      this.transport.serverStream(
+        JobService.method.watchJobs,
+        { ids, afterRevision: options?.afterRevision ?? 0n },
+        options,
+      ),
+    );
+  }
+
+  /** Resolves when the job reaches a final state (via WatchJobs, no polling). */
+  async wait(id: string, options: CallOptions = {}): Promise<Job> {
+    const controller = new AbortController();
+    options.signal?.addEventListener("abort", () => controller.abort(), { once: true });
+    try {
+      for await (const ev of this.watchJobs([id], { ...options, signal: controller.signal })) {
+        if (ev.type === WatchEventType.DELETED) throw new Error(`job ${id} was deleted`);
+        if (ev.job && isFinal(ev.job.state)) return ev.job;
+      }
+      throw new Error(`watch of job ${id} ended early`);
+    } finally {
+      controller.abort();
+    }
+  }
+
+  async kill(id: string, graceSeconds = 0, options?: CallOptions): Promise<Job> {
+    return (await this.transport.unary(JobService.method.killJob, { id, graceSeconds }, options)).job as Job;
+  }
+
+  async hold(id: string, options?: CallOptions): Promise<Job> {
+    return (await this.transport.unary(JobService.method.holdJob, { id }, options)).job as Job;
+  }
+
+  async release(id: string, options?: CallOptions): Promise<Job> {
+    return (await this.transport.unary(JobService.method.releaseJob, { id }, options)).job as Job;
+  }
+
+  async deleteJob(id: string, options?: CallOptions): Promise<void> {
+    await this.transport.unary(JobService.method.deleteJob, { id }, options);
+  }
+
+  output(id: string, follow = false, options?: CallOptions): AsyncIterable<StreamOutputResponse> {
+    return iterate(this.transport.serverStream(JobService.method.streamOutput, { id, follow }, options));
+  }
+
+  /** The whole output of a job as text (stdout then stderr). */
+  async outputText(id: string, options?: CallOptions): Promise<{ stdout: string; stderr: string }> {
+    const out = { stdout: "", stderr: "" };
+    for await (const chunk of this.output(id, false, options)) {
+      const text = Buffer.from(chunk.data).toString();
+      if (chunk.stream === 2) out.stderr += text;
+      else out.stdout += text;
+    }
+    return out;
+  }
+
+  async listWorkers(pageSize = 0, pageToken = "", options?: CallOptions) {
+    return this.transport.unary(WorkerService.method.listWorkers, { pageSize, pageToken }, options);
+  }
+
+  async *workers(options?: CallOptions): AsyncIterable<Worker> {
+    let pageToken = "";
+    do {
+      const page = await this.listWorkers(0, pageToken, options);
+      yield* page.workers;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  async getWorker(name: string, options?: CallOptions): Promise<Worker> {
+    return (await this.transport.unary(WorkerService.method.getWorker, { name }, options)).worker as Worker;
+  }
+
+  watchWorkers(options?: CallOptions): AsyncIterable<WatchWorkersResponse> {
+    return iterate(this.transport.serverStream(WorkerService.method.watchWorkers, {}, options));
+  }
+
+  async drain(name: string, options?: CallOptions): Promise<Worker> {
+    return (await this.transport.unary(WorkerService.method.drainWorker, { name }, options)).worker as Worker;
+  }
+
+  async stopWorker(name: string, options?: CallOptions): Promise<void> {
+    await this.transport.unary(WorkerService.method.stopWorker, { name }, options);
+  }
+
+  async clusterStatus(options?: CallOptions) {
+    return this.transport.unary(AdminService.method.getClusterStatus, {}, options);
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * grpc-js service definitions built from protobuf-es descriptors, shared by
+ * the server and the client so both speak the generated types and nothing else.
+ */
+import {
+  create,
+  type DescMessage,
+  type DescService,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+
+/** The grpc-js path of a method: `/crms.v1.JobService/SubmitJob`. */
+export function methodPath(service: DescService, method: string): string {
+  return `/${service.typeName}/${method}`;
+}
+
+function serializer<T extends DescMessage>(schema: T) {
+  return (value: MessageShape<T>): Buffer => {
+    const bytes = toBinary(schema, create(schema, value as never));
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+function deserializer<T extends DescMessage>(schema: T) {
+  return (bytes: Buffer): MessageShape<T> => fromBinary(schema, bytes);
+}
+
+/** Builds the grpc-js ServiceDefinition of a protobuf-es service. */
+export function serviceDefinition(service: DescService): ServiceDefinition {
+  const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) {
+    definition[method.localName] = {
+      path: methodPath(service, method.name),
+      originalName: method.name,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
+      requestDeserialize: deserializer(method.input),
+      responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
+      responseDeserialize: deserializer(method.output),
+    };
+  }
+  return definition as ServiceDefinition;
+}

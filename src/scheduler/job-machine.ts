@@ -1,0 +1,174 @@
+/**
+ * The job state machine: one event type and one transition function. Every
+ * change to a job record goes through `transition`; it returns the new record,
+ * `undefined` when the event changes nothing (a repeated report), or throws a
+ * FAILED_PRECONDITION CrmsError when the event is not allowed in this state.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Attempt, AttemptSchema, type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import type { JobFinished } from "../../gen/crms/v1/worker_pb.js";
+import { isActive, isFinal } from "../rpc/states.js";
+import { precondition } from "../store/errors.js";
+
+/** Default number of LOST runs requeued when the spec says 0. */
+export const DEFAULT_MAX_LOST_RETRIES = 3;
+
+export type JobEvent =
+  | { type: "assign"; worker: string; now: Date }
+  | { type: "started"; worker: string; attempt: number; pid: number; now: Date }
+  | { type: "finished"; worker: string; report: JobFinished; now: Date }
+  | { type: "lost"; worker: string; attempt: number; reason: string; now: Date }
+  | { type: "kill"; now: Date }
+  | { type: "hold" }
+  | { type: "release" }
+  | { type: "reason"; reason: string };
+
+export const stateName = (s: JobState): string => JobState[s] ?? String(s);
+
+function currentAttempt(job: Job): Attempt | undefined {
+  return job.attempts.at(-1);
+}
+
+function sameRun(job: Job, worker: string, attempt: number): boolean {
+  return isActive(job.state) && job.worker === worker && job.attempt === attempt;
+}
+
+/** Ends the current attempt and decides where the job goes next. */
+function endAttempt(
+  job: Job,
+  outcome: JobState,
+  fields: { exitCode?: number; signal?: string; error?: string },
+  now: Date,
+): Job {
+  const attempt = currentAttempt(job);
+  const end = timestampFromDate(now);
+  if (attempt) {
+    attempt.outcome = outcome;
+    attempt.endTime = end;
+    attempt.exitCode = fields.exitCode;
+    attempt.signal = fields.signal ?? "";
+    attempt.error = fields.error ?? "";
+  }
+  job.exitCode = fields.exitCode;
+  job.signal = fields.signal ?? "";
+  job.error = fields.error ?? "";
+  if (outcome === JobState.FAILED) {
+    job.failures++;
+    if (job.failures <= (job.spec?.maxRetries ?? 0) && !job.killRequested) {
+      job.state = JobState.PENDING;
+      job.pendingReason = `retry ${job.failures} of ${job.spec?.maxRetries}: ${job.error || "run failed"}`;
+      return job;
+    }
+  }
+  if (outcome === JobState.LOST) {
+    job.lostCount++;
+    const limit = job.spec?.maxLostRetries || DEFAULT_MAX_LOST_RETRIES;
+    if (job.killRequested) {
+      job.state = JobState.KILLED;
+      job.endTime = end;
+      return job;
+    }
+    if (job.lostCount <= limit) {
+      job.state = JobState.PENDING;
+      job.pendingReason = `requeued after lost run ${job.lostCount} of ${limit}: ${job.error}`;
+      return job;
+    }
+  }
+  job.state = outcome;
+  job.endTime = end;
+  return job;
+}
+
+/** Applies one event to a job. */
+export function transition(job: Job, event: JobEvent): Job | undefined {
+  switch (event.type) {
+    case "assign": {
+      if (job.state !== JobState.PENDING) return undefined;
+      job.state = JobState.ASSIGNED;
+      job.attempt++;
+      job.worker = event.worker;
+      job.pid = 0;
+      job.pendingReason = "";
+      job.attempts.push(
+        create(AttemptSchema, { number: job.attempt, worker: event.worker, assignTime: timestampFromDate(event.now) }),
+      );
+      return job;
+    }
+    case "started": {
+      if (job.state === JobState.RUNNING && sameRun(job, event.worker, event.attempt)) return undefined;
+      if (job.state !== JobState.ASSIGNED || !sameRun(job, event.worker, event.attempt)) {
+        throw precondition(
+          `attempt ${event.attempt} of job ${job.id} on ${event.worker} is not current (job is ${stateName(job.state)}, attempt ${job.attempt} on ${job.worker || "no worker"})`,
+        );
+      }
+      job.state = JobState.RUNNING;
+      job.pid = event.pid;
+      job.startTime = timestampFromDate(event.now);
+      const attempt = currentAttempt(job);
+      if (attempt) attempt.startTime = job.startTime;
+      return job;
+    }
+    case "finished": {
+      const r = event.report;
+      if (!sameRun(job, event.worker, r.attempt)) {
+        throw precondition(
+          `attempt ${r.attempt} of job ${job.id} on ${event.worker} is not current (job is ${stateName(job.state)}, attempt ${job.attempt} on ${job.worker || "no worker"})`,
+        );
+      }
+      if (r.pid) job.pid = r.pid;
+      job.stdoutTail = r.stdoutTail;
+      job.stderrTail = r.stderrTail;
+      const fields = { exitCode: r.exitCode, signal: r.signal, error: r.error };
+      if (r.killed || (job.killRequested && r.exitCode !== 0)) {
+        return endAttempt(job, JobState.KILLED, { ...fields, error: r.error || "killed by request" }, event.now);
+      }
+      if (r.timedOut) {
+        return endAttempt(
+          job,
+          JobState.FAILED,
+          { ...fields, error: `timed out after ${job.spec?.timeoutSeconds}s` },
+          event.now,
+        );
+      }
+      if (r.exitCode === 0 && !r.error && !r.signal) return endAttempt(job, JobState.SUCCEEDED, fields, event.now);
+      const error = r.error || (r.signal ? `killed by ${r.signal}` : `exit code ${r.exitCode}`);
+      return endAttempt(job, JobState.FAILED, { ...fields, error }, event.now);
+    }
+    case "lost": {
+      if (!sameRun(job, event.worker, event.attempt)) return undefined;
+      return endAttempt(job, JobState.LOST, { error: event.reason }, event.now);
+    }
+    case "kill": {
+      if (isFinal(job.state)) throw precondition(`job ${job.id} already ended (${stateName(job.state)})`);
+      if (job.state === JobState.PENDING || job.state === JobState.HELD) {
+        job.state = JobState.KILLED;
+        job.error = "killed by request before it ran";
+        job.endTime = timestampFromDate(event.now);
+        job.killRequested = true;
+        return job;
+      }
+      if (job.killRequested) return undefined;
+      job.killRequested = true;
+      return job;
+    }
+    case "hold": {
+      if (job.state === JobState.HELD) return undefined;
+      if (job.state !== JobState.PENDING)
+        throw precondition(`job ${job.id} is ${stateName(job.state)}; only a PENDING job can be held`);
+      job.state = JobState.HELD;
+      return job;
+    }
+    case "release": {
+      if (job.state !== JobState.HELD)
+        throw precondition(`job ${job.id} is ${stateName(job.state)}; only a HELD job can be released`);
+      job.state = JobState.PENDING;
+      return job;
+    }
+    case "reason": {
+      if (job.state !== JobState.PENDING || job.pendingReason === event.reason) return undefined;
+      job.pendingReason = event.reason;
+      return job;
+    }
+  }
+}

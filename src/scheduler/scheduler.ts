@@ -1,0 +1,228 @@
+/**
+ * The scheduler: runs only in the elected leader. It places pending jobs on
+ * workers with free slots and marks the jobs of workers gone past their grace
+ * period LOST. Every write carries the leader's fencing compare.
+ */
+import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import type { Entry } from "../store/cache.js";
+import type { Election } from "../store/election.js";
+import type { Store } from "../store/store.js";
+import { transition } from "./job-machine.js";
+import { PendingQueue } from "./pending-queue.js";
+import { type Candidate, place, type WorkerSlots } from "./placement.js";
+
+export interface SchedulerOptions {
+  /** Seconds a worker may stay detached before its jobs are LOST (default 10). */
+  graceSeconds?: number;
+  /** Most jobs looked at in one pass. */
+  passSize?: number;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** Counters for benchmarks and /metrics. */
+export interface SchedulerStats {
+  passes: number;
+  placed: number;
+  lost: number;
+  conflicts: number;
+}
+
+export class Scheduler {
+  private readonly pending = new PendingQueue();
+  private readonly inflight = new Map<string, number>();
+  private readonly goneSince = new Map<string, number>();
+  private running = false;
+  private scheduled = false;
+  private again = false;
+  private timer?: NodeJS.Timeout;
+  private readonly graceMs: number;
+  readonly stats: SchedulerStats = { passes: 0, placed: 0, lost: 0, conflicts: 0 };
+  /** Called with the seconds from submit to assignment of each placed job. */
+  onPlaced?: (seconds: number) => void;
+
+  constructor(
+    private readonly store: Store,
+    private readonly election: Election,
+    private readonly options: SchedulerOptions = {},
+  ) {
+    this.graceMs = (options.graceSeconds ?? 10) * 1000;
+    store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
+    store.jobs.on("delete", (id) => this.pending.delete(id));
+    store.workers.on("put", (name, e) => this.onWorker(name, e.value));
+    store.workers.on("delete", (name) => this.onWorkerGone(name));
+    election.on("elected", () => this.start());
+    election.on("deposed", () => this.stop());
+  }
+
+  private onJob(id: string, e: Entry<Job>, prev: Entry<Job> | undefined): void {
+    const job = e.value;
+    if (job.state === JobState.PENDING) {
+      this.pending.add(id, job.spec?.priority ?? 0);
+      this.kick();
+    } else {
+      this.pending.delete(id);
+      // A slot was freed.
+      if (prev && (prev.value.state === JobState.ASSIGNED || prev.value.state === JobState.RUNNING)) this.kick();
+    }
+  }
+
+  private onWorker(name: string, w: Worker): void {
+    if (w.state === WorkerState.DISCONNECTED) {
+      if (!this.goneSince.has(name)) {
+        const at = w.disconnectTime ? Number(w.disconnectTime.seconds) * 1000 : Date.now();
+        this.goneSince.set(name, at);
+      }
+    } else {
+      this.goneSince.delete(name);
+      this.kick();
+    }
+  }
+
+  private onWorkerGone(name: string): void {
+    if (!this.goneSince.has(name)) this.goneSince.set(name, Date.now());
+  }
+
+  /** Starts scheduling (on election). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const now = Date.now();
+    for (const [id, e] of this.store.jobs.entries) {
+      if (e.value.state === JobState.PENDING) this.pending.add(id, e.value.spec?.priority ?? 0);
+    }
+    for (const name of this.store.jobIndex.active.keys()) {
+      const w = this.store.worker(name);
+      if (!w) this.goneSince.set(name, now);
+      else this.onWorker(name, w);
+    }
+    this.timer = setInterval(() => void this.reapLost(), 500);
+    this.kick();
+  }
+
+  stop(): void {
+    this.running = false;
+    clearInterval(this.timer);
+  }
+
+  /** Requests a scheduling pass soon (coalesced). */
+  kick(): void {
+    if (!this.running) return;
+    if (this.scheduled) {
+      this.again = true;
+      return;
+    }
+    this.scheduled = true;
+    setImmediate(() => void this.pass());
+  }
+
+  private workerSlots(): WorkerSlots[] {
+    const out: WorkerSlots[] = [];
+    for (const [name, e] of this.store.workers.entries) {
+      const w = e.value;
+      if (w.state !== WorkerState.UP) continue;
+      const used = (this.store.jobIndex.active.get(name)?.size ?? 0) + (this.inflight.get(name) ?? 0);
+      out.push({ name, free: Math.max(0, w.slots - used), labels: w.labels });
+    }
+    return out;
+  }
+
+  private async pass(): Promise<void> {
+    try {
+      this.again = false;
+      if (!this.running || this.pending.size === 0) return;
+      this.stats.passes++;
+      const workers = this.workerSlots();
+      const ids = this.pending.head(this.options.passSize ?? 4096);
+      const candidates: Candidate[] = [];
+      for (const id of ids) {
+        const job = this.store.job(id);
+        if (!job || job.state !== JobState.PENDING) continue;
+        candidates.push({ id, targetWorker: job.spec?.targetWorker ?? "", constraints: job.spec?.constraints ?? {} });
+      }
+      const { placed, unplaced } = place(candidates, workers);
+      const fence = this.election.fence();
+      const writes: Promise<unknown>[] = [];
+      for (const p of placed) {
+        this.pending.delete(p.jobId);
+        this.inflight.set(p.worker, (this.inflight.get(p.worker) ?? 0) + 1);
+        writes.push(
+          this.store
+            .updateJob(p.jobId, (job) => transition(job, { type: "assign", worker: p.worker, now: new Date() }), fence)
+            .then((job) => {
+              if (job.state === JobState.ASSIGNED && job.worker === p.worker) {
+                this.stats.placed++;
+                if (job.submitTime && this.onPlaced) {
+                  this.onPlaced(Date.now() / 1000 - Number(job.submitTime.seconds) - job.submitTime.nanos / 1e9);
+                }
+              }
+            })
+            .catch((err) => {
+              this.stats.conflicts++;
+              const job = this.store.job(p.jobId);
+              if (job?.state === JobState.PENDING) this.pending.add(p.jobId, job.spec?.priority ?? 0);
+              this.options.log?.("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
+            })
+            .finally(() => {
+              const n = (this.inflight.get(p.worker) ?? 1) - 1;
+              if (n <= 0) this.inflight.delete(p.worker);
+              else this.inflight.set(p.worker, n);
+            }),
+        );
+      }
+      for (const u of unplaced) {
+        writes.push(
+          this.store
+            .updateJob(u.jobId, (job) => transition(job, { type: "reason", reason: u.reason }), fence)
+            .catch(() => undefined),
+        );
+      }
+      await Promise.all(writes);
+      if (placed.length > 0) this.again = true;
+    } finally {
+      this.scheduled = false;
+      if (this.again) this.kick();
+    }
+  }
+
+  /** Marks LOST the jobs of workers detached for longer than the grace period. */
+  private async reapLost(): Promise<void> {
+    if (!this.running) return;
+    const now = Date.now();
+    for (const [name, since] of this.goneSince) {
+      if (now - since < this.graceMs) continue;
+      const w = this.store.workers.entries.get(name);
+      if (w && w.value.state !== WorkerState.DISCONNECTED) {
+        this.goneSince.delete(name);
+        continue;
+      }
+      const fence = this.election.fence();
+      const ids = [...(this.store.jobIndex.active.get(name) ?? [])];
+      try {
+        await Promise.all(
+          ids.map((id) => {
+            const attempt = this.store.job(id)?.attempt ?? 0;
+            return this.store.updateJob(
+              id,
+              (job) =>
+                transition(job, {
+                  type: "lost",
+                  worker: name,
+                  attempt,
+                  reason: `worker ${name} was gone for more than ${this.graceMs / 1000}s`,
+                  now: new Date(),
+                }),
+              fence,
+            );
+          }),
+        );
+        this.stats.lost += ids.length;
+        if (w) await this.store.deleteWorker(name, w.mod);
+        this.goneSince.delete(name);
+        if (ids.length) this.options.log?.("worker lost", { worker: name, jobs: ids.length });
+      } catch (err) {
+        this.options.log?.("marking jobs lost failed", { worker: name, error: String(err) });
+      }
+    }
+  }
+}

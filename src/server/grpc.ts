@@ -1,0 +1,123 @@
+/**
+ * grpc-js wiring for transport-free handlers: unary handlers return promises,
+ * streaming handlers return async iterables. Every thrown error becomes a
+ * status here, once: CrmsError by its code, anything else INTERNAL with a log line.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { serviceDefinition } from "../rpc/definition.js";
+import type { CallContext, Logger } from "../services/context.js";
+import { grpcStatus, toCrmsError } from "../store/errors.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
+type AnyHandler = (...args: any[]) => any;
+
+function metadataOf(md: grpc.Metadata): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(md.getMap())) out[k] = typeof v === "string" ? v : v.toString();
+  return out;
+}
+
+function toStatus(err: unknown, log: Logger, method: string): Partial<grpc.StatusObject> {
+  const e = toCrmsError(err);
+  if (e.code === "INTERNAL")
+    log.error("internal error", { method, error: err instanceof Error ? err.stack : String(err) });
+  return { code: grpcStatus(e.code), details: e.message };
+}
+
+function contextOf(
+  call:
+    | grpc.ServerUnaryCall<unknown, unknown>
+    | grpc.ServerWritableStream<unknown, unknown>
+    | grpc.ServerDuplexStream<unknown, unknown>,
+): CallContext {
+  const controller = new AbortController();
+  const emitter = call as unknown as NodeJS.EventEmitter;
+  emitter.on("cancelled", () => controller.abort());
+  emitter.on("close", () => controller.abort());
+  return { signal: controller.signal, metadata: metadataOf(call.metadata), peer: call.getPeer() };
+}
+
+/** Writes an async iterable to a server stream, honouring back-pressure. */
+async function pipeOut(
+  iterable: AsyncIterable<unknown>,
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  signal: AbortSignal,
+): Promise<void> {
+  for await (const msg of iterable) {
+    if (signal.aborted) return;
+    if (!call.write(msg)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          call.off("drain", done);
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        call.on("drain", done);
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+  }
+}
+
+/** Adds a service to a grpc-js server with handlers keyed by the methods' local names. */
+export function addService(
+  server: grpc.Server,
+  service: DescService,
+  handlers: Record<string, AnyHandler>,
+  log: Logger,
+): void {
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const handler = handlers[method.localName];
+    if (!handler) throw new Error(`no handler for ${service.typeName}.${method.name}`);
+    const name = `${service.name}.${method.name}`;
+    switch (method.methodKind) {
+      case "unary":
+        impl[method.localName] = (
+          call: grpc.ServerUnaryCall<unknown, unknown>,
+          callback: grpc.sendUnaryData<unknown>,
+        ) => {
+          const ctx = contextOf(call);
+          Promise.resolve()
+            .then(() => handler(call.request, ctx))
+            .then(
+              (res) => callback(null, res),
+              (err) => callback(toStatus(err, log, name)),
+            );
+        };
+        break;
+      case "server_streaming":
+        impl[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const ctx = contextOf(call);
+          Promise.resolve()
+            .then(() => pipeOut(handler(call.request, ctx), call, ctx.signal))
+            .then(
+              () => call.end(),
+              (err) => {
+                const st = toStatus(err, log, name);
+                call.emit("error", Object.assign(new Error(st.details), st));
+              },
+            );
+        };
+        break;
+      case "bidi_streaming":
+        impl[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+          const ctx = contextOf(call);
+          Promise.resolve()
+            .then(() => pipeOut(handler(call as AsyncIterable<unknown>, ctx), call, ctx.signal))
+            .then(
+              () => call.end(),
+              (err) => {
+                const st = toStatus(err, log, name);
+                call.emit("error", Object.assign(new Error(st.details), st));
+              },
+            );
+        };
+        break;
+      default:
+        throw new Error(`client streaming is not used by crms (${name})`);
+    }
+  }
+  server.addService(serviceDefinition(service), impl);
+}

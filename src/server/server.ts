@@ -1,0 +1,147 @@
+/**
+ * A control-plane replica: store, election, scheduler, worker sessions and the
+ * gRPC services, with an explicit lifecycle (STARTING, SERVING, STOPPING, STOPPED).
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import * as grpc from "@grpc/grpc-js";
+import { AdminService } from "../../gen/crms/v1/admin_pb.js";
+import { JobService } from "../../gen/crms/v1/job_pb.js";
+import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import { Scheduler } from "../scheduler/scheduler.js";
+import { createAdminService } from "../services/admin-service.js";
+import { createLogger, type Logger, type LogLevel, type ServiceDeps } from "../services/context.js";
+import { createJobService } from "../services/job-service.js";
+import { Sessions } from "../services/sessions.js";
+import { createWorkerService } from "../services/worker-service.js";
+import { Election } from "../store/election.js";
+import { Store } from "../store/store.js";
+import { addService } from "./grpc.js";
+import { addIntrospection } from "./introspection.js";
+
+export interface ServerOptions {
+  /** host:port to listen on; port 0 picks a free one. */
+  listen: string;
+  /** etcd client URLs. */
+  etcd: string[];
+  /** etcd key prefix (default "crms/"). */
+  prefix?: string;
+  /** Seconds a detached worker keeps its jobs (default 10). */
+  graceSeconds?: number;
+  /** Seconds between worker heartbeats (default 5). */
+  heartbeatSeconds?: number;
+  /** Replica lease TTL in seconds (default 10). */
+  leaseTtl?: number;
+  /** etcd backend quota assumed, bytes (default 2 GiB). */
+  quotaBytes?: number;
+  logLevel?: LogLevel;
+  log?: Logger;
+}
+
+export type ReplicaState = "STARTING" | "SERVING" | "STOPPING" | "STOPPED";
+
+/** The replica lifecycle: each state may only move forward. */
+export function replicaTransition(state: ReplicaState, to: ReplicaState): ReplicaState {
+  const order: ReplicaState[] = ["STARTING", "SERVING", "STOPPING", "STOPPED"];
+  if (order.indexOf(to) <= order.indexOf(state)) throw new Error(`replica cannot go from ${state} to ${to}`);
+  return to;
+}
+
+/** Server-side keepalive, agreed with the clients' channelOptions (no too_many_pings). */
+export const serverOptions: grpc.ServerOptions = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+  "grpc.max_send_message_length": 16 * 1024 * 1024,
+};
+
+export class ControlPlane {
+  state: ReplicaState = "STARTING";
+  port = 0;
+  readonly replicaId: string;
+  store!: Store;
+  election!: Election;
+  scheduler!: Scheduler;
+  sessions!: Sessions;
+  private server = new grpc.Server(serverOptions);
+  readonly log: Logger;
+
+  constructor(readonly options: ServerOptions) {
+    this.replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    this.log = options.log ?? createLogger(options.logLevel ?? "info", { replica: this.replicaId });
+  }
+
+  /** The address clients use (host:port). */
+  get address(): string {
+    const host = this.options.listen.slice(0, this.options.listen.lastIndexOf(":"));
+    return `${host}:${this.port}`;
+  }
+
+  async start(): Promise<this> {
+    this.store = await Store.open({
+      endpoints: this.options.etcd,
+      prefix: this.options.prefix,
+      replicaId: this.replicaId,
+      leaseTtl: this.options.leaseTtl,
+    });
+    this.election = new Election(this.store);
+    this.scheduler = new Scheduler(this.store, this.election, {
+      graceSeconds: this.options.graceSeconds,
+      log: (msg, fields) => this.log.info(msg, fields),
+    });
+    const deps: ServiceDeps = {
+      store: this.store,
+      election: this.election,
+      log: this.log,
+      options: {
+        heartbeatSeconds: this.options.heartbeatSeconds ?? 5,
+        killGraceSeconds: 10,
+        quotaBytes: this.options.quotaBytes ?? 2 * 1024 * 1024 * 1024,
+      },
+    };
+    this.sessions = new Sessions(deps);
+    addService(this.server, JobService, createJobService(deps, this.sessions), this.log);
+    addService(this.server, WorkerService, createWorkerService(deps, this.sessions), this.log);
+    addService(this.server, AdminService, createAdminService(deps), this.log);
+    addIntrospection(this.server);
+    this.port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(this.options.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
+    );
+    this.election.on("elected", () => this.log.info("elected scheduler leader"));
+    this.election.on("deposed", () => this.log.warn("no longer scheduler leader"));
+    this.election.start();
+    this.state = replicaTransition(this.state, "SERVING");
+    this.log.info("control plane serving", { address: this.address, etcd: this.options.etcd });
+    return this;
+  }
+
+  /** Stops serving: workers see their streams end and reconnect elsewhere. */
+  async stop(): Promise<void> {
+    if (this.state === "STOPPING" || this.state === "STOPPED") return;
+    this.state = replicaTransition(this.state, "STOPPING");
+    this.scheduler?.stop();
+    this.sessions?.close();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    await this.election?.stop();
+    await this.store?.close();
+    this.state = replicaTransition(this.state, "STOPPED");
+  }
+}
+
+/** Starts a control-plane replica. */
+export function startServer(options: ServerOptions): Promise<ControlPlane> {
+  return new ControlPlane(options).start();
+}

@@ -1,0 +1,52 @@
+/** What the service handlers share: the store, the election and this replica's sessions. */
+import type { Election } from "../store/election.js";
+import type { Store } from "../store/store.js";
+
+/** A structured log function: a message and fields (job, worker, error...). */
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
+export type LogLevel = keyof typeof levels;
+
+/** A JSON-lines logger on stderr. */
+export function createLogger(level: LogLevel = "info", base: Record<string, unknown> = {}): Logger {
+  const min = levels[level];
+  const line = (lvl: Exclude<LogLevel, "silent">) => (msg: string, fields?: Record<string, unknown>) => {
+    if (levels[lvl] < min) return;
+    process.stderr.write(
+      `${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields })}\n`,
+    );
+  };
+  return { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
+}
+
+/** Per-call context given to every handler, free of transport details. */
+export interface CallContext {
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+  /** Request metadata, lower-case keys. */
+  metadata: Record<string, string>;
+  /** The peer address. */
+  peer: string;
+}
+
+export interface ServiceOptions {
+  /** Seconds between worker heartbeats (told to workers in Welcome). */
+  heartbeatSeconds: number;
+  /** Default kill grace in seconds. */
+  killGraceSeconds: number;
+  /** Assumed etcd quota in bytes. */
+  quotaBytes: number;
+}
+
+export interface ServiceDeps {
+  store: Store;
+  election: Election;
+  log: Logger;
+  options: ServiceOptions;
+}

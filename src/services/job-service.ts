@@ -1,0 +1,187 @@
+/** JobService handlers: plain functions over the store, free of transport details. */
+import { create } from "@bufbuild/protobuf";
+import {
+  DeleteJobResponseSchema,
+  type GetJobRequest,
+  type Job,
+  JobState,
+  type KillJobRequest,
+  type ListJobsRequest,
+  OutputStream,
+  type StreamOutputRequest,
+  type StreamOutputResponse,
+  StreamOutputResponseSchema,
+  type SubmitJobRequest,
+  WatchEventType,
+  type WatchJobsRequest,
+  type WatchJobsResponse,
+  WatchJobsResponseSchema,
+} from "../../gen/crms/v1/job_pb.js";
+import { isFinal } from "../rpc/states.js";
+import { type JobEvent, transition } from "../scheduler/job-machine.js";
+import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
+import { invalid, notFound, precondition } from "../store/errors.js";
+import { AsyncQueue } from "./async-queue.js";
+import type { CallContext, ServiceDeps } from "./context.js";
+import type { Sessions } from "./sessions.js";
+import { checkJobId, checkSpec, checkWorkerName, pageSize } from "./validate.js";
+
+/** Fills what a reader expects and the store does not keep (the default pending reason). */
+export function present(job: Job): Job {
+  if (job.state === JobState.PENDING && !job.pendingReason) return { ...job, pendingReason: WAITING_FOR_SLOT };
+  return job;
+}
+
+export function createJobService(deps: ServiceDeps, sessions: Sessions) {
+  const { store } = deps;
+
+  async function getJob(id: string): Promise<Job> {
+    checkJobId(id);
+    const job = store.job(id) ?? (await store.fetchJob(id))?.value;
+    if (!job) throw notFound(`job ${id} not found (never submitted, deleted, or expired by retention)`);
+    return job;
+  }
+
+  async function change(id: string, event: JobEvent): Promise<Job> {
+    checkJobId(id);
+    return present(await store.updateJob(id, (job) => transition(job, event)));
+  }
+
+  function matches(job: Job, req: ListJobsRequest, states: Set<JobState>): boolean {
+    if (states.size && !states.has(job.state)) return false;
+    if (req.worker && job.worker !== req.worker) return false;
+    for (const k in req.labels) if (job.spec?.labels[k] !== req.labels[k]) return false;
+    return true;
+  }
+
+  return {
+    async submitJob(req: SubmitJobRequest) {
+      const spec = checkSpec(req.spec, req.requestId);
+      const { job, existing } = await store.createJob(spec, req.requestId);
+      deps.log.debug("job submitted", { job: job.id, existing });
+      return { job: present(job), existing };
+    },
+
+    async getJob(req: GetJobRequest) {
+      return { job: present(await getJob(req.id)) };
+    },
+
+    async listJobs(req: ListJobsRequest) {
+      const size = pageSize(req.pageSize);
+      if (req.pageToken) checkJobId(req.pageToken);
+      if (req.worker) checkWorkerName(req.worker);
+      const states = new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED));
+      const ids = store.jobIndex.orderedIds();
+      const jobs: Job[] = [];
+      let i = req.pageToken ? store.jobIndex.firstAfter(req.pageToken) : 0;
+      for (; i < ids.length && jobs.length < size; i++) {
+        const job = store.job(ids[i] as string);
+        if (job && matches(job, req, states)) jobs.push(present(job));
+      }
+      let more = false;
+      for (; i < ids.length; i++) {
+        const job = store.job(ids[i] as string);
+        if (job && matches(job, req, states)) {
+          more = true;
+          break;
+        }
+      }
+      return { jobs, nextPageToken: more ? (jobs.at(-1)?.id ?? "") : "" };
+    },
+
+    watchJobs(req: WatchJobsRequest, ctx: CallContext): AsyncIterable<WatchJobsResponse> {
+      for (const id of req.ids) checkJobId(id);
+      const ids = new Set(req.ids);
+      const wanted = (id: string) => ids.size === 0 || ids.has(id);
+      const q = new AsyncQueue<WatchJobsResponse>();
+      const send = (type: WatchEventType, job: Job, revision: number) =>
+        q.push(create(WatchJobsResponseSchema, { type, job: present(job), revision: BigInt(revision) }));
+      if (req.afterRevision > 0n) {
+        const after = Number(req.afterRevision);
+        // Resume: every record changed after that revision, in its current form. (Deletions
+        // in between are not replayed; DELETED events only follow from here.)
+        if (after > store.jobs.revision) throw invalid(`after_revision ${after} is in the future`);
+        for (const [id, e] of store.jobs.entries)
+          if (e.mod > after && wanted(id)) send(WatchEventType.PUT, e.value, e.mod);
+      } else {
+        for (const [id, e] of store.jobs.entries) if (wanted(id)) send(WatchEventType.EXISTING, e.value, e.mod);
+        q.push(create(WatchJobsResponseSchema, { type: WatchEventType.SYNCED, revision: BigInt(store.jobs.revision) }));
+      }
+      const onPut = (id: string, e: { value: Job; mod: number }) =>
+        wanted(id) && send(WatchEventType.PUT, e.value, e.mod);
+      const onDelete = (id: string, prev: { value: Job }, revision: number) =>
+        wanted(id) && send(WatchEventType.DELETED, prev.value, revision);
+      store.jobs.on("put", onPut);
+      store.jobs.on("delete", onDelete);
+      ctx.signal.addEventListener(
+        "abort",
+        () => {
+          store.jobs.off("put", onPut);
+          store.jobs.off("delete", onDelete);
+          q.end();
+        },
+        { once: true },
+      );
+      return q;
+    },
+
+    async killJob(req: KillJobRequest) {
+      const id = req.id;
+      checkJobId(id);
+      const job = await store.updateJob(id, (job) => {
+        const next = transition(job, { type: "kill", now: new Date() });
+        if (next && req.graceSeconds) next.killGraceSeconds = req.graceSeconds;
+        return next;
+      });
+      deps.log.info("kill requested", { job: id, state: JobState[job.state] });
+      return { job: present(job) };
+    },
+
+    async holdJob(req: GetJobRequest) {
+      return { job: await change(req.id, { type: "hold" }) };
+    },
+
+    async releaseJob(req: GetJobRequest) {
+      return { job: await change(req.id, { type: "release" }) };
+    },
+
+    async deleteJob(req: GetJobRequest) {
+      checkJobId(req.id);
+      await store.deleteJob(req.id, (job) => {
+        if (!isFinal(job.state))
+          throw precondition(
+            `job ${req.id} is ${JobState[job.state]}; only a finished job can be deleted (kill it first)`,
+          );
+      });
+      return create(DeleteJobResponseSchema, {});
+    },
+
+    async *streamOutput(req: StreamOutputRequest, ctx: CallContext): AsyncIterable<StreamOutputResponse> {
+      const job = await getJob(req.id);
+      const live =
+        job.attempt > 0 ? sessions.requestOutput(job.worker, job.id, job.attempt, req.follow, ctx.signal) : undefined;
+      if (!live) {
+        // The worker that has the full output is not attached here: give the stored tails.
+        if (job.stdoutTail.length)
+          yield create(StreamOutputResponseSchema, {
+            stream: OutputStream.STDOUT,
+            data: job.stdoutTail,
+            truncated: true,
+          });
+        if (job.stderrTail.length)
+          yield create(StreamOutputResponseSchema, {
+            stream: OutputStream.STDERR,
+            data: job.stderrTail,
+            truncated: true,
+          });
+        return;
+      }
+      for await (const chunk of live) {
+        if (chunk.error) throw precondition(`output of job ${job.id} is not available: ${chunk.error}`);
+        if (chunk.data.length)
+          yield create(StreamOutputResponseSchema, { stream: chunk.stream, data: chunk.data, offset: chunk.offset });
+        if (chunk.eof) return;
+      }
+    },
+  };
+}

@@ -1,0 +1,345 @@
+/**
+ * The worker sessions attached to this replica. It pushes assignments and
+ * kills to workers as the job cache changes (whichever replica wrote them),
+ * applies workers' reports to the store, and marks a worker DISCONNECTED when
+ * its stream ends.
+ */
+
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import {
+  type AttachRequest,
+  type AttachResponse,
+  type Hello,
+  type JobFinished,
+  type OutputData,
+  type Worker,
+  WorkerSchema,
+  WorkerState,
+} from "../../gen/crms/v1/worker_pb.js";
+import { isActive } from "../rpc/states.js";
+import { transition } from "../scheduler/job-machine.js";
+import { CrmsError, invalid, toCrmsError } from "../store/errors.js";
+import { AsyncQueue } from "./async-queue.js";
+import type { CallContext, ServiceDeps } from "./context.js";
+import { checkWorkerName, LIMITS } from "./validate.js";
+import { WorkerSession } from "./worker-session.js";
+
+export class Sessions {
+  readonly byName = new Map<string, WorkerSession>();
+  private nextRequestId = 1n;
+  private watchdog: NodeJS.Timeout;
+
+  constructor(private readonly deps: ServiceDeps) {
+    const { store } = deps;
+    store.jobs.on("put", (_id, e) => this.onJob(e.value));
+    store.workers.on("put", (name, e) => this.onWorker(name, e.value));
+    store.onLeaseRenewed = () => void this.rebindAll();
+    this.watchdog = setInterval(() => this.checkHeartbeats(), 1000);
+    this.watchdog.unref();
+  }
+
+  close(): void {
+    clearInterval(this.watchdog);
+    for (const s of this.byName.values()) s.close();
+  }
+
+  private get me(): string {
+    return this.deps.store.replicaId;
+  }
+
+  private onJob(job: Job): void {
+    const session = this.byName.get(job.worker);
+    if (!session?.open || !isActive(job.state)) return;
+    if (job.state === JobState.ASSIGNED && session.assigned.get(job.id) !== job.attempt && !job.killRequested) {
+      session.assigned.set(job.id, job.attempt);
+      session.send({ case: "assign", value: { jobId: job.id, attempt: job.attempt, spec: job.spec } });
+    }
+    if (job.killRequested && session.killed.get(job.id) !== job.attempt) {
+      session.killed.set(job.id, job.attempt);
+      session.send({
+        case: "kill",
+        value: {
+          jobId: job.id,
+          attempt: job.attempt,
+          graceSeconds: job.killGraceSeconds || this.deps.options.killGraceSeconds,
+          reason: "killed by request",
+        },
+      });
+    }
+  }
+
+  private onWorker(name: string, w: Worker): void {
+    const session = this.byName.get(name);
+    if (!session?.open || w.replica !== this.me) return;
+    if (w.state === WorkerState.DRAINING && session.state === "ATTACHED") {
+      session.to("drain");
+      session.send({ case: "drain", value: {} });
+    }
+    if (w.stopRequested) {
+      session.send({ case: "shutdown", value: { reason: "stopped by request" } });
+    }
+  }
+
+  /** Closes sessions whose heartbeats stopped (a half-open stream). */
+  private checkHeartbeats(): void {
+    const limit = this.deps.options.heartbeatSeconds * 3000;
+    const now = Date.now();
+    for (const s of this.byName.values()) {
+      if (now - s.lastHeartbeat > limit) {
+        this.deps.log.warn("worker heartbeats stopped; detaching", { worker: s.name });
+        s.close();
+      }
+    }
+  }
+
+  /** After the replica lease was renewed, bind our workers' records to it again. */
+  private async rebindAll(): Promise<void> {
+    for (const s of this.byName.values()) {
+      if (!s.open) continue;
+      await this.deps.store
+        .updateWorker(s.name, (w) => (w ? { ...w, replica: this.me } : undefined), true)
+        .catch((err) => this.deps.log.warn("rebinding worker failed", { worker: s.name, error: String(err) }));
+    }
+  }
+
+  /** Handles one Attach stream: returns the messages to send to the worker. */
+  attach(requests: AsyncIterable<AttachRequest>, ctx: CallContext): AsyncIterable<AttachResponse> {
+    const session = new WorkerSession();
+    void this.run(session, requests, ctx);
+    return session.out;
+  }
+
+  private async run(session: WorkerSession, requests: AsyncIterable<AttachRequest>, ctx: CallContext): Promise<void> {
+    ctx.signal.addEventListener("abort", () => session.close(), { once: true });
+    try {
+      for await (const req of requests) {
+        if (session.state === "CLOSED") break;
+        await this.handle(session, req);
+      }
+    } catch (err) {
+      const e = toCrmsError(err);
+      if (session.state === "AWAITING_HELLO" || e.code === "INVALID_ARGUMENT" || e.code === "ALREADY_EXISTS") {
+        session.out.fail(e);
+      } else {
+        this.deps.log.warn("worker stream failed", { worker: session.name, error: e.message });
+      }
+    } finally {
+      session.close();
+      await this.detached(session);
+    }
+  }
+
+  private async handle(session: WorkerSession, req: AttachRequest): Promise<void> {
+    const msg = req.msg;
+    if (session.state === "AWAITING_HELLO" && msg.case !== "hello") throw invalid("the first message must be hello");
+    switch (msg.case) {
+      case "hello":
+        return this.hello(session, msg.value);
+      case "heartbeat":
+        session.lastHeartbeat = Date.now();
+        return;
+      case "started": {
+        session.lastHeartbeat = Date.now();
+        const { jobId, attempt, pid } = msg.value;
+        try {
+          await this.deps.store.updateJob(jobId, (job) =>
+            transition(job, { type: "started", worker: session.name, attempt, pid, now: new Date() }),
+          );
+        } catch (err) {
+          this.refuse(session, jobId, attempt, err);
+        }
+        return;
+      }
+      case "finished":
+        session.lastHeartbeat = Date.now();
+        return this.finished(session, msg.value);
+      case "output":
+        return this.output(session, msg.value);
+      default:
+        return;
+    }
+  }
+
+  /** A report for a run that is no longer current: tell the worker to end that run. */
+  private refuse(session: WorkerSession, jobId: string, attempt: number, err: unknown): void {
+    const e = toCrmsError(err);
+    if (e.code !== "FAILED_PRECONDITION" && e.code !== "NOT_FOUND") throw err;
+    this.deps.log.info("refused stale report; killing that run", {
+      job: jobId,
+      worker: session.name,
+      attempt,
+      error: e.message,
+    });
+    session.send({
+      case: "kill",
+      value: { jobId, attempt, graceSeconds: 1, reason: `attempt superseded: ${e.message}` },
+    });
+  }
+
+  private async finished(session: WorkerSession, report: JobFinished): Promise<void> {
+    try {
+      const job = await this.deps.store.updateJob(report.jobId, (job) =>
+        transition(job, { type: "finished", worker: session.name, report, now: new Date() }),
+      );
+      this.deps.log.debug("job finished", { job: job.id, worker: session.name, state: JobState[job.state] });
+    } catch (err) {
+      const e = toCrmsError(err);
+      if (e.code !== "FAILED_PRECONDITION" && e.code !== "NOT_FOUND") throw err;
+      this.deps.log.info("refused stale finish report", {
+        job: report.jobId,
+        worker: session.name,
+        attempt: report.attempt,
+        error: e.message,
+      });
+    }
+    session.send({ case: "ack", value: { jobId: report.jobId, attempt: report.attempt } });
+  }
+
+  private output(session: WorkerSession, data: OutputData): void {
+    const q = session.outputs.get(data.requestId);
+    if (!q) return;
+    q.push(data);
+    if (data.eof) {
+      session.outputs.delete(data.requestId);
+      q.end();
+    }
+  }
+
+  private async hello(session: WorkerSession, hello: Hello): Promise<void> {
+    checkWorkerName(hello.name);
+    if (hello.slots < 1 || hello.slots > LIMITS.slots) {
+      throw invalid(`slots must be between 1 and ${LIMITS.slots} (got ${hello.slots | 0})`);
+    }
+    const old = this.byName.get(hello.name);
+    if (old?.open) {
+      if (Date.now() - old.lastHeartbeat < this.deps.options.heartbeatSeconds * 2000) {
+        throw new CrmsError("ALREADY_EXISTS", `worker ${hello.name} is already attached to this replica`);
+      }
+      old.close();
+    }
+    session.name = hello.name;
+    session.to("hello");
+    this.byName.set(hello.name, session);
+    const now = timestampFromDate(session.attachedAt);
+    const written = await this.deps.store.updateWorker(
+      hello.name,
+      (prev) =>
+        create(WorkerSchema, {
+          name: hello.name,
+          slots: hello.slots,
+          labels: hello.labels,
+          hostname: hello.hostname,
+          version: hello.version,
+          state: prev?.state === WorkerState.DRAINING ? WorkerState.DRAINING : WorkerState.UP,
+          attachTime: now,
+          lastHeartbeat: now,
+          replica: this.me,
+        }),
+      true,
+    );
+    const draining = written?.state === WorkerState.DRAINING;
+    if (draining) session.to("drain");
+    session.send({
+      case: "welcome",
+      value: { replica: this.me, heartbeatSeconds: this.deps.options.heartbeatSeconds, draining },
+    });
+    this.deps.log.info("worker attached", { worker: hello.name, slots: hello.slots, running: hello.running.length });
+    for (const report of hello.finished) await this.finished(session, report);
+    const reported = new Set<string>();
+    for (const run of hello.running) {
+      reported.add(run.jobId);
+      const job = this.deps.store.job(run.jobId);
+      if (job && isActive(job.state) && job.worker === hello.name && job.attempt === run.attempt) {
+        session.assigned.set(job.id, job.attempt);
+        if (job.state === JobState.ASSIGNED) {
+          await this.deps.store
+            .updateJob(job.id, (j) =>
+              transition(j, {
+                type: "started",
+                worker: hello.name,
+                attempt: run.attempt,
+                pid: run.pid,
+                now: new Date(),
+              }),
+            )
+            .catch((err) => this.refuse(session, run.jobId, run.attempt, err));
+        }
+      } else {
+        this.refuse(session, run.jobId, run.attempt, new CrmsError("FAILED_PRECONDITION", "run is no longer current"));
+      }
+    }
+    for (const id of [...(this.deps.store.jobIndex.active.get(hello.name) ?? [])]) {
+      const job = this.deps.store.job(id);
+      if (!job || reported.has(id)) continue;
+      if (job.state === JobState.RUNNING) {
+        // The worker does not have it any more (it restarted): that run is lost.
+        await this.deps.store
+          .updateJob(id, (j) =>
+            transition(j, {
+              type: "lost",
+              worker: hello.name,
+              attempt: job.attempt,
+              reason: `worker ${hello.name} restarted without it`,
+              now: new Date(),
+            }),
+          )
+          .catch(() => undefined);
+      } else {
+        this.onJob(job);
+      }
+    }
+  }
+
+  private async detached(session: WorkerSession): Promise<void> {
+    if (!session.name || this.byName.get(session.name) !== session) return;
+    this.byName.delete(session.name);
+    this.deps.log.info("worker detached", { worker: session.name });
+    const attachTime = timestampFromDate(session.attachedAt);
+    await this.deps.store
+      .updateWorker(session.name, (w) => {
+        if (
+          !w ||
+          w.replica !== this.me ||
+          w.attachTime?.seconds !== attachTime.seconds ||
+          w.attachTime?.nanos !== attachTime.nanos
+        )
+          return undefined;
+        if (w.stopRequested) return undefined;
+        return { ...w, state: WorkerState.DISCONNECTED, disconnectTime: timestampFromDate(new Date()) };
+      })
+      .catch((err) =>
+        this.deps.log.warn("could not mark worker disconnected", { worker: session.name, error: String(err) }),
+      );
+    const w = this.deps.store.workers.entries.get(session.name);
+    if (w?.value.stopRequested && (this.deps.store.jobIndex.active.get(session.name)?.size ?? 0) === 0) {
+      await this.deps.store.deleteWorker(session.name, w.mod).catch(() => undefined);
+    }
+  }
+
+  /** Asks the worker holding a run for its output; yields chunks until eof. */
+  requestOutput(
+    worker: string,
+    jobId: string,
+    attempt: number,
+    follow: boolean,
+    signal: AbortSignal,
+  ): AsyncQueue<OutputData> | undefined {
+    const session = this.byName.get(worker);
+    if (!session?.open) return undefined;
+    const requestId = this.nextRequestId++;
+    const q = new AsyncQueue<OutputData>();
+    session.outputs.set(requestId, q);
+    session.send({ case: "outputRequest", value: { requestId, jobId, attempt, follow } });
+    signal.addEventListener(
+      "abort",
+      () => {
+        if (session.outputs.delete(requestId)) session.send({ case: "outputCancel", value: { requestId } });
+        q.end();
+      },
+      { once: true },
+    );
+    return q;
+  }
+}

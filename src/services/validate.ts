@@ -1,0 +1,99 @@
+/** Input checks with the limits the contract documents; all fail with INVALID_ARGUMENT. */
+import type { JobSpec } from "../../gen/crms/v1/job_pb.js";
+import { invalid } from "../store/errors.js";
+
+export const LIMITS = {
+  argvItems: 1024,
+  argvBytes: 128 * 1024,
+  envEntries: 256,
+  envBytes: 64 * 1024,
+  labels: 64,
+  labelBytes: 4096,
+  nameBytes: 256,
+  requestIdBytes: 128,
+  workerNameBytes: 128,
+  slots: 100_000,
+  pageSize: 1000,
+} as const;
+
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const JOB_ID = /^[1-9][0-9]{0,15}$/;
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+
+const bytes = (s: string) => Buffer.byteLength(s);
+
+function noNul(what: string, s: string): void {
+  if (s.includes("\0")) throw invalid(`${what} must not contain a NUL byte`);
+}
+
+function checkMap(
+  what: string,
+  m: { [k: string]: string },
+  maxEntries: number,
+  maxBytes: number,
+  keyPattern?: RegExp,
+): void {
+  const entries = Object.entries(m);
+  if (entries.length > maxEntries) throw invalid(`${what}: at most ${maxEntries} entries (got ${entries.length})`);
+  let total = 0;
+  for (const [k, v] of entries) {
+    if (!k) throw invalid(`${what}: empty key`);
+    noNul(`${what} key`, k);
+    noNul(`${what} value of ${k}`, v);
+    if (keyPattern && !keyPattern.test(k)) throw invalid(`${what}: key ${JSON.stringify(k)} must match ${keyPattern}`);
+    total += bytes(k) + bytes(v);
+  }
+  if (total > maxBytes) throw invalid(`${what}: at most ${maxBytes} bytes in total (got ${total})`);
+}
+
+/** Checks a worker name: safe characters, bounded length. */
+export function checkWorkerName(name: string, what = "worker name"): void {
+  if (!name) throw invalid(`${what} is required`);
+  noNul(what, name);
+  if (bytes(name) > LIMITS.workerNameBytes) throw invalid(`${what} is longer than ${LIMITS.workerNameBytes} bytes`);
+  if (!SAFE_NAME.test(name))
+    throw invalid(`${what} ${JSON.stringify(name)} may hold only letters, digits, '.', '_' and '-'`);
+}
+
+/** Checks a job id's form (NOT_FOUND comes later for well-formed unknown ids). */
+export function checkJobId(id: string): void {
+  if (!id) throw invalid("job id is required");
+  if (!JOB_ID.test(id)) throw invalid(`job id ${JSON.stringify(id.slice(0, 40))} is not a job id (decimal digits)`);
+}
+
+/** Checks a submitted spec against the limits. */
+export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec {
+  if (!spec) throw invalid("spec is required");
+  if (spec.command.length === 0) throw invalid("command is empty: give at least the program to run");
+  if (spec.command.length > LIMITS.argvItems) throw invalid(`command: at most ${LIMITS.argvItems} arguments`);
+  if (!spec.command[0]) throw invalid("command: the program (first element) is empty");
+  let total = 0;
+  for (const arg of spec.command) {
+    noNul("command argument", arg);
+    total += bytes(arg);
+    if (total > LIMITS.argvBytes) throw invalid(`command: at most ${LIMITS.argvBytes} bytes in total`);
+  }
+  noNul("name", spec.name);
+  if (bytes(spec.name) > LIMITS.nameBytes) throw invalid(`name: at most ${LIMITS.nameBytes} bytes`);
+  noNul("working_dir", spec.workingDir);
+  if (bytes(spec.workingDir) > 4096) throw invalid("working_dir: at most 4096 bytes");
+  checkMap("env", spec.env, LIMITS.envEntries, LIMITS.envBytes);
+  for (const k of Object.keys(spec.env))
+    if (k.includes("=")) throw invalid(`env key ${JSON.stringify(k)} contains '='`);
+  checkMap("labels", spec.labels, LIMITS.labels, LIMITS.labelBytes, LABEL_KEY);
+  checkMap("constraints", spec.constraints, LIMITS.labels, LIMITS.labelBytes, LABEL_KEY);
+  if (spec.targetWorker) checkWorkerName(spec.targetWorker, "target worker");
+  if (spec.maxRetries > 1000) throw invalid("max_retries: at most 1000");
+  if (spec.maxLostRetries > 1000) throw invalid("max_lost_retries: at most 1000");
+  noNul("request_id", requestId);
+  if (bytes(requestId) > LIMITS.requestIdBytes) throw invalid(`request_id: at most ${LIMITS.requestIdBytes} bytes`);
+  if (requestId.includes("/")) throw invalid("request_id must not contain '/'");
+  return spec;
+}
+
+/** A page size in 1..1000, 0 meaning 100. */
+export function pageSize(n: number): number {
+  if (n === 0) return 100;
+  if (n > LIMITS.pageSize) throw invalid(`page_size: at most ${LIMITS.pageSize}`);
+  return n;
+}

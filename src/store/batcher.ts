@@ -1,0 +1,205 @@
+/**
+ * Group commit: concurrent transitions are packed into one etcd Txn. Each
+ * transition keeps its own compares; when the packed Txn fails, its failure
+ * branch reads every compared key, so each transition learns alone whether it
+ * lost (and sees the current record) or should go again in the next batch.
+ */
+import type { Etcd3, ICompare, IRequestOp } from "etcd3";
+
+/** A revision check on one key: its mod or create revision must equal `revision` (0: absent). */
+export interface Compare {
+  key: string;
+  target: "mod" | "create";
+  revision: number;
+}
+
+/** A write in a transition. */
+export type Write = { type: "put"; key: string; value: Buffer; lease?: string } | { type: "delete"; key: string };
+
+/** The state of a key as read in a failure branch. */
+export interface KeyState {
+  value: Buffer;
+  mod: number;
+  create: number;
+  lease: string;
+}
+
+/** The outcome of one transition. */
+export type TxnOutcome = { ok: true; revision: number } | { ok: false; current: Map<string, KeyState | undefined> };
+
+interface Pending {
+  compares: Compare[];
+  writes: Write[];
+  size: number;
+  resolve: (o: TxnOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+/** etcd's defaults: 128 operations per Txn, 1.5 MiB per request. */
+export const MAX_TXN_OPS = 128;
+const MAX_BATCH_BYTES = 1024 * 1024;
+
+/** Counters a benchmark or /metrics reads. */
+export interface BatcherStats {
+  txns: number;
+  transitions: number;
+  conflicts: number;
+  retries: number;
+  largest: number;
+}
+
+export class Batcher {
+  private queue: Pending[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+  readonly stats: BatcherStats = { txns: 0, transitions: 0, conflicts: 0, retries: 0, largest: 0 };
+  /** Called with each Txn's duration in seconds and number of transitions. */
+  onTxn?: (seconds: number, size: number) => void;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly maxInFlight = 4,
+    private readonly maxOps = MAX_TXN_OPS,
+  ) {}
+
+  /** Queues one transition and resolves with its own outcome. */
+  commit(compares: Compare[], writes: Write[]): Promise<TxnOutcome> {
+    if (writes.length > this.maxOps || compares.length > this.maxOps) {
+      return Promise.reject(new Error(`a transition may have at most ${this.maxOps} operations`));
+    }
+    let size = 0;
+    for (const w of writes) size += w.key.length + (w.type === "put" ? w.value.length : 0);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ compares, writes, size, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.inFlight < this.maxInFlight && this.queue.length > 0) this.flush();
+    });
+  }
+
+  /** Takes as many queued transitions as fit in one Txn without touching a key twice. */
+  private take(): Pending[] {
+    const batch: Pending[] = [];
+    const written = new Set<string>();
+    const compared = new Set<string>();
+    let ops = 0;
+    let reads = 0;
+    let bytes = 0;
+    const rest: Pending[] = [];
+    for (const p of this.queue) {
+      const fits =
+        batch.length === 0 ||
+        (ops + p.writes.length <= this.maxOps &&
+          reads + p.compares.length <= this.maxOps &&
+          bytes + p.size <= MAX_BATCH_BYTES &&
+          p.writes.every((w) => !written.has(w.key) && !compared.has(w.key)) &&
+          p.compares.every((c) => !written.has(c.key)));
+      if (!fits || rest.length > 0) {
+        rest.push(p);
+        continue;
+      }
+      batch.push(p);
+      ops += p.writes.length;
+      for (const c of p.compares) {
+        if (!compared.has(c.key)) reads++;
+        compared.add(c.key);
+      }
+      for (const w of p.writes) written.add(w.key);
+      bytes += p.size;
+    }
+    this.queue = rest;
+    return batch;
+  }
+
+  private flush(): void {
+    const batch = this.take();
+    if (batch.length === 0) return;
+    this.inFlight++;
+    this.run(batch)
+      .catch((err) => {
+        for (const p of batch) p.reject(err);
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.schedule();
+      });
+  }
+
+  private async run(batch: Pending[]): Promise<void> {
+    const compare: ICompare[] = [];
+    const success: IRequestOp[] = [];
+    const readKeys: string[] = [];
+    const seen = new Set<string>();
+    for (const p of batch) {
+      for (const c of p.compares) {
+        compare.push(
+          c.target === "mod"
+            ? { key: Buffer.from(c.key), target: "Mod", result: "Equal", mod_revision: c.revision }
+            : { key: Buffer.from(c.key), target: "Create", result: "Equal", create_revision: c.revision },
+        );
+        if (!seen.has(c.key)) {
+          seen.add(c.key);
+          readKeys.push(c.key);
+        }
+      }
+      for (const w of p.writes) {
+        success.push(
+          w.type === "put"
+            ? { request_put: { key: Buffer.from(w.key), value: w.value, lease: w.lease ?? "0" } }
+            : { request_delete_range: { key: Buffer.from(w.key) } },
+        );
+      }
+    }
+    const failure: IRequestOp[] = readKeys.map((k) => ({ request_range: { key: Buffer.from(k) } }));
+    const started = process.hrtime.bigint();
+    const res = await this.etcd.kv.txn({ compare, success, failure });
+    this.onTxn?.(Number(process.hrtime.bigint() - started) / 1e9, batch.length);
+    this.stats.txns++;
+    this.stats.transitions += batch.length;
+    this.stats.largest = Math.max(this.stats.largest, batch.length);
+    const revision = Number(res.header.revision);
+    if (res.succeeded) {
+      for (const p of batch) p.resolve({ ok: true, revision });
+      return;
+    }
+    const current = new Map<string, KeyState | undefined>();
+    readKeys.forEach((key, i) => {
+      const kv = res.responses[i]?.response_range?.kvs[0];
+      current.set(
+        key,
+        kv
+          ? {
+              value: kv.value,
+              mod: Number(kv.mod_revision),
+              create: Number(kv.create_revision),
+              lease: String(kv.lease),
+            }
+          : undefined,
+      );
+    });
+    const again: Pending[] = [];
+    for (const p of batch) {
+      const holds = p.compares.every((c) => {
+        const s = current.get(c.key);
+        return (c.target === "mod" ? (s?.mod ?? 0) : (s?.create ?? 0)) === c.revision;
+      });
+      if (holds && batch.length > 1) {
+        again.push(p);
+      } else {
+        this.stats.conflicts++;
+        const mine = new Map<string, KeyState | undefined>();
+        for (const c of p.compares) mine.set(c.key, current.get(c.key));
+        p.resolve({ ok: false, current: mine });
+      }
+    }
+    this.stats.retries += again.length;
+    this.queue.unshift(...again);
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * An in-memory copy of one key prefix, built by list + watch from a revision.
+ * A compacted watch (or one that falls silent while etcd moved on) relists and
+ * emits the difference, so the copy never keeps a silent gap.
+ */
+import { EventEmitter } from "node:events";
+import type { Etcd3, Watcher } from "etcd3";
+
+/** One cached record with the revisions etcd gave it. */
+export interface Entry<T> {
+  value: T;
+  mod: number;
+  create: number;
+  lease: string;
+}
+
+/** Events: put(name, entry, prev?), delete(name, prev, revision), synced(). */
+export interface CacheEvents<T> {
+  put: [name: string, entry: Entry<T>, prev: Entry<T> | undefined];
+  delete: [name: string, prev: Entry<T>, revision: number];
+  synced: [];
+}
+
+/** The key just past every key with this prefix. */
+export function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if ((end[i] as number) < 0xff) {
+      end[i] = (end[i] as number) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+const LIST_PAGE = 2000;
+
+export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
+  readonly entries = new Map<string, Entry<T>>();
+  /** The store revision this copy reflects. */
+  revision = 0;
+  relists = 0;
+  private watcher?: Watcher;
+  private tombstones = new Map<string, number>();
+  private closed = false;
+  private lastEventAt = Date.now();
+
+  constructor(
+    private readonly etcd: Etcd3,
+    readonly prefix: string,
+    private readonly decode: (bytes: Buffer) => T,
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  /** Lists the prefix and starts watching after the listed revision. */
+  async start(): Promise<void> {
+    await this.relist();
+  }
+
+  /** Reads every key of the prefix at one revision, a page at a time. */
+  async list(): Promise<{ revision: number; kvs: Map<string, Entry<T>> }> {
+    const kvs = new Map<string, Entry<T>>();
+    let key = Buffer.from(this.prefix);
+    const end = prefixEnd(this.prefix);
+    let revision = 0;
+    for (;;) {
+      const res = await this.etcd.kv.range({
+        key,
+        range_end: end,
+        limit: LIST_PAGE,
+        revision: revision || undefined,
+      });
+      if (!revision) revision = Number(res.header.revision);
+      for (const kv of res.kvs) {
+        kvs.set(kv.key.toString().slice(this.prefix.length), {
+          value: this.decode(kv.value),
+          mod: Number(kv.mod_revision),
+          create: Number(kv.create_revision),
+          lease: String(kv.lease),
+        });
+      }
+      if (!res.more || res.kvs.length === 0) break;
+      key = Buffer.concat([(res.kvs.at(-1) as { key: Buffer }).key, Buffer.from([0])]);
+    }
+    return { revision, kvs };
+  }
+
+  private async relist(): Promise<void> {
+    await this.watcher?.cancel().catch(() => undefined);
+    this.watcher = undefined;
+    const { revision, kvs } = await this.list();
+    this.relists++;
+    for (const [name, prev] of this.entries) {
+      if (!kvs.has(name)) {
+        this.entries.delete(name);
+        this.emit("delete", name, prev, revision);
+      }
+    }
+    for (const [name, entry] of kvs) {
+      const prev = this.entries.get(name);
+      if (!prev || prev.mod !== entry.mod) {
+        this.entries.set(name, entry);
+        this.emit("put", name, entry, prev);
+      }
+    }
+    this.tombstones.clear();
+    this.revision = revision;
+    if (!this.closed) await this.watch(revision + 1);
+    this.emit("synced");
+  }
+
+  private async watch(from: number): Promise<void> {
+    const watcher = await this.etcd.watch().prefix(this.prefix).startRevision(String(from)).create();
+    this.watcher = watcher;
+    watcher.on("data", (res) => {
+      this.lastEventAt = Date.now();
+      for (const ev of res.events) {
+        const name = ev.kv.key.toString().slice(this.prefix.length);
+        const mod = Number(ev.kv.mod_revision);
+        if (ev.type === "Put") {
+          this.apply(name, {
+            value: this.decode(ev.kv.value),
+            mod,
+            create: Number(ev.kv.create_revision),
+            lease: String(ev.kv.lease),
+          });
+        } else {
+          this.applyDelete(name, mod);
+        }
+      }
+      const rev = Number(res.header.revision);
+      if (rev > this.revision) this.revision = rev;
+      for (const [name, r] of this.tombstones) if (r <= this.revision) this.tombstones.delete(name);
+    });
+    watcher.on("error", () => {
+      // Compacted or cancelled by etcd: relist from scratch rather than miss events.
+      if (this.watcher === watcher && !this.closed) void this.relist().catch(() => this.retryRelist());
+    });
+  }
+
+  private retryRelist(): void {
+    if (this.closed) return;
+    setTimeout(() => void this.relist().catch(() => this.retryRelist()), 1000);
+  }
+
+  /** Applies a record written by this process (write-through) or seen by the watch. */
+  apply(name: string, entry: Entry<T>): void {
+    const prev = this.entries.get(name);
+    if (prev && prev.mod >= entry.mod) return;
+    const dead = this.tombstones.get(name);
+    if (dead !== undefined && dead >= entry.mod) return;
+    this.entries.set(name, entry);
+    this.emit("put", name, entry, prev);
+  }
+
+  /** Applies a deletion at a revision. */
+  applyDelete(name: string, revision: number): void {
+    const prev = this.entries.get(name);
+    if (prev && prev.mod > revision) return;
+    this.tombstones.set(name, revision);
+    if (!prev) return;
+    this.entries.delete(name);
+    this.emit("delete", name, prev, revision);
+  }
+
+  /** Relists if the watch has been silent for `silentMs` while etcd moved past it. */
+  async checkProgress(silentMs: number): Promise<boolean> {
+    if (Date.now() - this.lastEventAt < silentMs) return false;
+    const res = await this.etcd.kv.range({
+      key: Buffer.from(this.prefix),
+      range_end: prefixEnd(this.prefix),
+      count_only: true,
+    });
+    const head = Number(res.header.revision);
+    if (head <= this.revision) return false;
+    // Changes under other prefixes also move the revision: only a change here counts.
+    const changed = await this.etcd.kv.range({
+      key: Buffer.from(this.prefix),
+      range_end: prefixEnd(this.prefix),
+      min_mod_revision: this.revision + 1,
+      count_only: true,
+    });
+    if (Number(changed.count) === 0) {
+      this.lastEventAt = Date.now();
+      return false;
+    }
+    await this.relist();
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.watcher?.cancel().catch(() => undefined);
+  }
+}

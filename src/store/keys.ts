@@ -1,0 +1,49 @@
+/**
+ * The etcd key schema. Every key crms writes is built here and nowhere else.
+ *
+ *   <prefix>jobs/<id>            Job (protobuf binary)
+ *   <prefix>reqids/<request id>  job id a request id created (idempotent submit)
+ *   <prefix>workers/<name>       Worker, bound to the lease of the replica holding its stream
+ *   <prefix>replicas/<id>        replica id, bound to that replica's lease
+ *   <prefix>leader               scheduler leader's replica id, bound to its lease
+ *   <prefix>idseq                next free job id (blocks are reserved from it)
+ */
+export class Keys {
+  constructor(readonly prefix: string) {}
+
+  get jobs(): string {
+    return `${this.prefix}jobs/`;
+  }
+  job(id: string): string {
+    return `${this.jobs}${id}`;
+  }
+  get reqids(): string {
+    return `${this.prefix}reqids/`;
+  }
+  reqid(requestId: string): string {
+    return `${this.reqids}${requestId}`;
+  }
+  get workers(): string {
+    return `${this.prefix}workers/`;
+  }
+  worker(name: string): string {
+    return `${this.workers}${name}`;
+  }
+  get replicas(): string {
+    return `${this.prefix}replicas/`;
+  }
+  replica(id: string): string {
+    return `${this.replicas}${id}`;
+  }
+  get leader(): string {
+    return `${this.prefix}leader`;
+  }
+  get idseq(): string {
+    return `${this.prefix}idseq`;
+  }
+}
+
+/** Compares two job ids as numbers (ids are decimal digits without leading zeros). */
+export function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}

@@ -1,0 +1,331 @@
+/**
+ * The store: the only code that talks to etcd about crms records. Every state
+ * change is one compare-and-put on the record's mod revision, sent through the
+ * group-commit batcher; reads come from list+watch caches.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Etcd3, type IOptions, type Lease } from "etcd3";
+import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
+import { Batcher, type Compare, type Write } from "./batcher.js";
+import { type Entry, PrefixCache } from "./cache.js";
+import { decode, encode } from "./codec.js";
+import { CrmsError, notFound } from "./errors.js";
+import { JobIndex } from "./job-index.js";
+import { Keys } from "./keys.js";
+
+/** How to reach etcd and where crms keeps its keys. */
+export interface StoreOptions {
+  /** etcd client URLs, e.g. ["http://127.0.0.1:2379"]. */
+  endpoints: string[];
+  /** Key prefix, default "crms/". */
+  prefix?: string;
+  /** This replica's id (unique per process). */
+  replicaId: string;
+  /** TTL of the replica lease in seconds (default 10). */
+  leaseTtl?: number;
+  /** Extra etcd3 options (TLS, auth). */
+  etcd?: Partial<IOptions>;
+}
+
+/** What a mutation returns: the new value, or undefined for "no change". */
+export type Mutation<T> = (current: T) => T | undefined;
+
+const MAX_UPDATE_TRIES = 20;
+const ID_BLOCK = 1000;
+
+export class Store {
+  readonly etcd: Etcd3;
+  readonly keys: Keys;
+  readonly batcher: Batcher;
+  readonly jobs: PrefixCache<Job>;
+  readonly workers: PrefixCache<Worker>;
+  readonly jobIndex: JobIndex;
+  readonly replicaId: string;
+  private lease!: Lease;
+  private leaseIdValue = "0";
+  private idNext = 0;
+  private idEnd = 0;
+  private idReserving?: Promise<void>;
+  /** Called after the replica lease was lost and a new one granted. */
+  onLeaseRenewed?: () => void;
+
+  private constructor(private readonly options: StoreOptions) {
+    this.etcd = new Etcd3({
+      hosts: options.endpoints,
+      dialTimeout: 5000,
+      defaultCallOptions: (ctx) => ({ deadline: Date.now() + (ctx.isStream ? 365 * 86400_000 : 10_000) }),
+      grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 },
+      ...options.etcd,
+    });
+    this.keys = new Keys(options.prefix ?? "crms/");
+    this.replicaId = options.replicaId;
+    this.batcher = new Batcher(this.etcd);
+    this.jobs = new PrefixCache(this.etcd, this.keys.jobs, (b) => decode(JobSchema, b));
+    this.workers = new PrefixCache(this.etcd, this.keys.workers, (b) => decode(WorkerSchema, b));
+    this.jobIndex = new JobIndex(this.jobs);
+  }
+
+  /** Connects, grants the replica lease and fills the caches. */
+  static async open(options: StoreOptions): Promise<Store> {
+    const store = new Store(options);
+    try {
+      await store.grantLease();
+      await Promise.all([store.jobs.start(), store.workers.start()]);
+    } catch (err) {
+      store.etcd.close();
+      throw err;
+    }
+    return store;
+  }
+
+  /** The id of the replica lease, to bind worker records to. */
+  get leaseId(): string {
+    return this.leaseIdValue;
+  }
+
+  private async grantLease(): Promise<void> {
+    const lease = this.etcd.lease(this.options.leaseTtl ?? 10);
+    this.leaseIdValue = await lease.grant();
+    this.lease = lease;
+    await this.etcd.put(this.keys.replica(this.replicaId)).value(this.replicaId).lease(this.leaseIdValue).exec();
+    lease.on("lost", () => {
+      if (this.closed) return;
+      void this.renewLease();
+    });
+  }
+
+  private async renewLease(): Promise<void> {
+    for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.grantLease();
+        this.onLeaseRenewed?.();
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private closed = false;
+  private members = new Map<string, Etcd3>();
+
+  /** A client bound to one member, for per-member maintenance (status, defragment). */
+  memberClient(endpoint: string): Etcd3 {
+    let client = this.members.get(endpoint);
+    if (!client) {
+      client = new Etcd3({ ...this.options.etcd, hosts: [endpoint], dialTimeout: 3000 });
+      this.members.set(endpoint, client);
+    }
+    return client;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const c of this.members.values()) c.close();
+    await Promise.all([this.jobs.close(), this.workers.close()]);
+    await this.lease?.revoke().catch(() => undefined);
+    this.etcd.close();
+  }
+
+  // ---- ids ----
+
+  private async reserveIds(): Promise<void> {
+    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+      const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.idseq) });
+      const kv = res.kvs[0];
+      const start = kv ? Number(kv.value.toString()) : 1;
+      const mod = kv ? Number(kv.mod_revision) : 0;
+      const out = await this.batcher.commit(
+        [{ key: this.keys.idseq, target: "mod", revision: mod }],
+        [{ type: "put", key: this.keys.idseq, value: Buffer.from(String(start + ID_BLOCK)) }],
+      );
+      if (out.ok) {
+        this.idNext = start;
+        this.idEnd = start + ID_BLOCK;
+        return;
+      }
+    }
+    throw new CrmsError("UNAVAILABLE", "could not reserve job ids: too much contention");
+  }
+
+  /** A new job id, unique across replicas and increasing within this one. */
+  async nextId(): Promise<string> {
+    while (this.idNext >= this.idEnd) {
+      if (!this.idReserving) this.idReserving = this.reserveIds().finally(() => (this.idReserving = undefined));
+      await this.idReserving;
+    }
+    return String(this.idNext++);
+  }
+
+  // ---- jobs ----
+
+  /**
+   * Creates a job. With a request id, a second create with the same id
+   * returns the first job instead (idempotent submit).
+   */
+  async createJob(spec: JobSpec, requestId: string): Promise<{ job: Job; existing: boolean }> {
+    if (requestId) {
+      const known = await this.jobByRequestId(requestId);
+      if (known) return { job: known, existing: true };
+    }
+    const id = await this.nextId();
+    const job = create(JobSchema, {
+      id,
+      spec,
+      state: spec.hold ? JobState.HELD : JobState.PENDING,
+      submitTime: timestampFromDate(new Date()),
+      requestId,
+    });
+    const compares: Compare[] = [{ key: this.keys.job(id), target: "create", revision: 0 }];
+    const writes: Write[] = [{ type: "put", key: this.keys.job(id), value: encode(JobSchema, job) }];
+    if (requestId) {
+      compares.push({ key: this.keys.reqid(requestId), target: "create", revision: 0 });
+      writes.push({ type: "put", key: this.keys.reqid(requestId), value: Buffer.from(id) });
+    }
+    const out = await this.batcher.commit(compares, writes);
+    if (out.ok) {
+      this.jobs.apply(id, { value: job, mod: out.revision, create: out.revision, lease: "0" });
+      return { job, existing: false };
+    }
+    const known = requestId ? await this.jobByRequestId(requestId) : undefined;
+    if (known) return { job: known, existing: true };
+    throw new CrmsError("ABORTED", `job ${id} could not be created; retry`);
+  }
+
+  private async jobByRequestId(requestId: string): Promise<Job | undefined> {
+    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.reqid(requestId)) });
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    return (await this.fetchJob(kv.value.toString()))?.value;
+  }
+
+  /** The cached job, or undefined. */
+  job(id: string): Job | undefined {
+    return this.jobs.entries.get(id)?.value;
+  }
+
+  /** Reads a job from etcd (linearizable), bypassing the cache. */
+  async fetchJob(id: string): Promise<Entry<Job> | undefined> {
+    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.job(id)) });
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    const entry = {
+      value: decode(JobSchema, kv.value),
+      mod: Number(kv.mod_revision),
+      create: Number(kv.create_revision),
+      lease: String(kv.lease),
+    };
+    this.jobs.apply(id, entry);
+    return entry;
+  }
+
+  /**
+   * Changes a job with compare-and-put on its mod revision, retrying on a
+   * conflict with the fresh record (the mutation runs again on it). Extra
+   * compares (a leader's fencing token) must hold too, or ABORTED is thrown.
+   */
+  async updateJob(id: string, mutate: Mutation<Job>, fence: Compare[] = []): Promise<Job> {
+    let entry = this.jobs.entries.get(id) ?? (await this.fetchJob(id));
+    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+      if (!entry) throw notFound(`job ${id} not found`);
+      const next = mutate(structuredClone(entry.value));
+      if (!next) return entry.value;
+      const key = this.keys.job(id);
+      const out = await this.batcher.commit(
+        [{ key, target: "mod", revision: entry.mod }, ...fence],
+        [{ type: "put", key, value: encode(JobSchema, next) }],
+      );
+      if (out.ok) {
+        const written = { value: next, mod: out.revision, create: entry.create, lease: "0" };
+        this.jobs.apply(id, written);
+        return next;
+      }
+      for (const f of fence) {
+        const s = out.current.get(f.key);
+        if ((f.target === "mod" ? (s?.mod ?? 0) : (s?.create ?? 0)) !== f.revision) {
+          throw new CrmsError("ABORTED", `fencing check on ${f.key} failed: no longer allowed to write`);
+        }
+      }
+      const s = out.current.get(key);
+      entry = s ? { value: decode(JobSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
+      if (entry) this.jobs.apply(id, entry);
+    }
+    throw new CrmsError("ABORTED", `job ${id} changed too often to update; retry`);
+  }
+
+  /** Deletes a job (and its request id) if `check` accepts the current record. */
+  async deleteJob(id: string, check: (job: Job) => void): Promise<void> {
+    let entry = this.jobs.entries.get(id) ?? (await this.fetchJob(id));
+    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+      if (!entry) throw notFound(`job ${id} not found`);
+      check(entry.value);
+      const key = this.keys.job(id);
+      const writes: Write[] = [{ type: "delete", key }];
+      if (entry.value.requestId) writes.push({ type: "delete", key: this.keys.reqid(entry.value.requestId) });
+      const out = await this.batcher.commit([{ key, target: "mod", revision: entry.mod }], writes);
+      if (out.ok) {
+        this.jobs.applyDelete(id, out.revision);
+        return;
+      }
+      const s = out.current.get(key);
+      entry = s ? { value: decode(JobSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
+    }
+    throw new CrmsError("ABORTED", `job ${id} changed too often to delete; retry`);
+  }
+
+  // ---- workers ----
+
+  /** The cached worker record, or undefined. */
+  worker(name: string): Worker | undefined {
+    return this.workers.entries.get(name)?.value;
+  }
+
+  /**
+   * Creates or changes a worker record with compare-and-put. A new record is
+   * bound to this replica's lease; a changed one keeps the lease it has unless
+   * `rebind` is set (a new stream attached here).
+   */
+  async updateWorker(
+    name: string,
+    mutate: (w: Worker | undefined) => Worker | undefined,
+    rebind = false,
+  ): Promise<Worker | undefined> {
+    const key = this.keys.worker(name);
+    let entry = this.workers.entries.get(name);
+    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+      const current = entry ? structuredClone(entry.value) : undefined;
+      const next = mutate(current);
+      if (!next) return entry?.value;
+      const lease = !entry || rebind ? this.leaseId : entry.lease;
+      const out = await this.batcher.commit(
+        [{ key, target: "mod", revision: entry?.mod ?? 0 }],
+        [{ type: "put", key, value: encode(WorkerSchema, next), lease }],
+      );
+      if (out.ok) {
+        this.workers.apply(name, { value: next, mod: out.revision, create: entry?.create ?? out.revision, lease });
+        return next;
+      }
+      const s = out.current.get(key);
+      entry = s ? { value: decode(WorkerSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
+    }
+    throw new CrmsError("ABORTED", `worker ${name} changed too often to update; retry`);
+  }
+
+  /** Deletes a worker record if it still has the mod revision `mod`. */
+  async deleteWorker(name: string, mod: number): Promise<boolean> {
+    const key = this.keys.worker(name);
+    const out = await this.batcher.commit([{ key, target: "mod", revision: mod }], [{ type: "delete", key }]);
+    if (out.ok) this.workers.applyDelete(name, out.revision);
+    return out.ok;
+  }
+
+  /** The current store revision (a cheap read). */
+  async revision(): Promise<number> {
+    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.idseq), count_only: true });
+    return Number(res.header.revision);
+  }
+}
+
+export type { Entry };

@@ -1,0 +1,84 @@
+/** Starts a real etcd on free loopback ports with a temporary data dir, for one test file. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() => (addr && typeof addr === "object" ? resolve(addr.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+export interface EtcdInstance {
+  endpoint: string;
+  dataDir: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** Starts one etcd member; extra flags (e.g. --quota-backend-bytes) are passed on. */
+export async function startEtcd(extra: string[] = []): Promise<EtcdInstance> {
+  const dataDir = mkdtempSync(join(tmpdir(), "crms-etcd-"));
+  const [client, peer] = [await freePort(), await freePort()];
+  const endpoint = `http://127.0.0.1:${client}`;
+  const proc = spawn(
+    process.env.ETCD_BIN ?? "etcd",
+    [
+      "--name",
+      "test",
+      "--data-dir",
+      dataDir,
+      "--listen-client-urls",
+      endpoint,
+      "--advertise-client-urls",
+      endpoint,
+      "--listen-peer-urls",
+      `http://127.0.0.1:${peer}`,
+      "--initial-advertise-peer-urls",
+      `http://127.0.0.1:${peer}`,
+      "--initial-cluster",
+      `test=http://127.0.0.1:${peer}`,
+      "--log-level",
+      "error",
+      ...extra,
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  proc.stderr?.on("data", (d) => (stderr += d));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      const res = await fetch(`${endpoint}/health`);
+      if (res.ok) break;
+    } catch {
+      // not up yet
+    }
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`etcd did not start: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    endpoint,
+    dataDir,
+    process: proc,
+    async stop() {
+      if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once("exit", r));
+        proc.kill("SIGTERM");
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+        if (proc.exitCode === null) proc.kill("SIGKILL");
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
