@@ -6,6 +6,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { serviceDefinition } from "../rpc/definition.js";
+import { AsyncQueue } from "../services/async-queue.js";
 import type { CallContext, Logger } from "../services/context.js";
 import { grpcStatus, toCrmsError } from "../store/errors.js";
 
@@ -60,6 +61,20 @@ async function pipeOut(
   }
 }
 
+/**
+ * The client's messages as an async iterable that, unlike iterating the call
+ * itself, does not cancel the call when the handler stops reading early
+ * (the handler must still be able to end it with a status).
+ */
+function inbound(call: grpc.ServerDuplexStream<unknown, unknown>): AsyncIterable<unknown> {
+  const q = new AsyncQueue<unknown>();
+  call.on("data", (msg) => q.push(msg));
+  call.on("end", () => q.end());
+  call.on("error", () => q.end());
+  (call as unknown as NodeJS.EventEmitter).on("cancelled", () => q.end());
+  return q;
+}
+
 /** Adds a service to a grpc-js server with handlers keyed by the methods' local names. */
 export function addService(
   server: grpc.Server,
@@ -105,7 +120,7 @@ export function addService(
         impl[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => pipeOut(handler(call as AsyncIterable<unknown>, ctx), call, ctx.signal))
+            .then(() => pipeOut(handler(inbound(call), ctx), call, ctx.signal))
             .then(
               () => call.end(),
               (err) => {

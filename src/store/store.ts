@@ -226,7 +226,25 @@ export class Store {
    * conflict with the fresh record (the mutation runs again on it). Extra
    * compares (a leader's fencing token) must hold too, or ABORTED is thrown.
    */
-  async updateJob(id: string, mutate: Mutation<Job>, fence: Compare[] = []): Promise<Job> {
+  updateJob(id: string, mutate: Mutation<Job>, fence: Compare[] = []): Promise<Job> {
+    return this.serialized(`job/${id}`, () => this.tryUpdateJob(id, mutate, fence));
+  }
+
+  private locks = new Map<string, Promise<unknown>>();
+
+  /** Runs updates of one record one after another in this process, so they never race each other. */
+  private serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(key, tail);
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    });
+    return next;
+  }
+
+  private async tryUpdateJob(id: string, mutate: Mutation<Job>, fence: Compare[]): Promise<Job> {
     let entry = this.jobs.entries.get(id) ?? (await this.fetchJob(id));
     for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
       if (!entry) throw notFound(`job ${id} not found`);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what crms needs on a Debian machine, idempotently:
+#   scripts/setup.sh        etcd (Debian's etcd-server) and npm dependencies
+#   scripts/setup.sh test   also grpcurl, for the tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  echo "setup: installing etcd (Debian's etcd-server, etcd-client)"
+  apt_install etcd-server etcd-client
+fi
+# Debian starts an etcd service on install; crms runs its own, on other ports.
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ "${1:-}" = "test" ]; then
+  export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+  if ! command -v grpcurl >/dev/null; then
+    echo "setup: installing grpcurl (go install)"
+    go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+  fi
+fi

@@ -1,0 +1,148 @@
+/** Output for people (tables) and for scripts (JSON). */
+import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
+import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Worker, WorkerSchema, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+
+/** Renders rows as an aligned table with a header. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+export const jobState = (s: JobState) => JobState[s] ?? String(s);
+export const workerState = (s: WorkerState) => WorkerState[s] ?? String(s);
+
+function time(ts: Timestamp | undefined): string {
+  return ts
+    ? timestampDate(ts)
+        .toISOString()
+        .replace(/\.\d+Z$/, "Z")
+    : "-";
+}
+
+function ago(ts: Timestamp | undefined): string {
+  if (!ts) return "-";
+  const s = Math.max(0, Math.round((Date.now() - timestampDate(ts).getTime()) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+function commandLine(job: Job, max = 40): string {
+  const s = (job.spec?.command ?? []).map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a)).join(" ");
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+/** One JSON value for scripts. */
+export function json<T extends DescMessage>(schema: T, value: MessageShape<T>): unknown {
+  return toJson(schema, value, { alwaysEmitImplicit: false });
+}
+
+export function jobsTable(jobs: Job[], wide = false): string {
+  const header = wide
+    ? ["ID", "NAME", "STATE", "WORKER", "ATTEMPT", "EXIT", "SUBMITTED", "COMMAND", "REASON"]
+    : ["ID", "NAME", "STATE", "WORKER", "AGE", "COMMAND"];
+  const rows = jobs.map((j) =>
+    wide
+      ? [
+          j.id,
+          j.spec?.name || "-",
+          jobState(j.state),
+          j.worker || "-",
+          String(j.attempt),
+          j.exitCode === undefined ? (j.signal ? j.signal : "-") : String(j.exitCode),
+          time(j.submitTime),
+          commandLine(j, 60),
+          j.error || j.pendingReason || "",
+        ]
+      : [j.id, j.spec?.name || "-", jobState(j.state), j.worker || "-", ago(j.submitTime), commandLine(j)],
+  );
+  return table(header, rows);
+}
+
+export function jobDetail(j: Job): string {
+  const lines: Array<[string, string]> = [
+    ["ID", j.id],
+    ["Name", j.spec?.name || "-"],
+    ["State", jobState(j.state)],
+    ["Command", commandLine(j, 1000)],
+    ["Worker", j.worker || "-"],
+    ["Attempt", String(j.attempt)],
+    ["PID", j.pid ? String(j.pid) : "-"],
+    ["Exit code", j.exitCode === undefined ? "-" : String(j.exitCode)],
+    ["Signal", j.signal || "-"],
+    ["Error", j.error || "-"],
+    ["Pending reason", j.pendingReason || "-"],
+    ["Priority", String(j.spec?.priority ?? 0)],
+    ["Retries", `${j.failures} of ${j.spec?.maxRetries ?? 0} used; lost runs ${j.lostCount}`],
+    ["Submitted", time(j.submitTime)],
+    ["Started", time(j.startTime)],
+    ["Ended", time(j.endTime)],
+  ];
+  if (j.spec?.targetWorker) lines.push(["Target worker", j.spec.targetWorker]);
+  const kv = (m: { [k: string]: string } | undefined) =>
+    Object.entries(m ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(",");
+  if (Object.keys(j.spec?.labels ?? {}).length) lines.push(["Labels", kv(j.spec?.labels)]);
+  if (Object.keys(j.spec?.constraints ?? {}).length) lines.push(["Constraints", kv(j.spec?.constraints)]);
+  const w = Math.max(...lines.map(([k]) => k.length));
+  let out = lines.map(([k, v]) => `${`${k}:`.padEnd(w + 2)}${v}`).join("\n");
+  if (j.attempts.length) {
+    out += `\n\nAttempts:\n${table(
+      ["#", "WORKER", "ASSIGNED", "STARTED", "ENDED", "OUTCOME", "DETAIL"],
+      j.attempts.map((a) => [
+        String(a.number),
+        a.worker,
+        time(a.assignTime),
+        time(a.startTime),
+        time(a.endTime),
+        a.outcome ? jobState(a.outcome) : "running",
+        a.error || (a.exitCode !== undefined ? `exit ${a.exitCode}` : ""),
+      ]),
+    )}`;
+  }
+  return out;
+}
+
+export function workersTable(workers: Worker[]): string {
+  return table(
+    ["NAME", "STATE", "SLOTS", "USED", "LABELS", "HOST", "HEARTBEAT"],
+    workers.map((w) => [
+      w.name,
+      workerState(w.state),
+      String(w.slots),
+      String(w.usedSlots),
+      Object.entries(w.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",") || "-",
+      w.hostname || "-",
+      ago(w.lastHeartbeat),
+    ]),
+  );
+}
+
+export function workerDetail(w: Worker): string {
+  return [
+    `Name:        ${w.name}`,
+    `State:       ${workerState(w.state)}`,
+    `Slots:       ${w.usedSlots}/${w.slots} used`,
+    `Labels:      ${
+      Object.entries(w.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",") || "-"
+    }`,
+    `Host:        ${w.hostname || "-"}`,
+    `Version:     ${w.version || "-"}`,
+    `Attached:    ${time(w.attachTime)}`,
+    `Heartbeat:   ${ago(w.lastHeartbeat)} ago`,
+    `Replica:     ${w.replica || "-"}`,
+    `Running:     ${w.runningJobs.join(", ") || "-"}`,
+  ].join("\n");
+}
+
+export { JobSchema, WorkerSchema };

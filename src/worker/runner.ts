@@ -1,0 +1,483 @@
+/**
+ * Runs one assigned job as a real process: its own process group, stdout and
+ * stderr written straight to files in its run directory, an optional timeout,
+ * and a kill that leaves no process of the group behind. Also reads a run's
+ * output files back from offsets, optionally following them while it runs.
+ */
+import { type FileHandle, mkdir, open, readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { execa } from "execa";
+
+/** The part of a JobSpec a run needs (a generated JobSpec fits as is). */
+export interface RunSpec {
+  /** argv; the first element is the program, looked up in PATH. */
+  command: readonly string[];
+  /** Variables added to the filtered worker environment. */
+  env?: Readonly<Record<string, string>>;
+  /** Working directory; empty means the run directory. Relative paths are resolved against the run directory. */
+  workingDir?: string;
+  /** Wall-clock limit in seconds; 0 means none. */
+  timeoutSeconds?: number;
+}
+
+/** What startRun needs to know. */
+export interface RunOptions {
+  jobId: string;
+  attempt: number;
+  spec: RunSpec;
+  /** The worker's data directory; the run writes to `<dataDir>/runs/<jobId>.<attempt>/`. */
+  dataDir: string;
+  /** Name of the worker, given to the job as CRMS_WORKER. */
+  workerName: string;
+  /** Bytes kept of each stream for the outcome's tails; default 2048. */
+  tailBytes?: number;
+  /** Base environment before filtering; default process.env. */
+  baseEnv?: NodeJS.ProcessEnv;
+  /** Seconds between SIGTERM and SIGKILL when the timeout fires; default 5. */
+  timeoutGraceSeconds?: number;
+  /** Called once the process exists, with its pid (which is also its process group id). */
+  onStart?: (pid: number) => void;
+}
+
+/** How a run ended. */
+export interface RunOutcome {
+  /** Exit code, when the process exited on its own. */
+  exitCode?: number;
+  /** Signal name, when a signal ended it; "" otherwise. */
+  signal: string;
+  /** Why it failed to start or was ended, in one line; "" otherwise. */
+  error: string;
+  /** Ended because it passed spec.timeoutSeconds. */
+  timedOut: boolean;
+  /** Ended because of a kill request. */
+  killed: boolean;
+  /** Last tailBytes bytes of stdout. */
+  stdoutTail: Uint8Array;
+  /** Last tailBytes bytes of stderr. */
+  stderrTail: Uint8Array;
+  /** Process id; 0 if it never started. */
+  pid: number;
+}
+
+/** Which output file. */
+export type StreamName = "stdout" | "stderr";
+
+/** Environment variable names the worker never passes on to jobs. */
+export const CREDENTIAL_NAME = /TOKEN|SECRET|PASSWORD|KEY|CRMS_/i;
+
+const DEFAULT_TAIL_BYTES = 2048;
+const DEFAULT_TIMEOUT_GRACE_SECONDS = 5;
+/** How long leftovers of a group whose leader exited on its own get after SIGTERM. */
+const LEFTOVER_GRACE_MS = 2_000;
+const GROUP_POLL_MS = 50;
+/** Largest chunk readOutput yields (OutputData.data is at most 64 KiB). */
+export const MAX_CHUNK_BYTES = 64 * 1024;
+const FOLLOW_POLL_MS = 100;
+
+/** Directory of one run's output files. Throws for a job id that is not a plain file name. */
+export function runDirOf(dataDir: string, jobId: string, attempt: number): string {
+  if (!/^[A-Za-z0-9._-]+$/.test(jobId) || jobId === "." || jobId === "..") {
+    throw new Error(`invalid job id for a run directory: ${JSON.stringify(jobId)}`);
+  }
+  return path.join(dataDir, "runs", `${jobId}.${attempt}`);
+}
+
+/** The environment of a job: the worker's, minus credentials, plus the spec's, plus CRMS_* identifiers. */
+export function jobEnv(
+  base: NodeJS.ProcessEnv,
+  specEnv: Readonly<Record<string, string>>,
+  ids: { jobId: string; attempt: number; workerName: string },
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(base)) {
+    if (value !== undefined && !CREDENTIAL_NAME.test(name)) env[name] = value;
+  }
+  Object.assign(env, specEnv);
+  env.CRMS_JOB_ID = ids.jobId;
+  env.CRMS_ATTEMPT = String(ids.attempt);
+  env.CRMS_WORKER = ids.workerName;
+  return env;
+}
+
+/**
+ * Whether any live process is in the group. kill(-pgid, 0) alone also counts
+ * zombies, which stay forever under a PID 1 that does not reap orphans (many
+ * containers), so on Linux a positive answer is checked against /proc.
+ */
+export async function processGroupAlive(pgid: number): Promise<boolean> {
+  try {
+    process.kill(-pgid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
+    return true; // EPERM: it exists, but is not ours to signal
+  }
+  if (process.platform !== "linux") return true;
+  let entries: string[];
+  try {
+    entries = await readdir("/proc");
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let statLine: string;
+    try {
+      statLine = await readFile(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // exited meanwhile
+    }
+    // Fields after the command name (which may hold spaces and parentheses): state ppid pgrp ...
+    const fields = statLine.slice(statLine.lastIndexOf(")") + 2).split(" ");
+    if (Number(fields[2]) === pgid && fields[0] !== "Z" && fields[0] !== "X") return true;
+  }
+  return false;
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+}
+
+/** Waits until the group has no live process or the deadline passes; true if it emptied. */
+async function waitGroupGone(pgid: number, deadline: number): Promise<boolean> {
+  for (;;) {
+    if (!(await processGroupAlive(pgid))) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(Math.min(GROUP_POLL_MS, Math.max(1, deadline - Date.now())));
+  }
+}
+
+/** The last `bytes` bytes of an open file. */
+async function tailOf(handle: FileHandle, bytes: number): Promise<Uint8Array> {
+  const { size } = await handle.stat();
+  const length = Math.min(size, bytes);
+  if (length === 0) return new Uint8Array(0);
+  const buf = Buffer.alloc(length);
+  const { bytesRead } = await handle.read(buf, 0, length, size - length);
+  return new Uint8Array(buf.buffer, buf.byteOffset, bytesRead);
+}
+
+function errnoOf(value: unknown): string | undefined {
+  const code = (value as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function spawnError(program: string, code: string | undefined, message: string): string {
+  switch (code) {
+    case "ENOENT":
+      return `command not found: ${program}`;
+    case "EACCES":
+      return `permission denied: ${program}`;
+    default:
+      return `cannot start ${program}: ${code ?? message.split("\n")[0]}`;
+  }
+}
+
+/** Creates (truncates) both output files, opened for reading too so the tails come from the same handles. */
+async function openOutputFiles(runDir: string): Promise<[FileHandle, FileHandle]> {
+  const stdout = await open(path.join(runDir, "stdout"), "w+");
+  try {
+    return [stdout, await open(path.join(runDir, "stderr"), "w+")];
+  } catch (err) {
+    await stdout.close();
+    throw err;
+  }
+}
+
+/**
+ * One run of one job attempt. Created by startRun; `done` resolves (never
+ * rejects) once the process and every process of its group are gone.
+ */
+export class Run {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly runDir: string;
+  /** Process id (and process group id) once started; 0 before or if it never started. */
+  pid = 0;
+  /** True once `done` has resolved. */
+  ended = false;
+  /** The outcome, once the run and its group are gone. */
+  readonly done: Promise<RunOutcome>;
+
+  #options: RunOptions;
+  #killed = false;
+  #timedOut = false;
+  #killReason = "";
+  #killDeadline = 0;
+  #killTimer: NodeJS.Timeout | undefined;
+  #timeoutTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: RunOptions) {
+    this.#options = options;
+    this.jobId = options.jobId;
+    this.attempt = options.attempt;
+    this.runDir = runDirOf(options.dataDir, options.jobId, options.attempt);
+    this.done = this.#execute().then((outcome) => {
+      this.ended = true;
+      return outcome;
+    });
+  }
+
+  /** True once kill() was called or the timeout fired. */
+  get stopping(): boolean {
+    return this.#killDeadline > 0;
+  }
+
+  /**
+   * Ends the run: SIGTERM to its process group now, SIGKILL to the group after
+   * graceSeconds. Before the process exists, it is simply never started.
+   * A second call can only shorten the grace.
+   */
+  kill(graceSeconds: number, reason = "killed"): void {
+    if (this.ended) return;
+    if (!this.#timedOut && !this.#killed) {
+      this.#killed = true;
+      this.#killReason = reason;
+    }
+    this.#terminate(graceSeconds);
+  }
+
+  #terminate(graceSeconds: number): void {
+    const deadline = Date.now() + Math.max(0, graceSeconds) * 1000;
+    if (this.#killDeadline !== 0 && deadline >= this.#killDeadline) return;
+    this.#killDeadline = deadline;
+    if (this.pid === 0) return; // #execute checks the deadline before spawning
+    signalGroup(this.pid, "SIGTERM");
+    clearTimeout(this.#killTimer);
+    this.#killTimer = setTimeout(() => signalGroup(this.pid, "SIGKILL"), deadline - Date.now());
+  }
+
+  async #execute(): Promise<RunOutcome> {
+    const { spec, tailBytes = DEFAULT_TAIL_BYTES } = this.#options;
+    const outcome = (fields: Partial<RunOutcome>): RunOutcome => this.#outcome(fields);
+    const program = spec.command[0];
+    if (program === undefined || program === "") return outcome({ error: "empty command" });
+    try {
+      await mkdir(this.runDir, { recursive: true });
+    } catch (err) {
+      return outcome({ error: `cannot create run directory ${this.runDir}: ${errnoOf(err) ?? String(err)}` });
+    }
+    const cwd = spec.workingDir ? path.resolve(this.runDir, spec.workingDir) : this.runDir;
+    if (spec.workingDir) {
+      try {
+        if (!(await stat(cwd)).isDirectory()) return outcome({ error: `working directory is not a directory: ${cwd}` });
+      } catch (err) {
+        const code = errnoOf(err);
+        return outcome({
+          error:
+            code === "ENOENT"
+              ? `working directory does not exist: ${cwd}`
+              : `working directory not usable: ${cwd} (${code ?? String(err)})`,
+        });
+      }
+    }
+    if (this.#killDeadline !== 0) return outcome({ error: "killed before it started" });
+
+    let files: [FileHandle, FileHandle];
+    try {
+      files = await openOutputFiles(this.runDir);
+    } catch (err) {
+      return outcome({ error: `cannot create output files in ${this.runDir}: ${errnoOf(err) ?? String(err)}` });
+    }
+    const [stdout, stderr] = files;
+    try {
+      const fields = await this.#spawnAndWait(program, cwd, stdout.fd, stderr.fd);
+      const [stdoutTail, stderrTail] = await Promise.all([tailOf(stdout, tailBytes), tailOf(stderr, tailBytes)]);
+      return outcome({ ...fields, stdoutTail, stderrTail });
+    } finally {
+      await Promise.all([stdout.close(), stderr.close()]);
+    }
+  }
+
+  /** Spawns the process on the given output fds and waits until it and its group are gone. */
+  async #spawnAndWait(program: string, cwd: string, stdoutFd: number, stderrFd: number): Promise<Partial<RunOutcome>> {
+    const { spec } = this.#options;
+
+    // File descriptors, not execa's {file} targets: those are piped through
+    // this process, which costs a copy per byte and keeps execa waiting for
+    // any background process that still holds the pipe.
+    const subprocess = execa(program, spec.command.slice(1), {
+      cwd,
+      env: jobEnv(this.#options.baseEnv ?? process.env, spec.env ?? {}, {
+        jobId: this.jobId,
+        attempt: this.attempt,
+        workerName: this.#options.workerName,
+      }),
+      extendEnv: false,
+      detached: true,
+      stdin: "ignore",
+      // execa's types only list fds 3 to 9; any open fd is passed to spawn as is.
+      stdout: stdoutFd as 3,
+      stderr: stderrFd as 3,
+      reject: false,
+      shell: false,
+      cleanup: false,
+    });
+
+    if (subprocess.pid !== undefined) {
+      const pid = subprocess.pid;
+      this.pid = pid;
+      if (this.#killDeadline !== 0) {
+        this.#terminate((this.#killDeadline - Date.now()) / 1000);
+      } else if ((spec.timeoutSeconds ?? 0) > 0) {
+        this.#timeoutTimer = setTimeout(
+          () => {
+            if (this.#killed || this.ended) return;
+            this.#timedOut = true;
+            this.#terminate(this.#options.timeoutGraceSeconds ?? DEFAULT_TIMEOUT_GRACE_SECONDS);
+          },
+          (spec.timeoutSeconds ?? 0) * 1000,
+        );
+      }
+      try {
+        this.#options.onStart?.(pid);
+      } catch {
+        // A failing observer must not lose the run.
+      }
+    }
+
+    const result = await subprocess;
+    clearTimeout(this.#timeoutTimer);
+
+    if (this.pid === 0) {
+      return { error: spawnError(program, errnoOf(result) ?? errnoOf(result.cause), result.message ?? "") };
+    }
+    // The leader is gone; no process of its group may outlive the run.
+    if (await processGroupAlive(this.pid)) {
+      if (this.#killDeadline === 0) signalGroup(this.pid, "SIGTERM");
+      const deadline = this.#killDeadline !== 0 ? this.#killDeadline : Date.now() + LEFTOVER_GRACE_MS;
+      if (!(await waitGroupGone(this.pid, deadline))) {
+        signalGroup(this.pid, "SIGKILL");
+        await waitGroupGone(this.pid, Date.now() + 1_000);
+      }
+    }
+    clearTimeout(this.#killTimer);
+
+    let error = "";
+    if (this.#timedOut) error = `timed out after ${spec.timeoutSeconds}s`;
+    else if (this.#killed) error = this.#killReason;
+    return {
+      ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}),
+      signal: result.signal ?? "",
+      error,
+    };
+  }
+
+  #outcome(fields: Partial<RunOutcome>): RunOutcome {
+    return {
+      signal: "",
+      error: "",
+      stdoutTail: new Uint8Array(0),
+      stderrTail: new Uint8Array(0),
+      ...fields,
+      timedOut: this.#timedOut,
+      killed: this.#killed,
+      pid: this.pid,
+    };
+  }
+}
+
+/** Starts one run; see Run. Never throws for a bad command: the outcome says what went wrong. */
+export function startRun(options: RunOptions): Run {
+  return new Run(options);
+}
+
+/** A piece of a run's output. */
+export interface OutputChunk {
+  stream: StreamName;
+  /** At most MAX_CHUNK_BYTES bytes. */
+  data: Uint8Array;
+  /** Offset of data[0] within its stream's file. */
+  offset: number;
+}
+
+/** Options of readOutput. */
+export interface ReadOutputOptions {
+  /** Where to start reading stdout; default 0. */
+  stdoutOffset?: number;
+  /** Where to start reading stderr; default 0. */
+  stderrOffset?: number;
+  /** Keep polling for new output until isEnded() says the run is over, then drain and end. */
+  follow?: boolean;
+  /** Whether the run is over; default: it is (nothing will be written any more). */
+  isEnded?: () => boolean;
+  /** Stops reading; the generator then ends quietly. */
+  signal?: AbortSignal;
+  /** Poll interval when following; default 100 ms. */
+  pollMs?: number;
+  /** Chunk size, at most MAX_CHUNK_BYTES (the default). */
+  chunkBytes?: number;
+}
+
+/** Thrown by readOutput when the run directory does not exist and the run is not starting. */
+export class RunNotFoundError extends Error {
+  constructor(runDir: string) {
+    super(`no output on this worker: ${runDir} does not exist`);
+    this.name = "RunNotFoundError";
+  }
+}
+
+/**
+ * Reads a run's stdout and stderr from the given offsets in chunks. Without
+ * follow it ends at the current end of both files; with follow it polls until
+ * the run has ended, then reads what is left and ends.
+ */
+export async function* readOutput(runDir: string, options: ReadOutputOptions = {}): AsyncGenerator<OutputChunk> {
+  const isEnded = options.isEnded ?? (() => true);
+  const chunkBytes = Math.max(1, Math.min(options.chunkBytes ?? MAX_CHUNK_BYTES, MAX_CHUNK_BYTES));
+  const pollMs = options.pollMs ?? FOLLOW_POLL_MS;
+  const signal = options.signal;
+  const offsets: Record<StreamName, number> = {
+    stdout: options.stdoutOffset ?? 0,
+    stderr: options.stderrOffset ?? 0,
+  };
+  const handles: Partial<Record<StreamName, FileHandle>> = {};
+  try {
+    for (;;) {
+      // Sample "ended" before reading, so a final read always follows the end.
+      const endedBefore = isEnded();
+      try {
+        await stat(runDir);
+      } catch {
+        if (endedBefore) throw new RunNotFoundError(runDir);
+      }
+      for (const stream of ["stdout", "stderr"] as const) {
+        if (!handles[stream]) {
+          try {
+            handles[stream] = await open(path.join(runDir, stream), "r");
+          } catch {
+            continue; // not created yet (or the run never started): nothing to read
+          }
+        }
+        const handle = handles[stream];
+        if (!handle) continue;
+        let { size } = await handle.stat();
+        while (offsets[stream] < size) {
+          if (signal?.aborted) return;
+          const length = Math.min(chunkBytes, size - offsets[stream]);
+          const buf = Buffer.alloc(length);
+          const { bytesRead } = await handle.read(buf, 0, length, offsets[stream]);
+          if (bytesRead === 0) {
+            size = offsets[stream]; // truncated underneath us
+            break;
+          }
+          const offset = offsets[stream];
+          offsets[stream] += bytesRead;
+          yield { stream, data: new Uint8Array(buf.buffer, buf.byteOffset, bytesRead), offset };
+        }
+      }
+      if (!options.follow || endedBefore || signal?.aborted) return;
+      try {
+        await sleep(pollMs, undefined, signal ? { signal } : {});
+      } catch {
+        return; // aborted
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(handles).map((h) => h?.close()));
+  }
+}

@@ -1,0 +1,690 @@
+/**
+ * The crms worker: one Attach session at a time to a control-plane replica,
+ * running what it is assigned (see runner.ts) and reporting back. Runs belong
+ * to the worker, not to a session: when the stream breaks they keep going, the
+ * worker reconnects (cycling through its servers) and reports them in Hello,
+ * with every finished report the control plane has not acknowledged yet.
+ */
+import { EventEmitter, once } from "node:events";
+import { mkdir } from "node:fs/promises";
+import { hostname as osHostname } from "node:os";
+import path from "node:path";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { OutputStream } from "../../gen/crms/v1/job_pb.js";
+import {
+  type Assign,
+  type AttachRequest,
+  AttachRequestSchema,
+  type AttachResponse,
+  type JobFinished,
+  JobFinishedSchema,
+  type Kill,
+  type OutputRequest,
+  type Welcome,
+  WorkerService,
+} from "../../gen/crms/v1/worker_pb.js";
+import { ServiceTransport } from "../client/transport.js";
+import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
+
+/** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
+export type WorkerLifecycleState = "INITIALIZED" | "CONNECTING" | "RUNNING" | "DRAINING" | "STOPPING" | "STOPPED";
+
+/**
+ * Allowed transitions. CONNECTING means "no accepted session": it is entered
+ * at start and whenever a session ends. DRAINING is sticky across reconnects.
+ */
+export const WORKER_TRANSITIONS: Readonly<Record<WorkerLifecycleState, readonly WorkerLifecycleState[]>> = {
+  INITIALIZED: ["CONNECTING", "STOPPED"],
+  CONNECTING: ["RUNNING", "DRAINING", "STOPPING"],
+  RUNNING: ["CONNECTING", "DRAINING", "STOPPING"],
+  DRAINING: ["CONNECTING", "STOPPING"],
+  STOPPING: ["STOPPED"],
+  STOPPED: [],
+};
+
+/** Thrown when a lifecycle call or transition is not allowed in the current state. */
+export class IllegalStateError extends Error {
+  constructor(
+    readonly from: WorkerLifecycleState,
+    readonly to: WorkerLifecycleState | string,
+  ) {
+    super(`worker cannot go from ${from} to ${to}`);
+    this.name = "IllegalStateError";
+  }
+}
+
+/** The one transition function: returns `to`, or throws IllegalStateError. */
+export function nextWorkerState(from: WorkerLifecycleState, to: WorkerLifecycleState): WorkerLifecycleState {
+  if (!WORKER_TRANSITIONS[from].includes(to)) throw new IllegalStateError(from, to);
+  return to;
+}
+
+/** "info" lines are session and lifecycle events; "debug" lines are per job. */
+export type LogLevel = "info" | "debug";
+
+/** Options of createWorker. */
+export interface WorkerOptions {
+  /** Unique worker name. */
+  name: string;
+  /** Parallel slots (the control plane counts them; the worker runs what it is given). */
+  slots: number;
+  /** Control-plane addresses (host:port), tried in turn on each (re)connect. */
+  servers: string[];
+  /** Labels matched by job constraints. */
+  labels: Record<string, string>;
+  /** Where runs keep their output: `<dataDir>/runs/<jobId>.<attempt>/{stdout,stderr}`. */
+  dataDir: string;
+  /** Worker software version, reported in Hello. */
+  version: string;
+  /** Host name reported in Hello; default os.hostname(). */
+  hostname?: string;
+  /** Bytes of each stream sent as tails in JobFinished; default 2048. */
+  tailBytes?: number;
+  /** Seconds between heartbeats; default 5 (a smaller value in Welcome wins). */
+  heartbeatSeconds?: number;
+  /** Receives every log line; default: "info" lines to stderr with a timestamp. */
+  log?: (line: string, level: LogLevel) => void;
+  /** First reconnect delay in ms, doubled per failure; default 200. */
+  reconnectInitialMs?: number;
+  /** Largest reconnect delay in ms; default 5000. */
+  reconnectMaxMs?: number;
+  /** A session that gets no Welcome within this many ms is dropped; default 10000. */
+  welcomeTimeoutMs?: number;
+  /** How long stop() waits for Acks of the last reports; default 5000 ms. */
+  ackTimeoutMs?: number;
+  /** gRPC channel credentials; default insecure. */
+  credentials?: grpc.ChannelCredentials;
+}
+
+/** Options of Worker.stop. */
+export interface StopOptions {
+  /** Kill running jobs (SIGTERM, SIGKILL after 10 s) instead of waiting for them to end. */
+  killRuns: boolean;
+  /** Why, for the log and the killed runs' error. */
+  reason?: string;
+}
+
+/** Seconds a Shutdown or stop({killRuns: true}) gives runs between SIGTERM and SIGKILL. */
+export const SHUTDOWN_GRACE_SECONDS = 10;
+
+type AttachCall = grpc.ClientDuplexStream<AttachRequest, AttachResponse>;
+type AttachRequestInit = MessageInitShape<typeof AttachRequestSchema>;
+
+/** One Attach stream. */
+interface Session {
+  readonly id: number;
+  readonly target: string;
+  readonly call: AttachCall;
+  welcomed: boolean;
+  closed: boolean;
+  /** Reports produced between Hello and Welcome, sent once welcomed. */
+  pending: AttachRequest[];
+  heartbeat?: NodeJS.Timeout;
+  welcomeTimer?: NodeJS.Timeout;
+  /** Open OutputRequests by request id. */
+  outputs: Map<bigint, AbortController>;
+  /** Aborted when the session ends (stops output streams waiting for 'drain'). */
+  ended: AbortController;
+}
+
+const keyOf = (jobId: string, attempt: number): string => `${jobId}#${attempt}`;
+const label = (jobId: string, attempt: number): string => `job ${jobId} attempt ${attempt}`;
+
+function errorText(err: unknown): string {
+  if (err && typeof err === "object" && "details" in err && typeof err.details === "string" && err.details) {
+    const code = "code" in err ? ` (code ${String(err.code)})` : "";
+    return `${err.details}${code}`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+function describe(outcome: RunOutcome): string {
+  const parts: string[] = [];
+  if (outcome.exitCode !== undefined) parts.push(`exit ${outcome.exitCode}`);
+  if (outcome.signal) parts.push(`signal ${outcome.signal}`);
+  if (outcome.error) parts.push(outcome.error);
+  return parts.join(", ") || "ended";
+}
+
+/**
+ * A worker with an explicit lifecycle (WORKER_TRANSITIONS). Events: "state"
+ * (state, previous), "attached" (target, replica), "stopped".
+ */
+export class Worker extends EventEmitter {
+  readonly name: string;
+  /** Resolves once the worker is STOPPED (by stop() or a Shutdown from the control plane). */
+  readonly stopped: Promise<void>;
+
+  readonly #options: WorkerOptions;
+  readonly #log: (line: string, level: LogLevel) => void;
+  #state: WorkerLifecycleState = "INITIALIZED";
+  #drainRequested = false;
+  #closing = false;
+  #stopping: Promise<void> | undefined;
+  #resolveStopped!: () => void;
+
+  readonly #runs = new Map<string, Run>();
+  readonly #unacked = new Map<string, JobFinished>();
+  readonly #transports = new Map<string, ServiceTransport>();
+  #session: Session | undefined;
+  #sessionCount = 0;
+  #serverIndex = 0;
+  #failures = 0;
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  /** Called after anything a waitFor predicate may depend on changes. */
+  #waiters = new Set<() => void>();
+
+  constructor(options: WorkerOptions) {
+    super();
+    if (!options.name) throw new Error("worker name is empty");
+    if (!Number.isInteger(options.slots) || options.slots < 1) throw new Error(`invalid slots: ${options.slots}`);
+    if (options.servers.length === 0) throw new Error("no server address given");
+    this.#options = options;
+    this.name = options.name;
+    this.#log =
+      options.log ??
+      ((line, level) => {
+        if (level === "info") console.error(`${new Date().toISOString()} worker ${options.name}: ${line}`);
+      });
+    this.stopped = new Promise<void>((resolve) => {
+      this.#resolveStopped = resolve;
+    });
+  }
+
+  /** The current lifecycle state. */
+  get state(): WorkerLifecycleState {
+    return this.#state;
+  }
+
+  /** Number of runs in progress. */
+  get running(): number {
+    return this.#runs.size;
+  }
+
+  /** Number of finished reports not yet acknowledged by the control plane. */
+  get unacked(): number {
+    return this.#unacked.size;
+  }
+
+  /** The server of the current accepted session, if any. */
+  get attachedTo(): string | undefined {
+    return this.#session?.welcomed ? this.#session.target : undefined;
+  }
+
+  /** Prepares the data directory and starts connecting. Throws IllegalStateError unless INITIALIZED. */
+  async start(): Promise<void> {
+    this.#transition("CONNECTING");
+    try {
+      await mkdir(path.join(this.#options.dataDir, "runs"), { recursive: true });
+    } catch (err) {
+      if (this.#state === "CONNECTING") {
+        this.#transition("STOPPING");
+        this.#finishStop();
+      }
+      throw err;
+    }
+    this.#log(`starting: ${this.#options.slots} slots, servers ${this.#options.servers.join(", ")}`, "info");
+    if (this.#state === "CONNECTING") this.#connect();
+  }
+
+  /** Resolves when a session is accepted (now, if one is); rejects after timeoutMs if given. */
+  attached(timeoutMs?: number): Promise<void> {
+    return this.#waitFor(() => this.#session?.welcomed === true, timeoutMs).then((ok) => {
+      if (!ok) throw new Error(`worker ${this.name} not attached after ${timeoutMs} ms`);
+    });
+  }
+
+  /**
+   * Stops the worker: takes no new jobs, kills runs if asked (else waits for
+   * them), reports their ends, waits briefly for Acks, closes the stream.
+   * While STOPPING it returns the same promise (killRuns then escalates);
+   * once STOPPED it throws IllegalStateError.
+   */
+  stop(options: StopOptions = { killRuns: false }): Promise<void> {
+    const reason = options.reason ?? "worker stopping";
+    if (this.#state === "STOPPING" && this.#stopping) {
+      if (options.killRuns) this.#killAll(reason);
+      return this.#stopping;
+    }
+    if (this.#state === "INITIALIZED") {
+      this.#transition("STOPPED");
+      this.#resolveStopped();
+      this.emit("stopped");
+      return Promise.resolve();
+    }
+    this.#transition("STOPPING");
+    this.#log(`stopping (${reason})${options.killRuns ? `, killing ${this.#runs.size} runs` : ""}`, "info");
+    this.#stopping = this.#stop(options.killRuns, reason);
+    return this.#stopping;
+  }
+
+  async #stop(killRuns: boolean, reason: string): Promise<void> {
+    if (killRuns) this.#killAll(reason);
+    if (this.#runs.size > 0) this.#log(`waiting for ${this.#runs.size} runs to end`, "info");
+    await this.#waitFor(() => this.#runs.size === 0);
+    const acked = await this.#waitFor(() => this.#unacked.size === 0, this.#options.ackTimeoutMs ?? 5_000);
+    if (!acked) this.#log(`${this.#unacked.size} finished reports were not acknowledged`, "info");
+    this.#closing = true;
+    clearTimeout(this.#reconnectTimer);
+    const session = this.#session;
+    if (session && !session.closed) {
+      session.call.end();
+      const timer = setTimeout(() => session.call.cancel(), 1_000);
+      await this.#waitFor(() => session.closed);
+      clearTimeout(timer);
+    }
+    this.#finishStop();
+  }
+
+  #finishStop(): void {
+    this.#closing = true;
+    clearTimeout(this.#reconnectTimer);
+    for (const transport of this.#transports.values()) transport.close();
+    this.#transports.clear();
+    this.#transition("STOPPED");
+    this.#log("stopped", "info");
+    this.#resolveStopped();
+    this.emit("stopped");
+  }
+
+  #killAll(reason: string): void {
+    for (const run of this.#runs.values()) run.kill(SHUTDOWN_GRACE_SECONDS, reason);
+  }
+
+  #transition(to: WorkerLifecycleState): void {
+    const from = this.#state;
+    this.#state = nextWorkerState(from, to);
+    this.emit("state", to, from);
+    this.#notify();
+  }
+
+  // --- waiting -------------------------------------------------------------
+
+  #notify(): void {
+    for (const waiter of [...this.#waiters]) waiter();
+  }
+
+  /** Resolves true once predicate() holds, or false when timeoutMs passes first. */
+  #waitFor(predicate: () => boolean, timeoutMs?: number): Promise<boolean> {
+    if (predicate()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const waiter = (): void => {
+        if (!predicate()) return;
+        this.#waiters.delete(waiter);
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.#waiters.add(waiter);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.#waiters.delete(waiter);
+          resolve(predicate());
+        }, timeoutMs);
+      }
+    });
+  }
+
+  // --- session -------------------------------------------------------------
+
+  #wantsConnection(): boolean {
+    return !this.#closing && this.#state !== "INITIALIZED" && this.#state !== "STOPPED";
+  }
+
+  #transportFor(target: string): ServiceTransport {
+    let transport = this.#transports.get(target);
+    if (!transport) {
+      transport = this.#options.credentials
+        ? new ServiceTransport(target, this.#options.credentials)
+        : new ServiceTransport(target);
+      this.#transports.set(target, transport);
+    }
+    return transport;
+  }
+
+  #connect(): void {
+    this.#reconnectTimer = undefined;
+    if (!this.#wantsConnection() || this.#session) return;
+    const servers = this.#options.servers;
+    const target = servers[this.#serverIndex++ % servers.length] as string;
+    let call: AttachCall;
+    try {
+      call = this.#transportFor(target).bidiStream(WorkerService.method.attach);
+    } catch (err) {
+      this.#log(`cannot open a stream to ${target}: ${errorText(err)}`, "info");
+      this.#scheduleReconnect();
+      return;
+    }
+    const session: Session = {
+      id: ++this.#sessionCount,
+      target,
+      call,
+      welcomed: false,
+      closed: false,
+      pending: [],
+      outputs: new Map(),
+      ended: new AbortController(),
+    };
+    this.#session = session;
+    call.on("data", (msg: AttachResponse) => {
+      try {
+        this.#onMessage(session, msg);
+      } catch (err) {
+        this.#log(`error handling ${msg.msg.case ?? "empty"} message: ${errorText(err)}`, "info");
+      }
+    });
+    call.on("error", (err) => this.#onSessionEnd(session, errorText(err)));
+    call.on("end", () => this.#onSessionEnd(session, "stream ended by the server"));
+    session.welcomeTimer = setTimeout(() => {
+      this.#log(`no Welcome from ${target} within ${this.#welcomeTimeoutMs()} ms`, "info");
+      call.cancel();
+    }, this.#welcomeTimeoutMs());
+
+    const running = [...this.#runs.values()].map((run) => ({
+      jobId: run.jobId,
+      attempt: run.attempt,
+      pid: run.pid,
+    }));
+    this.#write(session, {
+      msg: {
+        case: "hello",
+        value: {
+          name: this.name,
+          slots: this.#options.slots,
+          labels: this.#options.labels,
+          hostname: this.#options.hostname ?? osHostname(),
+          version: this.#options.version,
+          running,
+          finished: [...this.#unacked.values()],
+        },
+      },
+    });
+    this.#log(
+      `connecting to ${target} (${running.length} running, ${this.#unacked.size} unacknowledged reports)`,
+      "debug",
+    );
+  }
+
+  #welcomeTimeoutMs(): number {
+    return this.#options.welcomeTimeoutMs ?? 10_000;
+  }
+
+  #scheduleReconnect(): void {
+    if (!this.#wantsConnection() || this.#reconnectTimer) return;
+    const initial = this.#options.reconnectInitialMs ?? 200;
+    const max = this.#options.reconnectMaxMs ?? 5_000;
+    const base = Math.min(max, initial * 2 ** Math.min(this.#failures, 30));
+    this.#failures++;
+    // Jitter in [base/2, base): workers cut off together do not return together.
+    const delay = Math.round(base / 2 + (Math.random() * base) / 2);
+    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  #onSessionEnd(session: Session, why: string): void {
+    if (session.closed) return;
+    session.closed = true;
+    clearInterval(session.heartbeat);
+    clearTimeout(session.welcomeTimer);
+    session.ended.abort();
+    for (const request of session.outputs.values()) request.abort();
+    session.outputs.clear();
+    try {
+      session.call.cancel();
+    } catch {
+      // already closed
+    }
+    if (this.#session === session) this.#session = undefined;
+    if (!this.#closing) this.#log(`disconnected from ${session.target}: ${why}`, "info");
+    if (this.#state === "RUNNING" || this.#state === "DRAINING") this.#transition("CONNECTING");
+    this.#notify();
+    this.#scheduleReconnect();
+  }
+
+  /** Sends a report on the current session: queued until Welcome, dropped without a session (Hello covers it). */
+  #send(init: AttachRequestInit): void {
+    const session = this.#session;
+    if (!session || session.closed) return;
+    if (session.welcomed) this.#write(session, init);
+    else session.pending.push(create(AttachRequestSchema, init));
+  }
+
+  #write(session: Session, message: AttachRequestInit | AttachRequest): boolean {
+    if (session.closed) return true;
+    try {
+      return session.call.write(create(AttachRequestSchema, message as AttachRequestInit));
+    } catch (err) {
+      this.#log(`write to ${session.target} failed: ${errorText(err)}`, "info");
+      return true;
+    }
+  }
+
+  #onMessage(session: Session, response: AttachResponse): void {
+    if (session.closed) return;
+    const { msg } = response;
+    switch (msg.case) {
+      case "welcome":
+        this.#onWelcome(session, msg.value);
+        break;
+      case "assign":
+        this.#onAssign(msg.value);
+        break;
+      case "kill":
+        this.#onKill(msg.value);
+        break;
+      case "ack": {
+        const key = keyOf(msg.value.jobId, msg.value.attempt);
+        if (this.#unacked.delete(key)) this.#notify();
+        break;
+      }
+      case "drain":
+        this.#drainRequested = true;
+        if (this.#state === "RUNNING") {
+          this.#log("draining: no new jobs", "info");
+          this.#transition("DRAINING");
+        }
+        break;
+      case "shutdown":
+        this.#log(`shutdown requested${msg.value.reason ? `: ${msg.value.reason}` : ""}`, "info");
+        if (this.#state !== "STOPPING" && this.#state !== "STOPPED") {
+          this.stop({ killRuns: true, reason: msg.value.reason || "worker shut down" }).catch((err: unknown) =>
+            this.#log(`stop failed: ${errorText(err)}`, "info"),
+          );
+        }
+        break;
+      case "outputRequest":
+        this.#onOutputRequest(session, msg.value);
+        break;
+      case "outputCancel":
+        session.outputs.get(msg.value.requestId)?.abort();
+        session.outputs.delete(msg.value.requestId);
+        break;
+      default:
+        this.#log("ignoring an empty message from the server", "debug");
+    }
+  }
+
+  #onWelcome(session: Session, welcome: Welcome): void {
+    if (session.welcomed) return;
+    session.welcomed = true;
+    clearTimeout(session.welcomeTimer);
+    this.#failures = 0;
+    if (welcome.draining) this.#drainRequested = true;
+    if (this.#state === "CONNECTING") this.#transition(this.#drainRequested ? "DRAINING" : "RUNNING");
+    this.#log(
+      `attached to ${session.target}${welcome.replica ? ` (replica ${welcome.replica})` : ""}${this.#drainRequested ? ", draining" : ""}`,
+      "info",
+    );
+    const own = this.#options.heartbeatSeconds ?? 5;
+    const seconds = welcome.heartbeatSeconds > 0 ? Math.min(own, welcome.heartbeatSeconds) : own;
+    session.heartbeat = setInterval(
+      () => this.#write(session, { msg: { case: "heartbeat", value: { running: this.#runs.size } } }),
+      Math.max(0.05, seconds) * 1000,
+    );
+    for (const message of session.pending) this.#write(session, message);
+    session.pending = [];
+    this.emit("attached", session.target, welcome.replica);
+    this.#notify();
+  }
+
+  // --- runs ----------------------------------------------------------------
+
+  #onAssign(assign: Assign): void {
+    const { jobId, attempt } = assign;
+    const key = keyOf(jobId, attempt);
+    const existing = this.#runs.get(key);
+    if (existing) {
+      // A repeated Assign means the control plane may have missed JobStarted.
+      this.#log(`${label(jobId, attempt)} is already running; assignment ignored`, "info");
+      if (existing.pid) this.#send({ msg: { case: "started", value: { jobId, attempt, pid: existing.pid } } });
+      return;
+    }
+    const finished = this.#unacked.get(key);
+    if (finished) {
+      this.#log(`${label(jobId, attempt)} already ended; assignment ignored, report sent again`, "info");
+      this.#send({ msg: { case: "finished", value: finished } });
+      return;
+    }
+    if (this.#state === "STOPPING" || this.#state === "STOPPED") {
+      // Not refused with a report: once the stream closes the job is LOST and requeued, which is what happened.
+      this.#log(`${label(jobId, attempt)} assigned while stopping; not started`, "info");
+      return;
+    }
+    if (this.#state === "DRAINING") this.#log(`${label(jobId, attempt)} assigned while draining; running it`, "info");
+    if (this.#runs.size >= this.#options.slots) {
+      this.#log(`${label(jobId, attempt)} exceeds ${this.#options.slots} slots; running it anyway`, "info");
+    }
+    const spec = assign.spec ?? { command: [], env: {}, workingDir: "", timeoutSeconds: 0 };
+    let run: Run;
+    try {
+      run = startRun({
+        jobId,
+        attempt,
+        spec,
+        dataDir: this.#options.dataDir,
+        workerName: this.name,
+        ...(this.#options.tailBytes !== undefined ? { tailBytes: this.#options.tailBytes } : {}),
+        onStart: (pid) => {
+          this.#log(`${label(jobId, attempt)} started, pid ${pid}`, "debug");
+          this.#send({ msg: { case: "started", value: { jobId, attempt, pid } } });
+        },
+      });
+    } catch (err) {
+      this.#report(create(JobFinishedSchema, { jobId, attempt, error: `cannot run: ${errorText(err)}` }));
+      return;
+    }
+    this.#runs.set(key, run);
+    this.#notify();
+    run.done.then(
+      (outcome) => this.#onRunEnd(key, run, outcome),
+      // Run.done does not reject; this is a safety net so a run never stays forever.
+      (err: unknown) =>
+        this.#onRunEnd(key, run, {
+          signal: "",
+          error: `worker error: ${errorText(err)}`,
+          timedOut: false,
+          killed: false,
+          stdoutTail: new Uint8Array(0),
+          stderrTail: new Uint8Array(0),
+          pid: run.pid,
+        }),
+    );
+  }
+
+  #onRunEnd(key: string, run: Run, outcome: RunOutcome): void {
+    this.#runs.delete(key);
+    this.#log(`${label(run.jobId, run.attempt)} finished: ${describe(outcome)}`, "debug");
+    this.#report(
+      create(JobFinishedSchema, {
+        jobId: run.jobId,
+        attempt: run.attempt,
+        ...(outcome.exitCode !== undefined ? { exitCode: outcome.exitCode } : {}),
+        signal: outcome.signal,
+        error: outcome.error,
+        stdoutTail: outcome.stdoutTail,
+        stderrTail: outcome.stderrTail,
+        timedOut: outcome.timedOut,
+        killed: outcome.killed,
+        pid: outcome.pid,
+      }),
+    );
+  }
+
+  /** Keeps a finished report until it is acknowledged, and sends it. */
+  #report(finished: JobFinished): void {
+    this.#unacked.set(keyOf(finished.jobId, finished.attempt), finished);
+    this.#send({ msg: { case: "finished", value: finished } });
+    this.#notify();
+  }
+
+  #onKill(kill: Kill): void {
+    const { jobId, attempt } = kill;
+    const key = keyOf(jobId, attempt);
+    const run = this.#runs.get(key);
+    if (run) {
+      this.#log(
+        `killing ${label(jobId, attempt)} (grace ${kill.graceSeconds}s)${kill.reason ? `: ${kill.reason}` : ""}`,
+        "info",
+      );
+      run.kill(kill.graceSeconds, kill.reason || "killed");
+      return;
+    }
+    const finished = this.#unacked.get(key);
+    if (finished) {
+      this.#send({ msg: { case: "finished", value: finished } });
+      return;
+    }
+    this.#log(`kill for ${label(jobId, attempt)}, which is not running here`, "info");
+    this.#report(create(JobFinishedSchema, { jobId, attempt, killed: true, error: "killed before it started" }));
+  }
+
+  // --- output --------------------------------------------------------------
+
+  #onOutputRequest(session: Session, request: OutputRequest): void {
+    const { requestId, jobId, attempt, follow } = request;
+    const abort = new AbortController();
+    session.outputs.get(requestId)?.abort();
+    session.outputs.set(requestId, abort);
+    const key = keyOf(jobId, attempt);
+    const eof = (error = ""): void => {
+      if (!abort.signal.aborted) {
+        this.#write(session, { msg: { case: "output", value: { requestId, eof: true, error } } });
+      }
+    };
+    void (async () => {
+      try {
+        const runDir = runDirOf(this.#options.dataDir, jobId, attempt);
+        const chunks = readOutput(runDir, {
+          follow,
+          isEnded: () => this.#runs.get(key)?.ended ?? true,
+          signal: abort.signal,
+        });
+        for await (const chunk of chunks) {
+          if (abort.signal.aborted) break;
+          const ok = this.#write(session, {
+            msg: {
+              case: "output",
+              value: {
+                requestId,
+                stream: chunk.stream === "stdout" ? OutputStream.STDOUT : OutputStream.STDERR,
+                data: chunk.data,
+                offset: BigInt(chunk.offset),
+              },
+            },
+          });
+          if (!ok) await once(session.call, "drain", { signal: session.ended.signal });
+        }
+        eof();
+      } catch (err) {
+        if (!abort.signal.aborted && !session.closed) eof(errorText(err));
+      } finally {
+        if (session.outputs.get(requestId) === abort) session.outputs.delete(requestId);
+      }
+    })();
+  }
+}
+
+/** Creates a worker; call start() to connect. */
+export function createWorker(options: WorkerOptions): Worker {
+  return new Worker(options);
+}

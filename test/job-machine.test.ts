@@ -1,0 +1,82 @@
+import { create } from "@bufbuild/protobuf";
+import test from "ava";
+import { type Job, JobSchema, JobState } from "../gen/crms/v1/job_pb.js";
+import { JobFinishedSchema } from "../gen/crms/v1/worker_pb.js";
+import { transition } from "../src/scheduler/job-machine.js";
+import { CrmsError } from "../src/store/errors.js";
+
+const now = new Date();
+const fresh = (spec: { maxRetries?: number; maxLostRetries?: number } = {}) =>
+  create(JobSchema, { id: "1", state: JobState.PENDING, spec: { command: ["x"], ...spec } });
+const step = (job: Job, ev: Parameters<typeof transition>[1]) => transition(job, ev) as Job;
+const finished = (attempt: number, init: Record<string, unknown>) =>
+  create(JobFinishedSchema, { jobId: "1", attempt, ...init });
+
+test("a job goes PENDING, ASSIGNED, RUNNING, SUCCEEDED with one attempt", (t) => {
+  let j = step(fresh(), { type: "assign", worker: "w", now });
+  t.is(j.state, JobState.ASSIGNED);
+  t.is(j.attempt, 1);
+  j = step(j, { type: "started", worker: "w", attempt: 1, pid: 42, now });
+  t.is(j.state, JobState.RUNNING);
+  t.is(transition(j, { type: "started", worker: "w", attempt: 1, pid: 42, now }), undefined);
+  j = step(j, { type: "finished", worker: "w", report: finished(1, { exitCode: 0 }), now });
+  t.is(j.state, JobState.SUCCEEDED);
+  t.is(j.attempts[0]?.outcome, JobState.SUCCEEDED);
+});
+
+test("a report from an older attempt or another worker is refused (fencing)", (t) => {
+  let j = step(fresh(), { type: "assign", worker: "w", now });
+  j = step(j, { type: "lost", worker: "w", attempt: 1, reason: "gone", now });
+  j = step(j, { type: "assign", worker: "v", now });
+  t.is(j.attempt, 2);
+  const err = t.throws(() =>
+    transition(j, { type: "finished", worker: "w", report: finished(1, { exitCode: 0 }), now }),
+  );
+  t.true(err instanceof CrmsError && err.code === "FAILED_PRECONDITION");
+  t.throws(() => transition(j, { type: "started", worker: "w", attempt: 2, pid: 1, now }));
+});
+
+test("a failing run is retried exactly max_retries times", (t) => {
+  let j = fresh({ maxRetries: 2 });
+  const runs: JobState[] = [];
+  for (let i = 1; i <= 3; i++) {
+    j = step(j, { type: "assign", worker: "w", now });
+    j = step(j, { type: "finished", worker: "w", report: finished(i, { exitCode: 1 }), now });
+    runs.push(j.state);
+  }
+  t.deepEqual(runs, [JobState.PENDING, JobState.PENDING, JobState.FAILED]);
+  t.is(j.failures, 3);
+});
+
+test("lost runs use their own budget, not max_retries", (t) => {
+  let j = fresh({ maxRetries: 0, maxLostRetries: 2 });
+  for (let i = 1; i <= 2; i++) {
+    j = step(j, { type: "assign", worker: "w", now });
+    j = step(j, { type: "lost", worker: "w", attempt: i, reason: "gone", now });
+    t.is(j.state, JobState.PENDING);
+  }
+  j = step(j, { type: "assign", worker: "w", now });
+  j = step(j, { type: "lost", worker: "w", attempt: 3, reason: "gone", now });
+  t.is(j.state, JobState.LOST);
+  t.is(j.failures, 0);
+});
+
+test("kill: pending jobs end at once, running ones on the worker's report; finished ones refuse", (t) => {
+  t.is(step(fresh(), { type: "kill", now }).state, JobState.KILLED);
+  let j = step(fresh(), { type: "assign", worker: "w", now });
+  j = step(j, { type: "kill", now });
+  t.is(j.state, JobState.ASSIGNED);
+  t.true(j.killRequested);
+  j = step(j, { type: "finished", worker: "w", report: finished(1, { signal: "SIGTERM", killed: true }), now });
+  t.is(j.state, JobState.KILLED);
+  t.throws(() => transition(j, { type: "kill", now }));
+});
+
+test("hold only from PENDING, release only from HELD", (t) => {
+  const held = step(fresh(), { type: "hold" });
+  t.is(held.state, JobState.HELD);
+  t.is(step(held, { type: "release" }).state, JobState.PENDING);
+  t.throws(() => transition(fresh(), { type: "release" }));
+  const assigned = step(fresh(), { type: "assign", worker: "w", now });
+  t.throws(() => transition(assigned, { type: "hold" }));
+});

@@ -1,0 +1,92 @@
+import { create } from "@bufbuild/protobuf";
+import anyTest, { type TestFn } from "ava";
+import { JobSpecSchema, JobState } from "../gen/crms/v1/job_pb.js";
+import { Store } from "../src/store/store.js";
+import { type EtcdInstance, startEtcd } from "./helpers/etcd.js";
+
+const test = anyTest as TestFn<{ etcd: EtcdInstance }>;
+
+test.before(async (t) => {
+  t.context.etcd = await startEtcd();
+});
+test.after.always(async (t) => {
+  await t.context.etcd?.stop();
+});
+
+const open = (t: { context: { etcd: EtcdInstance }; title: string }, replicaId = "r1") =>
+  Store.open({ endpoints: [t.context.etcd.endpoint], prefix: `${t.title.replace(/\W+/g, "-")}/`, replicaId });
+
+const spec = create(JobSpecSchema, { command: ["true"] });
+
+test("concurrent creates are grouped into far fewer Txns, and every job is stored once", async (t) => {
+  const store = await open(t);
+  const n = 500;
+  const before = store.batcher.stats.txns;
+  const jobs = await Promise.all(Array.from({ length: n }, () => store.createJob(spec, "")));
+  const txns = store.batcher.stats.txns - before;
+  t.is(new Set(jobs.map((j) => j.job.id)).size, n);
+  t.true(txns < n / 5, `${txns} Txns for ${n} creates`);
+  const listed = await store.jobs.list();
+  t.is(listed.kvs.size, n);
+  await store.close();
+});
+
+test("conflicting updates of one record each apply exactly once (compare on mod revision)", async (t) => {
+  const a = await open(t, "a");
+  const b = await open(t, "b");
+  const { job } = await a.createJob(spec, "");
+  await Promise.all(
+    Array.from({ length: 60 }, (_, i) =>
+      (i % 2 ? a : b).updateJob(job.id, (j) => {
+        j.failures++;
+        return j;
+      }),
+    ),
+  );
+  t.is((await a.fetchJob(job.id))?.value.failures, 60);
+  await a.close();
+  await b.close();
+});
+
+test("a transition whose compare fails in a batch fails alone; the others commit", async (t) => {
+  const store = await open(t);
+  const jobs = await Promise.all(Array.from({ length: 20 }, () => store.createJob(spec, "")));
+  const target = jobs[5]?.job.id as string;
+  const stale = store.jobs.entries.get(target)?.mod ?? 0;
+  await store.updateJob(target, (j) => ({ ...j, state: JobState.HELD }));
+  const results = await Promise.all(
+    jobs.map(({ job }) =>
+      store.batcher.commit(
+        [
+          {
+            key: store.keys.job(job.id),
+            target: "mod",
+            revision: job.id === target ? stale : (store.jobs.entries.get(job.id)?.mod ?? 0),
+          },
+        ],
+        [{ type: "put", key: `${store.keys.prefix}scratch/${job.id}`, value: Buffer.from("x") }],
+      ),
+    ),
+  );
+  t.is(results.filter((r) => r.ok).length, 19);
+  t.false(results[5]?.ok);
+  await store.close();
+});
+
+test("a watch that is compacted away relists, and the cache then equals etcd", async (t) => {
+  const store = await open(t);
+  const other = await open(t, "writer");
+  const { job } = await store.createJob(spec, "");
+  // Stop the cache's watch, write behind its back, compact, then let it notice.
+  await (store.jobs as unknown as { watcher: { cancel(): Promise<void> } }).watcher.cancel();
+  for (let i = 0; i < 100; i++) await other.updateJob(job.id, (j) => ({ ...j, failures: j.failures + 1 }));
+  const extra = await other.createJob(spec, "");
+  const rev = await other.revision();
+  await other.etcd.kv.compact({ revision: rev, physical: true });
+  await store.jobs.checkProgress(0);
+  t.is(store.job(job.id)?.failures, 100);
+  t.truthy(store.job(extra.job.id));
+  t.true(store.jobs.relists >= 2);
+  await store.close();
+  await other.close();
+});
