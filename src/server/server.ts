@@ -38,6 +38,13 @@ export interface ServerOptions {
   log?: Logger;
 }
 
+/** The service handlers of a replica, keyed by service. */
+export interface Handlers {
+  job: ReturnType<typeof createJobService>;
+  worker: ReturnType<typeof createWorkerService>;
+  admin: ReturnType<typeof createAdminService>;
+}
+
 export type ReplicaState = "STARTING" | "SERVING" | "STOPPING" | "STOPPED";
 
 /** The replica lifecycle: each state may only move forward. */
@@ -66,6 +73,8 @@ export class ControlPlane {
   scheduler!: Scheduler;
   sessions!: Sessions;
   private server = new grpc.Server(serverOptions);
+  /** The transport-free handlers, for other transports (the web gateway) to serve too. */
+  handlers!: Handlers;
   readonly log: Logger;
 
   constructor(readonly options: ServerOptions) {
@@ -102,9 +111,14 @@ export class ControlPlane {
       },
     };
     this.sessions = new Sessions(deps);
-    addService(this.server, JobService, createJobService(deps, this.sessions), this.log);
-    addService(this.server, WorkerService, createWorkerService(deps, this.sessions), this.log);
-    addService(this.server, AdminService, createAdminService(deps), this.log);
+    this.handlers = {
+      job: createJobService(deps, this.sessions),
+      worker: createWorkerService(deps, this.sessions),
+      admin: createAdminService(deps),
+    };
+    addService(this.server, JobService, this.handlers.job, this.log);
+    addService(this.server, WorkerService, this.handlers.worker, this.log);
+    addService(this.server, AdminService, this.handlers.admin, this.log);
     addIntrospection(this.server);
     this.port = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.options.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/admin.proto.
  */
 export const file_crms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QikQIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkyZwoMQWRtaW5TZXJ2aWNlElcKEEdldENsdXN0ZXJTdGF0dXMSIC5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXF1ZXN0GiEuY3Jtcy52MS5HZXRDbHVzdGVyU3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job]);
+  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QikQIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSIQCg5SZWNvdmVyUmVxdWVzdCJ3Cg9SZWNvdmVyUmVzcG9uc2USGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEMsQDCgxBZG1pblNlcnZpY2USVwoQR2V0Q2x1c3RlclN0YXR1cxIgLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QaIS5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRI8CgdDb21wYWN0EhcuY3Jtcy52MS5Db21wYWN0UmVxdWVzdBoYLmNybXMudjEuQ29tcGFjdFJlc3BvbnNlEkUKCkRlZnJhZ21lbnQSGi5jcm1zLnYxLkRlZnJhZ21lbnRSZXF1ZXN0GhsuY3Jtcy52MS5EZWZyYWdtZW50UmVzcG9uc2USSwoMRGlzYXJtQWxhcm1zEhwuY3Jtcy52MS5EaXNhcm1BbGFybXNSZXF1ZXN0Gh0uY3Jtcy52MS5EaXNhcm1BbGFybXNSZXNwb25zZRI8CgdSZWNvdmVyEhcuY3Jtcy52MS5SZWNvdmVyUmVxdWVzdBoYLmNybXMudjEuUmVjb3ZlclJlc3BvbnNlEksKDFJ1blJldGVudGlvbhIcLmNybXMudjEuUnVuUmV0ZW50aW9uUmVxdWVzdBodLmNybXMudjEuUnVuUmV0ZW50aW9uUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job]);
 
 /**
  * EtcdMember is the status of one etcd member.
@@ -234,7 +234,222 @@ export const GetClusterStatusResponseSchema: GenMessage<GetClusterStatusResponse
   messageDesc(file_crms_v1_admin, 3);
 
 /**
- * AdminService is for operators: the state of etcd and the cluster.
+ * CompactRequest asks for an etcd compaction.
+ *
+ * @generated from message crms.v1.CompactRequest
+ */
+export type CompactRequest = Message<"crms.v1.CompactRequest"> & {
+  /**
+   * Compact up to this revision; 0 means the current revision.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message crms.v1.CompactRequest.
+ * Use `create(CompactRequestSchema)` to create a new message.
+ */
+export const CompactRequestSchema: GenMessage<CompactRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 4);
+
+/**
+ * CompactResponse says what was compacted.
+ *
+ * @generated from message crms.v1.CompactResponse
+ */
+export type CompactResponse = Message<"crms.v1.CompactResponse"> & {
+  /**
+   * The revision compacted to.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message crms.v1.CompactResponse.
+ * Use `create(CompactResponseSchema)` to create a new message.
+ */
+export const CompactResponseSchema: GenMessage<CompactResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 5);
+
+/**
+ * DefragmentRequest asks to defragment etcd members.
+ *
+ * @generated from message crms.v1.DefragmentRequest
+ */
+export type DefragmentRequest = Message<"crms.v1.DefragmentRequest"> & {
+};
+
+/**
+ * Describes the message crms.v1.DefragmentRequest.
+ * Use `create(DefragmentRequestSchema)` to create a new message.
+ */
+export const DefragmentRequestSchema: GenMessage<DefragmentRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 6);
+
+/**
+ * DefragmentResponse reports each member's size before and after.
+ *
+ * @generated from message crms.v1.DefragmentResponse
+ */
+export type DefragmentResponse = Message<"crms.v1.DefragmentResponse"> & {
+  /**
+   * Members in the order they were defragmented (one at a time).
+   *
+   * @generated from field: repeated crms.v1.EtcdMember before = 1;
+   */
+  before: EtcdMember[];
+
+  /**
+   * The same members afterwards.
+   *
+   * @generated from field: repeated crms.v1.EtcdMember after = 2;
+   */
+  after: EtcdMember[];
+};
+
+/**
+ * Describes the message crms.v1.DefragmentResponse.
+ * Use `create(DefragmentResponseSchema)` to create a new message.
+ */
+export const DefragmentResponseSchema: GenMessage<DefragmentResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 7);
+
+/**
+ * DisarmAlarmsRequest asks to clear etcd alarms.
+ *
+ * @generated from message crms.v1.DisarmAlarmsRequest
+ */
+export type DisarmAlarmsRequest = Message<"crms.v1.DisarmAlarmsRequest"> & {
+};
+
+/**
+ * Describes the message crms.v1.DisarmAlarmsRequest.
+ * Use `create(DisarmAlarmsRequestSchema)` to create a new message.
+ */
+export const DisarmAlarmsRequestSchema: GenMessage<DisarmAlarmsRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 8);
+
+/**
+ * DisarmAlarmsResponse lists what was cleared.
+ *
+ * @generated from message crms.v1.DisarmAlarmsResponse
+ */
+export type DisarmAlarmsResponse = Message<"crms.v1.DisarmAlarmsResponse"> & {
+  /**
+   * Alarms that were active and are now disarmed, e.g. "NOSPACE".
+   *
+   * @generated from field: repeated string disarmed = 1;
+   */
+  disarmed: string[];
+};
+
+/**
+ * Describes the message crms.v1.DisarmAlarmsResponse.
+ * Use `create(DisarmAlarmsResponseSchema)` to create a new message.
+ */
+export const DisarmAlarmsResponseSchema: GenMessage<DisarmAlarmsResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 9);
+
+/**
+ * RecoverRequest asks to get etcd out of NOSPACE.
+ *
+ * @generated from message crms.v1.RecoverRequest
+ */
+export type RecoverRequest = Message<"crms.v1.RecoverRequest"> & {
+};
+
+/**
+ * Describes the message crms.v1.RecoverRequest.
+ * Use `create(RecoverRequestSchema)` to create a new message.
+ */
+export const RecoverRequestSchema: GenMessage<RecoverRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 10);
+
+/**
+ * RecoverResponse reports each recovery step.
+ *
+ * @generated from message crms.v1.RecoverResponse
+ */
+export type RecoverResponse = Message<"crms.v1.RecoverResponse"> & {
+  /**
+   * Revision compacted to.
+   *
+   * @generated from field: int64 compacted_revision = 1;
+   */
+  compactedRevision: bigint;
+
+  /**
+   * Members after defragmentation.
+   *
+   * @generated from field: repeated crms.v1.EtcdMember members = 2;
+   */
+  members: EtcdMember[];
+
+  /**
+   * Alarms disarmed.
+   *
+   * @generated from field: repeated string disarmed = 3;
+   */
+  disarmed: string[];
+
+  /**
+   * True when a test write succeeded after recovery.
+   *
+   * @generated from field: bool writable = 4;
+   */
+  writable: boolean;
+};
+
+/**
+ * Describes the message crms.v1.RecoverResponse.
+ * Use `create(RecoverResponseSchema)` to create a new message.
+ */
+export const RecoverResponseSchema: GenMessage<RecoverResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 11);
+
+/**
+ * RunRetentionRequest asks to delete expired finished jobs now.
+ *
+ * @generated from message crms.v1.RunRetentionRequest
+ */
+export type RunRetentionRequest = Message<"crms.v1.RunRetentionRequest"> & {
+};
+
+/**
+ * Describes the message crms.v1.RunRetentionRequest.
+ * Use `create(RunRetentionRequestSchema)` to create a new message.
+ */
+export const RunRetentionRequestSchema: GenMessage<RunRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 12);
+
+/**
+ * RunRetentionResponse reports what retention deleted.
+ *
+ * @generated from message crms.v1.RunRetentionResponse
+ */
+export type RunRetentionResponse = Message<"crms.v1.RunRetentionResponse"> & {
+  /**
+   * Finished jobs deleted.
+   *
+   * @generated from field: uint64 deleted = 1;
+   */
+  deleted: bigint;
+};
+
+/**
+ * Describes the message crms.v1.RunRetentionResponse.
+ * Use `create(RunRetentionResponseSchema)` to create a new message.
+ */
+export const RunRetentionResponseSchema: GenMessage<RunRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 13);
+
+/**
+ * AdminService is for operators: the state of etcd and the cluster, and the
+ * maintenance that keeps etcd from filling up.
  *
  * @generated from service crms.v1.AdminService
  */
@@ -249,6 +464,57 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof GetClusterStatusRequestSchema;
     output: typeof GetClusterStatusResponseSchema;
+  },
+  /**
+   * Compacts etcd's history up to a revision (the current one by default).
+   *
+   * @generated from rpc crms.v1.AdminService.Compact
+   */
+  compact: {
+    methodKind: "unary";
+    input: typeof CompactRequestSchema;
+    output: typeof CompactResponseSchema;
+  },
+  /**
+   * Defragments every etcd member, one at a time, so the cluster keeps serving.
+   *
+   * @generated from rpc crms.v1.AdminService.Defragment
+   */
+  defragment: {
+    methodKind: "unary";
+    input: typeof DefragmentRequestSchema;
+    output: typeof DefragmentResponseSchema;
+  },
+  /**
+   * Disarms etcd alarms (after space was freed).
+   *
+   * @generated from rpc crms.v1.AdminService.DisarmAlarms
+   */
+  disarmAlarms: {
+    methodKind: "unary";
+    input: typeof DisarmAlarmsRequestSchema;
+    output: typeof DisarmAlarmsResponseSchema;
+  },
+  /**
+   * Gets out of NOSPACE: compact to the current revision, defragment each
+   * member, disarm, then check that a write works. Live jobs are kept.
+   *
+   * @generated from rpc crms.v1.AdminService.Recover
+   */
+  recover: {
+    methodKind: "unary";
+    input: typeof RecoverRequestSchema;
+    output: typeof RecoverResponseSchema;
+  },
+  /**
+   * Deletes finished jobs past their retention now.
+   *
+   * @generated from rpc crms.v1.AdminService.RunRetention
+   */
+  runRetention: {
+    methodKind: "unary";
+    input: typeof RunRetentionRequestSchema;
+    output: typeof RunRetentionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crms_v1_admin, 0);
