@@ -1,0 +1,415 @@
+"""Typed views of crms records: enums and frozen dataclasses built from the protobufs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Tuple, Union
+
+from crms.v1 import admin_pb2, job_pb2, worker_pb2
+
+__all__ = [
+    "JobState",
+    "WorkerState",
+    "WatchEventType",
+    "OutputStream",
+    "JobSpec",
+    "Attempt",
+    "Job",
+    "Worker",
+    "WatchEvent",
+    "OutputChunk",
+    "EtcdMember",
+    "ClusterStatus",
+]
+
+
+class _ProtoEnum(enum.IntEnum):
+    """An IntEnum mirroring a proto enum; names drop the proto prefix."""
+
+    @classmethod
+    def parse(cls, value: Union["_ProtoEnum", int, str]):
+        """Accepts a member, its number, or its name in any case, with or without the proto prefix."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        if isinstance(value, str):
+            name = value.strip().upper()
+            prefix = cls._proto_prefix()
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+            try:
+                return cls[name]
+            except KeyError:
+                raise ValueError(f"unknown {cls.__name__}: {value!r}") from None
+        raise TypeError(f"cannot make a {cls.__name__} from {value!r}")
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return ""
+
+    @classmethod
+    def _from_proto(cls, number: int):
+        try:
+            return cls(number)
+        except ValueError:  # a value from a newer server than this client knows
+            return cls.UNSPECIFIED  # type: ignore[attr-defined]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobState(_ProtoEnum):
+    """Where a job is in its life (crms.v1.JobState without the JOB_STATE_ prefix)."""
+
+    UNSPECIFIED = job_pb2.JOB_STATE_UNSPECIFIED
+    PENDING = job_pb2.JOB_STATE_PENDING
+    HELD = job_pb2.JOB_STATE_HELD
+    ASSIGNED = job_pb2.JOB_STATE_ASSIGNED
+    RUNNING = job_pb2.JOB_STATE_RUNNING
+    SUCCEEDED = job_pb2.JOB_STATE_SUCCEEDED
+    FAILED = job_pb2.JOB_STATE_FAILED
+    KILLED = job_pb2.JOB_STATE_KILLED
+    LOST = job_pb2.JOB_STATE_LOST
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return "JOB_STATE_"
+
+    @property
+    def is_final(self) -> bool:
+        """True for states a stored job never leaves (a LOST job that was requeued is PENDING)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.LOST)
+
+
+class WorkerState(_ProtoEnum):
+    """A worker's liveness (crms.v1.WorkerState without the WORKER_STATE_ prefix)."""
+
+    UNSPECIFIED = worker_pb2.WORKER_STATE_UNSPECIFIED
+    UP = worker_pb2.WORKER_STATE_UP
+    DRAINING = worker_pb2.WORKER_STATE_DRAINING
+    DISCONNECTED = worker_pb2.WORKER_STATE_DISCONNECTED
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return "WORKER_STATE_"
+
+
+class WatchEventType(_ProtoEnum):
+    """What a watch event means (crms.v1.WatchEventType without its prefix)."""
+
+    UNSPECIFIED = job_pb2.WATCH_EVENT_TYPE_UNSPECIFIED
+    EXISTING = job_pb2.WATCH_EVENT_TYPE_EXISTING
+    SYNCED = job_pb2.WATCH_EVENT_TYPE_SYNCED
+    PUT = job_pb2.WATCH_EVENT_TYPE_PUT
+    DELETED = job_pb2.WATCH_EVENT_TYPE_DELETED
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return "WATCH_EVENT_TYPE_"
+
+
+class OutputStream(_ProtoEnum):
+    """Which stream output came from (crms.v1.OutputStream without its prefix)."""
+
+    UNSPECIFIED = job_pb2.OUTPUT_STREAM_UNSPECIFIED
+    STDOUT = job_pb2.OUTPUT_STREAM_STDOUT
+    STDERR = job_pb2.OUTPUT_STREAM_STDERR
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return "OUTPUT_STREAM_"
+
+
+def _time(msg, name: str) -> Optional[datetime]:
+    if not msg.HasField(name):
+        return None
+    return getattr(msg, name).ToDatetime(tzinfo=timezone.utc)
+
+
+def _opt_int(msg, name: str) -> Optional[int]:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What was submitted (crms.v1.JobSpec). Timeouts are in seconds, None for none."""
+
+    command: List[str]
+    name: str = ""
+    env: Dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    labels: Dict[str, str] = field(default_factory=dict)
+    constraints: Dict[str, str] = field(default_factory=dict)
+    worker: str = ""
+    priority: int = 0
+    retries: int = 0
+    timeout: Optional[int] = None
+    hold: bool = False
+    lost_retries: int = 0
+    retention: Optional[int] = None
+
+    @classmethod
+    def from_proto(cls, spec: job_pb2.JobSpec) -> "JobSpec":
+        return cls(
+            command=list(spec.command),
+            name=spec.name,
+            env=dict(spec.env),
+            cwd=spec.working_dir,
+            labels=dict(spec.labels),
+            constraints=dict(spec.constraints),
+            worker=spec.target_worker,
+            priority=spec.priority,
+            retries=spec.max_retries,
+            timeout=spec.timeout_seconds or None,
+            hold=spec.hold,
+            lost_retries=spec.max_lost_retries,
+            retention=spec.retention_seconds or None,
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job on a worker (crms.v1.Attempt)."""
+
+    number: int
+    worker: str
+    assign_time: Optional[datetime]
+    start_time: Optional[datetime]
+    end_time: Optional[datetime]
+    outcome: JobState
+    exit_code: Optional[int]
+    signal: str
+    error: str
+
+    @classmethod
+    def from_proto(cls, a: job_pb2.Attempt) -> "Attempt":
+        return cls(
+            number=a.number,
+            worker=a.worker,
+            assign_time=_time(a, "assign_time"),
+            start_time=_time(a, "start_time"),
+            end_time=_time(a, "end_time"),
+            outcome=JobState._from_proto(a.outcome),
+            exit_code=_opt_int(a, "exit_code"),
+            signal=a.signal,
+            error=a.error,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A submitted job and its current status (crms.v1.Job)."""
+
+    id: str
+    spec: JobSpec
+    state: JobState
+    attempt: int = 0
+    worker: str = ""
+    pid: int = 0
+    exit_code: Optional[int] = None
+    signal: str = ""
+    error: str = ""
+    pending_reason: str = ""
+    submit_time: Optional[datetime] = None
+    start_time: Optional[datetime] = None
+    end_time: Optional[datetime] = None
+    stdout_tail: bytes = b""
+    stderr_tail: bytes = b""
+    attempts: Tuple[Attempt, ...] = ()
+    failures: int = 0
+    lost_count: int = 0
+    request_id: str = ""
+    kill_requested: bool = False
+    kill_grace_seconds: int = 0
+
+    @classmethod
+    def from_proto(cls, j: job_pb2.Job) -> "Job":
+        return cls(
+            id=j.id,
+            spec=JobSpec.from_proto(j.spec),
+            state=JobState._from_proto(j.state),
+            attempt=j.attempt,
+            worker=j.worker,
+            pid=j.pid,
+            exit_code=_opt_int(j, "exit_code"),
+            signal=j.signal,
+            error=j.error,
+            pending_reason=j.pending_reason,
+            submit_time=_time(j, "submit_time"),
+            start_time=_time(j, "start_time"),
+            end_time=_time(j, "end_time"),
+            stdout_tail=bytes(j.stdout_tail),
+            stderr_tail=bytes(j.stderr_tail),
+            attempts=tuple(Attempt.from_proto(a) for a in j.attempts),
+            failures=j.failures,
+            lost_count=j.lost_count,
+            request_id=j.request_id,
+            kill_requested=j.kill_requested,
+            kill_grace_seconds=j.kill_grace_seconds,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def command(self) -> List[str]:
+        return self.spec.command
+
+    @property
+    def done(self) -> bool:
+        """True once the job is in a final state."""
+        return self.state.is_final
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is JobState.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A machine (or process) that runs jobs in slots (crms.v1.Worker)."""
+
+    name: str
+    slots: int
+    labels: Dict[str, str]
+    hostname: str
+    version: str
+    state: WorkerState
+    used_slots: int
+    running_jobs: Tuple[str, ...]
+    attach_time: Optional[datetime]
+    last_heartbeat: Optional[datetime]
+    disconnect_time: Optional[datetime]
+    replica: str
+    stop_requested: bool
+
+    @classmethod
+    def from_proto(cls, w: worker_pb2.Worker) -> "Worker":
+        return cls(
+            name=w.name,
+            slots=w.slots,
+            labels=dict(w.labels),
+            hostname=w.hostname,
+            version=w.version,
+            state=WorkerState._from_proto(w.state),
+            used_slots=w.used_slots,
+            running_jobs=tuple(w.running_jobs),
+            attach_time=_time(w, "attach_time"),
+            last_heartbeat=_time(w, "last_heartbeat"),
+            disconnect_time=_time(w, "disconnect_time"),
+            replica=w.replica,
+            stop_requested=w.stop_requested,
+        )
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - self.used_slots)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One event of :meth:`crms.Client.watch_jobs`. ``job`` is None for SYNCED."""
+
+    type: WatchEventType
+    job: Optional[Job]
+    revision: int
+
+    @classmethod
+    def from_proto(cls, r: job_pb2.WatchJobsResponse) -> "WatchEvent":
+        return cls(
+            type=WatchEventType._from_proto(r.type),
+            job=Job.from_proto(r.job) if r.HasField("job") else None,
+            revision=r.revision,
+        )
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """A chunk of a job's output from :meth:`crms.Client.output`."""
+
+    stream: OutputStream
+    data: bytes
+    offset: int = 0
+    truncated: bool = False
+
+    @property
+    def stream_name(self) -> str:
+        """``"stdout"`` or ``"stderr"``."""
+        return self.stream.name.lower()
+
+    @classmethod
+    def from_proto(cls, r: job_pb2.StreamOutputResponse) -> "OutputChunk":
+        return cls(
+            stream=OutputStream._from_proto(r.stream),
+            data=bytes(r.data),
+            offset=r.offset,
+            truncated=r.truncated,
+        )
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    """Status of one etcd member (crms.v1.EtcdMember)."""
+
+    endpoint: str
+    id: str
+    name: str
+    version: str
+    db_size: int
+    db_size_in_use: int
+    leader: bool
+    raft_index: int
+    alarms: Tuple[str, ...]
+    error: str
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.EtcdMember) -> "EtcdMember":
+        return cls(
+            endpoint=m.endpoint,
+            id=m.id,
+            name=m.name,
+            version=m.version,
+            db_size=m.db_size,
+            db_size_in_use=m.db_size_in_use,
+            leader=m.leader,
+            raft_index=m.raft_index,
+            alarms=tuple(m.alarms),
+            error=m.error,
+        )
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """etcd and the cluster's jobs and workers (crms.v1.GetClusterStatusResponse)."""
+
+    members: Tuple[EtcdMember, ...]
+    revision: int
+    quota_bytes: int
+    alarms: Tuple[str, ...]
+    workers: int
+    workers_up: int
+    slots_total: int
+    slots_used: int
+    jobs: Dict[JobState, int]
+    replica: str
+    scheduler_leader: str
+
+    @classmethod
+    def from_proto(cls, r: admin_pb2.GetClusterStatusResponse) -> "ClusterStatus":
+        return cls(
+            members=tuple(EtcdMember.from_proto(m) for m in r.members),
+            revision=r.revision,
+            quota_bytes=r.quota_bytes,
+            alarms=tuple(r.alarms),
+            workers=r.workers,
+            workers_up=r.workers_up,
+            slots_total=r.slots_total,
+            slots_used=r.slots_used,
+            jobs={JobState._from_proto(c.state): c.count for c in r.jobs},
+            replica=r.replica,
+            scheduler_leader=r.scheduler_leader,
+        )

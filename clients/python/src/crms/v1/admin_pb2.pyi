@@ -1,0 +1,130 @@
+from crms.v1 import job_pb2 as _job_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EtcdMember(_message.Message):
+    __slots__ = ("endpoint", "id", "name", "version", "db_size", "db_size_in_use", "leader", "raft_index", "alarms", "error")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DB_SIZE_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    RAFT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    id: str
+    name: str
+    version: str
+    db_size: int
+    db_size_in_use: int
+    leader: bool
+    raft_index: int
+    alarms: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    def __init__(self, endpoint: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., db_size: _Optional[int] = ..., db_size_in_use: _Optional[int] = ..., leader: _Optional[bool] = ..., raft_index: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class JobCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: _job_pb2.JobState
+    count: int
+    def __init__(self, state: _Optional[_Union[_job_pb2.JobState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetClusterStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetClusterStatusResponse(_message.Message):
+    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_UP_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_USED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_LEADER_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
+    revision: int
+    quota_bytes: int
+    alarms: _containers.RepeatedScalarFieldContainer[str]
+    workers: int
+    workers_up: int
+    slots_total: int
+    slots_used: int
+    jobs: _containers.RepeatedCompositeFieldContainer[JobCount]
+    replica: str
+    scheduler_leader: str
+    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class DefragmentRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DefragmentResponse(_message.Message):
+    __slots__ = ("before", "after")
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    before: _containers.RepeatedCompositeFieldContainer[EtcdMember]
+    after: _containers.RepeatedCompositeFieldContainer[EtcdMember]
+    def __init__(self, before: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., after: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ...) -> None: ...
+
+class DisarmAlarmsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DisarmAlarmsResponse(_message.Message):
+    __slots__ = ("disarmed",)
+    DISARMED_FIELD_NUMBER: _ClassVar[int]
+    disarmed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, disarmed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecoverRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RecoverResponse(_message.Message):
+    __slots__ = ("compacted_revision", "members", "disarmed", "writable")
+    COMPACTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    DISARMED_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    compacted_revision: int
+    members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
+    disarmed: _containers.RepeatedScalarFieldContainer[str]
+    writable: bool
+    def __init__(self, compacted_revision: _Optional[int] = ..., members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., disarmed: _Optional[_Iterable[str]] = ..., writable: _Optional[bool] = ...) -> None: ...
+
+class RunRetentionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RunRetentionResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,121 @@
+/**
+ * The dashboard's static files: the bundle web/build.mjs writes to web/dist,
+ * built here at start-up when it is missing or older than its sources, and
+ * served from memory with headers that keep the page to its own origin.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { Logger } from "../services/context.js";
+
+/** The files the page is made of, by URL path. Nothing else is served. */
+const FILES: Record<string, { file: string; type: string }> = {
+  "/": { file: "index.html", type: "text/html; charset=utf-8" },
+  "/index.html": { file: "index.html", type: "text/html; charset=utf-8" },
+  "/app.js": { file: "app.js", type: "text/javascript; charset=utf-8" },
+  "/app.css": { file: "app.css", type: "text/css; charset=utf-8" },
+  "/favicon.svg": { file: "favicon.svg", type: "image/svg+xml" },
+};
+
+/** The page talks only to the origin it came from. */
+const SECURITY_HEADERS: Record<string, string> = {
+  "Content-Security-Policy":
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "X-Content-Type-Options": "nosniff",
+  "Referrer-Policy": "no-referrer",
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Resource-Policy": "same-origin",
+};
+
+/** The repository's web/ folder (from src/web or from dist/src/web after tsc). */
+export function webRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    if (existsSync(join(dir, "web", "build.mjs"))) return join(dir, "web");
+    dir = dirname(dir);
+  }
+  throw new Error("cannot find the web/ folder of crms");
+}
+
+function newestMtime(path: string): number {
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (!st) return 0;
+  if (!st.isDirectory()) return st.mtimeMs;
+  let newest = st.mtimeMs;
+  for (const name of readdirSync(path)) newest = Math.max(newest, newestMtime(join(path, name)));
+  return newest;
+}
+
+/** True when web/dist is missing a file or older than a source it is built from. */
+export function bundleIsStale(root = webRoot()): boolean {
+  const dist = join(root, "dist");
+  const built = Math.min(
+    ...["index.html", "app.js", "app.css"].map((f) => statSync(join(dist, f), { throwIfNoEntry: false })?.mtimeMs ?? 0),
+  );
+  if (!built) return true;
+  const sources = [join(root, "src"), join(root, "index.html"), join(root, "build.mjs"), join(root, "..", "gen")];
+  return sources.some((s) => newestMtime(s) > built);
+}
+
+/** Builds the bundle if it is stale; returns false (and logs) when it cannot. */
+export async function ensureBundle(log: Logger, root = webRoot()): Promise<boolean> {
+  if (!bundleIsStale(root)) return true;
+  try {
+    const { buildWeb } = (await import(pathToFileURL(join(root, "build.mjs")).href)) as {
+      buildWeb(options?: { quiet?: boolean }): Promise<unknown>;
+    };
+    await buildWeb({ quiet: true });
+    log.info("web page built", { dir: join(root, "dist") });
+    return true;
+  } catch (err) {
+    log.warn("web page could not be built; serving the API only", { error: String(err) });
+    return existsSync(join(root, "dist", "app.js"));
+  }
+}
+
+const NOT_BUILT = `<!doctype html><meta charset="utf-8"><title>crms</title>
+<p>The crms page is not built. Run <code>node web/build.mjs</code> and restart the server.</p>`;
+
+/** A request handler for the page's files, read once into memory. */
+export function createStaticHandler(root = webRoot()) {
+  const cache = new Map<string, Buffer>();
+  const read = (file: string): Buffer | undefined => {
+    let body = cache.get(file);
+    if (!body) {
+      try {
+        body = readFileSync(join(root, "dist", file));
+      } catch {
+        return undefined;
+      }
+      cache.set(file, body);
+    }
+    return body;
+  };
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? "/").split("?", 1)[0] as string;
+    const entry = FILES[path];
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(entry ? 405 : 404, entry ? { Allow: "GET, HEAD" } : {}).end();
+      return;
+    }
+    if (!entry) {
+      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" }).end("not found\n");
+      return;
+    }
+    const body = read(entry.file);
+    if (!body) {
+      const missing = entry.file === "index.html" ? NOT_BUILT : "";
+      res.writeHead(entry.file === "index.html" ? 503 : 404, { "Content-Type": entry.type }).end(missing);
+      return;
+    }
+    res.writeHead(200, {
+      "Content-Type": entry.type,
+      "Content-Length": body.length,
+      "Cache-Control": "no-cache",
+    });
+    res.end(req.method === "HEAD" ? undefined : body);
+  };
+}
