@@ -62,10 +62,10 @@ type WorkerState int32
 
 // Worker states.
 const (
-	WorkerStateUnspecified  WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_UNSPECIFIED)
-	WorkerUp                WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_UP)
-	WorkerDraining          WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DRAINING)
-	WorkerDisconnected      WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DISCONNECTED)
+	WorkerStateUnspecified WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_UNSPECIFIED)
+	WorkerUp               WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_UP)
+	WorkerDraining         WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DRAINING)
+	WorkerDisconnected     WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DISCONNECTED)
 )
 
 // String is the state's name without the WORKER_STATE_ prefix, e.g. "UP".

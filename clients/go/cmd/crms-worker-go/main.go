@@ -1,0 +1,151 @@
+// Command crms-worker-go is a crms worker written in Go: it attaches to a
+// control plane (WorkerService.Attach), runs the jobs it is assigned, each in
+// its own process group with stdout and stderr in files under the data
+// directory, and reports back. Same protocol and behaviour as `crms worker`.
+//
+//	crms-worker-go --name NAME --slots N --server HOST:PORT[,HOST:PORT...] \
+//	    [--label K=V ...] [--data-dir DIR] [--verbose]
+//
+// SIGINT or SIGTERM (or StopWorker from the control plane) kills the running
+// jobs (SIGTERM, SIGKILL after 10 s), reports them and exits.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/crms-dev/crms/clients/go/internal/worker"
+)
+
+// Version is reported to the control plane in Hello.
+const Version = "0.1.0-go"
+
+type labelFlag map[string]string
+
+func (l labelFlag) String() string {
+	parts := make([]string, 0, len(l))
+	for k, v := range l {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l labelFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("expected KEY=VALUE, got %q", s)
+	}
+	l[k] = v
+	return nil
+}
+
+func stateDir() string {
+	if d := os.Getenv("CRMS_HOME"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "crms")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = os.TempDir()
+	}
+	return filepath.Join(home, ".local", "state", "crms")
+}
+
+func defaultServer() string {
+	if s := os.Getenv("CRMS_SERVER"); s != "" {
+		return s
+	}
+	return "localhost:7070"
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	host, _ := os.Hostname()
+	labels := labelFlag{}
+	fs := flag.NewFlagSet("crms-worker-go", flag.ContinueOnError)
+	name := fs.String("name", host, "unique worker name (default: the host name)")
+	slots := fs.Int("slots", runtime.NumCPU(), "jobs run at once")
+	servers := fs.String("server", defaultServer(), "control-plane address(es), comma-separated; tried in turn on each reconnect (default: $CRMS_SERVER or localhost:7070)")
+	fs.Var(labels, "label", "label KEY=VALUE matched by job constraints (repeatable)")
+	dataDir := fs.String("data-dir", "", "where runs keep their output (default: $CRMS_HOME/worker-NAME, or ~/.local/state/crms/worker-NAME)")
+	verbose := fs.Bool("verbose", false, "also log every job start and end")
+	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval (a smaller one from the control plane wins)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: crms-worker-go [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V ...] [--data-dir DIR]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "crms-worker-go: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	var addrs []string
+	for _, a := range strings.Split(*servers, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	dir := *dataDir
+	if dir == "" {
+		dir = filepath.Join(stateDir(), "worker-"+*name)
+	}
+	logger := log.New(os.Stderr, "", 0)
+	logf := func(format string, args ...any) {
+		logger.Printf("%s worker %s: %s", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), *name, fmt.Sprintf(format, args...))
+	}
+	opts := worker.Options{
+		Name:      *name,
+		Slots:     *slots,
+		Servers:   addrs,
+		Labels:    labels,
+		DataDir:   dir,
+		Version:   Version,
+		Heartbeat: *heartbeat,
+		Logf:      logf,
+	}
+	if *verbose {
+		opts.Debugf = logf
+	}
+	w, err := worker.New(opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crms-worker-go: %v\n", err)
+		return 2
+	}
+	if err := w.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "crms-worker-go: %v\n", err)
+		return 1
+	}
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case sig := <-signals:
+		logf("%s received", sig)
+		go func() {
+			// A second signal while stopping: no more grace, SIGKILL the runs.
+			<-signals
+			logf("second signal: killing runs now")
+			w.KillAll(0, "worker stopped by a second signal")
+		}()
+		w.Stop(true, "worker stopped by "+sig.String())
+	case <-w.Stopped():
+	}
+	return 0
+}

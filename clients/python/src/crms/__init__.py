@@ -1,0 +1,70 @@
+"""crms: Python client of the crms cluster resource manager.
+
+    import crms
+
+    with crms.Client("localhost:7070") as c:
+        job = c.wait(c.submit(["echo", "hello"]).id)
+        print(job.state, c.read_output(job.id))
+
+The generated protobuf and gRPC modules are ``crms.v1.job_pb2``,
+``crms.v1.job_pb2_grpc``, ``crms.v1.worker_pb2``, ... for direct use.
+"""
+
+from crms.client import DEFAULT_ADDRESS, Client
+from crms.errors import (
+    AlreadyExists,
+    CrmsError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    JobNotFound,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    WaitTimeout,
+    WorkerNotFound,
+)
+from crms.types import (
+    Attempt,
+    ClusterStatus,
+    EtcdMember,
+    Job,
+    JobSpec,
+    JobState,
+    OutputChunk,
+    OutputStream,
+    WatchEvent,
+    WatchEventType,
+    Worker,
+    WorkerState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "DEFAULT_ADDRESS",
+    "CrmsError",
+    "NotFound",
+    "JobNotFound",
+    "WorkerNotFound",
+    "InvalidArgument",
+    "AlreadyExists",
+    "FailedPrecondition",
+    "ResourceExhausted",
+    "Unavailable",
+    "DeadlineExceeded",
+    "WaitTimeout",
+    "Attempt",
+    "ClusterStatus",
+    "EtcdMember",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "OutputChunk",
+    "OutputStream",
+    "WatchEvent",
+    "WatchEventType",
+    "Worker",
+    "WorkerState",
+]

@@ -1,0 +1,366 @@
+"""The crms Python client: a thin, typed wrapper over the crms.v1 gRPC services.
+
+    import crms
+
+    with crms.Client("localhost:7070") as c:
+        job = c.submit(["sh", "-c", "echo hello"])
+        job = c.wait(job.id)
+        print(job.state, c.read_output(job.id))
+
+Every call raises a :class:`crms.CrmsError` subclass on failure (see
+:mod:`crms.errors`); records come back as the dataclasses of :mod:`crms.types`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable, Collection, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+
+import grpc
+
+from crms.errors import CrmsError, JobNotFound, WaitTimeout, from_rpc_error
+from crms.types import (
+    ClusterStatus,
+    Job,
+    JobState,
+    OutputChunk,
+    OutputStream,
+    WatchEvent,
+    Worker,
+)
+from crms.v1 import admin_pb2, admin_pb2_grpc, job_pb2, job_pb2_grpc, worker_pb2, worker_pb2_grpc
+
+__all__ = ["Client", "DEFAULT_ADDRESS"]
+
+#: Where the client connects when no address is given and $CRMS_SERVER is unset.
+DEFAULT_ADDRESS = "localhost:7070"
+
+JobId = Union[str, int]
+StateArg = Union[JobState, str, int]
+
+
+def _seconds(value: Optional[float], what: str) -> int:
+    """Whole seconds for a uint32 seconds field (None means 0, the contract's 'none/default')."""
+    if value is None:
+        return 0
+    if value < 0:
+        raise ValueError(f"{what} must not be negative (got {value})")
+    return int(math.ceil(value))
+
+
+def _states(state: Union[None, StateArg, Iterable[StateArg]]) -> List[int]:
+    if state is None:
+        return []
+    if isinstance(state, (JobState, str, int)):
+        return [int(JobState.parse(state))]
+    return [int(JobState.parse(s)) for s in state]
+
+
+class Client:
+    """A connection to a crms control plane.
+
+    ``address`` is ``host:port`` (default: ``$CRMS_SERVER`` or ``localhost:7070``).
+    ``timeout`` is the deadline, in seconds, of each unary call (None: no deadline).
+    Pass ``credentials`` (``grpc.ssl_channel_credentials(...)``) for TLS, or an
+    existing ``channel``. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        *,
+        timeout: Optional[float] = 30.0,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        options: Optional[Sequence[tuple]] = None,
+        channel: Optional[grpc.Channel] = None,
+    ) -> None:
+        self.address = address or os.environ.get("CRMS_SERVER") or DEFAULT_ADDRESS
+        self.timeout = timeout
+        self._own_channel = channel is None
+        if channel is None:
+            opts = list(options or [])
+            if credentials is not None:
+                channel = grpc.secure_channel(self.address, credentials, options=opts)
+            else:
+                channel = grpc.insecure_channel(self.address, options=opts)
+        self.channel: grpc.Channel = channel
+        #: The generated stubs, for calls this wrapper does not cover.
+        self.job_service = job_pb2_grpc.JobServiceStub(channel)
+        self.worker_service = worker_pb2_grpc.WorkerServiceStub(channel)
+        self.admin_service = admin_pb2_grpc.AdminServiceStub(channel)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the channel (when this client made it)."""
+        if self._own_channel:
+            self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"crms.Client({self.address!r})"
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _unary(self, method: Callable, request, subject: str):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, subject) from None
+
+    def _stream(self, method: Callable, request, subject: str, timeout: Optional[float] = None) -> Iterator:
+        """Iterates a server stream, mapping errors and cancelling the call when the caller stops."""
+        call = method(request, timeout=timeout)
+        try:
+            for response in call:
+                yield response
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, subject) from None
+        finally:
+            call.cancel()
+
+    # -- jobs --------------------------------------------------------------
+
+    def submit(
+        self,
+        command: Sequence[str],
+        *,
+        name: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        constraints: Optional[Mapping[str, str]] = None,
+        worker: Optional[str] = None,
+        priority: int = 0,
+        retries: int = 0,
+        timeout: Optional[float] = None,
+        hold: bool = False,
+        request_id: Optional[str] = None,
+        lost_retries: int = 0,
+        retention: Optional[float] = None,
+    ) -> Job:
+        """Submits a job and returns it as stored (PENDING, or HELD with ``hold=True``).
+
+        ``command`` is an argv list (no shell: use ``["sh", "-c", "..."]``).
+        ``worker`` pins the job to one worker (GoCRMS's RunJob(id, worker));
+        ``constraints`` must all be among a worker's labels. ``retries`` is how
+        often a failed run is retried, ``timeout`` the wall-clock limit of a run
+        in seconds. A retried submit with the same ``request_id`` returns the
+        job of the first one.
+        """
+        if isinstance(command, (str, bytes)):
+            raise TypeError("command must be a list of arguments, e.g. ['sh', '-c', 'echo hi']")
+        spec = job_pb2.JobSpec(
+            command=list(command),
+            name=name or "",
+            env=dict(env or {}),
+            working_dir=cwd or "",
+            labels=dict(labels or {}),
+            constraints=dict(constraints or {}),
+            target_worker=worker or "",
+            priority=priority,
+            max_retries=retries,
+            timeout_seconds=_seconds(timeout, "timeout"),
+            hold=hold,
+            max_lost_retries=lost_retries,
+            retention_seconds=_seconds(retention, "retention"),
+        )
+        req = job_pb2.SubmitJobRequest(spec=spec, request_id=request_id or "")
+        return Job.from_proto(self._unary(self.job_service.SubmitJob, req, "job").job)
+
+    def get_job(self, id: JobId) -> Job:
+        """Returns one job; raises :class:`crms.JobNotFound` if it does not exist."""
+        resp = self._unary(self.job_service.GetJob, job_pb2.GetJobRequest(id=str(id)), "job")
+        return Job.from_proto(resp.job)
+
+    def jobs(
+        self,
+        state: Union[None, StateArg, Iterable[StateArg]] = None,
+        worker: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        *,
+        page_size: int = 0,
+    ) -> Iterator[Job]:
+        """Iterates every job (ordered by id), fetching page after page.
+
+        ``state`` is one state or several (``JobState``, name like ``"RUNNING"``,
+        or number); ``worker`` keeps jobs whose last attempt is on that worker;
+        ``labels`` keeps jobs carrying every key=value.
+        """
+        req = job_pb2.ListJobsRequest(
+            states=_states(state), worker=worker or "", labels=dict(labels or {}), page_size=page_size
+        )
+        while True:
+            resp = self._unary(self.job_service.ListJobs, req, "job")
+            for j in resp.jobs:
+                yield Job.from_proto(j)
+            if not resp.next_page_token:
+                return
+            req.page_token = resp.next_page_token
+
+    def watch_jobs(
+        self,
+        ids: Optional[Iterable[JobId]] = None,
+        *,
+        after_revision: int = 0,
+        timeout: Optional[float] = None,
+    ) -> Iterator[WatchEvent]:
+        """Streams job events: EXISTING for each current job, SYNCED, then PUT/DELETED.
+
+        ``ids`` limits the watch to those jobs. With ``after_revision`` (an
+        event's ``revision`` seen before) only changes after it are sent.
+        Close the generator (or break out of the loop) to end the watch; with
+        ``timeout`` the watch ends after that many seconds with
+        :class:`crms.DeadlineExceeded`.
+        """
+        req = job_pb2.WatchJobsRequest(ids=[str(i) for i in ids or ()], after_revision=after_revision)
+        for resp in self._stream(self.job_service.WatchJobs, req, "job", timeout=timeout):
+            yield WatchEvent.from_proto(resp)
+
+    def wait(
+        self,
+        id: JobId,
+        timeout: Optional[float] = None,
+        *,
+        until: Optional[Collection[StateArg]] = None,
+    ) -> Job:
+        """Waits (with WatchJobs) until the job ends and returns it in its final state.
+
+        With ``until`` (e.g. ``{JobState.RUNNING}``) it returns as soon as the
+        job is in one of those states, or in a final state. Raises
+        :class:`crms.WaitTimeout` after ``timeout`` seconds and
+        :class:`crms.JobNotFound` if the job does not exist or is deleted.
+        """
+        id = str(id)
+        wanted = {JobState.parse(s) for s in until} if until else set()
+
+        def reached(job: Job) -> bool:
+            return job.state.is_final or job.state in wanted
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        revision = 0
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            req = job_pb2.WatchJobsRequest(ids=[id], after_revision=revision)
+            seen = revision > 0
+            events = self._stream(self.job_service.WatchJobs, req, "job", timeout=remaining)
+            try:
+                for resp in events:
+                    revision = max(revision, resp.revision)
+                    if resp.type == job_pb2.WATCH_EVENT_TYPE_SYNCED:
+                        if not seen:
+                            # The answering replica's cache may not have the job yet
+                            # (or it does not exist): ask for it directly.
+                            job = self.get_job(id)
+                            seen = True
+                            if reached(job):
+                                return job
+                        continue
+                    if not resp.HasField("job") or resp.job.id != id:
+                        continue
+                    if resp.type == job_pb2.WATCH_EVENT_TYPE_DELETED:
+                        raise JobNotFound(f"job {id} was deleted while waiting for it")
+                    seen = True
+                    job = Job.from_proto(resp.job)
+                    if reached(job):
+                        return job
+            except CrmsError as err:
+                if err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise WaitTimeout(f"job {id} did not end within {timeout} s", err.code) from None
+                if err.code == grpc.StatusCode.OUT_OF_RANGE and revision:
+                    revision = 0  # compacted away: start over with a full listing
+                    continue
+                raise
+            finally:
+                events.close()
+            # The server ended the stream (e.g. a replica shutting down): resume after what we saw.
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {id} did not end within {timeout} s")
+
+    def kill(self, id: JobId, grace: Optional[float] = None) -> Job:
+        """Kills a job. A pending or held job is KILLED at once; a running one
+        gets SIGTERM, then SIGKILL after ``grace`` seconds (server default 10),
+        and is returned still RUNNING with ``kill_requested`` set.
+        Raises :class:`crms.FailedPrecondition` if it already ended."""
+        if grace is not None and grace <= 0:
+            raise ValueError("grace must be positive (None means the server's default)")
+        req = job_pb2.KillJobRequest(id=str(id), grace_seconds=_seconds(grace, "grace"))
+        return Job.from_proto(self._unary(self.job_service.KillJob, req, "job").job)
+
+    def hold(self, id: JobId) -> Job:
+        """Holds a PENDING job (now HELD). FailedPrecondition in other states."""
+        return Job.from_proto(self._unary(self.job_service.HoldJob, job_pb2.HoldJobRequest(id=str(id)), "job").job)
+
+    def release(self, id: JobId) -> Job:
+        """Releases a HELD job to PENDING. FailedPrecondition in other states."""
+        resp = self._unary(self.job_service.ReleaseJob, job_pb2.ReleaseJobRequest(id=str(id)), "job")
+        return Job.from_proto(resp.job)
+
+    def delete(self, id: JobId) -> None:
+        """Deletes a finished job. FailedPrecondition if it has not finished."""
+        self._unary(self.job_service.DeleteJob, job_pb2.DeleteJobRequest(id=str(id)), "job")
+
+    def output(self, id: JobId, follow: bool = False) -> Iterator[OutputChunk]:
+        """Streams a job's stdout and stderr as :class:`crms.OutputChunk` (stream + bytes).
+
+        Without ``follow`` it sends what the job has written so far. With
+        ``follow`` it first waits for the job to start, then sends output as it
+        is written until the job ends (like ``tail -f``). Chunks marked
+        ``truncated`` are the tail stored with the job, given when the worker
+        holding the full output is not attached.
+        """
+        id = str(id)
+        if follow:
+            self.wait(id, until={JobState.RUNNING})
+        req = job_pb2.StreamOutputRequest(id=id, follow=follow)
+        for resp in self._stream(self.job_service.StreamOutput, req, "job"):
+            yield OutputChunk.from_proto(resp)
+
+    def read_output(
+        self, id: JobId, stream: Union[OutputStream, str] = OutputStream.STDOUT, *, follow: bool = False
+    ) -> bytes:
+        """Returns all of one stream of a job's output (stdout by default) as bytes."""
+        which = OutputStream.parse(stream)
+        return b"".join(c.data for c in self.output(id, follow=follow) if c.stream == which)
+
+    # -- workers -----------------------------------------------------------
+
+    def workers(self, *, page_size: int = 0) -> List[Worker]:
+        """Lists every worker, ordered by name."""
+        req = worker_pb2.ListWorkersRequest(page_size=page_size)
+        out: List[Worker] = []
+        while True:
+            resp = self._unary(self.worker_service.ListWorkers, req, "worker")
+            out.extend(Worker.from_proto(w) for w in resp.workers)
+            if not resp.next_page_token:
+                return out
+            req.page_token = resp.next_page_token
+
+    def worker(self, name: str) -> Worker:
+        """Returns one worker; raises :class:`crms.WorkerNotFound` if it is not known."""
+        resp = self._unary(self.worker_service.GetWorker, worker_pb2.GetWorkerRequest(name=name), "worker")
+        return Worker.from_proto(resp.worker)
+
+    def drain(self, name: str) -> Worker:
+        """Stops placing jobs on a worker (now DRAINING); its running jobs finish."""
+        resp = self._unary(self.worker_service.DrainWorker, worker_pb2.DrainWorkerRequest(name=name), "worker")
+        return Worker.from_proto(resp.worker)
+
+    def stop(self, name: str) -> None:
+        """Tells a worker to exit (GoCRMS's close); its running jobs are killed."""
+        self._unary(self.worker_service.StopWorker, worker_pb2.StopWorkerRequest(name=name), "worker")
+
+    # -- admin -------------------------------------------------------------
+
+    def cluster_status(self) -> ClusterStatus:
+        """etcd members, database size against quota, alarms, worker and job counts."""
+        resp = self._unary(self.admin_service.GetClusterStatus, admin_pb2.GetClusterStatusRequest(), "")
+        return ClusterStatus.from_proto(resp)
+
