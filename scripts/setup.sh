@@ -28,6 +28,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 if [ "${1:-}" = "test" ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "setup: installing chromium (Debian's), for the web page tests"
+    apt_install chromium
+  fi
   export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
   if ! command -v grpcurl >/dev/null; then
     echo "setup: installing grpcurl (go install)"

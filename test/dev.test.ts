@@ -28,7 +28,7 @@ function processesMentioning(needle: string): number[] {
 test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, server or worker process", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "crms-dev-test-"));
   const [port, etcdPort] = [await freePort(), await freePort()];
-  const dev = spawn(process.execPath, [CRMS_BIN, "dev", "--port", String(port), "--etcd-port", String(etcdPort), "--data-dir", dir], {
+  const dev = spawn(process.execPath, [CRMS_BIN, "dev", "--port", String(port), "--etcd-port", String(etcdPort), "--http-port", "0", "--data-dir", dir], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";

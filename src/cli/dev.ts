@@ -9,6 +9,7 @@ import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startServer } from "../server/server.js";
+import { startHttp } from "../web/http.js";
 import { createWorker } from "../worker/worker.js";
 import { CliError, VERSION } from "./main.js";
 import { stateDir } from "./paths.js";
@@ -36,6 +37,7 @@ export async function dev(args: string[]): Promise<number> {
     args,
     options: {
       port: { type: "string", default: "7070" },
+      "http-port": { type: "string", default: "7080" },
       "etcd-port": { type: "string", default: "23790" },
       slots: { type: "string" },
       "data-dir": { type: "string" },
@@ -87,6 +89,7 @@ export async function dev(args: string[]): Promise<number> {
   };
   let server: Awaited<ReturnType<typeof startServer>> | undefined;
   let worker: ReturnType<typeof createWorker> | undefined;
+  let web: Awaited<ReturnType<typeof startHttp>> | undefined;
   try {
     await waitHealthy(
       endpoint,
@@ -105,10 +108,12 @@ export async function dev(args: string[]): Promise<number> {
       version: VERSION,
     });
     await worker.start();
+    web = await startHttp(server, `localhost:${v["http-port"]}`);
     process.stdout.write(
       [
         "crms dev cluster is up:",
         `  control plane  ${server.address}   (gRPC; grpcurl -plaintext ${server.address} list)`,
+        `  web page       ${web.url}`,
         `  etcd           ${endpoint}   (data in ${join(home, "etcd")})`,
         `  worker         ${name}`,
         "",
@@ -130,6 +135,7 @@ export async function dev(args: string[]): Promise<number> {
     process.stdout.write("\nstopping...\n");
   } finally {
     await worker?.stop({ killRuns: true }).catch(() => undefined);
+    await web?.close().catch(() => undefined);
     await server?.stop().catch(() => undefined);
     await stopEtcd();
   }

@@ -41,6 +41,8 @@ const codes: Record<CrmsCode, Code> = {
   INTERNAL: Code.Internal,
 };
 
+const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
 /** The remote address of the HTTP connection, for CallContext.peer. */
 const peerKey = createContextKey("");
 
@@ -113,6 +115,9 @@ export function registerServices(router: ConnectRouter, handlers: Handlers, log:
 export function createConnectHandler(handlers: Handlers, log: Logger, fallback: NodeHandler): NodeHandler {
   return connectNodeAdapter({
     routes: (router) => registerServices(router, handlers, log),
+    // The same message limits as the gRPC server.
+    readMaxBytes: MAX_MESSAGE_BYTES,
+    writeMaxBytes: MAX_MESSAGE_BYTES,
     fallback,
     contextValues: (req) => {
       const { remoteAddress, remotePort } = req.socket;

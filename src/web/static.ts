@@ -3,10 +3,12 @@
  * built here at start-up when it is missing or older than its sources, and
  * served from memory with headers that keep the page to its own origin.
  */
+import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { gzipSync } from "node:zlib";
 import type { Logger } from "../services/context.js";
 
 /** The files the page is made of, by URL path. Nothing else is served. */
@@ -80,18 +82,21 @@ const NOT_BUILT = `<!doctype html><meta charset="utf-8"><title>crms</title>
 
 /** A request handler for the page's files, read once into memory. */
 export function createStaticHandler(root = webRoot()) {
-  const cache = new Map<string, Buffer>();
-  const read = (file: string): Buffer | undefined => {
-    let body = cache.get(file);
-    if (!body) {
+  const cache = new Map<string, { body: Buffer; gzip: Buffer; etag: string }>();
+  const read = (file: string) => {
+    let entry = cache.get(file);
+    if (!entry) {
+      let body: Buffer;
       try {
         body = readFileSync(join(root, "dist", file));
       } catch {
         return undefined;
       }
-      cache.set(file, body);
+      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
+      entry = { body, gzip: gzipSync(body), etag };
+      cache.set(file, entry);
     }
-    return body;
+    return entry;
   };
   return (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? "/").split("?", 1)[0] as string;
@@ -105,17 +110,28 @@ export function createStaticHandler(root = webRoot()) {
       res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" }).end("not found\n");
       return;
     }
-    const body = read(entry.file);
-    if (!body) {
+    const file = read(entry.file);
+    if (!file) {
       const missing = entry.file === "index.html" ? NOT_BUILT : "";
       res.writeHead(entry.file === "index.html" ? 503 : 404, { "Content-Type": entry.type }).end(missing);
       return;
     }
-    res.writeHead(200, {
+    // Revalidated on every load (no-cache), answered 304 while unchanged.
+    const headers: Record<string, string | number> = {
       "Content-Type": entry.type,
-      "Content-Length": body.length,
       "Cache-Control": "no-cache",
-    });
+      ETag: file.etag,
+      Vary: "Accept-Encoding",
+    };
+    if (req.headers["if-none-match"] === file.etag) {
+      res.writeHead(304, headers).end();
+      return;
+    }
+    const gzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
+    const body = gzip ? file.gzip : file.body;
+    if (gzip) headers["Content-Encoding"] = "gzip";
+    headers["Content-Length"] = body.length;
+    res.writeHead(200, headers);
     res.end(req.method === "HEAD" ? undefined : body);
   };
 }

@@ -85,7 +85,7 @@ func runMain(m *testing.M) (code int) {
 	}
 	defer logFile.Close()
 	dev := exec.Command("node", filepath.Join(repoRoot, "bin", "crms.js"), "dev",
-		"--port", strconv.Itoa(port), "--etcd-port", strconv.Itoa(etcdPort),
+		"--port", strconv.Itoa(port), "--etcd-port", strconv.Itoa(etcdPort), "--http-port", "0",
 		"--data-dir", filepath.Join(tmpDir, "dev"), "--slots", "4")
 	dev.Dir = repoRoot
 	dev.Stdout, dev.Stderr = logFile, logFile

@@ -156,6 +156,8 @@ def cluster(tmp_root):
                     str(port),
                     "--etcd-port",
                     str(etcd_port),
+                    "--http-port",
+                    "0",
                     "--data-dir",
                     str(data_dir),
                 ],

@@ -1,0 +1,295 @@
+/**
+ * The dashboard against a live cluster: real etcd, control plane, `crms worker`
+ * process, the HTTP endpoint on port 0, and Debian's Chromium driven by
+ * playwright-core. Screenshots of each view go to test-results/screenshots/.
+ */
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import anyTest, { type TestFn } from "ava";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { JobState } from "../gen/crms/v1/job_pb.js";
+import type { HttpEndpoint } from "../src/web/http.js";
+import { startHttp } from "../src/web/http.js";
+import { TestCluster } from "./helpers/cluster.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const SHOTS = join(process.cwd(), "test-results", "screenshots");
+
+interface Context {
+  cluster: TestCluster;
+  http: HttpEndpoint;
+  browser: Browser;
+  context: BrowserContext;
+  userDataDir: string;
+  /** Watch listeners on the caches before any page opened. */
+  baseline: { jobs: number; workers: number };
+}
+
+const test = anyTest as TestFn<Context>;
+test.before(async (t) => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+  const cluster = await TestCluster.start();
+  await cluster.startWorker("web-alpha", 3, { zone: "a" });
+  const { store } = cluster.server;
+  const baseline = { jobs: store.jobs.listenerCount("put"), workers: store.workers.listenerCount("put") };
+  const http = await startHttp(cluster.server, "127.0.0.1:0");
+  const userDataDir = mkdtempSync(join(tmpdir(), "crms-chromium-"));
+  // A persistent context is how playwright takes a fresh user data dir of our own.
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+    ],
+    viewport: { width: 1280, height: 900 },
+  });
+  const browser = context.browser() as Browser;
+  mkdirSync(SHOTS, { recursive: true });
+  t.context = { cluster, http, browser, context, userDataDir, baseline };
+});
+
+test.after.always(async (t) => {
+  const { context, http, cluster, userDataDir } = t.context ?? {};
+  await context?.close();
+  await http?.close();
+  await cluster?.stop();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+});
+
+/** A fresh tab that fails the test on any page error and accepts confirm() dialogs. */
+async function open(t: { context: Context }, hash: string, width = 1280): Promise<{ page: Page; errors: string[] }> {
+  const page = await t.context.context.newPage();
+  await page.setViewportSize({ width, height: 900 });
+  const errors: string[] = [];
+  page.on("pageerror", (err) => errors.push(String(err)));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") errors.push(msg.text());
+  });
+  page.on("dialog", (d) => void d.accept());
+  await page.goto(`${t.context.http.url}${hash}`);
+  return { page, errors };
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
+test.serial("the page loads against the live cluster and shows the worker", async (t) => {
+  const { page, errors } = await open(t, "#/");
+  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+  await page.locator("#conn.ok").waitFor({ timeout: 15_000 });
+  // Workers card: one up.
+  await page.locator(".stat", { hasText: "Up" }).locator("dd", { hasText: /^1/ }).waitFor();
+  await page.getByText(/of 3 used/).waitFor();
+  await page.getByText(/quota/).first().waitFor();
+  await shot(page, "overview");
+
+  await page.getByRole("link", { name: "Workers", exact: true }).click();
+  await page.getByRole("heading", { level: 1, name: "Workers" }).waitFor();
+  const row = page.locator("tr[data-name='web-alpha']");
+  await row.waitFor();
+  t.regex((await row.textContent()) ?? "", /UP/);
+  t.regex((await row.textContent()) ?? "", /zone=a/);
+  t.regex((await row.textContent()) ?? "", /0 \/ 3/);
+  await shot(page, "workers");
+
+  // The same page at phone width reads without a horizontal page scroll.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${t.context.http.url}#/`);
+  await page.locator("#conn.ok").waitFor();
+  await page.getByText(/of 3 used/).waitFor();
+  const overflow = await page.evaluate<number>("document.documentElement.scrollWidth - window.innerWidth");
+  t.true(overflow <= 0, `page is ${overflow}px wider than a phone`);
+  await shot(page, "overview-phone");
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
+test.serial("a job submitted from the form turns SUCCEEDED and its output shows", async (t) => {
+  const { page, errors } = await open(t, "#/submit");
+  await page.getByRole("heading", { level: 1, name: "Submit a job" }).waitFor();
+  await page.locator("#conn.ok").waitFor();
+  await page.getByLabel("Command", { exact: true }).fill("echo hello from the web; echo oops >&2");
+  await page.getByLabel("Name", { exact: true }).fill("web greeting");
+  await page.getByText("More options").click();
+  await page.getByLabel("Labels", { exact: true }).fill("team=web");
+  await shot(page, "submit");
+  await page.getByRole("button", { name: "Submit job" }).click();
+
+  await page.waitForURL(/#\/jobs\/\d+$/);
+  const id = page.url().split("/").at(-1) as string;
+  await page.locator(".subtitle .badge", { hasText: "SUCCEEDED" }).waitFor({ timeout: 20_000 });
+  const output = page.getByLabel(`Output of job ${id}`);
+  await output.getByText("hello from the web").waitFor();
+  await output.locator(".stderr", { hasText: "oops" }).waitFor();
+  await page.getByText(/output complete/i).waitFor();
+  t.is(t.context.cluster.server.store.job(id)?.state, JobState.SUCCEEDED);
+  t.regex((await page.locator(".job-details").textContent()) ?? "", /team=web/);
+  await shot(page, "job");
+  await page.setViewportSize({ width: 390, height: 844 });
+  t.true((await page.evaluate<number>("document.documentElement.scrollWidth - window.innerWidth")) <= 0);
+  await shot(page, "job-phone");
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // The jobs list finds it by name, with its state.
+  await page.goto(`${t.context.http.url}#/jobs?q=greeting`);
+  const row = page.locator(`tr[data-id='${id}']`);
+  await row.waitFor();
+  t.regex((await row.textContent()) ?? "", /SUCCEEDED/);
+  await page.goto(`${t.context.http.url}#/jobs`);
+  await page.locator(`tr[data-id='${id}']`).waitFor();
+  await shot(page, "jobs");
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
+test.serial("a running sleep 60 is killed from the page and turns KILLED", async (t) => {
+  const { cluster } = t.context;
+  const c = cluster.client();
+  const job = await c.submit({ command: ["sleep", "60"], name: "long nap" });
+  const { page, errors } = await open(t, `#/jobs/${job.id}`);
+  await page.locator(".subtitle .badge", { hasText: "RUNNING" }).waitFor({ timeout: 20_000 });
+  await page.getByText("Following live output…").waitFor();
+  await shot(page, "job-running");
+  await page.getByRole("button", { name: "Kill" }).click();
+  await page.locator(".subtitle .badge", { hasText: "KILLED" }).waitFor({ timeout: 15_000 });
+  t.is(cluster.server.store.job(job.id)?.state, JobState.KILLED);
+  // Kill is no longer offered; Delete is.
+  t.true(await page.getByRole("button", { name: "Kill" }).isDisabled());
+  t.false(await page.getByRole("button", { name: "Delete" }).isDisabled());
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
+test.serial("the jobs list pages with ListJobs tokens and filters by state and label", async (t) => {
+  const c = t.context.cluster.client();
+  const ids: string[] = [];
+  for (let i = 0; i < 30; i++)
+    ids.push(
+      (await c.submit({ command: ["echo", String(i)], name: `batch ${i}`, hold: true, labels: { batch: "pg" } })).id,
+    );
+  // An overview tab stays open meanwhile: its chart counts the jobs that run.
+  const overview = await open(t, "#/");
+  await overview.page.locator("#conn.ok").waitFor();
+  const { page, errors } = await open(t, "#/jobs?state=HELD&label=batch%3Dpg&size=25");
+  await page.getByText("Showing 25 jobs on page 1; more on the next page.").waitFor();
+  t.is(await page.locator("tbody tr").count(), 25);
+  t.is(await page.locator("#f-state").inputValue(), "HELD");
+  await shot(page, "jobs");
+  await page.getByRole("link", { name: "Next page" }).click();
+  await page.getByText("Showing 5 jobs on page 2.").waitFor();
+  t.deepEqual(
+    await page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id"))),
+    ids.slice(25),
+  );
+  await page.getByRole("link", { name: "Previous" }).click();
+  await page.getByText("Showing 25 jobs on page 1; more on the next page.").waitFor();
+  // A row on screen follows the watch: release a job elsewhere, and its row leaves HELD.
+  await c.release(ids[0] as string);
+  await page.locator(`tr[data-id='${ids[0]}'] .badge`, { hasNotText: "HELD" }).waitFor({ timeout: 15_000 });
+  // Search by id goes straight to the job.
+  await page.getByLabel("Search").fill(ids[3] as string);
+  await page.getByLabel("State").selectOption("");
+  await page.getByText(`Job ${ids[3]} found by id.`, { exact: false }).waitFor();
+  t.is(await page.locator("tbody tr").count(), 1);
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${t.context.http.url}#/jobs?label=batch%3Dpg`);
+  await page.locator("tbody tr").first().waitFor();
+  t.true((await page.evaluate<number>("document.documentElement.scrollWidth - window.innerWidth")) <= 0);
+  await shot(page, "jobs-phone");
+  for (const id of ids.slice(1)) await c.release(id);
+  await t.context.cluster.waitFor(
+    () => ids.every((id) => t.context.cluster.server.store.job(id)?.state === JobState.SUCCEEDED),
+    20_000,
+    "released jobs to succeed",
+  );
+  await overview.page
+    .locator(".state-counts a", { hasText: "SUCCEEDED" })
+    .getByText(/^3[0-9]$/)
+    .waitFor();
+  await overview.page.waitForTimeout(1500);
+  await shot(overview.page, "overview-live");
+  t.deepEqual(errors, []);
+  t.deepEqual(overview.errors, []);
+  await page.close();
+  await overview.page.close();
+});
+
+test.serial("a Connect call with a bad id returns the right code", async (t) => {
+  const base = t.context.http.url;
+  const call = (method: string, body: unknown) =>
+    fetch(`${base}crms.v1.JobService/${method}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  const missing = await call("GetJob", { id: "987654321" });
+  t.is(missing.status, 404);
+  t.is(((await missing.json()) as { code: string }).code, "not_found");
+  const malformed = await call("GetJob", { id: "not-a-number" });
+  t.is(malformed.status, 400);
+  t.is(((await malformed.json()) as { code: string }).code, "invalid_argument");
+  const running = await call("DeleteJob", { id: "987654321" });
+  t.is(((await running.json()) as { code: string }).code, "not_found");
+  // And through the page's own client, as a user would see it.
+  const { page } = await open(t, "#/jobs/987654321");
+  await page
+    .getByRole("alert")
+    .getByText(/There is no job 987654321/)
+    .waitFor();
+  await page.close();
+});
+
+test.serial("only the page's own files are served", async (t) => {
+  const base = t.context.http.url;
+  const index = await fetch(base);
+  t.is(index.status, 200);
+  t.regex(index.headers.get("content-security-policy") ?? "", /default-src 'none'/);
+  t.is((await fetch(`${base}../package.json`)).status, 404);
+  t.is((await fetch(`${base}app.js`)).headers.get("content-type"), "text/javascript; charset=utf-8");
+  // A loopback server answers only to loopback host names (no DNS rebinding).
+  const { port } = new URL(base);
+  const status = (host: string) =>
+    new Promise<number>((resolve, reject) =>
+      request({ host: "127.0.0.1", port, path: "/", headers: { host } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+        .on("error", reject)
+        .end(),
+    );
+  t.is(await status(`localhost:${port}`), 200);
+  t.is(await status(`evil.example:${port}`), 421);
+});
+
+test.serial("closed pages end their watch streams on the server", async (t) => {
+  const { cluster, baseline } = t.context;
+  const { store } = cluster.server;
+  const { page } = await open(t, "#/workers");
+  await page.locator("#conn.ok").waitFor();
+  t.true(store.jobs.listenerCount("put") > baseline.jobs);
+  t.true(store.workers.listenerCount("put") > baseline.workers);
+  await page.close();
+  await cluster.waitFor(
+    () => store.jobs.listenerCount("put") === baseline.jobs && store.workers.listenerCount("put") === baseline.workers,
+    10_000,
+    "watch listeners to be removed",
+  );
+  t.pass();
+});
+
+test.serial("a worker is drained from the workers page", async (t) => {
+  const { page, errors } = await open(t, "#/workers");
+  const row = page.locator("tr[data-name='web-alpha']");
+  await row.getByRole("button", { name: "Drain web-alpha" }).click();
+  await row.locator(".badge", { hasText: "DRAINING" }).waitFor({ timeout: 10_000 });
+  t.true(await row.getByRole("button", { name: "Drain web-alpha" }).isDisabled());
+  await page.getByText("Drain web-alpha: done.").waitFor();
+  t.deepEqual(errors, []);
+  await page.close();
+});

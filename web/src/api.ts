@@ -1,0 +1,38 @@
+/** The page's clients: the crms services over Connect, from the origin that served the page. */
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { AdminService } from "../../gen/crms/v1/admin_pb.js";
+import { JobService } from "../../gen/crms/v1/job_pb.js";
+import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+
+// Relative to the page, so the dashboard also works behind a proxy under a path prefix.
+const transport = createConnectTransport({
+  baseUrl: new URL(".", location.href).href.replace(/\/$/, ""),
+  useBinaryFormat: true,
+});
+
+export const jobService = createClient(JobService, transport);
+export const workerService = createClient(WorkerService, transport);
+export const adminService = createClient(AdminService, transport);
+
+export { Code, ConnectError };
+
+/** The Connect code of any error (UNKNOWN for non-RPC errors). */
+export function codeOf(err: unknown): Code {
+  return ConnectError.from(err).code;
+}
+
+/** True when a call ended because we aborted it (view closed, stream replaced). */
+export function isCanceled(err: unknown): boolean {
+  return (err instanceof DOMException && err.name === "AbortError") || ConnectError.from(err).code === Code.Canceled;
+}
+
+/** An error in words for the user: "not found: job 7 not found". */
+export function errorText(err: unknown): string {
+  const e = ConnectError.from(err);
+  const code = (Code[e.code] ?? "unknown").replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+  if (e.code === Code.Unavailable || e.code === Code.Unknown) {
+    if (/fetch|network/i.test(e.rawMessage)) return "cannot reach the control plane";
+  }
+  return `${code}: ${e.rawMessage}`;
+}

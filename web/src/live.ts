@@ -1,0 +1,306 @@
+/**
+ * What the page knows live, shared by every view: workers (WatchWorkers),
+ * job changes (WatchJobs, changes only: the page never loads every job),
+ * per-second job rates for the chart, and the cluster status (GetClusterStatus
+ * every few seconds, sooner after job changes while a view wants counts).
+ * Streams reconnect with back-off; the job watch resumes from its last revision.
+ */
+import type { GetClusterStatusResponse } from "../../gen/crms/v1/admin_pb.js";
+import { type Job, JobState, WatchEventType } from "../../gen/crms/v1/job_pb.js";
+import type { Worker } from "../../gen/crms/v1/worker_pb.js";
+import { adminService, Code, codeOf, errorText, jobService, workerService } from "./api.js";
+import { isActive, isFinal } from "./format.js";
+
+/** A batch of job changes: the latest record of each changed job, and deleted ids. */
+export interface JobBatch {
+  put: Map<string, Job>;
+  deleted: Set<string>;
+}
+
+export type StreamState = "connecting" | "live" | "retrying";
+
+/** Per-second counts over a sliding window, in a ring. */
+export class RateRing {
+  private readonly counts: Uint32Array;
+  private readonly stamps: Float64Array;
+
+  constructor(readonly seconds = 300) {
+    this.counts = new Uint32Array(seconds);
+    this.stamps = new Float64Array(seconds).fill(-1);
+  }
+
+  add(sec = Math.floor(Date.now() / 1000), n = 1): void {
+    const i = sec % this.seconds;
+    if (this.stamps[i] !== sec) {
+      this.stamps[i] = sec;
+      this.counts[i] = 0;
+    }
+    this.counts[i] = (this.counts[i] as number) + n;
+  }
+
+  /** Counts for each second from now - seconds + 1 to now, oldest first. */
+  series(now = Math.floor(Date.now() / 1000)): number[] {
+    const out: number[] = [];
+    for (let sec = now - this.seconds + 1; sec <= now; sec++) {
+      const i = sec % this.seconds;
+      out.push(this.stamps[i] === sec ? (this.counts[i] as number) : 0);
+    }
+    return out;
+  }
+}
+
+/** A job id that cannot exist: watching only it gives the store revision and nothing else. */
+const NO_SUCH_JOB = "9999999999999999";
+const BATCH_MS = 200;
+const STATUS_EVERY_MS = 5000;
+
+type Listener<T> = (value: T) => void;
+
+function listeners<T>() {
+  const set = new Set<Listener<T>>();
+  return {
+    add(fn: Listener<T>): () => void {
+      set.add(fn);
+      return () => set.delete(fn);
+    },
+    emit(value: T): void {
+      for (const fn of set) fn(value);
+    },
+    get size() {
+      return set.size;
+    },
+  };
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+
+export class Live {
+  /** Workers by name, as the last WatchWorkers events left them. */
+  readonly workers = new Map<string, Worker>();
+  /** Ids of ASSIGNED or RUNNING jobs per worker, kept current by job events. */
+  readonly active = new Map<string, Set<string>>();
+  workersSynced = false;
+  jobState: StreamState = "connecting";
+  workerState: StreamState = "connecting";
+  lastError = "";
+  /** Jobs reaching RUNNING and reaching a final state, per second. */
+  readonly started = new RateRing();
+  readonly finished = new RateRing();
+  /** When the page began counting. */
+  readonly since = Date.now();
+  status?: GetClusterStatusResponse;
+  statusError = "";
+
+  private readonly jobs = listeners<JobBatch>();
+  private readonly workerChanges = listeners<void>();
+  private readonly conn = listeners<void>();
+  private readonly statusChanges = listeners<void>();
+  private pending: JobBatch = { put: new Map(), deleted: new Set() };
+  private flushTimer?: ReturnType<typeof setTimeout>;
+  private statusTimer?: ReturnType<typeof setTimeout>;
+  private statusInFlight = false;
+  private activeChanged = false;
+  private lastStatusAt = 0;
+  private readonly stop = new AbortController();
+
+  start(): void {
+    void this.watchJobs();
+    void this.watchWorkers();
+    void this.pollStatus();
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) void this.pollStatus();
+    });
+  }
+
+  close(): void {
+    this.stop.abort();
+  }
+
+  /** Job changes, batched every 200 ms. */
+  onJobs(fn: Listener<JobBatch>): () => void {
+    return this.jobs.add(fn);
+  }
+
+  onWorkers(fn: () => void): () => void {
+    return this.workerChanges.add(fn);
+  }
+
+  onConnection(fn: () => void): () => void {
+    return this.conn.add(fn);
+  }
+
+  /** Status updates; while anyone listens, job changes bring a refresh within ~2 s. */
+  onStatus(fn: () => void): () => void {
+    const off = this.statusChanges.add(fn);
+    if (Date.now() - this.lastStatusAt > 2000) void this.pollStatus();
+    return off;
+  }
+
+  /** Slots in use on a worker, from live job events. */
+  usedSlots(w: Worker): number {
+    return this.active.get(w.name)?.size ?? w.usedSlots;
+  }
+
+  private setConn(kind: "jobs" | "workers", state: StreamState, error = ""): void {
+    if (kind === "jobs") this.jobState = state;
+    else this.workerState = state;
+    if (error) this.lastError = error;
+    this.conn.emit();
+  }
+
+  private async watchWorkers(): Promise<void> {
+    const signal = this.stop.signal;
+    let delay = 500;
+    while (!signal.aborted) {
+      try {
+        const fresh = new Map<string, Worker>();
+        let synced = false;
+        for await (const ev of workerService.watchWorkers({}, { signal })) {
+          const w = ev.worker;
+          if (ev.type === WatchEventType.EXISTING && w) fresh.set(w.name, w);
+          else if (ev.type === WatchEventType.SYNCED) {
+            synced = true;
+            this.workers.clear();
+            this.active.clear();
+            for (const [name, worker] of fresh) this.putWorker(name, worker);
+            this.workersSynced = true;
+            delay = 500;
+            this.setConn("workers", "live");
+            this.workerChanges.emit();
+          } else if (ev.type === WatchEventType.PUT && w) {
+            this.putWorker(w.name, w);
+            if (synced) this.workerChanges.emit();
+          } else if (ev.type === WatchEventType.DELETED && w) {
+            this.workers.delete(w.name);
+            this.active.delete(w.name);
+            if (synced) this.workerChanges.emit();
+          }
+        }
+        if (signal.aborted) return;
+        this.setConn("workers", "retrying", "worker watch ended");
+      } catch (err) {
+        if (signal.aborted) return;
+        this.setConn("workers", "retrying", errorText(err));
+      }
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, 15_000);
+    }
+  }
+
+  private putWorker(name: string, w: Worker): void {
+    this.workers.set(name, w);
+    this.active.set(name, new Set(w.runningJobs));
+  }
+
+  /** The revision the job cache is at: a watch of a job that cannot exist answers only SYNCED. */
+  private async jobRevision(signal: AbortSignal): Promise<bigint> {
+    const ctl = new AbortController();
+    const abort = () => ctl.abort();
+    signal.addEventListener("abort", abort);
+    try {
+      for await (const ev of jobService.watchJobs({ ids: [NO_SUCH_JOB] }, { signal: ctl.signal })) {
+        if (ev.type === WatchEventType.SYNCED) return ev.revision;
+      }
+      throw new Error("job watch ended before it synced");
+    } finally {
+      signal.removeEventListener("abort", abort);
+      ctl.abort();
+    }
+  }
+
+  private async watchJobs(): Promise<void> {
+    const signal = this.stop.signal;
+    let revision = 0n;
+    let delay = 500;
+    while (!signal.aborted) {
+      try {
+        if (revision === 0n) revision = await this.jobRevision(signal);
+        const stream = jobService.watchJobs({ afterRevision: revision }, { signal });
+        this.setConn("jobs", "live");
+        delay = 500;
+        for await (const ev of stream) {
+          if (ev.revision > revision) revision = ev.revision;
+          if (ev.job) this.applyJob(ev.type, ev.job);
+        }
+        if (signal.aborted) return;
+        this.setConn("jobs", "retrying", "job watch ended");
+      } catch (err) {
+        if (signal.aborted) return;
+        // Compacted away, or a replica behind the one we watched before: start afresh.
+        const code = codeOf(err);
+        if (code === Code.OutOfRange || code === Code.InvalidArgument) revision = 0n;
+        this.setConn("jobs", "retrying", errorText(err));
+      }
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, 15_000);
+    }
+  }
+
+  private applyJob(type: WatchEventType, job: Job): void {
+    const sec = Math.floor(Date.now() / 1000);
+    if (type === WatchEventType.DELETED) {
+      this.pending.put.delete(job.id);
+      this.pending.deleted.add(job.id);
+      if (this.active.get(job.worker)?.delete(job.id)) this.activeChanged = true;
+    } else {
+      this.pending.deleted.delete(job.id);
+      this.pending.put.set(job.id, job);
+      if (job.state === JobState.RUNNING) this.started.add(sec);
+      else if (isFinal(job.state)) this.finished.add(sec);
+      if (job.worker) {
+        if (isActive(job.state)) {
+          let set = this.active.get(job.worker);
+          if (!set) this.active.set(job.worker, (set = new Set()));
+          if (!set.has(job.id)) {
+            set.add(job.id);
+            this.activeChanged = true;
+          }
+        } else if (this.active.get(job.worker)?.delete(job.id)) {
+          this.activeChanged = true;
+        }
+      }
+    }
+    this.flushTimer ??= setTimeout(() => this.flush(), BATCH_MS);
+  }
+
+  private flush(): void {
+    this.flushTimer = undefined;
+    const batch = this.pending;
+    this.pending = { put: new Map(), deleted: new Set() };
+    this.jobs.emit(batch);
+    // Slots in use changed with the jobs: worker figures follow.
+    if (this.activeChanged) {
+      this.activeChanged = false;
+      this.workerChanges.emit();
+    }
+    if (this.statusChanges.size && Date.now() - this.lastStatusAt > 2000) void this.pollStatus();
+  }
+
+  /** Fetches the cluster status now, then every 5 s while the page is visible. */
+  async pollStatus(): Promise<void> {
+    if (this.statusInFlight || this.stop.signal.aborted) return;
+    clearTimeout(this.statusTimer);
+    this.statusInFlight = true;
+    try {
+      this.status = await adminService.getClusterStatus({}, { signal: this.stop.signal, timeoutMs: 10_000 });
+      this.statusError = "";
+    } catch (err) {
+      this.statusError = errorText(err);
+    } finally {
+      this.statusInFlight = false;
+      this.lastStatusAt = Date.now();
+    }
+    this.statusChanges.emit();
+    if (!document.hidden) this.statusTimer = setTimeout(() => void this.pollStatus(), STATUS_EVERY_MS);
+  }
+}
+
+/** The page's one live state. */
+export const live = new Live();

@@ -1,0 +1,499 @@
+/**
+ * One job: what was asked, what happened (attempts), its output (followed live
+ * with StreamOutput while it runs) and the controls: kill, hold, release, delete.
+ */
+import { type Attempt, type Job, JobState, OutputStream } from "../../../gen/crms/v1/job_pb.js";
+import { Code, codeOf, errorText, isCanceled, jobService } from "../api.js";
+import { h, replace, toast } from "../dom.js";
+import { formatDuration, isFinal, shellQuote, stateBadge, stateName, timeEl, toDate } from "../format.js";
+import { live } from "../live.js";
+import { href, type Route, type View } from "../view.js";
+
+/** Characters of output kept on screen; older output is dropped from the top. */
+const OUTPUT_LIMIT = 1_000_000;
+
+function span(a: Date | undefined, b: Date | undefined): string {
+  return a && b ? formatDuration(b.getTime() - a.getTime()) : "—";
+}
+
+function chips(m: { [k: string]: string }): Node | string {
+  const keys = Object.keys(m).sort();
+  if (!keys.length) return "none";
+  return h(
+    "ul",
+    { class: "chips" },
+    keys.map((k) => h("li", null, h("code", null, `${k}=${m[k]}`))),
+  );
+}
+
+/** The attempt's run time, ticking while it runs. */
+function runningSpan(a: Attempt): HTMLElement {
+  const start = toDate(a.startTime);
+  const end = toDate(a.endTime);
+  const running = start && !end && a.outcome === JobState.UNSPECIFIED;
+  return h(
+    "td",
+    { class: "num", "data-running": running ? String(start.getTime()) : null },
+    running ? formatDuration(Date.now() - start.getTime()) : span(start, end),
+  );
+}
+
+function outcome(a: Attempt): Node | string {
+  if (a.outcome === JobState.UNSPECIFIED) return toDate(a.startTime) ? "running" : "assigned";
+  return stateBadge(a.outcome);
+}
+
+function attemptsTable(job: Job): HTMLElement {
+  if (!job.attempts.length) return h("p", { class: "muted" }, "Not run yet.");
+  return h(
+    "div",
+    { class: "table-wrap", role: "region", "aria-label": "Attempts", tabindex: 0 },
+    h(
+      "table",
+      null,
+      h(
+        "thead",
+        null,
+        h(
+          "tr",
+          null,
+          ["#", "Worker", "Assigned", "Started", "Ended", "Ran for", "Outcome", "Exit", "Error"].map((c) =>
+            h("th", { scope: "col" }, c),
+          ),
+        ),
+      ),
+      h(
+        "tbody",
+        null,
+        job.attempts.map((a) =>
+          h(
+            "tr",
+            null,
+            h("td", { class: "num" }, String(a.number)),
+            h("td", null, a.worker ? h("a", { href: href("workers", { q: a.worker }) }, a.worker) : "—"),
+            h("td", null, timeEl(a.assignTime)),
+            h("td", null, timeEl(a.startTime)),
+            h("td", null, timeEl(a.endTime)),
+            runningSpan(a),
+            h("td", null, outcome(a)),
+            h("td", { class: "num" }, a.exitCode !== undefined ? String(a.exitCode) : a.signal || "—"),
+            h("td", { class: "error-cell" }, a.error || ""),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function row(label: string, value: Node | string | null | undefined): Node[] {
+  return [h("dt", null, label), h("dd", null, value ?? "—")];
+}
+
+function details(job: Job): HTMLElement {
+  const spec = job.spec;
+  const submitted = toDate(job.submitTime);
+  const started = toDate(job.startTime);
+  const ended = toDate(job.endTime);
+  const env = Object.keys(spec?.env ?? {}).sort();
+  return h(
+    "div",
+    { class: "job-details" },
+    h(
+      "section",
+      { "aria-labelledby": "job-cmd" },
+      h("h2", { id: "job-cmd" }, "Command"),
+      h("pre", { class: "command", tabindex: 0 }, h("code", null, shellQuote(spec?.command ?? []))),
+    ),
+    h(
+      "div",
+      { class: "columns" },
+      h(
+        "section",
+        { "aria-labelledby": "job-status" },
+        h("h2", { id: "job-status" }, "Status"),
+        h(
+          "dl",
+          { class: "kv" },
+          row(
+            "State",
+            h("span", null, stateBadge(job.state), job.killRequested && !isFinal(job.state) ? " kill requested" : ""),
+          ),
+          job.state === JobState.PENDING ? row("Waiting because", job.pendingReason) : [],
+          row("Worker", job.worker ? h("a", { href: href("workers", { q: job.worker }) }, job.worker) : null),
+          row("Process id", job.pid ? String(job.pid) : null),
+          row("Exit code", job.exitCode !== undefined ? String(job.exitCode) : null),
+          job.signal ? row("Signal", job.signal) : [],
+          job.error ? row("Error", h("span", { class: "error" }, job.error)) : [],
+          row("Attempt", `${job.attempt}${spec?.maxRetries ? ` of up to ${spec.maxRetries + 1}` : ""}`),
+          row("Failures / lost", `${job.failures} / ${job.lostCount}`),
+        ),
+      ),
+      h(
+        "section",
+        { "aria-labelledby": "job-times" },
+        h("h2", { id: "job-times" }, "Times"),
+        h(
+          "dl",
+          { class: "kv" },
+          row("Submitted", timeEl(job.submitTime)),
+          row("Started", timeEl(job.startTime)),
+          row("Ended", timeEl(job.endTime)),
+          row("Waited", span(submitted, started)),
+          row(
+            "Ran for",
+            h(
+              "span",
+              { "data-running": job.state === JobState.RUNNING && started ? String(started.getTime()) : null },
+              job.state === JobState.RUNNING && started
+                ? formatDuration(Date.now() - started.getTime())
+                : span(started, ended),
+            ),
+          ),
+        ),
+      ),
+      h(
+        "section",
+        { "aria-labelledby": "job-spec" },
+        h("h2", { id: "job-spec" }, "Placement"),
+        h(
+          "dl",
+          { class: "kv" },
+          row("Priority", String(spec?.priority ?? 0)),
+          row("Target worker", spec?.targetWorker || "any"),
+          row("Constraints", chips(spec?.constraints ?? {})),
+          row("Labels", chips(spec?.labels ?? {})),
+          row("Max retries", String(spec?.maxRetries ?? 0)),
+          row("Timeout", spec?.timeoutSeconds ? `${spec.timeoutSeconds} s` : "none"),
+          row("Working dir", spec?.workingDir ? h("code", null, spec.workingDir) : "worker's job directory"),
+          job.requestId ? row("Request id", h("code", null, job.requestId)) : [],
+        ),
+      ),
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "job-env" },
+      h("h2", { id: "job-env" }, "Environment"),
+      env.length
+        ? h(
+            "div",
+            { class: "table-wrap", role: "region", "aria-label": "Environment", tabindex: 0 },
+            h(
+              "table",
+              { class: "env" },
+              h(
+                "thead",
+                null,
+                h("tr", null, h("th", { scope: "col" }, "Variable"), h("th", { scope: "col" }, "Value")),
+              ),
+              h(
+                "tbody",
+                null,
+                env.map((k) =>
+                  h("tr", null, h("td", null, h("code", null, k)), h("td", null, h("code", null, spec?.env[k] ?? ""))),
+                ),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "Only the worker's own environment."),
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "job-attempts" },
+      h("h2", { id: "job-attempts" }, "Attempts"),
+      attemptsTable(job),
+    ),
+  );
+}
+
+/** The output panel: one <pre>, stderr marked, followed while the job runs. */
+class OutputPanel {
+  readonly el: HTMLElement;
+  private readonly pre: HTMLPreElement;
+  private readonly status: HTMLElement;
+  private readonly follow: HTMLInputElement;
+  private ctl?: AbortController;
+  private attempt = -1;
+  private mode: "idle" | "streaming" | "done" = "idle";
+  private chars = 0;
+  private decoders = new Map<OutputStream, TextDecoder>();
+  private scrollQueued = false;
+  private retryTimer?: ReturnType<typeof setTimeout>;
+
+  constructor(private readonly id: string) {
+    this.pre = h("pre", { class: "output", tabindex: 0, "aria-label": `Output of job ${id}` });
+    this.status = h("p", { class: "status-line", role: "status", "aria-live": "polite" });
+    this.follow = h("input", { type: "checkbox", id: "follow", checked: true });
+    this.el = h(
+      "section",
+      { class: "output-panel", "aria-labelledby": "job-output" },
+      h(
+        "div",
+        { class: "section-head" },
+        h("h2", { id: "job-output" }, "Output"),
+        h(
+          "span",
+          { class: "legend-out" },
+          h("span", { class: "stdout-key" }, "stdout"),
+          " ",
+          h("span", { class: "stderr-key" }, "stderr"),
+        ),
+        h("label", { class: "check" }, this.follow, " Scroll with new output"),
+      ),
+      this.status,
+      this.pre,
+    );
+  }
+
+  /** Starts, restarts or leaves the stream as the job's state asks. */
+  update(job: Job): void {
+    const running = job.state === JobState.RUNNING;
+    const final = isFinal(job.state);
+    if (running && (this.mode === "idle" || job.attempt !== this.attempt)) this.start(job, true);
+    else if (final && this.mode === "idle") this.start(job, false);
+    else if (!running && !final && this.mode === "idle")
+      this.status.textContent =
+        job.state === JobState.HELD
+          ? "The job is held; output appears once it runs."
+          : "Output appears once the job starts.";
+  }
+
+  private start(job: Job, follow: boolean): void {
+    this.stop();
+    this.ctl = new AbortController();
+    this.attempt = job.attempt;
+    this.mode = "streaming";
+    this.pre.replaceChildren();
+    this.chars = 0;
+    this.decoders.clear();
+    this.status.textContent = follow ? "Following live output…" : "Loading output…";
+    void this.read(follow, this.ctl.signal);
+  }
+
+  private async read(follow: boolean, signal: AbortSignal): Promise<void> {
+    let truncated = false;
+    try {
+      for await (const chunk of jobService.streamOutput({ id: this.id, follow }, { signal })) {
+        truncated ||= chunk.truncated;
+        this.append(chunk.stream, chunk.data);
+      }
+      for (const s of this.decoders.keys()) this.append(s, new Uint8Array(), true);
+      this.mode = "done";
+      const empty = this.chars === 0;
+      this.status.textContent = `${follow ? "The job ended; output complete" : "Output complete"}${empty ? " (no output)" : ""}${
+        truncated
+          ? ". Only the tail kept with the job is shown: the worker that has the full output is not attached."
+          : "."
+      }`;
+    } catch (err) {
+      if (isCanceled(err) || signal.aborted) return;
+      const job = current.get(this.id);
+      if (!follow || !job || isFinal(job.state)) {
+        // A finished job's output will not come back by asking again.
+        this.mode = "done";
+        this.status.textContent = `Output unavailable: ${errorText(err)}.`;
+        return;
+      }
+      // A running job's stream can break with its worker's connection: follow again soon.
+      this.mode = "idle";
+      this.status.textContent = `Output interrupted: ${errorText(err)}. Retrying…`;
+      this.retryTimer = setTimeout(() => {
+        const latest = current.get(this.id);
+        if (latest) this.update(latest);
+      }, 3000);
+    }
+  }
+
+  private append(stream: OutputStream, data: Uint8Array, flush = false): void {
+    let dec = this.decoders.get(stream);
+    if (!dec) this.decoders.set(stream, (dec = new TextDecoder()));
+    const text = dec.decode(data, { stream: !flush });
+    if (!text) return;
+    const cls = stream === OutputStream.STDERR ? "stderr" : "stdout";
+    const last = this.pre.lastElementChild as HTMLElement | null;
+    if (last?.className === cls) last.append(text);
+    else this.pre.append(h("span", { class: cls }, text));
+    this.chars += text.length;
+    while (this.chars > OUTPUT_LIMIT && this.pre.firstElementChild) {
+      const first = this.pre.firstElementChild;
+      if (first.classList.contains("cut")) {
+        const n = first.nextElementSibling;
+        if (!n) break;
+        this.chars -= n.textContent?.length ?? 0;
+        n.remove();
+      } else {
+        this.chars -= first.textContent?.length ?? 0;
+        first.replaceWith(h("span", { class: "cut" }, "[earlier output not shown]\n"));
+      }
+    }
+    if (this.follow.checked && !this.scrollQueued) {
+      this.scrollQueued = true;
+      requestAnimationFrame(() => {
+        this.scrollQueued = false;
+        this.pre.scrollTop = this.pre.scrollHeight;
+      });
+    }
+  }
+
+  stop(): void {
+    clearTimeout(this.retryTimer);
+    this.ctl?.abort();
+    this.ctl = undefined;
+  }
+}
+
+/** The latest record of each open job view, for retries. */
+const current = new Map<string, Job>();
+
+export function jobView(route: Route): View {
+  const id = route.path[1] ?? "";
+  const ctl = new AbortController();
+  const heading = h("h1", { tabindex: -1 }, `Job ${id}`);
+  const subtitle = h("p", { class: "subtitle" });
+  const actions = h("div", { class: "actions", role: "group", "aria-label": "Job actions" });
+  const banner = h("div");
+  const body = h("div", null, h("p", { class: "muted", role: "status" }, "Loading job…"));
+  const output = new OutputPanel(id);
+  let job: Job | undefined;
+  let deleted = false;
+  let busy = false;
+
+  const el = h(
+    "div",
+    { class: "view job-view" },
+    h(
+      "nav",
+      { class: "crumbs", "aria-label": "Breadcrumb" },
+      h("a", { href: href("jobs") }, "Jobs"),
+      " › ",
+      h("span", { "aria-current": "page" }, id),
+    ),
+    h("div", { class: "title-row" }, h("div", null, heading, subtitle), actions),
+    banner,
+    body,
+  );
+
+  const act = async (label: string, fn: () => Promise<unknown>, confirmText?: string) => {
+    if (busy) return;
+    if (confirmText && !window.confirm(confirmText)) return;
+    busy = true;
+    renderActions();
+    try {
+      await fn();
+      toast(`${label}: done.`);
+    } catch (err) {
+      toast(`${label} failed: ${errorText(err)}`, "error");
+    } finally {
+      busy = false;
+      renderActions();
+    }
+  };
+
+  const button = (label: string, enabled: boolean, onclick: () => void, cls = "") =>
+    h("button", { type: "button", class: cls, disabled: !enabled || busy || deleted, onclick }, label);
+
+  function renderActions(): void {
+    if (!job) {
+      replace(actions);
+      return;
+    }
+    const s = job.state;
+    const final = isFinal(s);
+    replace(
+      actions,
+      button(
+        job.killRequested && !final ? "Killing…" : "Kill",
+        !final && !job.killRequested,
+        () =>
+          act(
+            `Kill job ${id}`,
+            async () => apply((await jobService.killJob({ id })).job),
+            s === JobState.RUNNING ? `Kill job ${id}? Its process gets SIGTERM, then SIGKILL.` : undefined,
+          ),
+        "danger",
+      ),
+      button("Hold", s === JobState.PENDING, () =>
+        act(`Hold job ${id}`, async () => apply((await jobService.holdJob({ id })).job)),
+      ),
+      button("Release", s === JobState.HELD, () =>
+        act(`Release job ${id}`, async () => apply((await jobService.releaseJob({ id })).job)),
+      ),
+      button(
+        "Delete",
+        final,
+        () =>
+          act(
+            `Delete job ${id}`,
+            async () => {
+              await jobService.deleteJob({ id });
+              markDeleted();
+              location.hash = href("jobs");
+            },
+            `Delete job ${id} and its record? This cannot be undone.`,
+          ),
+        "danger",
+      ),
+    );
+  }
+
+  function apply(next: Job | undefined): void {
+    if (!next || deleted) return;
+    job = next;
+    current.set(id, next);
+    heading.textContent = `Job ${id}`;
+    replace(subtitle, next.spec?.name ? h("span", { class: "name" }, next.spec.name) : null, stateBadge(next.state));
+    document.title = `Job ${id} · ${stateName(next.state)} · crms`;
+    replace(body, details(next), output.el);
+    renderActions();
+    output.update(next);
+  }
+
+  function markDeleted(): void {
+    deleted = true;
+    replace(banner, h("p", { class: "banner warn", role: "status" }, `Job ${id} was deleted.`));
+    renderActions();
+  }
+
+  const offJobs = live.onJobs((batch) => {
+    const next = batch.put.get(id);
+    if (next) apply(next);
+    if (batch.deleted.has(id)) markDeleted();
+  });
+  const ticker = setInterval(() => {
+    for (const el of body.querySelectorAll<HTMLElement>("[data-running]")) {
+      const start = Number(el.dataset.running);
+      if (start) el.textContent = formatDuration(Date.now() - start);
+    }
+  }, 1000);
+
+  (async () => {
+    try {
+      const res = await jobService.getJob({ id }, { signal: ctl.signal });
+      // A watch event may have brought a newer record meanwhile.
+      if (!job) apply(res.job);
+    } catch (err) {
+      if (isCanceled(err)) return;
+      const text =
+        codeOf(err) === Code.NotFound
+          ? `There is no job ${id}: it was never submitted, was deleted, or expired by retention.`
+          : codeOf(err) === Code.InvalidArgument
+            ? `"${id}" is not a job id.`
+            : `Could not load job ${id}: ${errorText(err)}`;
+      replace(
+        body,
+        h("p", { class: "banner warn", role: "alert" }, text, " ", h("a", { href: href("jobs") }, "Back to jobs")),
+      );
+    }
+  })();
+
+  return {
+    title: `Job ${id}`,
+    el,
+    dispose() {
+      ctl.abort();
+      offJobs();
+      clearInterval(ticker);
+      output.stop();
+      current.delete(id);
+    },
+  };
+}

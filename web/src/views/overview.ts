@@ -1,0 +1,287 @@
+/** Overview: workers, slots, jobs by state, job rates, and etcd's size against its quota. */
+import type { EtcdMember } from "../../../gen/crms/v1/admin_pb.js";
+import { WorkerState } from "../../../gen/crms/v1/worker_pb.js";
+import { bucket, rateChart } from "../chart.js";
+import { h, replace, throttleFrame } from "../dom.js";
+import { formatBytes, formatCount, formatTime, JOB_STATES, stateBadge, stateName } from "../format.js";
+import { live } from "../live.js";
+import { href, type View } from "../view.js";
+
+const WINDOW_S = 300;
+const BUCKET_S = 5;
+
+function meter(value: number, max: number, label: string, warnAt = 0.7, badAt = 0.9): HTMLElement {
+  const frac = max > 0 ? Math.min(1, value / max) : 0;
+  const bar = h("span", { class: `bar-fill ${frac >= badAt ? "bad" : frac >= warnAt ? "warn" : ""}` });
+  bar.style.width = `${(frac * 100).toFixed(1)}%`;
+  return h(
+    "span",
+    {
+      class: "bar",
+      role: "meter",
+      "aria-label": label,
+      "aria-valuemin": 0,
+      "aria-valuemax": max,
+      "aria-valuenow": value,
+      "aria-valuetext": `${(frac * 100).toFixed(1)} %`,
+    },
+    bar,
+  );
+}
+
+function stat(label: string, value: string | number, extra?: Node | string): HTMLElement {
+  return h("div", { class: "stat" }, h("dt", null, label), h("dd", null, String(value), extra ?? null));
+}
+
+export function overviewView(): View {
+  const alarms = h("div", { class: "alarms" });
+  const workersCard = h("dl", { class: "stats" });
+  const slotsCard = h("div");
+  const etcdCard = h("div");
+  const jobsCard = h("div");
+  const chartBox = h("div", { class: "chart-box" });
+  const rates = h("p", { class: "rates" });
+  const members = h("div", { class: "table-wrap", role: "region", "aria-label": "etcd members", tabindex: 0 });
+
+  const el = h(
+    "div",
+    { class: "view overview" },
+    h("h1", { tabindex: -1 }, "Overview"),
+    alarms,
+    h(
+      "div",
+      { class: "cards" },
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "ov-workers" },
+        h("h2", { id: "ov-workers" }, "Workers"),
+        workersCard,
+      ),
+      h("section", { class: "card", "aria-labelledby": "ov-slots" }, h("h2", { id: "ov-slots" }, "Slots"), slotsCard),
+      h("section", { class: "card", "aria-labelledby": "ov-etcd" }, h("h2", { id: "ov-etcd" }, "etcd"), etcdCard),
+    ),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "ov-jobs" },
+      h("h2", { id: "ov-jobs" }, "Jobs by state"),
+      jobsCard,
+    ),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "ov-rate" },
+      h("h2", { id: "ov-rate" }, "Jobs per second, last 5 minutes"),
+      rates,
+      chartBox,
+    ),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "ov-members" },
+      h("h2", { id: "ov-members" }, "etcd members"),
+      members,
+    ),
+  );
+
+  const renderWorkers = () => {
+    let up = 0;
+    let draining = 0;
+    let down = 0;
+    let slots = 0;
+    let used = 0;
+    for (const w of live.workers.values()) {
+      if (w.state === WorkerState.UP) up++;
+      else if (w.state === WorkerState.DRAINING) draining++;
+      else down++;
+      if (w.state === WorkerState.UP || w.state === WorkerState.DRAINING) {
+        slots += w.slots;
+        used += Math.min(w.slots, live.usedSlots(w));
+      }
+    }
+    if (!live.workersSynced) {
+      replace(workersCard, h("p", { class: "muted" }, "Loading…"));
+      replace(slotsCard, h("p", { class: "muted" }, "Loading…"));
+      return;
+    }
+    replace(
+      workersCard,
+      stat("Up", up),
+      stat("Draining", draining),
+      stat("Down", down, h("span", { class: "muted small" }, " (disconnected)")),
+      h(
+        "p",
+        { class: "card-link" },
+        h("a", { href: href("workers") }, `All workers (${formatCount(live.workers.size)})`),
+      ),
+    );
+    replace(
+      slotsCard,
+      h("p", { class: "big" }, `${formatCount(used)} `, h("span", { class: "muted" }, `of ${formatCount(slots)} used`)),
+      meter(used, slots, "Slots in use", 0.9, 1.01),
+      h("p", { class: "muted" }, `${formatCount(slots - used)} free on attached workers`),
+    );
+  };
+
+  const renderStatus = () => {
+    const st = live.status;
+    if (!st) {
+      replace(etcdCard, h("p", { class: live.statusError ? "error" : "muted" }, live.statusError || "Loading…"));
+      replace(jobsCard, h("p", { class: "muted" }, live.statusError ? "Unavailable" : "Loading…"));
+      return;
+    }
+    // The quota applies to each member: the largest one is the one that fills first.
+    const db = Math.max(0, ...st.members.map((m) => Number(m.dbSize)));
+    const inUse = Math.max(0, ...st.members.map((m) => Number(m.dbSizeInUse)));
+    const quota = Number(st.quotaBytes);
+    replace(
+      alarms,
+      st.alarms.length
+        ? h(
+            "div",
+            { class: "banner bad", role: "alert" },
+            h("strong", null, `etcd alarm: ${st.alarms.join(", ")}. `),
+            st.alarms.includes("NOSPACE")
+              ? "etcd refuses writes until space is freed: run `crms admin recover`."
+              : "See the members below.",
+          )
+        : null,
+      live.statusError ? h("p", { class: "banner warn" }, `Status may be stale: ${live.statusError}`) : null,
+    );
+    replace(
+      etcdCard,
+      h("p", { class: "big" }, `${formatBytes(db)} `, h("span", { class: "muted" }, `of ${formatBytes(quota)} quota`)),
+      meter(Number(db), quota, "etcd database size against quota"),
+      h(
+        "dl",
+        { class: "kv compact" },
+        h("dt", null, "In use"),
+        h("dd", null, formatBytes(inUse)),
+        h("dt", null, "Alarms"),
+        h("dd", { class: st.alarms.length ? "error" : "" }, st.alarms.length ? st.alarms.join(", ") : "none"),
+        h("dt", null, "Revision"),
+        h("dd", null, formatCount(st.revision)),
+      ),
+    );
+    const counts = new Map(st.jobs.map((c) => [c.state, c.count]));
+    const total = st.jobs.reduce((a, c) => a + c.count, 0n);
+    replace(
+      jobsCard,
+      h(
+        "ul",
+        { class: "state-counts" },
+        JOB_STATES.map((s) =>
+          h(
+            "li",
+            null,
+            h(
+              "a",
+              {
+                href: href("jobs", { state: stateName(s) }),
+                "aria-label": `${stateName(s)}: ${formatCount(counts.get(s) ?? 0n)} jobs`,
+              },
+              stateBadge(s),
+              h("span", { class: "count" }, formatCount(counts.get(s) ?? 0n)),
+            ),
+          ),
+        ),
+      ),
+      h(
+        "p",
+        { class: "muted" },
+        `${formatCount(total)} jobs kept in etcd. `,
+        h("a", { href: href("jobs") }, "All jobs"),
+      ),
+    );
+    replace(members, membersTable(st.members, st.schedulerLeader, st.replica));
+  };
+
+  const renderChart = () => {
+    const now = Math.floor(Date.now() / 1000);
+    // Seconds before the page began counting are unknown, not zero: the lines start there.
+    const known = Math.min(WINDOW_S, now - Math.floor(live.since / 1000) + 1);
+    const started = live.started.series(now);
+    const finished = live.finished.series(now);
+    const counted = (v: number[]) =>
+      bucket(v.slice(-WINDOW_S), BUCKET_S).map((x, i, all) =>
+        (all.length - i - 1) * BUCKET_S < known ? x : Number.NaN,
+      );
+    const recent = (v: number[]) => v.slice(-10).reduce((a, b) => a + b, 0) / 10;
+    const s = recent(started);
+    const f = recent(finished);
+    const summary = `Over the last 10 seconds, ${s.toFixed(1)} jobs started and ${f.toFixed(1)} jobs finished per second.`;
+    replace(
+      rates,
+      h("span", { class: "legend l-started" }, "started ", h("strong", null, s.toFixed(1)), "/s"),
+      h("span", { class: "legend l-finished" }, "finished ", h("strong", null, f.toFixed(1)), "/s"),
+      h("span", { class: "muted small" }, `counted by this page since ${formatTime(new Date(live.since))}`),
+    );
+    replace(
+      chartBox,
+      rateChart(
+        [
+          { label: "started", cls: "started", values: counted(started) },
+          { label: "finished", cls: "finished", values: counted(finished) },
+        ],
+        WINDOW_S,
+        summary,
+        chartBox.clientWidth || 600,
+      ),
+    );
+  };
+
+  renderWorkers();
+  renderStatus();
+  renderChart();
+  const offWorkers = live.onWorkers(throttleFrame(renderWorkers));
+  const offStatus = live.onStatus(renderStatus);
+  // The chart's clock moves even when no job does.
+  const timer = setInterval(renderChart, 1000);
+  requestAnimationFrame(renderChart);
+  return {
+    title: "Overview",
+    el,
+    dispose() {
+      offWorkers();
+      offStatus();
+      clearInterval(timer);
+    },
+  };
+}
+
+function membersTable(members: EtcdMember[], leader: string, replica: string): HTMLElement {
+  return h(
+    "div",
+    null,
+    h(
+      "table",
+      null,
+      h(
+        "thead",
+        null,
+        h(
+          "tr",
+          null,
+          ["Endpoint", "Name", "Version", "DB size", "In use", "Raft leader", "Alarms"].map((c) =>
+            h("th", { scope: "col", class: c === "DB size" || c === "In use" ? "num" : null }, c),
+          ),
+        ),
+      ),
+      h(
+        "tbody",
+        null,
+        members.map((m) =>
+          h(
+            "tr",
+            null,
+            h("td", null, h("code", null, m.endpoint)),
+            h("td", null, m.name || "—"),
+            h("td", null, m.error ? h("span", { class: "error" }, m.error) : m.version),
+            h("td", { class: "num" }, m.error ? "—" : formatBytes(m.dbSize)),
+            h("td", { class: "num" }, m.error ? "—" : formatBytes(m.dbSizeInUse)),
+            h("td", null, m.leader ? "yes" : "no"),
+            h("td", { class: m.alarms.length ? "error" : "" }, m.alarms.join(", ") || "none"),
+          ),
+        ),
+      ),
+    ),
+    h("p", { class: "muted small" }, `Answered by replica ${replica}; scheduler leader ${leader || "unknown"}.`),
+  );
+}
