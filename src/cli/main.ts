@@ -43,10 +43,17 @@ Workers:
   stop NAME                         make a worker exit
 Admin:
   admin status [-o json]            etcd members, size against quota, alarms, counts
+  admin compact [REV]               compact etcd history (to the current revision)
+  admin defrag                      defragment each etcd member in turn
+  admin disarm                      disarm etcd alarms
+  admin recover                     out of NOSPACE: compact, defragment, disarm, check a write
+  admin gc                          delete finished jobs past retention now
 Processes:
   server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--prefix P] [--log-level L]
+         [--compaction-interval S (300; 0 off)] [--retention-age S (86400)] [--retention-count N (100000)]
+         [--quota-bytes N] [--tail-bytes N (2048 per stream)] [--http HOST:PORT (web page)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
-  dev [--port PORT]                 etcd + control plane + one worker on this machine
+  dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 
 Global: --server HOST:PORT (or $CRMS_SERVER; default localhost:7070)
 `;
@@ -293,8 +300,43 @@ function bytes(n: bigint | number): string {
 async function admin(args: string[]): Promise<number> {
   const { values: v, positionals } = parse(args);
   const sub = positionals[0] ?? "status";
-  if (sub !== "status") throw new CliError(`unknown admin command ${sub}; try: crms admin status`, 2);
   return withClient(v.server, async (c) => {
+    switch (sub) {
+      case "status":
+        break;
+      case "compact": {
+        const r = await c.compact(BigInt(positionals[1] ?? 0));
+        print(`compacted etcd to revision ${r.revision}`);
+        return 0;
+      }
+      case "defrag": {
+        const r = await c.defragment();
+        for (const [i, m] of r.after.entries()) {
+          print(`defragmented ${m.endpoint}: ${bytes(r.before[i]?.dbSize ?? 0n)} -> ${bytes(m.dbSize)}`);
+        }
+        return 0;
+      }
+      case "disarm": {
+        const r = await c.disarmAlarms();
+        print(r.disarmed.length ? `disarmed ${r.disarmed.join(", ")}` : "no alarm was active");
+        return 0;
+      }
+      case "recover": {
+        const r = await c.recover();
+        print(`compacted to revision ${r.compactedRevision}`);
+        for (const m of r.members) print(`defragmented ${m.endpoint}: now ${bytes(m.dbSize)}`);
+        print(r.disarmed.length ? `disarmed ${r.disarmed.join(", ")}` : "no alarm was active");
+        print(r.writable ? "etcd accepts writes again" : "etcd still refuses writes");
+        return r.writable ? 0 : 1;
+      }
+      case "gc": {
+        const r = await c.runRetention();
+        print(`retention deleted ${r.deleted} finished jobs`);
+        return 0;
+      }
+      default:
+        throw new CliError(`unknown admin command ${sub}; one of status, compact, defrag, disarm, recover, gc`, 2);
+    }
     const s = await c.clusterStatus();
     if (v.output === "json") {
       printJson(toJson(GetClusterStatusResponseSchema, s));
@@ -342,6 +384,12 @@ async function server(args: string[]): Promise<number> {
     prefix: { type: "string" },
     grace: { type: "string" },
     "log-level": { type: "string" },
+    "compaction-interval": { type: "string" },
+    "retention-age": { type: "string" },
+    "retention-count": { type: "string" },
+    "quota-bytes": { type: "string" },
+    "tail-bytes": { type: "string" },
+    http: { type: "string" },
   });
   const { startServer } = await import("../server/server.js");
   const cp = await startServer({
@@ -350,8 +398,17 @@ async function server(args: string[]): Promise<number> {
     prefix: v.prefix as string | undefined,
     graceSeconds: int(v.grace, "--grace", 10),
     logLevel: ((v["log-level"] as string) ?? "info") as "info",
+    compactionIntervalSeconds: int(v["compaction-interval"], "--compaction-interval", 300),
+    retentionAgeSeconds: int(v["retention-age"], "--retention-age", 24 * 3600),
+    retentionCount: int(v["retention-count"], "--retention-count", 100_000),
+    quotaBytes: int(v["quota-bytes"], "--quota-bytes", 2 * 1024 ** 3),
+    tailBytes: int(v["tail-bytes"], "--tail-bytes", 2048),
   });
+  const { startHttp } = await import("../web/http.js");
+  const web = v.http ? await startHttp(cp, v.http as string) : undefined;
+  if (web) cp.log.info("web dashboard and Connect API serving", { url: web.url });
   await untilSignal();
+  await web?.close();
   await cp.stop();
   return 0;
 }

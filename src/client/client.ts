@@ -172,4 +172,24 @@ export class CrmsClient {
   async clusterStatus(options?: CallOptions) {
     return this.transport.unary(AdminService.method.getClusterStatus, {}, options);
   }
+
+  async compact(revision = 0n, options?: CallOptions) {
+    return this.transport.unary(AdminService.method.compact, { revision }, options);
+  }
+
+  async defragment(options?: CallOptions) {
+    return this.transport.unary(AdminService.method.defragment, {}, { timeoutMs: 10 * 60_000, ...options });
+  }
+
+  async disarmAlarms(options?: CallOptions) {
+    return this.transport.unary(AdminService.method.disarmAlarms, {}, options);
+  }
+
+  async recover(options?: CallOptions) {
+    return this.transport.unary(AdminService.method.recover, {}, { timeoutMs: 10 * 60_000, ...options });
+  }
+
+  async runRetention(options?: CallOptions) {
+    return this.transport.unary(AdminService.method.runRetention, {}, options);
+  }
 }

@@ -159,6 +159,8 @@ export class Scheduler {
             })
             .catch((err) => {
               this.stats.conflicts++;
+              // etcd may be down or full: look again shortly even if nothing else happens.
+              setTimeout(() => this.kick(), 1000).unref();
               const job = this.store.job(p.jobId);
               if (job?.state === JobState.PENDING) this.pending.add(p.jobId, job.spec?.priority ?? 0);
               this.options.log?.("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });

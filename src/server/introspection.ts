@@ -12,6 +12,9 @@ import { file_crms_v1_admin } from "../../gen/crms/v1/admin_pb.js";
 import { file_crms_v1_job } from "../../gen/crms/v1/job_pb.js";
 import { file_crms_v1_worker } from "../../gen/crms/v1/worker_pb.js";
 
+/** Health service name that is NOT_SERVING while etcd refuses writes (NOSPACE). */
+export const WRITES_HEALTH = "crms.writes";
+
 /** Every crms service name, as health and reflection list them. */
 export const SERVICE_NAMES = ["crms.v1.JobService", "crms.v1.WorkerService", "crms.v1.AdminService"];
 

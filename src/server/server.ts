@@ -17,7 +17,10 @@ import { createWorkerService } from "../services/worker-service.js";
 import { Election } from "../store/election.js";
 import { Store } from "../store/store.js";
 import { addService } from "./grpc.js";
-import { addIntrospection } from "./introspection.js";
+import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
+import type { HealthImplementation } from "grpc-health-check";
+import { activeAlarms, Compactor } from "../store/maintenance.js";
+import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 
 export interface ServerOptions {
   /** host:port to listen on; port 0 picks a free one. */
@@ -34,6 +37,16 @@ export interface ServerOptions {
   leaseTtl?: number;
   /** etcd backend quota assumed, bytes (default 2 GiB). */
   quotaBytes?: number;
+  /** Seconds between compactions by the leader (default 300); 0 turns it off. */
+  compactionIntervalSeconds?: number;
+  /** Finished jobs kept this long, seconds (default 24 h); 0: no age limit. */
+  retentionAgeSeconds?: number;
+  /** Finished jobs kept at most (default 100,000); 0: no count limit. */
+  retentionCount?: number;
+  /** Seconds between retention runs by the leader (default 30); 0 turns it off. */
+  retentionIntervalSeconds?: number;
+  /** Bytes of stdout and of stderr kept with a finished job (default 2048 each). */
+  tailBytes?: number;
   logLevel?: LogLevel;
   log?: Logger;
 }
@@ -73,6 +86,11 @@ export class ControlPlane {
   scheduler!: Scheduler;
   sessions!: Sessions;
   private server = new grpc.Server(serverOptions);
+  retention!: Retention;
+  compactor!: Compactor;
+  alarms: string[] = [];
+  private health?: HealthImplementation;
+  private alarmTimer?: NodeJS.Timeout;
   /** The transport-free handlers, for other transports (the web gateway) to serve too. */
   handlers!: Handlers;
   readonly log: Logger;
@@ -108,18 +126,42 @@ export class ControlPlane {
         heartbeatSeconds: this.options.heartbeatSeconds ?? 5,
         killGraceSeconds: 10,
         quotaBytes: this.options.quotaBytes ?? 2 * 1024 * 1024 * 1024,
+        tailBytes: this.options.tailBytes ?? 2048,
       },
     };
     this.sessions = new Sessions(deps);
+    const o = this.options;
+    this.retention = new Retention(
+      this.store,
+      {
+        maxAgeSeconds: o.retentionAgeSeconds ?? DEFAULT_RETENTION.maxAgeSeconds,
+        maxCount: o.retentionCount ?? DEFAULT_RETENTION.maxCount,
+      },
+      (o.retentionIntervalSeconds ?? 30) * 1000,
+      (msg, fields) => this.log.info(msg, fields),
+    );
+    this.compactor = new Compactor(this.store, (o.compactionIntervalSeconds ?? 300) * 1000, (msg, fields) =>
+      this.log.info(msg, fields),
+    );
+    this.election.on("elected", () => {
+      this.retention.start();
+      this.compactor.start();
+    });
+    this.election.on("deposed", () => {
+      this.retention.stop();
+      this.compactor.stop();
+    });
     this.handlers = {
       job: createJobService(deps, this.sessions),
       worker: createWorkerService(deps, this.sessions),
-      admin: createAdminService(deps),
+      admin: createAdminService(deps, this.retention),
     };
     addService(this.server, JobService, this.handlers.job, this.log);
     addService(this.server, WorkerService, this.handlers.worker, this.log);
     addService(this.server, AdminService, this.handlers.admin, this.log);
-    addIntrospection(this.server);
+    this.health = addIntrospection(this.server);
+    this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
+    this.alarmTimer.unref();
     this.port = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.options.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
         err ? reject(err) : resolve(port),
@@ -133,11 +175,25 @@ export class ControlPlane {
     return this;
   }
 
+  /** Watches etcd alarms: with NOSPACE, writes are NOT_SERVING in health (reads go on). */
+  async checkAlarms(): Promise<string[]> {
+    try {
+      this.alarms = await activeAlarms(this.store);
+    } catch {
+      return this.alarms;
+    }
+    this.health?.setStatus(WRITES_HEALTH, this.alarms.includes("NOSPACE") ? "NOT_SERVING" : "SERVING");
+    return this.alarms;
+  }
+
   /** Stops serving: workers see their streams end and reconnect elsewhere. */
   async stop(): Promise<void> {
     if (this.state === "STOPPING" || this.state === "STOPPED") return;
     this.state = replicaTransition(this.state, "STOPPING");
     this.scheduler?.stop();
+    this.retention?.stop();
+    this.compactor?.stop();
+    clearInterval(this.alarmTimer);
     this.sessions?.close();
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {

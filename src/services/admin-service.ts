@@ -1,11 +1,13 @@
-/** AdminService handlers: etcd members, quota and alarms, and cluster counts. */
+/** AdminService handlers: etcd members, quota and alarms, cluster counts, and maintenance. */
 import { JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { compact, defragment, disarmAlarms, recover } from "../store/maintenance.js";
+import type { Retention } from "../store/retention.js";
 import { memberStatus } from "../store/status.js";
 import type { ServiceDeps } from "./context.js";
 
-export function createAdminService(deps: ServiceDeps) {
-  const { store } = deps;
+export function createAdminService(deps: ServiceDeps, retention: Retention) {
+  const { store, log } = deps;
   return {
     async getClusterStatus() {
       const status = await memberStatus(store);
@@ -37,6 +39,34 @@ export function createAdminService(deps: ServiceDeps) {
         replica: store.replicaId,
         schedulerLeader: deps.election.leaderId,
       };
+    },
+
+    async compact(req: { revision: bigint }) {
+      const revision = await compact(store, Number(req.revision));
+      log.info("compacted etcd on request", { revision });
+      return { revision: BigInt(revision) };
+    },
+
+    async defragment() {
+      const res = await defragment(store, (endpoint) => log.info("defragmenting etcd member", { endpoint }));
+      return res;
+    },
+
+    async disarmAlarms() {
+      const disarmed = await disarmAlarms(store);
+      log.info("disarmed etcd alarms", { disarmed });
+      return { disarmed };
+    },
+
+    async recover() {
+      log.warn("recovering etcd: compact, defragment each member, disarm");
+      const res = await recover(store);
+      log.info("etcd recovery finished", { writable: res.writable, disarmed: res.disarmed });
+      return { ...res, compactedRevision: BigInt(res.compactedRevision) };
+    },
+
+    async runRetention() {
+      return { deleted: BigInt(await retention.runNow()) };
     },
   };
 }

@@ -42,6 +42,8 @@ export interface ServiceOptions {
   killGraceSeconds: number;
   /** Assumed etcd quota in bytes. */
   quotaBytes: number;
+  /** Bytes of stdout and of stderr kept with a finished job. */
+  tailBytes: number;
 }
 
 export interface ServiceDeps {

@@ -38,8 +38,11 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   async function getJob(id: string): Promise<Job> {
     checkJobId(id);
     const job = store.job(id) ?? (await store.fetchJob(id))?.value;
-    if (!job) throw notFound(`job ${id} not found (never submitted, deleted, or expired by retention)`);
-    return job;
+    if (job) return job;
+    if (await store.mayHaveExpired(id).catch(() => false)) {
+      throw notFound(`job ${id} not found: it finished and expired (retention deletes finished jobs past their age or count), or was deleted`);
+    }
+    throw notFound(`job ${id} not found`);
   }
 
   async function change(id: string, event: JobEvent): Promise<Job> {

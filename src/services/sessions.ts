@@ -140,25 +140,41 @@ export class Sessions {
       case "heartbeat":
         session.lastHeartbeat = Date.now();
         return;
+      // Reports are applied concurrently, not one after another: the store keeps the
+      // writes of one job in order, and a worker's jobs are independent of each other.
       case "started": {
         session.lastHeartbeat = Date.now();
         const { jobId, attempt, pid } = msg.value;
-        try {
-          await this.deps.store.updateJob(jobId, (job) =>
-            transition(job, { type: "started", worker: session.name, attempt, pid, now: new Date() }),
-          );
-        } catch (err) {
-          this.refuse(session, jobId, attempt, err);
-        }
+        void this.started(session, jobId, attempt, pid).catch((err) => this.reportFailed(session, jobId, err));
         return;
       }
       case "finished":
         session.lastHeartbeat = Date.now();
-        return this.finished(session, msg.value);
+        void this.finished(session, msg.value).catch((err) => this.reportFailed(session, msg.value.jobId, err));
+        return;
       case "output":
         return this.output(session, msg.value);
       default:
         return;
+    }
+  }
+
+  private reportFailed(session: WorkerSession, jobId: string, err: unknown): void {
+    this.deps.log.error("applying a worker report failed", { worker: session.name, job: jobId, error: String(err) });
+  }
+
+  private async started(session: WorkerSession, jobId: string, attempt: number, pid: number): Promise<void> {
+    try {
+      await this.deps.store.updateJob(jobId, (job) =>
+        transition(job, { type: "started", worker: session.name, attempt, pid, now: new Date() }),
+      );
+    } catch (err) {
+      const e = toCrmsError(err);
+      if (e.code === "FAILED_PRECONDITION" || e.code === "NOT_FOUND") return this.refuse(session, jobId, attempt, err);
+      this.deps.log.warn("could not record start; will retry", { job: jobId, worker: session.name, error: e.message });
+      setTimeout(() => {
+        if (session.open && this.byName.get(session.name) === session) void this.started(session, jobId, attempt, pid);
+      }, 2000).unref();
     }
   }
 
@@ -179,6 +195,9 @@ export class Sessions {
   }
 
   private async finished(session: WorkerSession, report: JobFinished): Promise<void> {
+    const cap = this.deps.options.tailBytes;
+    report.stdoutTail = report.stdoutTail.subarray(Math.max(0, report.stdoutTail.length - cap));
+    report.stderrTail = report.stderrTail.subarray(Math.max(0, report.stderrTail.length - cap));
     try {
       const job = await this.deps.store.updateJob(report.jobId, (job) =>
         transition(job, { type: "finished", worker: session.name, report, now: new Date() }),

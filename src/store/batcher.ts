@@ -58,7 +58,7 @@ export class Batcher {
 
   constructor(
     private readonly etcd: Etcd3,
-    private readonly maxInFlight = 4,
+    private readonly maxInFlight = 16,
     private readonly maxOps = MAX_TXN_OPS,
   ) {}
 
@@ -84,35 +84,42 @@ export class Batcher {
     });
   }
 
-  /** Takes as many queued transitions as fit in one Txn without touching a key twice. */
+  /**
+   * Takes as many queued transitions as fit in one Txn: no key written twice,
+   * no key both written and compared, one expectation per compared key, and at
+   * most maxOps compares (deduplicated), writes and failure-branch reads.
+   */
   private take(): Pending[] {
     const batch: Pending[] = [];
     const written = new Set<string>();
-    const compared = new Set<string>();
-    let ops = 0;
-    let reads = 0;
+    const compared = new Map<string, string>();
+    let writes = 0;
     let bytes = 0;
     const rest: Pending[] = [];
     for (const p of this.queue) {
-      const fits =
-        batch.length === 0 ||
-        (ops + p.writes.length <= this.maxOps &&
-          reads + p.compares.length <= this.maxOps &&
-          bytes + p.size <= MAX_BATCH_BYTES &&
-          p.writes.every((w) => !written.has(w.key) && !compared.has(w.key)) &&
-          p.compares.every((c) => !written.has(c.key)));
-      if (!fits || rest.length > 0) {
+      if (rest.length > 0) {
+        rest.push(p);
+        continue;
+      }
+      let newCompares = 0;
+      let fits = writes + p.writes.length <= this.maxOps && bytes + p.size <= MAX_BATCH_BYTES;
+      for (const c of p.compares) {
+        const expect = `${c.target}:${c.revision}`;
+        const known = compared.get(c.key);
+        if (written.has(c.key) || (known !== undefined && known !== expect)) fits = false;
+        if (known === undefined) newCompares++;
+      }
+      for (const w of p.writes) if (written.has(w.key) || compared.has(w.key)) fits = false;
+      if (compared.size + newCompares > this.maxOps) fits = false;
+      if (!fits && batch.length > 0) {
         rest.push(p);
         continue;
       }
       batch.push(p);
-      ops += p.writes.length;
-      for (const c of p.compares) {
-        if (!compared.has(c.key)) reads++;
-        compared.add(c.key);
-      }
-      for (const w of p.writes) written.add(w.key);
+      writes += p.writes.length;
       bytes += p.size;
+      for (const c of p.compares) compared.set(c.key, `${c.target}:${c.revision}`);
+      for (const w of p.writes) written.add(w.key);
     }
     this.queue = rest;
     return batch;
@@ -139,15 +146,14 @@ export class Batcher {
     const seen = new Set<string>();
     for (const p of batch) {
       for (const c of p.compares) {
+        if (seen.has(c.key)) continue; // the same expectation, already compared
         compare.push(
           c.target === "mod"
             ? { key: Buffer.from(c.key), target: "Mod", result: "Equal", mod_revision: c.revision }
             : { key: Buffer.from(c.key), target: "Create", result: "Equal", create_revision: c.revision },
         );
-        if (!seen.has(c.key)) {
-          seen.add(c.key);
-          readKeys.push(c.key);
-        }
+        seen.add(c.key);
+        readKeys.push(c.key);
       }
       for (const w of p.writes) {
         success.push(

@@ -7,6 +7,7 @@
  *   <prefix>replicas/<id>        replica id, bound to that replica's lease
  *   <prefix>leader               scheduler leader's replica id, bound to its lease
  *   <prefix>idseq                next free job id (blocks are reserved from it)
+ *   <prefix>expired              highest job id deleted by retention
  */
 export class Keys {
   constructor(readonly prefix: string) {}
@@ -40,6 +41,9 @@ export class Keys {
   }
   get idseq(): string {
     return `${this.prefix}idseq`;
+  }
+  get expired(): string {
+    return `${this.prefix}expired`;
   }
 }
 

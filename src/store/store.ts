@@ -5,7 +5,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Etcd3, type IOptions, type Lease } from "etcd3";
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from "cockatiel";
+import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type IOptions, type Lease } from "etcd3";
 import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
 import { Batcher, type Compare, type Write } from "./batcher.js";
@@ -13,7 +14,7 @@ import { type Entry, PrefixCache } from "./cache.js";
 import { decode, encode } from "./codec.js";
 import { CrmsError, notFound } from "./errors.js";
 import { JobIndex } from "./job-index.js";
-import { Keys } from "./keys.js";
+import { compareIds, Keys } from "./keys.js";
 
 /** How to reach etcd and where crms keeps its keys. */
 export interface StoreOptions {
@@ -32,7 +33,27 @@ export interface StoreOptions {
 /** What a mutation returns: the new value, or undefined for "no change". */
 export type Mutation<T> = (current: T) => T | undefined;
 
-const MAX_UPDATE_TRIES = 20;
+const MAX_UPDATE_TRIES = 60;
+
+/** Only a member that cannot be reached counts against it: a full etcd (NOSPACE)
+ * must not open etcd3's default circuit breaker, or reads would fail too. */
+function isUnreachable(err: Error): boolean {
+  return err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError;
+}
+
+function faultHandling(): IOptions["faultHandling"] {
+  return {
+    host: () =>
+      circuitBreaker(handleWhen(isUnreachable), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+    global: retry(handleWhen(isUnreachable), { maxAttempts: 2 }),
+  };
+}
+
+/** After a few lost races, wait a little (jittered) so contending replicas do not livelock. */
+function backoff(attempt: number): Promise<void> | undefined {
+  if (attempt < 3) return undefined;
+  return new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 * attempt)));
+}
 const ID_BLOCK = 1000;
 
 export class Store {
@@ -55,6 +76,7 @@ export class Store {
     this.etcd = new Etcd3({
       hosts: options.endpoints,
       dialTimeout: 5000,
+      faultHandling: faultHandling(),
       defaultCallOptions: (ctx) => ({ deadline: Date.now() + (ctx.isStream ? 365 * 86400_000 : 10_000) }),
       grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 },
       ...options.etcd,
@@ -269,6 +291,7 @@ export class Store {
       const s = out.current.get(key);
       entry = s ? { value: decode(JobSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
       if (entry) this.jobs.apply(id, entry);
+      await backoff(i);
     }
     throw new CrmsError("ABORTED", `job ${id} changed too often to update; retry`);
   }
@@ -327,6 +350,7 @@ export class Store {
       }
       const s = out.current.get(key);
       entry = s ? { value: decode(WorkerSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
+      await backoff(i);
     }
     throw new CrmsError("ABORTED", `worker ${name} changed too often to update; retry`);
   }
@@ -337,6 +361,20 @@ export class Store {
     const out = await this.batcher.commit([{ key, target: "mod", revision: mod }], [{ type: "delete", key }]);
     if (out.ok) this.workers.applyDelete(name, out.revision);
     return out.ok;
+  }
+
+  /** Records that retention deleted jobs up to this id (for NOT_FOUND messages). */
+  async noteExpired(id: string): Promise<void> {
+    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.expired) });
+    const known = res.kvs[0]?.value.toString() ?? "0";
+    if (compareIds(id, known) > 0) await this.etcd.put(this.keys.expired).value(id).exec();
+  }
+
+  /** True if retention has deleted jobs up to at least this id. */
+  async mayHaveExpired(id: string): Promise<boolean> {
+    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.expired) });
+    const known = res.kvs[0]?.value.toString();
+    return known !== undefined && compareIds(id, known) <= 0;
   }
 
   /** The current store revision (a cheap read). */

@@ -24,15 +24,20 @@ export interface EtcdInstance {
 }
 
 /** Starts one etcd member; extra flags (e.g. --quota-backend-bytes) are passed on. */
-export async function startEtcd(extra: string[] = []): Promise<EtcdInstance> {
+export async function startEtcd(
+  extra: string[] = [],
+  at?: { name: string; client: number; peer: number },
+): Promise<EtcdInstance> {
   const dataDir = mkdtempSync(join(tmpdir(), "crms-etcd-"));
-  const [client, peer] = [await freePort(), await freePort()];
+  const name = at?.name ?? "test";
+  const client = at?.client ?? (await freePort());
+  const peer = at?.peer ?? (await freePort());
   const endpoint = `http://127.0.0.1:${client}`;
   const proc = spawn(
     process.env.ETCD_BIN ?? "etcd",
     [
       "--name",
-      "test",
+      name,
       "--data-dir",
       dataDir,
       "--listen-client-urls",
@@ -43,8 +48,7 @@ export async function startEtcd(extra: string[] = []): Promise<EtcdInstance> {
       `http://127.0.0.1:${peer}`,
       "--initial-advertise-peer-urls",
       `http://127.0.0.1:${peer}`,
-      "--initial-cluster",
-      `test=http://127.0.0.1:${peer}`,
+      ...(extra.includes("--initial-cluster") ? [] : ["--initial-cluster", `${name}=http://127.0.0.1:${peer}`]),
       "--log-level",
       "error",
       ...extra,
@@ -79,6 +83,35 @@ export async function startEtcd(extra: string[] = []): Promise<EtcdInstance> {
         if (proc.exitCode === null) proc.kill("SIGKILL");
       }
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface EtcdCluster {
+  members: EtcdInstance[];
+  endpoints: string[];
+  stop(): Promise<void>;
+}
+
+/** Starts an n-member etcd cluster on loopback, each member with its own data dir. */
+export async function startEtcdCluster(n = 3, extra: string[] = []): Promise<EtcdCluster> {
+  const ports = [];
+  for (let i = 0; i < n; i++) ports.push({ client: await freePort(), peer: await freePort() });
+  const initial = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(",");
+  const members = await Promise.all(
+    ports.map((p, i) =>
+      startEtcd(["--initial-cluster", initial, "--initial-cluster-token", `crms-test-${p.peer}`, ...extra], {
+        name: `m${i}`,
+        client: p.client,
+        peer: p.peer,
+      }),
+    ),
+  );
+  return {
+    members,
+    endpoints: members.map((m) => m.endpoint),
+    async stop() {
+      await Promise.all(members.map((m) => m.stop()));
     },
   };
 }
