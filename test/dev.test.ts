@@ -28,9 +28,13 @@ function processesMentioning(needle: string): number[] {
 test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, server or worker process", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "crms-dev-test-"));
   const [port, etcdPort] = [await freePort(), await freePort()];
-  const dev = spawn(process.execPath, [CRMS_BIN, "dev", "--port", String(port), "--etcd-port", String(etcdPort), "--http-port", "0", "--data-dir", dir], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const dev = spawn(
+    process.execPath,
+    [CRMS_BIN, "dev", "--port", String(port), "--etcd-port", String(etcdPort), "--http-port", "0", "--data-dir", dir],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   dev.stdout.on("data", (d) => (out += d));
   dev.stderr.on("data", (d) => (out += d));
@@ -44,7 +48,16 @@ test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, se
     t.regex(out, new RegExp(`localhost:${port}`));
     t.true(processesMentioning(dir).length >= 2, "etcd and the dev process run with the data dir");
     const server = `localhost:${port}`;
-    const submitted = await run(process.execPath, [CRMS_BIN, "submit", "--server", server, "--wait", "--", "echo", "hello"]);
+    const submitted = await run(process.execPath, [
+      CRMS_BIN,
+      "submit",
+      "--server",
+      server,
+      "--wait",
+      "--",
+      "echo",
+      "hello",
+    ]);
     t.is(submitted.stdout, "hello\n");
     t.regex(submitted.stderr, /SUCCEEDED/);
     const jobs = await run(process.execPath, [CRMS_BIN, "jobs", "--server", server]);

@@ -39,9 +39,13 @@ test("grpcurl lists the services through reflection and a SubmitJob sent through
     t.is(Buffer.from(done.stdoutTail).toString(), "via grpcurl\n");
     const health = await run(grpcurl, ["-plaintext", cluster.address, "grpc.health.v1.Health/Check"]);
     t.regex(health.stdout, /SERVING/);
-    const bad = await run(grpcurl, ["-plaintext", "-d", '{"id":"77777"}', cluster.address, "crms.v1.JobService/GetJob"]).catch(
-      (e: { stderr: string }) => e,
-    );
+    const bad = await run(grpcurl, [
+      "-plaintext",
+      "-d",
+      '{"id":"77777"}',
+      cluster.address,
+      "crms.v1.JobService/GetJob",
+    ]).catch((e: { stderr: string }) => e);
     t.regex((bad as { stderr: string }).stderr, /NotFound/);
   } finally {
     await cluster.stop();

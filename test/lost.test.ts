@@ -11,7 +11,11 @@ test("a worker killed with SIGKILL while running a job: the job becomes LOST, th
       command: ["sh", "-c", 'if [ "$CRMS_WORKER" = victim ]; then exec sleep 60; fi; echo rescued'],
       maxRetries: 0,
     });
-    await cluster.waitFor(() => cluster.server.store.job(job.id)?.state === JobState.RUNNING, 20_000, "job to run on victim");
+    await cluster.waitFor(
+      () => cluster.server.store.job(job.id)?.state === JobState.RUNNING,
+      20_000,
+      "job to run on victim",
+    );
     const orphanPid = cluster.server.store.job(job.id)?.pid ?? 0;
     await cluster.startWorker("rescuer", 1);
     const states: JobState[] = [];

@@ -50,6 +50,9 @@ export async function startEtcd(extra: string[] = []): Promise<Etcd> {
       `bench=http://127.0.0.1:${peer}`,
       "--log-level",
       "error",
+      // Per-method gRPC handling-time histograms (Txn time as etcd sees it).
+      "--metrics",
+      "extensive",
       ...extra,
     ],
     join(dir, "etcd.log"),
@@ -98,16 +101,26 @@ export interface EtcdWork {
   deletes: number;
   ranges: number;
   fsyncs: number;
+  fsyncSeconds: number;
+  /** Seconds etcd spent handling Txn calls (needs --metrics extensive). */
+  txnSeconds: number;
   proposals: number;
 }
 
 export function etcdWork(m: Map<string, number>): EtcdWork {
   return {
-    txns: m.get('grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"}') ?? 0,
+    txns:
+      m.get(
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"}',
+      ) ?? 0,
     puts: m.get("etcd_mvcc_put_total") ?? m.get("etcd_debugging_mvcc_put_total") ?? 0,
     deletes: m.get("etcd_mvcc_delete_total") ?? m.get("etcd_debugging_mvcc_delete_total") ?? 0,
     ranges: m.get("etcd_mvcc_range_total") ?? m.get("etcd_debugging_mvcc_range_total") ?? 0,
     fsyncs: m.get("etcd_disk_wal_fsync_duration_seconds_count") ?? 0,
+    fsyncSeconds: m.get("etcd_disk_wal_fsync_duration_seconds_sum") ?? 0,
+    txnSeconds:
+      m.get('grpc_server_handling_seconds_sum{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"}') ??
+      0,
     proposals: m.get("etcd_server_proposals_committed_total") ?? 0,
   };
 }
@@ -119,6 +132,8 @@ export function workDelta(a: EtcdWork, b: EtcdWork): EtcdWork {
     deletes: b.deletes - a.deletes,
     ranges: b.ranges - a.ranges,
     fsyncs: b.fsyncs - a.fsyncs,
+    fsyncSeconds: b.fsyncSeconds - a.fsyncSeconds,
+    txnSeconds: b.txnSeconds - a.txnSeconds,
     proposals: b.proposals - a.proposals,
   };
 }

@@ -232,7 +232,7 @@ export function removeTempDirs(): void {
 }
 
 /** Memory and CPU of a process from /proc. */
-export function procStatus(pid: number): { rssBytes: number; cpuSeconds: number } {
+export function procStatus(pid: number): { rssBytes: number; cpuSeconds: number; childCpuSeconds: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const rss = /VmRSS:\s+(\d+)\s+kB/.exec(status);
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -240,8 +240,24 @@ export function procStatus(pid: number): { rssBytes: number; cpuSeconds: number 
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
-  return { rssBytes: Number(rss?.[1] ?? 0) * 1024, cpuSeconds: (utime + stime) / CLK_TCK };
+  // Children it waited for (a worker's job processes).
+  const children = Number(fields[13]) + Number(fields[14]);
+  return {
+    rssBytes: Number(rss?.[1] ?? 0) * 1024,
+    cpuSeconds: (utime + stime) / CLK_TCK,
+    childCpuSeconds: children / CLK_TCK,
+  };
 }
 
 /** Linux's USER_HZ; 100 on every mainstream kernel configuration. */
 const CLK_TCK = 100;
+
+/** Busy CPU seconds of the whole machine (all cores) from /proc/stat, and the 1-minute load average. */
+export function machineCpu(): { busySeconds: number; load1: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const busy = (v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0) + (v[7] ?? 0);
+  const load1 = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+  return { busySeconds: busy / CLK_TCK, load1 };
+}

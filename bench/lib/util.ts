@@ -83,7 +83,7 @@ export class Histogram {
   sum = 0;
 
   record(ms: number): void {
-    const v = ms < 0.001 ? 0.001 : ms;
+    const v = Math.max(ms, 0.001);
     const b = Math.floor(Math.log(v * 1000) / Histogram.BASE);
     this.counts.set(b, (this.counts.get(b) ?? 0) + 1);
     this.n++;

@@ -28,6 +28,27 @@ function deserializer<T extends DescMessage>(schema: T) {
   return (bytes: Buffer): MessageShape<T> => fromBinary(schema, bytes);
 }
 
+/** A request that could not be decoded; the server edge answers it with INVALID_ARGUMENT. */
+export class UndecodableRequest {
+  constructor(readonly message: string) {}
+}
+
+/**
+ * Server-side request decoding never throws: grpc-js would turn a throw into
+ * INTERNAL before any crms code runs. A bad message becomes an UndecodableRequest.
+ */
+function requestDeserializer<T extends DescMessage>(schema: T) {
+  return (bytes: Buffer): MessageShape<T> | UndecodableRequest => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (err) {
+      return new UndecodableRequest(
+        `request is not a valid ${schema.typeName}: ${err instanceof Error ? err.message : err}`,
+      );
+    }
+  };
+}
+
 /** Builds the grpc-js ServiceDefinition of a protobuf-es service. */
 export function serviceDefinition(service: DescService): ServiceDefinition {
   const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
@@ -38,7 +59,7 @@ export function serviceDefinition(service: DescService): ServiceDefinition {
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
-      requestDeserialize: deserializer(method.input),
+      requestDeserialize: requestDeserializer(method.input),
       responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
       responseDeserialize: deserializer(method.output),
     };

@@ -5,10 +5,10 @@
  */
 import type { DescService } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { serviceDefinition } from "../rpc/definition.js";
+import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
 import { AsyncQueue } from "../services/async-queue.js";
 import type { CallContext, Logger } from "../services/context.js";
-import { grpcStatus, toCrmsError } from "../store/errors.js";
+import { grpcStatus, invalid, toCrmsError } from "../store/errors.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
 type AnyHandler = (...args: any[]) => any;
@@ -23,7 +23,15 @@ function toStatus(err: unknown, log: Logger, method: string): Partial<grpc.Statu
   const e = toCrmsError(err);
   if (e.code === "INTERNAL")
     log.error("internal error", { method, error: err instanceof Error ? err.stack : String(err) });
-  return { code: grpcStatus(e.code), details: e.message };
+  // Details travel in an HTTP/2 trailer: keep them well under its size limit.
+  const details = e.message.length > 1024 ? `${e.message.slice(0, 1024)}…` : e.message;
+  return { code: grpcStatus(e.code), details };
+}
+
+/** Throws INVALID_ARGUMENT for a request the deserializer could not decode. */
+function decoded(msg: unknown): unknown {
+  if (msg instanceof UndecodableRequest) throw invalid(msg.message);
+  return msg;
 }
 
 function contextOf(
@@ -68,7 +76,7 @@ async function pipeOut(
  */
 function inbound(call: grpc.ServerDuplexStream<unknown, unknown>): AsyncIterable<unknown> {
   const q = new AsyncQueue<unknown>();
-  call.on("data", (msg) => q.push(msg));
+  call.on("data", (msg) => (msg instanceof UndecodableRequest ? q.fail(invalid(msg.message)) : q.push(msg)));
   call.on("end", () => q.end());
   call.on("error", () => q.end());
   (call as unknown as NodeJS.EventEmitter).on("cancelled", () => q.end());
@@ -95,7 +103,7 @@ export function addService(
         ) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => handler(call.request, ctx))
+            .then(() => handler(decoded(call.request), ctx))
             .then(
               (res) => callback(null, res),
               (err) => callback(toStatus(err, log, name)),
@@ -106,7 +114,7 @@ export function addService(
         impl[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => pipeOut(handler(call.request, ctx), call, ctx.signal))
+            .then(() => pipeOut(handler(decoded(call.request), ctx), call, ctx.signal))
             .then(
               () => call.end(),
               (err) => {

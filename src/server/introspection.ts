@@ -3,7 +3,11 @@
  * without .proto files. Reflection is fed the descriptors protobuf-es generated.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  FileDescriptorProtoSchema,
+  FileDescriptorSetSchema,
+  file_google_protobuf_timestamp,
+} from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
@@ -22,7 +26,10 @@ const contractFiles = [file_google_protobuf_timestamp, file_crms_v1_job, file_cr
 
 /** The serialized FileDescriptorSet of the crms contract. */
 export function contractDescriptorSet(): Uint8Array {
-  return toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: contractFiles.map((f) => f.proto) }));
+  return toBinary(
+    FileDescriptorSetSchema,
+    create(FileDescriptorSetSchema, { file: contractFiles.map((f) => f.proto) }),
+  );
 }
 
 /**
@@ -64,7 +71,9 @@ export function addIntrospection(server: grpc.Server): HealthImplementation {
   // Reflection reads only `fileDescriptorProtos` from a package definition: hand it the
   // descriptors protobuf-es generated, file by file, so names and imports stay exact.
   const healthDef = fixMapEntries(protoLoader.loadSync(healthProto));
-  const crms = { "crms.v1": { fileDescriptorProtos: contractFiles.map((f) => toBinary(FileDescriptorProtoSchema, f.proto)) } };
+  const crms = {
+    "crms.v1": { fileDescriptorProtos: contractFiles.map((f) => toBinary(FileDescriptorProtoSchema, f.proto)) },
+  };
   new ReflectionService({ ...healthDef, ...crms } as unknown as protoLoader.PackageDefinition).addToServer(server);
   return health;
 }

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import * as grpc from "@grpc/grpc-js";
+import type { HealthImplementation } from "grpc-health-check";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
@@ -15,12 +16,11 @@ import { createJobService } from "../services/job-service.js";
 import { Sessions } from "../services/sessions.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Election } from "../store/election.js";
+import { activeAlarms, Compactor } from "../store/maintenance.js";
+import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
 import { addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
-import type { HealthImplementation } from "grpc-health-check";
-import { activeAlarms, Compactor } from "../store/maintenance.js";
-import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 
 export interface ServerOptions {
   /** host:port to listen on; port 0 picks a free one. */

@@ -40,7 +40,9 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     const job = store.job(id) ?? (await store.fetchJob(id))?.value;
     if (job) return job;
     if (await store.mayHaveExpired(id).catch(() => false)) {
-      throw notFound(`job ${id} not found: it finished and expired (retention deletes finished jobs past their age or count), or was deleted`);
+      throw notFound(
+        `job ${id} not found: it finished and expired (retention deletes finished jobs past their age or count), or was deleted`,
+      );
     }
     throw notFound(`job ${id} not found`);
   }

@@ -40,7 +40,8 @@ function checkMap(
     if (!k) throw invalid(`${what}: empty key`);
     noNul(`${what} key`, k);
     noNul(`${what} value of ${k}`, v);
-    if (keyPattern && !keyPattern.test(k)) throw invalid(`${what}: key ${JSON.stringify(k)} must match ${keyPattern}`);
+    if (keyPattern && !keyPattern.test(k))
+      throw invalid(`${what}: key ${JSON.stringify(k.slice(0, 40))} must match ${keyPattern}`);
     total += bytes(k) + bytes(v);
   }
   if (total > maxBytes) throw invalid(`${what}: at most ${maxBytes} bytes in total (got ${total})`);
@@ -79,7 +80,7 @@ export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec
   if (bytes(spec.workingDir) > 4096) throw invalid("working_dir: at most 4096 bytes");
   checkMap("env", spec.env, LIMITS.envEntries, LIMITS.envBytes);
   for (const k of Object.keys(spec.env))
-    if (k.includes("=")) throw invalid(`env key ${JSON.stringify(k)} contains '='`);
+    if (k.includes("=")) throw invalid(`env key ${JSON.stringify(k.slice(0, 40))} contains '='`);
   checkMap("labels", spec.labels, LIMITS.labels, LIMITS.labelBytes, LABEL_KEY);
   checkMap("constraints", spec.constraints, LIMITS.labels, LIMITS.labelBytes, LABEL_KEY);
   if (spec.targetWorker) checkWorkerName(spec.targetWorker, "target worker");

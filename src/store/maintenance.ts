@@ -63,7 +63,11 @@ export async function recover(store: Store) {
 /** Active alarm names across the cluster. */
 export async function activeAlarms(store: Store): Promise<string[]> {
   const res = await store.etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
-  return [...new Set(res.alarms.map((a) => (String(a.alarm) === "1" || String(a.alarm) === "Nospace" ? "NOSPACE" : String(a.alarm))))];
+  return [
+    ...new Set(
+      res.alarms.map((a) => (String(a.alarm) === "1" || String(a.alarm) === "Nospace" ? "NOSPACE" : String(a.alarm))),
+    ),
+  ];
 }
 
 /**

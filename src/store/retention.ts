@@ -24,7 +24,8 @@ export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowM
   const finished: Job[] = [];
   for (const j of jobs) if (isFinal(j.state)) finished.push(j);
   const ended = (j: Job) => (j.endTime ? timestampMs(j.endTime) : 0);
-  const heldByOwnRetention = (j: Job) => (j.spec?.retentionSeconds ?? 0) > 0 && ended(j) + (j.spec?.retentionSeconds ?? 0) * 1000 > nowMs;
+  const heldByOwnRetention = (j: Job) =>
+    (j.spec?.retentionSeconds ?? 0) > 0 && ended(j) + (j.spec?.retentionSeconds ?? 0) * 1000 > nowMs;
   finished.sort((a, b) => ended(a) - ended(b) || a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
   const out: string[] = [];
   let excess = options.maxCount > 0 ? finished.length - options.maxCount : 0;

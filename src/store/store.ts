@@ -5,7 +5,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from "cockatiel";
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from "cockatiel";
 import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type IOptions, type Lease } from "etcd3";
 import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
@@ -43,8 +43,7 @@ function isUnreachable(err: Error): boolean {
 
 function faultHandling(): IOptions["faultHandling"] {
   return {
-    host: () =>
-      circuitBreaker(handleWhen(isUnreachable), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+    host: () => circuitBreaker(handleWhen(isUnreachable), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
     global: retry(handleWhen(isUnreachable), { maxAttempts: 2 }),
   };
 }

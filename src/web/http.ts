@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { createMetrics, type Metrics } from "../server/metrics.js";
 import type { ControlPlane } from "../server/server.js";
 import { createConnectHandler } from "./connect.js";
 import { createStaticHandler, ensureBundle } from "./static.js";
@@ -78,11 +79,14 @@ export async function startHttp(cp: ControlPlane, listen: string, options: HttpO
   const handler = createConnectHandler(cp.handlers, cp.log, (req, res) =>
     serveStatic(req as IncomingMessage, res as ServerResponse),
   );
+  // Created at the first scrape, so an endpoint never scraped adds no cache listeners.
+  let metrics: Metrics | undefined;
   const server: Server = createServer((req, res) => {
     if (!hostAllowed(host, req.headers.host, options.allowedHosts)) {
       res.writeHead(421, { "Content-Type": "text/plain; charset=utf-8" }).end("misdirected request: unknown host\n");
       return;
     }
+    if (req.url?.split("?")[0] === "/metrics") return void (metrics ??= createMetrics(cp)).handle(req, res);
     handler(req, res);
   });
   await new Promise<void>((resolve, reject) => {
@@ -98,6 +102,7 @@ export async function startHttp(cp: ControlPlane, listen: string, options: HttpO
   return {
     url,
     close() {
+      metrics?.close();
       closed ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Open watch streams would keep close() waiting forever: end them.

@@ -95,12 +95,12 @@ export interface EtcdCluster {
 
 /** Starts an n-member etcd cluster on loopback, each member with its own data dir. */
 export async function startEtcdCluster(n = 3, extra: string[] = []): Promise<EtcdCluster> {
-  const ports = [];
+  const ports: Array<{ client: number; peer: number }> = [];
   for (let i = 0; i < n; i++) ports.push({ client: await freePort(), peer: await freePort() });
   const initial = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(",");
   const members = await Promise.all(
     ports.map((p, i) =>
-      startEtcd(["--initial-cluster", initial, "--initial-cluster-token", `crms-test-${p.peer}`, ...extra], {
+      startEtcd(["--initial-cluster", initial, "--initial-cluster-token", `crms-test-${ports[0]?.peer}`, ...extra], {
         name: `m${i}`,
         client: p.client,
         peer: p.peer,

@@ -23,7 +23,8 @@ export function startSimWorker(address: string, name: string, slots: number, tai
       transport.close();
     },
   };
-  const send = (msg: Parameters<typeof create<typeof AttachRequestSchema>>[1]) => stream.write(create(AttachRequestSchema, msg));
+  const send = (msg: Parameters<typeof create<typeof AttachRequestSchema>>[1]) =>
+    stream.write(create(AttachRequestSchema, msg));
   stream.on("error", () => undefined);
   stream.on("data", (res) => {
     const m = res.msg;
