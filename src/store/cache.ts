@@ -88,7 +88,8 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
   }
 
   private async relist(): Promise<void> {
-    await this.watcher?.cancel().catch(() => undefined);
+    // Do not wait for the old watch to confirm its cancel: a stalled watch never would.
+    void this.watcher?.cancel().catch(() => undefined);
     this.watcher = undefined;
     const { revision, kvs } = await this.list();
     this.relists++;
