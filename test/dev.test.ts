@@ -68,14 +68,14 @@ test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, se
     t.is(failed.code, 1);
     t.regex(failed.stderr, /^crms: NOT_FOUND: job 999 not found/);
     // A long job is running when Ctrl-C comes: it must not survive either.
-    await run(process.execPath, [CRMS_BIN, "submit", "--server", server, "--", "sleep", "300"]);
+    await run(process.execPath, [CRMS_BIN, "submit", "--server", server, "--", "sleep", "307"]);
     await new Promise((r) => setTimeout(r, 1000));
     dev.kill("SIGINT");
     t.is(await exited, 0);
     t.regex(out, /stopped/);
     await new Promise((r) => setTimeout(r, 300));
     t.deepEqual(processesMentioning(dir), [], "no process left with the dev data dir");
-    t.is(processesMentioning("sleep\u0000300").length, 0, "the running job was killed");
+    t.is(processesMentioning("sleep\u0000307").length, 0, "the running job was killed");
   } finally {
     if (dev.exitCode === null) dev.kill("SIGKILL");
     for (const pid of processesMentioning(dir)) process.kill(pid, "SIGKILL");
