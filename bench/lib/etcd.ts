@@ -1,20 +1,11 @@
 /** A fresh one-member etcd on free loopback ports, and its Prometheus metrics. */
-import { createServer } from "node:net";
 import { join } from "node:path";
+// One free-port helper for the tests and the benchmarks.
+import { freePort } from "../../test/helpers/etcd.js";
 import { type Proc, startExe, tempDir } from "./procs.js";
 import { sleep } from "./util.js";
 
-/** A free TCP port on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr === "object" ? resolve(addr.port) : reject(new Error("no port"))));
-    });
-  });
-}
+export { freePort };
 
 export interface Etcd {
   endpoint: string;
