@@ -96,12 +96,20 @@ export class CrmsClient {
 
   /** Resolves when the job reaches a final state (via WatchJobs, no polling). */
   async wait(id: string, options: CallOptions = {}): Promise<Job> {
+    return this.waitUntil(id, () => false, options);
+  }
+
+  /**
+   * Resolves with the job as soon as `cond(job)` holds or the job reaches a
+   * final state (which never changes), watching it with WatchJobs.
+   */
+  async waitUntil(id: string, cond: (job: Job) => boolean, options: CallOptions = {}): Promise<Job> {
     const controller = new AbortController();
     options.signal?.addEventListener("abort", () => controller.abort(), { once: true });
     try {
       for await (const ev of this.watchJobs([id], { ...options, signal: controller.signal })) {
         if (ev.type === WatchEventType.DELETED) throw new Error(`job ${id} was deleted`);
-        if (ev.job && isFinal(ev.job.state)) return ev.job;
+        if (ev.job && ev.job.id === id && (isFinal(ev.job.state) || cond(ev.job))) return ev.job;
       }
       throw new Error(`watch of job ${id} ended early`);
     } finally {
