@@ -38,7 +38,9 @@ def main(argv):
         output = c.read_output(job.id, crms.OutputStream.STDOUT)
 
         sleeper = c.submit(["sleep", "60"])
-        c.wait(sleeper.id, timeout=60, until={crms.JobState.RUNNING})
+        running = c.wait(sleeper.id, timeout=60, until={crms.JobState.RUNNING})
+        if running.state != crms.JobState.RUNNING:
+            raise RuntimeError(f"job {sleeper.id} ended {running.state.name} before it ran")
         c.kill(sleeper.id)
         killed = c.wait(sleeper.id, timeout=60)
 
