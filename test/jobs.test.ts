@@ -41,6 +41,12 @@ test("a job runs, succeeds and its output is readable", async (t) => {
   t.truthy(done.attempts[0]?.startTime);
 });
 
+test("wait and waitUntil on an unknown id fail NOT_FOUND instead of waiting forever", async (t) => {
+  const { c } = t.context;
+  t.is(await codeOf(c.wait("999999998", { timeoutMs: 10_000 })), "NOT_FOUND");
+  t.is(await codeOf(c.waitUntil("999999998", () => true, { timeoutMs: 10_000 })), "NOT_FOUND");
+});
+
 test("a non-zero exit gives FAILED with the exit code", async (t) => {
   const { c } = t.context;
   const job = await c.submit({ command: ["sh", "-c", "echo oops >&2; exit 3"] });

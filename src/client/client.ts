@@ -101,15 +101,26 @@ export class CrmsClient {
 
   /**
    * Resolves with the job as soon as `cond(job)` holds or the job reaches a
-   * final state (which never changes), watching it with WatchJobs.
+   * final state (which never changes), watching it with WatchJobs. An unknown
+   * id rejects with NOT_FOUND (as in the Python and Go clients), not a hang.
    */
   async waitUntil(id: string, cond: (job: Job) => boolean, options: CallOptions = {}): Promise<Job> {
     const controller = new AbortController();
     options.signal?.addEventListener("abort", () => controller.abort(), { once: true });
+    const reached = (job: Job) => isFinal(job.state) || cond(job);
+    let seen = false;
     try {
       for await (const ev of this.watchJobs([id], { ...options, signal: controller.signal })) {
+        if (ev.type === WatchEventType.SYNCED && !seen) {
+          // Not in the listing: ask for it directly (GetJob answers NOT_FOUND for an unknown id).
+          const job = await this.getJob(id, options);
+          seen = true;
+          if (reached(job)) return job;
+        }
         if (ev.type === WatchEventType.DELETED) throw new Error(`job ${id} was deleted`);
-        if (ev.job && ev.job.id === id && (isFinal(ev.job.state) || cond(ev.job))) return ev.job;
+        if (!ev.job || ev.job.id !== id) continue;
+        seen = true;
+        if (reached(ev.job)) return ev.job;
       }
       throw new Error(`watch of job ${id} ended early`);
     } finally {
