@@ -13,6 +13,8 @@ export interface RetentionOptions {
   maxAgeSeconds: number;
   /** Finished jobs kept at most (default 100,000). 0 disables the count rule. */
   maxCount: number;
+  /** Overrides maxCount, where 0 keeps no finished job (`crms admin recover --keep-finished`). */
+  keepFinished?: number;
 }
 
 export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
@@ -28,7 +30,8 @@ export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowM
     (j.spec?.retentionSeconds ?? 0) > 0 && ended(j) + (j.spec?.retentionSeconds ?? 0) * 1000 > nowMs;
   finished.sort((a, b) => ended(a) - ended(b) || a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
   const out: string[] = [];
-  let excess = options.maxCount > 0 ? finished.length - options.maxCount : 0;
+  const keep = options.keepFinished ?? (options.maxCount > 0 ? options.maxCount : finished.length);
+  let excess = finished.length - keep;
   for (const j of finished) {
     if (heldByOwnRetention(j)) continue;
     const tooOld = options.maxAgeSeconds > 0 && ended(j) + options.maxAgeSeconds * 1000 <= nowMs;
