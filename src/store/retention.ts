@@ -68,7 +68,7 @@ export async function runRetention(store: Store, options: RetentionOptions, now 
 /** Runs retention every interval while started (on the leader). */
 export class Retention {
   private timer?: NodeJS.Timeout;
-  private running = false;
+  private current?: Promise<number>;
   runs = 0;
   deleted = 0;
 
@@ -81,7 +81,10 @@ export class Retention {
 
   start(): void {
     if (this.timer || this.intervalMs <= 0) return;
-    this.timer = setInterval(() => void this.runNow().catch(() => undefined), this.intervalMs);
+    // The timer skips a tick while a run is in flight; runNow() callers wait for it instead.
+    this.timer = setInterval(() => {
+      if (!this.current) void this.runNow().catch(() => undefined);
+    }, this.intervalMs);
   }
 
   stop(): void {
@@ -89,9 +92,18 @@ export class Retention {
     this.timer = undefined;
   }
 
+  /** Runs retention now; if a run is in flight, waits for it and then runs again, so nothing expired is left. */
   async runNow(): Promise<number> {
-    if (this.running) return 0;
-    this.running = true;
+    while (this.current) await this.current.catch(() => undefined);
+    this.current = this.runOnce();
+    try {
+      return await this.current;
+    } finally {
+      this.current = undefined;
+    }
+  }
+
+  private async runOnce(): Promise<number> {
     try {
       const n = await runRetention(this.store, this.options);
       this.runs++;
@@ -101,8 +113,6 @@ export class Retention {
     } catch (err) {
       this.log?.("retention failed", { error: String(err) });
       throw err;
-    } finally {
-      this.running = false;
     }
   }
 }
