@@ -52,6 +52,17 @@ test("retention through the API: expired jobs give NOT_FOUND saying they expired
     t.regex(err.details, /expired/);
     t.is((await c.getJob(jobs[4]?.id ?? "")).state, JobState.SUCCEEDED);
     t.is((await c.getJob(held.id)).state, JobState.HELD);
+    // A run asked for while another is in flight waits for it and does its own.
+    const more = [];
+    for (let i = 0; i < 40; i++) more.push((await c.submit({ command: ["true"] })).id);
+    for (const id of more) await c.wait(id, { timeoutMs: 10_000 });
+    const first = cluster.server.retention.runNow();
+    const second = await cluster.server.retention.runNow();
+    const finished = [...cluster.server.store.jobs.entries.values()].filter(
+      (e) => e.value.state === JobState.SUCCEEDED,
+    );
+    t.is(finished.length, 2, "retention was done when the second call answered");
+    t.is(second + (await first), 40);
   } finally {
     sim.stop();
     await cluster.stop();
