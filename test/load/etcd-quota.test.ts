@@ -112,19 +112,22 @@ test.serial(
       QUOTA,
     );
     let filler = startSimWorker(cluster.address, "filler", 64, KIB);
-    const gate = join(mkdtempSync(join(tmpdir(), "crms-nospace-")), "go");
+    const gates = mkdtempSync(join(tmpdir(), "crms-nospace-"));
+    const gate = join(gates, "go");
+    const earlyGate = join(gates, "early");
+    const waitFor = (file: string, last: string) =>
+      `echo started; while [ ! -e ${file} ]; do sleep 0.1; done; echo ${last}`;
     try {
       const c = cluster.client();
-      await cluster.startWorker("slow", 1);
-      // Runs until the test opens the gate, so it is RUNNING through the alarm and the recovery.
-      const running = await c.submit({
-        command: ["sh", "-c", `echo started; while [ ! -e ${gate} ]; do sleep 0.1; done; echo survived`],
-        targetWorker: "slow",
-      });
+      await cluster.startWorker("slow", 2);
+      // Runs until the test opens its gate, so it is RUNNING through the alarm and the recovery.
+      const running = await c.submit({ command: ["sh", "-c", waitFor(gate, "survived")], targetWorker: "slow" });
+      // Ends while etcd is full: its finish report must be kept and recorded after recovery.
+      const early = await c.submit({ command: ["sh", "-c", waitFor(earlyGate, "early")], targetWorker: "slow" });
       await cluster.waitFor(
-        () => cluster.server.store.job(running.id)?.state === JobState.RUNNING,
+        () => [running, early].every((j) => cluster.server.store.job(j.id)?.state === JobState.RUNNING),
         20_000,
-        "running job",
+        "running jobs",
       );
       const pending = await Promise.all(
         [1, 2, 3].map(() => c.submit({ command: ["echo", "pending"], targetWorker: "slow" })),
@@ -156,7 +159,7 @@ test.serial(
       })) {
         live.push(j.id);
       }
-      t.true(live.includes(running.id) && pending.every((p) => live.includes(p.id)));
+      t.true([running, early, ...pending].every((j) => live.includes(j.id)));
       const watched = new AbortController();
       for await (const ev of c.watchJobs([running.id], { signal: watched.signal })) {
         t.is(ev.job?.state, JobState.RUNNING);
@@ -169,6 +172,10 @@ test.serial(
       }
       const health = await run(GRPCURL, ["-plaintext", "-d", '{"service":"crms.writes"}', cluster.address, HEALTH]);
       t.regex(health.stdout, /NOT_SERVING/);
+      // A job ends while etcd refuses writes: its record stays RUNNING until writes work.
+      writeFileSync(earlyGate, "");
+      await new Promise((r) => setTimeout(r, 3000));
+      t.is((await c.getJob(early.id)).state, JobState.RUNNING);
       const adminStatus = await run(process.execPath, [CRMS_BIN, "admin", "status", "--server", cluster.address]);
       t.regex(adminStatus.stdout, /Alarms: +NOSPACE — run `crms admin recover`/);
 
@@ -197,11 +204,12 @@ test.serial(
       const fresh = await c.submit({ command: ["echo", "after"], targetWorker: "slow" });
       filler = startSimWorker(cluster.address, "filler", 64, KIB);
       writeFileSync(gate, "");
-      for (const j of [running, ...pending, fresh]) {
+      for (const j of [early, running, ...pending, fresh]) {
         const done = await c.wait(j.id, { timeoutMs: 60_000 });
         t.is(done.state, JobState.SUCCEEDED, `job ${j.id}: ${done.error}`);
       }
       t.is(Buffer.from((await c.getJob(running.id)).stdoutTail).toString(), "started\nsurvived\n");
+      t.is(Buffer.from((await c.getJob(early.id)).stdoutTail).toString(), "started\nearly\n");
       await cluster.waitFor(
         () => live.every((id) => isFinal(cluster.server.store.job(id)?.state ?? JobState.UNSPECIFIED)),
         60_000,
