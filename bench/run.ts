@@ -753,8 +753,22 @@ async function history(ctx: Ctx): Promise<Outcome> {
     mode === "server" || (mode === "auto" && cli.has("--retention-count") && cli.has("--compaction-interval"));
   const keep = opt(ctx, "keep", 2_000, 10_000, 100_000);
   const compactionS = opt(ctx, "compaction-interval", 5, 10, 300);
+  // The revision and db-size triggers (and the retention interval) when this server has them.
+  const triggers = cli.has("--compaction-revisions");
+  const compactionRevisions = opt(ctx, "compaction-revisions", 200, 500, 100_000);
+  const keepRevisions = opt(ctx, "compaction-keep-revisions", 50, 100, 10_000);
+  const retentionIntervalS = opt(ctx, "retention-interval", 5, 5, 30);
   const serverArgs = serverRetention
-    ? ["--retention-count", String(keep), "--compaction-interval", String(compactionS)]
+    ? [
+        ...["--retention-count", String(keep), "--compaction-interval", String(compactionS)],
+        ...(triggers
+          ? [
+              ...["--compaction-revisions", String(compactionRevisions)],
+              ...["--compaction-keep-revisions", String(keepRevisions)],
+              ...["--retention-interval", String(retentionIntervalS)],
+            ]
+          : []),
+      ]
     : [];
   const etcdFlags = serverRetention
     ? []

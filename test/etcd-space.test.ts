@@ -3,11 +3,11 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { status } from "@grpc/grpc-js";
 import test from "ava";
 import { JobSchema, JobState } from "../gen/crms/v1/job_pb.js";
-import { defragment } from "../src/store/maintenance.js";
+import { Compactor, defragment } from "../src/store/maintenance.js";
 import { expiredJobs } from "../src/store/retention.js";
 import { Store } from "../src/store/store.js";
 import { TestCluster } from "./helpers/cluster.js";
-import { startEtcdCluster } from "./helpers/etcd.js";
+import { startEtcd, startEtcdCluster } from "./helpers/etcd.js";
 import { startSimWorker } from "./helpers/sim-worker.js";
 
 const mib = (n: bigint | number) => `${(Number(n) / 1024 / 1024).toFixed(1)} MiB`;
@@ -52,6 +52,17 @@ test("retention through the API: expired jobs give NOT_FOUND saying they expired
     t.regex(err.details, /expired/);
     t.is((await c.getJob(jobs[4]?.id ?? "")).state, JobState.SUCCEEDED);
     t.is((await c.getJob(held.id)).state, JobState.HELD);
+    // A run asked for while another is in flight waits for it and does its own.
+    const more = [];
+    for (let i = 0; i < 40; i++) more.push((await c.submit({ command: ["true"] })).id);
+    for (const id of more) await c.wait(id, { timeoutMs: 10_000 });
+    const first = cluster.server.retention.runNow();
+    const second = await cluster.server.retention.runNow();
+    const finished = [...cluster.server.store.jobs.entries.values()].filter(
+      (e) => e.value.state === JobState.SUCCEEDED,
+    );
+    t.is(finished.length, 2, "retention was done when the second call answered");
+    t.is(second + (await first), 40);
   } finally {
     sim.stop();
     await cluster.stop();
@@ -95,6 +106,91 @@ test("defragmenting a three-member cluster goes one member at a time, and the cl
       `${writes} writes went through during defragmentation; sizes ${before.map((m) => mib(m.dbSize)).join(",")} -> ${after.map((m) => mib(m.dbSize)).join(",")}`,
     );
   } finally {
+    await store.close();
+    await etcd.stop();
+  }
+});
+
+/** Resolves when `ok()` holds, polling; fails after `ms`. */
+async function until(ok: () => boolean, ms: number, what: string) {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("the revision trigger compacts once the revision ran N past the last compaction, keeping a window for watchers", async (t) => {
+  const etcd = await startEtcd();
+  const store = await Store.open({ endpoints: [etcd.endpoint], replicaId: "compactor-revisions" });
+  const compactor = new Compactor(store, {
+    intervalMs: 0,
+    revisions: 300,
+    keepRevisions: 100,
+    dbFraction: 0,
+    quotaBytes: 0,
+    checkMs: 100,
+  });
+  try {
+    compactor.start();
+    const first = await store.revision();
+    // Below the trigger: nothing is compacted.
+    for (let i = 0; i < 100; i++) await store.etcd.put(`k/${i}`).value("v");
+    await new Promise((r) => setTimeout(r, 500));
+    t.is(compactor.runs, 0);
+    for (let i = 0; i < 400; i++) await store.etcd.put(`k/${i % 10}`).value(String(i));
+    await until(() => compactor.runs > 0, 10_000, "a triggered compaction");
+    const head = await store.revision();
+    // Fired once the revision passed first + 300, compacting to 100 below it.
+    t.true(compactor.compacted >= first + 200, `compacted to ${compactor.compacted}`);
+    t.true(compactor.compacted <= head - 100, `kept the newest 100 revisions (head ${head})`);
+    t.is(compactor.triggered, compactor.runs);
+    // History before the compacted revision is gone; the window after it is still readable.
+    await t.throwsAsync(() => store.etcd.get("k/0").revision(compactor.compacted - 1), {
+      message: /compacted/,
+    });
+    t.not(
+      await store.etcd
+        .get("k/0")
+        .revision(head - 99)
+        .string(),
+      null,
+    );
+    // And again once the revision ran another 300 past that compaction.
+    const previous = compactor.compacted;
+    for (let i = 0; i < 400; i++) await store.etcd.put(`k/${i % 10}`).value(String(i));
+    await until(() => compactor.runs > 1, 10_000, "a second triggered compaction");
+    t.true(compactor.compacted > previous + 300 - 100);
+  } finally {
+    compactor.stop();
+    await store.close();
+    await etcd.stop();
+  }
+});
+
+test("the db-size trigger compacts and runs retention when etcd's db in use passes its fraction of the quota", async (t) => {
+  const etcd = await startEtcd();
+  const store = await Store.open({ endpoints: [etcd.endpoint], replicaId: "compactor-db" });
+  let pressure = 0;
+  const compactor = new Compactor(
+    store,
+    { intervalMs: 0, revisions: 0, keepRevisions: 10, dbFraction: 0.5, quotaBytes: 4 * 1024 * 1024, checkMs: 50 },
+    async () => pressure++,
+  );
+  try {
+    compactor.start();
+    await new Promise((r) => setTimeout(r, 1200));
+    t.is(pressure, 0, "an almost empty db is below half of 4 MiB");
+    t.is(compactor.runs, 0);
+    // About 3 MiB of overwritten values: in use goes past 2 MiB.
+    const value = "z".repeat(16 * 1024);
+    for (let i = 0; i < 200; i++) await store.etcd.put(`big/${i % 4}`).value(value);
+    await until(() => compactor.runs > 0, 15_000, "a db-size compaction");
+    t.true(pressure > 0);
+    t.is(compactor.triggered, compactor.runs);
+    t.true(compactor.compacted <= (await store.revision()) - 10);
+  } finally {
+    compactor.stop();
     await store.close();
     await etcd.stop();
   }

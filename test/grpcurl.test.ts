@@ -1,18 +1,10 @@
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { promisify } from "node:util";
 import test from "ava";
 import { JobState } from "../gen/crms/v1/job_pb.js";
-import { TestCluster } from "./helpers/cluster.js";
+import { grpcurlPath, TestCluster } from "./helpers/cluster.js";
 
 const run = promisify(execFile);
-
-function grpcurlPath(): string {
-  const gopath = process.env.GOPATH || join(process.env.HOME ?? "/root", "go");
-  const candidate = join(gopath, "bin", "grpcurl");
-  return existsSync(candidate) ? candidate : "grpcurl";
-}
 
 test("grpcurl lists the services through reflection and a SubmitJob sent through it runs", async (t) => {
   const cluster = await TestCluster.start();

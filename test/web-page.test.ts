@@ -3,18 +3,21 @@
  * process, the HTTP endpoint on port 0, and Debian's Chromium driven by
  * playwright-core. Screenshots of each view go to test-results/screenshots/.
  */
+import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import anyTest, { type TestFn } from "ava";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import type { HttpEndpoint } from "../src/web/http.js";
 import { startHttp } from "../src/web/http.js";
-import { TestCluster } from "./helpers/cluster.js";
+import { CRMS_BIN, TestCluster } from "./helpers/cluster.js";
 
 const CHROMIUM = "/usr/bin/chromium";
+const run = promisify(execFile);
 const SHOTS = join(process.cwd(), "test-results", "screenshots");
 
 interface Context {
@@ -293,3 +296,27 @@ test.serial("a worker is drained from the workers page", async (t) => {
   t.deepEqual(errors, []);
   await page.close();
 });
+
+test.serial(
+  "an etcd NOSPACE alarm shows on the page and in `crms admin status` with the recovery command",
+  async (t) => {
+    const { store } = t.context.cluster.server;
+    // Raise the real alarm on the member (etcd refuses writes until it is disarmed).
+    const member = (await store.etcd.maintenance.status({})).header.member_id;
+    await store.etcd.maintenance.alarm({ action: "Activate", alarm: "Nospace", memberID: member });
+    try {
+      const { page, errors } = await open(t, "#/");
+      const banner = page.getByRole("alert");
+      await banner.getByText("etcd alarm: NOSPACE").waitFor({ timeout: 20_000 });
+      t.regex((await banner.textContent()) ?? "", /crms admin recover/);
+      await shot(page, "overview-nospace");
+      const status = await run(process.execPath, [CRMS_BIN, "admin", "status", "--server", t.context.cluster.address]);
+      t.regex(status.stdout, /Alarms: +NOSPACE — run `crms admin recover`/);
+      t.regex(status.stdout, /NOSPACE\s*$/m);
+      t.deepEqual(errors, []);
+      await page.close();
+    } finally {
+      await store.etcd.maintenance.alarm({ action: "Deactivate", alarm: "Nospace", memberID: member });
+    }
+  },
+);

@@ -46,11 +46,15 @@ Admin:
   admin compact [REV]               compact etcd history (to the current revision)
   admin defrag                      defragment each etcd member in turn
   admin disarm                      disarm etcd alarms
-  admin recover                     out of NOSPACE: compact, defragment, disarm, check a write
+  admin recover [--keep-finished N] out of NOSPACE: compact, defragment, disarm, check a write;
+                                    --keep-finished N also deletes finished jobs beyond the newest N
+                                    (0: all finished) and compacts again; unfinished jobs are kept
   admin gc                          delete finished jobs past retention now
 Processes:
   server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--prefix P] [--log-level L]
-         [--compaction-interval S (300; 0 off)] [--retention-age S (86400)] [--retention-count N (100000)]
+         [--compaction-interval S (300; 0 off)] [--compaction-revisions N (100000; 0 off)]
+         [--compaction-keep-revisions N (10000)] [--compaction-db-fraction F (0.5 of --quota-bytes; 0 off)]
+         [--retention-age S (86400)] [--retention-count N (100000)] [--retention-interval S (30)]
          [--quota-bytes N] [--tail-bytes N (2048 per stream)] [--http HOST:PORT (web page)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
@@ -98,6 +102,13 @@ function int(value: unknown, what: string, fallback = 0): number {
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new CliError(`${what} must be a whole number ≥ 0 (got ${value})`, 2);
+  return n;
+}
+
+function fraction(value: unknown, what: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!(n >= 0 && n < 1)) throw new CliError(`${what} must be a fraction from 0 to below 1 (got ${value})`, 2);
   return n;
 }
 
@@ -298,7 +309,7 @@ function bytes(n: bigint | number): string {
 }
 
 async function admin(args: string[]): Promise<number> {
-  const { values: v, positionals } = parse(args);
+  const { values: v, positionals } = parse(args, { "keep-finished": { type: "string" } });
   const sub = positionals[0] ?? "status";
   return withClient(v.server, async (c) => {
     switch (sub) {
@@ -322,8 +333,10 @@ async function admin(args: string[]): Promise<number> {
         return 0;
       }
       case "recover": {
-        const r = await c.recover();
+        const keep = v["keep-finished"] === undefined ? undefined : int(v["keep-finished"], "--keep-finished");
+        const r = await c.recover(keep);
         print(`compacted to revision ${r.compactedRevision}`);
+        if (keep !== undefined) print(`deleted ${r.deletedJobs} finished jobs (kept the newest ${keep})`);
         for (const m of r.members) print(`defragmented ${m.endpoint}: now ${bytes(m.dbSize)}`);
         print(r.disarmed.length ? `disarmed ${r.disarmed.join(", ")}` : "no alarm was active");
         print(r.writable ? "etcd accepts writes again" : "etcd still refuses writes");
@@ -385,6 +398,10 @@ async function server(args: string[]): Promise<number> {
     grace: { type: "string" },
     "log-level": { type: "string" },
     "compaction-interval": { type: "string" },
+    "compaction-revisions": { type: "string" },
+    "compaction-keep-revisions": { type: "string" },
+    "compaction-db-fraction": { type: "string" },
+    "retention-interval": { type: "string" },
     "retention-age": { type: "string" },
     "retention-count": { type: "string" },
     "quota-bytes": { type: "string" },
@@ -401,6 +418,10 @@ async function server(args: string[]): Promise<number> {
     compactionIntervalSeconds: int(v["compaction-interval"], "--compaction-interval", 300),
     retentionAgeSeconds: int(v["retention-age"], "--retention-age", 24 * 3600),
     retentionCount: int(v["retention-count"], "--retention-count", 100_000),
+    retentionIntervalSeconds: int(v["retention-interval"], "--retention-interval", 30),
+    compactionRevisions: int(v["compaction-revisions"], "--compaction-revisions", 100_000),
+    compactionKeepRevisions: int(v["compaction-keep-revisions"], "--compaction-keep-revisions", 10_000),
+    compactionDbFraction: fraction(v["compaction-db-fraction"], "--compaction-db-fraction", 0.5),
     quotaBytes: int(v["quota-bytes"], "--quota-bytes", 2 * 1024 ** 3),
     tailBytes: int(v["tail-bytes"], "--tail-bytes", 2048),
   });

@@ -204,8 +204,10 @@ export class CrmsClient {
     return this.transport.unary(AdminService.method.disarmAlarms, {}, options);
   }
 
-  async recover(options?: CallOptions) {
-    return this.transport.unary(AdminService.method.recover, {}, { timeoutMs: 10 * 60_000, ...options });
+  /** Gets etcd out of NOSPACE; with `keepFinished`, also deletes finished jobs beyond the newest that many. */
+  async recover(keepFinished?: number, options?: CallOptions) {
+    const req = keepFinished === undefined ? {} : { keepFinished: BigInt(keepFinished) };
+    return this.transport.unary(AdminService.method.recover, req, { timeoutMs: 10 * 60_000, ...options });
   }
 
   async runRetention(options?: CallOptions) {

@@ -16,7 +16,7 @@ import { createJobService } from "../services/job-service.js";
 import { Sessions } from "../services/sessions.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Election } from "../store/election.js";
-import { activeAlarms, Compactor } from "../store/maintenance.js";
+import { activeAlarms, Compactor, DEFAULT_COMPACTION } from "../store/maintenance.js";
 import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
 import { addService } from "./grpc.js";
@@ -39,6 +39,12 @@ export interface ServerOptions {
   quotaBytes?: number;
   /** Seconds between compactions by the leader (default 300); 0 turns it off. */
   compactionIntervalSeconds?: number;
+  /** Compact when the revision advanced by more than this since the last compaction (default 100,000); 0 off. */
+  compactionRevisions?: number;
+  /** Newest revisions a triggered compaction keeps for watchers (default 10,000). */
+  compactionKeepRevisions?: number;
+  /** Compact and run retention when etcd's db in use passes this fraction of quotaBytes (default 0.5); 0 off. */
+  compactionDbFraction?: number;
   /** Finished jobs kept this long, seconds (default 24 h); 0: no age limit. */
   retentionAgeSeconds?: number;
   /** Finished jobs kept at most (default 100,000); 0: no count limit. */
@@ -140,8 +146,17 @@ export class ControlPlane {
       (o.retentionIntervalSeconds ?? 30) * 1000,
       (msg, fields) => this.log.info(msg, fields),
     );
-    this.compactor = new Compactor(this.store, (o.compactionIntervalSeconds ?? 300) * 1000, (msg, fields) =>
-      this.log.info(msg, fields),
+    this.compactor = new Compactor(
+      this.store,
+      {
+        intervalMs: (o.compactionIntervalSeconds ?? DEFAULT_COMPACTION.intervalMs / 1000) * 1000,
+        revisions: o.compactionRevisions ?? DEFAULT_COMPACTION.revisions,
+        keepRevisions: o.compactionKeepRevisions ?? DEFAULT_COMPACTION.keepRevisions,
+        dbFraction: o.compactionDbFraction ?? DEFAULT_COMPACTION.dbFraction,
+        quotaBytes: deps.options.quotaBytes,
+      },
+      () => this.retention.runNow(),
+      (msg, fields) => this.log.info(msg, fields),
     );
     this.election.on("elected", () => {
       this.retention.start();

@@ -58,11 +58,12 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
       return { disarmed };
     },
 
-    async recover() {
-      log.warn("recovering etcd: compact, defragment each member, disarm");
-      const res = await recover(store);
-      log.info("etcd recovery finished", { writable: res.writable, disarmed: res.disarmed });
-      return { ...res, compactedRevision: BigInt(res.compactedRevision) };
+    async recover(req: { keepFinished?: bigint }) {
+      const keep = req.keepFinished === undefined ? undefined : Number(req.keepFinished);
+      log.warn("recovering etcd: compact, defragment each member, disarm", { keepFinished: keep });
+      const res = await recover(store, keep);
+      log.info("etcd recovery finished", { writable: res.writable, disarmed: res.disarmed, deleted: res.deletedJobs });
+      return { ...res, compactedRevision: BigInt(res.compactedRevision), deletedJobs: BigInt(res.deletedJobs) };
     },
 
     async runRetention() {

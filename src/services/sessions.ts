@@ -171,11 +171,21 @@ export class Sessions {
     } catch (err) {
       const e = toCrmsError(err);
       if (e.code === "FAILED_PRECONDITION" || e.code === "NOT_FOUND") return this.refuse(session, jobId, attempt, err);
-      this.deps.log.warn("could not record start; will retry", { job: jobId, worker: session.name, error: e.message });
-      setTimeout(() => {
-        if (session.open && this.byName.get(session.name) === session) void this.started(session, jobId, attempt, pid);
-      }, 2000).unref();
+      this.retryLater(session, "start", jobId, e.message, () => this.started(session, jobId, attempt, pid));
     }
+  }
+
+  /**
+   * A report etcd could not take (NOSPACE, unavailable): try again in 2 s while
+   * the session lasts; a new session gets the report again in its hello.
+   */
+  private retryLater(session: WorkerSession, what: string, jobId: string, error: string, again: () => Promise<void>) {
+    this.deps.log.warn(`could not record ${what}; will retry`, { job: jobId, worker: session.name, error });
+    setTimeout(() => {
+      if (session.open && this.byName.get(session.name) === session) {
+        void again().catch((err) => this.reportFailed(session, jobId, err));
+      }
+    }, 2000).unref();
   }
 
   /** A report for a run that is no longer current: tell the worker to end that run. */
@@ -205,6 +215,10 @@ export class Sessions {
       this.deps.log.debug("job finished", { job: job.id, worker: session.name, state: JobState[job.state] });
     } catch (err) {
       const e = toCrmsError(err);
+      if (e.code === "RESOURCE_EXHAUSTED" || e.code === "UNAVAILABLE") {
+        // Not acknowledged: the worker keeps the report until it is.
+        return this.retryLater(session, "finish", report.jobId, e.message, () => this.finished(session, report));
+      }
       if (e.code !== "FAILED_PRECONDITION" && e.code !== "NOT_FOUND") throw err;
       this.deps.log.info("refused stale finish report", {
         job: report.jobId,

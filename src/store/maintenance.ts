@@ -3,6 +3,7 @@
  * alarms, and recovery from NOSPACE (compact, defragment each member, disarm,
  * then prove a write works), as GoCRMS's author needed and could not do.
  */
+import { runRetention } from "./retention.js";
 import { memberStatus } from "./status.js";
 import type { Store } from "./store.js";
 
@@ -51,13 +52,23 @@ export async function canWrite(store: Store): Promise<boolean> {
   }
 }
 
-/** Gets etcd out of NOSPACE without touching live records. */
-export async function recover(store: Store) {
-  const compactedRevision = await compact(store);
-  const { after } = await defragment(store);
+/**
+ * Gets etcd out of NOSPACE without touching unfinished jobs: compact, defragment,
+ * disarm; with `keepFinished`, then delete finished jobs beyond the newest that
+ * many (deletes need writes to work again) and compact and defragment once more.
+ */
+export async function recover(store: Store, keepFinished?: number) {
+  let compactedRevision = await compact(store);
+  let { after } = await defragment(store);
   const disarmed = await disarmAlarms(store);
+  let deletedJobs = 0;
+  if (keepFinished !== undefined) {
+    deletedJobs = await runRetention(store, { maxAgeSeconds: 0, maxCount: 0, keepFinished });
+    compactedRevision = await compact(store);
+    ({ after } = await defragment(store));
+  }
   const writable = await canWrite(store);
-  return { compactedRevision, members: after, disarmed, writable };
+  return { compactedRevision, members: after, disarmed, deletedJobs, writable };
 }
 
 /** Active alarm names across the cluster. */
@@ -70,44 +81,128 @@ export async function activeAlarms(store: Store): Promise<string[]> {
   ];
 }
 
+/** When the leader compacts etcd's history. */
+export interface CompactionOptions {
+  /** Milliseconds between periodic compactions (kube-apiserver: 5 minutes); 0 turns them off. */
+  intervalMs: number;
+  /** Compact as soon as the revision has advanced by more than this since the last compaction; 0 off. */
+  revisions: number;
+  /** Recent revisions a triggered compaction leaves in place, so watchers are not compacted out. */
+  keepRevisions: number;
+  /** Compact (and run retention) when a member's db in use passes this fraction of the quota; 0 off. */
+  dbFraction: number;
+  /** The etcd backend quota, bytes (for `dbFraction`). */
+  quotaBytes: number;
+  /** Milliseconds between checks of the revision and the db size (default 1 s). */
+  checkMs?: number;
+}
+
+export const DEFAULT_COMPACTION: Omit<CompactionOptions, "quotaBytes"> = {
+  intervalMs: 300_000,
+  revisions: 100_000,
+  keepRevisions: 10_000,
+  dbFraction: 0.5,
+};
+
 /**
- * Periodic compaction, kube-apiserver style: every interval, compact to the
- * revision seen one interval earlier, so watchers always have an interval of history.
+ * Compaction by the leader. Periodically, kube-apiserver style: every interval,
+ * compact to the revision seen one interval earlier, so watchers always have an
+ * interval of history. Between those, on pressure: when the revision ran more
+ * than `revisions` ahead of the last compaction, compact to all but the newest
+ * `keepRevisions`; when etcd's db in use passed `dbFraction` of the quota, ask
+ * retention to run now and compact to the revision of the previous check (at
+ * most `keepRevisions` back). With group commit a revision carries many writes,
+ * so the db-size trigger is the one that follows the bytes.
  */
 export class Compactor {
-  private timer?: NodeJS.Timeout;
+  private timers: NodeJS.Timeout[] = [];
   private previous = 0;
+  private busy = false;
+  private checking = false;
+  /** The revision at the previous check. */
+  private lastCheck = 0;
+  /** The revision etcd history was last compacted to by this compactor. */
+  compacted = 0;
   runs = 0;
+  /** Compactions started by the revision or db-size trigger. */
+  triggered = 0;
 
   constructor(
     private readonly store: Store,
-    private readonly intervalMs: number,
+    readonly options: CompactionOptions,
+    private readonly onDbPressure?: () => Promise<unknown>,
     private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
   ) {}
 
   start(): void {
-    if (this.timer || this.intervalMs <= 0) return;
-    this.timer = setInterval(() => void this.tick(), this.intervalMs);
-    void this.tick();
+    if (this.timers.length) return;
+    const o = this.options;
+    if (o.intervalMs > 0) {
+      this.timers.push(setInterval(() => void this.periodic(), o.intervalMs));
+      void this.periodic();
+    }
+    if (o.revisions > 0 || o.dbFraction > 0) {
+      this.timers.push(setInterval(() => void this.check(), o.checkMs ?? 1000));
+    }
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
     this.previous = 0;
   }
 
-  private async tick(): Promise<void> {
+  private async periodic(): Promise<void> {
     try {
       const now = await this.store.revision();
-      if (this.previous > 0) {
-        await compact(this.store, this.previous);
-        this.runs++;
-        this.log?.("compacted etcd", { revision: this.previous });
-      }
+      if (this.previous > 0) await this.compactTo(this.previous, "interval");
       this.previous = now;
     } catch (err) {
       this.log?.("compaction failed", { error: String(err) });
+    }
+  }
+
+  private async check(): Promise<void> {
+    const o = this.options;
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      // A count-only range: one small request per check, and it sees writes under every prefix.
+      const now = await this.store.revision();
+      const lastCheck = this.lastCheck;
+      this.lastCheck = now;
+      if (o.revisions > 0 && now - this.compacted > o.revisions) {
+        await this.compactTo(now - o.keepRevisions, "revisions");
+        return;
+      }
+      if (o.dbFraction > 0 && o.quotaBytes > 0) {
+        const { members } = await memberStatus(this.store);
+        const inUse = Math.max(0, ...members.map((m) => Number(m.dbSizeInUse)));
+        if (inUse > o.dbFraction * o.quotaBytes) {
+          this.log?.("etcd db in use past its threshold", { inUse, quota: o.quotaBytes });
+          await this.onDbPressure?.().catch(() => undefined);
+          // Space first: keep only what came since the previous check (a watcher further behind relists).
+          await this.compactTo(Math.max(lastCheck, now - o.keepRevisions), "db size");
+        }
+      }
+    } catch (err) {
+      this.log?.("compaction failed", { error: String(err) });
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private async compactTo(revision: number, reason: string): Promise<void> {
+    if (this.busy || revision <= this.compacted) return;
+    this.busy = true;
+    try {
+      await compact(this.store, revision);
+      this.compacted = revision;
+      this.runs++;
+      if (reason !== "interval") this.triggered++;
+      this.log?.("compacted etcd", { revision, reason });
+    } finally {
+      this.busy = false;
     }
   }
 }

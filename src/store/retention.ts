@@ -13,6 +13,8 @@ export interface RetentionOptions {
   maxAgeSeconds: number;
   /** Finished jobs kept at most (default 100,000). 0 disables the count rule. */
   maxCount: number;
+  /** Overrides maxCount, where 0 keeps no finished job (`crms admin recover --keep-finished`). */
+  keepFinished?: number;
 }
 
 export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
@@ -28,7 +30,8 @@ export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowM
     (j.spec?.retentionSeconds ?? 0) > 0 && ended(j) + (j.spec?.retentionSeconds ?? 0) * 1000 > nowMs;
   finished.sort((a, b) => ended(a) - ended(b) || a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
   const out: string[] = [];
-  let excess = options.maxCount > 0 ? finished.length - options.maxCount : 0;
+  const keep = options.keepFinished ?? (options.maxCount > 0 ? options.maxCount : finished.length);
+  let excess = finished.length - keep;
   for (const j of finished) {
     if (heldByOwnRetention(j)) continue;
     const tooOld = options.maxAgeSeconds > 0 && ended(j) + options.maxAgeSeconds * 1000 <= nowMs;
@@ -65,7 +68,7 @@ export async function runRetention(store: Store, options: RetentionOptions, now 
 /** Runs retention every interval while started (on the leader). */
 export class Retention {
   private timer?: NodeJS.Timeout;
-  private running = false;
+  private current?: Promise<number>;
   runs = 0;
   deleted = 0;
 
@@ -78,7 +81,10 @@ export class Retention {
 
   start(): void {
     if (this.timer || this.intervalMs <= 0) return;
-    this.timer = setInterval(() => void this.runNow().catch(() => undefined), this.intervalMs);
+    // The timer skips a tick while a run is in flight; runNow() callers wait for it instead.
+    this.timer = setInterval(() => {
+      if (!this.current) void this.runNow().catch(() => undefined);
+    }, this.intervalMs);
   }
 
   stop(): void {
@@ -86,9 +92,18 @@ export class Retention {
     this.timer = undefined;
   }
 
+  /** Runs retention now; if a run is in flight, waits for it and then runs again, so nothing expired is left. */
   async runNow(): Promise<number> {
-    if (this.running) return 0;
-    this.running = true;
+    while (this.current) await this.current.catch(() => undefined);
+    this.current = this.runOnce();
+    try {
+      return await this.current;
+    } finally {
+      this.current = undefined;
+    }
+  }
+
+  private async runOnce(): Promise<number> {
     try {
       const n = await runRetention(this.store, this.options);
       this.runs++;
@@ -98,8 +113,6 @@ export class Retention {
     } catch (err) {
       this.log?.("retention failed", { error: String(err) });
       throw err;
-    } finally {
-      this.running = false;
     }
   }
 }

@@ -3,7 +3,7 @@
  * port 0, and workers as separate `crms worker` processes.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +12,13 @@ import { type ControlPlane, type ServerOptions, startServer } from "../../src/se
 import { type EtcdInstance, startEtcd } from "./etcd.js";
 
 export const CRMS_BIN = fileURLToPath(new URL("../../bin/crms.js", import.meta.url));
+
+/** grpcurl as `go install` puts it, else from PATH. */
+export function grpcurlPath(): string {
+  const gopath = process.env.GOPATH || join(process.env.HOME ?? "/root", "go");
+  const candidate = join(gopath, "bin", "grpcurl");
+  return existsSync(candidate) ? candidate : "grpcurl";
+}
 
 export interface WorkerProcess {
   name: string;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/admin.proto.
  */
 export const file_crms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QikQIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSIQCg5SZWNvdmVyUmVxdWVzdCJ3Cg9SZWNvdmVyUmVzcG9uc2USGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEMsQDCgxBZG1pblNlcnZpY2USVwoQR2V0Q2x1c3RlclN0YXR1cxIgLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QaIS5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRI8CgdDb21wYWN0EhcuY3Jtcy52MS5Db21wYWN0UmVxdWVzdBoYLmNybXMudjEuQ29tcGFjdFJlc3BvbnNlEkUKCkRlZnJhZ21lbnQSGi5jcm1zLnYxLkRlZnJhZ21lbnRSZXF1ZXN0GhsuY3Jtcy52MS5EZWZyYWdtZW50UmVzcG9uc2USSwoMRGlzYXJtQWxhcm1zEhwuY3Jtcy52MS5EaXNhcm1BbGFybXNSZXF1ZXN0Gh0uY3Jtcy52MS5EaXNhcm1BbGFybXNSZXNwb25zZRI8CgdSZWNvdmVyEhcuY3Jtcy52MS5SZWNvdmVyUmVxdWVzdBoYLmNybXMudjEuUmVjb3ZlclJlc3BvbnNlEksKDFJ1blJldGVudGlvbhIcLmNybXMudjEuUnVuUmV0ZW50aW9uUmVxdWVzdBodLmNybXMudjEuUnVuUmV0ZW50aW9uUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job]);
+  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QikQIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSI+Cg5SZWNvdmVyUmVxdWVzdBIaCg1rZWVwX2ZpbmlzaGVkGAEgASgESACIAQFCEAoOX2tlZXBfZmluaXNoZWQijQEKD1JlY292ZXJSZXNwb25zZRIUCgxkZWxldGVkX2pvYnMYBSABKAQSGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEMsQDCgxBZG1pblNlcnZpY2USVwoQR2V0Q2x1c3RlclN0YXR1cxIgLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QaIS5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRI8CgdDb21wYWN0EhcuY3Jtcy52MS5Db21wYWN0UmVxdWVzdBoYLmNybXMudjEuQ29tcGFjdFJlc3BvbnNlEkUKCkRlZnJhZ21lbnQSGi5jcm1zLnYxLkRlZnJhZ21lbnRSZXF1ZXN0GhsuY3Jtcy52MS5EZWZyYWdtZW50UmVzcG9uc2USSwoMRGlzYXJtQWxhcm1zEhwuY3Jtcy52MS5EaXNhcm1BbGFybXNSZXF1ZXN0Gh0uY3Jtcy52MS5EaXNhcm1BbGFybXNSZXNwb25zZRI8CgdSZWNvdmVyEhcuY3Jtcy52MS5SZWNvdmVyUmVxdWVzdBoYLmNybXMudjEuUmVjb3ZlclJlc3BvbnNlEksKDFJ1blJldGVudGlvbhIcLmNybXMudjEuUnVuUmV0ZW50aW9uUmVxdWVzdBodLmNybXMudjEuUnVuUmV0ZW50aW9uUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job]);
 
 /**
  * EtcdMember is the status of one etcd member.
@@ -360,6 +360,17 @@ export const DisarmAlarmsResponseSchema: GenMessage<DisarmAlarmsResponse> = /*@_
  * @generated from message crms.v1.RecoverRequest
  */
 export type RecoverRequest = Message<"crms.v1.RecoverRequest"> & {
+  /**
+   * When set, once writes work again recovery deletes finished jobs
+   * (SUCCEEDED, FAILED, KILLED, final LOST) beyond the newest keep_finished,
+   * oldest first, as retention does (a job's own retention_seconds still
+   * holds it; 0 keeps none), then compacts and defragments again to return
+   * that space. Jobs that are not finished are never deleted. Unset: no job
+   * is deleted, and only etcd's history is freed.
+   *
+   * @generated from field: optional uint64 keep_finished = 1;
+   */
+  keepFinished?: bigint | undefined;
 };
 
 /**
@@ -375,6 +386,13 @@ export const RecoverRequestSchema: GenMessage<RecoverRequest> = /*@__PURE__*/
  * @generated from message crms.v1.RecoverResponse
  */
 export type RecoverResponse = Message<"crms.v1.RecoverResponse"> & {
+  /**
+   * Finished jobs deleted (with keep_finished).
+   *
+   * @generated from field: uint64 deleted_jobs = 5;
+   */
+  deletedJobs: bigint;
+
   /**
    * Revision compacted to.
    *
@@ -497,7 +515,9 @@ export const AdminService: GenService<{
   },
   /**
    * Gets out of NOSPACE: compact to the current revision, defragment each
-   * member, disarm, then check that a write works. Live jobs are kept.
+   * member, disarm, optionally delete old finished jobs (keep_finished) and
+   * compact and defragment again, then check that a write works. Jobs that
+   * are not finished are always kept.
    *
    * @generated from rpc crms.v1.AdminService.Recover
    */

@@ -646,7 +646,14 @@ func (x *DisarmAlarmsResponse) GetDisarmed() []string {
 
 // RecoverRequest asks to get etcd out of NOSPACE.
 type RecoverRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When set, once writes work again recovery deletes finished jobs
+	// (SUCCEEDED, FAILED, KILLED, final LOST) beyond the newest keep_finished,
+	// oldest first, as retention does (a job's own retention_seconds still
+	// holds it; 0 keeps none), then compacts and defragments again to return
+	// that space. Jobs that are not finished are never deleted. Unset: no job
+	// is deleted, and only etcd's history is freed.
+	KeepFinished  *uint64 `protobuf:"varint,1,opt,name=keep_finished,json=keepFinished,proto3,oneof" json:"keep_finished,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -681,9 +688,18 @@ func (*RecoverRequest) Descriptor() ([]byte, []int) {
 	return file_crms_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
+func (x *RecoverRequest) GetKeepFinished() uint64 {
+	if x != nil && x.KeepFinished != nil {
+		return *x.KeepFinished
+	}
+	return 0
+}
+
 // RecoverResponse reports each recovery step.
 type RecoverResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// Finished jobs deleted (with keep_finished).
+	DeletedJobs uint64 `protobuf:"varint,5,opt,name=deleted_jobs,json=deletedJobs,proto3" json:"deleted_jobs,omitempty"`
 	// Revision compacted to.
 	CompactedRevision int64 `protobuf:"varint,1,opt,name=compacted_revision,json=compactedRevision,proto3" json:"compacted_revision,omitempty"`
 	// Members after defragmentation.
@@ -724,6 +740,13 @@ func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
 func (*RecoverResponse) Descriptor() ([]byte, []int) {
 	return file_crms_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RecoverResponse) GetDeletedJobs() uint64 {
+	if x != nil {
+		return x.DeletedJobs
+	}
+	return 0
 }
 
 func (x *RecoverResponse) GetCompactedRevision() int64 {
@@ -887,9 +910,12 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\x05after\x18\x02 \x03(\v2\x13.crms.v1.EtcdMemberR\x05after\"\x15\n" +
 	"\x13DisarmAlarmsRequest\"2\n" +
 	"\x14DisarmAlarmsResponse\x12\x1a\n" +
-	"\bdisarmed\x18\x01 \x03(\tR\bdisarmed\"\x10\n" +
-	"\x0eRecoverRequest\"\xa7\x01\n" +
-	"\x0fRecoverResponse\x12-\n" +
+	"\bdisarmed\x18\x01 \x03(\tR\bdisarmed\"L\n" +
+	"\x0eRecoverRequest\x12(\n" +
+	"\rkeep_finished\x18\x01 \x01(\x04H\x00R\fkeepFinished\x88\x01\x01B\x10\n" +
+	"\x0e_keep_finished\"\xca\x01\n" +
+	"\x0fRecoverResponse\x12!\n" +
+	"\fdeleted_jobs\x18\x05 \x01(\x04R\vdeletedJobs\x12-\n" +
 	"\x12compacted_revision\x18\x01 \x01(\x03R\x11compactedRevision\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.crms.v1.EtcdMemberR\amembers\x12\x1a\n" +
 	"\bdisarmed\x18\x03 \x03(\tR\bdisarmed\x12\x1a\n" +
@@ -970,6 +996,7 @@ func file_crms_v1_admin_proto_init() {
 		return
 	}
 	file_crms_v1_job_proto_init()
+	file_crms_v1_admin_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -44,7 +44,9 @@ type AdminServiceClient interface {
 	// Disarms etcd alarms (after space was freed).
 	DisarmAlarms(ctx context.Context, in *DisarmAlarmsRequest, opts ...grpc.CallOption) (*DisarmAlarmsResponse, error)
 	// Gets out of NOSPACE: compact to the current revision, defragment each
-	// member, disarm, then check that a write works. Live jobs are kept.
+	// member, disarm, optionally delete old finished jobs (keep_finished) and
+	// compact and defragment again, then check that a write works. Jobs that
+	// are not finished are always kept.
 	Recover(ctx context.Context, in *RecoverRequest, opts ...grpc.CallOption) (*RecoverResponse, error)
 	// Deletes finished jobs past their retention now.
 	RunRetention(ctx context.Context, in *RunRetentionRequest, opts ...grpc.CallOption) (*RunRetentionResponse, error)
@@ -135,7 +137,9 @@ type AdminServiceServer interface {
 	// Disarms etcd alarms (after space was freed).
 	DisarmAlarms(context.Context, *DisarmAlarmsRequest) (*DisarmAlarmsResponse, error)
 	// Gets out of NOSPACE: compact to the current revision, defragment each
-	// member, disarm, then check that a write works. Live jobs are kept.
+	// member, disarm, optionally delete old finished jobs (keep_finished) and
+	// compact and defragment again, then check that a write works. Jobs that
+	// are not finished are always kept.
 	Recover(context.Context, *RecoverRequest) (*RecoverResponse, error)
 	// Deletes finished jobs past their retention now.
 	RunRetention(context.Context, *RunRetentionRequest) (*RunRetentionResponse, error)

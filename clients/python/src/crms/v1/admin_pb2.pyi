@@ -104,20 +104,24 @@ class DisarmAlarmsResponse(_message.Message):
     def __init__(self, disarmed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecoverRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("keep_finished",)
+    KEEP_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    keep_finished: int
+    def __init__(self, keep_finished: _Optional[int] = ...) -> None: ...
 
 class RecoverResponse(_message.Message):
-    __slots__ = ("compacted_revision", "members", "disarmed", "writable")
+    __slots__ = ("deleted_jobs", "compacted_revision", "members", "disarmed", "writable")
+    DELETED_JOBS_FIELD_NUMBER: _ClassVar[int]
     COMPACTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     DISARMED_FIELD_NUMBER: _ClassVar[int]
     WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    deleted_jobs: int
     compacted_revision: int
     members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
     disarmed: _containers.RepeatedScalarFieldContainer[str]
     writable: bool
-    def __init__(self, compacted_revision: _Optional[int] = ..., members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., disarmed: _Optional[_Iterable[str]] = ..., writable: _Optional[bool] = ...) -> None: ...
+    def __init__(self, deleted_jobs: _Optional[int] = ..., compacted_revision: _Optional[int] = ..., members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., disarmed: _Optional[_Iterable[str]] = ..., writable: _Optional[bool] = ...) -> None: ...
 
 class RunRetentionRequest(_message.Message):
     __slots__ = ()

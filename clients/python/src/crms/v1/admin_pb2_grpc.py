@@ -104,7 +104,9 @@ class AdminServiceServicer:
 
     def Recover(self, request, context):
         """Gets out of NOSPACE: compact to the current revision, defragment each
-        member, disarm, then check that a write works. Live jobs are kept.
+        member, disarm, optionally delete old finished jobs (keep_finished) and
+        compact and defragment again, then check that a write works. Jobs that
+        are not finished are always kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
