@@ -133,7 +133,7 @@ export function jobDetail(j: Job): string {
         time(a.assignTime),
         time(a.startTime),
         time(a.endTime),
-        a.outcome ? jobState(a.outcome) : "running",
+        a.outcome ? `${jobState(a.outcome)}${a.timedOut ? " (timeout)" : ""}` : "running",
         a.error || (a.exitCode !== undefined ? `exit ${a.exitCode}` : ""),
       ]),
     )}`;

@@ -128,6 +128,8 @@ export function transition(job: Job, event: JobEvent): Job | undefined {
         return endAttempt(job, JobState.KILLED, { ...fields, error: r.error || "killed by request" }, event.now);
       }
       if (r.timedOut) {
+        const attempt = currentAttempt(job);
+        if (attempt) attempt.timedOut = true;
         return endAttempt(
           job,
           JobState.FAILED,

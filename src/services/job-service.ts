@@ -19,7 +19,7 @@ import {
 } from "../../gen/crms/v1/job_pb.js";
 import { isFinal } from "../rpc/states.js";
 import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
-import { checkDependencies, checkNoCycle } from "../scheduler/dependencies.js";
+import { checkDependencies, checkNoCycle, evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
 import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
@@ -38,9 +38,14 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   const { store } = deps;
   const arrays = arrayIndex(store);
 
-  /** present() plus an array parent's task counts, computed now. */
+  /** present() plus an array parent's task counts and what a pending job waits for, computed now. */
   function show(job: Job): Job {
-    const j = present(job);
+    let j = job;
+    if (j.state === JobState.PENDING && j.spec?.after.length) {
+      const v = evaluate(j, (id) => store.job(id));
+      if (v.kind === "wait") j = { ...j, pendingReason: v.reason };
+    }
+    j = present(j);
     return isArrayParent(j) ? { ...j, arrayCounts: arrays.counts(j) } : j;
   }
 

@@ -721,7 +721,10 @@ type Attempt struct {
 	// Signal name (e.g. SIGKILL) when the process was ended by a signal.
 	Signal string `protobuf:"bytes,8,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Why the attempt failed, if it did.
-	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// The run was killed for passing JobSpec.timeout_seconds (outcome FAILED;
+	// it counts against max_retries).
+	TimedOut      bool `protobuf:"varint,10,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -817,6 +820,13 @@ func (x *Attempt) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Attempt) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
 }
 
 // Job is a submitted job and its current status.
@@ -2116,7 +2126,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\tsucceeded\x18\x06 \x01(\rR\tsucceeded\x12\x16\n" +
 	"\x06failed\x18\a \x01(\rR\x06failed\x12\x16\n" +
 	"\x06killed\x18\b \x01(\rR\x06killed\x12\x12\n" +
-	"\x04lost\x18\t \x01(\rR\x04lost\"\xf3\x02\n" +
+	"\x04lost\x18\t \x01(\rR\x04lost\"\x90\x03\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\rR\x06number\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12;\n" +
@@ -2128,7 +2138,9 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\aoutcome\x18\x06 \x01(\x0e2\x11.crms.v1.JobStateR\aoutcome\x12 \n" +
 	"\texit_code\x18\a \x01(\x05H\x00R\bexitCode\x88\x01\x01\x12\x16\n" +
 	"\x06signal\x18\b \x01(\tR\x06signal\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05errorB\f\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x1b\n" +
+	"\ttimed_out\x18\n" +
+	" \x01(\bR\btimedOutB\f\n" +
 	"\n" +
 	"_exit_code\"\x9d\a\n" +
 	"\x03Job\x12\x0e\n" +

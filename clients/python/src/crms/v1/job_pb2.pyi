@@ -160,7 +160,7 @@ class ArrayCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., created: _Optional[int] = ..., pending: _Optional[int] = ..., held: _Optional[int] = ..., running: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., killed: _Optional[int] = ..., lost: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "worker", "assign_time", "start_time", "end_time", "outcome", "exit_code", "signal", "error")
+    __slots__ = ("number", "worker", "assign_time", "start_time", "end_time", "outcome", "exit_code", "signal", "error", "timed_out")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class Attempt(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     number: int
     worker: str
     assign_time: _timestamp_pb2.Timestamp
@@ -179,7 +180,8 @@ class Attempt(_message.Message):
     exit_code: int
     signal: str
     error: str
-    def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    timed_out: bool
+    def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds", "array_parent", "array_index", "array_counts", "array_created")
