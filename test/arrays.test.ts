@@ -93,6 +93,7 @@ test("hold, release and kill act on a whole array or on one task", async (t) => 
     await new Promise((r) => setTimeout(r, 1000));
     t.is((await counts())?.running, 3);
     t.is((await counts())?.pending, 7);
+    t.is((await c.getJob(parent.id)).state, JobState.RUNNING, "a parent with running tasks reads RUNNING");
     const waiting = (await c.getJob(tasks.find((j) => j.arrayIndex === 9)?.id ?? "")).pendingReason;
     t.regex(waiting, /array \d+ has 3 tasks running/);
 

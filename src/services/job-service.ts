@@ -46,7 +46,10 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       if (v.kind === "wait") j = { ...j, pendingReason: v.reason };
     }
     j = present(j);
-    return isArrayParent(j) ? { ...j, arrayCounts: arrays.counts(j) } : j;
+    if (!isArrayParent(j)) return j;
+    const arrayCounts = arrays.counts(j);
+    const running = j.state === JobState.PENDING && arrayCounts.running > 0;
+    return { ...j, arrayCounts, state: running ? JobState.RUNNING : j.state };
   }
 
   async function getJob(id: string): Promise<Job> {

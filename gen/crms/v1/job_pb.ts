@@ -545,9 +545,10 @@ export type Job = Message<"crms.v1.Job"> & {
   arrayIndex: number;
 
   /**
-   * For an array parent: its tasks by state, computed when read. A parent is
-   * PENDING until its tasks all ended, then SUCCEEDED if all succeeded,
-   * KILLED if it was killed, else FAILED.
+   * For an array parent: its tasks by state, computed when read. A parent
+   * reads RUNNING while a task holds a slot, else PENDING (or HELD), until its
+   * tasks all ended; then SUCCEEDED if all succeeded, KILLED if it was killed
+   * (or a task was), else FAILED.
    *
    * @generated from field: crms.v1.ArrayCounts array_counts = 24;
    */

@@ -880,9 +880,10 @@ type Job struct {
 	ArrayParent string `protobuf:"bytes,22,opt,name=array_parent,json=arrayParent,proto3" json:"array_parent,omitempty"`
 	// For a task of an array: its index.
 	ArrayIndex uint32 `protobuf:"varint,23,opt,name=array_index,json=arrayIndex,proto3" json:"array_index,omitempty"`
-	// For an array parent: its tasks by state, computed when read. A parent is
-	// PENDING until its tasks all ended, then SUCCEEDED if all succeeded,
-	// KILLED if it was killed, else FAILED.
+	// For an array parent: its tasks by state, computed when read. A parent
+	// reads RUNNING while a task holds a slot, else PENDING (or HELD), until its
+	// tasks all ended; then SUCCEEDED if all succeeded, KILLED if it was killed
+	// (or a task was), else FAILED.
 	ArrayCounts *ArrayCounts `protobuf:"bytes,24,opt,name=array_counts,json=arrayCounts,proto3" json:"array_counts,omitempty"`
 	// For an array parent: how many task records the scheduler has created.
 	ArrayCreated  uint32 `protobuf:"varint,25,opt,name=array_created,json=arrayCreated,proto3" json:"array_created,omitempty"`
