@@ -96,6 +96,10 @@ test("hold, release and kill act on a whole array or on one task", async (t) => 
     t.is((await c.getJob(parent.id)).state, JobState.RUNNING, "a parent with running tasks reads RUNNING");
     const waiting = (await c.getJob(tasks.find((j) => j.arrayIndex === 9)?.id ?? "")).pendingReason;
     t.regex(waiting, /array \d+ has 3 tasks running/);
+    // A job submitted after the array takes the slot the %3 limit leaves free.
+    const other = await c.submit({ command: ["true"] });
+    t.is((await c.wait(other.id, { timeoutMs: 20_000 })).state, JobState.SUCCEEDED);
+    t.is((await counts())?.pending, 7, "the array still waits");
 
     // Kill one task: only it ends KILLED; another takes its place.
     await c.kill(task0.id, 1);

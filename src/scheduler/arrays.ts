@@ -98,6 +98,19 @@ export class ArrayIndex {
     return this.n(parent, JobState.ASSIGNED) + this.n(parent, JobState.RUNNING);
   }
 
+  /** How many more tasks of a parent may take a slot now under its %K limit (Infinity: no limit). */
+  room(parent: string, store: Store): number {
+    const limit = store.job(parent)?.spec?.array?.maxRunning ?? 0;
+    return limit > 0 ? limit - this.active(parent) : Number.POSITIVE_INFINITY;
+  }
+
+  /** Why a pending task waits for its array's limit, or "" when it does not. */
+  limitReason(task: Job, store: Store): string {
+    if (!task.arrayParent || this.room(task.arrayParent, store) > 0) return "";
+    const limit = store.job(task.arrayParent)?.spec?.array?.maxRunning ?? 0;
+    return `array ${task.arrayParent} has ${limit} tasks running (its limit)`;
+  }
+
   /** Created tasks of a parent that have not ended. */
   unfinished(parent: string): number {
     const c = this.tasks.get(parent)?.states.size ?? 0;

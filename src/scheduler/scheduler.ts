@@ -151,45 +151,39 @@ export class Scheduler {
       if (!this.running || this.pending.size === 0) return;
       this.stats.passes++;
       const workers = this.workerSlots();
-      const ids = this.pending.head(this.options.passSize ?? 4096);
-      const candidates: Candidate[] = [];
       const fence = this.election.fence();
       const writes: Promise<unknown>[] = [];
-      const note = (id: string, event: Parameters<typeof transition>[1]) =>
-        writes.push(
-          this.store
-            .updateJob(id, (job) => transition(job, event), fence)
-            .catch((err) => {
-              this.options.log?.("job update failed", { job: id, event: event.type, error: String(err) });
-            }),
-        );
+      // Jobs waiting for dependencies or for their array's running limit are passed
+      // over without using the pass's budget (their reason is computed when read).
       const arrayRoom = new Map<string, number>();
-      for (const id of ids) {
+      const eligible = (id: string): boolean => {
         const job = this.store.job(id);
-        if (!job || job.state !== JobState.PENDING) continue;
+        if (!job || job.state !== JobState.PENDING) return false;
         if (job.spec?.after.length) {
           const v = evaluate(job, (dep) => this.store.job(dep));
           if (v.kind === "fail") {
             this.pending.delete(id);
-            note(id, { type: "unmet", reason: v.reason, now: new Date() });
-            continue;
+            writes.push(
+              this.store
+                .updateJob(id, (j) => transition(j, { type: "unmet", reason: v.reason, now: new Date() }), fence)
+                .catch((err) => this.options.log?.("failing a job failed", { job: id, error: String(err) })),
+            );
           }
-          if (v.kind === "wait") {
-            note(id, { type: "reason", reason: v.reason });
-            continue;
-          }
+          if (v.kind !== "ready") return false;
         }
         if (job.arrayParent) {
-          const limit = this.store.job(job.arrayParent)?.spec?.array?.maxRunning ?? 0;
-          if (limit > 0) {
-            const room = arrayRoom.get(job.arrayParent) ?? limit - this.arrays.active(job.arrayParent);
-            if (room <= 0) {
-              note(id, { type: "reason", reason: `array ${job.arrayParent} has ${limit} tasks running (its limit)` });
-              continue;
-            }
-            arrayRoom.set(job.arrayParent, room - 1);
-          }
+          const room = arrayRoom.get(job.arrayParent) ?? this.arrays.room(job.arrayParent, this.store);
+          if (room <= 0) return false;
+          arrayRoom.set(job.arrayParent, room - 1);
         }
+        return true;
+      };
+      const passSize = this.options.passSize ?? 4096;
+      const ids = this.pending.head(passSize, eligible, passSize * 25);
+      const candidates: Candidate[] = [];
+      for (const id of ids) {
+        const job = this.store.job(id);
+        if (!job) continue;
         candidates.push({ id, targetWorker: job.spec?.targetWorker ?? "", constraints: job.spec?.constraints ?? {} });
       }
       const { placed, unplaced } = place(candidates, workers);

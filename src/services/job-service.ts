@@ -44,6 +44,9 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     if (j.state === JobState.PENDING && j.spec?.after.length) {
       const v = evaluate(j, (id) => store.job(id));
       if (v.kind === "wait") j = { ...j, pendingReason: v.reason };
+    } else if (j.state === JobState.PENDING && j.arrayParent) {
+      const reason = arrays.limitReason(j, store);
+      if (reason) j = { ...j, pendingReason: reason };
     }
     j = present(j);
     if (!isArrayParent(j)) return j;
