@@ -133,6 +133,10 @@ test("array specs are checked and a retried submit with the same request id make
     let n = 0;
     for await (const _ of c.jobs({ includeTasks: true })) n++;
     t.is(n, 6, "one parent and 5 tasks");
+    await c.deleteJob(a.id);
+    let left = 0;
+    for await (const _ of c.jobs({ includeTasks: true })) left++;
+    t.is(left, 0, "deleting an array deletes its tasks");
   } finally {
     await cluster.stop();
   }

@@ -80,22 +80,27 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
    * ended, or not PENDING for a hold) are left as they are.
    */
   async function eachTask(parent: string, mutate: (task: Job) => Job | undefined): Promise<void> {
+    await forTasks(parent, (tid) =>
+      store.updateJob(tid, (task) => {
+        try {
+          return mutate(task);
+        } catch (err) {
+          if (err instanceof CrmsError && err.code === "FAILED_PRECONDITION") return undefined;
+          throw err;
+        }
+      }),
+    );
+  }
+
+  /** Runs `fn` on every created task of an array, 64 at a time; tasks gone meanwhile are skipped. */
+  async function forTasks(parent: string, fn: (taskId: string) => Promise<unknown>): Promise<void> {
     const ids = arrays.ids(parent);
     for (let i = 0; i < ids.length; i += 64) {
       await Promise.all(
         ids.slice(i, i + 64).map((tid) =>
-          store
-            .updateJob(tid, (task) => {
-              try {
-                return mutate(task);
-              } catch (err) {
-                if (err instanceof CrmsError && err.code === "FAILED_PRECONDITION") return undefined;
-                throw err;
-              }
-            })
-            .catch((err) => {
-              if (!(err instanceof CrmsError && err.code === "NOT_FOUND")) throw err;
-            }),
+          fn(tid).catch((err) => {
+            if (!(err instanceof CrmsError && err.code === "NOT_FOUND")) throw err;
+          }),
         ),
       );
     }
@@ -219,12 +224,13 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
     async deleteJob(req: GetJobRequest) {
       checkJobId(req.id);
-      await store.deleteJob(req.id, (job) => {
+      const finished = (id: string) => (job: Job) => {
         if (!isFinal(job.state))
-          throw precondition(
-            `job ${req.id} is ${JobState[job.state]}; only a finished job can be deleted (kill it first)`,
-          );
-      });
+          throw precondition(`job ${id} is ${JobState[job.state]}; only a finished job can be deleted (kill it first)`);
+      };
+      await store.deleteJob(req.id, finished(req.id));
+      // An array's tasks go with it (all ended, since the parent did).
+      await forTasks(req.id, (tid) => store.deleteJob(tid, finished(tid)));
       return create(DeleteJobResponseSchema, {});
     },
 
