@@ -94,6 +94,10 @@ test("hold, release and kill act on a whole array or on one task", async (t) => 
     t.is((await counts())?.running, 3);
     t.is((await counts())?.pending, 7);
     t.is((await c.getJob(parent.id)).state, JobState.RUNNING, "a parent with running tasks reads RUNNING");
+    const runningIds = (await c.listJobs({ states: [JobState.RUNNING, JobState.ASSIGNED] })).jobs.map((j) => j.id);
+    t.deepEqual(runningIds, [parent.id], "a state filter matches the parent by the state it reads as");
+    const onWorker = (await c.listJobs({ worker: "k1" })).jobs;
+    t.is(onWorker.filter((j) => j.arrayParent === parent.id).length, 3, "a worker filter lists the tasks on it");
     const waiting = (await c.getJob(tasks.find((j) => j.arrayIndex === 9)?.id ?? "")).pendingReason;
     t.regex(waiting, /array \d+ has 3 tasks running/);
     // A job submitted after the array takes the slot the %3 limit leaves free.

@@ -107,8 +107,11 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   }
 
   function matches(job: Job, req: ListJobsRequest, states: Set<JobState>): boolean {
-    if (req.arrayParent ? job.arrayParent !== req.arrayParent : job.arrayParent && !req.includeTasks) return false;
-    if (states.size && !states.has(job.state)) return false;
+    if (req.arrayParent) {
+      if (job.arrayParent !== req.arrayParent) return false;
+    } else if (job.arrayParent && !req.includeTasks && !req.worker) return false;
+    // A parent matches by the state it reads as (RUNNING while tasks run).
+    if (states.size && !states.has(isArrayParent(job) ? show(job).state : job.state)) return false;
     if (req.worker && job.worker !== req.worker) return false;
     for (const k in req.labels) if (job.spec?.labels[k] !== req.labels[k]) return false;
     return true;

@@ -51,7 +51,7 @@ type JobFilter struct {
 	// Jobs fetched per call, 1 to 1,000; 0 means the server's default (100).
 	PageSize uint32
 	// Only the tasks of this array parent. Without it, array tasks are left
-	// out (their parent stands for them) unless IncludeTasks is set.
+	// out (their parent stands for them) unless IncludeTasks or Worker is set.
 	ArrayParent string
 	// List array tasks alongside other jobs.
 	IncludeTasks bool

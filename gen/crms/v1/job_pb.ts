@@ -711,7 +711,8 @@ export type ListJobsRequest = Message<"crms.v1.ListJobsRequest"> & {
 
   /**
    * Only the tasks of this array parent. Without it, array tasks are left out
-   * (their parent stands for them) unless include_tasks is set.
+   * (their parent stands for them) unless include_tasks or worker is set. A
+   * parent matches states by the state it reads as (see Job.array_counts).
    *
    * @generated from field: string array_parent = 6;
    */

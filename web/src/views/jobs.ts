@@ -288,7 +288,7 @@ export function jobsView(route: Route): View {
     (job.spec?.command ?? []).join(" ").toLowerCase().includes(needle);
 
   const matches = (job: Job) =>
-    (f.array ? job.arrayParent === f.array : !job.arrayParent) &&
+    (f.array ? job.arrayParent === f.array : !job.arrayParent || Boolean(f.worker)) &&
     (!f.state || job.state === f.state) &&
     (!f.worker || job.worker === f.worker) &&
     Object.entries(labels).every(([k, v]) => job.spec?.labels[k] === v) &&

@@ -208,8 +208,8 @@ class Client:
         ``state`` is one state or several (``JobState``, name like ``"RUNNING"``,
         or number); ``worker`` keeps jobs whose last attempt is on that worker;
         ``labels`` keeps jobs carrying every key=value. Array tasks are left out
-        (their parent stands for them) unless ``include_tasks``; ``array`` lists
-        only the tasks of that array parent.
+        (their parent stands for them) unless ``include_tasks`` or ``worker`` is
+        given; ``array`` lists only the tasks of that array parent.
         """
         req = job_pb2.ListJobsRequest(
             states=_states(state),

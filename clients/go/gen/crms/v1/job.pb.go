@@ -1313,7 +1313,8 @@ type ListJobsRequest struct {
 	// The next_page_token of the previous page; empty for the first.
 	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only the tasks of this array parent. Without it, array tasks are left out
-	// (their parent stands for them) unless include_tasks is set.
+	// (their parent stands for them) unless include_tasks or worker is set. A
+	// parent matches states by the state it reads as (see Job.array_counts).
 	ArrayParent string `protobuf:"bytes,6,opt,name=array_parent,json=arrayParent,proto3" json:"array_parent,omitempty"`
 	// List array tasks alongside other jobs.
 	IncludeTasks  bool `protobuf:"varint,7,opt,name=include_tasks,json=includeTasks,proto3" json:"include_tasks,omitempty"`
