@@ -80,3 +80,27 @@ test("hold only from PENDING, release only from HELD", (t) => {
   const assigned = step(fresh(), { type: "assign", worker: "w", now });
   t.throws(() => transition(assigned, { type: "hold" }));
 });
+
+test("an unmet dependency fails a pending job without a run; an array parent takes its summary state once", (t) => {
+  const j = step(fresh(), { type: "unmet", reason: "dependency not met: job 7 ended FAILED, needed succeeded", now });
+  t.is(j.state, JobState.FAILED);
+  t.is(j.error, "dependency not met: job 7 ended FAILED, needed succeeded");
+  t.is(j.attempts.length, 0);
+  t.truthy(j.endTime);
+  const running = step(fresh(), { type: "assign", worker: "w", now });
+  t.is(transition(running, { type: "unmet", reason: "x", now }), undefined, "only a PENDING job");
+  const p = step(fresh(), { type: "array-done", state: JobState.FAILED, now });
+  t.is(p.state, JobState.FAILED);
+  t.is(p.error, "some tasks did not succeed");
+  t.is(transition(p, { type: "array-done", state: JobState.SUCCEEDED, now }), undefined);
+});
+
+test("a timed-out run is a FAILED attempt marked as a timeout and uses the retry budget", (t) => {
+  let j = step(fresh({ maxRetries: 1 }), { type: "assign", worker: "w", now });
+  j = step(j, { type: "started", worker: "w", attempt: 1, pid: 9, now });
+  j = step(j, { type: "finished", worker: "w", report: finished(1, { timedOut: true, signal: "SIGKILL" }), now });
+  t.is(j.state, JobState.PENDING);
+  t.is(j.failures, 1);
+  t.true(j.attempts[0]?.timedOut);
+  t.is(j.attempts[0]?.outcome, JobState.FAILED);
+});

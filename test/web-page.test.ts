@@ -286,6 +286,27 @@ test.serial("closed pages end their watch streams on the server", async (t) => {
   t.pass();
 });
 
+test.serial("job pages show an array's task counts, its tasks, dependencies and attempts", async (t) => {
+  const c = t.context.cluster.client();
+  const arr = await c.submit({ command: ["true"], name: "web array", array: { first: 1, last: 4, maxRunning: 2 } });
+  const after = await c.submit({ command: ["true"], name: "web after", after: [{ jobId: arr.id }] });
+  await c.wait(after.id, { timeoutMs: 30_000 });
+  const { page, errors } = await open(t, `#/jobs/${arr.id}`);
+  await page.locator(".array-counts", { hasText: "4 succeeded / 4" }).waitFor({ timeout: 15_000 });
+  t.regex((await page.locator(".job-details").textContent()) ?? "", /1-4, at most 2 running/);
+  await page.locator(".array-counts a", { hasText: "list tasks" }).click();
+  await page.getByRole("heading", { name: `Tasks of array ${arr.id}` }).waitFor();
+  await page.locator("tbody tr").nth(3).waitFor();
+  t.is(await page.locator("tbody tr").count(), 4);
+  await shot(page, "array-tasks");
+  await page.goto(`${t.context.http.url}#/jobs/${after.id}`);
+  await page.locator(".dependencies li", { hasText: `job ${arr.id} succeeded` }).waitFor({ timeout: 15_000 });
+  t.is(await page.locator("section[aria-labelledby='job-attempts'] tbody tr").count(), 1);
+  await shot(page, "job-dependencies");
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
 test.serial("a worker is drained from the workers page", async (t) => {
   const { page, errors } = await open(t, "#/workers");
   const row = page.locator("tr[data-name='web-alpha']");

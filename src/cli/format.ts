@@ -1,8 +1,11 @@
 /** Output for people (tables) and for scripts (JSON). */
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
+import { type ArrayCounts, type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { formatArraySpec } from "../scheduler/arrays.js";
+import { conditionWord } from "../scheduler/dependencies.js";
+import { DEFAULT_MAX_LOST_RETRIES } from "../scheduler/job-machine.js";
 
 /** Renders rows as an aligned table with a header. */
 export function table(header: string[], rows: string[][]): string {
@@ -42,6 +45,25 @@ export function json<T extends DescMessage>(schema: T, value: MessageShape<T>): 
   return toJson(schema, value, { alwaysEmitImplicit: false });
 }
 
+/** "3 running, 10 succeeded, 987 pending of 1000" (only the non-zero counts). */
+export function arrayCountsText(c: ArrayCounts | undefined): string {
+  if (!c) return "-";
+  const parts = (["running", "pending", "held", "succeeded", "failed", "killed", "lost"] as const)
+    .filter((k) => c[k] > 0)
+    .map((k) => `${c[k]} ${k}`);
+  return `${parts.join(", ") || "none"} of ${c.total}`;
+}
+
+/** The state column: a parent's state with its task counts. */
+function stateText(j: Job): string {
+  if (!j.spec?.array) return jobState(j.state);
+  return `${jobState(j.state)} [${arrayCountsText(j.arrayCounts)}]`;
+}
+
+function dependenciesText(j: Job): string {
+  return (j.spec?.after ?? []).map((d) => `${d.jobId}:${conditionWord(d.condition)}`).join(", ");
+}
+
 export function jobsTable(jobs: Job[], wide = false): string {
   const header = wide
     ? ["ID", "NAME", "STATE", "WORKER", "ATTEMPT", "EXIT", "SUBMITTED", "COMMAND", "REASON"]
@@ -51,7 +73,7 @@ export function jobsTable(jobs: Job[], wide = false): string {
       ? [
           j.id,
           j.spec?.name || "-",
-          jobState(j.state),
+          stateText(j),
           j.worker || "-",
           String(j.attempt),
           j.exitCode === undefined ? (j.signal ? j.signal : "-") : String(j.exitCode),
@@ -59,7 +81,7 @@ export function jobsTable(jobs: Job[], wide = false): string {
           commandLine(j, 60),
           j.error || j.pendingReason || "",
         ]
-      : [j.id, j.spec?.name || "-", jobState(j.state), j.worker || "-", ago(j.submitTime), commandLine(j)],
+      : [j.id, j.spec?.name || "-", stateText(j), j.worker || "-", ago(j.submitTime), commandLine(j)],
   );
   return table(header, rows);
 }
@@ -78,12 +100,22 @@ export function jobDetail(j: Job): string {
     ["Error", j.error || "-"],
     ["Pending reason", j.pendingReason || "-"],
     ["Priority", String(j.spec?.priority ?? 0)],
-    ["Retries", `${j.failures} of ${j.spec?.maxRetries ?? 0} used; lost runs ${j.lostCount}`],
+    [
+      "Retries",
+      `${j.failures} of ${j.spec?.maxRetries ?? 0} used; lost runs ${j.lostCount} of ${j.spec?.maxLostRetries || DEFAULT_MAX_LOST_RETRIES} (not counted as retries)`,
+    ],
+    ["Timeout", j.spec?.timeoutSeconds ? `${j.spec.timeoutSeconds}s` : "-"],
     ["Submitted", time(j.submitTime)],
     ["Started", time(j.startTime)],
     ["Ended", time(j.endTime)],
   ];
   if (j.spec?.targetWorker) lines.push(["Target worker", j.spec.targetWorker]);
+  if (j.spec?.array) {
+    lines.push(["Array", formatArraySpec(j.spec.array)]);
+    lines.push(["Tasks", `${arrayCountsText(j.arrayCounts)} (${j.arrayCreated} created; crms jobs --array ${j.id})`]);
+  }
+  if (j.arrayParent) lines.push(["Array task", `index ${j.arrayIndex} of array ${j.arrayParent}`]);
+  if (j.spec?.after.length) lines.push(["After", dependenciesText(j)]);
   const kv = (m: { [k: string]: string } | undefined) =>
     Object.entries(m ?? {})
       .map(([k, v]) => `${k}=${v}`)
@@ -101,7 +133,7 @@ export function jobDetail(j: Job): string {
         time(a.assignTime),
         time(a.startTime),
         time(a.endTime),
-        a.outcome ? jobState(a.outcome) : "running",
+        a.outcome ? `${jobState(a.outcome)}${a.timedOut ? " (timeout)" : ""}` : "running",
         a.error || (a.exitCode !== undefined ? `exit ${a.exitCode}` : ""),
       ]),
     )}`;

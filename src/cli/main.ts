@@ -9,6 +9,8 @@ import { status as grpcStatus } from "@grpc/grpc-js";
 import { GetClusterStatusResponseSchema } from "../../gen/crms/v1/admin_pb.js";
 import { JobState } from "../../gen/crms/v1/job_pb.js";
 import { CrmsClient, defaultServer } from "../client/client.js";
+import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
+import { parseAfter } from "../scheduler/dependencies.js";
 import {
   JobSchema,
   jobDetail,
@@ -30,8 +32,10 @@ Jobs:
   submit [options] -- CMD ARGS...   submit a job (--name --env K=V --cwd DIR --label K=V
                                     --constraint K=V --on WORKER --priority N --retries N
                                     --lost-retries N --timeout SECONDS --hold --wait
+                                    --array FIRST-LAST[%MAX] --after ID[:succeeded|failed|finished]
                                     --request-id ID -o json)
-  jobs [--state S] [--worker W] [--label K=V] [-o table|wide|json]
+  jobs [--state S] [--worker W] [--label K=V] [--array ID] [--tasks] [-o table|wide|json]
+                                    (--array ID: the tasks of an array; --tasks: list tasks too)
   job ID [-o json]                  show one job with its attempts
   logs [-f] ID                      print a job's output (-f follows it)
   kill ID [--grace SECONDS]         kill a job
@@ -143,6 +147,15 @@ async function withClient<T>(server: unknown, fn: (c: CrmsClient) => Promise<T>)
   }
 }
 
+/** Runs a parser of an option's text; its error becomes a usage error (exit 2). */
+function cliParse<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new CliError((err as Error).message, 2);
+  }
+}
+
 async function submit(args: string[]): Promise<number> {
   const { values: v, positionals } = parse(args, {
     name: { type: "string" },
@@ -158,6 +171,8 @@ async function submit(args: string[]): Promise<number> {
     hold: { type: "boolean" },
     wait: { type: "boolean" },
     "request-id": { type: "string" },
+    array: { type: "string" },
+    after: { type: "string", multiple: true },
   });
   if (positionals.length === 0) throw new CliError("nothing to run: crms submit [options] -- CMD ARGS...", 2);
   const priority = v.priority === undefined ? 0 : Number(v.priority);
@@ -177,11 +192,14 @@ async function submit(args: string[]): Promise<number> {
         maxLostRetries: int(v["lost-retries"], "--lost-retries"),
         timeoutSeconds: int(v.timeout, "--timeout"),
         hold: Boolean(v.hold),
+        array: v.array === undefined ? undefined : cliParse(() => parseArraySpec(v.array as string)),
+        after: ((v.after as string[] | undefined) ?? []).map((a) => cliParse(() => parseAfter(a))),
       },
       { requestId: (v["request-id"] as string) ?? "" },
     );
     if (!v.wait) {
       if (v.output === "json") printJson(toJson(JobSchema, job));
+      else if (job.spec?.array) print(`array ${job.id} submitted (${arraySize(job)} tasks)`);
       else print(`job ${job.id} submitted (${jobState(job.state)})`);
       return 0;
     }
@@ -205,6 +223,8 @@ async function jobs(args: string[]): Promise<number> {
     worker: { type: "string" },
     label: { type: "string", multiple: true },
     limit: { type: "string" },
+    array: { type: "string" },
+    tasks: { type: "boolean" },
   });
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
   const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
@@ -215,6 +235,8 @@ async function jobs(args: string[]): Promise<number> {
       worker: (v.worker as string) ?? "",
       labels: keyValues(v.label, "--label"),
       pageSize: 1000,
+      arrayParent: (v.array as string) ?? "",
+      includeTasks: Boolean(v.tasks),
     })) {
       list.push(job);
       if (list.length >= limit) break;

@@ -22,7 +22,11 @@ export type JobEvent =
   | { type: "kill"; now: Date }
   | { type: "hold" }
   | { type: "release" }
-  | { type: "reason"; reason: string };
+  | { type: "reason"; reason: string }
+  /** A dependency can no longer be met: the pending job fails without running. */
+  | { type: "unmet"; reason: string; now: Date }
+  /** Every task of an array parent ended: the parent takes its summary state. */
+  | { type: "array-done"; state: JobState; now: Date };
 
 export const stateName = (s: JobState): string => JobState[s] ?? String(s);
 
@@ -124,6 +128,8 @@ export function transition(job: Job, event: JobEvent): Job | undefined {
         return endAttempt(job, JobState.KILLED, { ...fields, error: r.error || "killed by request" }, event.now);
       }
       if (r.timedOut) {
+        const attempt = currentAttempt(job);
+        if (attempt) attempt.timedOut = true;
         return endAttempt(
           job,
           JobState.FAILED,
@@ -168,6 +174,23 @@ export function transition(job: Job, event: JobEvent): Job | undefined {
     case "reason": {
       if (job.state !== JobState.PENDING || job.pendingReason === event.reason) return undefined;
       job.pendingReason = event.reason;
+      return job;
+    }
+    case "unmet": {
+      if (job.state !== JobState.PENDING) return undefined;
+      job.state = JobState.FAILED;
+      job.error = event.reason;
+      job.pendingReason = "";
+      job.endTime = timestampFromDate(event.now);
+      return job;
+    }
+    case "array-done": {
+      if (isFinal(job.state)) return undefined;
+      job.state = event.state;
+      job.pendingReason = "";
+      if (event.state !== JobState.SUCCEEDED && !job.error) job.error = "some tasks did not succeed";
+      if (event.state === JobState.KILLED) job.error = "killed by request";
+      job.endTime = timestampFromDate(event.now);
       return job;
     }
   }

@@ -46,22 +46,29 @@ export class PendingQueue {
     this.members.delete(id);
   }
 
-  /** Up to `limit` ids in order. */
-  head(limit: number): string[] {
+  /**
+   * Up to `limit` ids in order. With `eligible`, ids it refuses stay queued
+   * but are passed over without counting against `limit` (jobs waiting for
+   * dependencies or for their array's running limit must not hide the jobs
+   * behind them); at most `maxScan` ids are looked at then.
+   */
+  head(limit: number, eligible?: (id: string) => boolean, maxScan = Number.POSITIVE_INFINITY): string[] {
     const out: string[] = [];
+    let scanned = 0;
     for (const p of this.priorities) {
       const bucket = this.buckets.get(p) as string[];
       let write = 0;
       let read = 0;
       // Compact stale ids out of the part we walk.
-      for (; read < bucket.length && out.length < limit; read++) {
+      for (; read < bucket.length && out.length < limit && scanned < maxScan; read++) {
         const id = bucket[read] as string;
         if (this.members.get(id) !== p) continue;
         bucket[write++] = id;
-        out.push(id);
+        scanned++;
+        if (!eligible || eligible(id)) out.push(id);
       }
       if (read > write) bucket.splice(write, read - write);
-      if (out.length >= limit) break;
+      if (out.length >= limit || scanned >= maxScan) break;
     }
     return out;
   }

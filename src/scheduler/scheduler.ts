@@ -5,9 +5,12 @@
  */
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { isFinal } from "../rpc/states.js";
 import type { Entry } from "../store/cache.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
+import { type ArrayIndex, arrayIndex, isArrayParent, materializeBatch } from "./arrays.js";
+import { evaluate } from "./dependencies.js";
 import { transition } from "./job-machine.js";
 import { PendingQueue } from "./pending-queue.js";
 import { type Candidate, place, type WorkerSlots } from "./placement.js";
@@ -37,6 +40,10 @@ export class Scheduler {
   private again = false;
   private timer?: NodeJS.Timeout;
   private readonly graceMs: number;
+  private readonly arrays: ArrayIndex;
+  /** Array parents whose tasks are being created now. */
+  private readonly materializing = new Set<string>();
+  private readonly arrayAgain = new Set<string>();
   readonly stats: SchedulerStats = { passes: 0, placed: 0, lost: 0, conflicts: 0 };
   /** Called with the seconds from submit to assignment of each placed job. */
   onPlaced?: (seconds: number) => void;
@@ -47,6 +54,7 @@ export class Scheduler {
     private readonly options: SchedulerOptions = {},
   ) {
     this.graceMs = (options.graceSeconds ?? 10) * 1000;
+    this.arrays = arrayIndex(store);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
     store.jobs.on("delete", (id) => this.pending.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
@@ -57,6 +65,15 @@ export class Scheduler {
 
   private onJob(id: string, e: Entry<Job>, prev: Entry<Job> | undefined): void {
     const job = e.value;
+    if (isFinal(job.state) && prev && !isFinal(prev.value.state)) {
+      // Dependants may be ready (or unmeetable) now; an array may have finished.
+      if (job.arrayParent) this.arrayWork(job.arrayParent);
+      this.kick();
+    }
+    if (isArrayParent(job)) {
+      this.arrayWork(id);
+      return;
+    }
     if (job.state === JobState.PENDING) {
       this.pending.add(id, job.spec?.priority ?? 0);
       this.kick();
@@ -89,7 +106,8 @@ export class Scheduler {
     this.running = true;
     const now = Date.now();
     for (const [id, e] of this.store.jobs.entries) {
-      if (e.value.state === JobState.PENDING) this.pending.add(id, e.value.spec?.priority ?? 0);
+      if (isArrayParent(e.value)) this.arrayWork(id);
+      else if (e.value.state === JobState.PENDING) this.pending.add(id, e.value.spec?.priority ?? 0);
     }
     for (const name of this.store.jobIndex.active.keys()) {
       const w = this.store.worker(name);
@@ -133,16 +151,42 @@ export class Scheduler {
       if (!this.running || this.pending.size === 0) return;
       this.stats.passes++;
       const workers = this.workerSlots();
-      const ids = this.pending.head(this.options.passSize ?? 4096);
+      const fence = this.election.fence();
+      const writes: Promise<unknown>[] = [];
+      // Jobs waiting for dependencies or for their array's running limit are passed
+      // over without using the pass's budget (their reason is computed when read).
+      const arrayRoom = new Map<string, number>();
+      const eligible = (id: string): boolean => {
+        const job = this.store.job(id);
+        if (!job || job.state !== JobState.PENDING) return false;
+        if (job.spec?.after.length) {
+          const v = evaluate(job, (dep) => this.store.job(dep));
+          if (v.kind === "fail") {
+            this.pending.delete(id);
+            writes.push(
+              this.store
+                .updateJob(id, (j) => transition(j, { type: "unmet", reason: v.reason, now: new Date() }), fence)
+                .catch((err) => this.options.log?.("failing a job failed", { job: id, error: String(err) })),
+            );
+          }
+          if (v.kind !== "ready") return false;
+        }
+        if (job.arrayParent) {
+          const room = arrayRoom.get(job.arrayParent) ?? this.arrays.room(job.arrayParent, this.store);
+          if (room <= 0) return false;
+          arrayRoom.set(job.arrayParent, room - 1);
+        }
+        return true;
+      };
+      const passSize = this.options.passSize ?? 4096;
+      const ids = this.pending.head(passSize, eligible, passSize * 25);
       const candidates: Candidate[] = [];
       for (const id of ids) {
         const job = this.store.job(id);
-        if (!job || job.state !== JobState.PENDING) continue;
+        if (!job) continue;
         candidates.push({ id, targetWorker: job.spec?.targetWorker ?? "", constraints: job.spec?.constraints ?? {} });
       }
       const { placed, unplaced } = place(candidates, workers);
-      const fence = this.election.fence();
-      const writes: Promise<unknown>[] = [];
       for (const p of placed) {
         this.pending.delete(p.jobId);
         this.inflight.set(p.worker, (this.inflight.get(p.worker) ?? 0) + 1);
@@ -185,6 +229,40 @@ export class Scheduler {
       this.scheduled = false;
       if (this.again) this.kick();
     }
+  }
+
+  /**
+   * Creates the next task records of an array parent (in bounded batches) and
+   * gives it its final state once every task ended. Runs one loop per parent.
+   */
+  private arrayWork(parentId: string): void {
+    if (!this.running) return;
+    if (this.materializing.has(parentId)) {
+      this.arrayAgain.add(parentId);
+      return;
+    }
+    this.materializing.add(parentId);
+    void (async () => {
+      try {
+        while (this.running && (await materializeBatch(this.store, parentId, this.election.fence()))) {}
+        const parent = this.store.job(parentId);
+        const final = parent && this.running ? this.arrays.finalState(parent) : undefined;
+        if (final !== undefined) {
+          await this.store.updateJob(
+            parentId,
+            (job) => transition(job, { type: "array-done", state: final, now: new Date() }),
+            this.election.fence(),
+          );
+        }
+      } catch (err) {
+        this.options.log?.("array task creation failed", { job: parentId, error: String(err) });
+        setTimeout(() => this.arrayWork(parentId), 1000).unref();
+      } finally {
+        this.materializing.delete(parentId);
+        // A change arrived meanwhile (a task ended, the parent changed under a batch's compare).
+        if (this.arrayAgain.delete(parentId)) this.arrayWork(parentId);
+      }
+    })();
   }
 
   /** Marks LOST the jobs of workers detached for longer than the grace period. */

@@ -18,13 +18,15 @@ import {
   WatchJobsResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
 import { isFinal } from "../rpc/states.js";
+import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
+import { checkDependencies, checkNoCycle, evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
-import { invalid, notFound, precondition } from "../store/errors.js";
+import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";
-import { checkJobId, checkSpec, checkWorkerName, pageSize } from "./validate.js";
+import { checkArray, checkJobId, checkSpec, checkWorkerName, pageSize } from "./validate.js";
 
 /** Fills what a reader expects and the store does not keep (the default pending reason). */
 export function present(job: Job): Job {
@@ -34,6 +36,24 @@ export function present(job: Job): Job {
 
 export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   const { store } = deps;
+  const arrays = arrayIndex(store);
+
+  /** present() plus an array parent's task counts and what a pending job waits for, computed now. */
+  function show(job: Job): Job {
+    let j = job;
+    if (j.state === JobState.PENDING && j.spec?.after.length) {
+      const v = evaluate(j, (id) => store.job(id));
+      if (v.kind === "wait") j = { ...j, pendingReason: v.reason };
+    } else if (j.state === JobState.PENDING && j.arrayParent) {
+      const reason = arrays.limitReason(j, store);
+      if (reason) j = { ...j, pendingReason: reason };
+    }
+    j = present(j);
+    if (!isArrayParent(j)) return j;
+    const arrayCounts = arrays.counts(j);
+    const running = j.state === JobState.PENDING && arrayCounts.running > 0;
+    return { ...j, arrayCounts, state: running ? JobState.RUNNING : j.state };
+  }
 
   async function getJob(id: string): Promise<Job> {
     checkJobId(id);
@@ -49,11 +69,49 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
   async function change(id: string, event: JobEvent): Promise<Job> {
     checkJobId(id);
-    return present(await store.updateJob(id, (job) => transition(job, event)));
+    const job = await store.updateJob(id, (job) => transition(job, event));
+    if (isArrayParent(job)) await eachTask(id, (task) => transition(task, event));
+    return show(job);
+  }
+
+  /**
+   * Applies a change to every created task of an array (tasks created later
+   * follow the parent's state). Tasks the change does not apply to (already
+   * ended, or not PENDING for a hold) are left as they are.
+   */
+  async function eachTask(parent: string, mutate: (task: Job) => Job | undefined): Promise<void> {
+    await forTasks(parent, (tid) =>
+      store.updateJob(tid, (task) => {
+        try {
+          return mutate(task);
+        } catch (err) {
+          if (err instanceof CrmsError && err.code === "FAILED_PRECONDITION") return undefined;
+          throw err;
+        }
+      }),
+    );
+  }
+
+  /** Runs `fn` on every created task of an array, 64 at a time; tasks gone meanwhile are skipped. */
+  async function forTasks(parent: string, fn: (taskId: string) => Promise<unknown>): Promise<void> {
+    const ids = arrays.ids(parent);
+    for (let i = 0; i < ids.length; i += 64) {
+      await Promise.all(
+        ids.slice(i, i + 64).map((tid) =>
+          fn(tid).catch((err) => {
+            if (!(err instanceof CrmsError && err.code === "NOT_FOUND")) throw err;
+          }),
+        ),
+      );
+    }
   }
 
   function matches(job: Job, req: ListJobsRequest, states: Set<JobState>): boolean {
-    if (states.size && !states.has(job.state)) return false;
+    if (req.arrayParent) {
+      if (job.arrayParent !== req.arrayParent) return false;
+    } else if (job.arrayParent && !req.includeTasks && !req.worker) return false;
+    // A parent matches by the state it reads as (RUNNING while tasks run).
+    if (states.size && !states.has(isArrayParent(job) ? show(job).state : job.state)) return false;
     if (req.worker && job.worker !== req.worker) return false;
     for (const k in req.labels) if (job.spec?.labels[k] !== req.labels[k]) return false;
     return true;
@@ -62,26 +120,33 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   return {
     async submitJob(req: SubmitJobRequest) {
       const spec = checkSpec(req.spec, req.requestId);
-      const { job, existing } = await store.createJob(spec, req.requestId);
+      checkArray(spec);
+      checkDependencies(spec.after);
+      const missing = new Set<string>();
+      for (const d of spec.after) if (!(store.job(d.jobId) ?? (await store.fetchJob(d.jobId)))) missing.add(d.jobId);
+      const { job, existing } = await store.createJob(spec, req.requestId, (id) =>
+        checkNoCycle(id, spec.after, missing),
+      );
       deps.log.debug("job submitted", { job: job.id, existing });
-      return { job: present(job), existing };
+      return { job: show(job), existing };
     },
 
     async getJob(req: GetJobRequest) {
-      return { job: present(await getJob(req.id)) };
+      return { job: show(await getJob(req.id)) };
     },
 
     async listJobs(req: ListJobsRequest) {
       const size = pageSize(req.pageSize);
       if (req.pageToken) checkJobId(req.pageToken);
       if (req.worker) checkWorkerName(req.worker);
+      if (req.arrayParent) checkJobId(req.arrayParent);
       const states = new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED));
       const ids = store.jobIndex.orderedIds();
       const jobs: Job[] = [];
       let i = req.pageToken ? store.jobIndex.firstAfter(req.pageToken) : 0;
       for (; i < ids.length && jobs.length < size; i++) {
         const job = store.job(ids[i] as string);
-        if (job && matches(job, req, states)) jobs.push(present(job));
+        if (job && matches(job, req, states)) jobs.push(show(job));
       }
       let more = false;
       for (; i < ids.length; i++) {
@@ -100,7 +165,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       const wanted = (id: string) => ids.size === 0 || ids.has(id);
       const q = new AsyncQueue<WatchJobsResponse>();
       const send = (type: WatchEventType, job: Job, revision: number) =>
-        q.push(create(WatchJobsResponseSchema, { type, job: present(job), revision: BigInt(revision) }));
+        q.push(create(WatchJobsResponseSchema, { type, job: show(job), revision: BigInt(revision) }));
       if (req.afterRevision > 0n) {
         const after = Number(req.afterRevision);
         // Resume: every record changed after that revision, in its current form. (Deletions
@@ -133,13 +198,23 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     async killJob(req: KillJobRequest) {
       const id = req.id;
       checkJobId(id);
-      const job = await store.updateJob(id, (job) => {
+      const kill = (job: Job) => {
         const next = transition(job, { type: "kill", now: new Date() });
         if (next && req.graceSeconds) next.killGraceSeconds = req.graceSeconds;
         return next;
+      };
+      const job = await store.updateJob(id, (job) => {
+        if (!isArrayParent(job)) return kill(job);
+        // A parent ends (KILLED) when its tasks have: stop creating tasks, kill the created ones.
+        if (isFinal(job.state)) throw precondition(`array ${id} already ended (${JobState[job.state]})`);
+        if (job.killRequested) return undefined;
+        job.killRequested = true;
+        if (req.graceSeconds) job.killGraceSeconds = req.graceSeconds;
+        return job;
       });
+      if (isArrayParent(job)) await eachTask(id, kill);
       deps.log.info("kill requested", { job: id, state: JobState[job.state] });
-      return { job: present(job) };
+      return { job: show(job) };
     },
 
     async holdJob(req: GetJobRequest) {
@@ -152,12 +227,13 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
     async deleteJob(req: GetJobRequest) {
       checkJobId(req.id);
-      await store.deleteJob(req.id, (job) => {
+      const finished = (id: string) => (job: Job) => {
         if (!isFinal(job.state))
-          throw precondition(
-            `job ${req.id} is ${JobState[job.state]}; only a finished job can be deleted (kill it first)`,
-          );
-      });
+          throw precondition(`job ${id} is ${JobState[job.state]}; only a finished job can be deleted (kill it first)`);
+      };
+      await store.deleteJob(req.id, finished(req.id));
+      // An array's tasks go with it (all ended, since the parent did).
+      await forTasks(req.id, (tid) => store.deleteJob(tid, finished(tid)));
       return create(DeleteJobResponseSchema, {});
     },
 

@@ -1,5 +1,6 @@
 /** Input checks with the limits the contract documents; all fail with INVALID_ARGUMENT. */
 import type { JobSpec } from "../../gen/crms/v1/job_pb.js";
+import { MAX_ARRAY_TASKS } from "../scheduler/arrays.js";
 import { invalid } from "../store/errors.js";
 
 export const LIMITS = {
@@ -90,6 +91,16 @@ export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec
   if (bytes(requestId) > LIMITS.requestIdBytes) throw invalid(`request_id: at most ${LIMITS.requestIdBytes} bytes`);
   if (requestId.includes("/")) throw invalid("request_id must not contain '/'");
   return spec;
+}
+
+/** Checks an array spec: a non-empty range of at most MAX_ARRAY_TASKS indexes. */
+export function checkArray(spec: JobSpec): void {
+  const a = spec.array;
+  if (!a) return;
+  if (a.last < a.first) throw invalid(`array: last index ${a.last} is before first ${a.first}`);
+  const n = a.last - a.first + 1;
+  if (n > MAX_ARRAY_TASKS) throw invalid(`array: at most ${MAX_ARRAY_TASKS} tasks (got ${n})`);
+  if (a.last > 0x7fffffff) throw invalid("array: indexes must be below 2^31");
 }
 
 /** A page size in 1..1000, 0 meaning 100. */

@@ -186,12 +186,17 @@ export class Store {
    * Creates a job. With a request id, a second create with the same id
    * returns the first job instead (idempotent submit).
    */
-  async createJob(spec: JobSpec, requestId: string): Promise<{ job: Job; existing: boolean }> {
+  async createJob(
+    spec: JobSpec,
+    requestId: string,
+    check?: (id: string) => void,
+  ): Promise<{ job: Job; existing: boolean }> {
     if (requestId) {
       const known = await this.jobByRequestId(requestId);
       if (known) return { job: known, existing: true };
     }
     const id = await this.nextId();
+    check?.(id);
     const job = create(JobSchema, {
       id,
       spec,
@@ -213,6 +218,33 @@ export class Store {
     const known = requestId ? await this.jobByRequestId(requestId) : undefined;
     if (known) return { job: known, existing: true };
     throw new CrmsError("ABORTED", `job ${id} could not be created; retry`);
+  }
+
+  /**
+   * Writes new job records and the changed record of their creator (an array
+   * parent) in one Txn that holds only if the creator is unchanged since `mod`
+   * and the fence holds. False when a compare failed (nothing was written).
+   */
+  async createJobsWith(creator: Job, mod: number, jobs: Job[], fence: Compare[]): Promise<boolean> {
+    const key = this.keys.job(creator.id);
+    const compares: Compare[] = [{ key, target: "mod", revision: mod }, ...fence];
+    const writes: Write[] = [{ type: "put", key, value: encode(JobSchema, creator) }];
+    for (const job of jobs) {
+      compares.push({ key: this.keys.job(job.id), target: "create", revision: 0 });
+      writes.push({ type: "put", key: this.keys.job(job.id), value: encode(JobSchema, job) });
+    }
+    const out = await this.batcher.commit(compares, writes);
+    if (!out.ok) return false;
+    const entry = this.jobs.entries.get(creator.id);
+    this.jobs.apply(creator.id, {
+      value: creator,
+      mod: out.revision,
+      create: entry?.create ?? out.revision,
+      lease: "0",
+    });
+    for (const job of jobs)
+      this.jobs.apply(job.id, { value: job, mod: out.revision, create: out.revision, lease: "0" });
+    return true;
   }
 
   private async jobByRequestId(requestId: string): Promise<Job | undefined> {

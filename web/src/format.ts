@@ -1,6 +1,6 @@
 /** How the page writes states, times, sizes and command lines. */
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { JobState } from "../../gen/crms/v1/job_pb.js";
+import { type ArrayCounts, type Dependency, DependencyCondition, JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { h } from "./dom.js";
 
@@ -35,6 +35,28 @@ export function isFinal(state: JobState): boolean {
 
 export function isActive(state: JobState): boolean {
   return state === JobState.ASSIGNED || state === JobState.RUNNING;
+}
+
+/** An array's tasks in words: "2 running · 5 succeeded / 10" (zero counts left out). */
+export function arrayCountsText(c: ArrayCounts): string {
+  const named: Array<[string, number]> = [
+    ["running", c.running],
+    ["pending", c.pending],
+    ["held", c.held],
+    ["succeeded", c.succeeded],
+    ["failed", c.failed],
+    ["killed", c.killed],
+    ["lost", c.lost],
+  ];
+  const parts = named.filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`);
+  return `${parts.join(" · ") || "no tasks"} / ${c.total}`;
+}
+
+/** "succeeded", "failed" or "finished" (what a dependency waits for). */
+export function conditionName(d: Dependency): string {
+  if (d.condition === DependencyCondition.FAILED) return "failed";
+  if (d.condition === DependencyCondition.FINISHED) return "finished";
+  return "succeeded";
 }
 
 /** A state badge: colour and the word, so colour is never the only cue. */

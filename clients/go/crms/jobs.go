@@ -50,10 +50,21 @@ type JobFilter struct {
 	Labels map[string]string
 	// Jobs fetched per call, 1 to 1,000; 0 means the server's default (100).
 	PageSize uint32
+	// Only the tasks of this array parent. Without it, array tasks are left
+	// out (their parent stands for them) unless IncludeTasks or Worker is set.
+	ArrayParent string
+	// List array tasks alongside other jobs.
+	IncludeTasks bool
 }
 
 func (f *JobFilter) request() *crmsv1.ListJobsRequest {
-	req := &crmsv1.ListJobsRequest{Worker: f.Worker, Labels: f.Labels, PageSize: f.PageSize}
+	req := &crmsv1.ListJobsRequest{
+		Worker:       f.Worker,
+		Labels:       f.Labels,
+		PageSize:     f.PageSize,
+		ArrayParent:  f.ArrayParent,
+		IncludeTasks: f.IncludeTasks,
+	}
 	for _, s := range f.States {
 		req.States = append(req.States, crmsv1.JobState(s))
 	}

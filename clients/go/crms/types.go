@@ -2,6 +2,7 @@ package crms
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -152,6 +153,97 @@ type JobSpec struct {
 	// Keep the finished record at least this long (whole seconds, rounded
 	// up); 0 means the cluster default.
 	Retention time.Duration
+	// Makes an array job: one parent and a task per index, each with
+	// CRMS_ARRAY_INDEX and CRMS_ARRAY_ID in its environment. nil: a plain job.
+	Array *ArraySpec
+	// Jobs this one waits for (all of them).
+	After []Dependency
+}
+
+// ArraySpec is the index range of an array job, like --array 1-1000%50.
+type ArraySpec struct {
+	First, Last uint32
+	// At most this many tasks ASSIGNED or RUNNING at once; 0: no limit.
+	MaxRunning uint32
+}
+
+// ParseArraySpec parses "FIRST-LAST[%MAX]" or "N".
+func ParseArraySpec(text string) (*ArraySpec, error) {
+	bad := fmt.Errorf("crms: array %q: expected FIRST-LAST or FIRST-LAST%%MAX, e.g. 1-1000%%50", text)
+	rng, limit, hasLimit := strings.Cut(text, "%")
+	firstText, lastText, hasLast := strings.Cut(rng, "-")
+	if !hasLast {
+		lastText = firstText
+	}
+	if !hasLimit {
+		limit = "0"
+	}
+	var nums [3]uint32
+	for i, t := range []string{firstText, lastText, limit} {
+		n, err := strconv.ParseUint(t, 10, 32)
+		if err != nil {
+			return nil, bad
+		}
+		nums[i] = uint32(n)
+	}
+	return &ArraySpec{First: nums[0], Last: nums[1], MaxRunning: nums[2]}, nil
+}
+
+// String is "FIRST-LAST" or "FIRST-LAST%MAX".
+func (a ArraySpec) String() string {
+	if a.MaxRunning > 0 {
+		return fmt.Sprintf("%d-%d%%%d", a.First, a.Last, a.MaxRunning)
+	}
+	return fmt.Sprintf("%d-%d", a.First, a.Last)
+}
+
+// DependencyCondition says which end of a dependency lets the dependant run.
+type DependencyCondition int32
+
+// Dependency conditions.
+const (
+	// AfterSucceeded (the default): the job succeeded (an array: every task).
+	AfterSucceeded DependencyCondition = DependencyCondition(crmsv1.DependencyCondition_DEPENDENCY_CONDITION_SUCCEEDED)
+	// AfterFailed: the job ended without success.
+	AfterFailed DependencyCondition = DependencyCondition(crmsv1.DependencyCondition_DEPENDENCY_CONDITION_FAILED)
+	// AfterFinished: the job ended in any final state.
+	AfterFinished DependencyCondition = DependencyCondition(crmsv1.DependencyCondition_DEPENDENCY_CONDITION_FINISHED)
+)
+
+// String is "succeeded", "failed" or "finished".
+func (c DependencyCondition) String() string {
+	switch c {
+	case AfterFailed:
+		return "failed"
+	case AfterFinished:
+		return "finished"
+	}
+	return "succeeded"
+}
+
+// Dependency is a job another waits for.
+type Dependency struct {
+	JobID     string
+	Condition DependencyCondition
+}
+
+// ParseDependency parses "ID" or "ID:succeeded|failed|finished".
+func ParseDependency(text string) (Dependency, error) {
+	id, word, _ := strings.Cut(text, ":")
+	for _, c := range []DependencyCondition{AfterSucceeded, AfterFailed, AfterFinished} {
+		if word == "" || word == c.String() {
+			return Dependency{JobID: id, Condition: c}, nil
+		}
+	}
+	return Dependency{}, fmt.Errorf("crms: after %q: expected ID or ID:succeeded|failed|finished", text)
+}
+
+// ArrayCounts is an array parent's tasks by state.
+type ArrayCounts struct {
+	// Tasks in the array, and task records created so far.
+	Total, Created uint32
+	// Not-yet-created tasks count as Pending. Running is ASSIGNED or RUNNING.
+	Pending, Held, Running, Succeeded, Failed, Killed, Lost uint32
 }
 
 func seconds(d time.Duration) uint32 {
@@ -181,7 +273,24 @@ func (s *JobSpec) Proto() *crmsv1.JobSpec {
 		Hold:             s.Hold,
 		MaxLostRetries:   s.MaxLostRetries,
 		RetentionSeconds: seconds(s.Retention),
+		Array:            arrayProto(s.Array),
+		After:            afterProto(s.After),
 	}
+}
+
+func arrayProto(a *ArraySpec) *crmsv1.ArraySpec {
+	if a == nil {
+		return nil
+	}
+	return &crmsv1.ArraySpec{First: a.First, Last: a.Last, MaxRunning: a.MaxRunning}
+}
+
+func afterProto(after []Dependency) []*crmsv1.Dependency {
+	var out []*crmsv1.Dependency
+	for _, d := range after {
+		out = append(out, &crmsv1.Dependency{JobId: d.JobID, Condition: crmsv1.DependencyCondition(d.Condition)})
+	}
+	return out
 }
 
 // JobSpecFromProto converts a crms.v1.JobSpec message.
@@ -189,7 +298,7 @@ func JobSpecFromProto(p *crmsv1.JobSpec) JobSpec {
 	if p == nil {
 		return JobSpec{}
 	}
-	return JobSpec{
+	spec := JobSpec{
 		Command:        p.GetCommand(),
 		Name:           p.GetName(),
 		Env:            p.GetEnv(),
@@ -204,6 +313,17 @@ func JobSpecFromProto(p *crmsv1.JobSpec) JobSpec {
 		MaxLostRetries: p.GetMaxLostRetries(),
 		Retention:      time.Duration(p.GetRetentionSeconds()) * time.Second,
 	}
+	if a := p.GetArray(); a != nil {
+		spec.Array = &ArraySpec{First: a.GetFirst(), Last: a.GetLast(), MaxRunning: a.GetMaxRunning()}
+	}
+	for _, d := range p.GetAfter() {
+		c := DependencyCondition(d.GetCondition())
+		if c == 0 {
+			c = AfterSucceeded
+		}
+		spec.After = append(spec.After, Dependency{JobID: d.GetJobId(), Condition: c})
+	}
+	return spec
 }
 
 // Attempt is one run of a job on a worker.
@@ -220,6 +340,8 @@ type Attempt struct {
 	// Signal name (e.g. "SIGKILL") when a signal ended it.
 	Signal string
 	Error  string
+	// The run was killed for passing the spec's Timeout.
+	TimedOut bool
 }
 
 // Job is a submitted job and its current status.
@@ -259,6 +381,11 @@ type Job struct {
 	// A kill was requested; the worker is ending the process.
 	KillRequested bool
 	KillGrace     time.Duration
+	// For a task of an array: the parent's id and the task's index.
+	ArrayParent string
+	ArrayIndex  uint32
+	// For an array parent: its tasks by state (nil otherwise).
+	ArrayCounts *ArrayCounts
 }
 
 // Final reports whether the job is in a final state.
@@ -305,6 +432,15 @@ func JobFromProto(p *crmsv1.Job) *Job {
 		RequestID:     p.GetRequestId(),
 		KillRequested: p.GetKillRequested(),
 		KillGrace:     time.Duration(p.GetKillGraceSeconds()) * time.Second,
+		ArrayParent:   p.GetArrayParent(),
+		ArrayIndex:    p.GetArrayIndex(),
+	}
+	if c := p.GetArrayCounts(); c != nil {
+		j.ArrayCounts = &ArrayCounts{
+			Total: c.GetTotal(), Created: c.GetCreated(), Pending: c.GetPending(), Held: c.GetHeld(),
+			Running: c.GetRunning(), Succeeded: c.GetSucceeded(), Failed: c.GetFailed(), Killed: c.GetKilled(),
+			Lost: c.GetLost(),
+		}
 	}
 	for _, a := range p.GetAttempts() {
 		j.Attempts = append(j.Attempts, Attempt{
@@ -317,6 +453,7 @@ func JobFromProto(p *crmsv1.Job) *Job {
 			ExitCode:   intPtr(a.ExitCode),
 			Signal:     a.GetSignal(),
 			Error:      a.GetError(),
+			TimedOut:   a.GetTimedOut(),
 		})
 	}
 	return j

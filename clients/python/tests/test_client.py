@@ -457,3 +457,43 @@ def test_error_classes_keep_their_codes():
         assert type(err) is cls and err.code is code and err.details == "because"
     assert type(from_rpc_error(FakeError(grpc.StatusCode.NOT_FOUND), "job")) is crms.JobNotFound
     assert type(from_rpc_error(FakeError(grpc.StatusCode.NOT_FOUND), "worker")) is crms.WorkerNotFound
+
+
+def test_array_and_after_fields(client, tag):
+    parent = client.submit(["sh", "-c", 'echo "$CRMS_ARRAY_ID/$CRMS_ARRAY_INDEX"'], labels=tag, array="3-7%2")
+    assert parent.is_array
+    assert parent.spec.array == crms.ArraySpec(3, 7, 2)
+    assert isinstance(parent.array_counts, crms.ArrayCounts) and parent.array_counts.total == 5
+    chained = client.submit(["true"], labels=tag, after=[parent.id, f"{parent.id}:finished"])
+    assert chained.spec.after == (
+        crms.Dependency(parent.id, crms.DependencyCondition.SUCCEEDED),
+        crms.Dependency(parent.id, crms.DependencyCondition.FINISHED),
+    )
+    assert chained.pending_reason.startswith(f"waiting for jobs {parent.id} (succeeded)")
+
+    done = client.wait(chained.id, timeout=60)
+    assert done.state is crms.JobState.SUCCEEDED
+    finished = client.get_job(parent.id)
+    assert finished.state is crms.JobState.SUCCEEDED
+    assert finished.array_counts.succeeded == 5 and finished.array_created == 5
+    assert done.start_time >= finished.end_time
+
+    tasks = list(client.jobs(array=parent.id, page_size=2))
+    assert sorted(t.array_index for t in tasks) == [3, 4, 5, 6, 7]
+    assert all(t.array_parent == parent.id for t in tasks)
+    assert {t.stdout_tail for t in tasks} == {f"{parent.id}/{i}\n".encode() for i in range(3, 8)}
+    # A plain listing shows the parent, not its tasks.
+    assert [j.id for j in client.jobs(labels=tag)] == [parent.id, chained.id]
+    assert len(list(client.jobs(labels=tag, include_tasks=True))) == 7
+
+
+def test_after_a_failing_job_fails_with_a_reason_and_cycles_are_refused(client):
+    bad = client.submit(["sh", "-c", "exit 1"])
+    dep = client.submit(["true"], after=[bad.id])
+    done = client.wait(dep.id, timeout=60)
+    assert done.state is crms.JobState.FAILED
+    assert done.error == f"dependency not met: job {bad.id} ended FAILED, needed succeeded"
+    with pytest.raises(crms.InvalidArgument):
+        client.submit(["true"], after=["999999999999"])
+    with pytest.raises(ValueError):
+        client.submit(["true"], after=["12:sometime"])

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/job.proto.
  */
 export const file_crms_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChFjcm1zL3YxL2pvYi5wcm90bxIHY3Jtcy52MSL0AwoHSm9iU3BlYxIPCgdjb21tYW5kGAEgAygJEgwKBG5hbWUYAiABKAkSJgoDZW52GAMgAygLMhkuY3Jtcy52MS5Kb2JTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAQgASgJEiwKBmxhYmVscxgFIAMoCzIcLmNybXMudjEuSm9iU3BlYy5MYWJlbHNFbnRyeRI2Cgtjb25zdHJhaW50cxgGIAMoCzIhLmNybXMudjEuSm9iU3BlYy5Db25zdHJhaW50c0VudHJ5EhUKDXRhcmdldF93b3JrZXIYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSEwoLbWF4X3JldHJpZXMYCSABKA0SFwoPdGltZW91dF9zZWNvbmRzGAogASgNEgwKBGhvbGQYCyABKAgSGAoQbWF4X2xvc3RfcmV0cmllcxgMIAEoDRIZChFyZXRlbnRpb25fc2Vjb25kcxgNIAEoDRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMgoQQ29uc3RyYWludHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqECCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIOCgZ3b3JrZXIYAiABKAkSLwoLYXNzaWduX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIiCgdvdXRjb21lGAYgASgOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAlCDAoKX2V4aXRfY29kZSKpBAoDSm9iEgoKAmlkGAEgASgJEh4KBHNwZWMYAiABKAsyEC5jcm1zLnYxLkpvYlNwZWMSIAoFc3RhdGUYAyABKA4yES5jcm1zLnYxLkpvYlN0YXRlEg8KB2F0dGVtcHQYBCABKA0SDgoGd29ya2VyGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAkSFgoOcGVuZGluZ19yZWFzb24YCiABKAkSLwoLc3VibWl0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGRvdXRfdGFpbBgOIAEoDBITCgtzdGRlcnJfdGFpbBgPIAEoDBIiCghhdHRlbXB0cxgQIAMoCzIQLmNybXMudjEuQXR0ZW1wdBIQCghmYWlsdXJlcxgRIAEoDRISCgpsb3N0X2NvdW50GBIgASgNEhIKCnJlcXVlc3RfaWQYEyABKAkSFgoOa2lsbF9yZXF1ZXN0ZWQYFCABKAgSGgoSa2lsbF9ncmFjZV9zZWNvbmRzGBUgASgNQgwKCl9leGl0X2NvZGUiRgoQU3VibWl0Sm9iUmVxdWVzdBIeCgRzcGVjGAEgASgLMhAuY3Jtcy52MS5Kb2JTcGVjEhIKCnJlcXVlc3RfaWQYAiABKAkiQAoRU3VibWl0Sm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2ISEAoIZXhpc3RpbmcYAiABKAgiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIrCg5HZXRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiLQAQoPTGlzdEpvYnNSZXF1ZXN0EiEKBnN0YXRlcxgBIAMoDjIRLmNybXMudjEuSm9iU3RhdGUSDgoGd29ya2VyGAIgASgJEjQKBmxhYmVscxgDIAMoCzIkLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0LkxhYmVsc0VudHJ5EhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRwoQTGlzdEpvYnNSZXNwb25zZRIaCgRqb2JzGAEgAygLMgwuY3Jtcy52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjcKEFdhdGNoSm9ic1JlcXVlc3QSCwoDaWRzGAEgAygJEhYKDmFmdGVyX3JldmlzaW9uGAIgASgDImcKEVdhdGNoSm9ic1Jlc3BvbnNlEiUKBHR5cGUYASABKA4yFy5jcm1zLnYxLldhdGNoRXZlbnRUeXBlEhkKA2pvYhgCIAEoCzIMLmNybXMudjEuSm9iEhAKCHJldmlzaW9uGAMgASgDIjMKDktpbGxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhUKDWdyYWNlX3NlY29uZHMYAiABKA0iLAoPS2lsbEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIhwKDkhvbGRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIiwKD0hvbGRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIfChFSZWxlYXNlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIvChJSZWxlYXNlSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSIxChNTdHJlYW1PdXRwdXRSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBmZvbGxvdxgCIAEoCCJuChRTdHJlYW1PdXRwdXRSZXNwb25zZRIlCgZzdHJlYW0YASABKA4yFS5jcm1zLnYxLk91dHB1dFN0cmVhbRIMCgRkYXRhGAIgASgMEg4KBm9mZnNldBgDIAEoAxIRCgl0cnVuY2F0ZWQYBCABKAgq2AEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESEgoOSk9CX1NUQVRFX0hFTEQQAhIWChJKT0JfU1RBVEVfQVNTSUdORUQQAxIVChFKT0JfU1RBVEVfUlVOTklORxAEEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQBRIUChBKT0JfU1RBVEVfRkFJTEVEEAYSFAoQSk9CX1NUQVRFX0tJTExFRBAHEhIKDkpPQl9TVEFURV9MT1NUEAgqpgEKDldhdGNoRXZlbnRUeXBlEiAKHFdBVENIX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIdChlXQVRDSF9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGwoXV0FUQ0hfRVZFTlRfVFlQRV9TWU5DRUQQAhIYChRXQVRDSF9FVkVOVF9UWVBFX1BVVBADEhwKGFdBVENIX0VWRU5UX1RZUEVfREVMRVRFRBAEKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACMugECgpKb2JTZXJ2aWNlEkIKCVN1Ym1pdEpvYhIZLmNybXMudjEuU3VibWl0Sm9iUmVxdWVzdBoaLmNybXMudjEuU3VibWl0Sm9iUmVzcG9uc2USOQoGR2V0Sm9iEhYuY3Jtcy52MS5HZXRKb2JSZXF1ZXN0GhcuY3Jtcy52MS5HZXRKb2JSZXNwb25zZRI/CghMaXN0Sm9icxIYLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0GhkuY3Jtcy52MS5MaXN0Sm9ic1Jlc3BvbnNlEkQKCVdhdGNoSm9icxIZLmNybXMudjEuV2F0Y2hKb2JzUmVxdWVzdBoaLmNybXMudjEuV2F0Y2hKb2JzUmVzcG9uc2UwARI8CgdLaWxsSm9iEhcuY3Jtcy52MS5LaWxsSm9iUmVxdWVzdBoYLmNybXMudjEuS2lsbEpvYlJlc3BvbnNlEjwKB0hvbGRKb2ISFy5jcm1zLnYxLkhvbGRKb2JSZXF1ZXN0GhguY3Jtcy52MS5Ib2xkSm9iUmVzcG9uc2USRQoKUmVsZWFzZUpvYhIaLmNybXMudjEuUmVsZWFzZUpvYlJlcXVlc3QaGy5jcm1zLnYxLlJlbGVhc2VKb2JSZXNwb25zZRJCCglEZWxldGVKb2ISGS5jcm1zLnYxLkRlbGV0ZUpvYlJlcXVlc3QaGi5jcm1zLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk0KDFN0cmVhbU91dHB1dBIcLmNybXMudjEuU3RyZWFtT3V0cHV0UmVxdWVzdBodLmNybXMudjEuU3RyZWFtT3V0cHV0UmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChFjcm1zL3YxL2pvYi5wcm90bxIHY3Jtcy52MSK7BAoHSm9iU3BlYxIPCgdjb21tYW5kGAEgAygJEgwKBG5hbWUYAiABKAkSJgoDZW52GAMgAygLMhkuY3Jtcy52MS5Kb2JTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAQgASgJEiwKBmxhYmVscxgFIAMoCzIcLmNybXMudjEuSm9iU3BlYy5MYWJlbHNFbnRyeRI2Cgtjb25zdHJhaW50cxgGIAMoCzIhLmNybXMudjEuSm9iU3BlYy5Db25zdHJhaW50c0VudHJ5EhUKDXRhcmdldF93b3JrZXIYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSEwoLbWF4X3JldHJpZXMYCSABKA0SFwoPdGltZW91dF9zZWNvbmRzGAogASgNEgwKBGhvbGQYCyABKAgSGAoQbWF4X2xvc3RfcmV0cmllcxgMIAEoDRIZChFyZXRlbnRpb25fc2Vjb25kcxgNIAEoDRIhCgVhcnJheRgOIAEoCzISLmNybXMudjEuQXJyYXlTcGVjEiIKBWFmdGVyGA8gAygLMhMuY3Jtcy52MS5EZXBlbmRlbmN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoyChBDb25zdHJhaW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPQoJQXJyYXlTcGVjEg0KBWZpcnN0GAEgASgNEgwKBGxhc3QYAiABKA0SEwoLbWF4X3J1bm5pbmcYAyABKA0iTQoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSLwoJY29uZGl0aW9uGAIgASgOMhwuY3Jtcy52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIp4BCgtBcnJheUNvdW50cxINCgV0b3RhbBgBIAEoDRIPCgdjcmVhdGVkGAIgASgNEg8KB3BlbmRpbmcYAyABKA0SDAoEaGVsZBgEIAEoDRIPCgdydW5uaW5nGAUgASgNEhEKCXN1Y2NlZWRlZBgGIAEoDRIOCgZmYWlsZWQYByABKA0SDgoGa2lsbGVkGAggASgNEgwKBGxvc3QYCSABKA0itAIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEg4KBndvcmtlchgCIAEoCRIvCgthc3NpZ25fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiIKB291dGNvbWUYBiABKA4yES5jcm1zLnYxLkpvYlN0YXRlEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEg4KBnNpZ25hbBgIIAEoCRINCgVlcnJvchgJIAEoCRIRCgl0aW1lZF9vdXQYCiABKAhCDAoKX2V4aXRfY29kZSKXBQoDSm9iEgoKAmlkGAEgASgJEh4KBHNwZWMYAiABKAsyEC5jcm1zLnYxLkpvYlNwZWMSIAoFc3RhdGUYAyABKA4yES5jcm1zLnYxLkpvYlN0YXRlEg8KB2F0dGVtcHQYBCABKA0SDgoGd29ya2VyGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAkSFgoOcGVuZGluZ19yZWFzb24YCiABKAkSLwoLc3VibWl0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGRvdXRfdGFpbBgOIAEoDBITCgtzdGRlcnJfdGFpbBgPIAEoDBIiCghhdHRlbXB0cxgQIAMoCzIQLmNybXMudjEuQXR0ZW1wdBIQCghmYWlsdXJlcxgRIAEoDRISCgpsb3N0X2NvdW50GBIgASgNEhIKCnJlcXVlc3RfaWQYEyABKAkSFgoOa2lsbF9yZXF1ZXN0ZWQYFCABKAgSGgoSa2lsbF9ncmFjZV9zZWNvbmRzGBUgASgNEhQKDGFycmF5X3BhcmVudBgWIAEoCRITCgthcnJheV9pbmRleBgXIAEoDRIqCgxhcnJheV9jb3VudHMYGCABKAsyFC5jcm1zLnYxLkFycmF5Q291bnRzEhUKDWFycmF5X2NyZWF0ZWQYGSABKA1CDAoKX2V4aXRfY29kZSJGChBTdWJtaXRKb2JSZXF1ZXN0Eh4KBHNwZWMYASABKAsyEC5jcm1zLnYxLkpvYlNwZWMSEgoKcmVxdWVzdF9pZBgCIAEoCSJAChFTdWJtaXRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYhIQCghleGlzdGluZxgCIAEoCCIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIisKDkdldEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIv0BCg9MaXN0Sm9ic1JlcXVlc3QSIQoGc3RhdGVzGAEgAygOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIOCgZ3b3JrZXIYAiABKAkSNAoGbGFiZWxzGAMgAygLMiQuY3Jtcy52MS5MaXN0Sm9ic1JlcXVlc3QuTGFiZWxzRW50cnkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSFAoMYXJyYXlfcGFyZW50GAYgASgJEhUKDWluY2x1ZGVfdGFza3MYByABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5jcm1zLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoQV2F0Y2hKb2JzUmVxdWVzdBILCgNpZHMYASADKAkSFgoOYWZ0ZXJfcmV2aXNpb24YAiABKAMiZwoRV2F0Y2hKb2JzUmVzcG9uc2USJQoEdHlwZRgBIAEoDjIXLmNybXMudjEuV2F0Y2hFdmVudFR5cGUSGQoDam9iGAIgASgLMgwuY3Jtcy52MS5Kb2ISEAoIcmV2aXNpb24YAyABKAMiMwoOS2lsbEpvYlJlcXVlc3QSCgoCaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoDSIsCg9LaWxsSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiHAoOSG9sZEpvYlJlcXVlc3QSCgoCaWQYASABKAkiLAoPSG9sZEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIh8KEVJlbGVhc2VKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIi8KElJlbGVhc2VKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIeChBEZWxldGVKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIjEKE1N0cmVhbU91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIIm4KFFN0cmVhbU91dHB1dFJlc3BvbnNlEiUKBnN0cmVhbRgBIAEoDjIVLmNybXMudjEuT3V0cHV0U3RyZWFtEgwKBGRhdGEYAiABKAwSDgoGb2Zmc2V0GAMgASgDEhEKCXRydW5jYXRlZBgEIAEoCCrYAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARISCg5KT0JfU1RBVEVfSEVMRBACEhYKEkpPQl9TVEFURV9BU1NJR05FRBADEhUKEUpPQl9TVEFURV9SVU5OSU5HEAQSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAFEhQKEEpPQl9TVEFURV9GQUlMRUQQBhIUChBKT0JfU1RBVEVfS0lMTEVEEAcSEgoOSk9CX1NUQVRFX0xPU1QQCCqjAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NVQ0NFRURFRBABEh8KG0RFUEVOREVOQ1lfQ09ORElUSU9OX0ZBSUxFRBACEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0ZJTklTSEVEEAMqpgEKDldhdGNoRXZlbnRUeXBlEiAKHFdBVENIX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIdChlXQVRDSF9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGwoXV0FUQ0hfRVZFTlRfVFlQRV9TWU5DRUQQAhIYChRXQVRDSF9FVkVOVF9UWVBFX1BVVBADEhwKGFdBVENIX0VWRU5UX1RZUEVfREVMRVRFRBAEKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACMugECgpKb2JTZXJ2aWNlEkIKCVN1Ym1pdEpvYhIZLmNybXMudjEuU3VibWl0Sm9iUmVxdWVzdBoaLmNybXMudjEuU3VibWl0Sm9iUmVzcG9uc2USOQoGR2V0Sm9iEhYuY3Jtcy52MS5HZXRKb2JSZXF1ZXN0GhcuY3Jtcy52MS5HZXRKb2JSZXNwb25zZRI/CghMaXN0Sm9icxIYLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0GhkuY3Jtcy52MS5MaXN0Sm9ic1Jlc3BvbnNlEkQKCVdhdGNoSm9icxIZLmNybXMudjEuV2F0Y2hKb2JzUmVxdWVzdBoaLmNybXMudjEuV2F0Y2hKb2JzUmVzcG9uc2UwARI8CgdLaWxsSm9iEhcuY3Jtcy52MS5LaWxsSm9iUmVxdWVzdBoYLmNybXMudjEuS2lsbEpvYlJlc3BvbnNlEjwKB0hvbGRKb2ISFy5jcm1zLnYxLkhvbGRKb2JSZXF1ZXN0GhguY3Jtcy52MS5Ib2xkSm9iUmVzcG9uc2USRQoKUmVsZWFzZUpvYhIaLmNybXMudjEuUmVsZWFzZUpvYlJlcXVlc3QaGy5jcm1zLnYxLlJlbGVhc2VKb2JSZXNwb25zZRJCCglEZWxldGVKb2ISGS5jcm1zLnYxLkRlbGV0ZUpvYlJlcXVlc3QaGi5jcm1zLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk0KDFN0cmVhbU91dHB1dBIcLmNybXMudjEuU3RyZWFtT3V0cHV0UmVxdWVzdBodLmNybXMudjEuU3RyZWFtT3V0cHV0UmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * JobSpec is what a user asks for. It never changes after submit.
@@ -120,6 +120,26 @@ export type JobSpec = Message<"crms.v1.JobSpec"> & {
    * @generated from field: uint32 retention_seconds = 13;
    */
   retentionSeconds: number;
+
+  /**
+   * Makes this an array job: one parent record and one task per index, each
+   * task running this spec with CRMS_ARRAY_INDEX and CRMS_ARRAY_ID (the
+   * parent's id) added to env. Unset means a plain job.
+   *
+   * @generated from field: crms.v1.ArraySpec array = 14;
+   */
+  array?: ArraySpec | undefined;
+
+  /**
+   * Jobs this one waits for (all of them): it stays PENDING, with a
+   * pending_reason naming them, until each condition holds, and becomes FAILED
+   * if one can no longer hold. At most 64. Ids must name existing jobs
+   * (NOT_FOUND otherwise); an id at or after the job's own would be a cycle
+   * (INVALID_ARGUMENT). A dependency on an array waits for all of its tasks.
+   *
+   * @generated from field: repeated crms.v1.Dependency after = 15;
+   */
+  after: Dependency[];
 };
 
 /**
@@ -128,6 +148,147 @@ export type JobSpec = Message<"crms.v1.JobSpec"> & {
  */
 export const JobSpecSchema: GenMessage<JobSpec> = /*@__PURE__*/
   messageDesc(file_crms_v1_job, 0);
+
+/**
+ * ArraySpec is the index range of an array job, like Slurm's --array 1-1000%50.
+ *
+ * @generated from message crms.v1.ArraySpec
+ */
+export type ArraySpec = Message<"crms.v1.ArraySpec"> & {
+  /**
+   * The first index.
+   *
+   * @generated from field: uint32 first = 1;
+   */
+  first: number;
+
+  /**
+   * The last index, inclusive; at least first. At most 100,000 tasks.
+   *
+   * @generated from field: uint32 last = 2;
+   */
+  last: number;
+
+  /**
+   * At most this many tasks of the array ASSIGNED or RUNNING at once; 0 means
+   * no limit beyond free slots.
+   *
+   * @generated from field: uint32 max_running = 3;
+   */
+  maxRunning: number;
+};
+
+/**
+ * Describes the message crms.v1.ArraySpec.
+ * Use `create(ArraySpecSchema)` to create a new message.
+ */
+export const ArraySpecSchema: GenMessage<ArraySpec> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 1);
+
+/**
+ * Dependency is one job another waits for.
+ *
+ * @generated from message crms.v1.Dependency
+ */
+export type Dependency = Message<"crms.v1.Dependency"> & {
+  /**
+   * The id of the job waited for.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * What end of it is needed.
+   *
+   * @generated from field: crms.v1.DependencyCondition condition = 2;
+   */
+  condition: DependencyCondition;
+};
+
+/**
+ * Describes the message crms.v1.Dependency.
+ * Use `create(DependencySchema)` to create a new message.
+ */
+export const DependencySchema: GenMessage<Dependency> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 2);
+
+/**
+ * ArrayCounts summarises the tasks of an array job by state.
+ *
+ * @generated from message crms.v1.ArrayCounts
+ */
+export type ArrayCounts = Message<"crms.v1.ArrayCounts"> & {
+  /**
+   * Tasks in the array (last - first + 1).
+   *
+   * @generated from field: uint32 total = 1;
+   */
+  total: number;
+
+  /**
+   * Tasks whose records exist so far (the scheduler creates them in batches).
+   *
+   * @generated from field: uint32 created = 2;
+   */
+  created: number;
+
+  /**
+   * PENDING tasks, including those not created yet.
+   *
+   * @generated from field: uint32 pending = 3;
+   */
+  pending: number;
+
+  /**
+   * HELD tasks.
+   *
+   * @generated from field: uint32 held = 4;
+   */
+  held: number;
+
+  /**
+   * ASSIGNED or RUNNING tasks.
+   *
+   * @generated from field: uint32 running = 5;
+   */
+  running: number;
+
+  /**
+   * SUCCEEDED tasks.
+   *
+   * @generated from field: uint32 succeeded = 6;
+   */
+  succeeded: number;
+
+  /**
+   * FAILED tasks.
+   *
+   * @generated from field: uint32 failed = 7;
+   */
+  failed: number;
+
+  /**
+   * KILLED tasks.
+   *
+   * @generated from field: uint32 killed = 8;
+   */
+  killed: number;
+
+  /**
+   * Finally LOST tasks.
+   *
+   * @generated from field: uint32 lost = 9;
+   */
+  lost: number;
+};
+
+/**
+ * Describes the message crms.v1.ArrayCounts.
+ * Use `create(ArrayCountsSchema)` to create a new message.
+ */
+export const ArrayCountsSchema: GenMessage<ArrayCounts> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 3);
 
 /**
  * Attempt is one run of a job on a worker.
@@ -197,6 +358,14 @@ export type Attempt = Message<"crms.v1.Attempt"> & {
    * @generated from field: string error = 9;
    */
   error: string;
+
+  /**
+   * The run was killed for passing JobSpec.timeout_seconds (outcome FAILED;
+   * it counts against max_retries).
+   *
+   * @generated from field: bool timed_out = 10;
+   */
+  timedOut: boolean;
 };
 
 /**
@@ -204,7 +373,7 @@ export type Attempt = Message<"crms.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 1);
+  messageDesc(file_crms_v1_job, 4);
 
 /**
  * Job is a submitted job and its current status.
@@ -360,6 +529,37 @@ export type Job = Message<"crms.v1.Job"> & {
    * @generated from field: uint32 kill_grace_seconds = 21;
    */
   killGraceSeconds: number;
+
+  /**
+   * For a task of an array: the parent's id; empty otherwise.
+   *
+   * @generated from field: string array_parent = 22;
+   */
+  arrayParent: string;
+
+  /**
+   * For a task of an array: its index.
+   *
+   * @generated from field: uint32 array_index = 23;
+   */
+  arrayIndex: number;
+
+  /**
+   * For an array parent: its tasks by state, computed when read. A parent
+   * reads RUNNING while a task holds a slot, else PENDING (or HELD), until its
+   * tasks all ended; then SUCCEEDED if all succeeded, KILLED if it was killed
+   * (or a task was), else FAILED.
+   *
+   * @generated from field: crms.v1.ArrayCounts array_counts = 24;
+   */
+  arrayCounts?: ArrayCounts | undefined;
+
+  /**
+   * For an array parent: how many task records the scheduler has created.
+   *
+   * @generated from field: uint32 array_created = 25;
+   */
+  arrayCreated: number;
 };
 
 /**
@@ -367,7 +567,7 @@ export type Job = Message<"crms.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 2);
+  messageDesc(file_crms_v1_job, 5);
 
 /**
  * SubmitJobRequest asks for a new job.
@@ -396,7 +596,7 @@ export type SubmitJobRequest = Message<"crms.v1.SubmitJobRequest"> & {
  * Use `create(SubmitJobRequestSchema)` to create a new message.
  */
 export const SubmitJobRequestSchema: GenMessage<SubmitJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 3);
+  messageDesc(file_crms_v1_job, 6);
 
 /**
  * SubmitJobResponse carries the new (or already existing) job.
@@ -424,7 +624,7 @@ export type SubmitJobResponse = Message<"crms.v1.SubmitJobResponse"> & {
  * Use `create(SubmitJobResponseSchema)` to create a new message.
  */
 export const SubmitJobResponseSchema: GenMessage<SubmitJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 4);
+  messageDesc(file_crms_v1_job, 7);
 
 /**
  * GetJobRequest names a job.
@@ -445,7 +645,7 @@ export type GetJobRequest = Message<"crms.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 5);
+  messageDesc(file_crms_v1_job, 8);
 
 /**
  * GetJobResponse carries the job.
@@ -466,7 +666,7 @@ export type GetJobResponse = Message<"crms.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 6);
+  messageDesc(file_crms_v1_job, 9);
 
 /**
  * ListJobsRequest filters and pages the job list.
@@ -508,6 +708,22 @@ export type ListJobsRequest = Message<"crms.v1.ListJobsRequest"> & {
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only the tasks of this array parent. Without it, array tasks are left out
+   * (their parent stands for them) unless include_tasks or worker is set. A
+   * parent matches states by the state it reads as (see Job.array_counts).
+   *
+   * @generated from field: string array_parent = 6;
+   */
+  arrayParent: string;
+
+  /**
+   * List array tasks alongside other jobs.
+   *
+   * @generated from field: bool include_tasks = 7;
+   */
+  includeTasks: boolean;
 };
 
 /**
@@ -515,7 +731,7 @@ export type ListJobsRequest = Message<"crms.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 7);
+  messageDesc(file_crms_v1_job, 10);
 
 /**
  * ListJobsResponse is one page of jobs, ordered by id.
@@ -543,7 +759,7 @@ export type ListJobsResponse = Message<"crms.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 8);
+  messageDesc(file_crms_v1_job, 11);
 
 /**
  * WatchJobsRequest starts a watch on jobs.
@@ -574,7 +790,7 @@ export type WatchJobsRequest = Message<"crms.v1.WatchJobsRequest"> & {
  * Use `create(WatchJobsRequestSchema)` to create a new message.
  */
 export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 9);
+  messageDesc(file_crms_v1_job, 12);
 
 /**
  * WatchJobsResponse is one watch event.
@@ -609,7 +825,7 @@ export type WatchJobsResponse = Message<"crms.v1.WatchJobsResponse"> & {
  * Use `create(WatchJobsResponseSchema)` to create a new message.
  */
 export const WatchJobsResponseSchema: GenMessage<WatchJobsResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 10);
+  messageDesc(file_crms_v1_job, 13);
 
 /**
  * KillJobRequest names the job to kill.
@@ -637,7 +853,7 @@ export type KillJobRequest = Message<"crms.v1.KillJobRequest"> & {
  * Use `create(KillJobRequestSchema)` to create a new message.
  */
 export const KillJobRequestSchema: GenMessage<KillJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 11);
+  messageDesc(file_crms_v1_job, 14);
 
 /**
  * KillJobResponse carries the job after the request.
@@ -659,7 +875,7 @@ export type KillJobResponse = Message<"crms.v1.KillJobResponse"> & {
  * Use `create(KillJobResponseSchema)` to create a new message.
  */
 export const KillJobResponseSchema: GenMessage<KillJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 12);
+  messageDesc(file_crms_v1_job, 15);
 
 /**
  * HoldJobRequest names the job to hold.
@@ -680,7 +896,7 @@ export type HoldJobRequest = Message<"crms.v1.HoldJobRequest"> & {
  * Use `create(HoldJobRequestSchema)` to create a new message.
  */
 export const HoldJobRequestSchema: GenMessage<HoldJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 13);
+  messageDesc(file_crms_v1_job, 16);
 
 /**
  * HoldJobResponse carries the held job.
@@ -701,7 +917,7 @@ export type HoldJobResponse = Message<"crms.v1.HoldJobResponse"> & {
  * Use `create(HoldJobResponseSchema)` to create a new message.
  */
 export const HoldJobResponseSchema: GenMessage<HoldJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 14);
+  messageDesc(file_crms_v1_job, 17);
 
 /**
  * ReleaseJobRequest names the job to release.
@@ -722,7 +938,7 @@ export type ReleaseJobRequest = Message<"crms.v1.ReleaseJobRequest"> & {
  * Use `create(ReleaseJobRequestSchema)` to create a new message.
  */
 export const ReleaseJobRequestSchema: GenMessage<ReleaseJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 15);
+  messageDesc(file_crms_v1_job, 18);
 
 /**
  * ReleaseJobResponse carries the released job.
@@ -743,7 +959,7 @@ export type ReleaseJobResponse = Message<"crms.v1.ReleaseJobResponse"> & {
  * Use `create(ReleaseJobResponseSchema)` to create a new message.
  */
 export const ReleaseJobResponseSchema: GenMessage<ReleaseJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 16);
+  messageDesc(file_crms_v1_job, 19);
 
 /**
  * DeleteJobRequest names the job to delete.
@@ -764,7 +980,7 @@ export type DeleteJobRequest = Message<"crms.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 17);
+  messageDesc(file_crms_v1_job, 20);
 
 /**
  * DeleteJobResponse is empty.
@@ -779,7 +995,7 @@ export type DeleteJobResponse = Message<"crms.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 18);
+  messageDesc(file_crms_v1_job, 21);
 
 /**
  * StreamOutputRequest asks for a job's output.
@@ -808,7 +1024,7 @@ export type StreamOutputRequest = Message<"crms.v1.StreamOutputRequest"> & {
  * Use `create(StreamOutputRequestSchema)` to create a new message.
  */
 export const StreamOutputRequestSchema: GenMessage<StreamOutputRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 19);
+  messageDesc(file_crms_v1_job, 22);
 
 /**
  * StreamOutputResponse is one chunk of output.
@@ -851,7 +1067,7 @@ export type StreamOutputResponse = Message<"crms.v1.StreamOutputResponse"> & {
  * Use `create(StreamOutputResponseSchema)` to create a new message.
  */
 export const StreamOutputResponseSchema: GenMessage<StreamOutputResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 20);
+  messageDesc(file_crms_v1_job, 23);
 
 /**
  * JobState is where a job is in its life. See design.md for the transitions:
@@ -934,6 +1150,48 @@ export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
   enumDesc(file_crms_v1_job, 0);
 
 /**
+ * DependencyCondition says which end of a dependency lets the dependant run.
+ *
+ * @generated from enum crms.v1.DependencyCondition
+ */
+export enum DependencyCondition {
+  /**
+   * Same as SUCCEEDED.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The job succeeded (for an array: every task succeeded).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_SUCCEEDED = 1;
+   */
+  SUCCEEDED = 1,
+
+  /**
+   * The job ended without success: FAILED, KILLED or finally LOST (for an
+   * array: it ended and at least one task did not succeed).
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_FAILED = 2;
+   */
+  FAILED = 2,
+
+  /**
+   * The job ended, in any final state.
+   *
+   * @generated from enum value: DEPENDENCY_CONDITION_FINISHED = 3;
+   */
+  FINISHED = 3,
+}
+
+/**
+ * Describes the enum crms.v1.DependencyCondition.
+ */
+export const DependencyConditionSchema: GenEnum<DependencyCondition> = /*@__PURE__*/
+  enumDesc(file_crms_v1_job, 1);
+
+/**
  * WatchEventType says what a watch event means.
  *
  * @generated from enum crms.v1.WatchEventType
@@ -979,7 +1237,7 @@ export enum WatchEventType {
  * Describes the enum crms.v1.WatchEventType.
  */
 export const WatchEventTypeSchema: GenEnum<WatchEventType> = /*@__PURE__*/
-  enumDesc(file_crms_v1_job, 1);
+  enumDesc(file_crms_v1_job, 2);
 
 /**
  * OutputStream says which stream a chunk of output came from.
@@ -1013,7 +1271,7 @@ export enum OutputStream {
  * Describes the enum crms.v1.OutputStream.
  */
 export const OutputStreamSchema: GenEnum<OutputStream> = /*@__PURE__*/
-  enumDesc(file_crms_v1_job, 2);
+  enumDesc(file_crms_v1_job, 3);
 
 /**
  * JobService submits, inspects and controls jobs.

@@ -5,7 +5,17 @@
 import { type Attempt, type Job, JobState, OutputStream } from "../../../gen/crms/v1/job_pb.js";
 import { Code, codeOf, errorText, isCanceled, jobService } from "../api.js";
 import { h, replace, toast } from "../dom.js";
-import { formatDuration, isFinal, shellQuote, stateBadge, stateName, timeEl, toDate } from "../format.js";
+import {
+  arrayCountsText,
+  conditionName,
+  formatDuration,
+  isFinal,
+  shellQuote,
+  stateBadge,
+  stateName,
+  timeEl,
+  toDate,
+} from "../format.js";
 import { live } from "../live.js";
 import { href, type Route, type View } from "../view.js";
 
@@ -40,7 +50,65 @@ function runningSpan(a: Attempt): HTMLElement {
 
 function outcome(a: Attempt): Node | string {
   if (a.outcome === JobState.UNSPECIFIED) return toDate(a.startTime) ? "running" : "assigned";
+  if (a.timedOut) return h("span", null, stateBadge(a.outcome), " timeout");
+  if (a.outcome === JobState.LOST) return h("span", null, stateBadge(a.outcome), " not counted as a retry");
   return stateBadge(a.outcome);
+}
+
+/** Array membership, task counts and dependencies, when the job has any. */
+function relations(job: Job): Node[] {
+  const a = job.spec?.array;
+  const after = job.spec?.after ?? [];
+  if (!a && !job.arrayParent && !after.length) return [];
+  return [
+    h(
+      "section",
+      { "aria-labelledby": "job-relations" },
+      h("h2", { id: "job-relations" }, "Array and dependencies"),
+      h(
+        "dl",
+        { class: "kv" },
+        a
+          ? [
+              row("Array", `${a.first}-${a.last}${a.maxRunning ? `, at most ${a.maxRunning} running` : ""}`),
+              row(
+                "Tasks",
+                h(
+                  "span",
+                  { class: "array-counts" },
+                  job.arrayCounts ? arrayCountsText(job.arrayCounts) : "—",
+                  " ",
+                  h("a", { href: href("jobs", { array: job.id }) }, "list tasks"),
+                ),
+              ),
+            ]
+          : [],
+        job.arrayParent
+          ? row(
+              "Array task",
+              h(
+                "span",
+                null,
+                `index ${job.arrayIndex} of `,
+                h("a", { href: href(`jobs/${job.arrayParent}`) }, `array ${job.arrayParent}`),
+              ),
+            )
+          : [],
+        after.length
+          ? row(
+              "Runs after",
+              h(
+                "ul",
+                { class: "dependencies" },
+                after.map((d) =>
+                  h("li", null, h("a", { href: href(`jobs/${d.jobId}`) }, `job ${d.jobId}`), ` ${conditionName(d)}`),
+                ),
+              ),
+            )
+          : [],
+      ),
+    ),
+  ];
 }
 
 function attemptsTable(job: Job): HTMLElement {
@@ -125,7 +193,10 @@ function details(job: Job): HTMLElement {
           job.signal ? row("Signal", job.signal) : [],
           job.error ? row("Error", h("span", { class: "error" }, job.error)) : [],
           row("Attempt", `${job.attempt}${spec?.maxRetries ? ` of up to ${spec.maxRetries + 1}` : ""}`),
-          row("Failures / lost", `${job.failures} / ${job.lostCount}`),
+          row(
+            "Failures / lost",
+            `${job.failures} of ${spec?.maxRetries ?? 0} retries / ${job.lostCount} of ${spec?.maxLostRetries || 3} lost runs`,
+          ),
         ),
       ),
       h(
@@ -169,6 +240,7 @@ function details(job: Job): HTMLElement {
         ),
       ),
     ),
+    relations(job),
     h(
       "section",
       { "aria-labelledby": "job-env" },

@@ -8,6 +8,7 @@ import { type Job, JobState, type ListJobsRequestSchema } from "../../../gen/crm
 import { Code, codeOf, errorText, isCanceled, jobService } from "../api.js";
 import { h, replace, throttle } from "../dom.js";
 import {
+  arrayCountsText,
   formatDuration,
   isFinal,
   JOB_STATES,
@@ -33,6 +34,8 @@ interface Filters {
   q: string;
   size: number;
   after: string;
+  /** Only the tasks of this array parent (array tasks are otherwise left out). */
+  array: string;
 }
 
 /** Page-start tokens seen for one filter, so Previous can go back. */
@@ -47,6 +50,7 @@ function filtersOf(query: URLSearchParams): Filters {
     q: (query.get("q") ?? "").trim(),
     size: PAGE_SIZES.includes(size) ? size : 50,
     after: query.get("after") ?? "",
+    array: query.get("array") ?? "",
   };
 }
 
@@ -58,6 +62,7 @@ function queryOf(f: Filters, after = ""): Record<string, string | undefined> {
     q: f.q,
     size: f.size === 50 ? undefined : String(f.size),
     after,
+    array: f.array,
   };
 }
 
@@ -94,6 +99,7 @@ function jobRow(job: Job): HTMLTableRowElement {
       null,
       stateBadge(job.state),
       job.killRequested && !isFinal(job.state) ? h("span", { class: "small muted" }, " killing") : null,
+      job.arrayCounts ? h("span", { class: "small muted" }, ` ${arrayCountsText(job.arrayCounts)}`) : null,
     ),
     h(
       "td",
@@ -245,6 +251,7 @@ export function jobsView(route: Route): View {
       q: String(data.get("q") ?? "").trim(),
       size: Number(data.get("size")) || 50,
       after: "",
+      array: f.array,
     };
     location.hash = href("jobs", queryOf(next));
   });
@@ -254,7 +261,7 @@ export function jobsView(route: Route): View {
   const el = h(
     "div",
     { class: "view jobs-view" },
-    h("h1", { tabindex: -1 }, "Jobs"),
+    h("h1", { tabindex: -1 }, f.array ? `Tasks of array ${f.array}` : "Jobs"),
     form,
     status,
     h("div", { class: "table-wrap", role: "region", "aria-label": "Jobs table", tabindex: 0 }, table),
@@ -271,6 +278,7 @@ export function jobsView(route: Route): View {
     labels,
     pageSize,
     pageToken,
+    arrayParent: f.array,
   });
 
   const needle = f.q.toLowerCase();
@@ -280,6 +288,7 @@ export function jobsView(route: Route): View {
     (job.spec?.command ?? []).join(" ").toLowerCase().includes(needle);
 
   const matches = (job: Job) =>
+    (f.array ? job.arrayParent === f.array : !job.arrayParent || Boolean(f.worker)) &&
     (!f.state || job.state === f.state) &&
     (!f.worker || job.worker === f.worker) &&
     Object.entries(labels).every(([k, v]) => job.spec?.labels[k] === v) &&

@@ -22,7 +22,9 @@ import grpc
 
 from crms.errors import CrmsError, JobNotFound, WaitTimeout, from_rpc_error
 from crms.types import (
+    ArraySpec,
     ClusterStatus,
+    Dependency,
     Job,
     JobState,
     OutputChunk,
@@ -145,6 +147,8 @@ class Client:
         request_id: Optional[str] = None,
         lost_retries: int = 0,
         retention: Optional[float] = None,
+        array: Union[None, ArraySpec, str, range] = None,
+        after: Optional[Iterable[Union[Dependency, str, int]]] = None,
     ) -> Job:
         """Submits a job and returns it as stored (PENDING, or HELD with ``hold=True``).
 
@@ -154,6 +158,12 @@ class Client:
         often a failed run is retried, ``timeout`` the wall-clock limit of a run
         in seconds. A retried submit with the same ``request_id`` returns the
         job of the first one.
+
+        ``array`` makes an array job: ``"1-1000%50"`` (or an :class:`ArraySpec`
+        or ``range``) submits one parent and a task per index, each with
+        ``CRMS_ARRAY_INDEX`` and ``CRMS_ARRAY_ID`` in its environment, at most
+        50 running at once. ``after`` lists jobs this one waits for: ids, or
+        ``"ID:succeeded|failed|finished"`` strings, or :class:`Dependency`.
         """
         if isinstance(command, (str, bytes)):
             raise TypeError("command must be a list of arguments, e.g. ['sh', '-c', 'echo hi']")
@@ -171,7 +181,10 @@ class Client:
             hold=hold,
             max_lost_retries=lost_retries,
             retention_seconds=_seconds(retention, "retention"),
+            after=[Dependency.parse(d).to_proto() for d in (after or [])],
         )
+        if array is not None:
+            spec.array.CopyFrom(ArraySpec.parse(array).to_proto())
         req = job_pb2.SubmitJobRequest(spec=spec, request_id=request_id or "")
         return Job.from_proto(self._unary(self.job_service.SubmitJob, req, "job").job)
 
@@ -187,15 +200,24 @@ class Client:
         labels: Optional[Mapping[str, str]] = None,
         *,
         page_size: int = 0,
+        array: Optional[JobId] = None,
+        include_tasks: bool = False,
     ) -> Iterator[Job]:
         """Iterates every job (ordered by id), fetching page after page.
 
         ``state`` is one state or several (``JobState``, name like ``"RUNNING"``,
         or number); ``worker`` keeps jobs whose last attempt is on that worker;
-        ``labels`` keeps jobs carrying every key=value.
+        ``labels`` keeps jobs carrying every key=value. Array tasks are left out
+        (their parent stands for them) unless ``include_tasks`` or ``worker`` is
+        given; ``array`` lists only the tasks of that array parent.
         """
         req = job_pb2.ListJobsRequest(
-            states=_states(state), worker=worker or "", labels=dict(labels or {}), page_size=page_size
+            states=_states(state),
+            worker=worker or "",
+            labels=dict(labels or {}),
+            page_size=page_size,
+            array_parent=str(array) if array is not None else "",
+            include_tasks=include_tasks,
         )
         while True:
             resp = self._unary(self.job_service.ListJobs, req, "job")

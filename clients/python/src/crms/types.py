@@ -15,6 +15,10 @@ __all__ = [
     "WatchEventType",
     "OutputStream",
     "JobSpec",
+    "ArraySpec",
+    "DependencyCondition",
+    "Dependency",
+    "ArrayCounts",
     "Attempt",
     "Job",
     "Worker",
@@ -123,6 +127,107 @@ class OutputStream(_ProtoEnum):
         return "OUTPUT_STREAM_"
 
 
+class DependencyCondition(_ProtoEnum):
+    """Which end of a dependency lets the dependant run (crms.v1.DependencyCondition without its prefix)."""
+
+    UNSPECIFIED = job_pb2.DEPENDENCY_CONDITION_UNSPECIFIED
+    SUCCEEDED = job_pb2.DEPENDENCY_CONDITION_SUCCEEDED
+    FAILED = job_pb2.DEPENDENCY_CONDITION_FAILED
+    FINISHED = job_pb2.DEPENDENCY_CONDITION_FINISHED
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return "DEPENDENCY_CONDITION_"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """The index range of an array job (crms.v1.ArraySpec), like ``--array 1-1000%50``."""
+
+    first: int
+    last: int
+    max_running: int = 0
+
+    @classmethod
+    def parse(cls, value: Union["ArraySpec", str, range]) -> "ArraySpec":
+        """Accepts an ArraySpec, ``"FIRST-LAST[%MAX]"`` / ``"N"``, or a ``range`` with step 1."""
+        if isinstance(value, ArraySpec):
+            return value
+        if isinstance(value, range):
+            if value.step != 1 or len(value) == 0:
+                raise ValueError("array range must be non-empty with step 1")
+            return cls(value.start, value.stop - 1)
+        if isinstance(value, str):
+            text, _, limit = value.partition("%")
+            first, _, last = text.partition("-")
+            try:
+                return cls(int(first), int(last or first), int(limit or 0))
+            except ValueError:
+                raise ValueError(f"array {value!r}: expected FIRST-LAST or FIRST-LAST%MAX, e.g. 1-1000%50") from None
+        raise TypeError(f"cannot make an ArraySpec from {value!r}")
+
+    def to_proto(self) -> job_pb2.ArraySpec:
+        return job_pb2.ArraySpec(first=self.first, last=self.last, max_running=self.max_running)
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}" + (f"%{self.max_running}" if self.max_running else "")
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A job another waits for (crms.v1.Dependency)."""
+
+    job_id: str
+    condition: DependencyCondition = DependencyCondition.SUCCEEDED
+
+    @classmethod
+    def parse(cls, value: Union["Dependency", str, int]) -> "Dependency":
+        """Accepts a Dependency, a job id, or ``"ID:succeeded|failed|finished"``."""
+        if isinstance(value, Dependency):
+            return value
+        if isinstance(value, int):
+            return cls(str(value))
+        if isinstance(value, str):
+            job_id, _, word = value.partition(":")
+            return cls(job_id, DependencyCondition.parse(word) if word else DependencyCondition.SUCCEEDED)
+        raise TypeError(f"cannot make a Dependency from {value!r}")
+
+    def to_proto(self) -> job_pb2.Dependency:
+        return job_pb2.Dependency(job_id=self.job_id, condition=int(self.condition))
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.condition.name.lower()}"
+
+
+@dataclass(frozen=True)
+class ArrayCounts:
+    """An array parent's tasks by state (crms.v1.ArrayCounts)."""
+
+    total: int = 0
+    created: int = 0
+    pending: int = 0
+    held: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    killed: int = 0
+    lost: int = 0
+
+    @classmethod
+    def from_proto(cls, c: job_pb2.ArrayCounts) -> "ArrayCounts":
+        return cls(
+            total=c.total,
+            created=c.created,
+            pending=c.pending,
+            held=c.held,
+            running=c.running,
+            succeeded=c.succeeded,
+            failed=c.failed,
+            killed=c.killed,
+            lost=c.lost,
+        )
+
+
 def _time(msg, name: str) -> Optional[datetime]:
     if not msg.HasField(name):
         return None
@@ -150,6 +255,8 @@ class JobSpec:
     hold: bool = False
     lost_retries: int = 0
     retention: Optional[int] = None
+    array: Optional[ArraySpec] = None
+    after: Tuple[Dependency, ...] = ()
 
     @classmethod
     def from_proto(cls, spec: job_pb2.JobSpec) -> "JobSpec":
@@ -167,6 +274,15 @@ class JobSpec:
             hold=spec.hold,
             lost_retries=spec.max_lost_retries,
             retention=spec.retention_seconds or None,
+            array=(
+                ArraySpec(spec.array.first, spec.array.last, spec.array.max_running)
+                if spec.HasField("array")
+                else None
+            ),
+            after=tuple(
+                Dependency(d.job_id, DependencyCondition._from_proto(d.condition) or DependencyCondition.SUCCEEDED)
+                for d in spec.after
+            ),
         )
 
 
@@ -183,6 +299,7 @@ class Attempt:
     exit_code: Optional[int]
     signal: str
     error: str
+    timed_out: bool = False
 
     @classmethod
     def from_proto(cls, a: job_pb2.Attempt) -> "Attempt":
@@ -196,6 +313,7 @@ class Attempt:
             exit_code=_opt_int(a, "exit_code"),
             signal=a.signal,
             error=a.error,
+            timed_out=a.timed_out,
         )
 
 
@@ -224,6 +342,10 @@ class Job:
     request_id: str = ""
     kill_requested: bool = False
     kill_grace_seconds: int = 0
+    array_parent: str = ""
+    array_index: int = 0
+    array_counts: Optional[ArrayCounts] = None
+    array_created: int = 0
 
     @classmethod
     def from_proto(cls, j: job_pb2.Job) -> "Job":
@@ -249,7 +371,16 @@ class Job:
             request_id=j.request_id,
             kill_requested=j.kill_requested,
             kill_grace_seconds=j.kill_grace_seconds,
+            array_parent=j.array_parent,
+            array_index=j.array_index,
+            array_counts=ArrayCounts.from_proto(j.array_counts) if j.HasField("array_counts") else None,
+            array_created=j.array_created,
         )
+
+    @property
+    def is_array(self) -> bool:
+        """True for an array parent (its tasks: ``client.jobs(array=job.id)``)."""
+        return self.spec.array is not None
 
     @property
     def name(self) -> str:

@@ -106,6 +106,64 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_crms_v1_job_proto_rawDescGZIP(), []int{0}
 }
 
+// DependencyCondition says which end of a dependency lets the dependant run.
+type DependencyCondition int32
+
+const (
+	// Same as SUCCEEDED.
+	DependencyCondition_DEPENDENCY_CONDITION_UNSPECIFIED DependencyCondition = 0
+	// The job succeeded (for an array: every task succeeded).
+	DependencyCondition_DEPENDENCY_CONDITION_SUCCEEDED DependencyCondition = 1
+	// The job ended without success: FAILED, KILLED or finally LOST (for an
+	// array: it ended and at least one task did not succeed).
+	DependencyCondition_DEPENDENCY_CONDITION_FAILED DependencyCondition = 2
+	// The job ended, in any final state.
+	DependencyCondition_DEPENDENCY_CONDITION_FINISHED DependencyCondition = 3
+)
+
+// Enum value maps for DependencyCondition.
+var (
+	DependencyCondition_name = map[int32]string{
+		0: "DEPENDENCY_CONDITION_UNSPECIFIED",
+		1: "DEPENDENCY_CONDITION_SUCCEEDED",
+		2: "DEPENDENCY_CONDITION_FAILED",
+		3: "DEPENDENCY_CONDITION_FINISHED",
+	}
+	DependencyCondition_value = map[string]int32{
+		"DEPENDENCY_CONDITION_UNSPECIFIED": 0,
+		"DEPENDENCY_CONDITION_SUCCEEDED":   1,
+		"DEPENDENCY_CONDITION_FAILED":      2,
+		"DEPENDENCY_CONDITION_FINISHED":    3,
+	}
+)
+
+func (x DependencyCondition) Enum() *DependencyCondition {
+	p := new(DependencyCondition)
+	*p = x
+	return p
+}
+
+func (x DependencyCondition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DependencyCondition) Descriptor() protoreflect.EnumDescriptor {
+	return file_crms_v1_job_proto_enumTypes[1].Descriptor()
+}
+
+func (DependencyCondition) Type() protoreflect.EnumType {
+	return &file_crms_v1_job_proto_enumTypes[1]
+}
+
+func (x DependencyCondition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DependencyCondition.Descriptor instead.
+func (DependencyCondition) EnumDescriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
 // WatchEventType says what a watch event means.
 type WatchEventType int32
 
@@ -151,11 +209,11 @@ func (x WatchEventType) String() string {
 }
 
 func (WatchEventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_crms_v1_job_proto_enumTypes[1].Descriptor()
+	return file_crms_v1_job_proto_enumTypes[2].Descriptor()
 }
 
 func (WatchEventType) Type() protoreflect.EnumType {
-	return &file_crms_v1_job_proto_enumTypes[1]
+	return &file_crms_v1_job_proto_enumTypes[2]
 }
 
 func (x WatchEventType) Number() protoreflect.EnumNumber {
@@ -164,7 +222,7 @@ func (x WatchEventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchEventType.Descriptor instead.
 func (WatchEventType) EnumDescriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 // OutputStream says which stream a chunk of output came from.
@@ -204,11 +262,11 @@ func (x OutputStream) String() string {
 }
 
 func (OutputStream) Descriptor() protoreflect.EnumDescriptor {
-	return file_crms_v1_job_proto_enumTypes[2].Descriptor()
+	return file_crms_v1_job_proto_enumTypes[3].Descriptor()
 }
 
 func (OutputStream) Type() protoreflect.EnumType {
-	return &file_crms_v1_job_proto_enumTypes[2]
+	return &file_crms_v1_job_proto_enumTypes[3]
 }
 
 func (x OutputStream) Number() protoreflect.EnumNumber {
@@ -217,7 +275,7 @@ func (x OutputStream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OutputStream.Descriptor instead.
 func (OutputStream) EnumDescriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 // JobSpec is what a user asks for. It never changes after submit.
@@ -256,8 +314,18 @@ type JobSpec struct {
 	// Keep the finished record at least this many seconds (longer than the
 	// cluster's retention age); 0 means the cluster default.
 	RetentionSeconds uint32 `protobuf:"varint,13,opt,name=retention_seconds,json=retentionSeconds,proto3" json:"retention_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Makes this an array job: one parent record and one task per index, each
+	// task running this spec with CRMS_ARRAY_INDEX and CRMS_ARRAY_ID (the
+	// parent's id) added to env. Unset means a plain job.
+	Array *ArraySpec `protobuf:"bytes,14,opt,name=array,proto3" json:"array,omitempty"`
+	// Jobs this one waits for (all of them): it stays PENDING, with a
+	// pending_reason naming them, until each condition holds, and becomes FAILED
+	// if one can no longer hold. At most 64. Ids must name existing jobs
+	// (NOT_FOUND otherwise); an id at or after the job's own would be a cycle
+	// (INVALID_ARGUMENT). A dependency on an array waits for all of its tasks.
+	After         []*Dependency `protobuf:"bytes,15,rep,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -381,6 +449,258 @@ func (x *JobSpec) GetRetentionSeconds() uint32 {
 	return 0
 }
 
+func (x *JobSpec) GetArray() *ArraySpec {
+	if x != nil {
+		return x.Array
+	}
+	return nil
+}
+
+func (x *JobSpec) GetAfter() []*Dependency {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+// ArraySpec is the index range of an array job, like Slurm's --array 1-1000%50.
+type ArraySpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first index.
+	First uint32 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	// The last index, inclusive; at least first. At most 100,000 tasks.
+	Last uint32 `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
+	// At most this many tasks of the array ASSIGNED or RUNNING at once; 0 means
+	// no limit beyond free slots.
+	MaxRunning    uint32 `protobuf:"varint,3,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArraySpec) Reset() {
+	*x = ArraySpec{}
+	mi := &file_crms_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArraySpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArraySpec) ProtoMessage() {}
+
+func (x *ArraySpec) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArraySpec.ProtoReflect.Descriptor instead.
+func (*ArraySpec) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ArraySpec) GetFirst() uint32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *ArraySpec) GetLast() uint32 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *ArraySpec) GetMaxRunning() uint32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+// Dependency is one job another waits for.
+type Dependency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the job waited for.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// What end of it is needed.
+	Condition     DependencyCondition `protobuf:"varint,2,opt,name=condition,proto3,enum=crms.v1.DependencyCondition" json:"condition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Dependency) Reset() {
+	*x = Dependency{}
+	mi := &file_crms_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dependency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dependency) ProtoMessage() {}
+
+func (x *Dependency) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dependency.ProtoReflect.Descriptor instead.
+func (*Dependency) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Dependency) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Dependency) GetCondition() DependencyCondition {
+	if x != nil {
+		return x.Condition
+	}
+	return DependencyCondition_DEPENDENCY_CONDITION_UNSPECIFIED
+}
+
+// ArrayCounts summarises the tasks of an array job by state.
+type ArrayCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks in the array (last - first + 1).
+	Total uint32 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	// Tasks whose records exist so far (the scheduler creates them in batches).
+	Created uint32 `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// PENDING tasks, including those not created yet.
+	Pending uint32 `protobuf:"varint,3,opt,name=pending,proto3" json:"pending,omitempty"`
+	// HELD tasks.
+	Held uint32 `protobuf:"varint,4,opt,name=held,proto3" json:"held,omitempty"`
+	// ASSIGNED or RUNNING tasks.
+	Running uint32 `protobuf:"varint,5,opt,name=running,proto3" json:"running,omitempty"`
+	// SUCCEEDED tasks.
+	Succeeded uint32 `protobuf:"varint,6,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// FAILED tasks.
+	Failed uint32 `protobuf:"varint,7,opt,name=failed,proto3" json:"failed,omitempty"`
+	// KILLED tasks.
+	Killed uint32 `protobuf:"varint,8,opt,name=killed,proto3" json:"killed,omitempty"`
+	// Finally LOST tasks.
+	Lost          uint32 `protobuf:"varint,9,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArrayCounts) Reset() {
+	*x = ArrayCounts{}
+	mi := &file_crms_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArrayCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArrayCounts) ProtoMessage() {}
+
+func (x *ArrayCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArrayCounts.ProtoReflect.Descriptor instead.
+func (*ArrayCounts) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ArrayCounts) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetCreated() uint32 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetPending() uint32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetHeld() uint32 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetSucceeded() uint32 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetFailed() uint32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetKilled() uint32 {
+	if x != nil {
+		return x.Killed
+	}
+	return 0
+}
+
+func (x *ArrayCounts) GetLost() uint32 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
 // Attempt is one run of a job on a worker.
 type Attempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -401,14 +721,17 @@ type Attempt struct {
 	// Signal name (e.g. SIGKILL) when the process was ended by a signal.
 	Signal string `protobuf:"bytes,8,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Why the attempt failed, if it did.
-	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// The run was killed for passing JobSpec.timeout_seconds (outcome FAILED;
+	// it counts against max_retries).
+	TimedOut      bool `protobuf:"varint,10,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_crms_v1_job_proto_msgTypes[1]
+	mi := &file_crms_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +743,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[1]
+	mi := &file_crms_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +756,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Attempt) GetNumber() uint32 {
@@ -499,6 +822,13 @@ func (x *Attempt) GetError() string {
 	return ""
 }
 
+func (x *Attempt) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
 // Job is a submitted job and its current status.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -546,13 +876,24 @@ type Job struct {
 	KillRequested bool `protobuf:"varint,20,opt,name=kill_requested,json=killRequested,proto3" json:"kill_requested,omitempty"`
 	// Seconds between SIGTERM and SIGKILL of the requested kill.
 	KillGraceSeconds uint32 `protobuf:"varint,21,opt,name=kill_grace_seconds,json=killGraceSeconds,proto3" json:"kill_grace_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// For a task of an array: the parent's id; empty otherwise.
+	ArrayParent string `protobuf:"bytes,22,opt,name=array_parent,json=arrayParent,proto3" json:"array_parent,omitempty"`
+	// For a task of an array: its index.
+	ArrayIndex uint32 `protobuf:"varint,23,opt,name=array_index,json=arrayIndex,proto3" json:"array_index,omitempty"`
+	// For an array parent: its tasks by state, computed when read. A parent
+	// reads RUNNING while a task holds a slot, else PENDING (or HELD), until its
+	// tasks all ended; then SUCCEEDED if all succeeded, KILLED if it was killed
+	// (or a task was), else FAILED.
+	ArrayCounts *ArrayCounts `protobuf:"bytes,24,opt,name=array_counts,json=arrayCounts,proto3" json:"array_counts,omitempty"`
+	// For an array parent: how many task records the scheduler has created.
+	ArrayCreated  uint32 `protobuf:"varint,25,opt,name=array_created,json=arrayCreated,proto3" json:"array_created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_crms_v1_job_proto_msgTypes[2]
+	mi := &file_crms_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +905,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[2]
+	mi := &file_crms_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +918,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Job) GetId() string {
@@ -727,6 +1068,34 @@ func (x *Job) GetKillGraceSeconds() uint32 {
 	return 0
 }
 
+func (x *Job) GetArrayParent() string {
+	if x != nil {
+		return x.ArrayParent
+	}
+	return ""
+}
+
+func (x *Job) GetArrayIndex() uint32 {
+	if x != nil {
+		return x.ArrayIndex
+	}
+	return 0
+}
+
+func (x *Job) GetArrayCounts() *ArrayCounts {
+	if x != nil {
+		return x.ArrayCounts
+	}
+	return nil
+}
+
+func (x *Job) GetArrayCreated() uint32 {
+	if x != nil {
+		return x.ArrayCreated
+	}
+	return 0
+}
+
 // SubmitJobRequest asks for a new job.
 type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -741,7 +1110,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[3]
+	mi := &file_crms_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1122,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[3]
+	mi := &file_crms_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1135,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -796,7 +1165,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[4]
+	mi := &file_crms_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1177,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[4]
+	mi := &file_crms_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1190,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -849,7 +1218,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[5]
+	mi := &file_crms_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1230,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[5]
+	mi := &file_crms_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1243,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -895,7 +1264,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[6]
+	mi := &file_crms_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1276,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[6]
+	mi := &file_crms_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1289,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -942,14 +1311,20 @@ type ListJobsRequest struct {
 	// Jobs per page, 1 to 1,000; 0 means 100.
 	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only the tasks of this array parent. Without it, array tasks are left out
+	// (their parent stands for them) unless include_tasks or worker is set. A
+	// parent matches states by the state it reads as (see Job.array_counts).
+	ArrayParent string `protobuf:"bytes,6,opt,name=array_parent,json=arrayParent,proto3" json:"array_parent,omitempty"`
+	// List array tasks alongside other jobs.
+	IncludeTasks  bool `protobuf:"varint,7,opt,name=include_tasks,json=includeTasks,proto3" json:"include_tasks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[7]
+	mi := &file_crms_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1336,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[7]
+	mi := &file_crms_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1349,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1012,6 +1387,20 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetArrayParent() string {
+	if x != nil {
+		return x.ArrayParent
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetIncludeTasks() bool {
+	if x != nil {
+		return x.IncludeTasks
+	}
+	return false
+}
+
 // ListJobsResponse is one page of jobs, ordered by id.
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1025,7 +1414,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[8]
+	mi := &file_crms_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1426,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[8]
+	mi := &file_crms_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1439,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1083,7 +1472,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[9]
+	mi := &file_crms_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1484,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[9]
+	mi := &file_crms_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1497,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchJobsRequest) GetIds() []string {
@@ -1140,7 +1529,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[10]
+	mi := &file_crms_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1541,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[10]
+	mi := &file_crms_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1554,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchJobsResponse) GetType() WatchEventType {
@@ -1202,7 +1591,7 @@ type KillJobRequest struct {
 
 func (x *KillJobRequest) Reset() {
 	*x = KillJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[11]
+	mi := &file_crms_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1603,7 @@ func (x *KillJobRequest) String() string {
 func (*KillJobRequest) ProtoMessage() {}
 
 func (x *KillJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[11]
+	mi := &file_crms_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1616,7 @@ func (x *KillJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillJobRequest.ProtoReflect.Descriptor instead.
 func (*KillJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KillJobRequest) GetId() string {
@@ -1256,7 +1645,7 @@ type KillJobResponse struct {
 
 func (x *KillJobResponse) Reset() {
 	*x = KillJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[12]
+	mi := &file_crms_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1657,7 @@ func (x *KillJobResponse) String() string {
 func (*KillJobResponse) ProtoMessage() {}
 
 func (x *KillJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[12]
+	mi := &file_crms_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1670,7 @@ func (x *KillJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillJobResponse.ProtoReflect.Descriptor instead.
 func (*KillJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KillJobResponse) GetJob() *Job {
@@ -1302,7 +1691,7 @@ type HoldJobRequest struct {
 
 func (x *HoldJobRequest) Reset() {
 	*x = HoldJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[13]
+	mi := &file_crms_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1703,7 @@ func (x *HoldJobRequest) String() string {
 func (*HoldJobRequest) ProtoMessage() {}
 
 func (x *HoldJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[13]
+	mi := &file_crms_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1716,7 @@ func (x *HoldJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldJobRequest.ProtoReflect.Descriptor instead.
 func (*HoldJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HoldJobRequest) GetId() string {
@@ -1348,7 +1737,7 @@ type HoldJobResponse struct {
 
 func (x *HoldJobResponse) Reset() {
 	*x = HoldJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[14]
+	mi := &file_crms_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1749,7 @@ func (x *HoldJobResponse) String() string {
 func (*HoldJobResponse) ProtoMessage() {}
 
 func (x *HoldJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[14]
+	mi := &file_crms_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1762,7 @@ func (x *HoldJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldJobResponse.ProtoReflect.Descriptor instead.
 func (*HoldJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HoldJobResponse) GetJob() *Job {
@@ -1394,7 +1783,7 @@ type ReleaseJobRequest struct {
 
 func (x *ReleaseJobRequest) Reset() {
 	*x = ReleaseJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[15]
+	mi := &file_crms_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1795,7 @@ func (x *ReleaseJobRequest) String() string {
 func (*ReleaseJobRequest) ProtoMessage() {}
 
 func (x *ReleaseJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[15]
+	mi := &file_crms_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1808,7 @@ func (x *ReleaseJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseJobRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReleaseJobRequest) GetId() string {
@@ -1440,7 +1829,7 @@ type ReleaseJobResponse struct {
 
 func (x *ReleaseJobResponse) Reset() {
 	*x = ReleaseJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[16]
+	mi := &file_crms_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1841,7 @@ func (x *ReleaseJobResponse) String() string {
 func (*ReleaseJobResponse) ProtoMessage() {}
 
 func (x *ReleaseJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[16]
+	mi := &file_crms_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1854,7 @@ func (x *ReleaseJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseJobResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReleaseJobResponse) GetJob() *Job {
@@ -1486,7 +1875,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[17]
+	mi := &file_crms_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1887,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[17]
+	mi := &file_crms_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1900,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteJobRequest) GetId() string {
@@ -1530,7 +1919,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[18]
+	mi := &file_crms_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1931,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[18]
+	mi := &file_crms_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1944,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 // StreamOutputRequest asks for a job's output.
@@ -1572,7 +1961,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[19]
+	mi := &file_crms_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1973,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[19]
+	mi := &file_crms_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1986,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StreamOutputRequest) GetId() string {
@@ -1632,7 +2021,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[20]
+	mi := &file_crms_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +2033,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[20]
+	mi := &file_crms_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +2046,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StreamOutputResponse) GetStream() OutputStream {
@@ -1692,7 +2081,7 @@ var File_crms_v1_job_proto protoreflect.FileDescriptor
 
 const file_crms_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x11crms/v1/job.proto\x12\acrms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x05\n" +
+	"\x11crms/v1/job.proto\x12\acrms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
 	"\aJobSpec\x12\x18\n" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -1709,7 +2098,9 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	" \x01(\rR\x0etimeoutSeconds\x12\x12\n" +
 	"\x04hold\x18\v \x01(\bR\x04hold\x12(\n" +
 	"\x10max_lost_retries\x18\f \x01(\rR\x0emaxLostRetries\x12+\n" +
-	"\x11retention_seconds\x18\r \x01(\rR\x10retentionSeconds\x1a6\n" +
+	"\x11retention_seconds\x18\r \x01(\rR\x10retentionSeconds\x12(\n" +
+	"\x05array\x18\x0e \x01(\v2\x12.crms.v1.ArraySpecR\x05array\x12)\n" +
+	"\x05after\x18\x0f \x03(\v2\x13.crms.v1.DependencyR\x05after\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -1718,7 +2109,26 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10ConstraintsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\tArraySpec\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
+	"\x04last\x18\x02 \x01(\rR\x04last\x12\x1f\n" +
+	"\vmax_running\x18\x03 \x01(\rR\n" +
+	"maxRunning\"_\n" +
+	"\n" +
+	"Dependency\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12:\n" +
+	"\tcondition\x18\x02 \x01(\x0e2\x1c.crms.v1.DependencyConditionR\tcondition\"\xe7\x01\n" +
+	"\vArrayCounts\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\rR\x05total\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\rR\acreated\x12\x18\n" +
+	"\apending\x18\x03 \x01(\rR\apending\x12\x12\n" +
+	"\x04held\x18\x04 \x01(\rR\x04held\x12\x18\n" +
+	"\arunning\x18\x05 \x01(\rR\arunning\x12\x1c\n" +
+	"\tsucceeded\x18\x06 \x01(\rR\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\a \x01(\rR\x06failed\x12\x16\n" +
+	"\x06killed\x18\b \x01(\rR\x06killed\x12\x12\n" +
+	"\x04lost\x18\t \x01(\rR\x04lost\"\x90\x03\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\rR\x06number\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12;\n" +
@@ -1730,9 +2140,11 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\aoutcome\x18\x06 \x01(\x0e2\x11.crms.v1.JobStateR\aoutcome\x12 \n" +
 	"\texit_code\x18\a \x01(\x05H\x00R\bexitCode\x88\x01\x01\x12\x16\n" +
 	"\x06signal\x18\b \x01(\tR\x06signal\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05errorB\f\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x1b\n" +
+	"\ttimed_out\x18\n" +
+	" \x01(\bR\btimedOutB\f\n" +
 	"\n" +
-	"_exit_code\"\xfb\x05\n" +
+	"_exit_code\"\x9d\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12$\n" +
 	"\x04spec\x18\x02 \x01(\v2\x10.crms.v1.JobSpecR\x04spec\x12'\n" +
@@ -1761,7 +2173,12 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x13 \x01(\tR\trequestId\x12%\n" +
 	"\x0ekill_requested\x18\x14 \x01(\bR\rkillRequested\x12,\n" +
-	"\x12kill_grace_seconds\x18\x15 \x01(\rR\x10killGraceSecondsB\f\n" +
+	"\x12kill_grace_seconds\x18\x15 \x01(\rR\x10killGraceSeconds\x12!\n" +
+	"\farray_parent\x18\x16 \x01(\tR\varrayParent\x12\x1f\n" +
+	"\varray_index\x18\x17 \x01(\rR\n" +
+	"arrayIndex\x127\n" +
+	"\farray_counts\x18\x18 \x01(\v2\x14.crms.v1.ArrayCountsR\varrayCounts\x12#\n" +
+	"\rarray_created\x18\x19 \x01(\rR\farrayCreatedB\f\n" +
 	"\n" +
 	"_exit_code\"W\n" +
 	"\x10SubmitJobRequest\x12$\n" +
@@ -1774,14 +2191,16 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"0\n" +
 	"\x0eGetJobResponse\x12\x1e\n" +
-	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"\x89\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"\xd1\x02\n" +
 	"\x0fListJobsRequest\x12)\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x11.crms.v1.JobStateR\x06states\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12<\n" +
 	"\x06labels\x18\x03 \x03(\v2$.crms.v1.ListJobsRequest.LabelsEntryR\x06labels\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\x1a9\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12!\n" +
+	"\farray_parent\x18\x06 \x01(\tR\varrayParent\x12#\n" +
+	"\rinclude_tasks\x18\a \x01(\bR\fincludeTasks\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
@@ -1828,7 +2247,12 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x13JOB_STATE_SUCCEEDED\x10\x05\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x06\x12\x14\n" +
 	"\x10JOB_STATE_KILLED\x10\a\x12\x12\n" +
-	"\x0eJOB_STATE_LOST\x10\b*\xa6\x01\n" +
+	"\x0eJOB_STATE_LOST\x10\b*\xa3\x01\n" +
+	"\x13DependencyCondition\x12$\n" +
+	" DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eDEPENDENCY_CONDITION_SUCCEEDED\x10\x01\x12\x1f\n" +
+	"\x1bDEPENDENCY_CONDITION_FAILED\x10\x02\x12!\n" +
+	"\x1dDEPENDENCY_CONDITION_FINISHED\x10\x03*\xa6\x01\n" +
 	"\x0eWatchEventType\x12 \n" +
 	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19WATCH_EVENT_TYPE_EXISTING\x10\x01\x12\x1b\n" +
@@ -1865,88 +2289,96 @@ func file_crms_v1_job_proto_rawDescGZIP() []byte {
 	return file_crms_v1_job_proto_rawDescData
 }
 
-var file_crms_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_crms_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_crms_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: crms.v1.JobState
-	(WatchEventType)(0),           // 1: crms.v1.WatchEventType
-	(OutputStream)(0),             // 2: crms.v1.OutputStream
-	(*JobSpec)(nil),               // 3: crms.v1.JobSpec
-	(*Attempt)(nil),               // 4: crms.v1.Attempt
-	(*Job)(nil),                   // 5: crms.v1.Job
-	(*SubmitJobRequest)(nil),      // 6: crms.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 7: crms.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 8: crms.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 9: crms.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 10: crms.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 11: crms.v1.ListJobsResponse
-	(*WatchJobsRequest)(nil),      // 12: crms.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),     // 13: crms.v1.WatchJobsResponse
-	(*KillJobRequest)(nil),        // 14: crms.v1.KillJobRequest
-	(*KillJobResponse)(nil),       // 15: crms.v1.KillJobResponse
-	(*HoldJobRequest)(nil),        // 16: crms.v1.HoldJobRequest
-	(*HoldJobResponse)(nil),       // 17: crms.v1.HoldJobResponse
-	(*ReleaseJobRequest)(nil),     // 18: crms.v1.ReleaseJobRequest
-	(*ReleaseJobResponse)(nil),    // 19: crms.v1.ReleaseJobResponse
-	(*DeleteJobRequest)(nil),      // 20: crms.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),     // 21: crms.v1.DeleteJobResponse
-	(*StreamOutputRequest)(nil),   // 22: crms.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),  // 23: crms.v1.StreamOutputResponse
-	nil,                           // 24: crms.v1.JobSpec.EnvEntry
-	nil,                           // 25: crms.v1.JobSpec.LabelsEntry
-	nil,                           // 26: crms.v1.JobSpec.ConstraintsEntry
-	nil,                           // 27: crms.v1.ListJobsRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(DependencyCondition)(0),      // 1: crms.v1.DependencyCondition
+	(WatchEventType)(0),           // 2: crms.v1.WatchEventType
+	(OutputStream)(0),             // 3: crms.v1.OutputStream
+	(*JobSpec)(nil),               // 4: crms.v1.JobSpec
+	(*ArraySpec)(nil),             // 5: crms.v1.ArraySpec
+	(*Dependency)(nil),            // 6: crms.v1.Dependency
+	(*ArrayCounts)(nil),           // 7: crms.v1.ArrayCounts
+	(*Attempt)(nil),               // 8: crms.v1.Attempt
+	(*Job)(nil),                   // 9: crms.v1.Job
+	(*SubmitJobRequest)(nil),      // 10: crms.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 11: crms.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),         // 12: crms.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 13: crms.v1.GetJobResponse
+	(*ListJobsRequest)(nil),       // 14: crms.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 15: crms.v1.ListJobsResponse
+	(*WatchJobsRequest)(nil),      // 16: crms.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),     // 17: crms.v1.WatchJobsResponse
+	(*KillJobRequest)(nil),        // 18: crms.v1.KillJobRequest
+	(*KillJobResponse)(nil),       // 19: crms.v1.KillJobResponse
+	(*HoldJobRequest)(nil),        // 20: crms.v1.HoldJobRequest
+	(*HoldJobResponse)(nil),       // 21: crms.v1.HoldJobResponse
+	(*ReleaseJobRequest)(nil),     // 22: crms.v1.ReleaseJobRequest
+	(*ReleaseJobResponse)(nil),    // 23: crms.v1.ReleaseJobResponse
+	(*DeleteJobRequest)(nil),      // 24: crms.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),     // 25: crms.v1.DeleteJobResponse
+	(*StreamOutputRequest)(nil),   // 26: crms.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),  // 27: crms.v1.StreamOutputResponse
+	nil,                           // 28: crms.v1.JobSpec.EnvEntry
+	nil,                           // 29: crms.v1.JobSpec.LabelsEntry
+	nil,                           // 30: crms.v1.JobSpec.ConstraintsEntry
+	nil,                           // 31: crms.v1.ListJobsRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_crms_v1_job_proto_depIdxs = []int32{
-	24, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
-	25, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
-	26, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
-	28, // 3: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
-	28, // 4: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	28, // 5: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 6: crms.v1.Attempt.outcome:type_name -> crms.v1.JobState
-	3,  // 7: crms.v1.Job.spec:type_name -> crms.v1.JobSpec
-	0,  // 8: crms.v1.Job.state:type_name -> crms.v1.JobState
-	28, // 9: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
-	28, // 10: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	28, // 11: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
-	4,  // 12: crms.v1.Job.attempts:type_name -> crms.v1.Attempt
-	3,  // 13: crms.v1.SubmitJobRequest.spec:type_name -> crms.v1.JobSpec
-	5,  // 14: crms.v1.SubmitJobResponse.job:type_name -> crms.v1.Job
-	5,  // 15: crms.v1.GetJobResponse.job:type_name -> crms.v1.Job
-	0,  // 16: crms.v1.ListJobsRequest.states:type_name -> crms.v1.JobState
-	27, // 17: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
-	5,  // 18: crms.v1.ListJobsResponse.jobs:type_name -> crms.v1.Job
-	1,  // 19: crms.v1.WatchJobsResponse.type:type_name -> crms.v1.WatchEventType
-	5,  // 20: crms.v1.WatchJobsResponse.job:type_name -> crms.v1.Job
-	5,  // 21: crms.v1.KillJobResponse.job:type_name -> crms.v1.Job
-	5,  // 22: crms.v1.HoldJobResponse.job:type_name -> crms.v1.Job
-	5,  // 23: crms.v1.ReleaseJobResponse.job:type_name -> crms.v1.Job
-	2,  // 24: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
-	6,  // 25: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
-	8,  // 26: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
-	10, // 27: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
-	12, // 28: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
-	14, // 29: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
-	16, // 30: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
-	18, // 31: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
-	20, // 32: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
-	22, // 33: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
-	7,  // 34: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
-	9,  // 35: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
-	11, // 36: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
-	13, // 37: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
-	15, // 38: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
-	17, // 39: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
-	19, // 40: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
-	21, // 41: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
-	23, // 42: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
-	34, // [34:43] is the sub-list for method output_type
-	25, // [25:34] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	28, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
+	29, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
+	30, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
+	5,  // 3: crms.v1.JobSpec.array:type_name -> crms.v1.ArraySpec
+	6,  // 4: crms.v1.JobSpec.after:type_name -> crms.v1.Dependency
+	1,  // 5: crms.v1.Dependency.condition:type_name -> crms.v1.DependencyCondition
+	32, // 6: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
+	32, // 7: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	32, // 8: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: crms.v1.Attempt.outcome:type_name -> crms.v1.JobState
+	4,  // 10: crms.v1.Job.spec:type_name -> crms.v1.JobSpec
+	0,  // 11: crms.v1.Job.state:type_name -> crms.v1.JobState
+	32, // 12: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
+	32, // 13: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	32, // 14: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	8,  // 15: crms.v1.Job.attempts:type_name -> crms.v1.Attempt
+	7,  // 16: crms.v1.Job.array_counts:type_name -> crms.v1.ArrayCounts
+	4,  // 17: crms.v1.SubmitJobRequest.spec:type_name -> crms.v1.JobSpec
+	9,  // 18: crms.v1.SubmitJobResponse.job:type_name -> crms.v1.Job
+	9,  // 19: crms.v1.GetJobResponse.job:type_name -> crms.v1.Job
+	0,  // 20: crms.v1.ListJobsRequest.states:type_name -> crms.v1.JobState
+	31, // 21: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
+	9,  // 22: crms.v1.ListJobsResponse.jobs:type_name -> crms.v1.Job
+	2,  // 23: crms.v1.WatchJobsResponse.type:type_name -> crms.v1.WatchEventType
+	9,  // 24: crms.v1.WatchJobsResponse.job:type_name -> crms.v1.Job
+	9,  // 25: crms.v1.KillJobResponse.job:type_name -> crms.v1.Job
+	9,  // 26: crms.v1.HoldJobResponse.job:type_name -> crms.v1.Job
+	9,  // 27: crms.v1.ReleaseJobResponse.job:type_name -> crms.v1.Job
+	3,  // 28: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
+	10, // 29: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
+	12, // 30: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
+	14, // 31: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
+	16, // 32: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
+	18, // 33: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
+	20, // 34: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
+	22, // 35: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
+	24, // 36: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
+	26, // 37: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
+	11, // 38: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
+	13, // 39: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
+	15, // 40: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
+	17, // 41: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
+	19, // 42: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
+	21, // 43: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
+	23, // 44: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
+	25, // 45: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
+	27, // 46: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_job_proto_init() }
@@ -1954,15 +2386,15 @@ func file_crms_v1_job_proto_init() {
 	if File_crms_v1_job_proto != nil {
 		return
 	}
-	file_crms_v1_job_proto_msgTypes[1].OneofWrappers = []any{}
-	file_crms_v1_job_proto_msgTypes[2].OneofWrappers = []any{}
+	file_crms_v1_job_proto_msgTypes[4].OneofWrappers = []any{}
+	file_crms_v1_job_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_job_proto_rawDesc), len(file_crms_v1_job_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   25,
+			NumEnums:      4,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

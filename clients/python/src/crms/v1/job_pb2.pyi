@@ -22,6 +22,13 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_KILLED: _ClassVar[JobState]
     JOB_STATE_LOST: _ClassVar[JobState]
 
+class DependencyCondition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPENDENCY_CONDITION_UNSPECIFIED: _ClassVar[DependencyCondition]
+    DEPENDENCY_CONDITION_SUCCEEDED: _ClassVar[DependencyCondition]
+    DEPENDENCY_CONDITION_FAILED: _ClassVar[DependencyCondition]
+    DEPENDENCY_CONDITION_FINISHED: _ClassVar[DependencyCondition]
+
 class WatchEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WATCH_EVENT_TYPE_UNSPECIFIED: _ClassVar[WatchEventType]
@@ -44,6 +51,10 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_KILLED: JobState
 JOB_STATE_LOST: JobState
+DEPENDENCY_CONDITION_UNSPECIFIED: DependencyCondition
+DEPENDENCY_CONDITION_SUCCEEDED: DependencyCondition
+DEPENDENCY_CONDITION_FAILED: DependencyCondition
+DEPENDENCY_CONDITION_FINISHED: DependencyCondition
 WATCH_EVENT_TYPE_UNSPECIFIED: WatchEventType
 WATCH_EVENT_TYPE_EXISTING: WatchEventType
 WATCH_EVENT_TYPE_SYNCED: WatchEventType
@@ -54,7 +65,7 @@ OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
 
 class JobSpec(_message.Message):
-    __slots__ = ("command", "name", "env", "working_dir", "labels", "constraints", "target_worker", "priority", "max_retries", "timeout_seconds", "hold", "max_lost_retries", "retention_seconds")
+    __slots__ = ("command", "name", "env", "working_dir", "labels", "constraints", "target_worker", "priority", "max_retries", "timeout_seconds", "hold", "max_lost_retries", "retention_seconds", "array", "after")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +100,8 @@ class JobSpec(_message.Message):
     HOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_LOST_RETRIES_FIELD_NUMBER: _ClassVar[int]
     RETENTION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     name: str
     env: _containers.ScalarMap[str, str]
@@ -102,10 +115,52 @@ class JobSpec(_message.Message):
     hold: bool
     max_lost_retries: int
     retention_seconds: int
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., target_worker: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., hold: _Optional[bool] = ..., max_lost_retries: _Optional[int] = ..., retention_seconds: _Optional[int] = ...) -> None: ...
+    array: ArraySpec
+    after: _containers.RepeatedCompositeFieldContainer[Dependency]
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., target_worker: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., hold: _Optional[bool] = ..., max_lost_retries: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., array: _Optional[_Union[ArraySpec, _Mapping]] = ..., after: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
+
+class ArraySpec(_message.Message):
+    __slots__ = ("first", "last", "max_running")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    last: int
+    max_running: int
+    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., max_running: _Optional[int] = ...) -> None: ...
+
+class Dependency(_message.Message):
+    __slots__ = ("job_id", "condition")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    condition: DependencyCondition
+    def __init__(self, job_id: _Optional[str] = ..., condition: _Optional[_Union[DependencyCondition, str]] = ...) -> None: ...
+
+class ArrayCounts(_message.Message):
+    __slots__ = ("total", "created", "pending", "held", "running", "succeeded", "failed", "killed", "lost")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    created: int
+    pending: int
+    held: int
+    running: int
+    succeeded: int
+    failed: int
+    killed: int
+    lost: int
+    def __init__(self, total: _Optional[int] = ..., created: _Optional[int] = ..., pending: _Optional[int] = ..., held: _Optional[int] = ..., running: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., killed: _Optional[int] = ..., lost: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "worker", "assign_time", "start_time", "end_time", "outcome", "exit_code", "signal", "error")
+    __slots__ = ("number", "worker", "assign_time", "start_time", "end_time", "outcome", "exit_code", "signal", "error", "timed_out")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +170,7 @@ class Attempt(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     number: int
     worker: str
     assign_time: _timestamp_pb2.Timestamp
@@ -124,10 +180,11 @@ class Attempt(_message.Message):
     exit_code: int
     signal: str
     error: str
-    def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    timed_out: bool
+    def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds")
+    __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds", "array_parent", "array_index", "array_counts", "array_created")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +206,10 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KILL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     KILL_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_PARENT_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_CREATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -170,7 +231,11 @@ class Job(_message.Message):
     request_id: str
     kill_requested: bool
     kill_grace_seconds: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., failures: _Optional[int] = ..., lost_count: _Optional[int] = ..., request_id: _Optional[str] = ..., kill_requested: _Optional[bool] = ..., kill_grace_seconds: _Optional[int] = ...) -> None: ...
+    array_parent: str
+    array_index: int
+    array_counts: ArrayCounts
+    array_created: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., failures: _Optional[int] = ..., lost_count: _Optional[int] = ..., request_id: _Optional[str] = ..., kill_requested: _Optional[bool] = ..., kill_grace_seconds: _Optional[int] = ..., array_parent: _Optional[str] = ..., array_index: _Optional[int] = ..., array_counts: _Optional[_Union[ArrayCounts, _Mapping]] = ..., array_created: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -201,7 +266,7 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "worker", "labels", "page_size", "page_token")
+    __slots__ = ("states", "worker", "labels", "page_size", "page_token", "array_parent", "include_tasks")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -214,12 +279,16 @@ class ListJobsRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_PARENT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TASKS_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     worker: str
     labels: _containers.ScalarMap[str, str]
     page_size: int
     page_token: str
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., worker: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    array_parent: str
+    include_tasks: bool
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., worker: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., array_parent: _Optional[str] = ..., include_tasks: _Optional[bool] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")

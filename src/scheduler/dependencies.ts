@@ -1,0 +1,91 @@
+/**
+ * Job dependencies (`--after ID[:succeeded|failed|finished]`). A job with
+ * unmet dependencies stays PENDING with a reason naming what it waits for;
+ * when one can no longer be met it becomes FAILED with the reason. Ids must
+ * name jobs that exist at submit, so a job can only wait for an earlier job:
+ * the only cycle that can be written is a job naming its own id (or a later,
+ * not yet existing one, which could then name it back); both are refused with
+ * INVALID_ARGUMENT. Unknown earlier ids are NOT_FOUND.
+ */
+import { type Dependency, DependencyCondition, type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import { isFinal } from "../rpc/states.js";
+import { invalid, notFound } from "../store/errors.js";
+import { compareIds } from "../store/keys.js";
+
+export const MAX_DEPENDENCIES = 64;
+
+const CONDITION_WORDS: Record<string, DependencyCondition> = {
+  succeeded: DependencyCondition.SUCCEEDED,
+  failed: DependencyCondition.FAILED,
+  finished: DependencyCondition.FINISHED,
+};
+
+/** "succeeded", "failed" or "finished". */
+export function conditionWord(c: DependencyCondition): string {
+  if (c === DependencyCondition.FAILED) return "failed";
+  if (c === DependencyCondition.FINISHED) return "finished";
+  return "succeeded";
+}
+
+/** Parses "ID" or "ID:condition" (the CLI's --after); throws a message on bad input. */
+export function parseAfter(text: string): { jobId: string; condition: DependencyCondition } {
+  const [jobId = "", word, ...rest] = text.split(":");
+  const condition = word === undefined ? DependencyCondition.SUCCEEDED : CONDITION_WORDS[word];
+  if (!/^[1-9][0-9]*$/.test(jobId) || condition === undefined || rest.length) {
+    throw new Error(`--after ${JSON.stringify(text)}: expected ID or ID:succeeded|failed|finished`);
+  }
+  return { jobId, condition };
+}
+
+/** Checks the form and count of dependencies at submit. */
+export function checkDependencies(after: Dependency[]): void {
+  if (after.length > MAX_DEPENDENCIES) throw invalid(`after: at most ${MAX_DEPENDENCIES} dependencies`);
+  for (const d of after) {
+    if (!/^[1-9][0-9]{0,15}$/.test(d.jobId)) throw invalid(`after: ${JSON.stringify(d.jobId)} is not a job id`);
+    if (!(d.condition in DependencyCondition)) throw invalid(`after: unknown condition ${d.condition} for ${d.jobId}`);
+  }
+}
+
+/**
+ * Once the new job's id is known: refuses a dependency on that id or a later
+ * one (that is, or could become, a cycle) with INVALID_ARGUMENT, then any
+ * other id in `missing` with NOT_FOUND.
+ */
+export function checkNoCycle(id: string, after: Dependency[], missing: Set<string>): void {
+  for (const d of after) {
+    if (compareIds(d.jobId, id) >= 0) {
+      throw invalid(
+        `after: job ${id} cannot wait for ${d.jobId === id ? "itself" : `job ${d.jobId}, which does not exist yet`}: that would be a dependency cycle`,
+      );
+    }
+  }
+  for (const m of missing) throw notFound(`after: job ${m} not found`);
+}
+
+function met(state: JobState, c: DependencyCondition): boolean {
+  if (c === DependencyCondition.FINISHED) return isFinal(state);
+  if (c === DependencyCondition.FAILED) return isFinal(state) && state !== JobState.SUCCEEDED;
+  return state === JobState.SUCCEEDED;
+}
+
+export type DependencyVerdict = { kind: "ready" } | { kind: "wait"; reason: string } | { kind: "fail"; reason: string };
+
+/** Where a job stands on its dependencies, given the current jobs. */
+export function evaluate(job: Job, lookup: (id: string) => Job | undefined): DependencyVerdict {
+  const waiting: string[] = [];
+  for (const d of job.spec?.after ?? []) {
+    const dep = lookup(d.jobId);
+    const want = conditionWord(d.condition);
+    if (!dep) return { kind: "fail", reason: `dependency job ${d.jobId} no longer exists (wanted ${want})` };
+    if (met(dep.state, d.condition)) continue;
+    if (isFinal(dep.state)) {
+      return {
+        kind: "fail",
+        reason: `dependency not met: job ${d.jobId} ended ${JobState[dep.state]}, needed ${want}`,
+      };
+    }
+    waiting.push(`${d.jobId} (${want})`);
+  }
+  if (waiting.length === 0) return { kind: "ready" };
+  return { kind: "wait", reason: `waiting for job${waiting.length > 1 ? "s" : ""} ${waiting.join(", ")}` };
+}
