@@ -51,7 +51,14 @@ export class Sessions {
 
   private onJob(job: Job): void {
     const session = this.byName.get(job.worker);
-    if (!session?.open || !isActive(job.state)) return;
+    if (!session) return;
+    if (!isActive(job.state)) {
+      // The run is over (ended or requeued): forget it, or a session grows by one entry per job it ever ran.
+      session.assigned.delete(job.id);
+      session.killed.delete(job.id);
+      return;
+    }
+    if (!session.open) return;
     if (job.state === JobState.ASSIGNED && session.assigned.get(job.id) !== job.attempt && !job.killRequested) {
       session.assigned.set(job.id, job.attempt);
       session.send({ case: "assign", value: { jobId: job.id, attempt: job.attempt, spec: job.spec } });
