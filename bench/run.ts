@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N] [--workers W]
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
- *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"]
+ *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
  * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real
  *
@@ -970,18 +970,22 @@ async function real(ctx: Ctx): Promise<Outcome> {
     for (let i = 0; i < workers; i++) {
       const dataDir = tempDir(`worker${i}`);
       procs.push(
-        startNode("worker", [
-          CRMS_BIN,
+        startNode(
           "worker",
-          "--name",
-          `real-${i}`,
-          "--slots",
-          String(slots),
-          "--server",
-          server.address,
-          "--data-dir",
-          dataDir,
-        ]),
+          [
+            CRMS_BIN,
+            "worker",
+            "--name",
+            `real-${i}`,
+            "--slots",
+            String(slots),
+            "--server",
+            server.address,
+            "--data-dir",
+            dataDir,
+          ],
+          { nodeArgs: ctx.flags.get("worker-node-args")?.split(" ").filter(Boolean) },
+        ),
       );
     }
     await waitWorkersUp(server.client, workers, procs);
@@ -1126,7 +1130,7 @@ async function main(): Promise<number> {
   if (!scenario || !SCENARIOS.includes(scenario)) {
     process.stderr.write(
       `usage: npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N --workers W --slots S --rate R --seconds D]\n` +
-        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"]\n` +
+        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]\n` +
         `  SCENARIO: ${SCENARIOS.join(" | ")}\n`,
     );
     return 2;
