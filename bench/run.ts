@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N] [--workers W]
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
- *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"]
+ *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
  * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real
  *
@@ -418,6 +418,12 @@ function serverStats(server: ServerProc): Figures | undefined {
   };
 }
 
+/** The instrumented server's latest process.memoryUsage(), or undefined. */
+function serverMemory(server: ServerProc): NodeJS.MemoryUsage | undefined {
+  const last = [...server.proc.messages].reverse().find((m) => m.type === "stats");
+  return last?.memory as NodeJS.MemoryUsage | undefined;
+}
+
 // ---------------------------------------------------------------- scenarios
 
 async function ceiling(ctx: Ctx): Promise<Outcome> {
@@ -609,9 +615,11 @@ async function workersScenario(ctx: Ctx): Promise<Outcome> {
     const b1 = serverUsage(server.proc.pid);
     const baselinePct = ((b1.cpuSeconds - b0.cpuSeconds) / (idle * 0.2)) * 100;
     const rss0 = b1.rssBytes;
+    const mem0 = serverMemory(server);
     const sims = await attachSims(ctx, server, workers, slots, { perProcess: 12_000 });
     await sleep(2000);
     const a1 = serverUsage(server.proc.pid);
+    const mem1 = serverMemory(server);
     const hb0 = sumLatest(sims.procs, "progress", ["heartbeats"]).heartbeats as number;
     const c0 = nowMs();
     await sleep(idle * 1000);
@@ -628,6 +636,14 @@ async function workersScenario(ctx: Ctx): Promise<Outcome> {
       workers_up: status.workersUp,
       bytes_per_worker: Math.round((a1.rssBytes - rss0) / workers),
       bytes_per_worker_after_idle: Math.round((a2.rssBytes - rss0) / workers),
+      // --instrumented only: where the RSS goes (V8 heap in use vs. memory outside it: buffers, nghttp2).
+      ...(mem0 && mem1
+        ? {
+            heap_used_bytes_per_worker: Math.round((mem1.heapUsed - mem0.heapUsed) / workers),
+            heap_total_bytes_per_worker: Math.round((mem1.heapTotal - mem0.heapTotal) / workers),
+            external_bytes_per_worker: Math.round((mem1.external - mem0.external) / workers),
+          }
+        : {}),
       server_rss_mb: round(a2.rssBytes / 2 ** 20),
       server_rss_before_mb: round(rss0 / 2 ** 20),
       heartbeat_cpu_pct: round((cpuS / secs) * 100),
@@ -968,18 +984,22 @@ async function real(ctx: Ctx): Promise<Outcome> {
     for (let i = 0; i < workers; i++) {
       const dataDir = tempDir(`worker${i}`);
       procs.push(
-        startNode("worker", [
-          CRMS_BIN,
+        startNode(
           "worker",
-          "--name",
-          `real-${i}`,
-          "--slots",
-          String(slots),
-          "--server",
-          server.address,
-          "--data-dir",
-          dataDir,
-        ]),
+          [
+            CRMS_BIN,
+            "worker",
+            "--name",
+            `real-${i}`,
+            "--slots",
+            String(slots),
+            "--server",
+            server.address,
+            "--data-dir",
+            dataDir,
+          ],
+          { nodeArgs: ctx.flags.get("worker-node-args")?.split(" ").filter(Boolean) },
+        ),
       );
     }
     await waitWorkersUp(server.client, workers, procs);
@@ -1124,7 +1144,7 @@ async function main(): Promise<number> {
   if (!scenario || !SCENARIOS.includes(scenario)) {
     process.stderr.write(
       `usage: npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N --workers W --slots S --rate R --seconds D]\n` +
-        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"]\n` +
+        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]\n` +
         `  SCENARIO: ${SCENARIOS.join(" | ")}\n`,
     );
     return 2;

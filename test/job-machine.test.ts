@@ -104,3 +104,32 @@ test("a timed-out run is a FAILED attempt marked as a timeout and uses the retry
   t.true(j.attempts[0]?.timedOut);
   t.is(j.attempts[0]?.outcome, JobState.FAILED);
 });
+
+test("transition never modifies the record it is given (the store passes cached records uncloned)", (t) => {
+  const steps: Parameters<typeof transition>[1][] = [
+    { type: "assign", worker: "w", now },
+    { type: "started", worker: "w", attempt: 1, pid: 7, now },
+    { type: "finished", worker: "w", report: finished(1, { exitCode: 1 }), now },
+    { type: "assign", worker: "v", now },
+    { type: "lost", worker: "v", attempt: 2, reason: "gone", now },
+    { type: "assign", worker: "u", now },
+    { type: "started", worker: "u", attempt: 3, pid: 8, now },
+    { type: "finished", worker: "u", report: finished(3, { timedOut: true, signal: "SIGKILL" }), now },
+    { type: "kill", now },
+  ];
+  let j = fresh({ maxRetries: 2, maxLostRetries: 1 });
+  for (const ev of steps) {
+    const before = structuredClone(j);
+    const next = transition(j, ev);
+    t.deepEqual(j, before, `${ev.type} changed its input`);
+    if (next) {
+      t.not(next, j);
+      j = next;
+    }
+  }
+  t.is(j.state, JobState.KILLED);
+  t.deepEqual(
+    j.attempts.map((a) => a.outcome),
+    [JobState.FAILED, JobState.LOST, JobState.FAILED],
+  );
+});

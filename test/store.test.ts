@@ -37,10 +37,7 @@ test("conflicting updates of one record each apply exactly once (compare on mod 
   const { job } = await a.createJob(spec, "");
   await Promise.all(
     Array.from({ length: 60 }, (_, i) =>
-      (i % 2 ? a : b).updateJob(job.id, (j) => {
-        j.failures++;
-        return j;
-      }),
+      (i % 2 ? a : b).updateJob(job.id, (j) => ({ ...j, failures: j.failures + 1 })),
     ),
   );
   t.is((await a.fetchJob(job.id))?.value.failures, 60);

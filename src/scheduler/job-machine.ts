@@ -3,6 +3,9 @@
  * change to a job record goes through `transition`; it returns the new record,
  * `undefined` when the event changes nothing (a repeated report), or throws a
  * FAILED_PRECONDITION CrmsError when the event is not allowed in this state.
+ * It never modifies its input: the new record is a copy-on-write of it (the
+ * top level and the changed attempt are new objects, the rest is shared), so
+ * the store can hand it cached records without cloning them.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -30,22 +33,27 @@ export type JobEvent =
 
 export const stateName = (s: JobState): string => JobState[s] ?? String(s);
 
-function currentAttempt(job: Job): Attempt | undefined {
-  return job.attempts.at(-1);
+/** Replaces the draft's current attempt by a copy it may change, and returns that copy. */
+function ownAttempt(draft: Job): Attempt | undefined {
+  const last = draft.attempts.at(-1);
+  if (!last) return undefined;
+  const copy = { ...last };
+  draft.attempts = [...draft.attempts.slice(0, -1), copy];
+  return copy;
 }
 
 function sameRun(job: Job, worker: string, attempt: number): boolean {
   return isActive(job.state) && job.worker === worker && job.attempt === attempt;
 }
 
-/** Ends the current attempt and decides where the job goes next. */
+/** Ends the current attempt of a draft (a copy) and decides where the job goes next. */
 function endAttempt(
   job: Job,
   outcome: JobState,
   fields: { exitCode?: number; signal?: string; error?: string },
   now: Date,
 ): Job {
-  const attempt = currentAttempt(job);
+  const attempt = ownAttempt(job);
   const end = timestampFromDate(now);
   if (attempt) {
     attempt.outcome = outcome;
@@ -84,8 +92,9 @@ function endAttempt(
   return job;
 }
 
-/** Applies one event to a job. */
-export function transition(job: Job, event: JobEvent): Job | undefined {
+/** Applies one event to a job; returns a new record and leaves `current` as it was. */
+export function transition(current: Readonly<Job>, event: JobEvent): Job | undefined {
+  const job: Job = { ...current };
   switch (event.type) {
     case "assign": {
       if (job.state !== JobState.PENDING) return undefined;
@@ -94,9 +103,10 @@ export function transition(job: Job, event: JobEvent): Job | undefined {
       job.worker = event.worker;
       job.pid = 0;
       job.pendingReason = "";
-      job.attempts.push(
+      job.attempts = [
+        ...job.attempts,
         create(AttemptSchema, { number: job.attempt, worker: event.worker, assignTime: timestampFromDate(event.now) }),
-      );
+      ];
       return job;
     }
     case "started": {
@@ -109,7 +119,7 @@ export function transition(job: Job, event: JobEvent): Job | undefined {
       job.state = JobState.RUNNING;
       job.pid = event.pid;
       job.startTime = timestampFromDate(event.now);
-      const attempt = currentAttempt(job);
+      const attempt = ownAttempt(job);
       if (attempt) attempt.startTime = job.startTime;
       return job;
     }
@@ -128,7 +138,7 @@ export function transition(job: Job, event: JobEvent): Job | undefined {
         return endAttempt(job, JobState.KILLED, { ...fields, error: r.error || "killed by request" }, event.now);
       }
       if (r.timedOut) {
-        const attempt = currentAttempt(job);
+        const attempt = ownAttempt(job);
         if (attempt) attempt.timedOut = true;
         return endAttempt(
           job,

@@ -34,6 +34,9 @@ function decoded(msg: unknown): unknown {
   return msg;
 }
 
+const CALL_CANCELLED = new Error("call cancelled by the client");
+const CALL_ENDED = new Error("call ended");
+
 function contextOf(
   call:
     | grpc.ServerUnaryCall<unknown, unknown>
@@ -42,8 +45,9 @@ function contextOf(
 ): CallContext {
   const controller = new AbortController();
   const emitter = call as unknown as NodeJS.EventEmitter;
-  emitter.on("cancelled", () => controller.abort());
-  emitter.on("close", () => controller.abort());
+  // One shared reason: abort() without one builds a DOMException (with a stack) per finished call.
+  emitter.once("cancelled", () => controller.abort(CALL_CANCELLED));
+  emitter.once("close", () => controller.abort(CALL_ENDED));
   return { signal: controller.signal, metadata: metadataOf(call.metadata), peer: call.getPeer() };
 }
 

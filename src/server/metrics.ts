@@ -121,9 +121,12 @@ export function createMetrics(cp: ControlPlane): Metrics {
     const job = e.value;
     if (!prev) submitted.inc();
     if (isFinal(job.state) && !(prev && isFinal(prev.value.state))) finished.inc({ state: JobState[job.state] });
+    // A run started when its attempt gains a start time: a short run's start and end can be one
+    // write (ASSIGNED -> SUCCEEDED), so the RUNNING state itself may never be seen.
+    const started = (j: Job) => j.attempts.at(-1)?.startTime !== undefined;
     const newRun =
-      job.state === JobState.RUNNING &&
-      !(prev && prev.value.state === JobState.RUNNING && prev.value.attempt === job.attempt);
+      started(job) &&
+      (prev ? !(prev.value.attempt === job.attempt && started(prev.value)) : job.state === JobState.RUNNING);
     if (newRun && job.startTime && job.submitTime) {
       submitToRunning.observe(Math.max(0, seconds(job.startTime) - seconds(job.submitTime)));
     }

@@ -208,9 +208,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
         // A parent ends (KILLED) when its tasks have: stop creating tasks, kill the created ones.
         if (isFinal(job.state)) throw precondition(`array ${id} already ended (${JobState[job.state]})`);
         if (job.killRequested) return undefined;
-        job.killRequested = true;
-        if (req.graceSeconds) job.killGraceSeconds = req.graceSeconds;
-        return job;
+        return { ...job, killRequested: true, killGraceSeconds: req.graceSeconds || job.killGraceSeconds };
       });
       if (isArrayParent(job)) await eachTask(id, kill);
       deps.log.info("kill requested", { job: id, state: JobState[job.state] });

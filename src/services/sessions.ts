@@ -26,6 +26,9 @@ import type { CallContext, ServiceDeps } from "./context.js";
 import { checkWorkerName, LIMITS } from "./validate.js";
 import { WorkerSession } from "./worker-session.js";
 
+/** How long a start report waits for its run's finish report, to write both at once (short jobs). */
+const START_DELAY_MS = 5;
+
 export class Sessions {
   readonly byName = new Map<string, WorkerSession>();
   private nextRequestId = 1n;
@@ -51,7 +54,14 @@ export class Sessions {
 
   private onJob(job: Job): void {
     const session = this.byName.get(job.worker);
-    if (!session?.open || !isActive(job.state)) return;
+    if (!session) return;
+    if (!isActive(job.state)) {
+      // The run is over (ended or requeued): forget it, or a session grows by one entry per job it ever ran.
+      session.assigned.delete(job.id);
+      session.killed.delete(job.id);
+      return;
+    }
+    if (!session.open) return;
     if (job.state === JobState.ASSIGNED && session.assigned.get(job.id) !== job.attempt && !job.killRequested) {
       session.assigned.set(job.id, job.attempt);
       session.send({ case: "assign", value: { jobId: job.id, attempt: job.attempt, spec: job.spec } });
@@ -142,16 +152,28 @@ export class Sessions {
         return;
       // Reports are applied concurrently, not one after another: the store keeps the
       // writes of one job in order, and a worker's jobs are independent of each other.
+      // A start is written START_DELAY_MS later: if its run's finish arrives by then (a short
+      // job), one transition records both (3 writes per job instead of 4).
       case "started": {
         session.lastHeartbeat = Date.now();
         const { jobId, attempt, pid } = msg.value;
-        void this.started(session, jobId, attempt, pid).catch((err) => this.reportFailed(session, jobId, err));
+        session.starting.set(jobId, { attempt, pid });
+        setTimeout(() => {
+          if (session.starting.get(jobId)?.attempt !== attempt) return;
+          session.starting.delete(jobId);
+          void this.started(session, jobId, attempt, pid).catch((err) => this.reportFailed(session, jobId, err));
+        }, START_DELAY_MS);
         return;
       }
-      case "finished":
+      case "finished": {
         session.lastHeartbeat = Date.now();
-        void this.finished(session, msg.value).catch((err) => this.reportFailed(session, msg.value.jobId, err));
+        const { jobId, attempt } = msg.value;
+        const start = session.starting.get(jobId);
+        const pid = start?.attempt === attempt ? start.pid : undefined;
+        if (pid !== undefined) session.starting.delete(jobId);
+        void this.finished(session, msg.value, pid).catch((err) => this.reportFailed(session, jobId, err));
         return;
+      }
       case "output":
         return this.output(session, msg.value);
       default:
@@ -204,14 +226,21 @@ export class Sessions {
     });
   }
 
-  private async finished(session: WorkerSession, report: JobFinished): Promise<void> {
+  /** Records a finish report; with `startedPid`, the run's start (not yet written) in the same transition. */
+  private async finished(session: WorkerSession, report: JobFinished, startedPid?: number): Promise<void> {
     const cap = this.deps.options.tailBytes;
     report.stdoutTail = report.stdoutTail.subarray(Math.max(0, report.stdoutTail.length - cap));
     report.stderrTail = report.stderrTail.subarray(Math.max(0, report.stderrTail.length - cap));
     try {
-      const job = await this.deps.store.updateJob(report.jobId, (job) =>
-        transition(job, { type: "finished", worker: session.name, report, now: new Date() }),
-      );
+      const job = await this.deps.store.updateJob(report.jobId, (job) => {
+        const now = new Date();
+        const worker = session.name;
+        const started =
+          startedPid === undefined
+            ? job
+            : (transition(job, { type: "started", worker, attempt: report.attempt, pid: startedPid, now }) ?? job);
+        return transition(started, { type: "finished", worker, report, now });
+      });
       this.deps.log.debug("job finished", { job: job.id, worker: session.name, state: JobState[job.state] });
     } catch (err) {
       const e = toCrmsError(err);

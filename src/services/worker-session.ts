@@ -32,6 +32,8 @@ export class WorkerSession {
   readonly assigned = new Map<string, number>();
   /** jobId -> attempt last sent in a Kill. */
   readonly killed = new Map<string, number>();
+  /** jobId -> a start report received but not yet written (see Sessions.handle). */
+  readonly starting = new Map<string, { attempt: number; pid: number }>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
 
   to(event: SessionEvent): void {

@@ -121,6 +121,8 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
         const name = ev.kv.key.toString().slice(this.prefix.length);
         const mod = Number(ev.kv.mod_revision);
         if (ev.type === "Put") {
+          // Most puts are this replica's own writes, already applied: skip them before decoding.
+          if (this.stale(name, mod)) continue;
           this.apply(name, {
             value: this.decode(ev.kv.value),
             mod,
@@ -148,12 +150,18 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
 
   /** Applies a record written by this process (write-through) or seen by the watch. */
   apply(name: string, entry: Entry<T>): void {
+    if (this.stale(name, entry.mod)) return;
     const prev = this.entries.get(name);
-    if (prev && prev.mod >= entry.mod) return;
-    const dead = this.tombstones.get(name);
-    if (dead !== undefined && dead >= entry.mod) return;
     this.entries.set(name, entry);
     this.emit("put", name, entry, prev);
+  }
+
+  /** True if a put at revision `mod` is not newer than what the cache holds or deleted. */
+  private stale(name: string, mod: number): boolean {
+    const prev = this.entries.get(name);
+    if (prev && prev.mod >= mod) return true;
+    const dead = this.tombstones.get(name);
+    return dead !== undefined && dead >= mod;
   }
 
   /** Applies a deletion at a revision. */

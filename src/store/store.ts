@@ -30,8 +30,12 @@ export interface StoreOptions {
   etcd?: Partial<IOptions>;
 }
 
-/** What a mutation returns: the new value, or undefined for "no change". */
-export type Mutation<T> = (current: T) => T | undefined;
+/**
+ * What a mutation returns: the new value, or undefined for "no change".
+ * `current` is the cached record itself (not a copy): a mutation must build a
+ * new object (spread, or `transition()`), never modify `current` in place.
+ */
+export type Mutation<T> = (current: Readonly<T>) => T | undefined;
 
 const MAX_UPDATE_TRIES = 60;
 
@@ -301,7 +305,7 @@ export class Store {
     let entry = this.jobs.entries.get(id) ?? (await this.fetchJob(id));
     for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
       if (!entry) throw notFound(`job ${id} not found`);
-      const next = mutate(structuredClone(entry.value));
+      const next = mutate(entry.value);
       if (!next) return entry.value;
       const key = this.keys.job(id);
       const out = await this.batcher.commit(
@@ -361,14 +365,13 @@ export class Store {
    */
   async updateWorker(
     name: string,
-    mutate: (w: Worker | undefined) => Worker | undefined,
+    mutate: (w: Readonly<Worker> | undefined) => Worker | undefined,
     rebind = false,
   ): Promise<Worker | undefined> {
     const key = this.keys.worker(name);
     let entry = this.workers.entries.get(name);
     for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
-      const current = entry ? structuredClone(entry.value) : undefined;
-      const next = mutate(current);
+      const next = mutate(entry?.value);
       if (!next) return entry?.value;
       const lease = !entry || rebind ? this.leaseId : entry.lease;
       const out = await this.batcher.commit(
