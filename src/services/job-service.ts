@@ -17,6 +17,7 @@ import {
   type WatchJobsResponse,
   WatchJobsResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
+import { checkOwner, stampOwner } from "../auth/ownership.js";
 import { isFinal } from "../rpc/states.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
@@ -47,9 +48,14 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     throw notFound(`job ${id} not found`);
   }
 
-  async function change(id: string, event: JobEvent): Promise<Job> {
+  async function change(id: string, event: JobEvent, ctx?: CallContext): Promise<Job> {
     checkJobId(id);
-    return present(await store.updateJob(id, (job) => transition(job, event)));
+    return present(
+      await store.updateJob(id, (job) => {
+        checkOwner(job, ctx?.identity);
+        return transition(job, event);
+      }),
+    );
   }
 
   function matches(job: Job, req: ListJobsRequest, states: Set<JobState>): boolean {
@@ -60,8 +66,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   }
 
   return {
-    async submitJob(req: SubmitJobRequest) {
-      const spec = checkSpec(req.spec, req.requestId);
+    async submitJob(req: SubmitJobRequest, ctx?: CallContext) {
+      const spec = stampOwner(checkSpec(req.spec, req.requestId), ctx?.identity);
       const { job, existing } = await store.createJob(spec, req.requestId);
       deps.log.debug("job submitted", { job: job.id, existing });
       return { job: present(job), existing };
@@ -130,10 +136,11 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       return q;
     },
 
-    async killJob(req: KillJobRequest) {
+    async killJob(req: KillJobRequest, ctx?: CallContext) {
       const id = req.id;
       checkJobId(id);
       const job = await store.updateJob(id, (job) => {
+        checkOwner(job, ctx?.identity);
         const next = transition(job, { type: "kill", now: new Date() });
         if (next && req.graceSeconds) next.killGraceSeconds = req.graceSeconds;
         return next;
@@ -142,12 +149,12 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       return { job: present(job) };
     },
 
-    async holdJob(req: GetJobRequest) {
-      return { job: await change(req.id, { type: "hold" }) };
+    async holdJob(req: GetJobRequest, ctx?: CallContext) {
+      return { job: await change(req.id, { type: "hold" }, ctx) };
     },
 
-    async releaseJob(req: GetJobRequest) {
-      return { job: await change(req.id, { type: "release" }) };
+    async releaseJob(req: GetJobRequest, ctx?: CallContext) {
+      return { job: await change(req.id, { type: "release" }, ctx) };
     },
 
     async deleteJob(req: GetJobRequest) {

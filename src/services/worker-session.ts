@@ -6,6 +6,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type AttachResponse, AttachResponseSchema, type OutputData } from "../../gen/crms/v1/worker_pb.js";
 import { CrmsError } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
+import type { Identity } from "./context.js";
 
 /** Session states: waiting for Hello, attached (maybe draining), closed. */
 export type SessionState = "AWAITING_HELLO" | "ATTACHED" | "DRAINING" | "CLOSED";
@@ -33,6 +34,8 @@ export class WorkerSession {
   /** jobId -> attempt last sent in a Kill. */
   readonly killed = new Map<string, number>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
+  /** The authenticated caller of the stream (undefined when authentication is off). */
+  identity?: Identity;
 
   to(event: SessionEvent): void {
     this.state = sessionTransition(this.state, event);

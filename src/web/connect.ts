@@ -17,6 +17,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import type { Authorize } from "../server/grpc.js";
 import type { Handlers } from "../server/server.js";
 import type { CallContext, Logger } from "../services/context.js";
 import { type Code as CrmsCode, toCrmsError } from "../store/errors.js";
@@ -55,12 +56,13 @@ export function toConnectError(err: unknown, log: Logger, method: string): Conne
   return new ConnectError(e.message, codes[e.code]);
 }
 
-function contextOf(ctx: HandlerContext): CallContext {
+function contextOf(ctx: HandlerContext, method: string, authorize: Authorize | undefined): CallContext {
   const metadata: Record<string, string> = {};
   ctx.requestHeader.forEach((value, key) => {
     metadata[key] = value;
   });
-  return { signal: ctx.signal, metadata, peer: ctx.values.get(peerKey) };
+  const identity = authorize?.(method, metadata);
+  return { signal: ctx.signal, metadata, peer: ctx.values.get(peerKey), ...(identity ? { identity } : {}) };
 }
 
 /**
@@ -72,6 +74,7 @@ export function adaptService(
   service: DescService,
   handlers: Record<string, AnyHandler>,
   log: Logger,
+  authorize?: Authorize,
 ): Record<string, AnyHandler> {
   const impl: Record<string, AnyHandler> = {};
   for (const method of service.methods) {
@@ -82,7 +85,7 @@ export function adaptService(
       case "unary":
         impl[method.localName] = async (req: unknown, ctx: HandlerContext) => {
           try {
-            return await handler(req, contextOf(ctx));
+            return await handler(req, contextOf(ctx, name, authorize));
           } catch (err) {
             throw toConnectError(err, log, name);
           }
@@ -91,7 +94,7 @@ export function adaptService(
       case "server_streaming":
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
           try {
-            yield* handler(req, contextOf(ctx)) as AsyncIterable<unknown>;
+            yield* handler(req, contextOf(ctx, name, authorize)) as AsyncIterable<unknown>;
           } catch (err) {
             throw toConnectError(err, log, name);
           }
@@ -105,16 +108,21 @@ export function adaptService(
 }
 
 /** Registers the three crms services on a Connect router. */
-export function registerServices(router: ConnectRouter, handlers: Handlers, log: Logger): void {
-  router.service(JobService, adaptService(JobService, handlers.job, log));
-  router.service(WorkerService, adaptService(WorkerService, handlers.worker, log));
-  router.service(AdminService, adaptService(AdminService, handlers.admin, log));
+export function registerServices(router: ConnectRouter, handlers: Handlers, log: Logger, authorize?: Authorize): void {
+  router.service(JobService, adaptService(JobService, handlers.job, log, authorize));
+  router.service(WorkerService, adaptService(WorkerService, handlers.worker, log, authorize));
+  router.service(AdminService, adaptService(AdminService, handlers.admin, log, authorize));
 }
 
 /** A node:http request handler for the crms Connect routes; other paths go to fallback. */
-export function createConnectHandler(handlers: Handlers, log: Logger, fallback: NodeHandler): NodeHandler {
+export function createConnectHandler(
+  handlers: Handlers,
+  log: Logger,
+  fallback: NodeHandler,
+  authorize?: Authorize,
+): NodeHandler {
   return connectNodeAdapter({
-    routes: (router) => registerServices(router, handlers, log),
+    routes: (router) => registerServices(router, handlers, log, authorize),
     // The same message limits as the gRPC server.
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
