@@ -2,7 +2,7 @@
  * A real cluster for one test file: etcd on free ports, a control plane on
  * port 0, and workers as separate `crms worker` processes.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,15 @@ import { type ControlPlane, type ServerOptions, startServer } from "../../src/se
 import { type EtcdInstance, startEtcd } from "./etcd.js";
 
 export const CRMS_BIN = fileURLToPath(new URL("../../bin/crms.js", import.meta.url));
+
+/** Runs the crms CLI without blocking the event loop (the server runs in this process). */
+export function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CRMS_BIN, ...args], { env, timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 export interface WorkerProcess {
   name: string;
