@@ -66,7 +66,7 @@ export function exposure(
   const host = o.listen.slice(0, o.listen.lastIndexOf(":"));
   if (isLoopback(host) || o.insecure) return { requireTokens: false };
   const tls = tlsEnabled(o);
-  if (!tls && tokenCount === 0) {
+  if (!tls && tokenCount === 0 && !o.adminTokenFile) {
     return {
       refuse:
         `refusing to listen on ${o.listen} (beyond loopback) with neither TLS nor tokens: anyone who can reach it ` +

@@ -64,6 +64,13 @@ export class TokenStore {
     return this.cache.close();
   }
 
+  /** Waits (up to 5 s) until this replica's copy satisfies cond, so a change is in effect here when its RPC returns. */
+  private async seen(cond: (entries: Map<string, unknown>) => boolean): Promise<void> {
+    for (const deadline = Date.now() + 5000; !cond(this.cache.entries) && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   /** How many tokens exist (0: none configured). */
   get size(): number {
     return this.cache.entries.size;
@@ -95,6 +102,7 @@ export class TokenStore {
       .then(this.etcd.put(key).value(JSON.stringify(record)))
       .commit();
     if (!res.succeeded) throw new CrmsError("ALREADY_EXISTS", `token ${record.id} already exists`);
+    await this.seen((t) => t.has(hash));
     return { secret, record };
   }
 
@@ -114,6 +122,7 @@ export class TokenStore {
       const record = JSON.parse(value) as TokenRecord;
       if (record.id !== id) continue;
       await this.etcd.delete().key(key).exec();
+      await this.seen((t) => !t.has(key.slice(this.keys.tokens.length)));
       return record;
     }
     throw notFound(`token ${id} does not exist`);

@@ -136,7 +136,9 @@ export class ControlPlane {
       await this.store.close();
       throw new Error(exposed.refuse);
     }
-    const authorizer = new Authorizer({ tokens: this.tokens, exposed: exposed.requireTokens });
+    // With a bootstrap token file, tokens are on from the start (not once the watch shows it).
+    const required = exposed.requireTokens || !!this.options.adminTokenFile;
+    const authorizer = new Authorizer({ tokens: this.tokens, exposed: required });
     this.authorize = (method, metadata) => authorizer.check(method, metadata);
     this.election = new Election(this.store);
     this.scheduler = new Scheduler(this.store, this.election, {
