@@ -5,6 +5,7 @@
  */
 import type { DescService } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
+import type { StreamLimiter } from "../auth/stream-limit.js";
 import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
 import { AsyncQueue } from "../services/async-queue.js";
 import type { CallContext, Identity, Logger } from "../services/context.js";
@@ -92,6 +93,22 @@ function authorized(authorize: Authorize | undefined, method: string, ctx: CallC
   return ctx;
 }
 
+/** Authorizes a stream and counts it against its client's cap until the call ends. */
+function admitted(
+  authorize: Authorize | undefined,
+  limiter: StreamLimiter | undefined,
+  method: string,
+  ctx: CallContext,
+): CallContext {
+  authorized(authorize, method, ctx);
+  if (limiter) {
+    const release = limiter.acquire(ctx);
+    if (ctx.signal.aborted) release();
+    else ctx.signal.addEventListener("abort", release, { once: true });
+  }
+  return ctx;
+}
+
 /** Adds a service to a grpc-js server with handlers keyed by the methods' local names. */
 export function addService(
   server: grpc.Server,
@@ -99,6 +116,7 @@ export function addService(
   handlers: Record<string, AnyHandler>,
   log: Logger,
   authorize?: Authorize,
+  limiter?: StreamLimiter,
 ): void {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
@@ -125,7 +143,7 @@ export function addService(
         impl[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => authorized(authorize, name, ctx))
+            .then(() => admitted(authorize, limiter, name, ctx))
             .then((c) => pipeOut(handler(decoded(call.request), c), call, ctx.signal))
             .then(
               () => call.end(),
@@ -140,7 +158,7 @@ export function addService(
         impl[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => authorized(authorize, name, ctx))
+            .then(() => admitted(authorize, limiter, name, ctx))
             .then((c) => pipeOut(handler(inbound(call), c), call, ctx.signal))
             .then(
               () => call.end(),

@@ -11,6 +11,7 @@ import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import { Authorizer } from "../auth/policy.js";
 import { bootstrapAdminToken, exposure, type SecurityOptions, serverCredentials } from "../auth/server-security.js";
+import { StreamLimiter } from "../auth/stream-limit.js";
 import { createTokenService } from "../auth/token-service.js";
 import { TokenStore } from "../auth/tokens.js";
 import { Scheduler } from "../scheduler/scheduler.js";
@@ -27,6 +28,8 @@ import { type Authorize, addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
 
 export interface ServerOptions extends SecurityOptions {
+  /** Streams one client (token identity, else IP) may hold open at once (default 1000). */
+  maxStreamsPerClient?: number;
   /** host:port to listen on; port 0 picks a free one. */
   listen: string;
   /** etcd client URLs. */
@@ -101,6 +104,8 @@ export class ControlPlane {
   tokens!: TokenStore;
   /** The one authorization check, for every transport. */
   authorize!: Authorize;
+  /** The per-client cap on open streams. */
+  streams!: StreamLimiter;
   readonly log: Logger;
 
   constructor(readonly options: ServerOptions) {
@@ -183,9 +188,10 @@ export class ControlPlane {
       worker: createWorkerService(deps, this.sessions),
       admin: { ...createAdminService(deps, this.retention), ...createTokenService(this.tokens, this.log) },
     };
-    addService(this.server, JobService, this.handlers.job, this.log, this.authorize);
-    addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize);
-    addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize);
+    this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
+    addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);
+    addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize, this.streams);
+    addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize, this.streams);
     this.health = addIntrospection(this.server);
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
