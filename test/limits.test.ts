@@ -38,4 +38,22 @@ test("a client holds at most maxStreamsPerClient streams; ended and cancelled on
   const job = await c.submit({ command: ["true"], hold: true });
   for (let i = 0; i < 6; i++) t.deepEqual((await c.outputText(job.id)).stdout, "");
   await cluster.waitFor(() => cluster.server.streams.count("ip:127.0.0.1") === 0, 5000, "ended streams released");
+
+  // Input limits name the limit.
+  const code = async (p: Promise<unknown>) =>
+    p.then(
+      () => ({ code: 0, details: "" }),
+      (e: { code: number; details: string }) => e,
+    );
+  const ctl = await code(c.submit({ command: ["true"], name: "ok\u001b[2Jevil" }));
+  t.is(ctl.code, status.INVALID_ARGUMENT);
+  t.regex(ctl.details, /control characters/);
+  const argv = await code(c.submit({ command: Array.from({ length: 1025 }, () => "x") }));
+  t.is(argv.code, status.INVALID_ARGUMENT);
+  t.regex(argv.details, /at most 1024 arguments/);
+  const worker = await code(c.getWorker("../etc"));
+  t.is(worker.code, status.INVALID_ARGUMENT);
+  t.regex(worker.details, /may hold only letters, digits/);
+  const big = await code(c.submit({ command: ["true"], env: { BIG: "x".repeat(17 * 1024 * 1024) } }));
+  t.is(big.code, status.RESOURCE_EXHAUSTED);
 });
