@@ -17,6 +17,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import type { StreamLimiter } from "../auth/stream-limit.js";
 import type { Authorize } from "../server/grpc.js";
 import type { Handlers } from "../server/server.js";
 import type { CallContext, Logger } from "../services/context.js";
@@ -75,6 +76,7 @@ export function adaptService(
   handlers: Record<string, AnyHandler>,
   log: Logger,
   authorize?: Authorize,
+  streams?: StreamLimiter,
 ): Record<string, AnyHandler> {
   const impl: Record<string, AnyHandler> = {};
   for (const method of service.methods) {
@@ -93,10 +95,15 @@ export function adaptService(
         break;
       case "server_streaming":
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
+          let release: (() => void) | undefined;
           try {
-            yield* handler(req, contextOf(ctx, name, authorize)) as AsyncIterable<unknown>;
+            const c = contextOf(ctx, name, authorize);
+            release = streams?.acquire(c);
+            yield* handler(req, c) as AsyncIterable<unknown>;
           } catch (err) {
             throw toConnectError(err, log, name);
+          } finally {
+            release?.();
           }
         };
         break;
@@ -108,10 +115,16 @@ export function adaptService(
 }
 
 /** Registers the three crms services on a Connect router. */
-export function registerServices(router: ConnectRouter, handlers: Handlers, log: Logger, authorize?: Authorize): void {
-  router.service(JobService, adaptService(JobService, handlers.job, log, authorize));
-  router.service(WorkerService, adaptService(WorkerService, handlers.worker, log, authorize));
-  router.service(AdminService, adaptService(AdminService, handlers.admin, log, authorize));
+export function registerServices(
+  router: ConnectRouter,
+  handlers: Handlers,
+  log: Logger,
+  authorize?: Authorize,
+  streams?: StreamLimiter,
+): void {
+  router.service(JobService, adaptService(JobService, handlers.job, log, authorize, streams));
+  router.service(WorkerService, adaptService(WorkerService, handlers.worker, log, authorize, streams));
+  router.service(AdminService, adaptService(AdminService, handlers.admin, log, authorize, streams));
 }
 
 /** A node:http request handler for the crms Connect routes; other paths go to fallback. */
@@ -120,9 +133,10 @@ export function createConnectHandler(
   log: Logger,
   fallback: NodeHandler,
   authorize?: Authorize,
+  streams?: StreamLimiter,
 ): NodeHandler {
   return connectNodeAdapter({
-    routes: (router) => registerServices(router, handlers, log, authorize),
+    routes: (router) => registerServices(router, handlers, log, authorize, streams),
     // The same message limits as the gRPC server.
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,

@@ -83,6 +83,7 @@ export async function startHttp(cp: ControlPlane, listen: string, options: HttpO
     cp.log,
     (req, res) => serveStatic(req as IncomingMessage, res as ServerResponse),
     cp.authorize,
+    cp.streams,
   );
   // Created at the first scrape, so an endpoint never scraped adds no cache listeners.
   let metrics: Metrics | undefined;
