@@ -28,6 +28,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 if [ "${1:-}" = "test" ]; then
+  if ! command -v openssl >/dev/null; then
+    echo "setup: installing openssl, for the TLS tests' certificates"
+    apt_install openssl
+  fi
   if [ ! -x /usr/bin/chromium ]; then
     echo "setup: installing chromium (Debian's), for the web page tests"
     apt_install chromium

@@ -8,7 +8,7 @@ import { toJson } from "@bufbuild/protobuf";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { GetClusterStatusResponseSchema } from "../../gen/crms/v1/admin_pb.js";
 import { JobState } from "../../gen/crms/v1/job_pb.js";
-import { CrmsClient, defaultServer } from "../client/client.js";
+import { type ClientSecurity, CrmsClient, defaultServer } from "../client/client.js";
 import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
 import {
@@ -54,16 +54,24 @@ Admin:
                                     --keep-finished N also deletes finished jobs beyond the newest N
                                     (0: all finished) and compacts again; unfinished jobs are kept
   admin gc                          delete finished jobs past retention now
+  admin token create --name N --role admin|submitter|reader|worker [--worker W]
+                                    create an API token (the secret is printed once)
+  admin token list | admin token revoke ID
 Processes:
   server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--prefix P] [--log-level L]
          [--compaction-interval S (300; 0 off)] [--compaction-revisions N (100000; 0 off)]
          [--compaction-keep-revisions N (10000)] [--compaction-db-fraction F (0.5 of --quota-bytes; 0 off)]
          [--retention-age S (86400)] [--retention-count N (100000)] [--retention-interval S (30)]
          [--quota-bytes N] [--tail-bytes N (2048 per stream)] [--http HOST:PORT (web page)]
+         [--tls-cert F --tls-key F [--client-ca F]] [--admin-token-file F] [--insecure]
+         [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
+         [--run-as USER]
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 
 Global: --server HOST:PORT (or $CRMS_SERVER; default localhost:7070)
+        --ca F --cert F --key F --tls (or $CRMS_CA $CRMS_CERT $CRMS_KEY, CRMS_TLS=1): TLS, mutual TLS
+        --token T | --token-file F (or $CRMS_TOKEN, $CRMS_TOKEN_FILE): API token
 `;
 
 /** A user-facing failure: printed as one line, exit code 1 (or `exitCode`). */
@@ -80,6 +88,12 @@ type Options = ParseArgsConfig["options"];
 
 const common: Options = {
   server: { type: "string" },
+  ca: { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
+  tls: { type: "boolean" },
+  token: { type: "string" },
+  "token-file": { type: "string" },
   output: { type: "string", short: "o" },
   help: { type: "boolean", short: "h" },
 };
@@ -138,8 +152,25 @@ function stateOf(name: string): JobState {
 const print = (s: string) => process.stdout.write(`${s}\n`);
 const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
 
-async function withClient<T>(server: unknown, fn: (c: CrmsClient) => Promise<T>): Promise<T> {
-  const client = new CrmsClient((server as string | undefined) || defaultServer());
+/** The TLS and token options of the command line (the environment fills the rest). */
+function securityOf(v: Record<string, unknown>): ClientSecurity {
+  return {
+    ca: v.ca as string | undefined,
+    cert: v.cert as string | undefined,
+    key: v.key as string | undefined,
+    tls: v.tls as boolean | undefined,
+    token: v.token as string | undefined,
+    tokenFile: v["token-file"] as string | undefined,
+  };
+}
+
+async function withClient<T>(v: Record<string, unknown>, fn: (c: CrmsClient) => Promise<T>): Promise<T> {
+  let client: CrmsClient;
+  try {
+    client = CrmsClient.secure((v.server as string | undefined) || defaultServer(), securityOf(v));
+  } catch (err) {
+    throw new CliError((err as Error).message, 2);
+  }
   try {
     return await fn(client);
   } finally {
@@ -177,7 +208,7 @@ async function submit(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new CliError("nothing to run: crms submit [options] -- CMD ARGS...", 2);
   const priority = v.priority === undefined ? 0 : Number(v.priority);
   if (!Number.isInteger(priority)) throw new CliError(`--priority must be an integer (got ${v.priority})`, 2);
-  return withClient(v.server, async (c) => {
+  return withClient(v, async (c) => {
     const job = await c.submit(
       {
         command: positionals,
@@ -228,7 +259,7 @@ async function jobs(args: string[]): Promise<number> {
   });
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
   const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
-  return withClient(v.server, async (c) => {
+  return withClient(v, async (c) => {
     const list = [];
     for await (const job of c.jobs({
       states,
@@ -250,7 +281,7 @@ async function jobs(args: string[]): Promise<number> {
 async function jobCommand(cmd: string, args: string[]): Promise<number> {
   const { values: v, positionals } = parse(args, { grace: { type: "string" } });
   const id = one(positionals, "job id");
-  return withClient(v.server, async (c) => {
+  return withClient(v, async (c) => {
     switch (cmd) {
       case "job": {
         const job = await c.getJob(id);
@@ -281,7 +312,7 @@ async function jobCommand(cmd: string, args: string[]): Promise<number> {
 async function logs(args: string[]): Promise<number> {
   const { values: v, positionals } = parse(args, { follow: { type: "boolean", short: "f" } });
   const id = one(positionals, "job id");
-  return withClient(v.server, async (c) => {
+  return withClient(v, async (c) => {
     for await (const chunk of c.output(id, Boolean(v.follow))) {
       (chunk.stream === 2 ? process.stderr : process.stdout).write(chunk.data);
     }
@@ -291,7 +322,7 @@ async function logs(args: string[]): Promise<number> {
 
 async function workerCommand(cmd: string, args: string[]): Promise<number> {
   const { values: v, positionals } = parse(args);
-  return withClient(v.server, async (c) => {
+  return withClient(v, async (c) => {
     if (cmd === "workers") {
       const list = [];
       for await (const w of c.workers()) list.push(w);
@@ -330,13 +361,56 @@ function bytes(n: bigint | number): string {
       : `${(x / 1024).toFixed(0)} KiB`;
 }
 
+/** `crms admin token create|list|revoke`. */
+async function token(c: CrmsClient, positionals: string[], v: Record<string, unknown>): Promise<number> {
+  const [sub, ...rest] = positionals;
+  if (sub === "create") {
+    if (!v.name || !v.role)
+      throw new CliError("token create needs --name NAME --role admin|submitter|reader|worker", 2);
+    const r = await c.createToken(v.name as string, v.role as string, (v.worker as string) ?? "");
+    if (v.output === "json") printJson({ id: r.token?.id, name: r.token?.name, role: r.token?.role, secret: r.secret });
+    else {
+      process.stderr.write(
+        `created token ${r.token?.id} (${r.token?.role} ${r.token?.name}); the secret is shown once:\n`,
+      );
+      print(r.secret);
+    }
+    return 0;
+  }
+  if (sub === "list") {
+    const list = await c.listTokens();
+    if (v.output === "json") printJson(list.map((t) => ({ id: t.id, name: t.name, role: t.role, worker: t.worker })));
+    else
+      print(
+        table(
+          ["ID", "NAME", "ROLE", "WORKER"],
+          list.map((t) => [t.id, t.name, t.role, t.worker || "-"]),
+        ),
+      );
+    return 0;
+  }
+  if (sub === "revoke") {
+    const t = await c.revokeToken(one(rest, "token id"));
+    print(`revoked token ${t?.id} (${t?.role} ${t?.name})`);
+    return 0;
+  }
+  throw new CliError("usage: crms admin token create --name N --role R [--worker W] | list | revoke ID", 2);
+}
+
 async function admin(args: string[]): Promise<number> {
-  const { values: v, positionals } = parse(args, { "keep-finished": { type: "string" } });
+  const { values: v, positionals } = parse(args, {
+    "keep-finished": { type: "string" },
+    name: { type: "string" },
+    role: { type: "string" },
+    worker: { type: "string" },
+  });
   const sub = positionals[0] ?? "status";
-  return withClient(v.server, async (c) => {
+  return withClient(v, async (c) => {
     switch (sub) {
       case "status":
         break;
+      case "token":
+        return token(c, positionals.slice(1), v);
       case "compact": {
         const r = await c.compact(BigInt(positionals[1] ?? 0));
         print(`compacted etcd to revision ${r.revision}`);
@@ -370,7 +444,10 @@ async function admin(args: string[]): Promise<number> {
         return 0;
       }
       default:
-        throw new CliError(`unknown admin command ${sub}; one of status, compact, defrag, disarm, recover, gc`, 2);
+        throw new CliError(
+          `unknown admin command ${sub}; one of status, compact, defrag, disarm, recover, gc, token`,
+          2,
+        );
     }
     const s = await c.clusterStatus();
     if (v.output === "json") {
@@ -429,9 +506,38 @@ async function server(args: string[]): Promise<number> {
     "quota-bytes": { type: "string" },
     "tail-bytes": { type: "string" },
     http: { type: "string" },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
+    "client-ca": { type: "string" },
+    insecure: { type: "boolean" },
+    "admin-token-file": { type: "string" },
+    "etcd-ca": { type: "string" },
+    "etcd-cert": { type: "string" },
+    "etcd-key": { type: "string" },
+    "etcd-user": { type: "string" },
   });
   const { startServer } = await import("../server/server.js");
+  const { etcdSecurity } = await import("../auth/server-security.js");
+  const str = (k: string) => (v[k] as string | undefined) || undefined;
+  let etcdTls: ReturnType<typeof etcdSecurity>;
+  try {
+    etcdTls = etcdSecurity({
+      etcdCa: str("etcd-ca"),
+      etcdCert: str("etcd-cert"),
+      etcdKey: str("etcd-key"),
+      etcdUser: str("etcd-user"),
+      etcdPassword: process.env.CRMS_ETCD_PASSWORD,
+    });
+  } catch (err) {
+    throw new CliError((err as Error).message, 2);
+  }
   const cp = await startServer({
+    tlsCert: str("tls-cert"),
+    tlsKey: str("tls-key"),
+    clientCa: str("client-ca"),
+    insecure: v.insecure as boolean | undefined,
+    adminTokenFile: str("admin-token-file"),
+    etcdTls,
     listen: (v.listen as string) ?? "localhost:7070",
     etcd: ((v.etcd as string) ?? "http://127.0.0.1:2379").split(","),
     prefix: v.prefix as string | undefined,
@@ -462,8 +568,23 @@ async function worker(args: string[]): Promise<number> {
     slots: { type: "string" },
     label: { type: "string", multiple: true },
     "data-dir": { type: "string" },
+    "run-as": { type: "string" },
   });
   const { createWorker } = await import("../worker/worker.js");
+  const { resolveRunAs, checkCanRunAs } = await import("../worker/run-as.js");
+  const { authMetadata, channelCredentials, securityFromEnv } = await import("../auth/client-security.js");
+  let security: { credentials: import("@grpc/grpc-js").ChannelCredentials; metadata: Record<string, string> };
+  let runAs: import("../worker/run-as.js").RunAs | undefined;
+  try {
+    const sec = securityFromEnv(securityOf(v));
+    security = { credentials: channelCredentials(sec), metadata: authMetadata(sec) };
+    if (v["run-as"]) {
+      runAs = resolveRunAs(v["run-as"] as string);
+      checkCanRunAs(runAs);
+    }
+  } catch (err) {
+    throw new CliError((err as Error).message, 2);
+  }
   const { defaultDataDir } = await import("./paths.js");
   const name = (v.name as string) ?? hostname();
   const w = createWorker({
@@ -473,6 +594,8 @@ async function worker(args: string[]): Promise<number> {
     labels: keyValues(v.label, "--label"),
     dataDir: (v["data-dir"] as string) ?? defaultDataDir(`worker-${name}`),
     version: VERSION,
+    ...security,
+    ...(runAs ? { runAs } : {}),
   });
   await w.start();
   const sig = await Promise.race([untilSignal(), w.stopped.then(() => "stopped")]);

@@ -16,10 +16,11 @@ import {
   type WatchJobsResponse,
 } from "../../gen/crms/v1/job_pb.js";
 import { type WatchWorkersResponse, type Worker, WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import { authMetadata, type ClientSecurity, channelCredentials, securityFromEnv } from "../auth/client-security.js";
 import { isFinal } from "../rpc/states.js";
 import { type CallOptions, ServiceTransport } from "./transport.js";
 
-export type { CallOptions, Job, Worker };
+export type { CallOptions, ClientSecurity, Job, Worker };
 export { JobState, WatchEventType };
 
 /** The default server address: $CRMS_SERVER or localhost:7070. */
@@ -42,8 +43,16 @@ export class CrmsClient {
   constructor(
     readonly target: string = defaultServer(),
     credentials?: grpc.ChannelCredentials,
+    /** Metadata sent with every call (e.g. authorization). */
+    metadata: Record<string, string> = {},
   ) {
-    this.transport = new ServiceTransport(target, credentials);
+    this.transport = new ServiceTransport(target, credentials, undefined, metadata);
+  }
+
+  /** A client with a CA, client certificate and token from `security`, else from CRMS_CA, CRMS_CERT, CRMS_KEY, CRMS_TOKEN. */
+  static secure(target: string = defaultServer(), security: ClientSecurity = {}): CrmsClient {
+    const sec = securityFromEnv(security);
+    return new CrmsClient(target, channelCredentials(sec), authMetadata(sec));
   }
 
   close(): void {
@@ -212,5 +221,18 @@ export class CrmsClient {
 
   async runRetention(options?: CallOptions) {
     return this.transport.unary(AdminService.method.runRetention, {}, options);
+  }
+
+  /** Creates an API token; the response's secret is shown only this once. */
+  async createToken(name: string, role: string, worker = "", options?: CallOptions) {
+    return this.transport.unary(AdminService.method.createToken, { name, role, worker }, options);
+  }
+
+  async listTokens(options?: CallOptions) {
+    return (await this.transport.unary(AdminService.method.listTokens, {}, options)).tokens;
+  }
+
+  async revokeToken(id: string, options?: CallOptions) {
+    return (await this.transport.unary(AdminService.method.revokeToken, { id }, options)).token;
   }
 }

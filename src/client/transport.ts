@@ -34,9 +34,9 @@ export const channelOptions: grpc.ChannelOptions = {
   "grpc.max_send_message_length": 16 * 1024 * 1024,
 };
 
-function metadataOf(options: CallOptions | undefined): grpc.Metadata {
+function metadataOf(options: CallOptions | undefined, base: Record<string, string> = {}): grpc.Metadata {
   const md = new grpc.Metadata();
-  for (const [k, v] of Object.entries(options?.metadata ?? {})) md.set(k, v);
+  for (const [k, v] of Object.entries({ ...base, ...options?.metadata })) md.set(k, v);
   return md;
 }
 
@@ -52,6 +52,8 @@ export class ServiceTransport {
     target: string,
     credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
     options: grpc.ChannelOptions = channelOptions,
+    /** Metadata sent with every call (e.g. authorization). */
+    readonly metadata: Record<string, string> = {},
   ) {
     this.client = new grpc.Client(target, credentials, options);
   }
@@ -69,7 +71,7 @@ export class ServiceTransport {
         def.requestSerialize,
         def.responseDeserialize as (b: Buffer) => MessageShape<O>,
         create(method.input, request),
-        metadataOf(options),
+        metadataOf(options, this.metadata),
         callOptionsOf(options),
         (err, value) => (err || !value ? reject(err) : resolve(value)),
       );
@@ -89,7 +91,7 @@ export class ServiceTransport {
       def.requestSerialize,
       def.responseDeserialize as (b: Buffer) => MessageShape<O>,
       create(method.input, request),
-      metadataOf(options),
+      metadataOf(options, this.metadata),
       callOptionsOf(options),
     );
     options?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
@@ -106,7 +108,7 @@ export class ServiceTransport {
       def.path,
       def.requestSerialize as (v: MessageShape<I>) => Buffer,
       def.responseDeserialize as (b: Buffer) => MessageShape<O>,
-      metadataOf(options),
+      metadataOf(options, this.metadata),
       callOptionsOf(options),
     );
   }

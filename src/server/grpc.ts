@@ -5,9 +5,10 @@
  */
 import type { DescService } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
+import type { StreamLimiter } from "../auth/stream-limit.js";
 import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
 import { AsyncQueue } from "../services/async-queue.js";
-import type { CallContext, Logger } from "../services/context.js";
+import type { CallContext, Identity, Logger } from "../services/context.js";
 import { grpcStatus, invalid, toCrmsError } from "../store/errors.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
@@ -87,12 +88,39 @@ function inbound(call: grpc.ServerDuplexStream<unknown, unknown>): AsyncIterable
   return q;
 }
 
+/** Authenticates and authorizes a call to "Service.Method" (src/auth/policy.ts); throws to refuse it. */
+export type Authorize = (method: string, metadata: Record<string, string>) => Identity | undefined;
+
+/** Runs the authorization check into the call's context. */
+function authorized(authorize: Authorize | undefined, method: string, ctx: CallContext): CallContext {
+  if (authorize) ctx.identity = authorize(method, ctx.metadata);
+  return ctx;
+}
+
+/** Authorizes a stream and counts it against its client's cap until the call ends. */
+function admitted(
+  authorize: Authorize | undefined,
+  limiter: StreamLimiter | undefined,
+  method: string,
+  ctx: CallContext,
+): CallContext {
+  authorized(authorize, method, ctx);
+  if (limiter) {
+    const release = limiter.acquire(ctx);
+    if (ctx.signal.aborted) release();
+    else ctx.signal.addEventListener("abort", release, { once: true });
+  }
+  return ctx;
+}
+
 /** Adds a service to a grpc-js server with handlers keyed by the methods' local names. */
 export function addService(
   server: grpc.Server,
   service: DescService,
   handlers: Record<string, AnyHandler>,
   log: Logger,
+  authorize?: Authorize,
+  limiter?: StreamLimiter,
 ): void {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
@@ -107,7 +135,8 @@ export function addService(
         ) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => handler(decoded(call.request), ctx))
+            .then(() => authorized(authorize, name, ctx))
+            .then((c) => handler(decoded(call.request), c))
             .then(
               (res) => callback(null, res),
               (err) => callback(toStatus(err, log, name)),
@@ -118,7 +147,8 @@ export function addService(
         impl[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => pipeOut(handler(decoded(call.request), ctx), call, ctx.signal))
+            .then(() => admitted(authorize, limiter, name, ctx))
+            .then((c) => pipeOut(handler(decoded(call.request), c), call, ctx.signal))
             .then(
               () => call.end(),
               (err) => {
@@ -132,7 +162,8 @@ export function addService(
         impl[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           Promise.resolve()
-            .then(() => pipeOut(handler(inbound(call), ctx), call, ctx.signal))
+            .then(() => admitted(authorize, limiter, name, ctx))
+            .then((c) => pipeOut(handler(inbound(call), c), call, ctx.signal))
             .then(
               () => call.end(),
               (err) => {

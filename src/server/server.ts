@@ -9,6 +9,11 @@ import type { HealthImplementation } from "grpc-health-check";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import { Authorizer } from "../auth/policy.js";
+import { bootstrapAdminToken, exposure, type SecurityOptions, serverCredentials } from "../auth/server-security.js";
+import { StreamLimiter } from "../auth/stream-limit.js";
+import { createTokenService } from "../auth/token-service.js";
+import { TokenStore } from "../auth/tokens.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
 import { createLogger, type Logger, type LogLevel, type ServiceDeps } from "../services/context.js";
@@ -19,10 +24,12 @@ import { Election } from "../store/election.js";
 import { activeAlarms, Compactor, DEFAULT_COMPACTION } from "../store/maintenance.js";
 import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
-import { addService } from "./grpc.js";
+import { type Authorize, addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
 
-export interface ServerOptions {
+export interface ServerOptions extends SecurityOptions {
+  /** Streams one client (token identity, else IP) may hold open at once (default 1000). */
+  maxStreamsPerClient?: number;
   /** host:port to listen on; port 0 picks a free one. */
   listen: string;
   /** etcd client URLs. */
@@ -61,7 +68,7 @@ export interface ServerOptions {
 export interface Handlers {
   job: ReturnType<typeof createJobService>;
   worker: ReturnType<typeof createWorkerService>;
-  admin: ReturnType<typeof createAdminService>;
+  admin: ReturnType<typeof createAdminService> & ReturnType<typeof createTokenService>;
 }
 
 export type ReplicaState = "STARTING" | "SERVING" | "STOPPING" | "STOPPED";
@@ -99,6 +106,12 @@ export class ControlPlane {
   private alarmTimer?: NodeJS.Timeout;
   /** The transport-free handlers, for other transports (the web gateway) to serve too. */
   handlers!: Handlers;
+  /** The API tokens (watched copy). */
+  tokens!: TokenStore;
+  /** The one authorization check, for every transport. */
+  authorize!: Authorize;
+  /** The per-client cap on open streams. */
+  streams!: StreamLimiter;
   readonly log: Logger;
 
   constructor(readonly options: ServerOptions) {
@@ -118,7 +131,26 @@ export class ControlPlane {
       prefix: this.options.prefix,
       replicaId: this.replicaId,
       leaseTtl: this.options.leaseTtl,
+      etcd: this.options.etcdTls,
     });
+    this.tokens = new TokenStore(this.store.etcd, this.store.keys);
+    try {
+      await this.tokens.start();
+      await bootstrapAdminToken(this.tokens, this.options, this.log);
+    } catch (err) {
+      await this.store.close();
+      throw err;
+    }
+    const exposed = exposure(this.options, this.tokens.size);
+    if (exposed.refuse) {
+      await this.tokens.close();
+      await this.store.close();
+      throw new Error(exposed.refuse);
+    }
+    // With a bootstrap token file, tokens are on from the start (not once the watch shows it).
+    const required = exposed.requireTokens || !!this.options.adminTokenFile;
+    const authorizer = new Authorizer({ tokens: this.tokens, exposed: required });
+    this.authorize = (method, metadata) => authorizer.check(method, metadata);
     this.election = new Election(this.store);
     this.scheduler = new Scheduler(this.store, this.election, {
       graceSeconds: this.options.graceSeconds,
@@ -169,16 +201,17 @@ export class ControlPlane {
     this.handlers = {
       job: createJobService(deps, this.sessions),
       worker: createWorkerService(deps, this.sessions),
-      admin: createAdminService(deps, this.retention),
+      admin: { ...createAdminService(deps, this.retention), ...createTokenService(this.tokens, this.log) },
     };
-    addService(this.server, JobService, this.handlers.job, this.log);
-    addService(this.server, WorkerService, this.handlers.worker, this.log);
-    addService(this.server, AdminService, this.handlers.admin, this.log);
+    this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
+    addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);
+    addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize, this.streams);
+    addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize, this.streams);
     this.health = addIntrospection(this.server);
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(this.options.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
         err ? reject(err) : resolve(port),
       ),
     );
@@ -221,6 +254,7 @@ export class ControlPlane {
       });
     });
     await this.election?.stop();
+    await this.tokens?.close();
     await this.store?.close();
     this.state = replicaTransition(this.state, "STOPPED");
   }

@@ -33,6 +33,15 @@ export interface CallContext {
   metadata: Record<string, string>;
   /** The peer address. */
   peer: string;
+  /** Who calls, once authenticated (undefined when authentication is off). */
+  identity?: Identity;
+}
+
+/** An authenticated caller: the token's name and role, and for a worker token its worker name. */
+export interface Identity {
+  name: string;
+  role: "admin" | "submitter" | "reader" | "worker";
+  worker?: string;
 }
 
 export interface ServiceOptions {

@@ -17,6 +17,7 @@ import {
   type WatchJobsResponse,
   WatchJobsResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
+import { checkOwner, stampOwner } from "../auth/ownership.js";
 import { isFinal } from "../rpc/states.js";
 import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
 import { checkDependencies, checkNoCycle, evaluate } from "../scheduler/dependencies.js";
@@ -67,9 +68,12 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     throw notFound(`job ${id} not found`);
   }
 
-  async function change(id: string, event: JobEvent): Promise<Job> {
+  async function change(id: string, event: JobEvent, ctx?: CallContext): Promise<Job> {
     checkJobId(id);
-    const job = await store.updateJob(id, (job) => transition(job, event));
+    const job = await store.updateJob(id, (job) => {
+      checkOwner(job, ctx?.identity);
+      return transition(job, event);
+    });
     if (isArrayParent(job)) await eachTask(id, (task) => transition(task, event));
     return show(job);
   }
@@ -118,8 +122,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   }
 
   return {
-    async submitJob(req: SubmitJobRequest) {
-      const spec = checkSpec(req.spec, req.requestId);
+    async submitJob(req: SubmitJobRequest, ctx?: CallContext) {
+      const spec = stampOwner(checkSpec(req.spec, req.requestId), ctx?.identity);
       checkArray(spec);
       checkDependencies(spec.after);
       const missing = new Set<string>();
@@ -195,7 +199,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       return q;
     },
 
-    async killJob(req: KillJobRequest) {
+    async killJob(req: KillJobRequest, ctx?: CallContext) {
       const id = req.id;
       checkJobId(id);
       const kill = (job: Job) => {
@@ -204,6 +208,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
         return next;
       };
       const job = await store.updateJob(id, (job) => {
+        checkOwner(job, ctx?.identity);
         if (!isArrayParent(job)) return kill(job);
         // A parent ends (KILLED) when its tasks have: stop creating tasks, kill the created ones.
         if (isFinal(job.state)) throw precondition(`array ${id} already ended (${JobState[job.state]})`);
@@ -215,12 +220,12 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       return { job: show(job) };
     },
 
-    async holdJob(req: GetJobRequest) {
-      return { job: await change(req.id, { type: "hold" }) };
+    async holdJob(req: GetJobRequest, ctx?: CallContext) {
+      return { job: await change(req.id, { type: "hold" }, ctx) };
     },
 
-    async releaseJob(req: GetJobRequest) {
-      return { job: await change(req.id, { type: "release" }) };
+    async releaseJob(req: GetJobRequest, ctx?: CallContext) {
+      return { job: await change(req.id, { type: "release" }, ctx) };
     },
 
     async deleteJob(req: GetJobRequest) {

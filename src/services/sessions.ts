@@ -18,6 +18,7 @@ import {
   WorkerSchema,
   WorkerState,
 } from "../../gen/crms/v1/worker_pb.js";
+import { checkWorkerBinding } from "../auth/policy.js";
 import { isActive } from "../rpc/states.js";
 import { transition } from "../scheduler/job-machine.js";
 import { CrmsError, invalid, toCrmsError } from "../store/errors.js";
@@ -28,6 +29,8 @@ import { WorkerSession } from "./worker-session.js";
 
 /** How long a start report waits for its run's finish report, to write both at once (short jobs). */
 const START_DELAY_MS = 5;
+/** How long an Attach stream may stay open without its Hello. */
+export const HELLO_TIMEOUT_MS = 5_000;
 
 export class Sessions {
   readonly byName = new Map<string, WorkerSession>();
@@ -117,12 +120,21 @@ export class Sessions {
   /** Handles one Attach stream: returns the messages to send to the worker. */
   attach(requests: AsyncIterable<AttachRequest>, ctx: CallContext): AsyncIterable<AttachResponse> {
     const session = new WorkerSession();
+    session.identity = ctx.identity;
     void this.run(session, requests, ctx);
     return session.out;
   }
 
   private async run(session: WorkerSession, requests: AsyncIterable<AttachRequest>, ctx: CallContext): Promise<void> {
     ctx.signal.addEventListener("abort", () => session.close(), { once: true });
+    const helloTimer = setTimeout(() => {
+      if (session.state !== "AWAITING_HELLO") return;
+      session.out.fail(
+        new CrmsError("DEADLINE_EXCEEDED", `no hello within ${HELLO_TIMEOUT_MS / 1000}s of opening the Attach stream`),
+      );
+      session.close();
+    }, HELLO_TIMEOUT_MS);
+    helloTimer.unref();
     try {
       for await (const req of requests) {
         if (session.state === "CLOSED") break;
@@ -136,6 +148,7 @@ export class Sessions {
         this.deps.log.warn("worker stream failed", { worker: session.name, error: e.message });
       }
     } finally {
+      clearTimeout(helloTimer);
       session.close();
       await this.detached(session);
     }
@@ -271,6 +284,7 @@ export class Sessions {
 
   private async hello(session: WorkerSession, hello: Hello): Promise<void> {
     checkWorkerName(hello.name);
+    checkWorkerBinding(session.identity, hello.name);
     if (hello.slots < 1 || hello.slots > LIMITS.slots) {
       throw invalid(`slots must be between 1 and ${LIMITS.slots} (got ${hello.slots | 0})`);
     }

@@ -20,6 +20,8 @@ export const LIMITS = {
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const JOB_ID = /^[1-9][0-9]{0,15}$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 const bytes = (s: string) => Buffer.byteLength(s);
 
@@ -77,6 +79,8 @@ export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec
   }
   noNul("name", spec.name);
   if (bytes(spec.name) > LIMITS.nameBytes) throw invalid(`name: at most ${LIMITS.nameBytes} bytes`);
+  // Printed by the CLI and the page: no control characters (terminal escapes, line breaks).
+  if (CONTROL.test(spec.name)) throw invalid("name: control characters (such as newline or ESC) are not allowed");
   noNul("working_dir", spec.workingDir);
   if (bytes(spec.workingDir) > 4096) throw invalid("working_dir: at most 4096 bytes");
   checkMap("env", spec.env, LIMITS.envEntries, LIMITS.envBytes);

@@ -6,6 +6,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type AttachResponse, AttachResponseSchema, type OutputData } from "../../gen/crms/v1/worker_pb.js";
 import { CrmsError } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
+import type { Identity } from "./context.js";
 
 /** Session states: waiting for Hello, attached (maybe draining), closed. */
 export type SessionState = "AWAITING_HELLO" | "ATTACHED" | "DRAINING" | "CLOSED";
@@ -35,6 +36,8 @@ export class WorkerSession {
   /** jobId -> a start report received but not yet written (see Sessions.handle). */
   readonly starting = new Map<string, { attempt: number; pid: number }>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
+  /** The authenticated caller of the stream (undefined when authentication is off). */
+  identity?: Identity;
 
   to(event: SessionEvent): void {
     this.state = sessionTransition(this.state, event);

@@ -59,6 +59,8 @@ export class Election extends EventEmitter<ElectionEvents> {
       ],
       failure: [{ request_range: { key: Buffer.from(key) } }],
     });
+    // Stopped while the txn was in flight: the key goes with the revoked lease.
+    if (this.stopped) return;
     if (res.succeeded) {
       this.leaderId = this.store.replicaId;
       this.token = Number(res.header.revision);

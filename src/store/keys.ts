@@ -8,6 +8,7 @@
  *   <prefix>leader               scheduler leader's replica id, bound to its lease
  *   <prefix>idseq                next free job id (blocks are reserved from it)
  *   <prefix>expired              highest job id deleted by retention
+ *   <prefix>tokens/<sha256>      API token record (JSON), keyed by the hash of its secret
  */
 export class Keys {
   constructor(readonly prefix: string) {}
@@ -44,6 +45,12 @@ export class Keys {
   }
   get expired(): string {
     return `${this.prefix}expired`;
+  }
+  get tokens(): string {
+    return `${this.prefix}tokens/`;
+  }
+  token(hash: string): string {
+    return `${this.tokens}${hash}`;
   }
 }
 

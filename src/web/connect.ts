@@ -17,6 +17,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import type { StreamLimiter } from "../auth/stream-limit.js";
+import type { Authorize } from "../server/grpc.js";
 import type { Handlers } from "../server/server.js";
 import type { CallContext, Logger } from "../services/context.js";
 import { type Code as CrmsCode, toCrmsError } from "../store/errors.js";
@@ -55,12 +57,13 @@ export function toConnectError(err: unknown, log: Logger, method: string): Conne
   return new ConnectError(e.message, codes[e.code]);
 }
 
-function contextOf(ctx: HandlerContext): CallContext {
+function contextOf(ctx: HandlerContext, method: string, authorize: Authorize | undefined): CallContext {
   const metadata: Record<string, string> = {};
   ctx.requestHeader.forEach((value, key) => {
     metadata[key] = value;
   });
-  return { signal: ctx.signal, metadata, peer: ctx.values.get(peerKey) };
+  const identity = authorize?.(method, metadata);
+  return { signal: ctx.signal, metadata, peer: ctx.values.get(peerKey), ...(identity ? { identity } : {}) };
 }
 
 /**
@@ -72,6 +75,8 @@ export function adaptService(
   service: DescService,
   handlers: Record<string, AnyHandler>,
   log: Logger,
+  authorize?: Authorize,
+  streams?: StreamLimiter,
 ): Record<string, AnyHandler> {
   const impl: Record<string, AnyHandler> = {};
   for (const method of service.methods) {
@@ -82,7 +87,7 @@ export function adaptService(
       case "unary":
         impl[method.localName] = async (req: unknown, ctx: HandlerContext) => {
           try {
-            return await handler(req, contextOf(ctx));
+            return await handler(req, contextOf(ctx, name, authorize));
           } catch (err) {
             throw toConnectError(err, log, name);
           }
@@ -90,10 +95,15 @@ export function adaptService(
         break;
       case "server_streaming":
         impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
+          let release: (() => void) | undefined;
           try {
-            yield* handler(req, contextOf(ctx)) as AsyncIterable<unknown>;
+            const c = contextOf(ctx, name, authorize);
+            release = streams?.acquire(c);
+            yield* handler(req, c) as AsyncIterable<unknown>;
           } catch (err) {
             throw toConnectError(err, log, name);
+          } finally {
+            release?.();
           }
         };
         break;
@@ -105,16 +115,28 @@ export function adaptService(
 }
 
 /** Registers the three crms services on a Connect router. */
-export function registerServices(router: ConnectRouter, handlers: Handlers, log: Logger): void {
-  router.service(JobService, adaptService(JobService, handlers.job, log));
-  router.service(WorkerService, adaptService(WorkerService, handlers.worker, log));
-  router.service(AdminService, adaptService(AdminService, handlers.admin, log));
+export function registerServices(
+  router: ConnectRouter,
+  handlers: Handlers,
+  log: Logger,
+  authorize?: Authorize,
+  streams?: StreamLimiter,
+): void {
+  router.service(JobService, adaptService(JobService, handlers.job, log, authorize, streams));
+  router.service(WorkerService, adaptService(WorkerService, handlers.worker, log, authorize, streams));
+  router.service(AdminService, adaptService(AdminService, handlers.admin, log, authorize, streams));
 }
 
 /** A node:http request handler for the crms Connect routes; other paths go to fallback. */
-export function createConnectHandler(handlers: Handlers, log: Logger, fallback: NodeHandler): NodeHandler {
+export function createConnectHandler(
+  handlers: Handlers,
+  log: Logger,
+  fallback: NodeHandler,
+  authorize?: Authorize,
+  streams?: StreamLimiter,
+): NodeHandler {
   return connectNodeAdapter({
-    routes: (router) => registerServices(router, handlers, log),
+    routes: (router) => registerServices(router, handlers, log, authorize, streams),
     // The same message limits as the gRPC server.
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,

@@ -4,7 +4,9 @@
  * curl: `curl -H 'Content-Type: application/json' -d '{"id":"1"}' URL/crms.v1.JobService/GetJob`).
  * The handlers are the replica's own, so both transports answer alike.
  */
+import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createMetrics, type Metrics } from "../server/metrics.js";
 import type { ControlPlane } from "../server/server.js";
@@ -54,41 +56,64 @@ export function hostAllowed(listenHost: string, hostHeader: string | undefined, 
   return allowed.some((a) => a.toLowerCase() === name);
 }
 
-function urlOf(address: AddressInfo): string {
+function urlOf(address: AddressInfo, scheme = "http"): string {
   const host =
     address.address === "0.0.0.0" || address.address === "::"
       ? "localhost"
       : address.family === "IPv6"
         ? `[${address.address}]`
         : address.address;
-  return `http://${host}:${address.port}/`;
+  return `${scheme}://${host}:${address.port}/`;
 }
 
 /**
  * Serves the dashboard and the Connect routes of a started control plane on
  * listen (HOST:PORT, port 0 picks one). Builds the page first if web/dist is
- * missing or stale; without a page the API is still served. There is no
- * authentication (as on the gRPC port): listen on loopback, or behind a proxy that
- * authenticates (and list the name it forwards as Host in options.allowedHosts).
+ * missing or stale; without a page the API is still served. It uses the
+ * control plane's TLS options (HTTPS, client certificates with --client-ca) and
+ * its authorization: the page sends the bearer token entered by the user.
  */
 export async function startHttp(cp: ControlPlane, listen: string, options: HttpOptions = {}): Promise<HttpEndpoint> {
   const { host, port } = parseListen(listen);
   await ensureBundle(cp.log);
   const serveStatic = createStaticHandler();
   // An HTTP/1.1 server: Connect's request type also covers HTTP/2, which this never is.
-  const handler = createConnectHandler(cp.handlers, cp.log, (req, res) =>
-    serveStatic(req as IncomingMessage, res as ServerResponse),
+  const handler = createConnectHandler(
+    cp.handlers,
+    cp.log,
+    (req, res) => serveStatic(req as IncomingMessage, res as ServerResponse),
+    cp.authorize,
+    cp.streams,
   );
   // Created at the first scrape, so an endpoint never scraped adds no cache listeners.
   let metrics: Metrics | undefined;
-  const server: Server = createServer((req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     if (!hostAllowed(host, req.headers.host, options.allowedHosts)) {
       res.writeHead(421, { "Content-Type": "text/plain; charset=utf-8" }).end("misdirected request: unknown host\n");
       return;
     }
-    if (req.url?.split("?")[0] === "/metrics") return void (metrics ??= createMetrics(cp)).handle(req, res);
+    if (req.url?.split("?")[0] === "/metrics") {
+      try {
+        cp.authorize?.("AdminService.GetClusterStatus", { authorization: req.headers.authorization ?? "" });
+      } catch (err) {
+        res.writeHead(401, { "Content-Type": "text/plain; charset=utf-8" }).end(`${(err as Error).message}\n`);
+        return;
+      }
+      return void (metrics ??= createMetrics(cp)).handle(req, res);
+    }
     handler(req, res);
-  });
+  };
+  const o = cp.options;
+  const server: Server = o.tlsCert
+    ? (createHttpsServer(
+        {
+          cert: readFileSync(o.tlsCert),
+          key: readFileSync(o.tlsKey as string),
+          ...(o.clientCa ? { ca: readFileSync(o.clientCa), requestCert: true, rejectUnauthorized: true } : {}),
+        },
+        serve,
+      ) as unknown as Server)
+    : createServer(serve);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen({ host: host || undefined, port }, () => {
@@ -96,7 +121,7 @@ export async function startHttp(cp: ControlPlane, listen: string, options: HttpO
       resolve();
     });
   });
-  const url = urlOf(server.address() as AddressInfo);
+  const url = urlOf(server.address() as AddressInfo, o.tlsCert ? "https" : "http");
   cp.log.info("web page serving", { url });
   let closed: Promise<void> | undefined;
   return {

@@ -4,10 +4,11 @@
  * and a kill that leaves no process of the group behind. Also reads a run's
  * output files back from offsets, optionally following them while it runs.
  */
-import { type FileHandle, mkdir, open, readdir, readFile, stat } from "node:fs/promises";
+import { chown, type FileHandle, mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
+import type { RunAs } from "./run-as.js";
 
 /** The part of a JobSpec a run needs (a generated JobSpec fits as is). */
 export interface RunSpec {
@@ -38,6 +39,8 @@ export interface RunOptions {
   timeoutGraceSeconds?: number;
   /** Called once the process exists, with its pid (which is also its process group id). */
   onStart?: (pid: number) => void;
+  /** Run the job as this account (the worker must be root); the run directory is given to it. */
+  runAs?: RunAs;
 }
 
 /** How a run ended. */
@@ -258,6 +261,8 @@ export class Run {
     if (program === undefined || program === "") return outcome({ error: "empty command" });
     try {
       await mkdir(this.runDir, { recursive: true });
+      const runAs = this.#options.runAs;
+      if (runAs) await chown(this.runDir, runAs.uid, runAs.gid);
     } catch (err) {
       return outcome({ error: `cannot create run directory ${this.runDir}: ${errnoOf(err) ?? String(err)}` });
     }
@@ -295,18 +300,21 @@ export class Run {
 
   /** Spawns the process on the given output fds and waits until it and its group are gone. */
   async #spawnAndWait(program: string, cwd: string, stdoutFd: number, stderrFd: number): Promise<Partial<RunOutcome>> {
-    const { spec } = this.#options;
+    const { spec, runAs } = this.#options;
+    const env = jobEnv(this.#options.baseEnv ?? process.env, spec.env ?? {}, {
+      jobId: this.jobId,
+      attempt: this.attempt,
+      workerName: this.#options.workerName,
+    });
+    if (runAs) Object.assign(env, { USER: runAs.user, LOGNAME: runAs.user, HOME: runAs.home });
 
     // File descriptors, not execa's {file} targets: those are piped through
     // this process, which costs a copy per byte and keeps execa waiting for
     // any background process that still holds the pipe.
     const subprocess = execa(program, spec.command.slice(1), {
       cwd,
-      env: jobEnv(this.#options.baseEnv ?? process.env, spec.env ?? {}, {
-        jobId: this.jobId,
-        attempt: this.attempt,
-        workerName: this.#options.workerName,
-      }),
+      env,
+      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
       extendEnv: false,
       detached: true,
       stdin: "ignore",

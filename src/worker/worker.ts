@@ -25,6 +25,7 @@ import {
   WorkerService,
 } from "../../gen/crms/v1/worker_pb.js";
 import { ServiceTransport } from "../client/transport.js";
+import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
 
 /** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
@@ -95,6 +96,10 @@ export interface WorkerOptions {
   ackTimeoutMs?: number;
   /** gRPC channel credentials; default insecure. */
   credentials?: grpc.ChannelCredentials;
+  /** Metadata sent on Attach (authorization: Bearer of a worker token). */
+  metadata?: Record<string, string>;
+  /** Run jobs as this account instead of the worker's. */
+  runAs?: RunAs;
 }
 
 /** Options of Worker.stop. */
@@ -335,9 +340,7 @@ export class Worker extends EventEmitter {
   #transportFor(target: string): ServiceTransport {
     let transport = this.#transports.get(target);
     if (!transport) {
-      transport = this.#options.credentials
-        ? new ServiceTransport(target, this.#options.credentials)
-        : new ServiceTransport(target);
+      transport = new ServiceTransport(target, this.#options.credentials, undefined, this.#options.metadata);
       this.#transports.set(target, transport);
     }
     return transport;
@@ -564,6 +567,7 @@ export class Worker extends EventEmitter {
         dataDir: this.#options.dataDir,
         workerName: this.name,
         ...(this.#options.tailBytes !== undefined ? { tailBytes: this.#options.tailBytes } : {}),
+        ...(this.#options.runAs ? { runAs: this.#options.runAs } : {}),
         onStart: (pid) => {
           this.#log(`${label(jobId, attempt)} started, pid ${pid}`, "debug");
           this.#send({ msg: { case: "started", value: { jobId, attempt, pid } } });

@@ -2,7 +2,7 @@
  * A real cluster for one test file: etcd on free ports, a control plane on
  * port 0, and workers as separate `crms worker` processes.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,15 @@ export function grpcurlPath(): string {
   const gopath = process.env.GOPATH || join(process.env.HOME ?? "/root", "go");
   const candidate = join(gopath, "bin", "grpcurl");
   return existsSync(candidate) ? candidate : "grpcurl";
+}
+
+/** Runs the crms CLI without blocking the event loop (the server runs in this process). */
+export function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CRMS_BIN, ...args], { env, timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
 }
 
 export interface WorkerProcess {

@@ -44,7 +44,16 @@ export interface Rpc {
   okAllowed: boolean;
 }
 
-export const MAINTENANCE = new Set(["Compact", "Defragment", "DisarmAlarms", "Recover", "RunRetention"]);
+export const MAINTENANCE = new Set([
+  "Compact",
+  "Defragment",
+  "DisarmAlarms",
+  "Recover",
+  "RunRetention",
+  // A created token would turn authentication on for the rest of the run.
+  "CreateToken",
+  "RevokeToken",
+]);
 const OK_ALLOWED = new Set([
   "GetJob",
   "ListJobs",
@@ -55,6 +64,7 @@ const OK_ALLOWED = new Set([
   "GetWorker",
   "WatchWorkers",
   "GetClusterStatus",
+  "ListTokens",
 ]);
 
 export const SERVICES: DescService[] = [JobService, WorkerService, AdminService];

@@ -1,14 +1,43 @@
 /** The page's clients: the crms services over Connect, from the origin that served the page. */
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 
+/** Where the page keeps the API token: this tab's session only, never a cookie. */
+const TOKEN_KEY = "crms.token";
+let asked = false;
+
+/**
+ * Sends the session's token as "authorization: Bearer"; when the control plane
+ * answers UNAUTHENTICATED, asks for a token once, keeps it for the session and reloads.
+ */
+const withToken: Interceptor = (next) => async (req) => {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) req.header.set("authorization", `Bearer ${token}`);
+  try {
+    return await next(req);
+  } catch (err) {
+    if (ConnectError.from(err).code === Code.Unauthenticated && !asked) {
+      asked = true;
+      const entered = window.prompt(
+        token ? "The crms API token was refused. Token:" : "This crms control plane needs an API token. Token:",
+      );
+      if (entered?.trim()) {
+        sessionStorage.setItem(TOKEN_KEY, entered.trim());
+        location.reload();
+      }
+    }
+    throw err;
+  }
+};
+
 // Relative to the page, so the dashboard also works behind a proxy under a path prefix.
 const transport = createConnectTransport({
   baseUrl: new URL(".", location.href).href.replace(/\/$/, ""),
   useBinaryFormat: true,
+  interceptors: [withToken],
 });
 
 export const jobService = createClient(JobService, transport);

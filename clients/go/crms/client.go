@@ -42,6 +42,7 @@ type options struct {
 	creds     credentials.TransportCredentials
 	dialOpts  []grpc.DialOption
 	waitReady bool
+	security  *Security
 }
 
 // WithTransportCredentials sets the channel's credentials (default:
@@ -80,7 +81,16 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 	if target == "" {
 		target = DefaultTarget()
 	}
-	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(o.creds)}, o.dialOpts...)
+	var sec Security
+	if o.security != nil {
+		sec = *o.security
+	}
+	secOpts, err := SecurityFromEnv(sec).DialOptions()
+	if err != nil {
+		return nil, newError("Dial", codes.InvalidArgument, "%v", err)
+	}
+	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(o.creds)}, secOpts...)
+	dialOpts = append(dialOpts, o.dialOpts...)
 	conn, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
 		return nil, wrapError("Dial", err)

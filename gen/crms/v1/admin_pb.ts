@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { JobState } from "./job_pb.js";
 import { file_crms_v1_job } from "./job_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file crms/v1/admin.proto.
  */
 export const file_crms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QikQIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSI+Cg5SZWNvdmVyUmVxdWVzdBIaCg1rZWVwX2ZpbmlzaGVkGAEgASgESACIAQFCEAoOX2tlZXBfZmluaXNoZWQijQEKD1JlY292ZXJSZXNwb25zZRIUCgxkZWxldGVkX2pvYnMYBSABKAQSGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEMsQDCgxBZG1pblNlcnZpY2USVwoQR2V0Q2x1c3RlclN0YXR1cxIgLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QaIS5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRI8CgdDb21wYWN0EhcuY3Jtcy52MS5Db21wYWN0UmVxdWVzdBoYLmNybXMudjEuQ29tcGFjdFJlc3BvbnNlEkUKCkRlZnJhZ21lbnQSGi5jcm1zLnYxLkRlZnJhZ21lbnRSZXF1ZXN0GhsuY3Jtcy52MS5EZWZyYWdtZW50UmVzcG9uc2USSwoMRGlzYXJtQWxhcm1zEhwuY3Jtcy52MS5EaXNhcm1BbGFybXNSZXF1ZXN0Gh0uY3Jtcy52MS5EaXNhcm1BbGFybXNSZXNwb25zZRI8CgdSZWNvdmVyEhcuY3Jtcy52MS5SZWNvdmVyUmVxdWVzdBoYLmNybXMudjEuUmVjb3ZlclJlc3BvbnNlEksKDFJ1blJldGVudGlvbhIcLmNybXMudjEuUnVuUmV0ZW50aW9uUmVxdWVzdBodLmNybXMudjEuUnVuUmV0ZW50aW9uUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job]);
+  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QikQIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSI+Cg5SZWNvdmVyUmVxdWVzdBIaCg1rZWVwX2ZpbmlzaGVkGAEgASgESACIAQFCEAoOX2tlZXBfZmluaXNoZWQijQEKD1JlY292ZXJSZXNwb25zZRIUCgxkZWxldGVkX2pvYnMYBSABKAQSGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEInMKCEFwaVRva2VuEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZ3b3JrZXIYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKEkNyZWF0ZVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSDgoGd29ya2VyGAMgASgJIkcKE0NyZWF0ZVRva2VuUmVzcG9uc2USIAoFdG9rZW4YASABKAsyES5jcm1zLnYxLkFwaVRva2VuEg4KBnNlY3JldBgCIAEoCSITChFMaXN0VG9rZW5zUmVxdWVzdCI3ChJMaXN0VG9rZW5zUmVzcG9uc2USIQoGdG9rZW5zGAEgAygLMhEuY3Jtcy52MS5BcGlUb2tlbiIgChJSZXZva2VUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiNwoTUmV2b2tlVG9rZW5SZXNwb25zZRIgCgV0b2tlbhgBIAEoCzIRLmNybXMudjEuQXBpVG9rZW4ynwUKDEFkbWluU2VydmljZRJXChBHZXRDbHVzdGVyU3RhdHVzEiAuY3Jtcy52MS5HZXRDbHVzdGVyU3RhdHVzUmVxdWVzdBohLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1Jlc3BvbnNlEjwKB0NvbXBhY3QSFy5jcm1zLnYxLkNvbXBhY3RSZXF1ZXN0GhguY3Jtcy52MS5Db21wYWN0UmVzcG9uc2USRQoKRGVmcmFnbWVudBIaLmNybXMudjEuRGVmcmFnbWVudFJlcXVlc3QaGy5jcm1zLnYxLkRlZnJhZ21lbnRSZXNwb25zZRJLCgxEaXNhcm1BbGFybXMSHC5jcm1zLnYxLkRpc2FybUFsYXJtc1JlcXVlc3QaHS5jcm1zLnYxLkRpc2FybUFsYXJtc1Jlc3BvbnNlEjwKB1JlY292ZXISFy5jcm1zLnYxLlJlY292ZXJSZXF1ZXN0GhguY3Jtcy52MS5SZWNvdmVyUmVzcG9uc2USSwoMUnVuUmV0ZW50aW9uEhwuY3Jtcy52MS5SdW5SZXRlbnRpb25SZXF1ZXN0Gh0uY3Jtcy52MS5SdW5SZXRlbnRpb25SZXNwb25zZRJICgtDcmVhdGVUb2tlbhIbLmNybXMudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GhwuY3Jtcy52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkUKCkxpc3RUb2tlbnMSGi5jcm1zLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhsuY3Jtcy52MS5MaXN0VG9rZW5zUmVzcG9uc2USSAoLUmV2b2tlVG9rZW4SGy5jcm1zLnYxLlJldm9rZVRva2VuUmVxdWVzdBocLmNybXMudjEuUmV2b2tlVG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_crms_v1_job, file_google_protobuf_timestamp]);
 
 /**
  * EtcdMember is the status of one etcd member.
@@ -466,6 +468,197 @@ export const RunRetentionResponseSchema: GenMessage<RunRetentionResponse> = /*@_
   messageDesc(file_crms_v1_admin, 13);
 
 /**
+ * ApiToken describes an API token. The secret itself is never stored or
+ * returned after creation: etcd holds only its SHA-256.
+ *
+ * @generated from message crms.v1.ApiToken
+ */
+export type ApiToken = Message<"crms.v1.ApiToken"> & {
+  /**
+   * Public id (16 hex digits), used to list and revoke the token.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Identity of the token's holder; owns the jobs submitted with it.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Role: "admin", "submitter", "reader" or "worker".
+   *
+   * @generated from field: string role = 3;
+   */
+  role: string;
+
+  /**
+   * For role "worker": the only worker name the token may attach as.
+   *
+   * @generated from field: string worker = 4;
+   */
+  worker: string;
+
+  /**
+   * When the token was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 5;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message crms.v1.ApiToken.
+ * Use `create(ApiTokenSchema)` to create a new message.
+ */
+export const ApiTokenSchema: GenMessage<ApiToken> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 14);
+
+/**
+ * CreateTokenRequest creates an API token.
+ *
+ * @generated from message crms.v1.CreateTokenRequest
+ */
+export type CreateTokenRequest = Message<"crms.v1.CreateTokenRequest"> & {
+  /**
+   * Identity of the holder: letters, digits, '.', '_', '-'; at most 128 bytes.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Role: "admin", "submitter", "reader" or "worker".
+   *
+   * @generated from field: string role = 2;
+   */
+  role: string;
+
+  /**
+   * Required for role "worker", empty otherwise: the worker name it binds.
+   *
+   * @generated from field: string worker = 3;
+   */
+  worker: string;
+};
+
+/**
+ * Describes the message crms.v1.CreateTokenRequest.
+ * Use `create(CreateTokenRequestSchema)` to create a new message.
+ */
+export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 15);
+
+/**
+ * CreateTokenResponse carries the new token's secret, shown this once.
+ *
+ * @generated from message crms.v1.CreateTokenResponse
+ */
+export type CreateTokenResponse = Message<"crms.v1.CreateTokenResponse"> & {
+  /**
+   * The token's record.
+   *
+   * @generated from field: crms.v1.ApiToken token = 1;
+   */
+  token?: ApiToken | undefined;
+
+  /**
+   * The bearer secret to give to its holder.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message crms.v1.CreateTokenResponse.
+ * Use `create(CreateTokenResponseSchema)` to create a new message.
+ */
+export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 16);
+
+/**
+ * ListTokensRequest lists API tokens.
+ *
+ * @generated from message crms.v1.ListTokensRequest
+ */
+export type ListTokensRequest = Message<"crms.v1.ListTokensRequest"> & {
+};
+
+/**
+ * Describes the message crms.v1.ListTokensRequest.
+ * Use `create(ListTokensRequestSchema)` to create a new message.
+ */
+export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 17);
+
+/**
+ * ListTokensResponse lists every API token (without secrets).
+ *
+ * @generated from message crms.v1.ListTokensResponse
+ */
+export type ListTokensResponse = Message<"crms.v1.ListTokensResponse"> & {
+  /**
+   * The tokens, by name then id.
+   *
+   * @generated from field: repeated crms.v1.ApiToken tokens = 1;
+   */
+  tokens: ApiToken[];
+};
+
+/**
+ * Describes the message crms.v1.ListTokensResponse.
+ * Use `create(ListTokensResponseSchema)` to create a new message.
+ */
+export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 18);
+
+/**
+ * RevokeTokenRequest revokes an API token.
+ *
+ * @generated from message crms.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"crms.v1.RevokeTokenRequest"> & {
+  /**
+   * The token's public id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message crms.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 19);
+
+/**
+ * RevokeTokenResponse returns the revoked token's record.
+ *
+ * @generated from message crms.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"crms.v1.RevokeTokenResponse"> & {
+  /**
+   * The token that was revoked.
+   *
+   * @generated from field: crms.v1.ApiToken token = 1;
+   */
+  token?: ApiToken | undefined;
+};
+
+/**
+ * Describes the message crms.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 20);
+
+/**
  * AdminService is for operators: the state of etcd and the cluster, and the
  * maintenance that keeps etcd from filling up.
  *
@@ -535,6 +728,37 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RunRetentionRequestSchema;
     output: typeof RunRetentionResponseSchema;
+  },
+  /**
+   * Creates an API token with a role; the response holds its secret, once.
+   * Takes effect on every replica without a restart.
+   *
+   * @generated from rpc crms.v1.AdminService.CreateToken
+   */
+  createToken: {
+    methodKind: "unary";
+    input: typeof CreateTokenRequestSchema;
+    output: typeof CreateTokenResponseSchema;
+  },
+  /**
+   * Lists API tokens (never their secrets).
+   *
+   * @generated from rpc crms.v1.AdminService.ListTokens
+   */
+  listTokens: {
+    methodKind: "unary";
+    input: typeof ListTokensRequestSchema;
+    output: typeof ListTokensResponseSchema;
+  },
+  /**
+   * Revokes an API token at once on every replica.
+   *
+   * @generated from rpc crms.v1.AdminService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crms_v1_admin, 0);

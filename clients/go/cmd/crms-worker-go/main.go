@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/crms-dev/crms/clients/go/crms"
 	"github.com/crms-dev/crms/clients/go/internal/worker"
 )
 
@@ -83,6 +84,10 @@ func run() int {
 	dataDir := fs.String("data-dir", "", "where runs keep their output (default: $CRMS_HOME/worker-NAME, or ~/.local/state/crms/worker-NAME)")
 	verbose := fs.Bool("verbose", false, "also log every job start and end")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval (a smaller one from the control plane wins)")
+	ca := fs.String("ca", "", "PEM CA file to verify the control plane with; turns TLS on (default: $CRMS_CA)")
+	cert := fs.String("cert", "", "PEM client certificate for mutual TLS (default: $CRMS_CERT)")
+	key := fs.String("key", "", "PEM key of the client certificate (default: $CRMS_KEY)")
+	token := fs.String("token", "", "API token of role worker bound to this worker's name (default: $CRMS_TOKEN)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: crms-worker-go [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V ...] [--data-dir DIR]\n\n")
 		fs.PrintDefaults()
@@ -111,15 +116,21 @@ func run() int {
 	logf := func(format string, args ...any) {
 		logger.Printf("%s worker %s: %s", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), *name, fmt.Sprintf(format, args...))
 	}
+	security, err := crms.SecurityFromEnv(crms.Security{CA: *ca, Cert: *cert, Key: *key, Token: *token}).DialOptions()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crms-worker-go: %v\n", err)
+		return 2
+	}
 	opts := worker.Options{
-		Name:      *name,
-		Slots:     *slots,
-		Servers:   addrs,
-		Labels:    labels,
-		DataDir:   dir,
-		Version:   Version,
-		Heartbeat: *heartbeat,
-		Logf:      logf,
+		DialOptions: security,
+		Name:        *name,
+		Slots:       *slots,
+		Servers:     addrs,
+		Labels:      labels,
+		DataDir:     dir,
+		Version:     Version,
+		Heartbeat:   *heartbeat,
+		Logf:        logf,
 	}
 	if *verbose {
 		opts.Debugf = logf

@@ -21,6 +21,8 @@ from crms.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    Unauthenticated,
+    PermissionDenied,
     WaitTimeout,
     WorkerNotFound,
 )
@@ -57,6 +59,8 @@ __all__ = [
     "FailedPrecondition",
     "ResourceExhausted",
     "Unavailable",
+    "Unauthenticated",
+    "PermissionDenied",
     "DeadlineExceeded",
     "WaitTimeout",
     "ArrayCounts",

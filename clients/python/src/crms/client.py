@@ -60,13 +60,59 @@ def _states(state: Union[None, StateArg, Iterable[StateArg]]) -> List[int]:
     return [int(JobState.parse(s)) for s in state]
 
 
+def _read(path: Optional[str], what: str) -> Optional[bytes]:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from None
+
+
+class _Metadata(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamStreamClientInterceptor
+):
+    """Adds fixed metadata (the bearer token) to every call."""
+
+    def __init__(self, pairs: Sequence[tuple]) -> None:
+        self._pairs = list(pairs)
+
+    def _details(self, details):
+        md = list(details.metadata or []) + self._pairs
+        return details._replace(metadata=md) if hasattr(details, "_replace") else _CallDetails(details, md)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, base, metadata) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
+
+
 class Client:
     """A connection to a crms control plane.
 
     ``address`` is ``host:port`` (default: ``$CRMS_SERVER`` or ``localhost:7070``).
     ``timeout`` is the deadline, in seconds, of each unary call (None: no deadline).
-    Pass ``credentials`` (``grpc.ssl_channel_credentials(...)``) for TLS, or an
-    existing ``channel``. Use it as a context manager, or call :meth:`close`.
+    For TLS give ``ca`` (a PEM file of the CA that signed the server's
+    certificate), for mutual TLS also ``cert`` and ``key`` (PEM files), and an
+    API token as ``token``; each defaults to ``$CRMS_CA``, ``$CRMS_CERT``,
+    ``$CRMS_KEY``, ``$CRMS_TOKEN``. Or pass ``credentials``
+    (``grpc.ssl_channel_credentials(...)``), or an existing ``channel``.
+    Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -77,16 +123,35 @@ class Client:
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Optional[Sequence[tuple]] = None,
         channel: Optional[grpc.Channel] = None,
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.address = address or os.environ.get("CRMS_SERVER") or DEFAULT_ADDRESS
         self.timeout = timeout
         self._own_channel = channel is None
+        ca = ca or os.environ.get("CRMS_CA") or None
+        cert = cert or os.environ.get("CRMS_CERT") or None
+        key = key or os.environ.get("CRMS_KEY") or None
+        token = token or os.environ.get("CRMS_TOKEN") or None
+        if bool(cert) != bool(key):
+            raise ValueError("a client certificate and its key go together (cert and key)")
         if channel is None:
             opts = list(options or [])
+            if credentials is None and (ca or cert):
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=_read(ca, "CA"),
+                    private_key=_read(key, "client key"),
+                    certificate_chain=_read(cert, "client certificate"),
+                )
             if credentials is not None:
                 channel = grpc.secure_channel(self.address, credentials, options=opts)
             else:
                 channel = grpc.insecure_channel(self.address, options=opts)
+        self._base_channel = channel
+        if token:
+            channel = grpc.intercept_channel(channel, _Metadata([("authorization", f"Bearer {token}")]))
         self.channel: grpc.Channel = channel
         #: The generated stubs, for calls this wrapper does not cover.
         self.job_service = job_pb2_grpc.JobServiceStub(channel)
@@ -98,7 +163,7 @@ class Client:
     def close(self) -> None:
         """Closes the channel (when this client made it)."""
         if self._own_channel:
-            self.channel.close()
+            self._base_channel.close()
 
     def __enter__(self) -> "Client":
         return self

@@ -21,6 +21,8 @@ __all__ = [
     "FailedPrecondition",
     "ResourceExhausted",
     "Unavailable",
+    "Unauthenticated",
+    "PermissionDenied",
     "DeadlineExceeded",
     "WaitTimeout",
 ]
@@ -96,7 +98,17 @@ class WaitTimeout(DeadlineExceeded):
     """:meth:`crms.Client.wait` gave up before the job ended."""
 
 
+class Unauthenticated(CrmsError, PermissionError):
+    """Missing, unknown or revoked API token (UNAUTHENTICATED)."""
+
+
+class PermissionDenied(CrmsError, PermissionError):
+    """The token's role may not make this call (PERMISSION_DENIED)."""
+
+
 _BY_CODE: Dict[grpc.StatusCode, Type[CrmsError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,

@@ -9,6 +9,7 @@ package crmsv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -860,11 +861,388 @@ func (x *RunRetentionResponse) GetDeleted() uint64 {
 	return 0
 }
 
+// ApiToken describes an API token. The secret itself is never stored or
+// returned after creation: etcd holds only its SHA-256.
+type ApiToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Public id (16 hex digits), used to list and revoke the token.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Identity of the token's holder; owns the jobs submitted with it.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Role: "admin", "submitter", "reader" or "worker".
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// For role "worker": the only worker name the token may attach as.
+	Worker string `protobuf:"bytes,4,opt,name=worker,proto3" json:"worker,omitempty"`
+	// When the token was created.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiToken) Reset() {
+	*x = ApiToken{}
+	mi := &file_crms_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiToken) ProtoMessage() {}
+
+func (x *ApiToken) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
+func (*ApiToken) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ApiToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ApiToken) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *ApiToken) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// CreateTokenRequest creates an API token.
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identity of the holder: letters, digits, '.', '_', '-'; at most 128 bytes.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Role: "admin", "submitter", "reader" or "worker".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Required for role "worker", empty otherwise: the worker name it binds.
+	Worker        string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_crms_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+// CreateTokenResponse carries the new token's secret, shown this once.
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's record.
+	Token *ApiToken `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The bearer secret to give to its holder.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_crms_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateTokenResponse) GetToken() *ApiToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListTokensRequest lists API tokens.
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_crms_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+// ListTokensResponse lists every API token (without secrets).
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tokens, by name then id.
+	Tokens        []*ApiToken `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_crms_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListTokensResponse) GetTokens() []*ApiToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// RevokeTokenRequest revokes an API token.
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's public id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_crms_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RevokeTokenResponse returns the revoked token's record.
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token that was revoked.
+	Token         *ApiToken `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_crms_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RevokeTokenResponse) GetToken() *ApiToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 var File_crms_v1_admin_proto protoreflect.FileDescriptor
 
 const file_crms_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13crms/v1/admin.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\"\x89\x02\n" +
+	"\x13crms/v1/admin.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x02\n" +
 	"\n" +
 	"EtcdMember\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x0e\n" +
@@ -922,7 +1300,28 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\bwritable\x18\x04 \x01(\bR\bwritable\"\x15\n" +
 	"\x13RunRetentionRequest\"0\n" +
 	"\x14RunRetentionResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x01(\x04R\adeleted2\xc4\x03\n" +
+	"\adeleted\x18\x01 \x01(\x04R\adeleted\"\x97\x01\n" +
+	"\bApiToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n" +
+	"\x06worker\x18\x04 \x01(\tR\x06worker\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"T\n" +
+	"\x12CreateTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\"V\n" +
+	"\x13CreateTokenResponse\x12'\n" +
+	"\x05token\x18\x01 \x01(\v2\x11.crms.v1.ApiTokenR\x05token\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x13\n" +
+	"\x11ListTokensRequest\"?\n" +
+	"\x12ListTokensResponse\x12)\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x11.crms.v1.ApiTokenR\x06tokens\"$\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\">\n" +
+	"\x13RevokeTokenResponse\x12'\n" +
+	"\x05token\x18\x01 \x01(\v2\x11.crms.v1.ApiTokenR\x05token2\x9f\x05\n" +
 	"\fAdminService\x12W\n" +
 	"\x10GetClusterStatus\x12 .crms.v1.GetClusterStatusRequest\x1a!.crms.v1.GetClusterStatusResponse\x12<\n" +
 	"\aCompact\x12\x17.crms.v1.CompactRequest\x1a\x18.crms.v1.CompactResponse\x12E\n" +
@@ -930,7 +1329,11 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"Defragment\x12\x1a.crms.v1.DefragmentRequest\x1a\x1b.crms.v1.DefragmentResponse\x12K\n" +
 	"\fDisarmAlarms\x12\x1c.crms.v1.DisarmAlarmsRequest\x1a\x1d.crms.v1.DisarmAlarmsResponse\x12<\n" +
 	"\aRecover\x12\x17.crms.v1.RecoverRequest\x1a\x18.crms.v1.RecoverResponse\x12K\n" +
-	"\fRunRetention\x12\x1c.crms.v1.RunRetentionRequest\x1a\x1d.crms.v1.RunRetentionResponseB\x8e\x01\n" +
+	"\fRunRetention\x12\x1c.crms.v1.RunRetentionRequest\x1a\x1d.crms.v1.RunRetentionResponse\x12H\n" +
+	"\vCreateToken\x12\x1b.crms.v1.CreateTokenRequest\x1a\x1c.crms.v1.CreateTokenResponse\x12E\n" +
+	"\n" +
+	"ListTokens\x12\x1a.crms.v1.ListTokensRequest\x1a\x1b.crms.v1.ListTokensResponse\x12H\n" +
+	"\vRevokeToken\x12\x1b.crms.v1.RevokeTokenRequest\x1a\x1c.crms.v1.RevokeTokenResponseB\x8e\x01\n" +
 	"\vcom.crms.v1B\n" +
 	"AdminProtoP\x01Z6github.com/crms-dev/crms/clients/go/gen/crms/v1;crmsv1\xa2\x02\x03CXX\xaa\x02\aCrms.V1\xca\x02\aCrms\\V1\xe2\x02\x13Crms\\V1\\GPBMetadata\xea\x02\bCrms::V1b\x06proto3"
 
@@ -946,7 +1349,7 @@ func file_crms_v1_admin_proto_rawDescGZIP() []byte {
 	return file_crms_v1_admin_proto_rawDescData
 }
 
-var file_crms_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_crms_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_crms_v1_admin_proto_goTypes = []any{
 	(*EtcdMember)(nil),               // 0: crms.v1.EtcdMember
 	(*JobCount)(nil),                 // 1: crms.v1.JobCount
@@ -962,32 +1365,50 @@ var file_crms_v1_admin_proto_goTypes = []any{
 	(*RecoverResponse)(nil),          // 11: crms.v1.RecoverResponse
 	(*RunRetentionRequest)(nil),      // 12: crms.v1.RunRetentionRequest
 	(*RunRetentionResponse)(nil),     // 13: crms.v1.RunRetentionResponse
-	(JobState)(0),                    // 14: crms.v1.JobState
+	(*ApiToken)(nil),                 // 14: crms.v1.ApiToken
+	(*CreateTokenRequest)(nil),       // 15: crms.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 16: crms.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 17: crms.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 18: crms.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 19: crms.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 20: crms.v1.RevokeTokenResponse
+	(JobState)(0),                    // 21: crms.v1.JobState
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
 }
 var file_crms_v1_admin_proto_depIdxs = []int32{
-	14, // 0: crms.v1.JobCount.state:type_name -> crms.v1.JobState
+	21, // 0: crms.v1.JobCount.state:type_name -> crms.v1.JobState
 	0,  // 1: crms.v1.GetClusterStatusResponse.members:type_name -> crms.v1.EtcdMember
 	1,  // 2: crms.v1.GetClusterStatusResponse.jobs:type_name -> crms.v1.JobCount
 	0,  // 3: crms.v1.DefragmentResponse.before:type_name -> crms.v1.EtcdMember
 	0,  // 4: crms.v1.DefragmentResponse.after:type_name -> crms.v1.EtcdMember
 	0,  // 5: crms.v1.RecoverResponse.members:type_name -> crms.v1.EtcdMember
-	2,  // 6: crms.v1.AdminService.GetClusterStatus:input_type -> crms.v1.GetClusterStatusRequest
-	4,  // 7: crms.v1.AdminService.Compact:input_type -> crms.v1.CompactRequest
-	6,  // 8: crms.v1.AdminService.Defragment:input_type -> crms.v1.DefragmentRequest
-	8,  // 9: crms.v1.AdminService.DisarmAlarms:input_type -> crms.v1.DisarmAlarmsRequest
-	10, // 10: crms.v1.AdminService.Recover:input_type -> crms.v1.RecoverRequest
-	12, // 11: crms.v1.AdminService.RunRetention:input_type -> crms.v1.RunRetentionRequest
-	3,  // 12: crms.v1.AdminService.GetClusterStatus:output_type -> crms.v1.GetClusterStatusResponse
-	5,  // 13: crms.v1.AdminService.Compact:output_type -> crms.v1.CompactResponse
-	7,  // 14: crms.v1.AdminService.Defragment:output_type -> crms.v1.DefragmentResponse
-	9,  // 15: crms.v1.AdminService.DisarmAlarms:output_type -> crms.v1.DisarmAlarmsResponse
-	11, // 16: crms.v1.AdminService.Recover:output_type -> crms.v1.RecoverResponse
-	13, // 17: crms.v1.AdminService.RunRetention:output_type -> crms.v1.RunRetentionResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	22, // 6: crms.v1.ApiToken.create_time:type_name -> google.protobuf.Timestamp
+	14, // 7: crms.v1.CreateTokenResponse.token:type_name -> crms.v1.ApiToken
+	14, // 8: crms.v1.ListTokensResponse.tokens:type_name -> crms.v1.ApiToken
+	14, // 9: crms.v1.RevokeTokenResponse.token:type_name -> crms.v1.ApiToken
+	2,  // 10: crms.v1.AdminService.GetClusterStatus:input_type -> crms.v1.GetClusterStatusRequest
+	4,  // 11: crms.v1.AdminService.Compact:input_type -> crms.v1.CompactRequest
+	6,  // 12: crms.v1.AdminService.Defragment:input_type -> crms.v1.DefragmentRequest
+	8,  // 13: crms.v1.AdminService.DisarmAlarms:input_type -> crms.v1.DisarmAlarmsRequest
+	10, // 14: crms.v1.AdminService.Recover:input_type -> crms.v1.RecoverRequest
+	12, // 15: crms.v1.AdminService.RunRetention:input_type -> crms.v1.RunRetentionRequest
+	15, // 16: crms.v1.AdminService.CreateToken:input_type -> crms.v1.CreateTokenRequest
+	17, // 17: crms.v1.AdminService.ListTokens:input_type -> crms.v1.ListTokensRequest
+	19, // 18: crms.v1.AdminService.RevokeToken:input_type -> crms.v1.RevokeTokenRequest
+	3,  // 19: crms.v1.AdminService.GetClusterStatus:output_type -> crms.v1.GetClusterStatusResponse
+	5,  // 20: crms.v1.AdminService.Compact:output_type -> crms.v1.CompactResponse
+	7,  // 21: crms.v1.AdminService.Defragment:output_type -> crms.v1.DefragmentResponse
+	9,  // 22: crms.v1.AdminService.DisarmAlarms:output_type -> crms.v1.DisarmAlarmsResponse
+	11, // 23: crms.v1.AdminService.Recover:output_type -> crms.v1.RecoverResponse
+	13, // 24: crms.v1.AdminService.RunRetention:output_type -> crms.v1.RunRetentionResponse
+	16, // 25: crms.v1.AdminService.CreateToken:output_type -> crms.v1.CreateTokenResponse
+	18, // 26: crms.v1.AdminService.ListTokens:output_type -> crms.v1.ListTokensResponse
+	20, // 27: crms.v1.AdminService.RevokeToken:output_type -> crms.v1.RevokeTokenResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_admin_proto_init() }
@@ -1003,7 +1424,7 @@ func file_crms_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_admin_proto_rawDesc), len(file_crms_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,43 +23,58 @@ _sym_db = _symbol_database.Default()
 
 
 from crms.v1 import job_pb2 as crms_dot_v1_dot_job__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63rms/v1/admin.proto\x12\x07\x63rms.v1\x1a\x11\x63rms/v1/job.proto\"\x89\x02\n\nEtcdMember\x12\x1a\n\x08\x65ndpoint\x18\x01 \x01(\tR\x08\x65ndpoint\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x17\n\x07\x64\x62_size\x18\x05 \x01(\x03R\x06\x64\x62Size\x12#\n\x0e\x64\x62_size_in_use\x18\x06 \x01(\x03R\x0b\x64\x62SizeInUse\x12\x16\n\x06leader\x18\x07 \x01(\x08R\x06leader\x12\x1d\n\nraft_index\x18\x08 \x01(\x04R\traftIndex\x12\x16\n\x06\x61larms\x18\t \x03(\tR\x06\x61larms\x12\x14\n\x05\x65rror\x18\n \x01(\tR\x05\x65rror\"I\n\x08JobCount\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x11.crms.v1.JobStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x04R\x05\x63ount\"\x19\n\x17GetClusterStatusRequest\"\x83\x03\n\x18GetClusterStatusResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x07members\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12\x1f\n\x0bquota_bytes\x18\x03 \x01(\x03R\nquotaBytes\x12\x16\n\x06\x61larms\x18\x04 \x03(\tR\x06\x61larms\x12\x18\n\x07workers\x18\x05 \x01(\rR\x07workers\x12\x1d\n\nworkers_up\x18\x06 \x01(\rR\tworkersUp\x12\x1f\n\x0bslots_total\x18\x07 \x01(\rR\nslotsTotal\x12\x1d\n\nslots_used\x18\x08 \x01(\rR\tslotsUsed\x12%\n\x04jobs\x18\t \x03(\x0b\x32\x11.crms.v1.JobCountR\x04jobs\x12\x18\n\x07replica\x18\n \x01(\tR\x07replica\x12)\n\x10scheduler_leader\x18\x0b \x01(\tR\x0fschedulerLeader\",\n\x0e\x43ompactRequest\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"-\n\x0f\x43ompactResponse\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"\x13\n\x11\x44\x65\x66ragmentRequest\"l\n\x12\x44\x65\x66ragmentResponse\x12+\n\x06\x62\x65\x66ore\x18\x01 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x06\x62\x65\x66ore\x12)\n\x05\x61\x66ter\x18\x02 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x05\x61\x66ter\"\x15\n\x13\x44isarmAlarmsRequest\"2\n\x14\x44isarmAlarmsResponse\x12\x1a\n\x08\x64isarmed\x18\x01 \x03(\tR\x08\x64isarmed\"L\n\x0eRecoverRequest\x12(\n\rkeep_finished\x18\x01 \x01(\x04H\x00R\x0ckeepFinished\x88\x01\x01\x42\x10\n\x0e_keep_finished\"\xca\x01\n\x0fRecoverResponse\x12!\n\x0c\x64\x65leted_jobs\x18\x05 \x01(\x04R\x0b\x64\x65letedJobs\x12-\n\x12\x63ompacted_revision\x18\x01 \x01(\x03R\x11\x63ompactedRevision\x12-\n\x07members\x18\x02 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x07members\x12\x1a\n\x08\x64isarmed\x18\x03 \x03(\tR\x08\x64isarmed\x12\x1a\n\x08writable\x18\x04 \x01(\x08R\x08writable\"\x15\n\x13RunRetentionRequest\"0\n\x14RunRetentionResponse\x12\x18\n\x07\x64\x65leted\x18\x01 \x01(\x04R\x07\x64\x65leted2\xc4\x03\n\x0c\x41\x64minService\x12W\n\x10GetClusterStatus\x12 .crms.v1.GetClusterStatusRequest\x1a!.crms.v1.GetClusterStatusResponse\x12<\n\x07\x43ompact\x12\x17.crms.v1.CompactRequest\x1a\x18.crms.v1.CompactResponse\x12\x45\n\nDefragment\x12\x1a.crms.v1.DefragmentRequest\x1a\x1b.crms.v1.DefragmentResponse\x12K\n\x0c\x44isarmAlarms\x12\x1c.crms.v1.DisarmAlarmsRequest\x1a\x1d.crms.v1.DisarmAlarmsResponse\x12<\n\x07Recover\x12\x17.crms.v1.RecoverRequest\x1a\x18.crms.v1.RecoverResponse\x12K\n\x0cRunRetention\x12\x1c.crms.v1.RunRetentionRequest\x1a\x1d.crms.v1.RunRetentionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63rms/v1/admin.proto\x12\x07\x63rms.v1\x1a\x11\x63rms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x02\n\nEtcdMember\x12\x1a\n\x08\x65ndpoint\x18\x01 \x01(\tR\x08\x65ndpoint\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x17\n\x07\x64\x62_size\x18\x05 \x01(\x03R\x06\x64\x62Size\x12#\n\x0e\x64\x62_size_in_use\x18\x06 \x01(\x03R\x0b\x64\x62SizeInUse\x12\x16\n\x06leader\x18\x07 \x01(\x08R\x06leader\x12\x1d\n\nraft_index\x18\x08 \x01(\x04R\traftIndex\x12\x16\n\x06\x61larms\x18\t \x03(\tR\x06\x61larms\x12\x14\n\x05\x65rror\x18\n \x01(\tR\x05\x65rror\"I\n\x08JobCount\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x11.crms.v1.JobStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x04R\x05\x63ount\"\x19\n\x17GetClusterStatusRequest\"\x83\x03\n\x18GetClusterStatusResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x07members\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12\x1f\n\x0bquota_bytes\x18\x03 \x01(\x03R\nquotaBytes\x12\x16\n\x06\x61larms\x18\x04 \x03(\tR\x06\x61larms\x12\x18\n\x07workers\x18\x05 \x01(\rR\x07workers\x12\x1d\n\nworkers_up\x18\x06 \x01(\rR\tworkersUp\x12\x1f\n\x0bslots_total\x18\x07 \x01(\rR\nslotsTotal\x12\x1d\n\nslots_used\x18\x08 \x01(\rR\tslotsUsed\x12%\n\x04jobs\x18\t \x03(\x0b\x32\x11.crms.v1.JobCountR\x04jobs\x12\x18\n\x07replica\x18\n \x01(\tR\x07replica\x12)\n\x10scheduler_leader\x18\x0b \x01(\tR\x0fschedulerLeader\",\n\x0e\x43ompactRequest\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"-\n\x0f\x43ompactResponse\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"\x13\n\x11\x44\x65\x66ragmentRequest\"l\n\x12\x44\x65\x66ragmentResponse\x12+\n\x06\x62\x65\x66ore\x18\x01 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x06\x62\x65\x66ore\x12)\n\x05\x61\x66ter\x18\x02 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x05\x61\x66ter\"\x15\n\x13\x44isarmAlarmsRequest\"2\n\x14\x44isarmAlarmsResponse\x12\x1a\n\x08\x64isarmed\x18\x01 \x03(\tR\x08\x64isarmed\"L\n\x0eRecoverRequest\x12(\n\rkeep_finished\x18\x01 \x01(\x04H\x00R\x0ckeepFinished\x88\x01\x01\x42\x10\n\x0e_keep_finished\"\xca\x01\n\x0fRecoverResponse\x12!\n\x0c\x64\x65leted_jobs\x18\x05 \x01(\x04R\x0b\x64\x65letedJobs\x12-\n\x12\x63ompacted_revision\x18\x01 \x01(\x03R\x11\x63ompactedRevision\x12-\n\x07members\x18\x02 \x03(\x0b\x32\x13.crms.v1.EtcdMemberR\x07members\x12\x1a\n\x08\x64isarmed\x18\x03 \x03(\tR\x08\x64isarmed\x12\x1a\n\x08writable\x18\x04 \x01(\x08R\x08writable\"\x15\n\x13RunRetentionRequest\"0\n\x14RunRetentionResponse\x12\x18\n\x07\x64\x65leted\x18\x01 \x01(\x04R\x07\x64\x65leted\"\x97\x01\n\x08\x41piToken\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n\x06worker\x18\x04 \x01(\tR\x06worker\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"T\n\x12\x43reateTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n\x06worker\x18\x03 \x01(\tR\x06worker\"V\n\x13\x43reateTokenResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x11.crms.v1.ApiTokenR\x05token\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"\x13\n\x11ListTokensRequest\"?\n\x12ListTokensResponse\x12)\n\x06tokens\x18\x01 \x03(\x0b\x32\x11.crms.v1.ApiTokenR\x06tokens\"$\n\x12RevokeTokenRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\">\n\x13RevokeTokenResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x11.crms.v1.ApiTokenR\x05token2\x9f\x05\n\x0c\x41\x64minService\x12W\n\x10GetClusterStatus\x12 .crms.v1.GetClusterStatusRequest\x1a!.crms.v1.GetClusterStatusResponse\x12<\n\x07\x43ompact\x12\x17.crms.v1.CompactRequest\x1a\x18.crms.v1.CompactResponse\x12\x45\n\nDefragment\x12\x1a.crms.v1.DefragmentRequest\x1a\x1b.crms.v1.DefragmentResponse\x12K\n\x0c\x44isarmAlarms\x12\x1c.crms.v1.DisarmAlarmsRequest\x1a\x1d.crms.v1.DisarmAlarmsResponse\x12<\n\x07Recover\x12\x17.crms.v1.RecoverRequest\x1a\x18.crms.v1.RecoverResponse\x12K\n\x0cRunRetention\x12\x1c.crms.v1.RunRetentionRequest\x1a\x1d.crms.v1.RunRetentionResponse\x12H\n\x0b\x43reateToken\x12\x1b.crms.v1.CreateTokenRequest\x1a\x1c.crms.v1.CreateTokenResponse\x12\x45\n\nListTokens\x12\x1a.crms.v1.ListTokensRequest\x1a\x1b.crms.v1.ListTokensResponse\x12H\n\x0bRevokeToken\x12\x1b.crms.v1.RevokeTokenRequest\x1a\x1c.crms.v1.RevokeTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crms.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ETCDMEMBER']._serialized_start=52
-  _globals['_ETCDMEMBER']._serialized_end=317
-  _globals['_JOBCOUNT']._serialized_start=319
-  _globals['_JOBCOUNT']._serialized_end=392
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=394
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=419
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=422
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=809
-  _globals['_COMPACTREQUEST']._serialized_start=811
-  _globals['_COMPACTREQUEST']._serialized_end=855
-  _globals['_COMPACTRESPONSE']._serialized_start=857
-  _globals['_COMPACTRESPONSE']._serialized_end=902
-  _globals['_DEFRAGMENTREQUEST']._serialized_start=904
-  _globals['_DEFRAGMENTREQUEST']._serialized_end=923
-  _globals['_DEFRAGMENTRESPONSE']._serialized_start=925
-  _globals['_DEFRAGMENTRESPONSE']._serialized_end=1033
-  _globals['_DISARMALARMSREQUEST']._serialized_start=1035
-  _globals['_DISARMALARMSREQUEST']._serialized_end=1056
-  _globals['_DISARMALARMSRESPONSE']._serialized_start=1058
-  _globals['_DISARMALARMSRESPONSE']._serialized_end=1108
-  _globals['_RECOVERREQUEST']._serialized_start=1110
-  _globals['_RECOVERREQUEST']._serialized_end=1186
-  _globals['_RECOVERRESPONSE']._serialized_start=1189
-  _globals['_RECOVERRESPONSE']._serialized_end=1391
-  _globals['_RUNRETENTIONREQUEST']._serialized_start=1393
-  _globals['_RUNRETENTIONREQUEST']._serialized_end=1414
-  _globals['_RUNRETENTIONRESPONSE']._serialized_start=1416
-  _globals['_RUNRETENTIONRESPONSE']._serialized_end=1464
-  _globals['_ADMINSERVICE']._serialized_start=1467
-  _globals['_ADMINSERVICE']._serialized_end=1919
+  _globals['_ETCDMEMBER']._serialized_start=85
+  _globals['_ETCDMEMBER']._serialized_end=350
+  _globals['_JOBCOUNT']._serialized_start=352
+  _globals['_JOBCOUNT']._serialized_end=425
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=427
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=452
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=455
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=842
+  _globals['_COMPACTREQUEST']._serialized_start=844
+  _globals['_COMPACTREQUEST']._serialized_end=888
+  _globals['_COMPACTRESPONSE']._serialized_start=890
+  _globals['_COMPACTRESPONSE']._serialized_end=935
+  _globals['_DEFRAGMENTREQUEST']._serialized_start=937
+  _globals['_DEFRAGMENTREQUEST']._serialized_end=956
+  _globals['_DEFRAGMENTRESPONSE']._serialized_start=958
+  _globals['_DEFRAGMENTRESPONSE']._serialized_end=1066
+  _globals['_DISARMALARMSREQUEST']._serialized_start=1068
+  _globals['_DISARMALARMSREQUEST']._serialized_end=1089
+  _globals['_DISARMALARMSRESPONSE']._serialized_start=1091
+  _globals['_DISARMALARMSRESPONSE']._serialized_end=1141
+  _globals['_RECOVERREQUEST']._serialized_start=1143
+  _globals['_RECOVERREQUEST']._serialized_end=1219
+  _globals['_RECOVERRESPONSE']._serialized_start=1222
+  _globals['_RECOVERRESPONSE']._serialized_end=1424
+  _globals['_RUNRETENTIONREQUEST']._serialized_start=1426
+  _globals['_RUNRETENTIONREQUEST']._serialized_end=1447
+  _globals['_RUNRETENTIONRESPONSE']._serialized_start=1449
+  _globals['_RUNRETENTIONRESPONSE']._serialized_end=1497
+  _globals['_APITOKEN']._serialized_start=1500
+  _globals['_APITOKEN']._serialized_end=1651
+  _globals['_CREATETOKENREQUEST']._serialized_start=1653
+  _globals['_CREATETOKENREQUEST']._serialized_end=1737
+  _globals['_CREATETOKENRESPONSE']._serialized_start=1739
+  _globals['_CREATETOKENRESPONSE']._serialized_end=1825
+  _globals['_LISTTOKENSREQUEST']._serialized_start=1827
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1846
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1848
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1911
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1913
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1949
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1951
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=2013
+  _globals['_ADMINSERVICE']._serialized_start=2016
+  _globals['_ADMINSERVICE']._serialized_end=2687
 # @@protoc_insertion_point(module_scope)

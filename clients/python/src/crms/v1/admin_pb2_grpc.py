@@ -66,6 +66,21 @@ class AdminServiceStub:
                 request_serializer=crms_dot_v1_dot_admin__pb2.RunRetentionRequest.SerializeToString,
                 response_deserializer=crms_dot_v1_dot_admin__pb2.RunRetentionResponse.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/crms.v1.AdminService/CreateToken',
+                request_serializer=crms_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=crms_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/crms.v1.AdminService/ListTokens',
+                request_serializer=crms_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=crms_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/crms.v1.AdminService/RevokeToken',
+                request_serializer=crms_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=crms_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -119,6 +134,28 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Creates an API token with a role; the response holds its secret, once.
+        Takes effect on every replica without a restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Lists API tokens (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Revokes an API token at once on every replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +188,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RunRetention,
                     request_deserializer=crms_dot_v1_dot_admin__pb2.RunRetentionRequest.FromString,
                     response_serializer=crms_dot_v1_dot_admin__pb2.RunRetentionResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=crms_dot_v1_dot_admin__pb2.CreateTokenRequest.FromString,
+                    response_serializer=crms_dot_v1_dot_admin__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=crms_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=crms_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=crms_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=crms_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +369,87 @@ class AdminService:
             '/crms.v1.AdminService/RunRetention',
             crms_dot_v1_dot_admin__pb2.RunRetentionRequest.SerializeToString,
             crms_dot_v1_dot_admin__pb2.RunRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crms.v1.AdminService/CreateToken',
+            crms_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
+            crms_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crms.v1.AdminService/ListTokens',
+            crms_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            crms_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crms.v1.AdminService/RevokeToken',
+            crms_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+            crms_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

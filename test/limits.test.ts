@@ -1,0 +1,59 @@
+/** The per-client cap on open streams: RESOURCE_EXHAUSTED naming the limit, released when streams end. */
+import { status } from "@grpc/grpc-js";
+import test from "ava";
+import { WorkerService } from "../gen/crms/v1/worker_pb.js";
+import { TestCluster } from "./helpers/cluster.js";
+
+test("a client holds at most maxStreamsPerClient streams; ended and cancelled ones are given back", async (t) => {
+  const cluster = await TestCluster.start({ maxStreamsPerClient: 3 });
+  t.teardown(() => cluster.stop());
+  const c = cluster.client();
+  const open = () => {
+    const call = c.transport.serverStream(WorkerService.method.watchWorkers, {});
+    let details = "";
+    const first = new Promise<number>((resolve) => {
+      call.on("data", () => resolve(status.OK));
+      call.on("error", (e: { code: number; details: string }) => {
+        details = e.details;
+        resolve(e.code);
+      });
+    });
+    return { call, first, details: () => details };
+  };
+  const streams = [open(), open(), open()];
+  for (const s of streams) t.is(await s.first, status.OK);
+  const fourth = open();
+  t.is(await fourth.first, status.RESOURCE_EXHAUSTED);
+  t.regex(fourth.details(), /limit 3 streams per client/);
+  // Unary calls are not streams.
+  t.truthy(await c.listJobs());
+  streams[0]?.call.cancel();
+  await cluster.waitFor(() => cluster.server.streams.count("ip:127.0.0.1") === 2, 5000, "a released stream");
+  const again = open();
+  t.is(await again.first, status.OK);
+  // Streams that end on their own are given back too.
+  again.call.cancel();
+  for (const s of streams) s.call.cancel();
+  await cluster.waitFor(() => cluster.server.streams.count("ip:127.0.0.1") === 0, 5000, "all streams released");
+  const job = await c.submit({ command: ["true"], hold: true });
+  for (let i = 0; i < 6; i++) t.deepEqual((await c.outputText(job.id)).stdout, "");
+  await cluster.waitFor(() => cluster.server.streams.count("ip:127.0.0.1") === 0, 5000, "ended streams released");
+
+  // Input limits name the limit.
+  const code = async (p: Promise<unknown>) =>
+    p.then(
+      () => ({ code: 0, details: "" }),
+      (e: { code: number; details: string }) => e,
+    );
+  const ctl = await code(c.submit({ command: ["true"], name: "ok\u001b[2Jevil" }));
+  t.is(ctl.code, status.INVALID_ARGUMENT);
+  t.regex(ctl.details, /control characters/);
+  const argv = await code(c.submit({ command: Array.from({ length: 1025 }, () => "x") }));
+  t.is(argv.code, status.INVALID_ARGUMENT);
+  t.regex(argv.details, /at most 1024 arguments/);
+  const worker = await code(c.getWorker("../etc"));
+  t.is(worker.code, status.INVALID_ARGUMENT);
+  t.regex(worker.details, /may hold only letters, digits/);
+  const big = await code(c.submit({ command: ["true"], env: { BIG: "x".repeat(17 * 1024 * 1024) } }));
+  t.is(big.code, status.RESOURCE_EXHAUSTED);
+});
