@@ -1,0 +1,63 @@
+/** Fault test 1: SIGKILL a worker running jobs; each job it held is LOST once, then SUCCEEDED elsewhere. */
+import test from "ava";
+import { JobState } from "../../gen/crms/v1/job_pb.js";
+import { account, FaultCluster, summaryLine, waitFor } from "../helpers/fault-cluster.js";
+
+test("1. SIGKILL a worker running jobs: each of its jobs is LOST, then SUCCEEDED elsewhere with one extra attempt", async (t) => {
+  const cluster = await FaultCluster.start({ grace: 3 });
+  try {
+    const c = cluster.client();
+    const acked = new Map<string, string>();
+    const n = 12;
+    // On w0 the job hangs (until killed); elsewhere it takes a second, so w0 is sure to hold some.
+    const command = cluster.markerCommand('if [ "$CRMS_WORKER" = w0 ]; then exec sleep 300; fi; sleep 1');
+    for (let i = 0; i < n; i++) {
+      const job = await c.submit({ name: `kill-${i}`, command, maxRetries: 0 }, { requestId: `kill-${i}` });
+      acked.set(`kill-${i}`, job.id);
+    }
+    const onVictim = async () =>
+      (await cluster.allJobs()).filter((j) => j.worker === "w0" && j.state === JobState.RUNNING);
+    await waitFor(async () => (await onVictim()).length >= 2, 60_000, "w0 to run jobs");
+    const held = await onVictim();
+    const victim = cluster.workers[0];
+    victim?.signal("SIGKILL");
+    await victim?.exited;
+    for (const j of held) {
+      try {
+        process.kill(-j.pid, "SIGKILL"); // the dead worker's orphans
+      } catch {
+        // gone
+      }
+    }
+    await waitFor(
+      async () => (await cluster.allJobs()).filter((j) => j.state === JobState.SUCCEEDED).length === n,
+      90_000,
+      "every job to succeed",
+    );
+    const result = await account(cluster, acked);
+    t.log(
+      summaryLine("worker-kill", {
+        faults: 1,
+        submitted: n,
+        acknowledged: acked.size,
+        ...result,
+      }),
+    );
+    t.deepEqual(result.problems, []);
+    t.is(result.finished, n);
+    for (const h of held) {
+      const job = result.jobs.get(h.id);
+      t.is(job?.lostCount, 1, `${h.id} was LOST once`);
+      t.deepEqual(
+        job?.attempts.map((a) => JobState[a.outcome]),
+        ["LOST", "SUCCEEDED"],
+        `${h.id}: exactly one extra attempt`,
+      );
+      t.not(job?.worker, "w0");
+    }
+    const others = [...result.jobs.values()].filter((j) => !held.some((h) => h.id === j.id));
+    for (const j of others) t.is(j.attempts.length, 1, `${j.id} ran once`);
+  } finally {
+    await cluster.stop();
+  }
+});
