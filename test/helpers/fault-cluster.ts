@@ -78,7 +78,9 @@ export class FaultCluster {
     const cluster = new FaultCluster(etcd, opts.grace ?? 6);
     try {
       for (let i = 0; i < (opts.replicas ?? 2); i++) await cluster.startReplica(`r${i}`);
-      for (let i = 0; i < (opts.workers ?? 3); i++) await cluster.startWorker(`w${i}`, opts.slots ?? 4);
+      // Worker i lists replica i first, so workers are spread over the replicas.
+      for (let i = 0; i < (opts.workers ?? 3); i++)
+        await cluster.startWorker(`w${i}`, opts.slots ?? 4, cluster.replicas[i % cluster.replicas.length]);
       await cluster.leader();
     } catch (err) {
       await cluster.stop();
