@@ -42,7 +42,7 @@ export async function runLoad(cluster: FaultCluster, plan: LoadPlan, tag: string
   let faulted = false;
   let restored = false;
   const tickMs = 50;
-  for (let tick = 0; Date.now() - start < seconds * 1000; tick++) {
+  while (Date.now() - start < seconds * 1000) {
     const elapsed = (Date.now() - start) / 1000;
     if (!faulted && elapsed >= seconds / 3) {
       faulted = true;
