@@ -126,9 +126,13 @@ export class FaultCluster {
     return replica;
   }
 
-  /** Starts `crms worker --server <every replica>`; `first` puts one replica first in its list. */
-  async startWorker(name: string, slots: number, first?: Replica): Promise<Proc> {
-    const order = first ? [first, ...this.replicas.filter((r) => r !== first)] : this.replicas;
+  /**
+   * Starts `crms worker --server <every replica>`; `first` puts one replica
+   * (or another address, e.g. a proxy's) first in its list.
+   */
+  async startWorker(name: string, slots: number, first?: Replica | string): Promise<Proc> {
+    const rest = this.replicas.filter((r) => r !== first).map((r) => r.address);
+    const order = first === undefined ? rest : [typeof first === "string" ? first : first.address, ...rest];
     const proc = spawnCrms(
       name,
       [
@@ -138,7 +142,7 @@ export class FaultCluster {
         "--slots",
         String(slots),
         "--server",
-        order.map((r) => r.address).join(","),
+        order.join(","),
         "--data-dir",
         mkdtempSync(join(this.dir, `${name}-`)),
       ],
