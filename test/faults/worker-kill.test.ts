@@ -19,6 +19,16 @@ test("1. SIGKILL a worker running jobs: each of its jobs is LOST, then SUCCEEDED
       (await cluster.allJobs()).filter((j) => j.worker === "w0" && j.state === JobState.RUNNING);
     await waitFor(async () => (await onVictim()).length >= 2, 60_000, "w0 to run jobs");
     const held = await onVictim();
+    // Live output is read over the worker's stream: the replica holding it serves it, the other says where it is.
+    const holder = (await c.getWorker("w0")).replica;
+    const ids = await Promise.all(cluster.replicas.map(async (r) => (await r.client.clusterStatus()).replica));
+    const [here, there] = ids[0] === holder ? cluster.replicas : [...cluster.replicas].reverse();
+    const first = held[0];
+    if (!here || !there || !first) throw new Error("replicas or job missing");
+    await t.notThrowsAsync(() => here.client.outputText(first.id, { timeoutMs: 10_000 }));
+    const refused = await t.throwsAsync(() => there.client.outputText(first.id, { timeoutMs: 10_000 }));
+    t.is((refused as { code?: number }).code, 9, "FAILED_PRECONDITION from the replica without the stream");
+    t.regex(refused?.message ?? "", new RegExp(`held by replica ${holder}`));
     const victim = cluster.workers[0];
     victim?.signal("SIGKILL");
     await victim?.exited;
