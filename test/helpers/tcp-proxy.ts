@@ -55,6 +55,13 @@ export class TcpProxy {
     this.sockets.delete(s);
   }
 
+  /** Drops the frozen connections (their peers see them close) and passes data again on new ones. */
+  thaw(): void {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    this.frozen = false;
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise((r) => this.server.close(r));
