@@ -55,7 +55,8 @@ Processes:
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 
-Global: --server HOST:PORT (or $CRMS_SERVER; default localhost:7070)
+Global: --server HOST:PORT[,HOST:PORT...] (or $CRMS_SERVER; default localhost:7070); calls go to the
+        next address when one is UNAVAILABLE, and submit retries with one request id
 `;
 
 /** A user-facing failure: printed as one line, exit code 1 (or `exitCode`). */
