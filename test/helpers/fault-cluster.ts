@@ -64,7 +64,7 @@ export class FaultCluster {
   readonly workers: Proc[] = [];
   readonly clients: CrmsClient[] = [];
   readonly dir = mkdtempSync(join(tmpdir(), "crms-faults-"));
-  /** Each job run appends "<job id> <attempt> <worker>" here (see `markerCommand`). */
+  /** Each job run appends "<job id> <attempt> <worker> <pid>" here (see `markerCommand`). */
   readonly runsFile = join(this.dir, "runs");
 
   private constructor(
@@ -189,19 +189,21 @@ export class FaultCluster {
 
   /** The command a job runs to record each run of it in `runsFile`, then `then`. */
   markerCommand(then = "true"): string[] {
-    return ["sh", "-c", `echo "$CRMS_JOB_ID $CRMS_ATTEMPT $CRMS_WORKER" >> ${this.runsFile}; ${then}`];
+    return ["sh", "-c", `echo "$CRMS_JOB_ID $CRMS_ATTEMPT $CRMS_WORKER $$" >> ${this.runsFile}; ${then}`];
+  }
+
+  private runsText(): string {
+    try {
+      return readFileSync(this.runsFile, "utf8");
+    } catch {
+      return ""; // nothing ran yet
+    }
   }
 
   /** Runs recorded per job id. */
   runs(): Map<string, string[]> {
     const runs = new Map<string, string[]>();
-    let text = "";
-    try {
-      text = readFileSync(this.runsFile, "utf8");
-    } catch {
-      // nothing ran yet
-    }
-    for (const line of text.split("\n")) {
+    for (const line of this.runsText().split("\n")) {
       const [id, attempt, worker] = line.split(" ");
       if (!id) continue;
       runs.set(id, [...(runs.get(id) ?? []), `${attempt}@${worker}`]);
@@ -226,6 +228,17 @@ export class FaultCluster {
     }
     await Promise.race([Promise.all(all.map((p) => p.exited)), sleep(10_000)]);
     for (const p of all) p.signal("SIGKILL");
+    // Runs orphaned by killed or stopped workers.
+    for (const line of this.runsText().split("\n")) {
+      const pid = Number(line.split(" ")[3]);
+      if (pid > 0) {
+        try {
+          process.kill(-pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
     await this.etcd.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
