@@ -69,7 +69,8 @@ Processes:
          [--run-as USER]
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 
-Global: --server HOST:PORT (or $CRMS_SERVER; default localhost:7070)
+Global: --server HOST:PORT[,HOST:PORT...] (or $CRMS_SERVER; default localhost:7070); calls go to the
+        next address when one is UNAVAILABLE, and submit retries with one request id
         --ca F --cert F --key F --tls (or $CRMS_CA $CRMS_CERT $CRMS_KEY, CRMS_TLS=1): TLS, mutual TLS
         --token T | --token-file F (or $CRMS_TOKEN, $CRMS_TOKEN_FILE): API token
 `;

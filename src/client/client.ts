@@ -2,6 +2,8 @@
  * The TypeScript client shared by the CLI, the tests and users: typed calls
  * over the crms contract, with the gRPC status kept on every error.
  */
+
+import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
@@ -18,7 +20,8 @@ import {
 import { type WatchWorkersResponse, type Worker, WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import { authMetadata, type ClientSecurity, channelCredentials, securityFromEnv } from "../auth/client-security.js";
 import { isFinal } from "../rpc/states.js";
-import { type CallOptions, ServiceTransport } from "./transport.js";
+import { FailoverTransport, type RetryOptions, retrySameRequest } from "./failover.js";
+import type { CallOptions } from "./transport.js";
 
 export type { CallOptions, ClientSecurity, Job, Worker };
 export { JobState, WatchEventType };
@@ -38,7 +41,8 @@ async function* iterate<T>(call: grpc.ClientReadableStream<T>): AsyncIterable<T>
 }
 
 export class CrmsClient {
-  readonly transport: ServiceTransport;
+  /** One channel per address of `target` ("a:7070,b:7070"); unary calls fail over on UNAVAILABLE. */
+  readonly transport: FailoverTransport;
 
   constructor(
     readonly target: string = defaultServer(),
@@ -46,7 +50,7 @@ export class CrmsClient {
     /** Metadata sent with every call (e.g. authorization). */
     metadata: Record<string, string> = {},
   ) {
-    this.transport = new ServiceTransport(target, credentials, undefined, metadata);
+    this.transport = new FailoverTransport(target, credentials, metadata);
   }
 
   /** A client with a CA, client certificate and token from `security`, else from CRMS_CA, CRMS_CERT, CRMS_KEY, CRMS_TOKEN. */
@@ -59,20 +63,29 @@ export class CrmsClient {
     this.transport.close();
   }
 
+  /**
+   * Submits a job. Without a request id one is generated, and the call is
+   * retried on UNAVAILABLE / DEADLINE_EXCEEDED with that same id (next address
+   * first), so a submit cut off by a failure creates exactly one job.
+   */
   async submit(
     spec: MessageInitShape<typeof JobSpecSchema>,
-    options: CallOptions & { requestId?: string } = {},
+    options: CallOptions & { requestId?: string; retry?: RetryOptions; onRetry?: (err: unknown) => void } = {},
   ): Promise<Job> {
-    const res = await this.transport.unary(
-      JobService.method.submitJob,
-      { spec, requestId: options.requestId ?? "" },
-      options,
-    );
-    return res.job as Job;
+    return (await this.submitJob(spec, options.requestId ?? "", options)).job as Job;
   }
 
-  async submitJob(spec: MessageInitShape<typeof JobSpecSchema>, requestId = "", options?: CallOptions) {
-    return this.transport.unary(JobService.method.submitJob, { spec, requestId }, options);
+  async submitJob(
+    spec: MessageInitShape<typeof JobSpecSchema>,
+    requestId = "",
+    options: CallOptions & { retry?: RetryOptions; onRetry?: (err: unknown) => void } = {},
+  ) {
+    const request = { spec, requestId: requestId || randomUUID() };
+    return retrySameRequest(
+      (timeoutMs) => this.transport.unary(JobService.method.submitJob, request, { ...options, timeoutMs }),
+      { attemptTimeoutMs: options.timeoutMs, ...options.retry },
+      options.onRetry,
+    );
   }
 
   async getJob(id: string, options?: CallOptions): Promise<Job> {

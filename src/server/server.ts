@@ -24,6 +24,7 @@ import { Election } from "../store/election.js";
 import { activeAlarms, Compactor, DEFAULT_COMPACTION } from "../store/maintenance.js";
 import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
+import { startWatchChecks } from "../store/watch-check.js";
 import { type Authorize, addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
 
@@ -104,6 +105,7 @@ export class ControlPlane {
   alarms: string[] = [];
   private health?: HealthImplementation;
   private alarmTimer?: NodeJS.Timeout;
+  private stopWatchChecks?: () => void;
   /** The transport-free handlers, for other transports (the web gateway) to serve too. */
   handlers!: Handlers;
   /** The API tokens (watched copy). */
@@ -210,6 +212,7 @@ export class ControlPlane {
     this.health = addIntrospection(this.server);
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
+    this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, (m, f) => this.log.warn(m, f));
     this.port = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
         err ? reject(err) : resolve(port),
@@ -242,6 +245,7 @@ export class ControlPlane {
     this.retention?.stop();
     this.compactor?.stop();
     clearInterval(this.alarmTimer);
+    this.stopWatchChecks?.();
     this.sessions?.close();
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {

@@ -29,6 +29,17 @@ import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";
 import { checkArray, checkJobId, checkSpec, checkWorkerName, pageSize } from "./validate.js";
 
+/**
+ * Why live output is not served here: a run's output is read over its
+ * worker's stream, which one replica holds; replicas do not call each other.
+ */
+function elsewhere(store: ServiceDeps["store"], job: { id: string; worker: string }): string {
+  const replica = store.worker(job.worker)?.replica;
+  return replica
+    ? `job ${job.id} is running on worker ${job.worker}, whose stream is held by replica ${replica}, not this one; ask that replica (or read the stored tail once the job finishes)`
+    : `job ${job.id} is running on worker ${job.worker}, which is not attached now; its output can be read when it reconnects or once the job finishes`;
+}
+
 /** Fills what a reader expects and the store does not keep (the default pending reason). */
 export function present(job: Job): Job {
   if (job.state === JobState.PENDING && !job.pendingReason) return { ...job, pendingReason: WAITING_FOR_SLOT };
@@ -245,6 +256,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       const live =
         job.attempt > 0 ? sessions.requestOutput(job.worker, job.id, job.attempt, req.follow, ctx.signal) : undefined;
       if (!live) {
+        if (job.state === JobState.RUNNING || job.state === JobState.ASSIGNED)
+          throw precondition(elsewhere(store, job));
         // The worker that has the full output is not attached here: give the stored tails.
         if (job.stdoutTail.length)
           yield create(StreamOutputResponseSchema, {

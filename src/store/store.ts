@@ -188,17 +188,15 @@ export class Store {
 
   /**
    * Creates a job. With a request id, a second create with the same id
-   * returns the first job instead (idempotent submit).
+   * returns the first job instead (idempotent submit; the id it drew is skipped).
    */
   async createJob(
     spec: JobSpec,
     requestId: string,
     check?: (id: string) => void,
   ): Promise<{ job: Job; existing: boolean }> {
-    if (requestId) {
-      const known = await this.jobByRequestId(requestId);
-      if (known) return { job: known, existing: true };
-    }
+    // No read first: the request id key's create compare decides, and only a
+    // repeated request id (a retry) pays for looking up the first job.
     const id = await this.nextId();
     check?.(id);
     const job = create(JobSchema, {

@@ -1,0 +1,301 @@
+/**
+ * The fault tests' cluster, all real processes, set up as the README's
+ * "Running a cluster" section says: a 3-member etcd on loopback, control-plane
+ * replicas as `crms server` processes, workers as `crms worker` processes given
+ * every replica's address. Faults are injected with signals on these processes.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CrmsClient, type Job, JobState } from "../../src/client/client.js";
+import { CRMS_BIN } from "./cluster.js";
+import { type EtcdCluster, freePort, startEtcdCluster } from "./etcd.js";
+
+export interface Proc {
+  name: string;
+  process: ChildProcess;
+  output: () => string;
+  signal(sig: NodeJS.Signals): void;
+  exited: Promise<void>;
+}
+
+function spawnCrms(name: string, args: string[], env: Record<string, string> = {}): Proc {
+  const proc = spawn(process.execPath, [CRMS_BIN, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
+  let out = "";
+  const keep = (d: Buffer) => {
+    out += d;
+    if (out.length > 200_000) out = out.slice(-100_000);
+  };
+  proc.stdout?.on("data", keep);
+  proc.stderr?.on("data", keep);
+  return {
+    name,
+    process: proc,
+    output: () => out,
+    signal: (sig) => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(sig);
+    },
+    exited: new Promise<void>((r) => proc.once("exit", () => r())),
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+export interface Replica extends Proc {
+  address: string;
+  /** A client bound to this replica only. */
+  client: CrmsClient;
+}
+
+export class FaultCluster {
+  readonly replicas: Replica[] = [];
+  readonly workers: Proc[] = [];
+  readonly clients: CrmsClient[] = [];
+  readonly dir = mkdtempSync(join(tmpdir(), "crms-faults-"));
+  /** Each job run appends "<job id> <attempt> <worker> <pid>" here (see `markerCommand`). */
+  readonly runsFile = join(this.dir, "runs");
+
+  private constructor(
+    readonly etcd: EtcdCluster,
+    readonly graceSeconds: number,
+  ) {}
+
+  /** etcd (3 members), `replicas` servers, then `workers` workers given every replica's address. */
+  static async start(opts: { replicas?: number; workers?: number; slots?: number; grace?: number } = {}) {
+    const etcd = await startEtcdCluster(3);
+    const cluster = new FaultCluster(etcd, opts.grace ?? 6);
+    try {
+      for (let i = 0; i < (opts.replicas ?? 2); i++) await cluster.startReplica(`r${i}`);
+      // Worker i lists replica i first, so workers are spread over the replicas.
+      for (let i = 0; i < (opts.workers ?? 3); i++)
+        await cluster.startWorker(`w${i}`, opts.slots ?? 4, cluster.replicas[i % cluster.replicas.length]);
+      await cluster.leader();
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  /** Every replica's address, as clients and workers are given them. */
+  get addresses(): string {
+    return this.replicas.map((r) => r.address).join(",");
+  }
+
+  async startReplica(name: string, port?: number): Promise<Replica> {
+    const address = `127.0.0.1:${port ?? (await freePort())}`;
+    const proc = spawnCrms(name, [
+      "server",
+      "--listen",
+      address,
+      "--etcd",
+      this.etcd.endpoints.join(","),
+      "--grace",
+      String(this.graceSeconds),
+      "--log-level",
+      "info",
+    ]);
+    const client = new CrmsClient(address);
+    const replica: Replica = { ...proc, address, client };
+    await waitFor(
+      async () => {
+        if (proc.process.exitCode !== null) throw new Error(`replica ${name} exited:\n${proc.output()}`);
+        return client.clusterStatus({ timeoutMs: 1000 }).then(
+          () => true,
+          () => false,
+        );
+      },
+      30_000,
+      `replica ${name} to serve`,
+    );
+    const old = this.replicas.findIndex((r) => r.name === name);
+    if (old >= 0) this.replicas[old] = replica;
+    else this.replicas.push(replica);
+    return replica;
+  }
+
+  /**
+   * Starts `crms worker --server <every replica>`; `first` puts one replica
+   * (or another address, e.g. a proxy's) first in its list.
+   */
+  async startWorker(name: string, slots: number, first?: Replica | string): Promise<Proc> {
+    const rest = this.replicas.filter((r) => r !== first).map((r) => r.address);
+    const order = first === undefined ? rest : [typeof first === "string" ? first : first.address, ...rest];
+    const proc = spawnCrms(
+      name,
+      [
+        "worker",
+        "--name",
+        name,
+        "--slots",
+        String(slots),
+        "--server",
+        order.join(","),
+        "--data-dir",
+        mkdtempSync(join(this.dir, `${name}-`)),
+      ],
+      { CRMS_HEARTBEAT_SECONDS: "1" },
+    );
+    this.workers.push(proc);
+    await waitFor(
+      async () =>
+        (
+          await this.client()
+            .getWorker(name)
+            .catch(() => undefined)
+        )?.state === 1,
+      30_000,
+      `worker ${name} to attach\n${proc.output()}`,
+    );
+    return proc;
+  }
+
+  /** A client given every replica's address (fails over). */
+  client(): CrmsClient {
+    const c = new CrmsClient(this.addresses);
+    this.clients.push(c);
+    return c;
+  }
+
+  /** The replica leading the scheduler, as every live replica reports it. */
+  async leader(timeoutMs = 30_000): Promise<Replica> {
+    let found: Replica | undefined;
+    await waitFor(
+      async () => {
+        for (const r of this.replicas) {
+          if (r.process.exitCode !== null || r.process.signalCode !== null) continue;
+          const s = await r.client.clusterStatus({ timeoutMs: 1000 }).catch(() => undefined);
+          if (s?.schedulerLeader && s.schedulerLeader === s.replica) found = r;
+        }
+        return found !== undefined;
+      },
+      timeoutMs,
+      "a scheduler leader",
+    );
+    return found as Replica;
+  }
+
+  /** The command a job runs to record each run of it in `runsFile`, then `then`. */
+  markerCommand(then = "true"): string[] {
+    return ["sh", "-c", `echo "$CRMS_JOB_ID $CRMS_ATTEMPT $CRMS_WORKER $$" >> ${this.runsFile}; ${then}`];
+  }
+
+  private runsText(): string {
+    try {
+      return readFileSync(this.runsFile, "utf8");
+    } catch {
+      return ""; // nothing ran yet
+    }
+  }
+
+  /** Runs recorded per job id. */
+  runs(): Map<string, string[]> {
+    const runs = new Map<string, string[]>();
+    for (const line of this.runsText().split("\n")) {
+      const [id, attempt, worker] = line.split(" ");
+      if (!id) continue;
+      runs.set(id, [...(runs.get(id) ?? []), `${attempt}@${worker}`]);
+    }
+    return runs;
+  }
+
+  /** Every job record, through any replica. */
+  async allJobs(): Promise<Job[]> {
+    const out: Job[] = [];
+    for await (const j of this.client().jobs({}, { timeoutMs: 30_000 })) out.push(j);
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    for (const c of this.clients) c.close();
+    for (const r of this.replicas) r.client.close();
+    const all = [...this.workers, ...this.replicas];
+    for (const p of all) {
+      p.signal("SIGCONT");
+      p.signal("SIGTERM");
+    }
+    await Promise.race([Promise.all(all.map((p) => p.exited)), sleep(10_000)]);
+    for (const p of all) p.signal("SIGKILL");
+    // Runs orphaned by killed or stopped workers.
+    for (const line of this.runsText().split("\n")) {
+      const pid = Number(line.split(" ")[3]);
+      if (pid > 0) {
+        try {
+          process.kill(-pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
+    await this.etcd.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Counts for a fault test's summary line. */
+export interface Summary {
+  faults: number;
+  submitted: number;
+  acknowledged: number;
+  finished: number;
+  lost: number;
+  duplicated: number;
+}
+
+export function summaryLine(test: string, s: Summary): string {
+  return `FAULTS ${test}: faults injected=${s.faults} submitted=${s.submitted} acknowledged=${s.acknowledged} finished=${s.finished} lost=${s.lost} duplicated=${s.duplicated}`;
+}
+
+export const isFinished = (j: Job | undefined) => j?.state === JobState.SUCCEEDED;
+
+/**
+ * Checks acknowledged jobs against etcd's records and the runs file: each
+ * acknowledged request id must name exactly one job that SUCCEEDED exactly
+ * once. `lost` counts acknowledged jobs missing or not SUCCEEDED; `duplicated`
+ * counts jobs with two job records for one request id, two runs of one
+ * attempt, or more than one SUCCEEDED attempt.
+ */
+export async function account(
+  cluster: FaultCluster,
+  acknowledged: Map<string, string>,
+): Promise<{ finished: number; lost: number; duplicated: number; jobs: Map<string, Job>; problems: string[] }> {
+  const jobs = await cluster.allJobs();
+  const byRequest = new Map<string, Job[]>();
+  for (const j of jobs) byRequest.set(j.requestId, [...(byRequest.get(j.requestId) ?? []), j]);
+  const runs = cluster.runs();
+  const byId = new Map(jobs.map((j) => [j.id, j]));
+  const problems: string[] = [];
+  let finished = 0;
+  let lost = 0;
+  let duplicated = 0;
+  for (const [requestId, id] of acknowledged) {
+    const records = byRequest.get(requestId) ?? [];
+    const job = byId.get(id);
+    if (!job || !isFinished(job)) {
+      lost++;
+      problems.push(`lost: ${id} (${job ? JobState[job.state] : "missing"})`);
+      continue;
+    }
+    finished++;
+    const attemptRuns = runs.get(id) ?? [];
+    const perAttempt = new Set(attemptRuns.map((r) => r.split("@")[0]));
+    const successes = job.attempts.filter((a) => a.outcome === JobState.SUCCEEDED).length;
+    if (records.length !== 1 || perAttempt.size !== attemptRuns.length || successes !== 1) {
+      duplicated++;
+      problems.push(`duplicated: ${id} records=${records.length} runs=${attemptRuns.join(",")} successes=${successes}`);
+    }
+  }
+  return { finished, lost, duplicated, jobs: byId, problems };
+}
