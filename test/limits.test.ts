@@ -25,6 +25,10 @@ test("a client holds at most maxStreamsPerClient streams; ended and cancelled on
   const fourth = open();
   t.is(await fourth.first, status.RESOURCE_EXHAUSTED);
   t.regex(fourth.details(), /limit 3 streams per client/);
+  // Workers' Attach streams from the same address are not client streams: four attach past the cap.
+  const workers = ["w1", "w2", "w3", "w4"];
+  for (const w of workers) await cluster.startWorker(w, 1); // each waits until attached
+  t.is(workers.filter((w) => cluster.server.store.worker(w)?.state === 1).length, 4);
   // Unary calls are not streams.
   t.truthy(await c.listJobs());
   streams[0]?.call.cancel();

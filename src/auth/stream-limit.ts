@@ -2,7 +2,8 @@
  * A cap on the streams one client holds open at once (watches, output
  * follows, Attach), so that one client cannot exhaust the replica's memory
  * and file descriptors. A client is its token's identity when authenticated,
- * else its IP address.
+ * else its IP address. Workers' Attach streams do not count (one per worker
+ * name; many workers may share an address).
  */
 
 import type { CallContext } from "../services/context.js";

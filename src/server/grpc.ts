@@ -97,6 +97,8 @@ function authorized(authorize: Authorize | undefined, method: string, ctx: CallC
   return ctx;
 }
 
+const ATTACH = new Set(["WorkerService.Attach", "crms.v1.WorkerService.Attach"]);
+
 /** Authorizes a stream and counts it against its client's cap until the call ends. */
 function admitted(
   authorize: Authorize | undefined,
@@ -105,7 +107,10 @@ function admitted(
   ctx: CallContext,
 ): CallContext {
   authorized(authorize, method, ctx);
-  if (limiter) {
+  // A worker's Attach stream is not a client stream: there is one per worker
+  // name (a worker token binds it), and many workers may share one address
+  // behind a NAT or load balancer.
+  if (limiter && !ATTACH.has(method)) {
     const release = limiter.acquire(ctx);
     if (ctx.signal.aborted) release();
     else ctx.signal.addEventListener("abort", release, { once: true });
