@@ -14,7 +14,7 @@ import { CrmsClient } from "../src/client/client.js";
 import { startServer } from "../src/server/server.js";
 import { createPki } from "./helpers/certs.js";
 import { CRMS_BIN, cli } from "./helpers/cluster.js";
-import { freePort, startEtcd } from "./helpers/etcd.js";
+import { startEtcd } from "./helpers/etcd.js";
 
 const pki = createPki("good");
 const other = createPki("other");
@@ -112,25 +112,10 @@ test("a TLS worker process attaches with CA and client certificate from flags an
 
 async function startTlsEtcd(extra: string[] = []) {
   const etcdServer = pki.issue("etcd", "server");
-  const dataDir = mkdtempSync(join(tmpdir(), "crms-etcd-tls-"));
-  const port = await freePort();
-  const peer = await freePort();
-  const endpoint = `https://127.0.0.1:${port}`;
-  const proc = spawn(
-    process.env.ETCD_BIN ?? "etcd",
+  const creds = etcdSecurity({ etcdCa: pki.ca, etcdCert: client.cert, etcdKey: client.key });
+  let probe: Etcd3 | undefined;
+  const etcd = await startEtcd(
     [
-      "--data-dir",
-      dataDir,
-      "--listen-client-urls",
-      endpoint,
-      "--advertise-client-urls",
-      endpoint,
-      "--listen-peer-urls",
-      `http://127.0.0.1:${peer}`,
-      "--initial-advertise-peer-urls",
-      `http://127.0.0.1:${peer}`,
-      "--initial-cluster",
-      `default=http://127.0.0.1:${peer}`,
       "--cert-file",
       etcdServer.cert,
       "--key-file",
@@ -138,33 +123,24 @@ async function startTlsEtcd(extra: string[] = []) {
       "--trusted-ca-file",
       pki.ca,
       "--client-cert-auth",
-      "--log-level",
-      "error",
       ...extra,
     ],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    undefined,
+    {
+      ready: async (endpoint) => {
+        probe ??= new Etcd3({ hosts: [endpoint], ...creds });
+        await probe.get("probe");
+      },
+    },
   );
-  let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
-  const creds = etcdSecurity({ etcdCa: pki.ca, etcdCert: client.cert, etcdKey: client.key });
-  const probe = new Etcd3({ hosts: [endpoint], ...creds });
-  for (let i = 0; ; i++) {
-    try {
-      await probe.get("probe");
-      break;
-    } catch (err) {
-      if (i > 100 || proc.exitCode !== null) throw new Error(`etcd with TLS did not start: ${err}\n${stderr}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  const ready = probe as Etcd3 | undefined;
+  if (!ready) throw new Error("etcd with TLS started without its probe");
   return {
-    endpoint,
-    probe,
+    endpoint: etcd.endpoint,
+    probe: ready,
     async stop() {
-      probe.close();
-      proc.kill("SIGTERM");
-      await new Promise((r) => proc.once("exit", r));
-      rmSync(dataDir, { recursive: true, force: true });
+      ready.close();
+      await etcd.stop();
     },
   };
 }

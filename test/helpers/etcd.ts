@@ -28,12 +28,15 @@ export interface EtcdInstance {
 export async function startEtcd(
   extra: string[] = [],
   at?: { name: string; client: number; peer: number },
+  /** For a client port with TLS: "https", and a readiness check that can present a certificate. */
+  tls?: { ready: (endpoint: string) => Promise<unknown> },
 ): Promise<EtcdInstance> {
   const dataDir = mkdtempSync(join(tmpdir(), "crms-etcd-"));
   const name = at?.name ?? "test";
   const client = at?.client ?? (await freePort());
   const peer = at?.peer ?? (await freePort());
-  const endpoint = `http://127.0.0.1:${client}`;
+  const endpoint = `${tls ? "https" : "http"}://127.0.0.1:${client}`;
+  const ready = tls?.ready ?? (async (e: string) => (await fetch(`${e}/health`)).ok || Promise.reject());
   const proc = spawn(
     process.env.ETCD_BIN ?? "etcd",
     [
@@ -61,8 +64,8 @@ export async function startEtcd(
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
-      const res = await fetch(`${endpoint}/health`);
-      if (res.ok) break;
+      await ready(endpoint);
+      break;
     } catch {
       // not up yet
     }
