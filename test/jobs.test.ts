@@ -123,7 +123,7 @@ test("slots are honoured: 5 sleep 1 jobs on a 2-slot worker never run more than 
   const seen = (async () => {
     for await (const ev of c.watchJobs([], { signal: controller.signal })) {
       const j = ev.job;
-      if (!j || j.worker !== "alpha") continue;
+      if (j?.worker !== "alpha") continue;
       if (j.state === JobState.ASSIGNED || j.state === JobState.RUNNING) running.add(j.id);
       else running.delete(j.id);
       peak = Math.max(peak, running.size);
