@@ -60,4 +60,16 @@ test("a client holds at most maxStreamsPerClient streams; ended and cancelled on
   t.regex(worker.details, /may hold only letters, digits/);
   const big = await code(c.submit({ command: ["true"], env: { BIG: "x".repeat(17 * 1024 * 1024) } }));
   t.is(big.code, status.RESOURCE_EXHAUSTED);
+  // Jobs per request: one SubmitJob makes at most 100,000 array tasks; one watch names at most 10,000 ids.
+  const array = await code(c.submit({ command: ["true"], array: { first: 1, last: 100_001 } }));
+  t.is(array.code, status.INVALID_ARGUMENT);
+  t.regex(array.details, /array: at most 100000 tasks/);
+  const watch = await code(
+    (async () => {
+      for await (const _ of c.watchJobs(Array.from({ length: 10_001 }, (_, i) => String(i + 1)))) break;
+    })(),
+  );
+  t.is(watch.code, status.INVALID_ARGUMENT);
+  t.regex(watch.details, /at most 10000 job ids per watch/);
+  t.is(cluster.server.store.jobs.entries.size, 1);
 });

@@ -27,7 +27,7 @@ import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";
-import { checkArray, checkJobId, checkSpec, checkWorkerName, pageSize } from "./validate.js";
+import { checkArray, checkJobId, checkSpec, checkWatchIds, checkWorkerName, pageSize } from "./validate.js";
 
 /**
  * Why live output is not served here: a run's output is read over its
@@ -175,7 +175,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     },
 
     watchJobs(req: WatchJobsRequest, ctx: CallContext): AsyncIterable<WatchJobsResponse> {
-      for (const id of req.ids) checkJobId(id);
+      checkWatchIds(req.ids);
       const ids = new Set(req.ids);
       const wanted = (id: string) => ids.size === 0 || ids.has(id);
       const q = new AsyncQueue<WatchJobsResponse>();

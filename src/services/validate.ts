@@ -15,6 +15,7 @@ export const LIMITS = {
   workerNameBytes: 128,
   slots: 100_000,
   pageSize: 1000,
+  watchIds: 10_000,
 } as const;
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -108,6 +109,13 @@ export function checkArray(spec: JobSpec): void {
 }
 
 /** A page size in 1..1000, 0 meaning 100. */
+/** Checks the job ids one WatchJobs call names: each a job id, at most LIMITS.watchIds of them. */
+export function checkWatchIds(ids: string[]): void {
+  if (ids.length > LIMITS.watchIds)
+    throw invalid(`ids: at most ${LIMITS.watchIds} job ids per watch (got ${ids.length})`);
+  for (const id of ids) checkJobId(id);
+}
+
 export function pageSize(n: number): number {
   if (n === 0) return 100;
   if (n > LIMITS.pageSize) throw invalid(`page_size: at most ${LIMITS.pageSize}`);
