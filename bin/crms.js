@@ -1,10 +1,27 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when built (npm run build), else the TypeScript sources through tsx.
-import { existsSync } from "node:fs";
+// Runs the compiled CLI (npm run build, done by scripts/setup.sh) when it is
+// at least as new as every source file, else the TypeScript sources through tsx
+// (so an edited checkout never runs stale code). Compiled, a worker or server
+// needs ~40 MB less memory and a CLI call starts in half the time.
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const dist = fileURLToPath(new URL("../dist/src/cli/run.js", import.meta.url));
-if (existsSync(dist)) {
+const root = fileURLToPath(new URL("..", import.meta.url));
+const dist = join(root, "dist", "src", "cli", "run.js");
+
+/** Whether any .ts file under dir changed after `since` (ms). */
+function changedSince(dir, since) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const file = join(dir, entry.name);
+    if (entry.isDirectory() ? changedSince(file, since) : file.endsWith(".ts") && statSync(file).mtimeMs > since)
+      return true;
+  }
+  return false;
+}
+
+const built = existsSync(dist) ? statSync(dist).mtimeMs : 0;
+if (built > 0 && !["src", "gen"].some((dir) => changedSince(join(root, dir), built))) {
   await import(dist);
 } else {
   const { register } = await import("tsx/esm/api");

@@ -27,6 +27,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# Compiled JavaScript for bin/crms.js (it falls back to the sources when they are newer).
+echo "setup: compiling the TypeScript (npm run build)"
+npm run --silent build
+
 if [ "${1:-}" = "test" ]; then
   if ! command -v openssl >/dev/null; then
     echo "setup: installing openssl, for the TLS tests' certificates"
