@@ -7,6 +7,10 @@
         job = c.wait(job.id)
         print(job.state, c.read_output(job.id))
 
+Several control-plane replicas: ``crms.Client("a:7070,b:7070")`` keeps one
+channel per address; a unary call that meets UNAVAILABLE is sent to the next
+address, and streams open on the address that last answered.
+
 Every call raises a :class:`crms.CrmsError` subclass on failure (see
 :mod:`crms.errors`); records come back as the dataclasses of :mod:`crms.types`.
 """
@@ -16,11 +20,12 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 from typing import Callable, Collection, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import grpc
 
-from crms.errors import CrmsError, JobNotFound, WaitTimeout, from_rpc_error
+from crms.errors import CrmsError, DeadlineExceeded, JobNotFound, Unavailable, WaitTimeout, from_rpc_error
 from crms.types import (
     ArraySpec,
     ClusterStatus,
@@ -58,6 +63,14 @@ def _states(state: Union[None, StateArg, Iterable[StateArg]]) -> List[int]:
     if isinstance(state, (JobState, str, int)):
         return [int(JobState.parse(state))]
     return [int(JobState.parse(s)) for s in state]
+
+
+def _addresses(address: str) -> List[str]:
+    """Splits ``"a:7070, b:7070"`` into addresses; an empty list is an error."""
+    out = [a.strip() for a in address.split(",") if a.strip()]
+    if not out:
+        raise ValueError(f"no server address given (got {address!r})")
+    return out
 
 
 def _read(path: Optional[str], what: str) -> Optional[bytes]:
@@ -102,16 +115,30 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = getattr(base, "compression", None)
 
 
+class _Replica:
+    """The channel to one server address and the generated stubs on it."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
+        self.job = job_pb2_grpc.JobServiceStub(channel)
+        self.worker = worker_pb2_grpc.WorkerServiceStub(channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(channel)
+
+
 class Client:
     """A connection to a crms control plane.
 
-    ``address`` is ``host:port`` (default: ``$CRMS_SERVER`` or ``localhost:7070``).
+    ``address`` is ``host:port`` (default: ``$CRMS_SERVER`` or ``localhost:7070``),
+    or several control-plane replicas, ``"a:7070,b:7070"``: one channel per
+    address; a unary call that fails with UNAVAILABLE goes to the next address
+    (one round over them all), and the client stays on the address that last
+    answered, where streams open (:attr:`current_address`).
     ``timeout`` is the deadline, in seconds, of each unary call (None: no deadline).
     For TLS give ``ca`` (a PEM file of the CA that signed the server's
     certificate), for mutual TLS also ``cert`` and ``key`` (PEM files), and an
     API token as ``token``; each defaults to ``$CRMS_CA``, ``$CRMS_CERT``,
     ``$CRMS_KEY``, ``$CRMS_TOKEN``. Or pass ``credentials``
-    (``grpc.ssl_channel_credentials(...)``), or an existing ``channel``.
+    (``grpc.ssl_channel_credentials(...)``), or an existing ``channel`` (one address).
     Use it as a context manager, or call :meth:`close`.
     """
 
@@ -129,6 +156,8 @@ class Client:
         token: Optional[str] = None,
     ) -> None:
         self.address = address or os.environ.get("CRMS_SERVER") or DEFAULT_ADDRESS
+        #: The server addresses, in the order they are tried.
+        self.addresses = _addresses(self.address) if channel is None else [self.address]
         self.timeout = timeout
         self._own_channel = channel is None
         ca = ca or os.environ.get("CRMS_CA") or None
@@ -146,24 +175,25 @@ class Client:
                     certificate_chain=_read(cert, "client certificate"),
                 )
             if credentials is not None:
-                channel = grpc.secure_channel(self.address, credentials, options=opts)
+                channels = [grpc.secure_channel(a, credentials, options=opts) for a in self.addresses]
             else:
-                channel = grpc.insecure_channel(self.address, options=opts)
-        self._base_channel = channel
+                channels = [grpc.insecure_channel(a, options=opts) for a in self.addresses]
+        else:
+            channels = [channel]
+        self._base_channels = channels
         if token:
-            channel = grpc.intercept_channel(channel, _Metadata([("authorization", f"Bearer {token}")]))
-        self.channel: grpc.Channel = channel
-        #: The generated stubs, for calls this wrapper does not cover.
-        self.job_service = job_pb2_grpc.JobServiceStub(channel)
-        self.worker_service = worker_pb2_grpc.WorkerServiceStub(channel)
-        self.admin_service = admin_pb2_grpc.AdminServiceStub(channel)
+            auth = _Metadata([("authorization", f"Bearer {token}")])
+            channels = [grpc.intercept_channel(c, auth) for c in channels]
+        self._replicas = [_Replica(c) for c in channels]
+        self._current = 0
 
     # -- lifecycle ---------------------------------------------------------
 
     def close(self) -> None:
-        """Closes the channel (when this client made it)."""
+        """Closes the channels (when this client made them)."""
         if self._own_channel:
-            self._base_channel.close()
+            for c in self._base_channels:
+                c.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -174,13 +204,50 @@ class Client:
     def __repr__(self) -> str:
         return f"crms.Client({self.address!r})"
 
+    # -- the address in use ------------------------------------------------
+
+    @property
+    def current_address(self) -> str:
+        """The address in use: the one that last answered, where streams open."""
+        return self.addresses[self._current]
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The channel to :attr:`current_address`."""
+        return self._replicas[self._current].channel
+
+    # The generated stubs on that channel, for calls this wrapper does not cover.
+
+    @property
+    def job_service(self) -> job_pb2_grpc.JobServiceStub:
+        return self._replicas[self._current].job
+
+    @property
+    def worker_service(self) -> worker_pb2_grpc.WorkerServiceStub:
+        return self._replicas[self._current].worker
+
+    @property
+    def admin_service(self) -> admin_pb2_grpc.AdminServiceStub:
+        return self._replicas[self._current].admin
+
     # -- plumbing ----------------------------------------------------------
 
-    def _unary(self, method: Callable, request, subject: str):
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, subject) from None
+    def _call(self, service: str, method: str, request, timeout: Optional[float] = None):
+        """Calls unary ``method`` of ``service`` ("job", "worker" or "admin", also the
+        error subject) on the address in use, moving on to the next address on
+        UNAVAILABLE (one round). ``timeout`` overrides the client's deadline."""
+        tried = 0
+        while True:
+            index = self._current
+            call = getattr(getattr(self._replicas[index], service), method)
+            try:
+                return call(request, timeout=self.timeout if timeout is None else timeout)
+            except grpc.RpcError as err:
+                tried += 1
+                if err.code() != grpc.StatusCode.UNAVAILABLE or tried >= len(self._replicas):
+                    raise from_rpc_error(err, service) from None
+                if self._current == index:  # another thread may have moved on already
+                    self._current = (index + 1) % len(self._replicas)
 
     def _stream(self, method: Callable, request, subject: str, timeout: Optional[float] = None) -> Iterator:
         """Iterates a server stream, mapping errors and cancelling the call when the caller stops."""
@@ -214,6 +281,7 @@ class Client:
         retention: Optional[float] = None,
         array: Union[None, ArraySpec, str, range] = None,
         after: Optional[Iterable[Union[Dependency, str, int]]] = None,
+        retry_budget: float = 30.0,
     ) -> Job:
         """Submits a job and returns it as stored (PENDING, or HELD with ``hold=True``).
 
@@ -223,6 +291,12 @@ class Client:
         often a failed run is retried, ``timeout`` the wall-clock limit of a run
         in seconds. A retried submit with the same ``request_id`` returns the
         job of the first one.
+
+        The call is retried on UNAVAILABLE and DEADLINE_EXCEEDED with that same
+        ``request_id`` (a fresh uuid when none is given), backing off from 0.1 s
+        doubling to 2 s, for up to ``retry_budget`` seconds in all, so a submit
+        cut off by a failure creates exactly one job. The last error is raised
+        once the budget is spent.
 
         ``array`` makes an array job: ``"1-1000%50"`` (or an :class:`ArraySpec`
         or ``range``) submits one parent and a task per index, each with
@@ -250,12 +324,23 @@ class Client:
         )
         if array is not None:
             spec.array.CopyFrom(ArraySpec.parse(array).to_proto())
-        req = job_pb2.SubmitJobRequest(spec=spec, request_id=request_id or "")
-        return Job.from_proto(self._unary(self.job_service.SubmitJob, req, "job").job)
+        req = job_pb2.SubmitJobRequest(spec=spec, request_id=request_id or str(uuid.uuid4()))
+        deadline = time.monotonic() + retry_budget
+        delay = 0.1
+        while True:
+            remaining = max(0.001, deadline - time.monotonic())
+            attempt = remaining if self.timeout is None else min(self.timeout, remaining)
+            try:
+                return Job.from_proto(self._call("job", "SubmitJob", req, timeout=attempt).job)
+            except (Unavailable, DeadlineExceeded):
+                if time.monotonic() + delay >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def get_job(self, id: JobId) -> Job:
         """Returns one job; raises :class:`crms.JobNotFound` if it does not exist."""
-        resp = self._unary(self.job_service.GetJob, job_pb2.GetJobRequest(id=str(id)), "job")
+        resp = self._call("job", "GetJob", job_pb2.GetJobRequest(id=str(id)))
         return Job.from_proto(resp.job)
 
     def jobs(
@@ -285,7 +370,7 @@ class Client:
             include_tasks=include_tasks,
         )
         while True:
-            resp = self._unary(self.job_service.ListJobs, req, "job")
+            resp = self._call("job", "ListJobs", req)
             for j in resp.jobs:
                 yield Job.from_proto(j)
             if not resp.next_page_token:
@@ -379,20 +464,20 @@ class Client:
         if grace is not None and grace <= 0:
             raise ValueError("grace must be positive (None means the server's default)")
         req = job_pb2.KillJobRequest(id=str(id), grace_seconds=_seconds(grace, "grace"))
-        return Job.from_proto(self._unary(self.job_service.KillJob, req, "job").job)
+        return Job.from_proto(self._call("job", "KillJob", req).job)
 
     def hold(self, id: JobId) -> Job:
         """Holds a PENDING job (now HELD). FailedPrecondition in other states."""
-        return Job.from_proto(self._unary(self.job_service.HoldJob, job_pb2.HoldJobRequest(id=str(id)), "job").job)
+        return Job.from_proto(self._call("job", "HoldJob", job_pb2.HoldJobRequest(id=str(id))).job)
 
     def release(self, id: JobId) -> Job:
         """Releases a HELD job to PENDING. FailedPrecondition in other states."""
-        resp = self._unary(self.job_service.ReleaseJob, job_pb2.ReleaseJobRequest(id=str(id)), "job")
+        resp = self._call("job", "ReleaseJob", job_pb2.ReleaseJobRequest(id=str(id)))
         return Job.from_proto(resp.job)
 
     def delete(self, id: JobId) -> None:
         """Deletes a finished job. FailedPrecondition if it has not finished."""
-        self._unary(self.job_service.DeleteJob, job_pb2.DeleteJobRequest(id=str(id)), "job")
+        self._call("job", "DeleteJob", job_pb2.DeleteJobRequest(id=str(id)))
 
     def output(self, id: JobId, follow: bool = False) -> Iterator[OutputChunk]:
         """Streams a job's stdout and stderr as :class:`crms.OutputChunk` (stream + bytes).
@@ -424,7 +509,7 @@ class Client:
         req = worker_pb2.ListWorkersRequest(page_size=page_size)
         out: List[Worker] = []
         while True:
-            resp = self._unary(self.worker_service.ListWorkers, req, "worker")
+            resp = self._call("worker", "ListWorkers", req)
             out.extend(Worker.from_proto(w) for w in resp.workers)
             if not resp.next_page_token:
                 return out
@@ -432,22 +517,22 @@ class Client:
 
     def worker(self, name: str) -> Worker:
         """Returns one worker; raises :class:`crms.WorkerNotFound` if it is not known."""
-        resp = self._unary(self.worker_service.GetWorker, worker_pb2.GetWorkerRequest(name=name), "worker")
+        resp = self._call("worker", "GetWorker", worker_pb2.GetWorkerRequest(name=name))
         return Worker.from_proto(resp.worker)
 
     def drain(self, name: str) -> Worker:
         """Stops placing jobs on a worker (now DRAINING); its running jobs finish."""
-        resp = self._unary(self.worker_service.DrainWorker, worker_pb2.DrainWorkerRequest(name=name), "worker")
+        resp = self._call("worker", "DrainWorker", worker_pb2.DrainWorkerRequest(name=name))
         return Worker.from_proto(resp.worker)
 
     def stop(self, name: str) -> None:
         """Tells a worker to exit (GoCRMS's close); its running jobs are killed."""
-        self._unary(self.worker_service.StopWorker, worker_pb2.StopWorkerRequest(name=name), "worker")
+        self._call("worker", "StopWorker", worker_pb2.StopWorkerRequest(name=name))
 
     # -- admin -------------------------------------------------------------
 
     def cluster_status(self) -> ClusterStatus:
         """etcd members, database size against quota, alarms, worker and job counts."""
-        resp = self._unary(self.admin_service.GetClusterStatus, admin_pb2.GetClusterStatusRequest(), "")
+        resp = self._call("admin", "GetClusterStatus", admin_pb2.GetClusterStatusRequest())
         return ClusterStatus.from_proto(resp)
 
