@@ -14,7 +14,8 @@ import (
 
 // Submit submits a job and returns it as stored (usually PENDING, or HELD
 // with spec.Hold). A bad spec (empty command, oversized fields) gives
-// ErrInvalidArgument.
+// ErrInvalidArgument. It is SubmitIdempotent with a generated request id, so
+// a submit cut off by a failure and retried creates exactly one job.
 func (c *Client) Submit(ctx context.Context, spec JobSpec) (*Job, error) {
 	job, _, err := c.SubmitIdempotent(ctx, "", spec)
 	return job, err
@@ -22,11 +23,26 @@ func (c *Client) Submit(ctx context.Context, spec JobSpec) (*Job, error) {
 
 // SubmitIdempotent submits with an idempotency key (up to 128 bytes): a retry
 // with the same requestID returns the job the first call created, with
-// existing set. An empty requestID behaves as Submit.
+// existing set. An empty requestID gets a random one (Job.RequestID).
+//
+// A submit that fails with UNAVAILABLE (after trying every address) or
+// DEADLINE_EXCEEDED is sent again with the same request id, after 100 ms
+// doubling to 2 s, for up to WithSubmitRetryBudget (30 s by default) or
+// until ctx ends; each attempt gets at most 10 s. So existing may also be
+// true when an earlier attempt of this very call created the job.
 func (c *Client) SubmitIdempotent(ctx context.Context, requestID string, spec JobSpec) (job *Job, existing bool, err error) {
-	resp, err := c.jobs.SubmitJob(ctx, &crmsv1.SubmitJobRequest{Spec: spec.Proto(), RequestId: requestID})
+	if requestID == "" {
+		requestID = newRequestID()
+	}
+	req := &crmsv1.SubmitJobRequest{Spec: spec.Proto(), RequestId: requestID}
+	var resp *crmsv1.SubmitJobResponse
+	err = retrySameRequest(ctx, "SubmitJob", c.submitBudget, func(ctx context.Context) error {
+		var err error
+		resp, err = c.jobs.SubmitJob(ctx, req)
+		return err
+	})
 	if err != nil {
-		return nil, false, wrapError("SubmitJob", err)
+		return nil, false, err
 	}
 	return JobFromProto(resp.GetJob()), resp.GetExisting(), nil
 }

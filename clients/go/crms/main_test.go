@@ -3,7 +3,8 @@ package crms_test
 // The tests of this package run against a live cluster that TestMain starts:
 // `node bin/crms.js dev` (etcd, the TypeScript control plane and a
 // TypeScript worker) on free ports in a temporary directory, plus the Go
-// worker (cmd/crms-worker-go, built here) with the label impl=go.
+// worker (cmd/crms-worker-go, built here) with the label impl=go. Failover
+// tests add control-plane replicas on the same etcd (startReplica).
 // They need node (with the repository's npm dependencies installed) and etcd.
 
 import (
@@ -30,6 +31,7 @@ var (
 	repoRoot   string // the crms repository
 	tmpDir     string
 	address    string // control plane, localhost:PORT
+	etcdURL    string // the dev cluster's etcd, http://127.0.0.1:PORT
 	goWorker   string // name of the Go worker TestMain started
 	workerBin  string // built cmd/crms-worker-go
 	conformBin string // built cmd/conformance
@@ -78,6 +80,7 @@ func runMain(m *testing.M) (code int) {
 	port := freePort()
 	etcdPort := freePortPair()
 	address = fmt.Sprintf("localhost:%d", port)
+	etcdURL = fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 	devLog := filepath.Join(tmpDir, "dev.log")
 	logFile, err := os.Create(devLog)
 	if err != nil {
@@ -153,6 +156,42 @@ func startGoWorker(name, slots, servers string, labels ...string) (*exec.Cmd, ch
 		close(done)
 	}()
 	return cmd, done, nil
+}
+
+// startReplica starts another control-plane replica, `node bin/crms.js
+// server` on 127.0.0.1:port, on the dev cluster's etcd with the default key
+// prefix (as the dev cluster's server), so it serves the same jobs and
+// workers. It returns once the replica serves; the test's cleanup stops it.
+// Its log is tmpDir/replica-PORT.log.
+func startReplica(t *testing.T, port int) (addr string, cmd *exec.Cmd, done chan struct{}) {
+	t.Helper()
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	logPath := filepath.Join(tmpDir, fmt.Sprintf("replica-%d.log", port))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command("node", filepath.Join(repoRoot, "bin", "crms.js"), "server",
+		"--listen", addr, "--etcd", etcdURL)
+	cmd.Dir = repoRoot
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("starting a replica: %v", err)
+	}
+	done = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(done)
+	}()
+	t.Cleanup(func() { stopProcess(cmd, done, syscall.SIGTERM, 30*time.Second) })
+	if !waitForLine(logPath, "control plane serving", 60*time.Second, done) {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("the replica on %s did not come up:\n%s", addr, log)
+	}
+	return addr, cmd, done
 }
 
 // stopProcess signals a process (its group for the dev cluster), waits, and

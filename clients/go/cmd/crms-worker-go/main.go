@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/crms-dev/crms/clients/go/crms"
+	"github.com/crms-dev/crms/clients/go/internal/replicas"
 	"github.com/crms-dev/crms/clients/go/internal/worker"
 )
 
@@ -62,13 +63,6 @@ func stateDir() string {
 	return filepath.Join(home, ".local", "state", "crms")
 }
 
-func defaultServer() string {
-	if s := os.Getenv("CRMS_SERVER"); s != "" {
-		return s
-	}
-	return "localhost:7070"
-}
-
 func main() {
 	os.Exit(run())
 }
@@ -79,7 +73,7 @@ func run() int {
 	fs := flag.NewFlagSet("crms-worker-go", flag.ContinueOnError)
 	name := fs.String("name", host, "unique worker name (default: the host name)")
 	slots := fs.Int("slots", runtime.NumCPU(), "jobs run at once")
-	servers := fs.String("server", defaultServer(), "control-plane address(es), comma-separated; tried in turn on each reconnect (default: $CRMS_SERVER or localhost:7070)")
+	servers := fs.String("server", crms.DefaultTarget(), "control-plane address(es), comma-separated; tried in turn on each reconnect (default: $CRMS_SERVER or localhost:7070)")
 	fs.Var(labels, "label", "label KEY=VALUE matched by job constraints (repeatable)")
 	dataDir := fs.String("data-dir", "", "where runs keep their output (default: $CRMS_HOME/worker-NAME, or ~/.local/state/crms/worker-NAME)")
 	verbose := fs.Bool("verbose", false, "also log every job start and end")
@@ -102,12 +96,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "crms-worker-go: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	var addrs []string
-	for _, a := range strings.Split(*servers, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
+	addrs := replicas.Split(*servers)
 	dir := *dataDir
 	if dir == "" {
 		dir = filepath.Join(stateDir(), "worker-"+*name)

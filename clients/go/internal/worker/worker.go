@@ -21,6 +21,7 @@ import (
 	"time"
 
 	crmsv1 "github.com/crms-dev/crms/clients/go/gen/crms/v1"
+	"github.com/crms-dev/crms/clients/go/internal/replicas"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -107,7 +108,7 @@ type Worker struct {
 	unacked        map[string]*crmsv1.JobFinished
 	session        *session
 	sessionCount   int
-	conns          map[string]*grpc.ClientConn
+	replicas       *replicas.Set // one connection per server, made by Start
 	stopDone       chan struct{} // closed when STOPPED
 
 	ctx    context.Context
@@ -198,7 +199,6 @@ func New(opts Options) (*Worker, error) {
 		closingCh: make(chan struct{}),
 		runs:      map[string]*Run{},
 		unacked:   map[string]*crmsv1.JobFinished{},
-		conns:     map[string]*grpc.ClientConn{},
 		stopDone:  make(chan struct{}),
 	}
 	w.logf = opts.Logf
@@ -244,13 +244,21 @@ func (w *Worker) Unacked() int {
 // the control plane).
 func (w *Worker) Stopped() <-chan struct{} { return w.stopDone }
 
-// Start prepares the data directory and starts connecting in the background.
+// Start makes the connections to the servers, prepares the data directory
+// and starts connecting in the background.
 func (w *Worker) Start() error {
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, w.opts.DialOptions...)
+	set, err := replicas.Dial(w.opts.Servers, opts...)
+	if err != nil {
+		return err
+	}
 	w.mu.Lock()
 	if err := w.transitionLocked(StateConnecting); err != nil {
 		w.mu.Unlock()
+		_ = set.Close()
 		return err
 	}
+	w.replicas = set
 	w.mu.Unlock()
 	if err := os.MkdirAll(filepath.Join(w.opts.DataDir, "runs"), 0o755); err != nil {
 		w.mu.Lock()
@@ -264,7 +272,7 @@ func (w *Worker) Start() error {
 		return err
 	}
 	w.logf("starting: %d slots, servers %v", w.opts.Slots, w.opts.Servers)
-	go w.connectLoop()
+	go w.connectLoop(set)
 	return nil
 }
 
@@ -338,13 +346,12 @@ func (w *Worker) finishStop() {
 		w.closing = true
 		close(w.closingCh)
 	}
-	conns := w.conns
-	w.conns = map[string]*grpc.ClientConn{}
+	set := w.replicas
 	_ = w.transitionLocked(StateStopped)
 	w.mu.Unlock()
 	w.cancel()
-	for _, c := range conns {
-		_ = c.Close()
+	if set != nil {
+		_ = set.Close()
 	}
 	w.logf("stopped")
 	close(w.stopDone)
@@ -418,24 +425,10 @@ func (w *Worker) wantsConnectionLocked() bool {
 	return !w.closing && w.state != StateInitialized && w.state != StateStopped
 }
 
-func (w *Worker) connFor(target string) (*grpc.ClientConn, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if c, ok := w.conns[target]; ok {
-		return c, nil
-	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, w.opts.DialOptions...)
-	c, err := grpc.NewClient(target, opts...)
-	if err != nil {
-		return nil, err
-	}
-	w.conns[target] = c
-	return c, nil
-}
-
-func (w *Worker) connectLoop() {
+// connectLoop runs one session after another, each on the server after
+// the previous one's.
+func (w *Worker) connectLoop(set *replicas.Set) {
 	failures := 0
-	index := 0
 	for {
 		w.mu.Lock()
 		want := w.wantsConnectionLocked()
@@ -443,9 +436,10 @@ func (w *Worker) connectLoop() {
 		if !want {
 			return
 		}
-		target := w.opts.Servers[index%len(w.opts.Servers)]
-		index++
-		if w.runSession(target) {
+		index := set.Current()
+		welcomed := w.runSession(set.Address(index), set.Conn(index))
+		set.MoveOn(index)
+		if welcomed {
 			failures = 0
 		}
 		w.mu.Lock()
@@ -471,12 +465,7 @@ func (w *Worker) connectLoop() {
 
 // runSession runs one Attach stream until it ends; it reports whether the
 // session was welcomed.
-func (w *Worker) runSession(target string) bool {
-	conn, err := w.connFor(target)
-	if err != nil {
-		w.logf("cannot open a stream to %s: %v", target, err)
-		return false
-	}
+func (w *Worker) runSession(target string, conn *grpc.ClientConn) bool {
 	ctx, cancel := context.WithCancel(w.ctx)
 	stream, err := crmsv1.NewWorkerServiceClient(conn).Attach(ctx)
 	if err != nil {
