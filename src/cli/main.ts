@@ -612,7 +612,8 @@ export async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2;
   }
   if (cmd === "--version" || cmd === "version") {
-    print(VERSION);
+    // bin/crms.js runs dist/ (compiled) while it is as new as the sources, else the sources.
+    print(`${VERSION} (${import.meta.url.endsWith(".ts") ? "from the TypeScript sources" : "compiled"})`);
     return 0;
   }
   switch (cmd) {
