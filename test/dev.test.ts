@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import test from "ava";
 import { CRMS_BIN } from "./helpers/cluster.js";
-import { freePort } from "./helpers/etcd.js";
+import { freeConsecutivePorts } from "./helpers/etcd.js";
 
 const run = promisify(execFile);
 
@@ -27,7 +27,8 @@ function processesMentioning(needle: string): number[] {
 
 test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, server or worker process", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "crms-dev-test-"));
-  const [port, etcdPort] = [await freePort(), await freePort()];
+  // crms dev listens on --port, and its etcd on --etcd-port and the port after it (peers).
+  const [port, etcdPort] = await freeConsecutivePorts(3);
   const dev = spawn(
     process.execPath,
     [CRMS_BIN, "dev", "--port", String(port), "--etcd-port", String(etcdPort), "--http-port", "0", "--data-dir", dir],

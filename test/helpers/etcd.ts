@@ -17,6 +17,29 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether 127.0.0.1:port can be bound now. */
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * `count` consecutive ports free now, below the kernel's ephemeral range
+ * (32768 and up), so that no outgoing connection of another test takes one
+ * of them before its server binds (as can happen to port + 1 of freePort()).
+ */
+export async function freeConsecutivePorts(count: number): Promise<number[]> {
+  for (let tries = 0; tries < 200; tries++) {
+    const base = 20_000 + Math.floor(Math.random() * (32_000 - 20_000 - count));
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    if ((await Promise.all(ports.map(canBind))).every(Boolean)) return ports;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
 export interface EtcdInstance {
   endpoint: string;
   dataDir: string;
