@@ -4,7 +4,7 @@ import { status } from "@grpc/grpc-js";
 import test from "ava";
 import { JobSchema, JobState } from "../gen/crms/v1/job_pb.js";
 import { Compactor, defragment } from "../src/store/maintenance.js";
-import { expiredJobs } from "../src/store/retention.js";
+import { expiredJobs, Retention } from "../src/store/retention.js";
 import { Store } from "../src/store/store.js";
 import { TestCluster } from "./helpers/cluster.js";
 import { startEtcd, startEtcdCluster } from "./helpers/etcd.js";
@@ -65,6 +65,47 @@ test("retention through the API: expired jobs give NOT_FOUND saying they expired
     t.is(second + (await first), 40);
   } finally {
     sim.stop();
+    await cluster.stop();
+  }
+});
+
+test("retention deletes in the order jobs finished, not by id, and works off a backlog without waiting an interval", async (t) => {
+  const cluster = await TestCluster.start({ retentionCount: 1, retentionAgeSeconds: 0, retentionIntervalSeconds: 0 });
+  try {
+    const c = cluster.client();
+    await cluster.startWorker("w", 2);
+    // The lower id finishes last.
+    const slow = await c.submit({ command: ["sleep", "1"], targetWorker: "w" });
+    const fast = await c.submit({ command: ["true"], targetWorker: "w" });
+    await c.wait(fast.id, { timeoutMs: 10_000 });
+    await c.wait(slow.id, { timeoutMs: 10_000 });
+    t.deepEqual([...cluster.server.store.jobIndex.finished.keys()], [fast.id, slow.id]);
+    t.is((await c.runRetention()).deleted, 1n);
+    t.is((await c.getJob(slow.id)).state, JobState.SUCCEEDED, "the job that finished last is kept");
+    t.is(status[(await c.getJob(fast.id).catch((e) => e)).code], "NOT_FOUND");
+
+    // A backlog of several batches (128 each): all deleted in one run, and the next run
+    // follows in 1 s rather than an interval later, while jobs may still be finishing fast.
+    cluster.server.retention.stop();
+    const sim = startSimWorker(cluster.address, "sim", 64);
+    t.teardown(() => sim.stop());
+    const ids: string[] = [];
+    for (let i = 0; i < 600; i++) ids.push((await c.submit({ command: ["true"], targetWorker: "sim" })).id);
+    await cluster.waitFor(
+      () => ids.every((id) => cluster.server.store.job(id)?.state === JobState.SUCCEEDED),
+      30_000,
+      "600 jobs to finish",
+    );
+    const retention = new Retention(cluster.server.store, { maxAgeSeconds: 0, maxCount: 10 }, 4000);
+    retention.start();
+    t.teardown(() => retention.stop());
+    await cluster.waitFor(() => retention.runs === 1, 15_000, "the first run, an interval after start");
+    t.is(retention.deleted, 591, "one run deletes every expired job");
+    t.is(cluster.server.store.jobIndex.finished.size, 10);
+    const firstAt = Date.now();
+    await cluster.waitFor(() => retention.runs === 2, 15_000, "the second run");
+    t.true(Date.now() - firstAt < 2500, "a run that deleted a batch or more is followed in ~1 s, not the 4 s interval");
+  } finally {
     await cluster.stop();
   }
 });

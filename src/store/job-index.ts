@@ -1,11 +1,16 @@
 /**
  * Indexes over the job cache, kept current from its events: ids in order,
- * counts by state, and the active (ASSIGNED or RUNNING) jobs of each worker.
+ * counts by state, the active (ASSIGNED or RUNNING) jobs of each worker, and
+ * the finished jobs in the order they finished (for retention).
  */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job, JobState } from "../../gen/crms/v1/job_pb.js";
-import { isActive } from "../rpc/states.js";
+import { isActive, isFinal } from "../rpc/states.js";
 import type { Entry, PrefixCache } from "./cache.js";
 import { compareIds } from "./keys.js";
+
+/** When a job ended (ms since the epoch); 0 if it has no end time. */
+export const endMs = (j: Job): number => (j.endTime ? timestampMs(j.endTime) : 0);
 
 export class JobIndex {
   private ids: string[] = [];
@@ -14,14 +19,36 @@ export class JobIndex {
   readonly counts = new Map<JobState, number>();
   /** Worker name -> ids of its ASSIGNED or RUNNING jobs. */
   readonly active = new Map<string, Set<string>>();
+  /**
+   * Ids of finished jobs, oldest end first: sorted by end time when the index
+   * is built, then in the order this replica sees jobs finish (so oldest
+   * first up to clock skew between replicas and report batching).
+   */
+  readonly finished = new Map<string, true>();
 
   constructor(private readonly cache: PrefixCache<Job>) {
     for (const [id, e] of cache.entries) this.add(id, e, undefined);
+    this.sortFinished();
     cache.on("put", (id, e, prev) => this.add(id, e, prev));
     cache.on("delete", (id, prev) => this.remove(id, prev));
+    // A (re)list adds what it found in id order: put those in end order once it is done.
+    cache.on("synced", () => this.sortFinished());
+  }
+
+  private sortFinished(): void {
+    const ended: Job[] = [];
+    for (const id of this.finished.keys()) {
+      const job = this.cache.entries.get(id)?.value;
+      if (job) ended.push(job);
+    }
+    ended.sort((a, b) => endMs(a) - endMs(b) || compareIds(a.id, b.id));
+    this.finished.clear();
+    for (const j of ended) this.finished.set(j.id, true);
   }
 
   private add(id: string, e: Entry<Job>, prev: Entry<Job> | undefined): void {
+    if (!isFinal(e.value.state)) this.finished.delete(id);
+    else if (!this.finished.has(id)) this.finished.set(id, true);
     if (prev) {
       this.uncount(prev.value);
     } else {
@@ -32,7 +59,8 @@ export class JobIndex {
     this.count(e.value);
   }
 
-  private remove(_id: string, prev: Entry<Job>): void {
+  private remove(id: string, prev: Entry<Job>): void {
+    this.finished.delete(id);
     this.uncount(prev.value);
     this.removed++;
   }

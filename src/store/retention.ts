@@ -3,9 +3,10 @@
  * deleted, oldest first, in batches. A job's own retention_seconds can keep
  * it longer. Unfinished jobs are never touched.
  */
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
 import { isFinal } from "../rpc/states.js";
+import { endMs } from "./job-index.js";
+import { compareIds } from "./keys.js";
 import type { Store } from "./store.js";
 
 export interface RetentionOptions {
@@ -20,54 +21,77 @@ export interface RetentionOptions {
 export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
 
 const BATCH = 128;
+/** Delete batches in flight at once (the store groups them into Txns). */
+const IN_FLIGHT = 4;
+/** After a run that deleted at least a batch, the next runs this soon, not a whole interval later. */
+const BACKLOG_RERUN_MS = 1000;
 
-/** Ids of finished jobs to delete now, oldest first. Pure: exported for tests. */
-export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowMs: number): string[] {
-  const finished: Job[] = [];
-  for (const j of jobs) if (isFinal(j.state)) finished.push(j);
-  const ended = (j: Job) => (j.endTime ? timestampMs(j.endTime) : 0);
+/**
+ * Ids of finished jobs to delete now, from `finished` (finished jobs, oldest
+ * end first; `count` of them in all). Stops at the first job that neither
+ * rule removes, so a run costs what it deletes, not what is kept.
+ */
+function selectExpired(finished: Iterable<Job>, count: number, options: RetentionOptions, nowMs: number): string[] {
   const heldByOwnRetention = (j: Job) =>
-    (j.spec?.retentionSeconds ?? 0) > 0 && ended(j) + (j.spec?.retentionSeconds ?? 0) * 1000 > nowMs;
-  finished.sort((a, b) => ended(a) - ended(b) || a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
+    (j.spec?.retentionSeconds ?? 0) > 0 && endMs(j) + (j.spec?.retentionSeconds ?? 0) * 1000 > nowMs;
   const out: string[] = [];
-  const keep = options.keepFinished ?? (options.maxCount > 0 ? options.maxCount : finished.length);
-  let excess = finished.length - keep;
+  const keep = options.keepFinished ?? (options.maxCount > 0 ? options.maxCount : count);
+  let excess = count - keep;
   for (const j of finished) {
+    const tooOld = options.maxAgeSeconds > 0 && endMs(j) + options.maxAgeSeconds * 1000 <= nowMs;
+    if (!tooOld && excess <= 0) break;
     if (heldByOwnRetention(j)) continue;
-    const tooOld = options.maxAgeSeconds > 0 && ended(j) + options.maxAgeSeconds * 1000 <= nowMs;
-    if (tooOld || excess > 0) {
-      out.push(j.id);
-      excess--;
-    }
+    out.push(j.id);
+    excess--;
   }
   return out;
 }
 
-/** Deletes expired finished jobs; returns how many were deleted. */
+/** Ids of finished jobs to delete now, oldest first, from jobs in any order. Pure: exported for tests. */
+export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowMs: number): string[] {
+  const finished: Job[] = [];
+  for (const j of jobs) if (isFinal(j.state)) finished.push(j);
+  finished.sort((a, b) => endMs(a) - endMs(b) || compareIds(a.id, b.id));
+  return selectExpired(finished, finished.length, options, nowMs);
+}
+
+/** Deletes expired finished jobs, IN_FLIGHT batches at a time; returns how many were deleted. */
 export async function runRetention(store: Store, options: RetentionOptions, now = Date.now()): Promise<number> {
-  const ids = expiredJobs(
-    [...store.jobs.entries.values()].map((e) => e.value),
-    options,
-    now,
-  );
-  let deleted = 0;
-  for (let i = 0; i < ids.length; i += BATCH) {
-    const results = await Promise.allSettled(
-      ids.slice(i, i + BATCH).map((id) =>
-        store.deleteJob(id, (job) => {
-          if (!isFinal(job.state)) throw new Error("not finished");
-        }),
-      ),
-    );
-    deleted += results.filter((r) => r.status === "fulfilled").length;
+  const { finished } = store.jobIndex;
+  function* inEndOrder(): Generator<Job> {
+    for (const id of finished.keys()) {
+      const job = store.job(id);
+      if (job) yield job;
+    }
   }
-  if (deleted > 0) await store.noteExpired(ids.at(-1) as string).catch(() => undefined);
+  const ids = selectExpired(inEndOrder(), finished.size, options, now);
+  let deleted = 0;
+  let next = 0;
+  const lane = async () => {
+    for (let i = next; i < ids.length; i = next) {
+      next += BATCH;
+      const results = await Promise.allSettled(
+        ids.slice(i, i + BATCH).map((id) =>
+          store.deleteJob(id, (job) => {
+            if (!isFinal(job.state)) throw new Error("not finished");
+          }),
+        ),
+      );
+      deleted += results.filter((r) => r.status === "fulfilled").length;
+    }
+  };
+  await Promise.all(Array.from({ length: IN_FLIGHT }, lane));
+  if (deleted > 0) {
+    const newest = ids.reduce((a, b) => (compareIds(a, b) >= 0 ? a : b));
+    await store.noteExpired(newest).catch(() => undefined);
+  }
   return deleted;
 }
 
 /** Runs retention every interval while started (on the leader). */
 export class Retention {
   private timer?: NodeJS.Timeout;
+  private started = false;
   private current?: Promise<number>;
   runs = 0;
   deleted = 0;
@@ -80,16 +104,25 @@ export class Retention {
   ) {}
 
   start(): void {
-    if (this.timer || this.intervalMs <= 0) return;
-    // The timer skips a tick while a run is in flight; runNow() callers wait for it instead.
-    this.timer = setInterval(() => {
-      if (!this.current) void this.runNow().catch(() => undefined);
-    }, this.intervalMs);
+    if (this.started || this.intervalMs <= 0) return;
+    this.started = true;
+    this.schedule(this.intervalMs);
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.started = false;
+    clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  /** The next run after `ms`; one that deleted a batch or more is followed at once (a backlog). */
+  private schedule(ms: number): void {
+    this.timer = setTimeout(async () => {
+      let n = 0;
+      // A tick while a run is in flight waits for it; runNow() callers do the same.
+      if (!this.current) n = await this.runNow().catch(() => 0);
+      if (this.started) this.schedule(n >= BATCH ? Math.min(BACKLOG_RERUN_MS, this.intervalMs) : this.intervalMs);
+    }, ms);
   }
 
   /** Runs retention now; if a run is in flight, waits for it and then runs again, so nothing expired is left. */
