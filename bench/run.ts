@@ -810,6 +810,8 @@ async function history(ctx: Ctx): Promise<Outcome> {
       let harnessCompactions = 0;
       let retentionCalls = 0;
       let retentionBusy = false;
+      // Job records in etcd at the busiest sample: keep + unfinished + what retention has not deleted yet.
+      let maxJobsKept = 0;
       const head = async () =>
         Number((await direct.kv.range({ key: Buffer.from("crms/idseq"), count_only: true })).header.revision);
       const sample = async () => {
@@ -818,6 +820,10 @@ async function history(ctx: Ctx): Promise<Outcome> {
         try {
           const st = await server.client.clusterStatus({ timeoutMs: 5000 });
           for (const a of st.alarms) alarms.add(a);
+          maxJobsKept = Math.max(
+            maxJobsKept,
+            st.jobs.reduce((n, j) => n + Number(j.count), 0),
+          );
         } catch (err) {
           alarms.add(`status:${errorCode(err)}`);
         }
@@ -903,6 +909,7 @@ async function history(ctx: Ctx): Promise<Outcome> {
         jobs_per_s: round(t.acks / ((t.lastAckAt - Number(run.submitter.firstSubmitAt)) / 1000)),
         retention,
         retained_jobs: retained,
+        max_jobs_kept: maxJobsKept,
         deleted_jobs: retention === "harness" ? t.deletes : Math.max(0, t.acks - retained),
         delete_errors: t.deleteErrors,
         db_size_bytes: live.size,
