@@ -4,7 +4,11 @@
 // directory, and reports back. Same protocol and behaviour as `crms worker`.
 //
 //	crms-worker-go --name NAME --slots N --server HOST:PORT[,HOST:PORT...] \
-//	    [--label K=V ...] [--data-dir DIR] [--verbose]
+//	    [--label K=V ...] [--data-dir DIR] [--run-as USER] [--verbose]
+//
+// With --run-as USER (a name or uid in /etc/passwd; the worker runs as root)
+// jobs run with that user's uid and gid, USER, LOGNAME and HOME, and own
+// their run directory.
 //
 // SIGINT or SIGTERM (or StopWorker from the control plane) kills the running
 // jobs (SIGTERM, SIGKILL after 10 s), reports them and exits.
@@ -13,6 +17,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -64,18 +69,22 @@ func stateDir() string {
 }
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-func run() int {
+// run is the worker with its arguments; it returns the exit code (2 for a
+// usage error).
+func run(args []string, stderr io.Writer) int {
 	host, _ := os.Hostname()
 	labels := labelFlag{}
 	fs := flag.NewFlagSet("crms-worker-go", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	name := fs.String("name", host, "unique worker name (default: the host name)")
 	slots := fs.Int("slots", runtime.NumCPU(), "jobs run at once")
 	servers := fs.String("server", crms.DefaultTarget(), "control-plane address(es), comma-separated; tried in turn on each reconnect (default: $CRMS_SERVER or localhost:7070)")
 	fs.Var(labels, "label", "label KEY=VALUE matched by job constraints (repeatable)")
 	dataDir := fs.String("data-dir", "", "where runs keep their output (default: $CRMS_HOME/worker-NAME, or ~/.local/state/crms/worker-NAME)")
+	runAs := fs.String("run-as", "", "run jobs as this user, a name or uid in /etc/passwd (the worker must run as root); it owns their run directories")
 	verbose := fs.Bool("verbose", false, "also log every job start and end")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval (a smaller one from the control plane wins)")
 	ca := fs.String("ca", "", "PEM CA file to verify the control plane with; turns TLS on (default: $CRMS_CA)")
@@ -83,31 +92,43 @@ func run() int {
 	key := fs.String("key", "", "PEM key of the client certificate (default: $CRMS_KEY)")
 	token := fs.String("token", "", "API token of role worker bound to this worker's name (default: $CRMS_TOKEN)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: crms-worker-go [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V ...] [--data-dir DIR]\n\n")
+		fmt.Fprintf(fs.Output(), "usage: crms-worker-go [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V ...] [--data-dir DIR] [--run-as USER]\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "crms-worker-go: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "crms-worker-go: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	var account *worker.RunAs
+	if *runAs != "" {
+		var err error
+		account, err = worker.LookupRunAs(*runAs)
+		if err == nil {
+			err = worker.CheckCanRunAs(account, os.Getuid())
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
+			return 2
+		}
 	}
 	addrs := replicas.Split(*servers)
 	dir := *dataDir
 	if dir == "" {
 		dir = filepath.Join(stateDir(), "worker-"+*name)
 	}
-	logger := log.New(os.Stderr, "", 0)
+	logger := log.New(stderr, "", 0)
 	logf := func(format string, args ...any) {
 		logger.Printf("%s worker %s: %s", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), *name, fmt.Sprintf(format, args...))
 	}
 	security, err := crms.SecurityFromEnv(crms.Security{CA: *ca, Cert: *cert, Key: *key, Token: *token}).DialOptions()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "crms-worker-go: %v\n", err)
+		fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
 		return 2
 	}
 	opts := worker.Options{
@@ -120,17 +141,18 @@ func run() int {
 		Version:     Version,
 		Heartbeat:   *heartbeat,
 		Logf:        logf,
+		RunAs:       account,
 	}
 	if *verbose {
 		opts.Debugf = logf
 	}
 	w, err := worker.New(opts)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "crms-worker-go: %v\n", err)
+		fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
 		return 2
 	}
 	if err := w.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "crms-worker-go: %v\n", err)
+		fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
 		return 1
 	}
 	signals := make(chan os.Signal, 2)

@@ -256,6 +256,9 @@ type runOptions struct {
 	timeoutGrace time.Duration
 	// Called once the process exists, with its pid (= its process group id).
 	onStart func(pid int)
+	// Run the job as this account (the worker must be root); the run
+	// directory and its output files are given to it.
+	runAs *RunAs
 }
 
 // Run is one run of one job attempt: a process in its own process group,
@@ -375,6 +378,9 @@ func (r *Run) execute() Outcome {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return Outcome{Error: fmt.Sprintf("cannot create run directory %s: %s", r.dir, errnoText(err))}
 	}
+	if err := r.giveToRunAs(r.dir); err != nil {
+		return Outcome{Error: fmt.Sprintf("cannot create run directory %s: %s", r.dir, errnoText(err))}
+	}
 	cwd := r.dir
 	if wd := spec.GetWorkingDir(); wd != "" {
 		if filepath.IsAbs(wd) {
@@ -409,11 +415,24 @@ func (r *Run) execute() Outcome {
 		return Outcome{Error: fmt.Sprintf("cannot create output files in %s: %s", r.dir, errnoText(err))}
 	}
 	defer stderr.Close()
+	for _, f := range []*os.File{stdout, stderr} {
+		if err := r.giveToRunAs(f.Name()); err != nil {
+			return Outcome{Error: fmt.Sprintf("cannot create output files in %s: %s", r.dir, errnoText(err))}
+		}
+	}
 
 	out := r.spawnAndWait(program, command, cwd, stdout, stderr)
 	out.StdoutTail = tailOf(stdout, r.opts.tailBytes)
 	out.StderrTail = tailOf(stderr, r.opts.tailBytes)
 	return out
+}
+
+// giveToRunAs makes the run-as account (if any) the owner of a file of the run.
+func (r *Run) giveToRunAs(path string) error {
+	if ra := r.opts.runAs; ra != nil {
+		return os.Chown(path, int(ra.UID), int(ra.GID))
+	}
+	return nil
 }
 
 func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout, stderr *os.File) Outcome {
@@ -424,6 +443,14 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 	defer runtime.UnlockOSThread()
 	spec := r.opts.spec
 	env := jobEnv(r.opts.baseEnv, spec.GetEnv(), r.jobID, r.attempt, r.opts.workerName)
+	var credential *syscall.Credential
+	if ra := r.opts.runAs; ra != nil {
+		// exec.Cmd keeps the last value of a name.
+		env = append(env, "USER="+ra.User, "LOGNAME="+ra.User, "HOME="+ra.Home)
+		// No Groups: root's supplementary groups are dropped (setgroups needs
+		// root, so a worker that already runs as the user keeps its own).
+		credential = &syscall.Credential{Uid: ra.UID, Gid: ra.GID, NoSetGroups: os.Getuid() != 0}
+	}
 	path, err := lookPath(program, env, cwd)
 	if err != nil {
 		return Outcome{Error: spawnError(program, err)}
@@ -441,7 +468,9 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 			Setpgid: true,
 			// If the worker dies without ending its runs, the leader goes too
 			// (the control plane requeues the job; it must not run twice).
-			Pdeathsig: syscall.SIGKILL,
+			// (Go sets it after the switch to Credential, which clears it.)
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: credential,
 		},
 	}
 

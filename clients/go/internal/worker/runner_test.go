@@ -2,10 +2,12 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,6 +153,71 @@ func TestRunKilledBeforeStart(t *testing.T) {
 	// Either it never started, or it started and was killed at once.
 	if !o.Killed || (o.PID == 0 && o.Error != errKilledBeforeItStarted) || (o.PID != 0 && o.Signal == "") {
 		t.Fatalf("outcome %+v", o)
+	}
+}
+
+// runAsNobody starts a run as the user nobody, in a data directory that
+// nobody can reach (t.TempDir is 0700); it skips unless the test runs as root.
+func runAsNobody(t *testing.T, spec *crmsv1.JobSpec, onStart func(int)) (*Run, *RunAs) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("running a job as another user needs root")
+	}
+	ra, err := LookupRunAs("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	dataDir, err := os.MkdirTemp("", "crms-run-as-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dataDir) })
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := startRun(runOptions{
+		jobID: "1", attempt: 1, spec: spec, dataDir: dataDir, workerName: "w",
+		baseEnv: append(os.Environ(), "USER=root", "LOGNAME=root", "HOME=/root"), runAs: ra, onStart: onStart,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, ra
+}
+
+func TestRunAsGivesTheJobTheUsersIDsEnvAndRunDir(t *testing.T) {
+	r, ra := runAsNobody(t, &crmsv1.JobSpec{
+		Command: []string{"sh", "-c", `echo "$(id -u) $(id -g) $(id -G)"; echo "$USER $LOGNAME $HOME"; echo made > file && cat file`},
+		Env:     map[string]string{"HOME": "/from-the-spec"},
+	}, nil)
+	o := waitDone(t, r, 10*time.Second)
+	want := fmt.Sprintf("%d %d %d\nnobody nobody %s\nmade\n", ra.UID, ra.GID, ra.GID, ra.Home)
+	if o.ExitCode == nil || *o.ExitCode != 0 || string(o.StdoutTail) != want {
+		t.Fatalf("outcome %+v, stdout %q, stderr %q; want stdout %q", o, o.StdoutTail, o.StderrTail, want)
+	}
+	for _, name := range []string{"", "stdout", "stderr", "file"} {
+		info, err := os.Stat(filepath.Join(r.dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := info.Sys().(*syscall.Stat_t); st.Uid != ra.UID || st.Gid != ra.GID {
+			t.Errorf("%s/%s is owned by %d:%d, want %d:%d", r.dir, name, st.Uid, st.Gid, ra.UID, ra.GID)
+		}
+	}
+}
+
+func TestRunAsKillStillReachesTheGroup(t *testing.T) {
+	pids := make(chan int, 1)
+	r, _ := runAsNobody(t, &crmsv1.JobSpec{Command: []string{"sh", "-c", `trap "" TERM; sleep 300 & sleep 300; wait`}}, func(pid int) { pids <- pid })
+	pid := <-pids
+	time.Sleep(200 * time.Millisecond) // let the shell start its children
+	r.Kill(300*time.Millisecond, "stop it")
+	o := waitDone(t, r, 10*time.Second)
+	if !o.Killed || o.Error != "stop it" || o.Signal != "SIGKILL" {
+		t.Fatalf("outcome %+v", o)
+	}
+	if processGroupAlive(pid) {
+		t.Fatal("processes of the group outlived the run")
 	}
 }
 

@@ -90,6 +90,9 @@ type Options struct {
 	Debugf func(format string, args ...any)
 	// Extra gRPC dial options (default: insecure credentials).
 	DialOptions []grpc.DialOption
+	// Run jobs as this account (see LookupRunAs; the worker must be root);
+	// default: as the worker.
+	RunAs *RunAs
 }
 
 // Worker runs jobs for a crms control plane.
@@ -828,6 +831,7 @@ func (w *Worker) onAssign(a *crmsv1.Assign) {
 		workerName: w.opts.Name,
 		tailBytes:  w.opts.TailBytes,
 		baseEnv:    os.Environ(),
+		runAs:      w.opts.RunAs,
 		onStart: func(pid int) {
 			w.dbgf("%s started, pid %d", label(jobID, attempt), pid)
 			w.send(startedMsg(jobID, attempt, pid))
