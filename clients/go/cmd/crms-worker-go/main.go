@@ -8,7 +8,8 @@
 //
 // With --run-as USER (a name or uid in /etc/passwd; the worker runs as root)
 // jobs run with that user's uid and gid, USER, LOGNAME and HOME, and own
-// their run directory.
+// their run directory; the worker refuses to start if the user cannot reach
+// the data directory.
 //
 // SIGINT or SIGTERM (or StopWorker from the control plane) kills the running
 // jobs (SIGTERM, SIGKILL after 10 s), reports them and exits.
@@ -105,6 +106,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "crms-worker-go: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	dir := *dataDir
+	if dir == "" {
+		dir = filepath.Join(stateDir(), "worker-"+*name)
+	}
 	var account *worker.RunAs
 	if *runAs != "" {
 		var err error
@@ -116,12 +121,18 @@ func run(args []string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
 			return 2
 		}
+		// The worker makes the data directory at start anyway (Start); make it
+		// now so that the user's way into it can be checked.
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
+			return 1
+		}
+		if err := worker.CheckReachable(account, dir); err != nil {
+			fmt.Fprintf(stderr, "crms-worker-go: %v\n", err)
+			return 2
+		}
 	}
 	addrs := replicas.Split(*servers)
-	dir := *dataDir
-	if dir == "" {
-		dir = filepath.Join(stateDir(), "worker-"+*name)
-	}
 	logger := log.New(stderr, "", 0)
 	logf := func(format string, args ...any) {
 		logger.Printf("%s worker %s: %s", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), *name, fmt.Sprintf(format, args...))

@@ -2,8 +2,10 @@ package worker
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -59,5 +61,85 @@ func TestCheckCanRunAsNeedsRootForAnotherUser(t *testing.T) {
 	err := CheckCanRunAs(ra, 1000)
 	if want := "--run-as nobody needs the worker to run as root (it runs as uid 1000)"; err == nil || err.Error() != want {
 		t.Errorf("as uid 1000: error %v, want %s", err, want)
+	}
+}
+
+// reachableTree makes base/parent/data with base mode 0755 and parent of the
+// given mode, owned by root, and returns parent and data; it skips unless the
+// test runs as root and nobody can reach the temporary directory.
+func reachableTree(t *testing.T, ra *RunAs, parentMode os.FileMode) (parent, data string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root, to own a directory nobody cannot enter")
+	}
+	if err := CheckReachable(ra, os.TempDir()); err != nil {
+		t.Skipf("the temporary directory is not reachable: %v", err)
+	}
+	base, err := os.MkdirTemp("", "crms-reachable-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	parent = filepath.Join(base, "parent")
+	data = filepath.Join(parent, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for dir, mode := range map[string]os.FileMode{base: 0o755, parent: parentMode} {
+		if err := os.Chmod(dir, mode); err != nil { // MkdirTemp and the umask
+			t.Fatal(err)
+		}
+	}
+	return parent, data
+}
+
+func TestCheckReachableNamesTheFirstDirectoryTheUserCannotEnter(t *testing.T) {
+	passwdEntry(t, "nobody")
+	ra, err := LookupRunAs("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, data := reachableTree(t, ra, 0o700)
+	err = CheckReachable(ra, data)
+	want := "--run-as nobody: the data directory " + data + " is not reachable by nobody (" + parent +
+		" is mode 0700); give --data-dir in a directory nobody can enter"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %s", err, want)
+	}
+	if err := CheckReachable(&RunAs{User: "root", UID: 0, GID: 0, Home: "/root"}, data); err != nil {
+		t.Errorf("root: %v", err)
+	}
+}
+
+func TestCheckReachablePassesWhenEveryDirectoryIsSearchable(t *testing.T) {
+	passwdEntry(t, "nobody")
+	ra, err := LookupRunAs("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, data := reachableTree(t, ra, 0o755)
+	if err := CheckReachable(ra, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCanSearchUsesTheOwnerThenTheGroupThenOthersBits(t *testing.T) {
+	ra := &RunAs{User: "u", UID: 1000, GID: 100}
+	for _, c := range []struct {
+		uid, gid uint32
+		mode     uint32
+		want     bool
+	}{
+		{1000, 0, 0o700, true},
+		{1000, 100, 0o071, false}, // the owner's bits alone count for the owner
+		{0, 100, 0o750, true},
+		{0, 100, 0o701, false}, // the group's bits alone count for the group
+		{0, 0, 0o751, true},
+		{0, 0, 0o770, false},
+	} {
+		st := &syscall.Stat_t{Uid: c.uid, Gid: c.gid, Mode: syscall.S_IFDIR | c.mode}
+		if got := canSearch(ra, st); got != c.want {
+			t.Errorf("uid %d gid %d mode %04o: %v, want %v", c.uid, c.gid, c.mode, got, c.want)
+		}
 	}
 }
