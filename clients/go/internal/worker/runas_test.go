@@ -109,17 +109,12 @@ func TestCheckReachableNamesTheFirstDirectoryTheUserCannotEnter(t *testing.T) {
 	if err := CheckReachable(&RunAs{User: "root", UID: 0, GID: 0, Home: "/root"}, data); err != nil {
 		t.Errorf("root: %v", err)
 	}
-}
-
-func TestCheckReachablePassesWhenEveryDirectoryIsSearchable(t *testing.T) {
-	passwdEntry(t, "nobody")
-	ra, err := LookupRunAs("nobody")
-	if err != nil {
+	// Searchable by others: passes.
+	if err := os.Chmod(parent, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, data := reachableTree(t, ra, 0o755)
 	if err := CheckReachable(ra, data); err != nil {
-		t.Fatal(err)
+		t.Errorf("with %s at 0755: %v", parent, err)
 	}
 }
 
