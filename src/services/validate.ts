@@ -108,7 +108,6 @@ export function checkArray(spec: JobSpec): void {
   if (a.last > 0x7fffffff) throw invalid("array: indexes must be below 2^31");
 }
 
-/** A page size in 1..1000, 0 meaning 100. */
 /** Checks the job ids one WatchJobs call names: each a job id, at most LIMITS.watchIds of them. */
 export function checkWatchIds(ids: string[]): void {
   if (ids.length > LIMITS.watchIds)
@@ -116,6 +115,7 @@ export function checkWatchIds(ids: string[]): void {
   for (const id of ids) checkJobId(id);
 }
 
+/** A page size in 1..1000, 0 meaning 100. */
 export function pageSize(n: number): number {
   if (n === 0) return 100;
   if (n > LIMITS.pageSize) throw invalid(`page_size: at most ${LIMITS.pageSize}`);

@@ -12,6 +12,9 @@ import { compareIds } from "./keys.js";
 /** When a job ended (ms since the epoch); 0 if it has no end time. */
 export const endMs = (j: Job): number => (j.endTime ? timestampMs(j.endTime) : 0);
 
+/** Orders jobs by end time, then by id: the order retention deletes them in. */
+export const byEnd = (a: Job, b: Job): number => endMs(a) - endMs(b) || compareIds(a.id, b.id);
+
 export class JobIndex {
   private ids: string[] = [];
   private sorted = true;
@@ -24,7 +27,7 @@ export class JobIndex {
    * is built, then in the order this replica sees jobs finish (so oldest
    * first up to clock skew between replicas and report batching).
    */
-  readonly finished = new Map<string, true>();
+  readonly finished = new Set<string>();
 
   constructor(private readonly cache: PrefixCache<Job>) {
     for (const [id, e] of cache.entries) this.add(id, e, undefined);
@@ -37,18 +40,18 @@ export class JobIndex {
 
   private sortFinished(): void {
     const ended: Job[] = [];
-    for (const id of this.finished.keys()) {
+    for (const id of this.finished) {
       const job = this.cache.entries.get(id)?.value;
       if (job) ended.push(job);
     }
-    ended.sort((a, b) => endMs(a) - endMs(b) || compareIds(a.id, b.id));
+    ended.sort(byEnd);
     this.finished.clear();
-    for (const j of ended) this.finished.set(j.id, true);
+    for (const j of ended) this.finished.add(j.id);
   }
 
   private add(id: string, e: Entry<Job>, prev: Entry<Job> | undefined): void {
     if (!isFinal(e.value.state)) this.finished.delete(id);
-    else if (!this.finished.has(id)) this.finished.set(id, true);
+    else this.finished.add(id); // a Set keeps the first insertion's place
     if (prev) {
       this.uncount(prev.value);
     } else {

@@ -5,7 +5,7 @@
  */
 import type { Job } from "../../gen/crms/v1/job_pb.js";
 import { isFinal } from "../rpc/states.js";
-import { endMs } from "./job-index.js";
+import { byEnd, endMs } from "./job-index.js";
 import { compareIds } from "./keys.js";
 import type { Store } from "./store.js";
 
@@ -51,7 +51,7 @@ function selectExpired(finished: Iterable<Job>, count: number, options: Retentio
 export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowMs: number): string[] {
   const finished: Job[] = [];
   for (const j of jobs) if (isFinal(j.state)) finished.push(j);
-  finished.sort((a, b) => endMs(a) - endMs(b) || compareIds(a.id, b.id));
+  finished.sort(byEnd);
   return selectExpired(finished, finished.length, options, nowMs);
 }
 
@@ -59,7 +59,7 @@ export function expiredJobs(jobs: Iterable<Job>, options: RetentionOptions, nowM
 export async function runRetention(store: Store, options: RetentionOptions, now = Date.now()): Promise<number> {
   const { finished } = store.jobIndex;
   function* inEndOrder(): Generator<Job> {
-    for (const id of finished.keys()) {
+    for (const id of finished) {
       const job = store.job(id);
       if (job) yield job;
     }
@@ -119,7 +119,7 @@ export class Retention {
   private schedule(ms: number): void {
     this.timer = setTimeout(async () => {
       let n = 0;
-      // A tick while a run is in flight waits for it; runNow() callers do the same.
+      // A tick while a run is in flight (a runNow() caller's) skips it and waits an interval.
       if (!this.current) n = await this.runNow().catch(() => 0);
       if (this.started) this.schedule(n >= BATCH ? Math.min(BACKLOG_RERUN_MS, this.intervalMs) : this.intervalMs);
     }, ms);
