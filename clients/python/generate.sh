@@ -6,12 +6,14 @@
 # Installs what generation needs, then runs, from the repository root:
 #   npx buf generate --template clients/python/buf.gen.yaml
 # buf (from the repo's npm devDependencies) runs the local plugin
-# clients/python/tools/protoc-gen-crms-python, which drives the protoc bundled
+# clients/python/tools/protoc-gen-crms-python, which writes the *_pb2.py and
+# *_pb2_grpc.py modules itself (messages built at import from the descriptors,
+# for protobuf 5-7) and takes the *_pb2.pyi type stubs from the protoc bundled
 # in grpcio-tools, installed here at a pinned version into clients/python/.venv.
 # The result is committed; CI runs this and checks that `git diff` is empty.
 set -euo pipefail
 
-# Keep in step with the grpcio/protobuf floors in pyproject.toml.
+# Only the .pyi stubs come from it; the runtime floors in pyproject.toml do not follow it.
 GRPCIO_TOOLS_VERSION=1.85.1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
