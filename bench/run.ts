@@ -18,9 +18,9 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
+import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { AdminService } from "../gen/crms/v1/admin_pb.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
-import type { CrmsClient } from "../src/client/client.js";
 import {
   type ServerProc,
   serverFlags,

@@ -19,6 +19,7 @@
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { channelOptions, ServiceTransport } from "../clients/typescript/src/transport.js";
 import { JobService } from "../gen/crms/v1/job_pb.js";
 import {
   type AttachRequest,
@@ -26,7 +27,6 @@ import {
   type AttachResponse,
   WorkerService,
 } from "../gen/crms/v1/worker_pb.js";
-import { channelOptions, ServiceTransport } from "../src/client/transport.js";
 import {
   commands,
   emit,

@@ -12,8 +12,8 @@
  * submit has been answered.
  */
 import * as grpc from "@grpc/grpc-js";
+import { channelOptions, ServiceTransport } from "../clients/typescript/src/transport.js";
 import { JobService } from "../gen/crms/v1/job_pb.js";
-import { channelOptions, ServiceTransport } from "../src/client/transport.js";
 import { commands, emit, errorCode, Histogram, hardDeadline, nowMs, numFlag, parseFlags, sleep } from "./lib/util.js";
 
 const { flags } = parseFlags(process.argv.slice(2));

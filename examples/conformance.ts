@@ -1,6 +1,6 @@
 /**
  * The cross-client conformance scenario with the TypeScript client
- * (src/client). Prints ONE JSON line, the same shape as
+ * (clients/typescript). Prints ONE JSON line, the same shape as
  * clients/python/examples/conformance.py and clients/go/cmd/conformance:
  *
  *   npx tsx examples/conformance.ts localhost:7070
@@ -13,7 +13,7 @@
  * their gRPC code names. Exits 1 (after printing what it has) if a step fails.
  */
 import { status } from "@grpc/grpc-js";
-import { CrmsClient, JobState } from "../src/client/client.js";
+import { CrmsClient, JobState } from "../clients/typescript/src/client.js";
 
 interface Result {
   client: string;

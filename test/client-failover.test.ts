@@ -1,6 +1,6 @@
 import test from "ava";
-import { CrmsClient } from "../src/client/client.js";
-import { addressesOf } from "../src/client/failover.js";
+import { CrmsClient } from "../clients/typescript/src/client.js";
+import { addressesOf } from "../clients/typescript/src/failover.js";
 import { TestCluster } from "./helpers/cluster.js";
 import { freePort } from "./helpers/etcd.js";
 

@@ -1,9 +1,9 @@
 import { status } from "@grpc/grpc-js";
 import anyTest, { type TestFn } from "ava";
+import type { CrmsClient } from "../clients/typescript/src/client.js";
+import { ServiceTransport } from "../clients/typescript/src/transport.js";
 import { JobState, WatchEventType } from "../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../gen/crms/v1/worker_pb.js";
-import type { CrmsClient } from "../src/client/client.js";
-import { ServiceTransport } from "../src/client/transport.js";
 import { TestCluster } from "./helpers/cluster.js";
 
 const test = anyTest as TestFn<{ cluster: TestCluster; c: CrmsClient }>;

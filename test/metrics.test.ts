@@ -3,8 +3,8 @@
  * `crms worker` process and the HTTP endpoint on port 0.
  */
 import anyTest, { type TestFn } from "ava";
+import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
-import type { CrmsClient } from "../src/client/client.js";
 import { createMetrics } from "../src/server/metrics.js";
 import { type HttpEndpoint, startHttp } from "../src/web/http.js";
 import { TestCluster } from "./helpers/cluster.js";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { chromium } from "playwright-core";
-import { CrmsClient } from "../src/client/client.js";
+import { CrmsClient } from "../clients/typescript/src/client.js";
 import { startHttp } from "../src/web/http.js";
 import { TestCluster } from "./helpers/cluster.js";
 

@@ -1,7 +1,7 @@
 /** The control plane under test, as its own process (the CLI's `server` command). */
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { CrmsClient } from "../../src/client/client.js";
+import { CrmsClient } from "../../clients/typescript/src/client.js";
 import { freePort } from "./etcd.js";
 import { CRMS_BIN, type Proc, startNode, startScript, tempDir } from "./procs.js";
 import { progress, sleep } from "./util.js";

@@ -6,9 +6,9 @@ import { cpus, hostname } from "node:os";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
 import { status as grpcStatus } from "@grpc/grpc-js";
+import { type ClientSecurity, CrmsClient, defaultServer } from "../../clients/typescript/src/client.js";
 import { GetClusterStatusResponseSchema } from "../../gen/crms/v1/admin_pb.js";
 import { JobState } from "../../gen/crms/v1/job_pb.js";
-import { type ClientSecurity, CrmsClient, defaultServer } from "../client/client.js";
 import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
 import {
@@ -573,7 +573,9 @@ async function worker(args: string[]): Promise<number> {
   });
   const { createWorker } = await import("../worker/worker.js");
   const { resolveRunAs, checkCanRunAs } = await import("../worker/run-as.js");
-  const { authMetadata, channelCredentials, securityFromEnv } = await import("../auth/client-security.js");
+  const { authMetadata, channelCredentials, securityFromEnv } = await import(
+    "../../clients/typescript/src/security.js"
+  );
   let security: { credentials: import("@grpc/grpc-js").ChannelCredentials; metadata: Record<string, string> };
   let runAs: import("../worker/run-as.js").RunAs | undefined;
   try {

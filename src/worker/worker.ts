@@ -11,6 +11,7 @@ import { hostname as osHostname } from "node:os";
 import path from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
+import { ServiceTransport } from "../../clients/typescript/src/transport.js";
 import { OutputStream } from "../../gen/crms/v1/job_pb.js";
 import {
   type Assign,
@@ -24,7 +25,6 @@ import {
   type Welcome,
   WorkerService,
 } from "../../gen/crms/v1/worker_pb.js";
-import { ServiceTransport } from "../client/transport.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
 

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CrmsClient } from "../../src/client/client.js";
+import { CrmsClient } from "../../clients/typescript/src/client.js";
 import { type ControlPlane, type ServerOptions, startServer } from "../../src/server/server.js";
 import { type EtcdInstance, startEtcd } from "./etcd.js";
 

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CrmsClient, type Job, JobState } from "../../src/client/client.js";
+import { CrmsClient, type Job, JobState } from "../../clients/typescript/src/client.js";
 import { CRMS_BIN } from "./cluster.js";
 import { type EtcdCluster, freePort, startEtcdCluster } from "./etcd.js";
 

@@ -4,8 +4,8 @@
  * where the process itself does not matter (etcd space, scale).
  */
 import { create } from "@bufbuild/protobuf";
+import { ServiceTransport } from "../../clients/typescript/src/transport.js";
 import { AttachRequestSchema, WorkerService } from "../../gen/crms/v1/worker_pb.js";
-import { ServiceTransport } from "../../src/client/transport.js";
 
 export interface SimWorker {
   finished: number;

@@ -11,7 +11,7 @@ import (
 )
 
 // Backoff of retrySameRequest, and the deadline of each attempt (as in
-// retrySameRequest of src/client/failover.ts).
+// retrySameRequest of clients/typescript/src/failover.ts).
 const (
 	retryFirstDelay      = 100 * time.Millisecond
 	retryMaxDelay        = 2 * time.Second

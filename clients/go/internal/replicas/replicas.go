@@ -13,7 +13,7 @@
 //     certificate against, is that replica's own host; behind a manual
 //     resolver every address shares one authority;
 //   - which address a call goes to is decided here, in the order of the
-//     list, as the TypeScript client does (src/client/failover.ts): on
+//     list, as the TypeScript client does (clients/typescript/src/failover.ts): on
 //     UNAVAILABLE the next address, at most once round the list, and then
 //     the address that last answered. Behind one ClientConn that is
 //     pick_first's choice, and retrying UNAVAILABLE takes a retry policy in

@@ -13,7 +13,7 @@ import type {
 } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { serviceDefinition } from "../rpc/definition.js";
+import { serviceDefinition } from "../../../src/rpc/definition.js";
 
 /** Options every call accepts. */
 export interface CallOptions {

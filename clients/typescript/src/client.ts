@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { AdminService } from "../../gen/crms/v1/admin_pb.js";
+import { AdminService } from "../../../gen/crms/v1/admin_pb.js";
 import {
   type Job,
   JobService,
@@ -16,11 +16,11 @@ import {
   type StreamOutputResponse,
   WatchEventType,
   type WatchJobsResponse,
-} from "../../gen/crms/v1/job_pb.js";
-import { type WatchWorkersResponse, type Worker, WorkerService } from "../../gen/crms/v1/worker_pb.js";
-import { authMetadata, type ClientSecurity, channelCredentials, securityFromEnv } from "../auth/client-security.js";
-import { isFinal } from "../rpc/states.js";
+} from "../../../gen/crms/v1/job_pb.js";
+import { type WatchWorkersResponse, type Worker, WorkerService } from "../../../gen/crms/v1/worker_pb.js";
+import { isFinal } from "../../../src/rpc/states.js";
 import { FailoverTransport, type RetryOptions, retrySameRequest } from "./failover.js";
+import { authMetadata, type ClientSecurity, channelCredentials, securityFromEnv } from "./security.js";
 import type { CallOptions } from "./transport.js";
 
 export type { CallOptions, ClientSecurity, Job, Worker };
