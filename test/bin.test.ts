@@ -1,6 +1,15 @@
 /** bin/crms.js runs the compiled dist/ only while it is as new as every source file. */
 import { execFile } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -9,7 +18,7 @@ import test from "ava";
 const run = promisify(execFile);
 const REPO = resolve(import.meta.dirname, "..");
 
-test("bin/crms.js runs dist/ while it is fresh, and the sources once a source file is newer or dist/ is gone", async (t) => {
+test("bin/crms.js runs dist/ while it is fresh or there are no sources, and the sources once a source file (src, gen, clients/typescript/src) is newer or dist/ is gone", async (t) => {
   t.timeout(120_000);
   // A copy of the checkout's layout: its own bin/crms.js, src/ and dist/, the repo's modules and generated code.
   const root = mkdtempSync(join(tmpdir(), "crms-bin-"));
@@ -17,8 +26,10 @@ test("bin/crms.js runs dist/ while it is fresh, and the sources once a source fi
   mkdirSync(join(root, "bin"));
   copyFileSync(join(REPO, "bin", "crms.js"), join(root, "bin", "crms.js"));
   for (const dir of ["node_modules", "gen"]) symlinkSync(join(REPO, dir), join(root, dir));
-  mkdirSync(join(root, "src"));
-  for (const entry of readdirSync(join(REPO, "src"))) symlinkSync(join(REPO, "src", entry), join(root, "src", entry));
+  for (const dir of ["src", join("clients", "typescript", "src")]) {
+    mkdirSync(join(root, dir), { recursive: true });
+    for (const entry of readdirSync(join(REPO, dir))) symlinkSync(join(REPO, dir, entry), join(root, dir, entry));
+  }
   writeFileSync(join(root, "package.json"), '{"type":"module"}\n');
   const tsc = join(REPO, "node_modules", "typescript", "bin", "tsc");
   await run(process.execPath, [tsc, "-p", join(REPO, "tsconfig.build.json"), "--outDir", join(root, "dist")]);
@@ -30,6 +41,14 @@ test("bin/crms.js runs dist/ while it is fresh, and the sources once a source fi
   t.regex(await version(), /\(from the TypeScript sources\)/);
   rmSync(join(root, "src", "edited.ts"));
   t.regex(await version(), /\(compiled\)/);
+  // The TypeScript client's sources count too: the CLI is built from them.
+  writeFileSync(join(root, "clients", "typescript", "src", "edited.ts"), "export {};\n");
+  t.regex(await version(), /\(from the TypeScript sources\)/);
+  rmSync(join(root, "clients", "typescript", "src", "edited.ts"));
+  // A packed crms ships dist/ and no sources (nor tsx): dist/ runs.
+  for (const dir of ["src", "gen", "clients"]) renameSync(join(root, dir), join(root, `${dir}.away`));
+  t.regex(await version(), /\(compiled\)/);
+  for (const dir of ["src", "gen", "clients"]) renameSync(join(root, `${dir}.away`), join(root, dir));
   rmSync(join(root, "dist"), { recursive: true });
   t.regex(await version(), /\(from the TypeScript sources\)/);
 });

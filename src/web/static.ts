@@ -31,11 +31,15 @@ const SECURITY_HEADERS: Record<string, string> = {
   "Cross-Origin-Resource-Policy": "same-origin",
 };
 
-/** The repository's web/ folder (from src/web or from dist/src/web after tsc). */
+/**
+ * The repository's web/ folder (from src/web or from dist/src/web after tsc);
+ * in a packed crms, which ships web/dist and not the page's sources, that one.
+ */
 export function webRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, "web", "build.mjs"))) return join(dir, "web");
+    if (existsSync(join(dir, "web", "build.mjs")) || existsSync(join(dir, "web", "dist", "index.html")))
+      return join(dir, "web");
     dir = dirname(dir);
   }
   throw new Error("cannot find the web/ folder of crms");
