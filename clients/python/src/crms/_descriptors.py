@@ -12,7 +12,7 @@ the enum wrapper. gRPC stubs in ``*_pb2_grpc.py`` use the channel's generic
 
 from __future__ import annotations
 
-from typing import Any, MutableMapping
+from typing import Any, MutableMapping, Optional
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
@@ -30,7 +30,7 @@ def build_file(namespace: MutableMapping[str, Any], serialized: bytes) -> Any:
     file = descriptor_pool.Default().AddSerializedFile(serialized)
     namespace["DESCRIPTOR"] = file
     for name, message in file.message_types_by_name.items():
-        namespace[name] = _message_class(message)
+        namespace[name] = _message_class(message, namespace.get("__name__"))
     for name, enum in file.enum_types_by_name.items():
         namespace[name] = EnumTypeWrapper(enum)
         for value in enum.values:
@@ -39,15 +39,21 @@ def build_file(namespace: MutableMapping[str, Any], serialized: bytes) -> Any:
 
 
 
-def _message_class(message: Any) -> Any:
+def _message_class(message: Any, module: Optional[str]) -> Any:
     """The class of `message`, with its nested messages and enums as attributes.
 
     The upb runtime resolves nested types on attribute access by itself; the
     pure-Python one (PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python) does not.
+    The class names the generated module as its own, as protoc's classes do.
     """
     cls = message_factory.GetMessageClass(message)
+    if module and getattr(cls, "__module__", None) != module:
+        try:
+            cls.__module__ = module
+        except (AttributeError, TypeError):
+            pass  # a runtime whose classes refuse it keeps its own
     for nested in message.nested_types:
-        nested_cls = _message_class(nested)
+        nested_cls = _message_class(nested, module)
         if not hasattr(cls, nested.name):
             setattr(cls, nested.name, nested_cls)
     for enum in message.enum_types:
