@@ -34,6 +34,7 @@ for tool in node npm python3 go; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (run scripts/setup.sh)"
 done
 command -v etcd >/dev/null || fail "etcd is not installed (run scripts/setup.sh: Debian's etcd-server)"
+python3 -c 'import venv, ensurepip' 2>/dev/null || fail "python3 cannot make venvs: apt-get install python3-venv"
 
 tmp="$(mktemp -d /tmp/crms-outside.XXXXXX)"
 dev_pid=""
