@@ -28,7 +28,14 @@ const sources = ["src", "gen", join("clients", "typescript", "src")];
 if (built > 0 && !sources.some((dir) => changedSince(join(root, dir), built))) {
   await import(dist);
 } else {
-  const { register } = await import("tsx/esm/api");
-  register();
+  const tsx = await import("tsx/esm/api").catch(() => null);
+  if (!tsx) {
+    console.error(
+      `crms: ${built ? "dist/ is older than the sources" : "dist/ is not built"} and tsx (a development ` +
+        "dependency) is not installed: run `npm run build`, or `npm ci` to install the development tools",
+    );
+    process.exit(1);
+  }
+  tsx.register();
   await import("../src/cli/run.ts");
 }

@@ -52,3 +52,21 @@ test("bin/crms.js runs dist/ while it is fresh or there are no sources, and the 
   rmSync(join(root, "dist"), { recursive: true });
   t.regex(await version(), /\(from the TypeScript sources\)/);
 });
+
+test("bin/crms.js without dist/ nor tsx (npm ci --omit=dev) says to build, and exits 1", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), "crms-bin-nodev-"));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  mkdirSync(join(root, "bin"));
+  copyFileSync(join(REPO, "bin", "crms.js"), join(root, "bin", "crms.js"));
+  symlinkSync(join(REPO, "src"), join(root, "src"));
+  mkdirSync(join(root, "node_modules"));
+  for (const entry of readdirSync(join(REPO, "node_modules")).filter((e) => e !== "tsx"))
+    symlinkSync(join(REPO, "node_modules", entry), join(root, "node_modules", entry));
+  writeFileSync(join(root, "package.json"), '{"type":"module"}\n');
+  const err = await t.throwsAsync(run(process.execPath, [join(root, "bin", "crms.js"), "--version"]));
+  t.is((err as { code?: number }).code, 1);
+  t.regex(
+    (err as { stderr?: string }).stderr ?? "",
+    /dist\/ is not built and tsx .* is not installed: run `npm run build`/,
+  );
+});
