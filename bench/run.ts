@@ -5,7 +5,7 @@
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
  *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
- * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real
+ * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced
  *
  * Every run starts its own etcd (fresh data dir, free loopback ports), the
  * control plane as its own process (`crms server --log-level warn`), and the
@@ -15,6 +15,7 @@
  * as its last line, one JSON object with the scenario, its parameters, the
  * machine and the figures. See bench/README.md.
  */
+import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
@@ -30,7 +31,18 @@ import {
   sumLatest,
 } from "./lib/cluster.js";
 import { dbSize, type Etcd, etcdWork, metrics, startEtcd, workDelta } from "./lib/etcd.js";
-import { CRMS_BIN, machineCpu, type Proc, procStatus, startNode, startScript, stopAll, tempDir } from "./lib/procs.js";
+import {
+  CRMS_BIN,
+  machineCpu,
+  type Proc,
+  procStatus,
+  REPO_DIR,
+  startExe,
+  startNode,
+  startScript,
+  stopAll,
+  tempDir,
+} from "./lib/procs.js";
 import { errorCode, Histogram, machine, nowMs, numFlag, parseFlags, progress, round, sleep } from "./lib/util.js";
 import { formatSummary, newestProfile, type ProfileSummary, summarise } from "./profile-top.js";
 
@@ -55,7 +67,7 @@ interface Outcome {
   notes: string[];
 }
 
-const SCENARIOS = ["ceiling", "throughput", "latency", "workers", "gocrms", "history", "real"] as const;
+const SCENARIOS = ["ceiling", "throughput", "latency", "workers", "gocrms", "history", "real", "paced"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 // ---------------------------------------------------------------- helpers
@@ -1111,6 +1123,154 @@ async function real(ctx: Ctx): Promise<Outcome> {
   });
 }
 
+/** Builds the Go worker into a temporary directory (go is needed; the message names the install step). */
+function buildGoWorker(): string {
+  const out = join(tempDir("goworker"), "crms-worker-go");
+  try {
+    execFileSync("go", ["build", "-o", out, "./cmd/crms-worker-go"], {
+      cwd: join(REPO_DIR, "clients", "go"),
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+  } catch (err) {
+    throw new Error(`building the Go worker failed (install Go: apt-get install golang): ${String(err)}`);
+  }
+  return out;
+}
+
+/**
+ * GoCRMS's performance test, the path one user feels first: real workers
+ * (TypeScript, or the Go worker with --worker go), jobs created one at a time
+ * at a steady rate, each pinned to a named worker chosen at random, each a
+ * real `echo`; create→running as the client sees it, with each hop.
+ */
+async function paced(ctx: Ctx): Promise<Outcome> {
+  const jobs = opt(ctx, "jobs", 100, 1000);
+  const rate = opt(ctx, "rate", 20, 20);
+  const workers = opt(ctx, "workers", 4, 20);
+  const slots = opt(ctx, "slots", 4, 4);
+  const kind = ctx.flags.get("worker") ?? "ts";
+  if (kind !== "ts" && kind !== "go") throw new Error(`--worker is ts or go (got ${kind})`);
+  const goBin = kind === "go" ? buildGoWorker() : "";
+  return withEtcdAndServer(ctx, [], async (etcd, server) => {
+    const names = Array.from({ length: workers }, (_, i) => `paced-${i}`);
+    const procs = names.map((name) => {
+      const args = ["--name", name, "--slots", String(slots), "--server", server.address, "--data-dir", tempDir(name)];
+      return kind === "go"
+        ? startExe("worker", goBin, args)
+        : startNode("worker", [CRMS_BIN, "worker", ...args], {
+            nodeArgs: ctx.flags.get("worker-node-args")?.split(" ").filter(Boolean),
+          });
+    });
+    await waitWorkersUp(server.client, workers, procs);
+    progress(`${workers} ${kind} workers attached`);
+    await sleep(2000);
+    const rss = (ps: Proc[]) => ps.map((p) => serverUsage(p.pid).rssBytes).filter((b) => b > 0);
+    const idleRss = rss(procs);
+    const client = startScript("paced-client", "paced-client.ts", [
+      "--server",
+      server.address,
+      "--etcd",
+      etcd.endpoint,
+      "--jobs",
+      String(jobs),
+      "--rate",
+      String(rate),
+      "--workers",
+      names.join(","),
+      "--max-seconds",
+      String(ctx.maxSeconds),
+    ]);
+    await client.waitFor((m) => m.type === "ready", 60_000, "ready");
+    const meter = new CpuMeter([
+      ["server", server.proc],
+      ["client", client],
+      ["etcd", etcd.proc],
+      ...procs.map((p): [string, Proc] => ["workers", p]),
+    ]);
+    const cpu0 = serverUsage(server.proc.pid).cpuSeconds;
+    const wall0 = nowMs();
+    client.send({ cmd: "go" });
+    let last = 0;
+    client.on("message", (m: Figures) => {
+      if (m.type === "progress" && Date.now() - last > 2000) {
+        last = Date.now();
+        progress(`paced: submitted ${m.submitted}/${jobs}, running seen ${m.seen}, failed ${m.failed}`);
+      }
+    });
+    const final = await client.waitFor(
+      (m) => m.type === "final" || m.type === "error",
+      (jobs / rate + 60) * 1000,
+      "paced client final",
+    );
+    if (final.type === "error") throw new Error(`paced client failed: ${String(final.error)}`);
+    meter.sample();
+    const cpuMsPerJob = ((serverUsage(server.proc.pid).cpuSeconds - cpu0) * 1000) / Math.max(1, jobs);
+    const cpuPct = meter.pct((nowMs() - wall0) / 1000);
+    const endRss = rss(procs);
+    await client.stop(2000);
+    await Promise.all(procs.map((p) => p.stop(5000)));
+    const hist = (k: string) => Histogram.fromJSON(final[k]);
+    const c2r = hist("createToRunning");
+    const rpc = hist("submitRpc");
+    const put = hist("etcdPut");
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    const figures: Figures = {
+      ...latencyFigures(c2r, ""),
+      submit_rpc_p50_ms: round(rpc.quantile(0.5)),
+      submit_rpc_p99_ms: round(rpc.quantile(0.99)),
+      etcd_put_p50_ms: round(put.quantile(0.5)),
+      etcd_put_p99_ms: round(put.quantile(0.99)),
+      submit_vs_put_p50: round(rpc.quantile(0.5) / put.quantile(0.5)),
+      hop_sent_to_stored_p50_ms: round(hist("sentToStored").quantile(0.5)),
+      hop_stored_to_assigned_p50_ms: round(hist("storedToAssigned").quantile(0.5)),
+      hop_assigned_to_started_p50_ms: round(hist("assignedToStarted").quantile(0.5)),
+      hop_started_to_seen_p50_ms: round(hist("startedToSeen").quantile(0.5)),
+      hop_stored_to_assigned_p99_ms: round(hist("storedToAssigned").quantile(0.99)),
+      hop_assigned_to_started_p99_ms: round(hist("assignedToStarted").quantile(0.99)),
+      hop_started_to_seen_p99_ms: round(hist("startedToSeen").quantile(0.99)),
+      server_cpu_ms_per_job: round(cpuMsPerJob),
+      worker_rss_idle_mb: round(mean(idleRss) / 2 ** 20),
+      worker_rss_end_mb: round(mean(endRss) / 2 ** 20),
+      seen: final.seen,
+      failed: final.failed,
+      completed: final.seen === jobs,
+      cpu_pct: cpuPct,
+    };
+    return {
+      params: { jobs, rate, workers, slots, worker: kind, command: "echo crms" },
+      figures,
+      rows: [
+        ["create → RUNNING seen, mean", fmt(figures.mean_ms, " ms"), "≤ 13 ms (GoCRMS here: 13.8)"],
+        ["create → RUNNING seen, p99", fmt(figures.p99_ms, " ms"), "≤ 20 ms (GoCRMS here: 26)"],
+        ["create → RUNNING seen, max", fmt(figures.max_ms, " ms"), "(GoCRMS here: 48)"],
+        [
+          "SubmitJob RPC p50 / plain etcd put p50",
+          `${fmt(figures.submit_rpc_p50_ms)} / ${fmt(figures.etcd_put_p50_ms)} ms`,
+          "≤ 2×",
+        ],
+        ["hop p50: sent → stored (submit_time)", fmt(figures.hop_sent_to_stored_p50_ms, " ms"), ""],
+        ["hop p50: stored → assigned", fmt(figures.hop_stored_to_assigned_p50_ms, " ms"), ""],
+        [
+          "hop p50: assigned → process started (delivery + spawn)",
+          fmt(figures.hop_assigned_to_started_p50_ms, " ms"),
+          "",
+        ],
+        ["hop p50: started → RUNNING seen by the client", fmt(figures.hop_started_to_seen_p50_ms, " ms"), ""],
+        ["control-plane CPU per job", fmt(figures.server_cpu_ms_per_job, " ms"), "≤ 1 ms"],
+        [
+          `${kind} worker RSS idle / at end`,
+          `${fmt(figures.worker_rss_idle_mb)} / ${fmt(figures.worker_rss_end_mb)} MB`,
+          "≤ 30 MB (GoCRMS: 13)",
+        ],
+        ["CPU % of one core during the run", cpuText(cpuPct), "2 cores = 200 %"],
+      ],
+      notes: [
+        "Hops use the job record's timestamps (submit_time and the attempt's assign_time from the control plane, start_time from the worker) against the client's clock; all on one machine, one clock.",
+      ],
+    };
+  });
+}
+
 async function waitWorkersUp(client: CrmsClient, n: number, procs: Proc[]): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -1197,6 +1357,7 @@ async function main(): Promise<number> {
     gocrms,
     history,
     real,
+    paced,
   };
   let outcome: Outcome;
   try {
