@@ -16,8 +16,8 @@
  * RUNNING seen by this client.
  */
 import { Etcd3 } from "etcd3";
-import { JobState } from "../gen/crms/v1/job_pb.js";
 import { CrmsClient } from "../clients/typescript/src/client.js";
+import { JobState } from "../gen/crms/v1/job_pb.js";
 import { commands, emit, errorCode, Histogram, hardDeadline, nowMs, numFlag, parseFlags, sleep } from "./lib/util.js";
 
 const { flags } = parseFlags(process.argv.slice(2));
