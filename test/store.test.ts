@@ -1,8 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import anyTest, { type TestFn } from "ava";
 import { JobSpecSchema, JobState } from "../gen/crms/v1/job_pb.js";
+import { transition } from "../src/scheduler/job-machine.js";
+import type { CrmsError } from "../src/store/errors.js";
 import { Store } from "../src/store/store.js";
 import { type EtcdInstance, startEtcd } from "./helpers/etcd.js";
+import { waitFor } from "./helpers/fault-cluster.js";
 
 const test = anyTest as TestFn<{ etcd: EtcdInstance }>;
 
@@ -86,4 +89,42 @@ test("a watch that is compacted away relists, and the cache then equals etcd", a
   t.true(store.jobs.relists >= 2);
   await store.close();
   await other.close();
+});
+
+test("hold and release sent to a replica whose cache lags re-read the record instead of failing or doing nothing", async (t) => {
+  const a = await open(t, "a");
+  const b = await open(t, "b");
+  const { job } = await a.createJob(spec, "");
+  await waitFor(() => b.job(job.id) !== undefined, 10_000, "replica b to see the job");
+  // Delay b's watch for good: b now sees only what it writes or reads itself.
+  const lagging = b.jobs as unknown as { watcher?: { cancel(): Promise<void> } };
+  await lagging.watcher?.cancel();
+  lagging.watcher = undefined;
+  const now = new Date();
+  const stateIn = async (s: Store) => (await s.fetchJob(job.id))?.value.state;
+
+  // b's copy says PENDING; it is HELD: a release must not be refused.
+  await a.updateJob(job.id, (j) => transition(j, { type: "hold" }));
+  t.is(b.job(job.id)?.state, JobState.PENDING);
+  const released = await b.updateJob(job.id, (j) => transition(j, { type: "release" }));
+  t.is(released.state, JobState.PENDING);
+  t.is(await stateIn(a), JobState.PENDING);
+
+  // b's copy says HELD (its own write); a released it since: a hold must not be a no-op.
+  await b.updateJob(job.id, (j) => transition(j, { type: "hold" }));
+  await a.updateJob(job.id, (j) => transition(j, { type: "release" }));
+  t.is(b.job(job.id)?.state, JobState.HELD);
+  const held = await b.updateJob(job.id, (j) => transition(j, { type: "hold" }));
+  t.is(held.state, JobState.HELD);
+  t.is(await stateIn(a), JobState.HELD);
+
+  // A refusal that holds on the fresh record is still a refusal, with its own reason.
+  await a.updateJob(job.id, (j) => transition(j, { type: "kill", now }));
+  for (let i = 0; i < 2; i++) {
+    const err = await t.throwsAsync(b.updateJob(job.id, (j) => transition(j, { type: "release" })));
+    t.is((err as CrmsError).code, "FAILED_PRECONDITION");
+    t.regex(err?.message ?? "", /is KILLED/);
+  }
+  await a.close();
+  await b.close();
 });

@@ -3,7 +3,7 @@
  * change is one compare-and-put on the record's mod revision, sent through the
  * group-commit batcher; reads come from list+watch caches.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from "cockatiel";
 import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type IOptions, type Lease } from "etcd3";
@@ -36,6 +36,9 @@ export interface StoreOptions {
  * new object (spread, or `transition()`), never modify `current` in place.
  */
 export type Mutation<T> = (current: Readonly<T>) => T | undefined;
+
+/** One decision of the compare-and-put loop: an answer without writing, or writes and what to do once they commit. */
+type Step<R> = { done: R } | { writes: Write[]; commit: (revision: number) => R };
 
 const MAX_UPDATE_TRIES = 60;
 
@@ -262,18 +265,8 @@ export class Store {
   }
 
   /** Reads a job from etcd (linearizable), bypassing the cache. */
-  async fetchJob(id: string): Promise<Entry<Job> | undefined> {
-    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.job(id)) });
-    const kv = res.kvs[0];
-    if (!kv) return undefined;
-    const entry = {
-      value: decode(JobSchema, kv.value),
-      mod: Number(kv.mod_revision),
-      create: Number(kv.create_revision),
-      lease: String(kv.lease),
-    };
-    this.jobs.apply(id, entry);
-    return entry;
+  fetchJob(id: string): Promise<Entry<Job> | undefined> {
+    return this.readEntry(this.jobs, id, this.keys.job(id), JobSchema);
   }
 
   /**
@@ -299,22 +292,75 @@ export class Store {
     return next;
   }
 
-  private async tryUpdateJob(id: string, mutate: Mutation<Job>, fence: Compare[]): Promise<Job> {
-    let entry = this.jobs.entries.get(id) ?? (await this.fetchJob(id));
-    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+  private tryUpdateJob(id: string, mutate: Mutation<Job>, fence: Compare[]): Promise<Job> {
+    const key = this.keys.job(id);
+    return this.guaranteedUpdate(this.jobs, id, key, JobSchema, fence, `job ${id}`, "update", (entry): Step<Job> => {
       if (!entry) throw notFound(`job ${id} not found`);
       const next = mutate(entry.value);
-      if (!next) return entry.value;
-      const key = this.keys.job(id);
-      const out = await this.batcher.commit(
-        [{ key, target: "mod", revision: entry.mod }, ...fence],
-        [{ type: "put", key, value: encode(JobSchema, next) }],
-      );
-      if (out.ok) {
-        const written = { value: next, mod: out.revision, create: entry.create, lease: "0" };
-        this.jobs.apply(id, written);
-        return next;
+      if (!next) return { done: entry.value };
+      return {
+        writes: [{ type: "put", key, value: encode(JobSchema, next) }],
+        commit: (revision) => {
+          this.jobs.apply(id, { value: next, mod: revision, create: entry.create, lease: "0" });
+          return next;
+        },
+      };
+    });
+  }
+
+  /** Deletes a job (and its request id) if `check` accepts the current record. */
+  deleteJob(id: string, check: (job: Job) => void): Promise<void> {
+    const key = this.keys.job(id);
+    return this.guaranteedUpdate(this.jobs, id, key, JobSchema, [], `job ${id}`, "delete", (entry) => {
+      if (!entry) throw notFound(`job ${id} not found`);
+      check(entry.value);
+      const writes: Write[] = [{ type: "delete", key }];
+      if (entry.value.requestId) writes.push({ type: "delete", key: this.keys.reqid(entry.value.requestId) });
+      return { writes, commit: (revision) => this.jobs.applyDelete(id, revision) };
+    });
+  }
+
+  /**
+   * The one compare-and-put loop (Kubernetes' GuaranteedUpdate): `step` decides
+   * on the record as this replica has it; the write compares its mod revision
+   * (and the fence). A failed compare goes again on the record etcd returned.
+   * A step that refuses (throws) or changes nothing on the cached record is not
+   * trusted either: the cache may lag, so the record is re-read from etcd and,
+   * if it differs, the step runs again on it. Bounded by MAX_UPDATE_TRIES.
+   */
+  private async guaranteedUpdate<D extends DescMessage, R>(
+    cache: PrefixCache<MessageShape<D>>,
+    name: string,
+    key: string,
+    schema: D,
+    fence: Compare[],
+    what: string,
+    verb: string,
+    step: (entry: Entry<MessageShape<D>> | undefined) => Step<R>,
+  ): Promise<R> {
+    let entry = cache.entries.get(name);
+    let fresh = false;
+    const reread = async (): Promise<boolean> => {
+      const current = await this.readEntry(cache, name, key, schema);
+      fresh = true;
+      if ((current?.mod ?? 0) === (entry?.mod ?? 0)) return false;
+      entry = current;
+      return true;
+    };
+    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+      let next: Step<R>;
+      try {
+        next = step(entry);
+      } catch (err) {
+        if (!fresh && (await reread())) continue;
+        throw err;
       }
+      if ("done" in next) {
+        if (!fresh && (await reread())) continue;
+        return next.done;
+      }
+      const out = await this.batcher.commit([{ key, target: "mod", revision: entry?.mod ?? 0 }, ...fence], next.writes);
+      if (out.ok) return next.commit(out.revision);
       for (const f of fence) {
         const s = out.current.get(f.key);
         if ((f.target === "mod" ? (s?.mod ?? 0) : (s?.create ?? 0)) !== f.revision) {
@@ -322,31 +368,32 @@ export class Store {
         }
       }
       const s = out.current.get(key);
-      entry = s ? { value: decode(JobSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
-      if (entry) this.jobs.apply(id, entry);
+      entry = s ? { value: decode(schema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
+      fresh = true;
+      if (entry) cache.apply(name, entry);
       await backoff(i);
     }
-    throw new CrmsError("ABORTED", `job ${id} changed too often to update; retry`);
+    throw new CrmsError("ABORTED", `${what} changed too often to ${verb}; retry`);
   }
 
-  /** Deletes a job (and its request id) if `check` accepts the current record. */
-  async deleteJob(id: string, check: (job: Job) => void): Promise<void> {
-    let entry = this.jobs.entries.get(id) ?? (await this.fetchJob(id));
-    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
-      if (!entry) throw notFound(`job ${id} not found`);
-      check(entry.value);
-      const key = this.keys.job(id);
-      const writes: Write[] = [{ type: "delete", key }];
-      if (entry.value.requestId) writes.push({ type: "delete", key: this.keys.reqid(entry.value.requestId) });
-      const out = await this.batcher.commit([{ key, target: "mod", revision: entry.mod }], writes);
-      if (out.ok) {
-        this.jobs.applyDelete(id, out.revision);
-        return;
-      }
-      const s = out.current.get(key);
-      entry = s ? { value: decode(JobSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
-    }
-    throw new CrmsError("ABORTED", `job ${id} changed too often to delete; retry`);
+  /** Reads one record from etcd (linearizable) into its cache. */
+  private async readEntry<D extends DescMessage>(
+    cache: PrefixCache<MessageShape<D>>,
+    name: string,
+    key: string,
+    schema: D,
+  ): Promise<Entry<MessageShape<D>> | undefined> {
+    const res = await this.etcd.kv.range({ key: Buffer.from(key) });
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    const entry = {
+      value: decode(schema, kv.value),
+      mod: Number(kv.mod_revision),
+      create: Number(kv.create_revision),
+      lease: String(kv.lease),
+    };
+    cache.apply(name, entry);
+    return entry;
   }
 
   // ---- workers ----
@@ -361,30 +408,24 @@ export class Store {
    * bound to this replica's lease; a changed one keeps the lease it has unless
    * `rebind` is set (a new stream attached here).
    */
-  async updateWorker(
+  updateWorker(
     name: string,
     mutate: (w: Readonly<Worker> | undefined) => Worker | undefined,
     rebind = false,
   ): Promise<Worker | undefined> {
     const key = this.keys.worker(name);
-    let entry = this.workers.entries.get(name);
-    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+    return this.guaranteedUpdate(this.workers, name, key, WorkerSchema, [], `worker ${name}`, "update", (entry) => {
       const next = mutate(entry?.value);
-      if (!next) return entry?.value;
+      if (!next) return { done: entry?.value };
       const lease = !entry || rebind ? this.leaseId : entry.lease;
-      const out = await this.batcher.commit(
-        [{ key, target: "mod", revision: entry?.mod ?? 0 }],
-        [{ type: "put", key, value: encode(WorkerSchema, next), lease }],
-      );
-      if (out.ok) {
-        this.workers.apply(name, { value: next, mod: out.revision, create: entry?.create ?? out.revision, lease });
-        return next;
-      }
-      const s = out.current.get(key);
-      entry = s ? { value: decode(WorkerSchema, s.value), mod: s.mod, create: s.create, lease: s.lease } : undefined;
-      await backoff(i);
-    }
-    throw new CrmsError("ABORTED", `worker ${name} changed too often to update; retry`);
+      return {
+        writes: [{ type: "put", key, value: encode(WorkerSchema, next), lease }],
+        commit: (revision) => {
+          this.workers.apply(name, { value: next, mod: revision, create: entry?.create ?? revision, lease });
+          return next;
+        },
+      };
+    });
   }
 
   /** Deletes a worker record if it still has the mod revision `mod`. */
