@@ -236,3 +236,40 @@ test("the db-size trigger compacts and runs retention when etcd's db in use pass
     await etcd.stop();
   }
 });
+
+test("AdminService.Compact: a future, negative or already compacted revision is refused with crms's own message naming the valid range", async (t) => {
+  const cluster = await TestCluster.start();
+  try {
+    const c = cluster.client();
+    await c.submit({ command: ["true"], hold: true });
+    const failure = async (revision: bigint) => {
+      const err = await c.compact(revision).then(
+        () => undefined,
+        (e) => e,
+      );
+      t.truthy(err, `compact ${revision} was accepted`);
+      t.notRegex(err.details, /etcdserver|mvcc/, "etcd's text does not leak");
+      return { code: status[err.code], details: err.details as string };
+    };
+    const future = await failure(99_999_999n);
+    t.is(future.code, "OUT_OF_RANGE");
+    t.regex(future.details, /revision 99999999 is in the future.*current revision is \d+/);
+    const negative = await failure(-5n);
+    t.is(negative.code, "INVALID_ARGUMENT");
+    t.regex(negative.details, /-5/);
+    const done = await c.compact(0n);
+    t.true(done.revision > 1n);
+    await c.submit({ command: ["true"], hold: true });
+    const below = await failure(done.revision - 1n);
+    t.is(below.code, "OUT_OF_RANGE");
+    t.regex(below.details, new RegExp(`already compacted.*from ${done.revision + 1n} to \\d+`));
+    t.is(
+      status[(await c.compact(done.revision).catch((e) => e)).code],
+      "OUT_OF_RANGE",
+      "the compacted revision itself",
+    );
+    t.true((await c.compact(0n)).revision > done.revision, "0 still compacts to the current revision");
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -1,7 +1,7 @@
 /** AdminService handlers: etcd members, quota and alarms, cluster counts, and maintenance. */
 import { JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
-import { compact, defragment, disarmAlarms, recover } from "../store/maintenance.js";
+import { compactOnRequest, defragment, disarmAlarms, recover } from "../store/maintenance.js";
 import type { Retention } from "../store/retention.js";
 import { memberStatus } from "../store/status.js";
 import type { ServiceDeps } from "./context.js";
@@ -42,7 +42,7 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
     },
 
     async compact(req: { revision: bigint }) {
-      const revision = await compact(store, Number(req.revision));
+      const revision = await compactOnRequest(store, Number(req.revision));
       log.info("compacted etcd on request", { revision });
       return { revision: BigInt(revision) };
     },

@@ -3,6 +3,7 @@
  * alarms, and recovery from NOSPACE (compact, defragment each member, disarm,
  * then prove a write works), as GoCRMS's author needed and could not do.
  */
+import { CrmsError, invalid, toCrmsError } from "./errors.js";
 import { runRetention } from "./retention.js";
 import { memberStatus } from "./status.js";
 import type { Store } from "./store.js";
@@ -14,9 +15,59 @@ export async function compact(store: Store, revision = 0): Promise<number> {
     await store.etcd.kv.compact({ revision: target, physical: true });
   } catch (err) {
     // Already compacted that far: nothing to do.
-    if (!/required revision has been compacted/.test(String(err))) throw err;
+    if (toCrmsError(err).code !== "OUT_OF_RANGE") throw err;
   }
   return target;
+}
+
+/**
+ * Compaction asked for by an operator (AdminService.Compact): unlike `compact`,
+ * a revision outside what etcd can compact to is refused, naming the range:
+ * past the last compaction, up to the current revision (0: the current one).
+ */
+export async function compactOnRequest(store: Store, revision: number): Promise<number> {
+  if (!Number.isSafeInteger(revision) || revision < 0) {
+    throw invalid(`revision ${revision} is not a revision: give a positive revision, or 0 for the current one`);
+  }
+  const head = await store.revision();
+  if (revision > head) {
+    throw new CrmsError(
+      "OUT_OF_RANGE",
+      `revision ${revision} is in the future: the current revision is ${head}; compact to at most ${head} (0: the current revision)`,
+    );
+  }
+  if (revision === 0) return compact(store, head);
+  try {
+    await store.etcd.kv.compact({ revision, physical: true });
+    return revision;
+  } catch (err) {
+    if (toCrmsError(err).code !== "OUT_OF_RANGE") throw err;
+    const from = (await compactedRevision(store, head)) + 1;
+    throw new CrmsError(
+      "OUT_OF_RANGE",
+      `revision ${revision} is already compacted: compact to a revision from ${from} to ${head} (0: the current revision)`,
+    );
+  }
+}
+
+/** The revision etcd last compacted to (0 if never): the oldest revision still readable, found by bisection. */
+async function compactedRevision(store: Store, head: number): Promise<number> {
+  const readable = (revision: number) =>
+    store.etcd.kv.range({ key: Buffer.from(store.keys.idseq), revision, count_only: true }).then(
+      () => true,
+      (err) => {
+        if (toCrmsError(err).code === "OUT_OF_RANGE") return false;
+        throw err;
+      },
+    );
+  let lo = 1;
+  let hi = head;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (await readable(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo === 1 && (await readable(1)) ? 0 : lo;
 }
 
 /** Defragments every member in turn (never all at once), so the cluster keeps serving. */
