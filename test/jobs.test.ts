@@ -2,7 +2,7 @@ import { status } from "@grpc/grpc-js";
 import anyTest, { type TestFn } from "ava";
 import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { ServiceTransport } from "../clients/typescript/src/transport.js";
-import { JobState, WatchEventType } from "../gen/crms/v1/job_pb.js";
+import { type DependencyCondition, JobState, WatchEventType } from "../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../gen/crms/v1/worker_pb.js";
 import { TestCluster } from "./helpers/cluster.js";
 
@@ -177,6 +177,44 @@ test.serial("bad input gets the right status code and changes nothing", async (t
   t.is(cluster.server.store.worker("neg"), undefined);
   t.is(cluster.server.store.jobs.entries.size, before);
 });
+
+test.serial(
+  "one validator per field kind: unknown enums, foreign page tokens and negative revisions are INVALID_ARGUMENT, saying what is wrong",
+  async (t) => {
+    const { c } = t.context;
+    const refusal = async (p: Promise<unknown>) => {
+      const err = (await p.then(
+        () => undefined,
+        (e) => e,
+      )) as { code: number; details: string } | undefined;
+      return err ? `${status[err.code]}: ${err.details}` : "OK";
+    };
+    for (const state of [99, -1]) {
+      t.regex(
+        await refusal(c.listJobs({ states: [state] })),
+        new RegExp(`^INVALID_ARGUMENT: states: ${state} is not a JobState`),
+      );
+    }
+    t.regex(
+      await refusal(c.listJobs({ pageToken: "Mg==" })),
+      /^INVALID_ARGUMENT: page_token "Mg==" is not a page token/,
+    );
+    t.notRegex(await refusal(c.listJobs({ pageToken: "Mg==" })), /job id/);
+    t.regex(await refusal(c.listWorkers(0, "!!")), /^INVALID_ARGUMENT: page_token "!!" is not a page token/);
+    const watch = async (afterRevision: bigint) => {
+      for await (const _ of c.watchJobs([], { afterRevision })) return "OK";
+      return "ended";
+    };
+    t.regex(await refusal(watch(-5n)), /^INVALID_ARGUMENT: after_revision -5 is not a revision/);
+    t.regex(
+      await refusal(c.submit({ command: ["true"], after: [{ jobId: "1", condition: 7 as DependencyCondition }] })),
+      /^INVALID_ARGUMENT: after.*7 is not a DependencyCondition/,
+    );
+    // Valid values still pass.
+    t.is(await refusal(c.listJobs({ states: [JobState.HELD] })), "OK");
+    t.is(await refusal(c.listWorkers(0, "some-worker")), "OK");
+  },
+);
 
 test("a pending job can be deleted only once finished, and jobs list in id order with pages", async (t) => {
   const { c } = t.context;

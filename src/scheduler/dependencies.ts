@@ -37,15 +37,6 @@ export function parseAfter(text: string): { jobId: string; condition: Dependency
   return { jobId, condition };
 }
 
-/** Checks the form and count of dependencies at submit. */
-export function checkDependencies(after: Dependency[]): void {
-  if (after.length > MAX_DEPENDENCIES) throw invalid(`after: at most ${MAX_DEPENDENCIES} dependencies`);
-  for (const d of after) {
-    if (!/^[1-9][0-9]{0,15}$/.test(d.jobId)) throw invalid(`after: ${JSON.stringify(d.jobId)} is not a job id`);
-    if (!(d.condition in DependencyCondition)) throw invalid(`after: unknown condition ${d.condition} for ${d.jobId}`);
-  }
-}
-
 /**
  * Once the new job's id is known: refuses a dependency on that id or a later
  * one (that is, or could become, a cycle) with INVALID_ARGUMENT, then any

@@ -5,6 +5,7 @@ import { compactOnRequest, defragment, disarmAlarms, recover } from "../store/ma
 import type { Retention } from "../store/retention.js";
 import { memberStatus } from "../store/status.js";
 import type { ServiceDeps } from "./context.js";
+import { checkRevision } from "./validate.js";
 
 export function createAdminService(deps: ServiceDeps, retention: Retention) {
   const { store, log } = deps;
@@ -42,6 +43,7 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
     },
 
     async compact(req: { revision: bigint }) {
+      checkRevision("revision", req.revision, "the current revision");
       const revision = await compactOnRequest(store, Number(req.revision));
       log.info("compacted etcd on request", { revision });
       return { revision: BigInt(revision) };

@@ -5,6 +5,7 @@ import {
   type GetJobRequest,
   type Job,
   JobState,
+  JobStateSchema,
   type KillJobRequest,
   type ListJobsRequest,
   OutputStream,
@@ -20,14 +21,25 @@ import {
 import { checkOwner, stampOwner } from "../auth/ownership.js";
 import { isFinal } from "../rpc/states.js";
 import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
-import { checkDependencies, checkNoCycle, evaluate } from "../scheduler/dependencies.js";
+import { checkNoCycle, evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
 import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";
-import { checkArray, checkJobId, checkSpec, checkWatchIds, checkWorkerName, pageSize } from "./validate.js";
+import {
+  checkArray,
+  checkDependencies,
+  checkEnum,
+  checkJobId,
+  checkPageToken,
+  checkRevision,
+  checkSpec,
+  checkWatchIds,
+  checkWorkerName,
+  pageSize,
+} from "./validate.js";
 
 /**
  * Why live output is not served here: a run's output is read over its
@@ -152,9 +164,10 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
     async listJobs(req: ListJobsRequest) {
       const size = pageSize(req.pageSize);
-      if (req.pageToken) checkJobId(req.pageToken);
+      checkPageToken(req.pageToken, "ListJobs");
       if (req.worker) checkWorkerName(req.worker);
-      if (req.arrayParent) checkJobId(req.arrayParent);
+      if (req.arrayParent) checkJobId(req.arrayParent, "array_parent");
+      for (const s of req.states) checkEnum("states", s, JobStateSchema);
       const states = new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED));
       const ids = store.jobIndex.orderedIds();
       const jobs: Job[] = [];
@@ -176,6 +189,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
     watchJobs(req: WatchJobsRequest, ctx: CallContext): AsyncIterable<WatchJobsResponse> {
       checkWatchIds(req.ids);
+      checkRevision("after_revision", req.afterRevision, "the current jobs, then changes");
       const ids = new Set(req.ids);
       const wanted = (id: string) => ids.size === 0 || ids.has(id);
       const q = new AsyncQueue<WatchJobsResponse>();

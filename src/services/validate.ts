@@ -1,6 +1,8 @@
 /** Input checks with the limits the contract documents; all fail with INVALID_ARGUMENT. */
-import type { JobSpec } from "../../gen/crms/v1/job_pb.js";
+import type { DescEnum } from "@bufbuild/protobuf";
+import { type Dependency, DependencyConditionSchema, type JobSpec } from "../../gen/crms/v1/job_pb.js";
 import { MAX_ARRAY_TASKS } from "../scheduler/arrays.js";
+import { MAX_DEPENDENCIES } from "../scheduler/dependencies.js";
 import { invalid } from "../store/errors.js";
 
 export const LIMITS = {
@@ -61,9 +63,37 @@ export function checkWorkerName(name: string, what = "worker name"): void {
 }
 
 /** Checks a job id's form (NOT_FOUND comes later for well-formed unknown ids). */
-export function checkJobId(id: string): void {
-  if (!id) throw invalid("job id is required");
-  if (!JOB_ID.test(id)) throw invalid(`job id ${JSON.stringify(id.slice(0, 40))} is not a job id (decimal digits)`);
+export function checkJobId(id: string, what = "job id"): void {
+  if (!id) throw invalid(`${what} is required`);
+  if (!JOB_ID.test(id)) throw invalid(`${what} ${JSON.stringify(id.slice(0, 40))} is not a job id (decimal digits)`);
+}
+
+/** Checks an enum field: a value the contract does not define is refused, naming the ones it does. */
+export function checkEnum(what: string, value: number, schema: DescEnum): void {
+  if (schema.values.some((v) => v.number === value)) return;
+  const known = schema.values.map((v) => `${v.number} (${v.name})`).join(", ");
+  throw invalid(`${what}: ${value} is not a ${schema.name}; one of ${known}`);
+}
+
+/**
+ * Checks a page token: only a next_page_token this RPC gave (ListJobs: a job
+ * id; ListWorkers: a worker name) is one; the message talks about tokens, not ids.
+ */
+export function checkPageToken(token: string, rpc: "ListJobs" | "ListWorkers"): void {
+  if (!token) return;
+  const ok = rpc === "ListJobs" ? JOB_ID.test(token) : SAFE_NAME.test(token) && bytes(token) <= LIMITS.workerNameBytes;
+  if (!ok) {
+    throw invalid(
+      `page_token ${JSON.stringify(token.slice(0, 40))} is not a page token from ${rpc}: pass next_page_token as it was returned, or none for the first page`,
+    );
+  }
+}
+
+/** Checks a revision field: 0 or a positive etcd revision. */
+export function checkRevision(what: string, revision: bigint, zero: string): void {
+  if (revision < 0n || revision > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw invalid(`${what} ${revision} is not a revision: give 0 (${zero}) or a revision crms reported`);
+  }
 }
 
 /** Checks a submitted spec against the limits. */
@@ -96,6 +126,15 @@ export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec
   if (bytes(requestId) > LIMITS.requestIdBytes) throw invalid(`request_id: at most ${LIMITS.requestIdBytes} bytes`);
   if (requestId.includes("/")) throw invalid("request_id must not contain '/'");
   return spec;
+}
+
+/** Checks the form and count of a submit's dependencies (`after`). */
+export function checkDependencies(after: Dependency[]): void {
+  if (after.length > MAX_DEPENDENCIES) throw invalid(`after: at most ${MAX_DEPENDENCIES} dependencies`);
+  for (const d of after) {
+    checkJobId(d.jobId, "after: job id");
+    checkEnum(`after: condition for job ${d.jobId}`, d.condition, DependencyConditionSchema);
+  }
 }
 
 /** Checks an array spec: a non-empty range of at most MAX_ARRAY_TASKS indexes. */

@@ -17,7 +17,7 @@ import { notFound, precondition } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";
-import { checkWorkerName, pageSize } from "./validate.js";
+import { checkPageToken, checkWorkerName, pageSize } from "./validate.js";
 
 export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {
   const { store } = deps;
@@ -48,6 +48,7 @@ export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {
 
     async listWorkers(req: ListWorkersRequest) {
       const size = pageSize(req.pageSize);
+      checkPageToken(req.pageToken, "ListWorkers");
       const names = [...store.workers.entries.keys()].sort();
       const start = req.pageToken ? names.findIndex((n) => n > req.pageToken) : 0;
       const from = start < 0 ? names.length : start;

@@ -3,7 +3,7 @@
  * alarms, and recovery from NOSPACE (compact, defragment each member, disarm,
  * then prove a write works), as GoCRMS's author needed and could not do.
  */
-import { CrmsError, invalid, toCrmsError } from "./errors.js";
+import { CrmsError, toCrmsError } from "./errors.js";
 import { runRetention } from "./retention.js";
 import { memberStatus } from "./status.js";
 import type { Store } from "./store.js";
@@ -26,9 +26,6 @@ export async function compact(store: Store, revision = 0): Promise<number> {
  * past the last compaction, up to the current revision (0: the current one).
  */
 export async function compactOnRequest(store: Store, revision: number): Promise<number> {
-  if (!Number.isSafeInteger(revision) || revision < 0) {
-    throw invalid(`revision ${revision} is not a revision: give a positive revision, or 0 for the current one`);
-  }
   const head = await store.revision();
   if (revision > head) {
     throw new CrmsError(

@@ -6,8 +6,15 @@
  */
 import { type DescMessage, type DescService, fromBinary, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
-import { JobService, JobState, type SubmitJobRequest } from "../../gen/crms/v1/job_pb.js";
-import { type AttachRequest, WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import {
+  JobService,
+  JobState,
+  JobStateSchema,
+  type ListJobsRequest,
+  type SubmitJobRequest,
+  type WatchJobsRequest,
+} from "../../gen/crms/v1/job_pb.js";
+import { type AttachRequest, type ListWorkersRequest, WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import {
   cat,
   type Data,
@@ -155,6 +162,43 @@ export function submitViolation(req: SubmitJobRequest): string | undefined {
   if (s.targetWorker && !contractWorkerName(s.targetWorker)) return "target worker is not a worker name";
   if (NUL(req.requestId)) return "NUL in request_id";
   if (bytesOf(req.requestId) > 128) return "request_id over 128 bytes";
+  return undefined;
+}
+
+const JOB_ID_FORM = /^[1-9][0-9]{0,15}$/;
+const JOB_STATES = new Set(JobStateSchema.values.map((v) => v.number));
+
+/**
+ * Why a read request is invalid by the contract alone (its .proto comments:
+ * enum values it defines, page tokens it gave, revisions that are not negative,
+ * the documented limits), or undefined. Such a request must be refused with
+ * INVALID_ARGUMENT: never answered OK, nor with an empty page.
+ */
+export function readViolation(rpcName: string, d: Record<string, unknown>): string | undefined {
+  switch (rpcName) {
+    case "ListJobs": {
+      const r = d as unknown as ListJobsRequest;
+      if (r.states.some((s) => !JOB_STATES.has(s))) return "unknown JobState";
+      if (r.pageToken && !JOB_ID_FORM.test(r.pageToken)) return "page token ListJobs never gives";
+      if (r.pageSize > 1000) return "page_size over 1,000";
+      if (r.worker && !contractWorkerName(r.worker)) return "worker is not a worker name";
+      if (r.arrayParent && !JOB_ID_FORM.test(r.arrayParent)) return "array_parent is not a job id";
+      return undefined;
+    }
+    case "ListWorkers": {
+      const r = d as unknown as ListWorkersRequest;
+      if (r.pageToken && !contractWorkerName(r.pageToken)) return "page token ListWorkers never gives";
+      if (r.pageSize > 1000) return "page_size over 1,000";
+      return undefined;
+    }
+    case "WatchJobs": {
+      const r = d as unknown as WatchJobsRequest;
+      if (r.afterRevision < 0n) return "negative after_revision";
+      if (r.ids.length > 10_000) return "more than 10,000 ids";
+      if (r.ids.some((id) => !JOB_ID_FORM.test(id))) return "an id that is not a job id";
+      return undefined;
+    }
+  }
   return undefined;
 }
 
@@ -422,9 +466,12 @@ function listJobsHostile(rng: Rng, known: Known): Buffer {
     parts.push(repeat(n, () => fmap(3, hostileText(rng), hostileText(rng))));
   }
   if (rng.bool(0.5)) parts.push(fv(4, extreme(rng)));
-  if (rng.bool(0.4)) parts.push(fl(5, hostileId(rng, known)));
+  if (rng.bool(0.4)) parts.push(fl(5, rng.bool(0.8) ? hostileId(rng, known) : rng.pick(FOREIGN_TOKENS)));
   return cat(...shuffle(rng, parts));
 }
+
+/** Page tokens no crms RPC gives: base64 (other APIs' style), punctuation, a worker name for ListJobs. */
+const FOREIGN_TOKENS = ["Mg==", "!!", "eyJpZCI6Mn0", "-1", "0", "w1", "..", "."];
 
 function watchJobsHostile(rng: Rng, known: Known): Buffer {
   const parts: Buffer[] = [];
@@ -517,7 +564,7 @@ export function structured(rpc: Rpc, rng: Rng, known: Known): Buffer {
     case "ListWorkers": {
       const parts: Buffer[] = [];
       if (rng.bool(0.7)) parts.push(fv(1, extreme(rng)));
-      if (rng.bool(0.6)) parts.push(fl(2, hostileName(rng, known)));
+      if (rng.bool(0.6)) parts.push(fl(2, rng.bool(0.8) ? hostileName(rng, known) : rng.pick(FOREIGN_TOKENS)));
       return cat(...shuffle(rng, parts));
     }
     case "GetWorker":
