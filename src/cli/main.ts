@@ -590,19 +590,25 @@ async function worker(args: string[]): Promise<number> {
   }
   const { defaultDataDir } = await import("./paths.js");
   const name = (v.name as string) ?? hostname();
-  const w = createWorker({
-    name,
-    slots: int(v.slots, "--slots", cpus().length),
-    servers: ((v.server as string) ?? defaultServer()).split(","),
-    labels: keyValues(v.label, "--label"),
-    dataDir: (v["data-dir"] as string) ?? defaultDataDir(`worker-${name}`),
-    version: VERSION,
-    ...security,
-    ...(runAs ? { runAs } : {}),
-  });
+  let w: ReturnType<typeof createWorker>;
+  try {
+    w = createWorker({
+      name,
+      slots: int(v.slots, "--slots", cpus().length),
+      servers: ((v.server as string) ?? defaultServer()).split(","),
+      labels: keyValues(v.label, "--label"),
+      dataDir: (v["data-dir"] as string) ?? defaultDataDir(`worker-${name}`),
+      version: VERSION,
+      ...security,
+      ...(runAs ? { runAs } : {}),
+    });
+  } catch (err) {
+    throw new CliError(`--name: ${(err as Error).message}`, 2);
+  }
   await w.start();
   const sig = await Promise.race([untilSignal(), w.stopped.then(() => "stopped")]);
   if (sig !== "stopped") await w.stop({ killRuns: true });
+  if (w.refusal) throw new CliError(w.refusal, 1);
   return 0;
 }
 

@@ -1,6 +1,7 @@
 /** Input checks with the limits the contract documents; all fail with INVALID_ARGUMENT. */
 import type { DescEnum } from "@bufbuild/protobuf";
 import { type Dependency, DependencyConditionSchema, type JobSpec } from "../../gen/crms/v1/job_pb.js";
+import { WORKER_NAME_MAX_BYTES, workerNameProblem } from "../rpc/names.js";
 import { MAX_ARRAY_TASKS } from "../scheduler/arrays.js";
 import { MAX_DEPENDENCIES } from "../scheduler/dependencies.js";
 import { invalid } from "../store/errors.js";
@@ -14,13 +15,12 @@ export const LIMITS = {
   labelBytes: 4096,
   nameBytes: 256,
   requestIdBytes: 128,
-  workerNameBytes: 128,
+  workerNameBytes: WORKER_NAME_MAX_BYTES,
   slots: 100_000,
   pageSize: 1000,
   watchIds: 10_000,
 } as const;
 
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const JOB_ID = /^[1-9][0-9]{0,15}$/;
 const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
@@ -53,13 +53,10 @@ function checkMap(
   if (total > maxBytes) throw invalid(`${what}: at most ${maxBytes} bytes in total (got ${total})`);
 }
 
-/** Checks a worker name: safe characters, bounded length. */
+/** Checks a worker name: safe characters, bounded length (the rule the workers check too). */
 export function checkWorkerName(name: string, what = "worker name"): void {
-  if (!name) throw invalid(`${what} is required`);
-  noNul(what, name);
-  if (bytes(name) > LIMITS.workerNameBytes) throw invalid(`${what} is longer than ${LIMITS.workerNameBytes} bytes`);
-  if (!SAFE_NAME.test(name))
-    throw invalid(`${what} ${JSON.stringify(name)} may hold only letters, digits, '.', '_' and '-'`);
+  const problem = workerNameProblem(name);
+  if (problem) throw invalid(name ? `${what} ${JSON.stringify(name.slice(0, 40))} ${problem}` : `${what} ${problem}`);
 }
 
 /** Checks a job id's form (NOT_FOUND comes later for well-formed unknown ids). */
@@ -81,7 +78,7 @@ export function checkEnum(what: string, value: number, schema: DescEnum): void {
  */
 export function checkPageToken(token: string, rpc: "ListJobs" | "ListWorkers"): void {
   if (!token) return;
-  const ok = rpc === "ListJobs" ? JOB_ID.test(token) : SAFE_NAME.test(token) && bytes(token) <= LIMITS.workerNameBytes;
+  const ok = rpc === "ListJobs" ? JOB_ID.test(token) : workerNameProblem(token) === undefined;
   if (!ok) {
     throw invalid(
       `page_token ${JSON.stringify(token.slice(0, 40))} is not a page token from ${rpc}: pass next_page_token as it was returned, or none for the first page`,

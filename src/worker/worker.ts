@@ -25,6 +25,7 @@ import {
   type Welcome,
   WorkerService,
 } from "../../gen/crms/v1/worker_pb.js";
+import { workerNameProblem } from "../rpc/names.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
 
@@ -136,6 +137,9 @@ interface Session {
 const keyOf = (jobId: string, attempt: number): string => `${jobId}#${attempt}`;
 const label = (jobId: string, attempt: number): string => `job ${jobId} attempt ${attempt}`;
 
+/** Attach answers that retrying cannot change. */
+const FINAL_CODES = new Set<number>([3 /* INVALID_ARGUMENT */, 7 /* PERMISSION_DENIED */]);
+
 function errorText(err: unknown): string {
   if (err && typeof err === "object" && "details" in err && typeof err.details === "string" && err.details) {
     const code = "code" in err ? ` (code ${String(err.code)})` : "";
@@ -160,6 +164,12 @@ export class Worker extends EventEmitter {
   readonly name: string;
   /** Resolves once the worker is STOPPED (by stop() or a Shutdown from the control plane). */
   readonly stopped: Promise<void>;
+  /**
+   * Set when Attach was answered INVALID_ARGUMENT or PERMISSION_DENIED (a bad
+   * name or slots, a token for another worker): retrying cannot help, so the
+   * worker stops and says why here.
+   */
+  refusal: string | undefined;
 
   readonly #options: WorkerOptions;
   readonly #log: (line: string, level: LogLevel) => void;
@@ -182,7 +192,9 @@ export class Worker extends EventEmitter {
 
   constructor(options: WorkerOptions) {
     super();
-    if (!options.name) throw new Error("worker name is empty");
+    // The server's rule, checked before anything is created (the data directory is named after it).
+    const problem = workerNameProblem(options.name);
+    if (problem) throw new Error(`worker name ${JSON.stringify(options.name)} ${problem}`);
     if (!Number.isInteger(options.slots) || options.slots < 1) throw new Error(`invalid slots: ${options.slots}`);
     if (options.servers.length === 0) throw new Error("no server address given");
     this.#options = options;
@@ -334,7 +346,17 @@ export class Worker extends EventEmitter {
   // --- session -------------------------------------------------------------
 
   #wantsConnection(): boolean {
-    return !this.#closing && this.#state !== "INITIALIZED" && this.#state !== "STOPPED";
+    return !this.#closing && !this.refusal && this.#state !== "INITIALIZED" && this.#state !== "STOPPED";
+  }
+
+  /** The control plane refused this worker for good: no reconnect, stop (killing runs), keep the reason. */
+  #refused(session: Session, err: unknown): void {
+    if (this.refusal) return;
+    this.refusal = `${session.target} refused this worker: ${errorText(err)}; not retrying`;
+    this.#log(this.refusal, "info");
+    if (this.#state !== "STOPPING" && this.#state !== "STOPPED") {
+      void this.stop({ killRuns: true, reason: "refused by the control plane" });
+    }
   }
 
   #transportFor(target: string): ServiceTransport {
@@ -377,7 +399,10 @@ export class Worker extends EventEmitter {
         this.#log(`error handling ${msg.msg.case ?? "empty"} message: ${errorText(err)}`, "info");
       }
     });
-    call.on("error", (err) => this.#onSessionEnd(session, errorText(err)));
+    call.on("error", (err) => {
+      if (FINAL_CODES.has((err as { code?: number }).code ?? -1)) this.#refused(session, err);
+      this.#onSessionEnd(session, errorText(err));
+    });
     call.on("end", () => this.#onSessionEnd(session, "stream ended by the server"));
     session.welcomeTimer = setTimeout(() => {
       this.#log(`no Welcome from ${target} within ${this.#welcomeTimeoutMs()} ms`, "info");

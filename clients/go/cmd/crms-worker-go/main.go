@@ -106,6 +106,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "crms-worker-go: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	// The server's rule, checked before anything is created (the data directory is named after it).
+	if err := worker.ValidateName(*name); err != nil {
+		fmt.Fprintf(stderr, "crms-worker-go: --name: %v\n", err)
+		return 2
+	}
 	dir := *dataDir
 	if dir == "" {
 		dir = filepath.Join(stateDir(), "worker-"+*name)
@@ -179,6 +184,10 @@ func run(args []string, stderr io.Writer) int {
 		}()
 		w.Stop(true, "worker stopped by "+sig.String())
 	case <-w.Stopped():
+	}
+	if why := w.Refusal(); why != "" {
+		fmt.Fprintf(stderr, "crms-worker-go: %s\n", why)
+		return 1
 	}
 	return 0
 }

@@ -42,3 +42,22 @@ func TestRunAsAUserWhoCannotReachTheDataDirectoryIsRefused(t *testing.T) {
 		t.Errorf("the data directory was not made: %v", err)
 	}
 }
+
+func TestAnInvalidNameCreatesNothingAndExitsWithTheReason(t *testing.T) {
+	for name, why := range map[string]string{
+		"x/../../escape": `contains '/'`,
+		"a/b":            `contains '/'`,
+		"..":             `'.' and '..'`,
+	} {
+		base := t.TempDir()
+		t.Setenv("CRMS_HOME", filepath.Join(base, "home"))
+		var stderr strings.Builder
+		code := run([]string{"--name", name, "--server", "localhost:1"}, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), why) {
+			t.Errorf("--name %q: exit code %d, stderr %q; want 2 and %q", name, code, stderr.String(), why)
+		}
+		if entries, _ := os.ReadDir(base); len(entries) != 0 {
+			t.Errorf("--name %q created %v under %s", name, entries, base)
+		}
+	}
+}

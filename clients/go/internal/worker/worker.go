@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	crmsv1 "github.com/crms-dev/crms/clients/go/gen/crms/v1"
 	"github.com/crms-dev/crms/clients/go/internal/replicas"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -113,6 +115,7 @@ type Worker struct {
 	sessionCount   int
 	replicas       *replicas.Set // one connection per server, made by Start
 	stopDone       chan struct{} // closed when STOPPED
+	refusal        string        // why the control plane refused this worker for good, if it did
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -160,10 +163,51 @@ func errorText(err error) string {
 	return err.Error()
 }
 
+// nameChars are the characters a worker name may hold (worker.proto).
+var nameChars = regexp.MustCompile(`^[A-Za-z0-9._-]$`)
+
+// ValidateName checks a worker name by the control plane's rule (1 to 128
+// bytes of letters, digits, '.', '_' and '-', starting with a letter or a
+// digit), so that a worker never creates a directory for a name the server
+// refuses. The error says what is wrong.
+func ValidateName(name string) error {
+	problem := ""
+	switch {
+	case name == "":
+		problem = "is required"
+	case len(name) > 128:
+		problem = "is longer than 128 bytes"
+	case name == "." || name == "..":
+		problem = "is not a name ('.' and '..' are directory references)"
+	default:
+		for _, c := range name {
+			if !nameChars.MatchString(string(c)) {
+				problem = fmt.Sprintf("contains %q: a name may hold only letters, digits, '.', '_' and '-'", c)
+				break
+			}
+		}
+		if first := name[0]; problem == "" && (first == '.' || first == '_' || first == '-') {
+			problem = "must start with a letter or a digit"
+		}
+	}
+	if problem == "" {
+		return nil
+	}
+	return fmt.Errorf("worker name %q %s", name, problem)
+}
+
+// Refusal is why the control plane refused this worker for good (Attach
+// answered INVALID_ARGUMENT or PERMISSION_DENIED), or "" if it did not.
+func (w *Worker) Refusal() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.refusal
+}
+
 // New checks the options and makes a worker; Start connects it.
 func New(opts Options) (*Worker, error) {
-	if opts.Name == "" {
-		return nil, errors.New("worker name is empty")
+	if err := ValidateName(opts.Name); err != nil {
+		return nil, err
 	}
 	if opts.Slots < 1 {
 		return nil, fmt.Errorf("invalid slots: %d", opts.Slots)
@@ -425,7 +469,7 @@ func (w *Worker) waitFor(pred func() bool, timeout time.Duration) bool {
 // --- sessions ----------------------------------------------------------------
 
 func (w *Worker) wantsConnectionLocked() bool {
-	return !w.closing && w.state != StateInitialized && w.state != StateStopped
+	return !w.closing && w.refusal == "" && w.state != StateInitialized && w.state != StateStopped
 }
 
 // connectLoop runs one session after another, each on the server after
@@ -519,6 +563,9 @@ func (w *Worker) runSession(target string, conn *grpc.ClientConn) bool {
 				why = "stream ended by the server"
 			} else {
 				why = errorText(err)
+				if code := status.Code(err); code == codes.InvalidArgument || code == codes.PermissionDenied {
+					w.refused(target, why)
+				}
 			}
 			break
 		}
@@ -526,6 +573,20 @@ func (w *Worker) runSession(target string, conn *grpc.ClientConn) bool {
 	}
 	welcomeTimer.Stop()
 	return w.endSession(s, why)
+}
+
+// refused records that the control plane refused this worker for good (no
+// retry can change it) and stops the worker, killing its runs.
+func (w *Worker) refused(target, why string) {
+	w.mu.Lock()
+	if w.refusal != "" {
+		w.mu.Unlock()
+		return
+	}
+	w.refusal = fmt.Sprintf("%s refused this worker: %s; not retrying", target, why)
+	w.mu.Unlock()
+	w.logf("%s", w.Refusal())
+	go w.Stop(true, "refused by the control plane")
 }
 
 func (w *Worker) endSession(s *session, why string) bool {

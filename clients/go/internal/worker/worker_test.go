@@ -7,6 +7,7 @@ package worker
 import (
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -334,4 +335,52 @@ func TestFailoverAndPendingReports(t *testing.T) {
 		t.Fatalf("finished %v", fin)
 	}
 	s.send <- ack("5", 1)
+}
+
+func TestAttachRefusedWithInvalidArgumentOrPermissionDeniedIsFinal(t *testing.T) {
+	for _, code := range []codes.Code{codes.InvalidArgument, codes.PermissionDenied} {
+		t.Run(code.String(), func(t *testing.T) {
+			f, addr := startFake(t)
+			w := newTestWorker(t, addr)
+			s := f.next(t)
+			expect(t, s, hello)
+			s.end <- status.Error(code, "the server's reason")
+			select {
+			case <-w.Stopped():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the worker did not stop after a final refusal")
+			}
+			if got := w.Refusal(); !strings.Contains(got, "the server's reason") || !strings.Contains(got, "not retrying") {
+				t.Errorf("Refusal() = %q", got)
+			}
+			select {
+			case <-f.sessions:
+				t.Error("the worker attached again after a final refusal")
+			case <-time.After(1 * time.Second):
+			}
+		})
+	}
+}
+
+func TestANameTheServerWouldRefuseIsRefusedBeforeAnythingIsMade(t *testing.T) {
+	for name, want := range map[string]string{
+		"a/b":                    `contains '/'`,
+		"x/../../escape":         `contains '/'`,
+		"..":                     `'.' and '..'`,
+		".hidden":                "must start with a letter or a digit",
+		"":                       "is required",
+		"ok-name.1_2":            "",
+		strings.Repeat("n", 129): "longer than 128 bytes",
+	} {
+		err := ValidateName(name)
+		if want == "" {
+			if err != nil {
+				t.Errorf("ValidateName(%q) = %v; want nil", name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateName(%q) = %v; want an error containing %q", name, err, want)
+		}
+	}
 }
