@@ -1,9 +1,11 @@
 /**
  * A cap on the streams one client holds open at once (watches, output
  * follows, Attach), so that one client cannot exhaust the replica's memory
- * and file descriptors. A client is its token's identity when authenticated,
- * else its IP address. Workers' Attach streams do not count (one per worker
- * name; many workers may share an address).
+ * and file descriptors. A client is its token's identity when authenticated
+ * (across all its connections), else its connection (peer address and port):
+ * counting anonymous clients by IP would let one local process at the cap
+ * block every other local user. Workers' Attach streams do not count (one per
+ * worker name; many workers may share an address).
  */
 
 import type { CallContext } from "../services/context.js";
@@ -12,12 +14,10 @@ import { CrmsError } from "../store/errors.js";
 /** Default cap per client. */
 export const DEFAULT_MAX_STREAMS_PER_CLIENT = 1000;
 
-/** The client a call counts against: "token:NAME" or "ip:ADDRESS". */
+/** The client a call counts against: "token:NAME", or "conn:ADDRESS:PORT" without a token. */
 export function clientKey(ctx: CallContext): string {
   if (ctx.identity) return `token:${ctx.identity.name}`;
-  const peer = ctx.peer.replace(/^ipv[46]:/, "");
-  const host = peer.startsWith("[") ? peer.slice(1, peer.indexOf("]")) : peer.slice(0, peer.lastIndexOf(":"));
-  return `ip:${host || peer}`;
+  return `conn:${ctx.peer.replace(/^ipv[46]:/, "")}`;
 }
 
 export class StreamLimiter {
@@ -30,9 +30,12 @@ export class StreamLimiter {
     const key = clientKey(ctx);
     const n = this.open.get(key) ?? 0;
     if (n >= this.max) {
+      const [kind, who] = key.startsWith("token:")
+        ? ["token", `token ${key.slice(6)}`]
+        : ["connection", `this connection (${key.slice(5)})`];
       throw new CrmsError(
         "RESOURCE_EXHAUSTED",
-        `too many open streams: ${key.replace(/^[a-z]+:/, "")} already holds ${n} (limit ${this.max} streams per client)`,
+        `too many open streams: ${who} already holds ${n} (limit ${this.max} streams per ${kind}; a client without a token may open another connection)`,
       );
     }
     this.open.set(key, n + 1);
@@ -49,5 +52,12 @@ export class StreamLimiter {
   /** Streams open now for a client key (for tests and metrics). */
   count(key: string): number {
     return this.open.get(key) ?? 0;
+  }
+
+  /** Streams open now, all clients together. */
+  total(): number {
+    let n = 0;
+    for (const v of this.open.values()) n += v;
+    return n;
   }
 }

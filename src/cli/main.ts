@@ -8,7 +8,7 @@ import { toJson } from "@bufbuild/protobuf";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { type ClientSecurity, CrmsClient, defaultServer } from "../../clients/typescript/src/client.js";
 import { GetClusterStatusResponseSchema } from "../../gen/crms/v1/admin_pb.js";
-import { JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
 import {
@@ -235,7 +235,17 @@ async function submit(args: string[]): Promise<number> {
       else print(`job ${job.id} submitted (${jobState(job.state)})`);
       return 0;
     }
-    const done = await c.wait(job.id);
+    // The id first: if the wait fails, the job still exists and must not be submitted again.
+    process.stderr.write(`job ${job.id} submitted; waiting for it to end\n`);
+    let done: Job;
+    try {
+      done = await c.wait(job.id);
+    } catch (err) {
+      throw new CliError(
+        `${describeError(err)}\njob ${job.id} was submitted and goes on without this wait: see it with \`crms job ${job.id}\`, follow its output with \`crms logs -f ${job.id}\``,
+        1,
+      );
+    }
     const out = await c.outputText(done.id).catch(() => ({ stdout: "", stderr: "" }));
     if (v.output === "json") {
       printJson({ job: toJson(JobSchema, done), stdout: out.stdout, stderr: out.stderr });

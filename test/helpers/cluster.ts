@@ -62,8 +62,9 @@ export class TestCluster {
     return this.server.address;
   }
 
-  client(): CrmsClient {
-    const c = new CrmsClient(this.address);
+  /** A client, closed by stop(); with a token secret, it sends it as a bearer token. */
+  client(token?: string): CrmsClient {
+    const c = new CrmsClient(this.address, undefined, token ? { authorization: `Bearer ${token}` } : {});
     this.clients.push(c);
     return c;
   }
