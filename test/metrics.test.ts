@@ -84,6 +84,17 @@ test.serial("/metrics counts jobs, placements, etcd writes and workers", async (
   t.is(sample(text, "crms_etcd_alarm", 'alarm="NOSPACE"'), 0);
   t.is(typeof sample(text, "crms_retention_runs_total"), "number");
   t.is(typeof sample(text, "crms_compactions_total"), "number");
+  // Relists after the first listing: a watch that fails is relisted, and counted.
+  const { store } = t.context.cluster.server;
+  const relists = sample(text, "crms_watch_relists_total", 'cache="jobs"') ?? -1;
+  t.is(relists, store.jobs.relists - 1);
+  t.is(sample(text, "crms_watch_relists_total", 'cache="workers"'), store.workers.relists - 1);
+  (store.jobs as unknown as { watcher: { emit(e: string, err: Error): void } }).watcher.emit(
+    "error",
+    new Error("gone"),
+  );
+  await t.context.cluster.waitFor(() => store.jobs.relists - 1 === relists + 1, 10_000, "the relist");
+  t.is(sample((await scrape(http)).text, "crms_watch_relists_total", 'cache="jobs"'), relists + 1);
   t.true((sample(text, "process_resident_memory_bytes") ?? 0) > 0, "default process metrics");
 
   const post = await fetch(new URL("metrics", t.context.http.url), { method: "POST" });

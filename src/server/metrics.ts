@@ -208,6 +208,18 @@ export function createMetrics(cp: ControlPlane): Metrics {
     },
   });
 
+  new Counter({
+    name: "crms_watch_relists_total",
+    help: "Relists of a replica cache after its first listing: a compacted or failed watch, or a watch silent while its prefix changed.",
+    labelNames: ["cache"],
+    registers,
+    collect() {
+      this.reset();
+      this.inc({ cache: "jobs" }, Math.max(0, store.jobs.relists - 1));
+      this.inc({ cache: "workers" }, Math.max(0, store.workers.relists - 1));
+    },
+  });
+
   // ---- maintenance (leader) ----
 
   new Counter({

@@ -4,7 +4,7 @@
  * emits the difference, so the copy never keeps a silent gap.
  */
 import { EventEmitter } from "node:events";
-import type { Etcd3, Watcher } from "etcd3";
+import { type Etcd3, SortOrder, SortTarget, type Watcher } from "etcd3";
 
 /** One cached record with the revisions etcd gave it. */
 export interface Entry<T> {
@@ -174,24 +174,29 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
     this.emit("delete", name, prev, revision);
   }
 
-  /** Relists if the watch has been silent for `silentMs` while etcd moved past it. */
+  /**
+   * Relists if the watch has been silent for `silentMs` while this prefix
+   * changed past the cache's revision. One keys-only read (at one revision)
+   * gives the newest mod revision in the prefix and its key count: a put
+   * missed since the cache's revision leaves a key newer than it, a delete
+   * missed leaves fewer keys than the cache holds. Changes under other
+   * prefixes move etcd's revision but neither figure, so they never relist.
+   * (etcd does not apply min_mod_revision to a count, so a filtered count
+   * cannot answer this.)
+   */
   async checkProgress(silentMs: number): Promise<boolean> {
     if (Date.now() - this.lastEventAt < silentMs) return false;
     const res = await this.etcd.kv.range({
       key: Buffer.from(this.prefix),
       range_end: prefixEnd(this.prefix),
-      count_only: true,
+      keys_only: true,
+      limit: 1,
+      sort_order: SortOrder.Descend,
+      sort_target: SortTarget.Mod,
     });
-    const head = Number(res.header.revision);
-    if (head <= this.revision) return false;
-    // Changes under other prefixes also move the revision: only a change here counts.
-    const changed = await this.etcd.kv.range({
-      key: Buffer.from(this.prefix),
-      range_end: prefixEnd(this.prefix),
-      min_mod_revision: this.revision + 1,
-      count_only: true,
-    });
-    if (Number(changed.count) === 0) {
+    if (Number(res.header.revision) <= this.revision) return false;
+    const newest = Number(res.kvs[0]?.mod_revision ?? 0);
+    if (newest <= this.revision && Number(res.count) === this.entries.size) {
       this.lastEventAt = Date.now();
       return false;
     }
