@@ -74,18 +74,20 @@ test("a dependency on an array waits for all its tasks", async (t) => {
   }
 });
 
-test("dependencies: a cycle is INVALID_ARGUMENT, an unknown id NOT_FOUND, a bad form INVALID_ARGUMENT", async (t) => {
+test("dependencies: an unknown id is NOT_FOUND (also the id the job itself would get), a bad form INVALID_ARGUMENT, and refused submits use no job id", async (t) => {
   const cluster = await TestCluster.start();
   try {
     const c = cluster.client();
     const first = await c.submit({ command: ["true"], hold: true });
-    // The next id this replica hands out is the submitted job's own: waiting for it is a cycle.
+    // The next id this replica hands out would be the submitted job's own: it does not exist.
     const next = String(Number(first.id) + 1);
     const self = await t.throwsAsync(c.submit({ command: ["true"], after: [{ jobId: next }] }));
-    t.regex(self?.message ?? "", /INVALID_ARGUMENT/);
-    t.regex(self?.message ?? "", /cannot wait for itself: that would be a dependency cycle/);
-    const later = await t.throwsAsync(c.submit({ command: ["true"], after: [{ jobId: "99999999" }] }));
-    t.regex(later?.message ?? "", /INVALID_ARGUMENT.*dependency cycle/);
+    t.regex(self?.message ?? "", new RegExp(`NOT_FOUND: after: job ${next} not found`));
+    const later = await t.throwsAsync(c.submit({ command: ["true"], after: [{ jobId: "999999" }] }));
+    t.regex(later?.message ?? "", /NOT_FOUND: after: job 999999 not found/);
+    t.notRegex(later?.message ?? "", /cycle/);
+    // Refused submits drew no id: the next job gets the next id.
+    t.is((await c.submit({ command: ["true"], hold: true, after: [{ jobId: first.id }] })).id, next);
     await c.deleteJob((await c.kill(first.id)).id);
     const gone = await t.throwsAsync(c.submit({ command: ["true"], after: [{ jobId: first.id }] }));
     t.regex(gone?.message ?? "", /NOT_FOUND/);

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { JobState } from "../gen/crms/v1/job_pb.js";
-import { TestCluster } from "./helpers/cluster.js";
+import { cli, TestCluster } from "./helpers/cluster.js";
 
 // (A worker SIGKILLed under a job with max_retries 0 that still gets the job
 // rerun, LOST not using the user's budget, is test/lost.test.ts.)
@@ -29,6 +29,9 @@ test("a job that exits 1 with --retries 2 runs exactly three times", async (t) =
     );
     for (const a of done.attempts) t.truthy(a.startTime && a.endTime, "each attempt has its times");
     t.is(readFileSync(runs, "utf8"), "run\nrun\nrun\n", "the process ran three times");
+    // Two retries of two used, after three failed runs (not "3 of 2").
+    const shown = await cli(["job", job.id, "--server", cluster.address], process.env);
+    t.regex(shown.stdout, /Retries:\s+2 of 2 used \(3 failed runs\)/);
   } finally {
     await cluster.stop();
   }

@@ -128,3 +128,14 @@ test("hold and release sent to a replica whose cache lags re-read the record ins
   await a.close();
   await b.close();
 });
+
+test("the expired-jobs marker only moves up, even with concurrent writers (compare-and-put)", async (t) => {
+  const a = await open(t, "a");
+  const b = await open(t, "b");
+  const ids = Array.from({ length: 200 }, (_, i) => String(i + 1)).sort(() => Math.random() - 0.5);
+  await Promise.all(ids.map((id, i) => (i % 2 ? a : b).noteExpired(id)));
+  t.true(await a.mayHaveExpired("200"));
+  t.false(await a.mayHaveExpired("201"));
+  await a.close();
+  await b.close();
+});

@@ -86,6 +86,16 @@ export function jobsTable(jobs: Job[], wide = false): string {
   return table(header, rows);
 }
 
+/** Retries used of the budget: the last failed run of a job that ran out is not a retry. */
+function retriesText(j: Job): string {
+  const max = j.spec?.maxRetries ?? 0;
+  const lostMax = j.spec?.maxLostRetries || DEFAULT_MAX_LOST_RETRIES;
+  return (
+    `${Math.min(j.failures, max)} of ${max} used (${j.failures} failed runs); ` +
+    `lost runs ${j.lostCount}, requeued ${Math.min(j.lostCount, lostMax)} of ${lostMax} (not counted as retries)`
+  );
+}
+
 export function jobDetail(j: Job): string {
   const lines: Array<[string, string]> = [
     ["ID", j.id],
@@ -100,10 +110,7 @@ export function jobDetail(j: Job): string {
     ["Error", j.error || "-"],
     ["Pending reason", j.pendingReason || "-"],
     ["Priority", String(j.spec?.priority ?? 0)],
-    [
-      "Retries",
-      `${j.failures} of ${j.spec?.maxRetries ?? 0} used; lost runs ${j.lostCount} of ${j.spec?.maxLostRetries || DEFAULT_MAX_LOST_RETRIES} (not counted as retries)`,
-    ],
+    ["Retries", retriesText(j)],
     ["Timeout", j.spec?.timeoutSeconds ? `${j.spec.timeoutSeconds}s` : "-"],
     ["Submitted", time(j.submitTime)],
     ["Started", time(j.startTime)],

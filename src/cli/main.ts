@@ -529,6 +529,8 @@ async function server(args: string[]): Promise<number> {
   });
   const { startServer } = await import("../server/server.js");
   const { etcdSecurity } = await import("../auth/server-security.js");
+  const { parseLogLevel } = await import("../services/context.js");
+  const logLevel = cliParse(() => parseLogLevel((v["log-level"] as string | undefined) ?? "info"));
   const str = (k: string) => (v[k] as string | undefined) || undefined;
   let etcdTls: ReturnType<typeof etcdSecurity>;
   try {
@@ -553,7 +555,7 @@ async function server(args: string[]): Promise<number> {
     etcd: ((v.etcd as string) ?? "http://127.0.0.1:2379").split(","),
     prefix: v.prefix as string | undefined,
     graceSeconds: int(v.grace, "--grace", 10),
-    logLevel: ((v["log-level"] as string) ?? "info") as "info",
+    logLevel,
     compactionIntervalSeconds: int(v["compaction-interval"], "--compaction-interval", 300),
     retentionAgeSeconds: int(v["retention-age"], "--retention-age", 24 * 3600),
     retentionCount: int(v["retention-count"], "--retention-count", 100_000),

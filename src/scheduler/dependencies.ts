@@ -2,15 +2,12 @@
  * Job dependencies (`--after ID[:succeeded|failed|finished]`). A job with
  * unmet dependencies stays PENDING with a reason naming what it waits for;
  * when one can no longer be met it becomes FAILED with the reason. Ids must
- * name jobs that exist at submit, so a job can only wait for an earlier job:
- * the only cycle that can be written is a job naming its own id (or a later,
- * not yet existing one, which could then name it back); both are refused with
- * INVALID_ARGUMENT. Unknown earlier ids are NOT_FOUND.
+ * name jobs that exist at submit, checked before the job draws its id, so a
+ * job can only wait for jobs that existed before it and no cycle can be
+ * written; an id that does not exist (its own included) is NOT_FOUND.
  */
-import { type Dependency, DependencyCondition, type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import { DependencyCondition, type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { isFinal } from "../rpc/states.js";
-import { invalid, notFound } from "../store/errors.js";
-import { compareIds } from "../store/keys.js";
 
 export const MAX_DEPENDENCIES = 64;
 
@@ -35,22 +32,6 @@ export function parseAfter(text: string): { jobId: string; condition: Dependency
     throw new Error(`--after ${JSON.stringify(text)}: expected ID or ID:succeeded|failed|finished`);
   }
   return { jobId, condition };
-}
-
-/**
- * Once the new job's id is known: refuses a dependency on that id or a later
- * one (that is, or could become, a cycle) with INVALID_ARGUMENT, then any
- * other id in `missing` with NOT_FOUND.
- */
-export function checkNoCycle(id: string, after: Dependency[], missing: Set<string>): void {
-  for (const d of after) {
-    if (compareIds(d.jobId, id) >= 0) {
-      throw invalid(
-        `after: job ${id} cannot wait for ${d.jobId === id ? "itself" : `job ${d.jobId}, which does not exist yet`}: that would be a dependency cycle`,
-      );
-    }
-  }
-  for (const m of missing) throw notFound(`after: job ${m} not found`);
 }
 
 function met(state: JobState, c: DependencyCondition): boolean {

@@ -21,6 +21,8 @@ export interface SchedulerOptions {
   /** Most jobs looked at in one pass. */
   passSize?: number;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Where failures go (a write that failed, not a normal event); default `log`. */
+  logError?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
 /** Counters for benchmarks and /metrics. */
@@ -48,11 +50,14 @@ export class Scheduler {
   /** Called with the seconds from submit to assignment of each placed job. */
   onPlaced?: (seconds: number) => void;
 
+  private readonly logError: (msg: string, fields?: Record<string, unknown>) => void;
+
   constructor(
     private readonly store: Store,
     private readonly election: Election,
     private readonly options: SchedulerOptions = {},
   ) {
+    this.logError = options.logError ?? options.log ?? (() => undefined);
     this.graceMs = (options.graceSeconds ?? 10) * 1000;
     this.arrays = arrayIndex(store);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
@@ -166,7 +171,7 @@ export class Scheduler {
             writes.push(
               this.store
                 .updateJob(id, (j) => transition(j, { type: "unmet", reason: v.reason, now: new Date() }), fence)
-                .catch((err) => this.options.log?.("failing a job failed", { job: id, error: String(err) })),
+                .catch((err) => this.logError("failing a job failed", { job: id, error: String(err) })),
             );
           }
           if (v.kind !== "ready") return false;
@@ -207,7 +212,7 @@ export class Scheduler {
               setTimeout(() => this.kick(), 1000).unref();
               const job = this.store.job(p.jobId);
               if (job?.state === JobState.PENDING) this.pending.add(p.jobId, job.spec?.priority ?? 0);
-              this.options.log?.("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
+              this.logError("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
             })
             .finally(() => {
               const n = (this.inflight.get(p.worker) ?? 1) - 1;
@@ -255,7 +260,7 @@ export class Scheduler {
           );
         }
       } catch (err) {
-        this.options.log?.("array task creation failed", { job: parentId, error: String(err) });
+        this.logError("array task creation failed", { job: parentId, error: String(err) });
         setTimeout(() => this.arrayWork(parentId), 1000).unref();
       } finally {
         this.materializing.delete(parentId);
@@ -301,7 +306,7 @@ export class Scheduler {
         this.goneSince.delete(name);
         if (ids.length) this.options.log?.("worker lost", { worker: name, jobs: ids.length });
       } catch (err) {
-        this.options.log?.("marking jobs lost failed", { worker: name, error: String(err) });
+        this.logError("marking jobs lost failed", { worker: name, error: String(err) });
       }
     }
   }

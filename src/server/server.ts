@@ -157,6 +157,7 @@ export class ControlPlane {
     this.scheduler = new Scheduler(this.store, this.election, {
       graceSeconds: this.options.graceSeconds,
       log: (msg, fields) => this.log.info(msg, fields),
+      logError: (msg, fields) => this.log.error(msg, fields),
     });
     const deps: ServiceDeps = {
       store: this.store,

@@ -14,8 +14,14 @@ const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as cons
 export type LogLevel = keyof typeof levels;
 
 /** A JSON-lines logger on stderr. */
+/** A log level by name; an unknown name is refused, never read as "log everything". */
+export function parseLogLevel(name: string): LogLevel {
+  if (Object.hasOwn(levels, name)) return name as LogLevel;
+  throw new Error(`log level must be one of ${Object.keys(levels).join(", ")} (got ${JSON.stringify(name)})`);
+}
+
 export function createLogger(level: LogLevel = "info", base: Record<string, unknown> = {}): Logger {
-  const min = levels[level];
+  const min = levels[parseLogLevel(level)];
   const line = (lvl: Exclude<LogLevel, "silent">) => (msg: string, fields?: Record<string, unknown>) => {
     if (levels[lvl] < min) return;
     process.stderr.write(

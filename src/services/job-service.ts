@@ -21,7 +21,7 @@ import {
 import { checkOwner, stampOwner } from "../auth/ownership.js";
 import { isFinal } from "../rpc/states.js";
 import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
-import { checkNoCycle, evaluate } from "../scheduler/dependencies.js";
+import { evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
 import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
@@ -149,11 +149,13 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       const spec = stampOwner(checkSpec(req.spec, req.requestId), ctx?.identity);
       checkArray(spec);
       checkDependencies(spec.after);
-      const missing = new Set<string>();
-      for (const d of spec.after) if (!(store.job(d.jobId) ?? (await store.fetchJob(d.jobId)))) missing.add(d.jobId);
-      const { job, existing } = await store.createJob(spec, req.requestId, (id) =>
-        checkNoCycle(id, spec.after, missing),
-      );
+      // Every dependency must exist before the job draws its id, so a job only
+      // waits for records older than itself: no cycle can form, and a refused
+      // submit uses no id.
+      for (const d of spec.after) {
+        if (!(store.job(d.jobId) ?? (await store.fetchJob(d.jobId)))) throw notFound(`after: job ${d.jobId} not found`);
+      }
+      const { job, existing } = await store.createJob(spec, req.requestId);
       deps.log.debug("job submitted", { job: job.id, existing });
       return { job: show(job), existing };
     },

@@ -35,7 +35,11 @@ export class Election extends EventEmitter<ElectionEvents> {
     return [{ key: this.store.keys.leader, target: "create", revision: this.token }];
   }
 
-  /** Campaigns now and re-checks every second (and at once when the key changes). */
+  /**
+   * Campaigns now and re-checks every second by polling (no watch on the key):
+   * a vacated key is taken, and a deposed leader notices, within about a
+   * second; until then its writes fail on the fence.
+   */
   start(): void {
     void this.tick();
   }

@@ -438,9 +438,19 @@ export class Store {
 
   /** Records that retention deleted jobs up to this id (for NOT_FOUND messages). */
   async noteExpired(id: string): Promise<void> {
-    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.expired) });
-    const known = res.kvs[0]?.value.toString() ?? "0";
-    if (compareIds(id, known) > 0) await this.etcd.put(this.keys.expired).value(id).exec();
+    // Compare-and-put on the marker's mod revision: a concurrent lower id never overwrites a higher one.
+    const key = this.keys.expired;
+    for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
+      const kv = (await this.etcd.kv.range({ key: Buffer.from(key) })).kvs[0];
+      if (compareIds(id, kv?.value.toString() ?? "0") <= 0) return;
+      const out = await this.batcher.commit(
+        [{ key, target: "mod", revision: kv ? Number(kv.mod_revision) : 0 }],
+        [{ type: "put", key, value: Buffer.from(id) }],
+      );
+      if (out.ok) return;
+      await backoff(i);
+    }
+    throw new CrmsError("ABORTED", "the expired-jobs marker changed too often to update; retry");
   }
 
   /** True if retention has deleted jobs up to at least this id. */

@@ -195,7 +195,8 @@ function details(job: Job): HTMLElement {
           row("Attempt", `${job.attempt}${spec?.maxRetries ? ` of up to ${spec.maxRetries + 1}` : ""}`),
           row(
             "Failures / lost",
-            `${job.failures} of ${spec?.maxRetries ?? 0} retries / ${job.lostCount} of ${spec?.maxLostRetries || 3} lost runs`,
+            // The last failed run of a job that ran out of retries is not a retry.
+            `${job.failures} failed (${Math.min(job.failures, spec?.maxRetries ?? 0)} of ${spec?.maxRetries ?? 0} retries used) / ${job.lostCount} lost (${Math.min(job.lostCount, spec?.maxLostRetries || 3)} of ${spec?.maxLostRetries || 3} requeues)`,
           ),
         ),
       ),
