@@ -8,6 +8,7 @@ import {
   type RevokeTokenRequest,
 } from "../../gen/crms/v1/admin_pb.js";
 import type { Logger } from "../services/context.js";
+import { CrmsError } from "../store/errors.js";
 import type { TokenRecord, TokenStore } from "./tokens.js";
 
 function toApi(r: TokenRecord): ApiToken {
@@ -20,15 +21,34 @@ function toApi(r: TokenRecord): ApiToken {
   });
 }
 
-export function createTokenService(tokens: TokenStore, log: Logger) {
+/**
+ * `isOpen` says whether the server runs without authentication (loopback, no
+ * token yet): there the first token turns authentication on for everyone, so
+ * it is only made when asked for deliberately (`bootstrap`).
+ */
+export function createTokenService(tokens: TokenStore, log: Logger, isOpen: () => boolean = () => false) {
   return {
     async createToken(req: CreateTokenRequest) {
+      const bootstrap = isOpen();
+      if (bootstrap && !req.bootstrap) {
+        throw new CrmsError(
+          "FAILED_PRECONDITION",
+          "this server is open (loopback, no token yet): the first token turns authentication on for every client, " +
+            "who then all need a token; to do that on purpose, create it with `crms admin token create --bootstrap` (bootstrap: true)",
+        );
+      }
       const { secret, record } = await tokens.create({
         name: req.name,
         role: req.role,
         ...(req.worker ? { worker: req.worker } : {}),
       });
-      log.info("token created", { token: record.id, name: record.name, role: record.role });
+      if (bootstrap) {
+        log.warn("bootstrap token created: authentication is now on, every client needs a token", {
+          token: record.id,
+          name: record.name,
+          role: record.role,
+        });
+      } else log.info("token created", { token: record.id, name: record.name, role: record.role });
       return { token: toApi(record), secret };
     },
 

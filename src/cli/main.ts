@@ -54,8 +54,9 @@ Admin:
                                     --keep-finished N also deletes finished jobs beyond the newest N
                                     (0: all finished) and compacts again; unfinished jobs are kept
   admin gc                          delete finished jobs past retention now
-  admin token create --name N --role admin|submitter|reader|worker [--worker W]
-                                    create an API token (the secret is printed once)
+  admin token create --name N --role admin|submitter|reader|worker [--worker W] [--bootstrap]
+                                    create an API token (the secret is printed once); the first
+                                    token of an open server needs --bootstrap: it turns tokens on
   admin token list | admin token revoke ID
 Processes:
   server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--prefix P] [--log-level L]
@@ -378,7 +379,14 @@ async function token(c: CrmsClient, positionals: string[], v: Record<string, unk
   if (sub === "create") {
     if (!v.name || !v.role)
       throw new CliError("token create needs --name NAME --role admin|submitter|reader|worker", 2);
-    const r = await c.createToken(v.name as string, v.role as string, (v.worker as string) ?? "");
+    const bootstrap = Boolean(v.bootstrap);
+    if (bootstrap) {
+      process.stderr.write(
+        "bootstrap: if this server is open (no token yet), this first token turns authentication on: " +
+          "from now on every client and worker needs a token (CRMS_TOKEN or --token)\n",
+      );
+    }
+    const r = await c.createToken(v.name as string, v.role as string, (v.worker as string) ?? "", { bootstrap });
     if (v.output === "json") printJson({ id: r.token?.id, name: r.token?.name, role: r.token?.role, secret: r.secret });
     else {
       process.stderr.write(
@@ -414,6 +422,7 @@ async function admin(args: string[]): Promise<number> {
     name: { type: "string" },
     role: { type: "string" },
     worker: { type: "string" },
+    bootstrap: { type: "boolean" },
   });
   const sub = positionals[0] ?? "status";
   return withClient(v, async (c) => {

@@ -204,7 +204,10 @@ export class ControlPlane {
     this.handlers = {
       job: createJobService(deps, this.sessions),
       worker: createWorkerService(deps, this.sessions),
-      admin: { ...createAdminService(deps, this.retention), ...createTokenService(this.tokens, this.log) },
+      admin: {
+        ...createAdminService(deps, this.retention),
+        ...createTokenService(this.tokens, this.log, () => !authorizer.enabled),
+      },
     };
     this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
     addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);

@@ -237,8 +237,10 @@ export class CrmsClient {
   }
 
   /** Creates an API token; the response's secret is shown only this once. */
-  async createToken(name: string, role: string, worker = "", options?: CallOptions) {
-    return this.transport.unary(AdminService.method.createToken, { name, role, worker }, options);
+  /** Creates an API token; `bootstrap` is needed for the first token of an open server (it turns authentication on). */
+  async createToken(name: string, role: string, worker = "", options?: CallOptions & { bootstrap?: boolean }) {
+    const bootstrap = options?.bootstrap ?? false;
+    return this.transport.unary(AdminService.method.createToken, { name, role, worker, bootstrap }, options);
   }
 
   async listTokens(options?: CallOptions) {

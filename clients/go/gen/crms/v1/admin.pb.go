@@ -952,7 +952,11 @@ type CreateTokenRequest struct {
 	// Role: "admin", "submitter", "reader" or "worker".
 	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	// Required for role "worker", empty otherwise: the worker name it binds.
-	Worker        string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	Worker string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	// Required (true) to create the first token of an open server (loopback,
+	// no token yet), since that token turns authentication on for every client;
+	// without it that CreateToken is FAILED_PRECONDITION. Ignored once tokens exist.
+	Bootstrap     bool `protobuf:"varint,4,opt,name=bootstrap,proto3" json:"bootstrap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1006,6 +1010,13 @@ func (x *CreateTokenRequest) GetWorker() string {
 		return x.Worker
 	}
 	return ""
+}
+
+func (x *CreateTokenRequest) GetBootstrap() bool {
+	if x != nil {
+		return x.Bootstrap
+	}
+	return false
 }
 
 // CreateTokenResponse carries the new token's secret, shown this once.
@@ -1307,11 +1318,12 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n" +
 	"\x06worker\x18\x04 \x01(\tR\x06worker\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"T\n" +
+	"createTime\"r\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
-	"\x06worker\x18\x03 \x01(\tR\x06worker\"V\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\x12\x1c\n" +
+	"\tbootstrap\x18\x04 \x01(\bR\tbootstrap\"V\n" +
 	"\x13CreateTokenResponse\x12'\n" +
 	"\x05token\x18\x01 \x01(\v2\x11.crms.v1.ApiTokenR\x05token\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x13\n" +

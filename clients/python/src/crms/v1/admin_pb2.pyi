@@ -151,14 +151,16 @@ class ApiToken(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., worker: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("name", "role", "worker")
+    __slots__ = ("name", "role", "worker", "bootstrap")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     worker: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
+    bootstrap: bool
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., worker: _Optional[str] = ..., bootstrap: _Optional[bool] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("token", "secret")
