@@ -7,7 +7,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Job, JobState, OutputStreamSchema } from "../../gen/crms/v1/job_pb.js";
 import {
   type AttachRequest,
   type AttachResponse,
@@ -24,7 +24,7 @@ import { transition } from "../scheduler/job-machine.js";
 import { CrmsError, invalid, toCrmsError } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
-import { checkWorkerName, LIMITS } from "./validate.js";
+import { checkEnum, checkWorkerName, LIMITS } from "./validate.js";
 import { WorkerSession } from "./worker-session.js";
 
 /** How long a start report waits for its run's finish report, to write both at once (short jobs). */
@@ -273,6 +273,7 @@ export class Sessions {
   }
 
   private output(session: WorkerSession, data: OutputData): void {
+    checkEnum("output stream", data.stream, OutputStreamSchema);
     const q = session.outputs.get(data.requestId);
     if (!q) return;
     q.push(data);
