@@ -142,6 +142,11 @@ test.serial(
             WatchWorkers: [{}, status.OK],
             DrainWorker: [{ name: "nope" }, status.NOT_FOUND],
             StopWorker: [{ name: "nope" }, status.NOT_FOUND],
+            ResumeWorker: [{ name: "nope" }, status.NOT_FOUND],
+            // A worker token may forget only the worker it is bound to (w1).
+            ForgetWorker: [{ name: "nope" }, role === "worker" ? status.PERMISSION_DENIED : status.NOT_FOUND],
+            RunJob: [{ id: held.id, worker: "nope" }, status.NOT_FOUND],
+            RequeueJob: [{ id: finished.id }, status.OK],
             GetClusterStatus: [{}, status.OK],
             Compact: [{}, status.OK],
             Defragment: [{}, status.OK],
@@ -211,7 +216,13 @@ test.serial("a submitter changes only its own jobs; jobs carry their owner", asy
   const job = await alice.submit({ command: ["true"], hold: true, labels: { [OWNER_LABEL]: "bob" } });
   t.is(job.spec?.labels[OWNER_LABEL], "alice", "the owner label is the caller's, whatever was sent");
   const before = await snapshot(s.cluster);
-  for (const op of [() => bob.kill(job.id), () => bob.release(job.id), () => bob.hold(job.id)]) {
+  for (const op of [
+    () => bob.kill(job.id),
+    () => bob.release(job.id),
+    () => bob.hold(job.id),
+    () => bob.runJob(job.id, "anywhere"),
+    () => bob.requeue(job.id),
+  ]) {
     const err = await t.throwsAsync(op());
     t.is((err as unknown as { code: number }).code, status.PERMISSION_DENIED);
     t.regex((err as unknown as { details: string }).details, /belongs to alice/);

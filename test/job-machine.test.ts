@@ -133,3 +133,43 @@ test("transition never modifies the record it is given (the store passes cached 
     [JobState.FAILED, JobState.LOST, JobState.FAILED],
   );
 });
+
+test("run-on: a HELD or PENDING job is PENDING with run_on; other states refuse", (t) => {
+  const held = { ...fresh(), state: JobState.HELD };
+  const j = step(held, { type: "run-on", worker: "w2" });
+  t.is(j.state, JobState.PENDING);
+  t.is(j.runOn, "w2");
+  t.is(transition(j, { type: "run-on", worker: "w2" }), undefined, "the same worker again changes nothing");
+  t.is(step(j, { type: "run-on", worker: "w3" }).runOn, "w3");
+  const running = step(step(fresh(), { type: "assign", worker: "w", now }), {
+    type: "started",
+    worker: "w",
+    attempt: 1,
+    pid: 7,
+    now,
+  });
+  const err = t.throws(() => transition(running, { type: "run-on", worker: "w2" }));
+  t.true(err instanceof CrmsError && err.code === "FAILED_PRECONDITION");
+});
+
+test("requeue: a finished job is PENDING again, its attempts kept and its run's results cleared", (t) => {
+  let j = step(fresh(), { type: "assign", worker: "w", now });
+  j = step(j, {
+    type: "finished",
+    worker: "w",
+    report: finished(1, { exitCode: 3, stdoutTail: new Uint8Array([65]) }),
+    now,
+  });
+  t.is(j.state, JobState.FAILED);
+  const again = step(j, { type: "requeue" });
+  t.is(again.state, JobState.PENDING);
+  t.is(again.requeues, 1);
+  t.is(again.attempts.length, 1);
+  t.is(again.exitCode, undefined);
+  t.is(again.endTime, undefined);
+  t.is(again.failures, 0);
+  t.is(again.stdoutTail.length, 0);
+  t.is(step(again, { type: "assign", worker: "v", now }).attempt, 2, "the next run is a new attempt");
+  const err = t.throws(() => transition(again, { type: "requeue" }));
+  t.true(err instanceof CrmsError && err.code === "FAILED_PRECONDITION");
+});

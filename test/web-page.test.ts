@@ -180,21 +180,38 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   const overview = await open(t, "#/");
   await overview.page.locator("#conn.ok").waitFor();
   const { page, errors } = await open(t, "#/jobs?state=HELD&label=batch%3Dpg&size=25");
-  await page.getByText("Showing 25 jobs on page 1; more on the next page.").waitFor();
+  // Newest first, with the total for the filter.
+  await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
   t.is(await page.locator("tbody tr").count(), 25);
+  t.is(await page.locator("tbody tr").first().getAttribute("data-id"), ids[29] as string);
   t.is(await page.locator("#f-state").inputValue(), "HELD");
   await shot(page, "jobs");
+  const rowIds = () => page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id")));
   await page.getByRole("link", { name: "Next page" }).click();
-  await page.getByText("Showing 5 jobs on page 2.").waitFor();
-  t.deepEqual(
-    await page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id"))),
-    ids.slice(25),
-  );
+  await page.getByText("Showing 5 of 30 jobs on page 2.").waitFor();
+  t.deepEqual(await rowIds(), ids.slice(0, 5).reverse());
   await page.getByRole("link", { name: "Previous" }).click();
-  await page.getByText("Showing 25 jobs on page 1; more on the next page.").waitFor();
+  await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
+  // Last page straight from the first (by offset), then First page back.
+  await page.getByRole("link", { name: "Last page" }).click();
+  await page.getByText("Showing 5 of 30 jobs on page 2.").waitFor();
+  t.deepEqual(await rowIds(), ids.slice(0, 5).reverse());
+  await page.getByRole("link", { name: "First page" }).click();
+  await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
+  // A column header sorts by its column: by name ("batch 0", "batch 1", "batch 10", ...), again for descending.
+  await page.getByRole("link", { name: "Name", exact: true }).click();
+  await page.locator("th[aria-sort='ascending']", { hasText: "Name" }).waitFor();
+  await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
+  t.deepEqual((await rowIds()).slice(0, 3), [ids[0], ids[1], ids[10]]);
+  await page.getByRole("link", { name: "Name ▲" }).click();
+  await page.locator("th[aria-sort='descending']", { hasText: "Name" }).waitFor();
+  await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
+  t.deepEqual((await rowIds()).slice(0, 2), [ids[9], ids[8]]);
+  await page.goto(`${t.context.http.url}#/jobs?state=HELD&label=batch%3Dpg&size=25`);
+  await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
   // A row on screen follows the watch: release a job elsewhere, and its row leaves HELD.
-  await c.release(ids[0] as string);
-  await page.locator(`tr[data-id='${ids[0]}'] .badge`, { hasNotText: "HELD" }).waitFor({ timeout: 15_000 });
+  await c.release(ids[29] as string);
+  await page.locator(`tr[data-id='${ids[29]}'] .badge`, { hasNotText: "HELD" }).waitFor({ timeout: 15_000 });
   // Search by id goes straight to the job.
   await page.getByLabel("Search").fill(ids[3] as string);
   await page.getByLabel("State").selectOption("");
@@ -205,7 +222,7 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.locator("tbody tr").first().waitFor();
   t.true((await page.evaluate<number>("document.documentElement.scrollWidth - window.innerWidth")) <= 0);
   await shot(page, "jobs-phone");
-  for (const id of ids.slice(1)) await c.release(id);
+  for (const id of ids.slice(0, 29)) await c.release(id);
   await t.context.cluster.waitFor(
     () => ids.every((id) => t.context.cluster.server.store.job(id)?.state === JobState.SUCCEEDED),
     20_000,
@@ -314,6 +331,11 @@ test.serial("a worker is drained from the workers page", async (t) => {
   await row.locator(".badge", { hasText: "DRAINING" }).waitFor({ timeout: 10_000 });
   t.true(await row.getByRole("button", { name: "Drain web-alpha" }).isDisabled());
   await page.getByText("Drain web-alpha: done.").waitFor();
+  // Resume undoes it.
+  await row.getByRole("button", { name: "Resume web-alpha" }).click();
+  await row.locator(".badge", { hasText: "UP" }).waitFor({ timeout: 10_000 });
+  await page.getByText("Resume web-alpha: done.").waitFor();
+  t.true(await row.getByRole("button", { name: "Resume web-alpha" }).isDisabled());
   t.deepEqual(errors, []);
   await page.close();
 });
@@ -339,5 +361,38 @@ test.serial(
     } finally {
       await store.etcd.maintenance.alarm({ action: "Deactivate", alarm: "Nospace", memberID: member });
     }
+  },
+);
+
+test.serial(
+  "a finished job is requeued from its page; a stopped worker shows DOWN and is forgotten from the page",
+  async (t) => {
+    const { cluster } = t.context;
+    const { store } = cluster.server;
+    const c = cluster.client();
+    const job = await c.submit({ command: ["true"], name: "again" });
+    await c.wait(job.id, { timeoutMs: 20_000 });
+    const { page, errors } = await open(t, `#/jobs/${job.id}`);
+    await page.getByRole("button", { name: "Requeue", exact: true }).click();
+    await page.getByText(`Requeue job ${job.id}: done.`).waitFor();
+    await cluster.waitFor(
+      () => store.job(job.id)?.attempts.length === 2 && store.job(job.id)?.state === JobState.SUCCEEDED,
+      20_000,
+      "the requeued job to run again",
+    );
+
+    await cluster.startWorker("web-gone", 1);
+    await c.stopWorker("web-gone");
+    await cluster.waitFor(() => store.worker("web-gone")?.state === 4, 20_000, "web-gone to be DOWN");
+    await page.goto(`${t.context.http.url}#/workers`);
+    const row = page.locator("tr[data-name='web-gone']");
+    await row.locator(".badge", { hasText: "DOWN" }).waitFor({ timeout: 10_000 });
+    t.regex((await row.textContent()) ?? "", /stopped by an operator/);
+    await page.getByText(/1 down\./).waitFor();
+    await row.getByRole("button", { name: "Forget web-gone" }).click();
+    await row.waitFor({ state: "detached", timeout: 10_000 });
+    t.is(store.worker("web-gone"), undefined);
+    t.deepEqual(errors, []);
+    await page.close();
   },
 );

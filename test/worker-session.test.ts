@@ -176,9 +176,10 @@ test("the lifecycle transition function allows only the documented moves", (t) =
   t.is(nextWorkerState("CONNECTING", "RUNNING"), "RUNNING");
   t.is(nextWorkerState("RUNNING", "DRAINING"), "DRAINING");
   t.is(nextWorkerState("DRAINING", "CONNECTING"), "CONNECTING");
+  t.is(nextWorkerState("DRAINING", "RUNNING"), "RUNNING"); // a Resume from the control plane
   t.is(nextWorkerState("STOPPING", "STOPPED"), "STOPPED");
   t.throws(() => nextWorkerState("INITIALIZED", "RUNNING"), { instanceOf: IllegalStateError });
-  t.throws(() => nextWorkerState("DRAINING", "RUNNING"), { instanceOf: IllegalStateError });
+  t.throws(() => nextWorkerState("DRAINING", "INITIALIZED"), { instanceOf: IllegalStateError });
   t.throws(() => nextWorkerState("STOPPED", "CONNECTING"), { instanceOf: IllegalStateError });
   t.throws(() => nextWorkerState("STOPPING", "RUNNING"), { instanceOf: IllegalStateError });
 });

@@ -29,6 +29,11 @@ export const POLICY: Readonly<Record<string, readonly Role[]>> = {
   "WorkerService.WatchWorkers": READ,
   "WorkerService.DrainWorker": ADMIN,
   "WorkerService.StopWorker": ADMIN,
+  "WorkerService.ResumeWorker": ADMIN,
+  // A worker token may forget only the worker it is bound to (checked in the handler).
+  "WorkerService.ForgetWorker": ["admin", "worker"],
+  "JobService.RunJob": OWN,
+  "JobService.RequeueJob": OWN,
   "AdminService.GetClusterStatus": READ,
 };
 

@@ -112,11 +112,13 @@ export function jobDetail(j: Job): string {
     ["Priority", String(j.spec?.priority ?? 0)],
     ["Retries", retriesText(j)],
     ["Timeout", j.spec?.timeoutSeconds ? `${j.spec.timeoutSeconds}s` : "-"],
+    ["Requeued", j.requeues ? `${j.requeues} time(s)` : "-"],
     ["Submitted", time(j.submitTime)],
     ["Started", time(j.startTime)],
     ["Ended", time(j.endTime)],
   ];
   if (j.spec?.targetWorker) lines.push(["Target worker", j.spec.targetWorker]);
+  if (j.runOn) lines.push(["Run on", `${j.runOn} (RunJob)`]);
   if (j.spec?.array) {
     lines.push(["Array", formatArraySpec(j.spec.array)]);
     lines.push(["Tasks", `${arrayCountsText(j.arrayCounts)} (${j.arrayCreated} created; crms jobs --array ${j.id})`]);
@@ -153,7 +155,9 @@ export function workersTable(workers: Worker[]): string {
     ["NAME", "STATE", "SLOTS", "USED", "LABELS", "HOST", "HEARTBEAT"],
     workers.map((w) => [
       w.name,
-      workerState(w.state),
+      w.downReason && w.state !== WorkerState.UP && w.state !== WorkerState.DRAINING
+        ? `${workerState(w.state)} (${w.downReason})`
+        : workerState(w.state),
       String(w.slots),
       String(w.usedSlots),
       Object.entries(w.labels)
@@ -181,6 +185,14 @@ export function workerDetail(w: Worker): string {
     `Heartbeat:   ${ago(w.lastHeartbeat)} ago`,
     `Replica:     ${w.replica || "-"}`,
     `Running:     ${w.runningJobs.join(", ") || "-"}`,
+    ...(w.state === WorkerState.DOWN || w.state === WorkerState.DISCONNECTED
+      ? [
+          `Detached:    ${time(w.disconnectTime)}`,
+          `Down since:  ${time(w.downTime)}`,
+          `Why:         ${w.downReason || "-"}`,
+          `Had jobs:    ${w.lastJobs.join(", ") || "-"}`,
+        ]
+      : []),
   ].join("\n");
 }
 

@@ -34,16 +34,26 @@ Jobs:
                                     --lost-retries N --timeout SECONDS --hold --wait
                                     --array FIRST-LAST[%MAX] --after ID[:succeeded|failed|finished]
                                     --request-id ID -o json)
-  jobs [--state S] [--worker W] [--label K=V] [--array ID] [--tasks] [-o table|wide|json]
-                                    (--array ID: the tasks of an array; --tasks: list tasks too)
+  jobs [--state S] [--worker W] [--label K=V] [--array ID] [--tasks] [--sort ORDER] [--limit N]
+       [-o table|wide|json]         (--array ID: the tasks of an array; --tasks: list tasks too;
+                                    --sort id|submit|end|state|name, "-" first for descending,
+                                    default -id: newest first; --limit N: the first N in that order)
   job ID [-o json]                  show one job with its attempts
   logs [-f] ID                      print a job's output (-f follows it)
-  kill ID [--grace SECONDS]         kill a job
-  hold ID | release ID | delete ID
+  kill ID [--grace SECONDS] [--force]
+                                    kill a job (grace at most 3600; a later kill with a shorter
+                                    grace, or --force: SIGKILL now, overrides an earlier one)
+  run ID --on WORKER                run a held or pending job on that worker (GoCRMS's RunJob)
+  release ID [--on WORKER]          release a held job (with --on: onto that worker)
+  requeue ID [--failed]             run a finished job (or array) again under the same id;
+                                    --failed: only the array's tasks that did not succeed
+  hold ID | delete ID
 Workers:
-  workers [-o json]                 list workers
-  worker NAME [-o json]             show one worker
+  workers [-o json]                 list workers, DOWN ones included
+  worker NAME [-o json]             show one worker (down time, reason, last heartbeat, its jobs)
+  worker forget NAME                remove a DOWN worker's record
   drain NAME                        stop placing jobs on a worker
+  resume NAME                       undo a drain: the worker takes new jobs again
   stop NAME                         make a worker exit
 Admin:
   admin status [-o json]            etcd members, size against quota, alarms, counts
@@ -260,24 +270,42 @@ async function submit(args: string[]): Promise<number> {
   });
 }
 
+/** `crms jobs --sort` names (short forms too) -> ListJobsRequest.order_by. */
+export function orderOf(sort: string): string {
+  const desc = sort.startsWith("-");
+  const key = desc ? sort.slice(1) : sort;
+  const full = ({ submit: "submit_time", end: "end_time" } as Record<string, string>)[key] ?? key;
+  if (!["id", "submit_time", "end_time", "state", "name"].includes(full)) {
+    throw new CliError(`--sort must be id, submit, end, state or name, "-" first for descending (got ${sort})`, 2);
+  }
+  return `${desc ? "-" : ""}${full}`;
+}
+
 async function jobs(args: string[]): Promise<number> {
-  const { values: v } = parse(args, {
+  // `--sort -submit`: a value starting with "-" is taken as the option's value.
+  const joined = args.flatMap((a, i) =>
+    a === "--sort" && args[i + 1] !== undefined ? [`--sort=${args[i + 1]}`] : args[i - 1] === "--sort" ? [] : [a],
+  );
+  const { values: v } = parse(joined, {
     state: { type: "string", multiple: true },
     worker: { type: "string" },
     label: { type: "string", multiple: true },
     limit: { type: "string" },
     array: { type: "string" },
     tasks: { type: "boolean" },
+    sort: { type: "string" },
   });
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
   const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
+  const orderBy = orderOf((v.sort as string | undefined) ?? "-id");
   return withClient(v, async (c) => {
     const list = [];
     for await (const job of c.jobs({
       states,
       worker: (v.worker as string) ?? "",
       labels: keyValues(v.label, "--label"),
-      pageSize: 1000,
+      pageSize: Math.min(1000, Math.max(1, limit)),
+      orderBy,
       arrayParent: (v.array as string) ?? "",
       includeTasks: Boolean(v.tasks),
     })) {
@@ -291,8 +319,14 @@ async function jobs(args: string[]): Promise<number> {
 }
 
 async function jobCommand(cmd: string, args: string[]): Promise<number> {
-  const { values: v, positionals } = parse(args, { grace: { type: "string" } });
+  const { values: v, positionals } = parse(args, {
+    grace: { type: "string" },
+    force: { type: "boolean" },
+    on: { type: "string" },
+    failed: { type: "boolean" },
+  });
   const id = one(positionals, "job id");
+  if (cmd === "run" && !v.on) throw new CliError("usage: crms run ID --on WORKER", 2);
   return withClient(v, async (c) => {
     switch (cmd) {
       case "job": {
@@ -301,7 +335,7 @@ async function jobCommand(cmd: string, args: string[]): Promise<number> {
         return 0;
       }
       case "kill": {
-        const job = await c.kill(id, int(v.grace, "--grace"));
+        const job = await c.kill(id, int(v.grace, "--grace"), undefined, Boolean(v.force));
         print(`job ${id} ${job.state === JobState.KILLED ? "killed" : "is being killed"}`);
         return 0;
       }
@@ -309,10 +343,21 @@ async function jobCommand(cmd: string, args: string[]): Promise<number> {
         await c.hold(id);
         print(`job ${id} held`);
         return 0;
+      case "run":
       case "release":
+        if (v.on) {
+          await c.runJob(id, v.on as string);
+          print(`job ${id} will run on ${v.on}`);
+          return 0;
+        }
         await c.release(id);
         print(`job ${id} released`);
         return 0;
+      case "requeue": {
+        const job = await c.requeue(id, Boolean(v.failed));
+        print(`job ${id} requeued (${jobState(job.state)})`);
+        return 0;
+      }
       default:
         await c.deleteJob(id);
         print(`job ${id} deleted`);
@@ -349,8 +394,17 @@ async function workerCommand(cmd: string, args: string[]): Promise<number> {
       );
       return 0;
     }
+    if (cmd === "worker" && positionals[0] === "forget" && positionals.length === 2) {
+      const name = positionals[1] as string;
+      await c.forgetWorker(name);
+      print(`worker ${name} forgotten`);
+      return 0;
+    }
     const name = one(positionals, "worker name");
-    if (cmd === "worker") {
+    if (cmd === "resume") {
+      await c.resume(name);
+      print(`worker ${name} resumed: it takes new jobs again`);
+    } else if (cmd === "worker") {
       const w = await c.getWorker(name);
       print(v.output === "json" ? JSON.stringify(toJson(WorkerSchema, w), null, 2) : workerDetail(w));
     } else if (cmd === "drain") {
@@ -494,7 +548,9 @@ async function admin(args: string[]): Promise<number> {
     print(
       `Alarms:     ${s.alarms.join(", ") || "none"}${s.alarms.includes("NOSPACE") ? " — run `crms admin recover`" : ""}`,
     );
-    print(`Workers:    ${s.workersUp} up of ${s.workers}; slots ${s.slotsUsed}/${s.slotsTotal} used`);
+    print(
+      `Workers:    ${s.workersUp} up of ${s.workers}${s.workersDown ? ` (${s.workersDown} down)` : ""}; slots ${s.slotsUsed}/${s.slotsTotal} used`,
+    );
     print(`Jobs:       ${s.jobs.map((j) => `${jobState(j.state)} ${j.count}`).join(", ") || "none"}`);
     print(`Replica:    ${s.replica} (scheduler leader: ${s.schedulerLeader || "none"})`);
     return 0;
@@ -654,6 +710,8 @@ export async function main(argv: string[]): Promise<number> {
     case "kill":
     case "hold":
     case "release":
+    case "run":
+    case "requeue":
     case "delete":
       return jobCommand(cmd, args);
     case "logs":
@@ -663,6 +721,7 @@ export async function main(argv: string[]): Promise<number> {
       if (cmd === "worker" && (args.length === 0 || args[0]?.startsWith("-"))) return worker(args);
       return workerCommand(cmd, args);
     case "drain":
+    case "resume":
     case "stop":
       return workerCommand(cmd, args);
     case "admin":

@@ -25,6 +25,10 @@ export type JobEvent =
   | { type: "kill"; now: Date }
   | { type: "hold" }
   | { type: "release" }
+  /** RunJob: a HELD or PENDING job is to run on this worker (released if HELD). */
+  | { type: "run-on"; worker: string }
+  /** RequeueJob: a finished job runs again as a new attempt, its attempts kept. */
+  | { type: "requeue" }
   | { type: "reason"; reason: string }
   /** A dependency can no longer be met: the pending job fails without running. */
   | { type: "unmet"; reason: string; now: Date }
@@ -179,6 +183,37 @@ export function transition(current: Readonly<Job>, event: JobEvent): Job | undef
       if (job.state !== JobState.HELD)
         throw precondition(`job ${job.id} is ${stateName(job.state)}; only a HELD job can be released`);
       job.state = JobState.PENDING;
+      return job;
+    }
+    case "run-on": {
+      if (job.state !== JobState.HELD && job.state !== JobState.PENDING)
+        throw precondition(
+          `job ${job.id} is ${stateName(job.state)}; only a HELD or PENDING job can be run on a named worker`,
+        );
+      if (job.state === JobState.PENDING && job.runOn === event.worker) return undefined;
+      job.state = JobState.PENDING;
+      job.runOn = event.worker;
+      job.pendingReason = "";
+      return job;
+    }
+    case "requeue": {
+      if (!isFinal(job.state))
+        throw precondition(`job ${job.id} is ${stateName(job.state)}; only a finished job can be requeued`);
+      job.state = JobState.PENDING;
+      job.requeues++;
+      job.failures = 0;
+      job.lostCount = 0;
+      job.pid = 0;
+      job.exitCode = undefined;
+      job.signal = "";
+      job.error = "";
+      job.pendingReason = "";
+      job.endTime = undefined;
+      job.killRequested = false;
+      job.killForce = false;
+      job.killGraceSeconds = 0;
+      job.stdoutTail = new Uint8Array();
+      job.stderrTail = new Uint8Array();
       return job;
     }
     case "reason": {

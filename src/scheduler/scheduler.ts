@@ -3,9 +3,12 @@
  * workers with free slots and marks the jobs of workers gone past their grace
  * period LOST. Every write carries the leader's fencing compare.
  */
+
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { isFinal } from "../rpc/states.js";
+import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
@@ -14,6 +17,11 @@ import { evaluate } from "./dependencies.js";
 import { transition } from "./job-machine.js";
 import { PendingQueue } from "./pending-queue.js";
 import { type Candidate, place, type WorkerSlots } from "./placement.js";
+
+/** The worker a job must run on: RunJob's choice, else the spec's target, else "" (any). */
+export function targetOf(job: Job): string {
+  return job.runOn || job.spec?.targetWorker || "";
+}
 
 export interface SchedulerOptions {
   /** Seconds a worker may stay detached before its jobs are LOST (default 10). */
@@ -37,6 +45,8 @@ export class Scheduler {
   private readonly pending = new PendingQueue();
   private readonly inflight = new Map<string, number>();
   private readonly goneSince = new Map<string, number>();
+  /** The last record of workers whose record vanished with their replica's lease (for their DOWN record). */
+  private readonly lastKnown = new Map<string, Worker>();
   private running = false;
   private scheduled = false;
   private again = false;
@@ -63,7 +73,7 @@ export class Scheduler {
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
     store.jobs.on("delete", (id) => this.pending.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
-    store.workers.on("delete", (name) => this.onWorkerGone(name));
+    store.workers.on("delete", (name, prev) => this.onWorkerGone(name, prev.value));
     election.on("elected", () => this.start());
     election.on("deposed", () => this.stop());
   }
@@ -90,6 +100,11 @@ export class Scheduler {
   }
 
   private onWorker(name: string, w: Worker): void {
+    this.lastKnown.delete(name);
+    if (w.state === WorkerState.DOWN) {
+      this.goneSince.delete(name);
+      return;
+    }
     if (w.state === WorkerState.DISCONNECTED) {
       if (!this.goneSince.has(name)) {
         const at = w.disconnectTime ? Number(w.disconnectTime.seconds) * 1000 : Date.now();
@@ -101,7 +116,11 @@ export class Scheduler {
     }
   }
 
-  private onWorkerGone(name: string): void {
+  private onWorkerGone(name: string, prev: Worker): void {
+    // A DOWN record removed (ForgetWorker, retention) is gone for good; any other
+    // vanished (its replica's lease expired): it goes DOWN after the grace.
+    if (prev.state === WorkerState.DOWN) return;
+    this.lastKnown.set(name, prev);
     if (!this.goneSince.has(name)) this.goneSince.set(name, Date.now());
   }
 
@@ -118,6 +137,10 @@ export class Scheduler {
       const w = this.store.worker(name);
       if (!w) this.goneSince.set(name, now);
       else this.onWorker(name, w);
+    }
+    // Disconnected workers with nothing running go DOWN too once their grace passed.
+    for (const [name, e] of this.store.workers.entries) {
+      if (e.value.state === WorkerState.DISCONNECTED) this.onWorker(name, e.value);
     }
     this.timer = setInterval(() => void this.reapLost(), 500);
     this.kick();
@@ -189,7 +212,7 @@ export class Scheduler {
       for (const id of ids) {
         const job = this.store.job(id);
         if (!job) continue;
-        candidates.push({ id, targetWorker: job.spec?.targetWorker ?? "", constraints: job.spec?.constraints ?? {} });
+        candidates.push({ id, targetWorker: targetOf(job), constraints: job.spec?.constraints ?? {} });
       }
       const { placed, unplaced } = place(candidates, workers);
       for (const p of placed) {
@@ -197,8 +220,17 @@ export class Scheduler {
         this.inflight.set(p.worker, (this.inflight.get(p.worker) ?? 0) + 1);
         writes.push(
           this.store
-            .updateJob(p.jobId, (job) => transition(job, { type: "assign", worker: p.worker, now: new Date() }), fence)
+            .updateJob(
+              p.jobId,
+              // RunJob may have named another worker since the pass looked: then leave it pending.
+              (job) =>
+                targetOf(job) && targetOf(job) !== p.worker
+                  ? undefined
+                  : transition(job, { type: "assign", worker: p.worker, now: new Date() }),
+              fence,
+            )
             .then((job) => {
+              if (job.state === JobState.PENDING) this.pending.add(job.id, job.spec?.priority ?? 0);
               if (job.state === JobState.ASSIGNED && job.worker === p.worker) {
                 this.stats.placed++;
                 if (job.submitTime && this.onPlaced) {
@@ -270,6 +302,34 @@ export class Scheduler {
     })();
   }
 
+  /**
+   * Keeps a gone worker's record as DOWN (bound to no lease), with when, why
+   * and the jobs it had; a worker that reattached meanwhile is left UP.
+   */
+  private async markDown(name: string, jobs: string[], fence: Compare[]): Promise<void> {
+    const known = this.lastKnown.get(name);
+    await this.store.updateWorkerUnbound(
+      name,
+      (cur) => {
+        if (cur && cur.state !== WorkerState.DISCONNECTED) return undefined;
+        const base = cur ?? known;
+        if (!base) return undefined;
+        const now = timestampFromDate(new Date());
+        return {
+          ...base,
+          state: WorkerState.DOWN,
+          downTime: now,
+          disconnectTime: base.disconnectTime ?? now,
+          downReason: cur ? base.downReason || "stream ended" : "replica lost",
+          lastJobs: jobs,
+          replica: "",
+        };
+      },
+      fence,
+    );
+    this.lastKnown.delete(name);
+  }
+
   /** Marks LOST the jobs of workers detached for longer than the grace period. */
   private async reapLost(): Promise<void> {
     if (!this.running) return;
@@ -302,7 +362,7 @@ export class Scheduler {
           }),
         );
         this.stats.lost += ids.length;
-        if (w) await this.store.deleteWorker(name, w.mod);
+        await this.markDown(name, ids, fence);
         this.goneSince.delete(name);
         if (ids.length) this.options.log?.("worker lost", { worker: name, jobs: ids.length });
       } catch (err) {

@@ -59,6 +59,10 @@ export interface ServerOptions extends SecurityOptions {
   retentionCount?: number;
   /** Seconds between retention runs by the leader (default 30); 0 turns it off. */
   retentionIntervalSeconds?: number;
+  /** DOWN worker records kept this long, seconds (default 7 days); 0: no age limit. */
+  downWorkerRetentionSeconds?: number;
+  /** DOWN worker records kept at most, newest first (default 1,000); 0: no count limit. */
+  downWorkerRetentionCount?: number;
   /** Bytes of stdout and of stderr kept with a finished job (default 2048 each). */
   tailBytes?: number;
   logLevel?: LogLevel;
@@ -177,6 +181,8 @@ export class ControlPlane {
       {
         maxAgeSeconds: o.retentionAgeSeconds ?? DEFAULT_RETENTION.maxAgeSeconds,
         maxCount: o.retentionCount ?? DEFAULT_RETENTION.maxCount,
+        downWorkerAgeSeconds: o.downWorkerRetentionSeconds,
+        downWorkerCount: o.downWorkerRetentionCount,
       },
       (o.retentionIntervalSeconds ?? 30) * 1000,
       (msg, fields) => this.log.info(msg, fields),

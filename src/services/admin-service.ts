@@ -13,10 +13,12 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
     async getClusterStatus() {
       const status = await memberStatus(store);
       let workersUp = 0;
+      let workersDown = 0;
       let slotsTotal = 0;
       let slotsUsed = 0;
       for (const e of store.workers.entries.values()) {
         const w = e.value;
+        if (w.state === WorkerState.DOWN) workersDown++;
         if (w.state === WorkerState.UP || w.state === WorkerState.DRAINING) {
           if (w.state === WorkerState.UP) workersUp++;
           slotsTotal += w.slots;
@@ -34,6 +36,7 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
         alarms: status.alarms,
         workers: store.workers.entries.size,
         workersUp,
+        workersDown,
         slotsTotal,
         slotsUsed,
         jobs,

@@ -9,6 +9,8 @@ import {
   type KillJobRequest,
   type ListJobsRequest,
   OutputStream,
+  type RequeueJobRequest,
+  type RunJobRequest,
   type StreamOutputRequest,
   type StreamOutputResponse,
   StreamOutputResponseSchema,
@@ -25,14 +27,17 @@ import { evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
 import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
+import { compareIds } from "../store/keys.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
+import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
 import type { Sessions } from "./sessions.js";
 import {
   checkArray,
   checkDependencies,
   checkEnum,
   checkJobId,
+  checkKillGrace,
   checkPageToken,
   checkRevision,
   checkSpec,
@@ -144,6 +149,22 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     return true;
   }
 
+  /**
+   * The number of jobs a listing matches, from the index's counts, when the
+   * filter is at most a set of states (undefined otherwise: then it is counted).
+   * Array parents read as a state computed from their tasks, so with any array
+   * present a state filter is counted too.
+   */
+  function knownTotal(req: ListJobsRequest, states: Set<JobState>): number | undefined {
+    if (req.worker || req.arrayParent || Object.keys(req.labels).length > 0) return undefined;
+    const index = store.jobIndex;
+    if (!states.size) return store.jobs.entries.size - (req.includeTasks ? 0 : index.tasks);
+    if (index.arrays > 0) return undefined;
+    let n = 0;
+    for (const s of states) n += (index.counts.get(s) ?? 0) - (req.includeTasks ? 0 : (index.taskCounts.get(s) ?? 0));
+    return n;
+  }
+
   return {
     async submitJob(req: SubmitJobRequest, ctx?: CallContext) {
       const spec = stampOwner(checkSpec(req.spec, req.requestId), ctx?.identity);
@@ -166,27 +187,52 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
     async listJobs(req: ListJobsRequest) {
       const size = pageSize(req.pageSize);
-      checkPageToken(req.pageToken, "ListJobs");
+      const order = parseOrder(req.orderBy);
       if (req.worker) checkWorkerName(req.worker);
       if (req.arrayParent) checkJobId(req.arrayParent, "array_parent");
       for (const s of req.states) checkEnum("states", s, JobStateSchema);
-      const states = new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED));
-      const ids = store.jobIndex.orderedIds();
-      const jobs: Job[] = [];
-      let i = req.pageToken ? store.jobIndex.firstAfter(req.pageToken) : 0;
-      for (; i < ids.length && jobs.length < size; i++) {
-        const job = store.job(ids[i] as string);
-        if (job && matches(job, req, states)) jobs.push(show(job));
+      // Orders by id return the last id as their token; the others an offset ("p<N>"), which
+      // every order takes (a page can jump to "p<N>", e.g. the last one from total_size).
+      let after = "";
+      let skip = 0;
+      const offset = /^p(\d{1,9})$/.exec(req.pageToken);
+      if (offset) skip = Number(offset[1]);
+      else if (byIdOrder(order)) {
+        checkPageToken(req.pageToken, "ListJobs");
+        after = req.pageToken;
+      } else if (req.pageToken) {
+        throw invalid(
+          `page_token ${JSON.stringify(req.pageToken.slice(0, 40))} is not a page token of a ${req.orderBy} listing: pass next_page_token as it was returned, or none for the first page`,
+        );
       }
+      const states = new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED));
+      const known = knownTotal(req, states);
+      const jobs: Job[] = [];
+      let total = 0;
       let more = false;
-      for (; i < ids.length; i++) {
-        const job = store.job(ids[i] as string);
-        if (job && matches(job, req, states)) {
+      // With the total known from the index the walk starts at the token's id and stops
+      // after the page; otherwise every job is looked at to count them.
+      for (const id of orderedJobIds(store, order, known === undefined ? "" : after)) {
+        const job = store.job(id);
+        if (!job || !matches(job, req, states)) continue;
+        total++;
+        if (after && (order.desc ? compareIds(id, after) >= 0 : compareIds(id, after) <= 0)) continue;
+        if (skip > 0) {
+          skip--;
+          continue;
+        }
+        if (jobs.length < size) jobs.push(show(job));
+        else {
           more = true;
-          break;
+          if (known !== undefined) break;
         }
       }
-      return { jobs, nextPageToken: more ? (jobs.at(-1)?.id ?? "") : "" };
+      const next = !more
+        ? ""
+        : byIdOrder(order) && !offset
+          ? (jobs.at(-1)?.id ?? "")
+          : `p${Number(offset?.[1] ?? 0) + jobs.length}`;
+      return { jobs, nextPageToken: next, totalSize: known ?? total };
     },
 
     watchJobs(req: WatchJobsRequest, ctx: CallContext): AsyncIterable<WatchJobsResponse> {
@@ -229,9 +275,20 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     async killJob(req: KillJobRequest, ctx?: CallContext) {
       const id = req.id;
       checkJobId(id);
+      checkKillGrace(req.graceSeconds);
+      /** A kill already requested: a forced one, or one with a shorter grace, overrides it. */
+      const sooner = (job: Job): Job | undefined => {
+        if (job.killForce) return undefined;
+        if (req.force) return { ...job, killForce: true };
+        const current = job.killGraceSeconds || deps.options.killGraceSeconds;
+        if (req.graceSeconds && req.graceSeconds < current) return { ...job, killGraceSeconds: req.graceSeconds };
+        return undefined;
+      };
       const kill = (job: Job) => {
         const next = transition(job, { type: "kill", now: new Date() });
-        if (next && req.graceSeconds) next.killGraceSeconds = req.graceSeconds;
+        if (!next) return sooner(job);
+        if (req.graceSeconds) next.killGraceSeconds = req.graceSeconds;
+        if (req.force) next.killForce = true;
         return next;
       };
       const job = await store.updateJob(id, (job) => {
@@ -239,8 +296,13 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
         if (!isArrayParent(job)) return kill(job);
         // A parent ends (KILLED) when its tasks have: stop creating tasks, kill the created ones.
         if (isFinal(job.state)) throw precondition(`array ${id} already ended (${JobState[job.state]})`);
-        if (job.killRequested) return undefined;
-        return { ...job, killRequested: true, killGraceSeconds: req.graceSeconds || job.killGraceSeconds };
+        if (job.killRequested) return sooner(job);
+        return {
+          ...job,
+          killRequested: true,
+          killGraceSeconds: req.graceSeconds || job.killGraceSeconds,
+          killForce: req.force,
+        };
       });
       if (isArrayParent(job)) await eachTask(id, kill);
       deps.log.info("kill requested", { job: id, state: JobState[job.state] });
@@ -253,6 +315,41 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
 
     async releaseJob(req: GetJobRequest, ctx?: CallContext) {
       return { job: await change(req.id, { type: "release" }, ctx) };
+    },
+
+    async runJob(req: RunJobRequest, ctx?: CallContext) {
+      checkJobId(req.id);
+      checkWorkerName(req.worker);
+      checkOwner(await getJob(req.id), ctx?.identity);
+      if (!store.worker(req.worker)) throw notFound(`worker ${req.worker} is not known`);
+      const job = await store.updateJob(req.id, (job) => {
+        checkOwner(job, ctx?.identity);
+        if (isArrayParent(job)) throw precondition(`job ${req.id} is an array; run its tasks one by one`);
+        return transition(job, { type: "run-on", worker: req.worker });
+      });
+      deps.log.info("job to run on a named worker", { job: req.id, worker: req.worker });
+      return { job: show(job) };
+    },
+
+    async requeueJob(req: RequeueJobRequest, ctx?: CallContext) {
+      checkJobId(req.id);
+      const requeue = (job: Job) => transition(job, { type: "requeue" });
+      const current = await getJob(req.id);
+      checkOwner(current, ctx?.identity);
+      if (isArrayParent(current)) {
+        if (!isFinal(current.state))
+          throw precondition(`array ${req.id} is ${JobState[current.state]}; only a finished array can be requeued`);
+        // Tasks first: a parent PENDING again over tasks that all still read final would end at once.
+        await eachTask(req.id, (task) =>
+          req.failedOnly && task.state === JobState.SUCCEEDED ? undefined : requeue(task),
+        );
+      }
+      const job = await store.updateJob(req.id, (job) => {
+        checkOwner(job, ctx?.identity);
+        return requeue(job);
+      });
+      deps.log.info("job requeued", { job: req.id, failedOnly: req.failedOnly });
+      return { job: show(job) };
     },
 
     async deleteJob(req: GetJobRequest) {

@@ -29,6 +29,8 @@ import { WorkerSession } from "./worker-session.js";
 
 /** How long a start report waits for its run's finish report, to write both at once (short jobs). */
 const START_DELAY_MS = 5;
+/** The down_reason of a worker that StopWorker ended. */
+export const STOPPED = "stopped by an operator";
 /** How long an Attach stream may stay open without its Hello. */
 export const HELLO_TIMEOUT_MS = 5_000;
 
@@ -62,6 +64,7 @@ export class Sessions {
       // The run is over (ended or requeued): forget it, or a session grows by one entry per job it ever ran.
       session.assigned.delete(job.id);
       session.killed.delete(job.id);
+      session.killGrace.delete(job.id);
       return;
     }
     if (!session.open) return;
@@ -69,16 +72,14 @@ export class Sessions {
       session.assigned.set(job.id, job.attempt);
       session.send({ case: "assign", value: { jobId: job.id, attempt: job.attempt, spec: job.spec } });
     }
-    if (job.killRequested && session.killed.get(job.id) !== job.attempt) {
+    // A kill is sent again when a later KillJob shortened its grace or forced it (the worker keeps the sooner end).
+    const grace = job.killForce ? 0 : job.killGraceSeconds || this.deps.options.killGraceSeconds;
+    if (job.killRequested && (session.killed.get(job.id) !== job.attempt || session.killGrace.get(job.id) !== grace)) {
       session.killed.set(job.id, job.attempt);
+      session.killGrace.set(job.id, grace);
       session.send({
         case: "kill",
-        value: {
-          jobId: job.id,
-          attempt: job.attempt,
-          graceSeconds: job.killGraceSeconds || this.deps.options.killGraceSeconds,
-          reason: "killed by request",
-        },
+        value: { jobId: job.id, attempt: job.attempt, graceSeconds: grace, reason: "killed by request" },
       });
     }
   }
@@ -89,6 +90,10 @@ export class Sessions {
     if (w.state === WorkerState.DRAINING && session.state === "ATTACHED") {
       session.to("drain");
       session.send({ case: "drain", value: {} });
+    }
+    if (w.state === WorkerState.UP && session.state === "DRAINING") {
+      session.to("resume");
+      session.send({ case: "resume", value: {} });
     }
     if (w.stopRequested) {
       session.send({ case: "shutdown", value: { reason: "stopped by request" } });
@@ -102,6 +107,7 @@ export class Sessions {
     for (const s of this.byName.values()) {
       if (now - s.lastHeartbeat > limit) {
         this.deps.log.warn("worker heartbeats stopped; detaching", { worker: s.name });
+        s.closeReason = "heartbeat timeout";
         s.close();
       }
     }
@@ -383,16 +389,32 @@ export class Sessions {
           w.attachTime?.nanos !== attachTime.nanos
         )
           return undefined;
-        if (w.stopRequested) return undefined;
-        return { ...w, state: WorkerState.DISCONNECTED, disconnectTime: timestampFromDate(new Date()) };
+        return {
+          ...w,
+          state: WorkerState.DISCONNECTED,
+          disconnectTime: timestampFromDate(new Date()),
+          lastHeartbeat: timestampFromDate(new Date(session.lastHeartbeat)),
+          downReason: w.stopRequested ? STOPPED : session.closeReason || "stream ended",
+        };
       })
       .catch((err) =>
         this.deps.log.warn("could not mark worker disconnected", { worker: session.name, error: String(err) }),
       );
     const w = this.deps.store.workers.entries.get(session.name);
     if (w?.value.stopRequested && (this.deps.store.jobIndex.active.get(session.name)?.size ?? 0) === 0) {
-      await this.deps.store.deleteWorker(session.name, w.mod).catch(() => undefined);
+      await this.markStoppedDown(session.name).catch((err) =>
+        this.deps.log.warn("could not mark stopped worker down", { worker: session.name, error: String(err) }),
+      );
     }
+  }
+
+  /** A worker stopped by an operator with nothing left running is DOWN at once (no grace to wait for). */
+  private markStoppedDown(name: string): Promise<unknown> {
+    return this.deps.store.updateWorkerUnbound(name, (w) =>
+      w?.state === WorkerState.DISCONNECTED && w.stopRequested
+        ? { ...w, state: WorkerState.DOWN, downTime: timestampFromDate(new Date()), lastJobs: [], replica: "" }
+        : undefined,
+    );
   }
 
   /** Asks the worker holding a run for its output; yields chunks until eof. */

@@ -157,3 +157,12 @@ export function pageSize(n: number): number {
   if (n > LIMITS.pageSize) throw invalid(`page_size: at most ${LIMITS.pageSize}`);
   return n;
 }
+
+/** The longest kill grace a KillJob may ask for, in seconds. */
+export const MAX_KILL_GRACE_SECONDS = 3600;
+
+/** Checks a KillJob grace: at most MAX_KILL_GRACE_SECONDS (0 means the default). */
+export function checkKillGrace(seconds: number): void {
+  if (seconds > MAX_KILL_GRACE_SECONDS)
+    throw invalid(`grace_seconds: at most ${MAX_KILL_GRACE_SECONDS} (got ${seconds})`);
+}

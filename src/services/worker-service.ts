@@ -5,15 +5,19 @@ import { WatchEventType } from "../../gen/crms/v1/job_pb.js";
 import {
   type AttachRequest,
   type DrainWorkerRequest,
+  type ForgetWorkerRequest,
+  ForgetWorkerResponseSchema,
   type GetWorkerRequest,
   type ListWorkersRequest,
+  type ResumeWorkerRequest,
   StopWorkerResponseSchema,
   type WatchWorkersResponse,
   WatchWorkersResponseSchema,
   type Worker,
   WorkerState,
 } from "../../gen/crms/v1/worker_pb.js";
-import { notFound, precondition } from "../store/errors.js";
+import { checkWorkerBinding } from "../auth/policy.js";
+import { CrmsError, notFound, precondition } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";
@@ -107,6 +111,38 @@ export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {
       });
       deps.log.info("worker stop requested", { worker: req.name });
       return create(StopWorkerResponseSchema, {});
+    },
+
+    async resumeWorker(req: ResumeWorkerRequest) {
+      known(req.name);
+      const w = await store.updateWorker(req.name, (w) => {
+        if (!w) throw notFound(`worker ${req.name} is not known`);
+        if (w.state === WorkerState.UP) return undefined;
+        if (w.state !== WorkerState.DRAINING)
+          throw precondition(`worker ${req.name} is ${WorkerState[w.state]}; only a DRAINING worker can be resumed`);
+        if (w.stopRequested) throw precondition(`worker ${req.name} is stopping; it cannot be resumed`);
+        return { ...w, state: WorkerState.UP };
+      });
+      deps.log.info("worker resumed", { worker: req.name });
+      return { worker: present(w as Worker) };
+    },
+
+    async forgetWorker(req: ForgetWorkerRequest, ctx?: CallContext) {
+      checkWorkerBinding(ctx?.identity, req.name);
+      for (let i = 0; i < 10; i++) {
+        const e = store.workers.entries.get(known(req.name).name);
+        if (!e) break;
+        if (e.value.state !== WorkerState.DOWN) {
+          throw precondition(
+            `worker ${req.name} is ${WorkerState[e.value.state]}; only a DOWN worker can be forgotten (stop it first)`,
+          );
+        }
+        if (await store.deleteWorker(req.name, e.mod)) {
+          deps.log.info("worker forgotten", { worker: req.name });
+          return create(ForgetWorkerResponseSchema, {});
+        }
+      }
+      throw new CrmsError("ABORTED", `worker ${req.name} changed while being forgotten; retry`);
     },
   };
 }

@@ -10,7 +10,7 @@ import type { Identity } from "./context.js";
 
 /** Session states: waiting for Hello, attached (maybe draining), closed. */
 export type SessionState = "AWAITING_HELLO" | "ATTACHED" | "DRAINING" | "CLOSED";
-export type SessionEvent = "hello" | "drain" | "close";
+export type SessionEvent = "hello" | "drain" | "resume" | "close";
 
 /** The session state machine; throws on an event not allowed in a state. */
 export function sessionTransition(state: SessionState, event: SessionEvent): SessionState {
@@ -18,6 +18,10 @@ export function sessionTransition(state: SessionState, event: SessionEvent): Ses
   if (state === "CLOSED") throw new CrmsError("FAILED_PRECONDITION", `session is closed; cannot ${event}`);
   if (event === "hello") {
     if (state !== "AWAITING_HELLO") throw new CrmsError("INVALID_ARGUMENT", "hello sent twice on one stream");
+    return "ATTACHED";
+  }
+  if (event === "resume") {
+    if (state !== "DRAINING") throw new CrmsError("FAILED_PRECONDITION", `session is ${state}; cannot resume`);
     return "ATTACHED";
   }
   return "DRAINING";
@@ -33,9 +37,13 @@ export class WorkerSession {
   readonly assigned = new Map<string, number>();
   /** jobId -> attempt last sent in a Kill. */
   readonly killed = new Map<string, number>();
+  /** jobId -> grace seconds last sent in a Kill (a shorter one is sent again). */
+  readonly killGrace = new Map<string, number>();
   /** jobId -> a start report received but not yet written (see Sessions.handle). */
   readonly starting = new Map<string, { attempt: number; pid: number }>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
+  /** Why the session ended, recorded as the worker's down_reason ("stream ended" unless set). */
+  closeReason = "";
   /** The authenticated caller of the stream (undefined when authentication is off). */
   identity?: Identity;
 

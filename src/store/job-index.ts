@@ -20,6 +20,11 @@ export class JobIndex {
   private sorted = true;
   private removed = 0;
   readonly counts = new Map<JobState, number>();
+  /** How many jobs are tasks of an array (ListJobs leaves them out unless asked), by state. */
+  readonly taskCounts = new Map<JobState, number>();
+  tasks = 0;
+  /** How many array parents there are (their listed state is computed from their tasks). */
+  arrays = 0;
   /** Worker name -> ids of its ASSIGNED or RUNNING jobs. */
   readonly active = new Map<string, Set<string>>();
   /**
@@ -28,6 +33,11 @@ export class JobIndex {
    * first up to clock skew between replicas and report batching).
    */
   readonly finished = new Set<string>();
+
+  /** Ids in (name, id) order, merged lazily with `namesAdded` (see byName()). */
+  private names: string[] = [];
+  private namesAdded: string[] = [];
+  private namesRemoved = 0;
 
   constructor(private readonly cache: PrefixCache<Job>) {
     for (const [id, e] of cache.entries) this.add(id, e, undefined);
@@ -58,6 +68,7 @@ export class JobIndex {
       const last = this.ids.at(-1);
       if (last !== undefined && compareIds(last, id) > 0) this.sorted = false;
       this.ids.push(id);
+      this.namesAdded.push(id);
     }
     this.count(e.value);
   }
@@ -66,10 +77,16 @@ export class JobIndex {
     this.finished.delete(id);
     this.uncount(prev.value);
     this.removed++;
+    this.namesRemoved++;
   }
 
   private count(job: Job): void {
     this.counts.set(job.state, (this.counts.get(job.state) ?? 0) + 1);
+    if (job.arrayParent) {
+      this.tasks++;
+      this.taskCounts.set(job.state, (this.taskCounts.get(job.state) ?? 0) + 1);
+    }
+    if (job.spec?.array) this.arrays++;
     if (isActive(job.state) && job.worker) {
       let set = this.active.get(job.worker);
       if (!set) this.active.set(job.worker, (set = new Set()));
@@ -79,6 +96,11 @@ export class JobIndex {
 
   private uncount(job: Job): void {
     this.counts.set(job.state, (this.counts.get(job.state) ?? 1) - 1);
+    if (job.arrayParent) {
+      this.tasks--;
+      this.taskCounts.set(job.state, (this.taskCounts.get(job.state) ?? 1) - 1);
+    }
+    if (job.spec?.array) this.arrays--;
     if (isActive(job.state) && job.worker) {
       const set = this.active.get(job.worker);
       set?.delete(job.id);
@@ -97,6 +119,40 @@ export class JobIndex {
       this.sorted = true;
     }
     return this.ids;
+  }
+
+  /**
+   * Job ids in (name, id) order. Names never change, so only the jobs added
+   * since the last call are sorted and merged in: a call costs a merge, not a
+   * sort of every job.
+   */
+  byName(): string[] {
+    const entries = this.cache.entries;
+    const name = (id: string) => entries.get(id)?.value.spec?.name ?? "";
+    const cmp = (a: string, b: string) => {
+      const na = name(a);
+      const nb = name(b);
+      return na < nb ? -1 : na > nb ? 1 : compareIds(a, b);
+    };
+    if (this.namesRemoved > 0) {
+      this.names = this.names.filter((id) => entries.has(id));
+      this.namesRemoved = 0;
+    }
+    if (this.namesAdded.length > 0) {
+      const added = this.namesAdded.filter((id) => entries.has(id)).sort(cmp);
+      this.namesAdded = [];
+      const merged: string[] = new Array(this.names.length + added.length);
+      let i = 0;
+      let j = 0;
+      let k = 0;
+      while (i < this.names.length && j < added.length)
+        merged[k++] =
+          cmp(this.names[i] as string, added[j] as string) <= 0 ? (this.names[i++] as string) : (added[j++] as string);
+      while (i < this.names.length) merged[k++] = this.names[i++] as string;
+      while (j < added.length) merged[k++] = added[j++] as string;
+      this.names = merged;
+    }
+    return this.names;
   }
 
   /** Index of the first id greater than `after` in orderedIds(). */

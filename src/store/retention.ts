@@ -3,7 +3,9 @@
  * deleted, oldest first, in batches. A job's own retention_seconds can keep
  * it longer. Unfinished jobs are never touched.
  */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
+import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { isFinal } from "../rpc/states.js";
 import { byEnd, endMs } from "./job-index.js";
 import { compareIds } from "./keys.js";
@@ -16,9 +18,41 @@ export interface RetentionOptions {
   maxCount: number;
   /** Overrides maxCount, where 0 keeps no finished job (`crms admin recover --keep-finished`). */
   keepFinished?: number;
+  /** Seconds a DOWN worker's record is kept (default 7 days). 0 disables the age rule. */
+  downWorkerAgeSeconds?: number;
+  /** DOWN worker records kept at most, newest down first (default 1,000). 0 disables the count rule. */
+  downWorkerCount?: number;
 }
 
 export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
+/** Default age and count of kept DOWN worker records. */
+export const DEFAULT_DOWN_WORKER_RETENTION = { ageSeconds: 7 * 24 * 3600, count: 1000 };
+
+/** Names of DOWN worker records to delete now: past the age, or beyond the count (oldest down first). */
+export function expiredDownWorkers(
+  store: Store,
+  options: RetentionOptions,
+  nowMs: number,
+): { name: string; mod: number }[] {
+  const age = options.downWorkerAgeSeconds ?? DEFAULT_DOWN_WORKER_RETENTION.ageSeconds;
+  const count = options.downWorkerCount ?? DEFAULT_DOWN_WORKER_RETENTION.count;
+  const down: { name: string; mod: number; at: number }[] = [];
+  for (const [name, e] of store.workers.entries) {
+    if (e.value.state !== WorkerState.DOWN) continue;
+    down.push({ name, mod: e.mod, at: e.value.downTime ? timestampMs(e.value.downTime) : 0 });
+  }
+  down.sort((a, b) => a.at - b.at || (a.name < b.name ? -1 : 1));
+  const excess = count > 0 ? down.length - count : 0;
+  return down.filter((d, i) => i < excess || (age > 0 && d.at + age * 1000 <= nowMs));
+}
+
+/** Deletes expired DOWN worker records (each only if unchanged); returns how many were deleted. */
+export async function runWorkerRetention(store: Store, options: RetentionOptions, now = Date.now()): Promise<number> {
+  const results = await Promise.allSettled(
+    expiredDownWorkers(store, options, now).map((d) => store.deleteWorker(d.name, d.mod)),
+  );
+  return results.filter((r) => r.status === "fulfilled" && r.value).length;
+}
 
 const BATCH = 128;
 /** Delete batches in flight at once (the store groups them into Txns). */
@@ -139,6 +173,8 @@ export class Retention {
   private async runOnce(): Promise<number> {
     try {
       const n = await runRetention(this.store, this.options);
+      const workers = await runWorkerRetention(this.store, this.options);
+      if (workers) this.log?.("retention deleted down worker records", { deleted: workers });
       this.runs++;
       this.deleted += n;
       if (n) this.log?.("retention deleted finished jobs", { deleted: n });

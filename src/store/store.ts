@@ -413,11 +413,33 @@ export class Store {
     mutate: (w: Readonly<Worker> | undefined) => Worker | undefined,
     rebind = false,
   ): Promise<Worker | undefined> {
+    return this.writeWorker(name, mutate, (entry) => (!entry || rebind ? this.leaseId : entry.lease));
+  }
+
+  /**
+   * Creates or changes a worker record bound to no lease (a DOWN record, kept
+   * whatever happens to the replicas), with compare-and-put; extra compares
+   * (the leader's fence) must hold too, or ABORTED is thrown.
+   */
+  updateWorkerUnbound(
+    name: string,
+    mutate: (w: Readonly<Worker> | undefined) => Worker | undefined,
+    fence: Compare[] = [],
+  ): Promise<Worker | undefined> {
+    return this.writeWorker(name, mutate, () => "0", fence);
+  }
+
+  private async writeWorker(
+    name: string,
+    mutate: (w: Readonly<Worker> | undefined) => Worker | undefined,
+    leaseOf: (entry: Entry<Worker> | undefined) => string,
+    fence: Compare[] = [],
+  ): Promise<Worker | undefined> {
     const key = this.keys.worker(name);
-    return this.guaranteedUpdate(this.workers, name, key, WorkerSchema, [], `worker ${name}`, "update", (entry) => {
+    return this.guaranteedUpdate(this.workers, name, key, WorkerSchema, fence, `worker ${name}`, "update", (entry) => {
       const next = mutate(entry?.value);
       if (!next) return { done: entry?.value };
-      const lease = !entry || rebind ? this.leaseId : entry.lease;
+      const lease = leaseOf(entry);
       return {
         writes: [{ type: "put", key, value: encode(WorkerSchema, next), lease }],
         commit: (revision) => {

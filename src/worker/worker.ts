@@ -40,7 +40,7 @@ export const WORKER_TRANSITIONS: Readonly<Record<WorkerLifecycleState, readonly 
   INITIALIZED: ["CONNECTING", "STOPPED"],
   CONNECTING: ["RUNNING", "DRAINING", "STOPPING"],
   RUNNING: ["CONNECTING", "DRAINING", "STOPPING"],
-  DRAINING: ["CONNECTING", "STOPPING"],
+  DRAINING: ["CONNECTING", "RUNNING", "STOPPING"],
   STOPPING: ["STOPPED"],
   STOPPED: [],
 };
@@ -510,6 +510,13 @@ export class Worker extends EventEmitter {
         if (this.#state === "RUNNING") {
           this.#log("draining: no new jobs", "info");
           this.#transition("DRAINING");
+        }
+        break;
+      case "resume":
+        this.#drainRequested = false;
+        if (this.#state === "DRAINING") {
+          this.#log("resumed: taking new jobs", "info");
+          this.#transition("RUNNING");
         }
         break;
       case "shutdown":

@@ -71,6 +71,10 @@ type JobFilter struct {
 	ArrayParent string
 	// List array tasks alongside other jobs.
 	IncludeTasks bool
+	// The order: "id" (the default: oldest first), "submit_time", "end_time",
+	// "state" or "name", each with a leading "-" for descending ("-id":
+	// newest first).
+	OrderBy string
 }
 
 func (f *JobFilter) request() *crmsv1.ListJobsRequest {
@@ -80,6 +84,7 @@ func (f *JobFilter) request() *crmsv1.ListJobsRequest {
 		PageSize:     f.PageSize,
 		ArrayParent:  f.ArrayParent,
 		IncludeTasks: f.IncludeTasks,
+		OrderBy:      f.OrderBy,
 	}
 	for _, s := range f.States {
 		req.States = append(req.States, crmsv1.JobState(s))
@@ -113,7 +118,19 @@ func (c *Client) Jobs(ctx context.Context, filter JobFilter) iter.Seq2[*Job, err
 	}
 }
 
-// ListJobs returns every job the filter selects (all pages), ordered by id.
+// CountJobs returns how many jobs the filter selects (ListJobs' total_size)
+// without listing them.
+func (c *Client) CountJobs(ctx context.Context, filter JobFilter) (int, error) {
+	req := filter.request()
+	req.PageSize = 1
+	resp, err := c.jobs.ListJobs(ctx, req)
+	if err != nil {
+		return 0, wrapError("ListJobs", err)
+	}
+	return int(resp.GetTotalSize()), nil
+}
+
+// ListJobs returns every job the filter selects (all pages), in the filter's order.
 func (c *Client) ListJobs(ctx context.Context, filter JobFilter) ([]*Job, error) {
 	var jobs []*Job
 	for job, err := range c.Jobs(ctx, filter) {
@@ -239,13 +256,47 @@ func (c *Client) waitOnce(ctx context.Context, id string, cond func(*Job) bool) 
 
 // Kill kills a job: a pending or held job becomes KILLED at once; a running
 // one gets SIGTERM, then SIGKILL after grace (0 means the server's default,
-// 10 s; rounded up to whole seconds). It returns the job after the request
+// 10 s; rounded up to whole seconds; at most an hour, ErrInvalidArgument
+// above). It returns the job after the request
 // (still RUNNING with KillRequested until the worker reports the end; use
 // Wait). ErrFailedPrecondition if the job already ended.
 func (c *Client) Kill(ctx context.Context, id string, grace time.Duration) (*Job, error) {
 	resp, err := c.jobs.KillJob(ctx, &crmsv1.KillJobRequest{Id: id, GraceSeconds: seconds(grace)})
 	if err != nil {
 		return nil, wrapError("KillJob", err)
+	}
+	return JobFromProto(resp.GetJob()), nil
+}
+
+// KillNow kills a job with SIGKILL at once, overriding the grace of an
+// earlier Kill (a later Kill with a shorter grace overrides it too).
+func (c *Client) KillNow(ctx context.Context, id string) (*Job, error) {
+	resp, err := c.jobs.KillJob(ctx, &crmsv1.KillJobRequest{Id: id, Force: true})
+	if err != nil {
+		return nil, wrapError("KillJob", err)
+	}
+	return JobFromProto(resp.GetJob()), nil
+}
+
+// RunJob is GoCRMS's RunJob(id, worker): a HELD or PENDING job runs on the
+// named worker (released if HELD) as soon as that worker has a free slot.
+// ErrNotFound for an unknown worker, ErrFailedPrecondition for a job in
+// another state.
+func (c *Client) RunJob(ctx context.Context, id, worker string) (*Job, error) {
+	resp, err := c.jobs.RunJob(ctx, &crmsv1.RunJobRequest{Id: id, Worker: worker})
+	if err != nil {
+		return nil, wrapError("RunJob", err)
+	}
+	return JobFromProto(resp.GetJob()), nil
+}
+
+// Requeue runs a finished job again as a new attempt under the same id (its
+// attempts kept); for an array every task, or with failedOnly only the tasks
+// that did not succeed. ErrFailedPrecondition if it has not ended.
+func (c *Client) Requeue(ctx context.Context, id string, failedOnly bool) (*Job, error) {
+	resp, err := c.jobs.RequeueJob(ctx, &crmsv1.RequeueJobRequest{Id: id, FailedOnly: failedOnly})
+	if err != nil {
+		return nil, wrapError("RequeueJob", err)
 	}
 	return JobFromProto(resp.GetJob()), nil
 }

@@ -67,6 +67,8 @@ const (
 	WorkerUp               WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_UP)
 	WorkerDraining         WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DRAINING)
 	WorkerDisconnected     WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DISCONNECTED)
+	// WorkerDown: gone past its grace (or stopped); kept until forgotten.
+	WorkerDown WorkerState = WorkerState(crmsv1.WorkerState_WORKER_STATE_DOWN)
 )
 
 // String is the state's name without the WORKER_STATE_ prefix, e.g. "UP".
@@ -386,6 +388,12 @@ type Job struct {
 	ArrayIndex  uint32
 	// For an array parent: its tasks by state (nil otherwise).
 	ArrayCounts *ArrayCounts
+	// The worker named by RunJob (it overrides Spec.TargetWorker).
+	RunOn string
+	// The requested kill is immediate (SIGKILL, no grace).
+	KillForce bool
+	// How many times RequeueJob ran it again after it had ended.
+	Requeues uint32
 }
 
 // Final reports whether the job is in a final state.
@@ -434,6 +442,9 @@ func JobFromProto(p *crmsv1.Job) *Job {
 		KillGrace:     time.Duration(p.GetKillGraceSeconds()) * time.Second,
 		ArrayParent:   p.GetArrayParent(),
 		ArrayIndex:    p.GetArrayIndex(),
+		RunOn:         p.GetRunOn(),
+		KillForce:     p.GetKillForce(),
+		Requeues:      p.GetRequeues(),
 	}
 	if c := p.GetArrayCounts(); c != nil {
 		j.ArrayCounts = &ArrayCounts{
@@ -479,6 +490,10 @@ type Worker struct {
 	Replica string
 	// Stop was called; the worker is told to exit.
 	StopRequested bool
+	// For a DOWN worker: when and why it went down, and the jobs it had.
+	DownTime   time.Time
+	DownReason string
+	LastJobs   []string
 }
 
 // WorkerFromProto converts a crms.v1.Worker message.
@@ -500,6 +515,9 @@ func WorkerFromProto(p *crmsv1.Worker) *Worker {
 		DisconnectTime: timeOf(p.GetDisconnectTime()),
 		Replica:        p.GetReplica(),
 		StopRequested:  p.GetStopRequested(),
+		DownTime:       timeOf(p.GetDownTime()),
+		DownReason:     p.GetDownReason(),
+		LastJobs:       p.GetLastJobs(),
 	}
 }
 
@@ -579,9 +597,11 @@ type ClusterStatus struct {
 	Revision   int64
 	QuotaBytes int64
 	Alarms     []string
-	// Workers known, and how many are attached and accepting jobs.
-	Workers   uint32
-	WorkersUp uint32
+	// Workers known (DOWN ones included), how many are attached and
+	// accepting jobs, and how many are DOWN.
+	Workers     uint32
+	WorkersUp   uint32
+	WorkersDown uint32
 	// Slots over all attached workers, and how many are in use.
 	SlotsTotal uint32
 	SlotsUsed  uint32
@@ -599,6 +619,7 @@ func clusterStatusFromProto(p *crmsv1.GetClusterStatusResponse) *ClusterStatus {
 		Alarms:          p.GetAlarms(),
 		Workers:         p.GetWorkers(),
 		WorkersUp:       p.GetWorkersUp(),
+		WorkersDown:     p.GetWorkersDown(),
 		SlotsTotal:      p.GetSlotsTotal(),
 		SlotsUsed:       p.GetSlotsUsed(),
 		Jobs:            map[JobState]uint64{},

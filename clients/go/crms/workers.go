@@ -93,6 +93,23 @@ func (c *Client) Drain(ctx context.Context, name string) (*Worker, error) {
 	return WorkerFromProto(resp.GetWorker()), nil
 }
 
+// Resume undoes Drain: the worker takes new jobs again. Returns the worker,
+// now UP.
+func (c *Client) Resume(ctx context.Context, name string) (*Worker, error) {
+	resp, err := c.workers.ResumeWorker(ctx, &crmsv1.ResumeWorkerRequest{Name: name})
+	if err != nil {
+		return nil, wrapError("ResumeWorker", err)
+	}
+	return WorkerFromProto(resp.GetWorker()), nil
+}
+
+// ForgetWorker removes a DOWN worker's record (ErrFailedPrecondition if it
+// is not DOWN, ErrNotFound if it is not known).
+func (c *Client) ForgetWorker(ctx context.Context, name string) error {
+	_, err := c.workers.ForgetWorker(ctx, &crmsv1.ForgetWorkerRequest{Name: name})
+	return wrapError("ForgetWorker", err)
+}
+
 // Stop tells a worker to exit; its running jobs are killed.
 func (c *Client) Stop(ctx context.Context, name string) error {
 	_, err := c.workers.StopWorker(ctx, &crmsv1.StopWorkerRequest{Name: name})

@@ -3,17 +3,17 @@
 
 GoCRMS:                                         crms:
   crms = crmscli.CrmsCli()                        c = crms.Client(address)
-  crms.createJob("1256", ["java", "-version"])    c.submit([...], hold=True, worker=w)
+  crms.createJob("1256", ["java", "-version"])    c.submit([...], hold=True)
   crms.getJobs()                                  c.jobs()
   crms.getWorkers()                               c.workers()
-  crms.runJob("1256", ["wenzhe"])                 c.release(id)  (target worker set at submit)
+  crms.runJob("1256", ["wenzhe"])                 c.run_job(id, worker)
   job = crms.getJob("1256")                       c.wait(id) / c.get_job(id)
   job.stateOfWorkers['wenzhe'].status             job.state, job.worker
   job.stateOfWorkers['wenzhe'].stdouterr          c.output(id)
 
-In crms the server assigns job ids, and the worker a job must run on is part
-of its spec, so the job is submitted on hold with its target worker and then
-released (GoCRMS created the job first and picked the worker in runJob).
+The flow is GoCRMS's: the job is created first (held: it does not run yet),
+then run on a worker named at that point. The only difference is that crms
+assigns the job id. The Go version is clients/go/examples/gocrms-session.
 
 Usage: python gocrms_session.py ADDRESS [WORKER]
 """
@@ -43,7 +43,6 @@ def main(argv):
             ["sh", "-c", 'echo "crms version 0.1"; echo "Picked up options: none" >&2'],
             name="gocrms-session",
             hold=True,
-            worker=target,
         )
         print(f"created job {job.id}: {job.state.name}")
 
@@ -51,7 +50,7 @@ def main(argv):
         print("jobs:", {j.id: j.state.name for j in c.jobs()})
 
         # crms.runJob(id, [worker])
-        job = c.release(job.id)
+        job = c.run_job(job.id, target)
         print(f"run job {job.id} on {target}: {job.state.name}")
 
         # job = crms.getJob(id); job.stateOfWorkers[worker].status / .stdouterr

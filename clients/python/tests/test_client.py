@@ -391,14 +391,13 @@ def test_drain_and_stop_a_worker(client, extra_worker):
         pass  # it already exited and was forgotten
     eventually(lambda: not proc.running(), timeout=30)
 
-    def gone() -> bool:
-        # A stopped worker that exited is either kept as DISCONNECTED or forgotten.
-        try:
-            return client.worker(name).state is crms.WorkerState.DISCONNECTED
-        except crms.WorkerNotFound:
-            return True
-
-    eventually(gone, timeout=30)
+    # A stopped worker that exited is kept as DOWN, saying why, until it is forgotten.
+    eventually(lambda: client.worker(name).state is crms.WorkerState.DOWN, timeout=30)
+    assert client.worker(name).down_reason == "stopped by an operator"
+    assert client.cluster_status().workers_down >= 1
+    assert client.forget_worker(name) is None
+    with pytest.raises(crms.WorkerNotFound):
+        client.worker(name)
 
 
 # -- admin ----------------------------------------------------------------------

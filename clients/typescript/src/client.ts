@@ -150,8 +150,18 @@ export class CrmsClient {
     }
   }
 
-  async kill(id: string, graceSeconds = 0, options?: CallOptions): Promise<Job> {
-    return (await this.transport.unary(JobService.method.killJob, { id, graceSeconds }, options)).job as Job;
+  async kill(id: string, graceSeconds = 0, options?: CallOptions, force = false): Promise<Job> {
+    return (await this.transport.unary(JobService.method.killJob, { id, graceSeconds, force }, options)).job as Job;
+  }
+
+  /** GoCRMS's RunJob: a HELD or PENDING job runs on the named worker as soon as it has a free slot. */
+  async runJob(id: string, worker: string, options?: CallOptions): Promise<Job> {
+    return (await this.transport.unary(JobService.method.runJob, { id, worker }, options)).job as Job;
+  }
+
+  /** Runs a finished job (or array; with failedOnly its unsuccessful tasks) again under the same id. */
+  async requeue(id: string, failedOnly = false, options?: CallOptions): Promise<Job> {
+    return (await this.transport.unary(JobService.method.requeueJob, { id, failedOnly }, options)).job as Job;
   }
 
   async hold(id: string, options?: CallOptions): Promise<Job> {
@@ -204,6 +214,16 @@ export class CrmsClient {
 
   async drain(name: string, options?: CallOptions): Promise<Worker> {
     return (await this.transport.unary(WorkerService.method.drainWorker, { name }, options)).worker as Worker;
+  }
+
+  /** Undoes a drain: the worker takes new jobs again. */
+  async resume(name: string, options?: CallOptions): Promise<Worker> {
+    return (await this.transport.unary(WorkerService.method.resumeWorker, { name }, options)).worker as Worker;
+  }
+
+  /** Removes a DOWN worker's record. */
+  async forgetWorker(name: string, options?: CallOptions): Promise<void> {
+    await this.transport.unary(WorkerService.method.forgetWorker, { name }, options);
   }
 
   async stopWorker(name: string, options?: CallOptions): Promise<void> {

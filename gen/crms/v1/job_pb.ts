@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/job.proto.
  */
 export const file_crms_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChFjcm1zL3YxL2pvYi5wcm90bxIHY3Jtcy52MSK7BAoHSm9iU3BlYxIPCgdjb21tYW5kGAEgAygJEgwKBG5hbWUYAiABKAkSJgoDZW52GAMgAygLMhkuY3Jtcy52MS5Kb2JTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAQgASgJEiwKBmxhYmVscxgFIAMoCzIcLmNybXMudjEuSm9iU3BlYy5MYWJlbHNFbnRyeRI2Cgtjb25zdHJhaW50cxgGIAMoCzIhLmNybXMudjEuSm9iU3BlYy5Db25zdHJhaW50c0VudHJ5EhUKDXRhcmdldF93b3JrZXIYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSEwoLbWF4X3JldHJpZXMYCSABKA0SFwoPdGltZW91dF9zZWNvbmRzGAogASgNEgwKBGhvbGQYCyABKAgSGAoQbWF4X2xvc3RfcmV0cmllcxgMIAEoDRIZChFyZXRlbnRpb25fc2Vjb25kcxgNIAEoDRIhCgVhcnJheRgOIAEoCzISLmNybXMudjEuQXJyYXlTcGVjEiIKBWFmdGVyGA8gAygLMhMuY3Jtcy52MS5EZXBlbmRlbmN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoyChBDb25zdHJhaW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPQoJQXJyYXlTcGVjEg0KBWZpcnN0GAEgASgNEgwKBGxhc3QYAiABKA0SEwoLbWF4X3J1bm5pbmcYAyABKA0iTQoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSLwoJY29uZGl0aW9uGAIgASgOMhwuY3Jtcy52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIp4BCgtBcnJheUNvdW50cxINCgV0b3RhbBgBIAEoDRIPCgdjcmVhdGVkGAIgASgNEg8KB3BlbmRpbmcYAyABKA0SDAoEaGVsZBgEIAEoDRIPCgdydW5uaW5nGAUgASgNEhEKCXN1Y2NlZWRlZBgGIAEoDRIOCgZmYWlsZWQYByABKA0SDgoGa2lsbGVkGAggASgNEgwKBGxvc3QYCSABKA0itAIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEg4KBndvcmtlchgCIAEoCRIvCgthc3NpZ25fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiIKB291dGNvbWUYBiABKA4yES5jcm1zLnYxLkpvYlN0YXRlEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEg4KBnNpZ25hbBgIIAEoCRINCgVlcnJvchgJIAEoCRIRCgl0aW1lZF9vdXQYCiABKAhCDAoKX2V4aXRfY29kZSKXBQoDSm9iEgoKAmlkGAEgASgJEh4KBHNwZWMYAiABKAsyEC5jcm1zLnYxLkpvYlNwZWMSIAoFc3RhdGUYAyABKA4yES5jcm1zLnYxLkpvYlN0YXRlEg8KB2F0dGVtcHQYBCABKA0SDgoGd29ya2VyGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAkSFgoOcGVuZGluZ19yZWFzb24YCiABKAkSLwoLc3VibWl0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGRvdXRfdGFpbBgOIAEoDBITCgtzdGRlcnJfdGFpbBgPIAEoDBIiCghhdHRlbXB0cxgQIAMoCzIQLmNybXMudjEuQXR0ZW1wdBIQCghmYWlsdXJlcxgRIAEoDRISCgpsb3N0X2NvdW50GBIgASgNEhIKCnJlcXVlc3RfaWQYEyABKAkSFgoOa2lsbF9yZXF1ZXN0ZWQYFCABKAgSGgoSa2lsbF9ncmFjZV9zZWNvbmRzGBUgASgNEhQKDGFycmF5X3BhcmVudBgWIAEoCRITCgthcnJheV9pbmRleBgXIAEoDRIqCgxhcnJheV9jb3VudHMYGCABKAsyFC5jcm1zLnYxLkFycmF5Q291bnRzEhUKDWFycmF5X2NyZWF0ZWQYGSABKA1CDAoKX2V4aXRfY29kZSJGChBTdWJtaXRKb2JSZXF1ZXN0Eh4KBHNwZWMYASABKAsyEC5jcm1zLnYxLkpvYlNwZWMSEgoKcmVxdWVzdF9pZBgCIAEoCSJAChFTdWJtaXRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYhIQCghleGlzdGluZxgCIAEoCCIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIisKDkdldEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIv0BCg9MaXN0Sm9ic1JlcXVlc3QSIQoGc3RhdGVzGAEgAygOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIOCgZ3b3JrZXIYAiABKAkSNAoGbGFiZWxzGAMgAygLMiQuY3Jtcy52MS5MaXN0Sm9ic1JlcXVlc3QuTGFiZWxzRW50cnkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSFAoMYXJyYXlfcGFyZW50GAYgASgJEhUKDWluY2x1ZGVfdGFza3MYByABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5jcm1zLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoQV2F0Y2hKb2JzUmVxdWVzdBILCgNpZHMYASADKAkSFgoOYWZ0ZXJfcmV2aXNpb24YAiABKAMiZwoRV2F0Y2hKb2JzUmVzcG9uc2USJQoEdHlwZRgBIAEoDjIXLmNybXMudjEuV2F0Y2hFdmVudFR5cGUSGQoDam9iGAIgASgLMgwuY3Jtcy52MS5Kb2ISEAoIcmV2aXNpb24YAyABKAMiMwoOS2lsbEpvYlJlcXVlc3QSCgoCaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoDSIsCg9LaWxsSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiHAoOSG9sZEpvYlJlcXVlc3QSCgoCaWQYASABKAkiLAoPSG9sZEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIh8KEVJlbGVhc2VKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIi8KElJlbGVhc2VKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIeChBEZWxldGVKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIjEKE1N0cmVhbU91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIIm4KFFN0cmVhbU91dHB1dFJlc3BvbnNlEiUKBnN0cmVhbRgBIAEoDjIVLmNybXMudjEuT3V0cHV0U3RyZWFtEgwKBGRhdGEYAiABKAwSDgoGb2Zmc2V0GAMgASgDEhEKCXRydW5jYXRlZBgEIAEoCCrYAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARISCg5KT0JfU1RBVEVfSEVMRBACEhYKEkpPQl9TVEFURV9BU1NJR05FRBADEhUKEUpPQl9TVEFURV9SVU5OSU5HEAQSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAFEhQKEEpPQl9TVEFURV9GQUlMRUQQBhIUChBKT0JfU1RBVEVfS0lMTEVEEAcSEgoOSk9CX1NUQVRFX0xPU1QQCCqjAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NVQ0NFRURFRBABEh8KG0RFUEVOREVOQ1lfQ09ORElUSU9OX0ZBSUxFRBACEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0ZJTklTSEVEEAMqpgEKDldhdGNoRXZlbnRUeXBlEiAKHFdBVENIX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIdChlXQVRDSF9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGwoXV0FUQ0hfRVZFTlRfVFlQRV9TWU5DRUQQAhIYChRXQVRDSF9FVkVOVF9UWVBFX1BVVBADEhwKGFdBVENIX0VWRU5UX1RZUEVfREVMRVRFRBAEKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACMugECgpKb2JTZXJ2aWNlEkIKCVN1Ym1pdEpvYhIZLmNybXMudjEuU3VibWl0Sm9iUmVxdWVzdBoaLmNybXMudjEuU3VibWl0Sm9iUmVzcG9uc2USOQoGR2V0Sm9iEhYuY3Jtcy52MS5HZXRKb2JSZXF1ZXN0GhcuY3Jtcy52MS5HZXRKb2JSZXNwb25zZRI/CghMaXN0Sm9icxIYLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0GhkuY3Jtcy52MS5MaXN0Sm9ic1Jlc3BvbnNlEkQKCVdhdGNoSm9icxIZLmNybXMudjEuV2F0Y2hKb2JzUmVxdWVzdBoaLmNybXMudjEuV2F0Y2hKb2JzUmVzcG9uc2UwARI8CgdLaWxsSm9iEhcuY3Jtcy52MS5LaWxsSm9iUmVxdWVzdBoYLmNybXMudjEuS2lsbEpvYlJlc3BvbnNlEjwKB0hvbGRKb2ISFy5jcm1zLnYxLkhvbGRKb2JSZXF1ZXN0GhguY3Jtcy52MS5Ib2xkSm9iUmVzcG9uc2USRQoKUmVsZWFzZUpvYhIaLmNybXMudjEuUmVsZWFzZUpvYlJlcXVlc3QaGy5jcm1zLnYxLlJlbGVhc2VKb2JSZXNwb25zZRJCCglEZWxldGVKb2ISGS5jcm1zLnYxLkRlbGV0ZUpvYlJlcXVlc3QaGi5jcm1zLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk0KDFN0cmVhbU91dHB1dBIcLmNybXMudjEuU3RyZWFtT3V0cHV0UmVxdWVzdBodLmNybXMudjEuU3RyZWFtT3V0cHV0UmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChFjcm1zL3YxL2pvYi5wcm90bxIHY3Jtcy52MSK7BAoHSm9iU3BlYxIPCgdjb21tYW5kGAEgAygJEgwKBG5hbWUYAiABKAkSJgoDZW52GAMgAygLMhkuY3Jtcy52MS5Kb2JTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAQgASgJEiwKBmxhYmVscxgFIAMoCzIcLmNybXMudjEuSm9iU3BlYy5MYWJlbHNFbnRyeRI2Cgtjb25zdHJhaW50cxgGIAMoCzIhLmNybXMudjEuSm9iU3BlYy5Db25zdHJhaW50c0VudHJ5EhUKDXRhcmdldF93b3JrZXIYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSEwoLbWF4X3JldHJpZXMYCSABKA0SFwoPdGltZW91dF9zZWNvbmRzGAogASgNEgwKBGhvbGQYCyABKAgSGAoQbWF4X2xvc3RfcmV0cmllcxgMIAEoDRIZChFyZXRlbnRpb25fc2Vjb25kcxgNIAEoDRIhCgVhcnJheRgOIAEoCzISLmNybXMudjEuQXJyYXlTcGVjEiIKBWFmdGVyGA8gAygLMhMuY3Jtcy52MS5EZXBlbmRlbmN5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoyChBDb25zdHJhaW50c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPQoJQXJyYXlTcGVjEg0KBWZpcnN0GAEgASgNEgwKBGxhc3QYAiABKA0SEwoLbWF4X3J1bm5pbmcYAyABKA0iTQoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSLwoJY29uZGl0aW9uGAIgASgOMhwuY3Jtcy52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIp4BCgtBcnJheUNvdW50cxINCgV0b3RhbBgBIAEoDRIPCgdjcmVhdGVkGAIgASgNEg8KB3BlbmRpbmcYAyABKA0SDAoEaGVsZBgEIAEoDRIPCgdydW5uaW5nGAUgASgNEhEKCXN1Y2NlZWRlZBgGIAEoDRIOCgZmYWlsZWQYByABKA0SDgoGa2lsbGVkGAggASgNEgwKBGxvc3QYCSABKA0itAIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEg4KBndvcmtlchgCIAEoCRIvCgthc3NpZ25fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiIKB291dGNvbWUYBiABKA4yES5jcm1zLnYxLkpvYlN0YXRlEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEg4KBnNpZ25hbBgIIAEoCRINCgVlcnJvchgJIAEoCRIRCgl0aW1lZF9vdXQYCiABKAhCDAoKX2V4aXRfY29kZSLNBQoDSm9iEgoKAmlkGAEgASgJEh4KBHNwZWMYAiABKAsyEC5jcm1zLnYxLkpvYlNwZWMSIAoFc3RhdGUYAyABKA4yES5jcm1zLnYxLkpvYlN0YXRlEg8KB2F0dGVtcHQYBCABKA0SDgoGd29ya2VyGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAkSFgoOcGVuZGluZ19yZWFzb24YCiABKAkSLwoLc3VibWl0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGRvdXRfdGFpbBgOIAEoDBITCgtzdGRlcnJfdGFpbBgPIAEoDBIiCghhdHRlbXB0cxgQIAMoCzIQLmNybXMudjEuQXR0ZW1wdBIQCghmYWlsdXJlcxgRIAEoDRISCgpsb3N0X2NvdW50GBIgASgNEhIKCnJlcXVlc3RfaWQYEyABKAkSFgoOa2lsbF9yZXF1ZXN0ZWQYFCABKAgSGgoSa2lsbF9ncmFjZV9zZWNvbmRzGBUgASgNEhQKDGFycmF5X3BhcmVudBgWIAEoCRITCgthcnJheV9pbmRleBgXIAEoDRIqCgxhcnJheV9jb3VudHMYGCABKAsyFC5jcm1zLnYxLkFycmF5Q291bnRzEhUKDWFycmF5X2NyZWF0ZWQYGSABKA0SDgoGcnVuX29uGBogASgJEhIKCmtpbGxfZm9yY2UYGyABKAgSEAoIcmVxdWV1ZXMYHCABKA1CDAoKX2V4aXRfY29kZSJGChBTdWJtaXRKb2JSZXF1ZXN0Eh4KBHNwZWMYASABKAsyEC5jcm1zLnYxLkpvYlNwZWMSEgoKcmVxdWVzdF9pZBgCIAEoCSJAChFTdWJtaXRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYhIQCghleGlzdGluZxgCIAEoCCIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIisKDkdldEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIo8CCg9MaXN0Sm9ic1JlcXVlc3QSIQoGc3RhdGVzGAEgAygOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIOCgZ3b3JrZXIYAiABKAkSNAoGbGFiZWxzGAMgAygLMiQuY3Jtcy52MS5MaXN0Sm9ic1JlcXVlc3QuTGFiZWxzRW50cnkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSFAoMYXJyYXlfcGFyZW50GAYgASgJEhUKDWluY2x1ZGVfdGFza3MYByABKAgSEAoIb3JkZXJfYnkYCCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5jcm1zLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoDSI3ChBXYXRjaEpvYnNSZXF1ZXN0EgsKA2lkcxgBIAMoCRIWCg5hZnRlcl9yZXZpc2lvbhgCIAEoAyJnChFXYXRjaEpvYnNSZXNwb25zZRIlCgR0eXBlGAEgASgOMhcuY3Jtcy52MS5XYXRjaEV2ZW50VHlwZRIZCgNqb2IYAiABKAsyDC5jcm1zLnYxLkpvYhIQCghyZXZpc2lvbhgDIAEoAyJCCg5LaWxsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIVCg1ncmFjZV9zZWNvbmRzGAIgASgNEg0KBWZvcmNlGAMgASgIIiwKD0tpbGxKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIcCg5Ib2xkSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIsCg9Ib2xkSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiHwoRUmVsZWFzZUpvYlJlcXVlc3QSCgoCaWQYASABKAkiLwoSUmVsZWFzZUpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIisKDVJ1bkpvYlJlcXVlc3QSCgoCaWQYASABKAkSDgoGd29ya2VyGAIgASgJIisKDlJ1bkpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIjQKEVJlcXVldWVKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhMKC2ZhaWxlZF9vbmx5GAIgASgIIi8KElJlcXVldWVKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIeChBEZWxldGVKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIjEKE1N0cmVhbU91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9sbG93GAIgASgIIm4KFFN0cmVhbU91dHB1dFJlc3BvbnNlEiUKBnN0cmVhbRgBIAEoDjIVLmNybXMudjEuT3V0cHV0U3RyZWFtEgwKBGRhdGEYAiABKAwSDgoGb2Zmc2V0GAMgASgDEhEKCXRydW5jYXRlZBgEIAEoCCrYAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARISCg5KT0JfU1RBVEVfSEVMRBACEhYKEkpPQl9TVEFURV9BU1NJR05FRBADEhUKEUpPQl9TVEFURV9SVU5OSU5HEAQSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAFEhQKEEpPQl9TVEFURV9GQUlMRUQQBhIUChBKT0JfU1RBVEVfS0lMTEVEEAcSEgoOSk9CX1NUQVRFX0xPU1QQCCqjAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NVQ0NFRURFRBABEh8KG0RFUEVOREVOQ1lfQ09ORElUSU9OX0ZBSUxFRBACEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0ZJTklTSEVEEAMqpgEKDldhdGNoRXZlbnRUeXBlEiAKHFdBVENIX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIdChlXQVRDSF9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGwoXV0FUQ0hfRVZFTlRfVFlQRV9TWU5DRUQQAhIYChRXQVRDSF9FVkVOVF9UWVBFX1BVVBADEhwKGFdBVENIX0VWRU5UX1RZUEVfREVMRVRFRBAEKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACMuoFCgpKb2JTZXJ2aWNlEkIKCVN1Ym1pdEpvYhIZLmNybXMudjEuU3VibWl0Sm9iUmVxdWVzdBoaLmNybXMudjEuU3VibWl0Sm9iUmVzcG9uc2USOQoGR2V0Sm9iEhYuY3Jtcy52MS5HZXRKb2JSZXF1ZXN0GhcuY3Jtcy52MS5HZXRKb2JSZXNwb25zZRI/CghMaXN0Sm9icxIYLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0GhkuY3Jtcy52MS5MaXN0Sm9ic1Jlc3BvbnNlEkQKCVdhdGNoSm9icxIZLmNybXMudjEuV2F0Y2hKb2JzUmVxdWVzdBoaLmNybXMudjEuV2F0Y2hKb2JzUmVzcG9uc2UwARI8CgdLaWxsSm9iEhcuY3Jtcy52MS5LaWxsSm9iUmVxdWVzdBoYLmNybXMudjEuS2lsbEpvYlJlc3BvbnNlEjwKB0hvbGRKb2ISFy5jcm1zLnYxLkhvbGRKb2JSZXF1ZXN0GhguY3Jtcy52MS5Ib2xkSm9iUmVzcG9uc2USRQoKUmVsZWFzZUpvYhIaLmNybXMudjEuUmVsZWFzZUpvYlJlcXVlc3QaGy5jcm1zLnYxLlJlbGVhc2VKb2JSZXNwb25zZRI5CgZSdW5Kb2ISFi5jcm1zLnYxLlJ1bkpvYlJlcXVlc3QaFy5jcm1zLnYxLlJ1bkpvYlJlc3BvbnNlEkUKClJlcXVldWVKb2ISGi5jcm1zLnYxLlJlcXVldWVKb2JSZXF1ZXN0GhsuY3Jtcy52MS5SZXF1ZXVlSm9iUmVzcG9uc2USQgoJRGVsZXRlSm9iEhkuY3Jtcy52MS5EZWxldGVKb2JSZXF1ZXN0GhouY3Jtcy52MS5EZWxldGVKb2JSZXNwb25zZRJNCgxTdHJlYW1PdXRwdXQSHC5jcm1zLnYxLlN0cmVhbU91dHB1dFJlcXVlc3QaHS5jcm1zLnYxLlN0cmVhbU91dHB1dFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * JobSpec is what a user asks for. It never changes after submit.
@@ -560,6 +560,28 @@ export type Job = Message<"crms.v1.Job"> & {
    * @generated from field: uint32 array_created = 25;
    */
   arrayCreated: number;
+
+  /**
+   * The worker named by RunJob: the job runs only there (it overrides
+   * spec.target_worker). Empty when RunJob was not called.
+   *
+   * @generated from field: string run_on = 26;
+   */
+  runOn: string;
+
+  /**
+   * The requested kill is immediate (KillJobRequest.force): SIGKILL, no grace.
+   *
+   * @generated from field: bool kill_force = 27;
+   */
+  killForce: boolean;
+
+  /**
+   * How many times RequeueJob ran this job again after it had ended.
+   *
+   * @generated from field: uint32 requeues = 28;
+   */
+  requeues: number;
 };
 
 /**
@@ -724,6 +746,19 @@ export type ListJobsRequest = Message<"crms.v1.ListJobsRequest"> & {
    * @generated from field: bool include_tasks = 7;
    */
   includeTasks: boolean;
+
+  /**
+   * The order: "id" (the default when empty: oldest first), "submit_time",
+   * "end_time", "state", "name", each with a leading "-" for descending
+   * ("-id" is newest first). Ties are broken by id in the same direction.
+   * Jobs without an end time sort before those with one ("end_time").
+   * INVALID_ARGUMENT for another value. A page token is only valid with the
+   * order it was returned for; "p<N>" (skip the first N matching jobs) is
+   * valid with every order, e.g. to jump to the last page from total_size.
+   *
+   * @generated from field: string order_by = 8;
+   */
+  orderBy: string;
 };
 
 /**
@@ -734,7 +769,7 @@ export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
   messageDesc(file_crms_v1_job, 10);
 
 /**
- * ListJobsResponse is one page of jobs, ordered by id.
+ * ListJobsResponse is one page of jobs, in the order asked for.
  *
  * @generated from message crms.v1.ListJobsResponse
  */
@@ -752,6 +787,13 @@ export type ListJobsResponse = Message<"crms.v1.ListJobsResponse"> & {
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * How many jobs match the filter in all (every page).
+   *
+   * @generated from field: uint32 total_size = 3;
+   */
+  totalSize: number;
 };
 
 /**
@@ -841,11 +883,20 @@ export type KillJobRequest = Message<"crms.v1.KillJobRequest"> & {
   id: string;
 
   /**
-   * Seconds between SIGTERM and SIGKILL; 0 means the default (10).
+   * Seconds between SIGTERM and SIGKILL, at most 3,600 (INVALID_ARGUMENT
+   * above); 0 means the default (10). A later KillJob with a shorter grace
+   * shortens a kill in progress; a longer one changes nothing.
    *
    * @generated from field: uint32 grace_seconds = 2;
    */
   graceSeconds: number;
+
+  /**
+   * SIGKILL at once, no grace; overrides an earlier kill's grace.
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
 };
 
 /**
@@ -920,7 +971,8 @@ export const HoldJobResponseSchema: GenMessage<HoldJobResponse> = /*@__PURE__*/
   messageDesc(file_crms_v1_job, 17);
 
 /**
- * ReleaseJobRequest names the job to release.
+ * ReleaseJobRequest names the job to release. To release it onto a named
+ * worker, call RunJob instead (`crms release ID --on WORKER` does).
  *
  * @generated from message crms.v1.ReleaseJobRequest
  */
@@ -962,6 +1014,106 @@ export const ReleaseJobResponseSchema: GenMessage<ReleaseJobResponse> = /*@__PUR
   messageDesc(file_crms_v1_job, 19);
 
 /**
+ * RunJobRequest names a job and the worker to run it on (GoCRMS's
+ * RunJob(job_id, worker)).
+ *
+ * @generated from message crms.v1.RunJobRequest
+ */
+export type RunJobRequest = Message<"crms.v1.RunJobRequest"> & {
+  /**
+   * The job id; it must be HELD or PENDING.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The worker name; it must be known (attached, disconnected or down).
+   *
+   * @generated from field: string worker = 2;
+   */
+  worker: string;
+};
+
+/**
+ * Describes the message crms.v1.RunJobRequest.
+ * Use `create(RunJobRequestSchema)` to create a new message.
+ */
+export const RunJobRequestSchema: GenMessage<RunJobRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 20);
+
+/**
+ * RunJobResponse carries the job.
+ *
+ * @generated from message crms.v1.RunJobResponse
+ */
+export type RunJobResponse = Message<"crms.v1.RunJobResponse"> & {
+  /**
+   * The job, now PENDING with run_on set; the scheduler places it on that
+   * worker as soon as the worker has a free slot.
+   *
+   * @generated from field: crms.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message crms.v1.RunJobResponse.
+ * Use `create(RunJobResponseSchema)` to create a new message.
+ */
+export const RunJobResponseSchema: GenMessage<RunJobResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 21);
+
+/**
+ * RequeueJobRequest names a finished job (or array) to run again.
+ *
+ * @generated from message crms.v1.RequeueJobRequest
+ */
+export type RequeueJobRequest = Message<"crms.v1.RequeueJobRequest"> & {
+  /**
+   * The job id; it must have ended (SUCCEEDED, FAILED, KILLED or LOST).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * For an array: requeue only the tasks that did not succeed.
+   *
+   * @generated from field: bool failed_only = 2;
+   */
+  failedOnly: boolean;
+};
+
+/**
+ * Describes the message crms.v1.RequeueJobRequest.
+ * Use `create(RequeueJobRequestSchema)` to create a new message.
+ */
+export const RequeueJobRequestSchema: GenMessage<RequeueJobRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 22);
+
+/**
+ * RequeueJobResponse carries the job.
+ *
+ * @generated from message crms.v1.RequeueJobResponse
+ */
+export type RequeueJobResponse = Message<"crms.v1.RequeueJobResponse"> & {
+  /**
+   * The job, PENDING again (its attempts and their history kept).
+   *
+   * @generated from field: crms.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message crms.v1.RequeueJobResponse.
+ * Use `create(RequeueJobResponseSchema)` to create a new message.
+ */
+export const RequeueJobResponseSchema: GenMessage<RequeueJobResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 23);
+
+/**
  * DeleteJobRequest names the job to delete.
  *
  * @generated from message crms.v1.DeleteJobRequest
@@ -980,7 +1132,7 @@ export type DeleteJobRequest = Message<"crms.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 20);
+  messageDesc(file_crms_v1_job, 24);
 
 /**
  * DeleteJobResponse is empty.
@@ -995,7 +1147,7 @@ export type DeleteJobResponse = Message<"crms.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 21);
+  messageDesc(file_crms_v1_job, 25);
 
 /**
  * StreamOutputRequest asks for a job's output.
@@ -1024,7 +1176,7 @@ export type StreamOutputRequest = Message<"crms.v1.StreamOutputRequest"> & {
  * Use `create(StreamOutputRequestSchema)` to create a new message.
  */
 export const StreamOutputRequestSchema: GenMessage<StreamOutputRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 22);
+  messageDesc(file_crms_v1_job, 26);
 
 /**
  * StreamOutputResponse is one chunk of output.
@@ -1067,7 +1219,7 @@ export type StreamOutputResponse = Message<"crms.v1.StreamOutputResponse"> & {
  * Use `create(StreamOutputResponseSchema)` to create a new message.
  */
 export const StreamOutputResponseSchema: GenMessage<StreamOutputResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 23);
+  messageDesc(file_crms_v1_job, 27);
 
 /**
  * JobState is where a job is in its life. See design.md for the transitions:
@@ -1301,7 +1453,8 @@ export const JobService: GenService<{
     output: typeof GetJobResponseSchema;
   },
   /**
-   * Lists jobs ordered by id, a page at a time.
+   * Lists jobs a page at a time, ordered by id unless order_by says
+   * otherwise, with the total number of matching jobs.
    *
    * @generated from rpc crms.v1.JobService.ListJobs
    */
@@ -1351,6 +1504,32 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseJobRequestSchema;
     output: typeof ReleaseJobResponseSchema;
+  },
+  /**
+   * Runs a HELD or PENDING job on the named worker (releasing it if HELD):
+   * the scheduler places it there, under its fencing, as soon as that worker
+   * has a free slot. NOT_FOUND for an unknown worker, FAILED_PRECONDITION for
+   * a job in another state. Owner or admin.
+   *
+   * @generated from rpc crms.v1.JobService.RunJob
+   */
+  runJob: {
+    methodKind: "unary";
+    input: typeof RunJobRequestSchema;
+    output: typeof RunJobResponseSchema;
+  },
+  /**
+   * Runs a finished job again as a new attempt under the same id, its
+   * attempts kept; for an array, every task (or with failed_only the tasks
+   * that did not succeed). FAILED_PRECONDITION if it has not ended. Owner or
+   * admin.
+   *
+   * @generated from rpc crms.v1.JobService.RequeueJob
+   */
+  requeueJob: {
+    methodKind: "unary";
+    input: typeof RequeueJobRequestSchema;
+    output: typeof RequeueJobResponseSchema;
   },
   /**
    * Deletes a finished job. FAILED_PRECONDITION if it has not finished.

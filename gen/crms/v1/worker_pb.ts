@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/worker.proto.
  */
 export const file_crms_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChRjcm1zL3YxL3dvcmtlci5wcm90bxIHY3Jtcy52MSK2AwoGV29ya2VyEgwKBG5hbWUYASABKAkSDQoFc2xvdHMYAiABKA0SKwoGbGFiZWxzGAMgAygLMhsuY3Jtcy52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIaG9zdG5hbWUYBCABKAkSDwoHdmVyc2lvbhgFIAEoCRIjCgVzdGF0ZRgGIAEoDjIULmNybXMudjEuV29ya2VyU3RhdGUSEgoKdXNlZF9zbG90cxgHIAEoDRIUCgxydW5uaW5nX2pvYnMYCCADKAkSLwoLYXR0YWNoX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfaGVhcnRiZWF0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9kaXNjb25uZWN0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3JlcGxpY2EYDCABKAkSFgoOc3RvcF9yZXF1ZXN0ZWQYDSABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI6CgpSdW5uaW5nSm9iEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBSLwAQoFSGVsbG8SDAoEbmFtZRgBIAEoCRINCgVzbG90cxgCIAEoDRIqCgZsYWJlbHMYAyADKAsyGi5jcm1zLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGhvc3RuYW1lGAQgASgJEg8KB3ZlcnNpb24YBSABKAkSJAoHcnVubmluZxgGIAMoCzITLmNybXMudjEuUnVubmluZ0pvYhImCghmaW5pc2hlZBgHIAMoCzIULmNybXMudjEuSm9iRmluaXNoZWQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIcCglIZWFydGJlYXQSDwoHcnVubmluZxgBIAEoDSI6CgpKb2JTdGFydGVkEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBSLNAQoLSm9iRmluaXNoZWQSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgJEg0KBWVycm9yGAUgASgJEhMKC3N0ZG91dF90YWlsGAYgASgMEhMKC3N0ZGVycl90YWlsGAcgASgMEhEKCXRpbWVkX291dBgIIAEoCBIOCgZraWxsZWQYCSABKAgSCwoDcGlkGAogASgFQgwKCl9leGl0X2NvZGUigQEKCk91dHB1dERhdGESEgoKcmVxdWVzdF9pZBgBIAEoBBIlCgZzdHJlYW0YAiABKA4yFS5jcm1zLnYxLk91dHB1dFN0cmVhbRIMCgRkYXRhGAMgASgMEg4KBm9mZnNldBgEIAEoAxILCgNlb2YYBSABKAgSDQoFZXJyb3IYBiABKAki2QEKDUF0dGFjaFJlcXVlc3QSHwoFaGVsbG8YASABKAsyDi5jcm1zLnYxLkhlbGxvSAASJwoJaGVhcnRiZWF0GAIgASgLMhIuY3Jtcy52MS5IZWFydGJlYXRIABImCgdzdGFydGVkGAMgASgLMhMuY3Jtcy52MS5Kb2JTdGFydGVkSAASKAoIZmluaXNoZWQYBCABKAsyFC5jcm1zLnYxLkpvYkZpbmlzaGVkSAASJQoGb3V0cHV0GAUgASgLMhMuY3Jtcy52MS5PdXRwdXREYXRhSABCBQoDbXNnIkcKB1dlbGNvbWUSDwoHcmVwbGljYRgBIAEoCRIZChFoZWFydGJlYXRfc2Vjb25kcxgCIAEoDRIQCghkcmFpbmluZxgDIAEoCCJJCgZBc3NpZ24SDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SHgoEc3BlYxgDIAEoCzIQLmNybXMudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhUKDWdyYWNlX3NlY29uZHMYAyABKA0SDgoGcmVhc29uGAQgASgJIiYKA0FjaxIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDSIHCgVEcmFpbiIaCghTaHV0ZG93bhIOCgZyZWFzb24YASABKAkiVAoNT3V0cHV0UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEg4KBmpvYl9pZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEg4KBmZvbGxvdxgEIAEoCCIiCgxPdXRwdXRDYW5jZWwSEgoKcmVxdWVzdF9pZBgBIAEoBCLFAgoOQXR0YWNoUmVzcG9uc2USIwoHd2VsY29tZRgBIAEoCzIQLmNybXMudjEuV2VsY29tZUgAEiEKBmFzc2lnbhgCIAEoCzIPLmNybXMudjEuQXNzaWduSAASHQoEa2lsbBgDIAEoCzINLmNybXMudjEuS2lsbEgAEhsKA2FjaxgEIAEoCzIMLmNybXMudjEuQWNrSAASHwoFZHJhaW4YBSABKAsyDi5jcm1zLnYxLkRyYWluSAASJQoIc2h1dGRvd24YBiABKAsyES5jcm1zLnYxLlNodXRkb3duSAASMAoOb3V0cHV0X3JlcXVlc3QYByABKAsyFi5jcm1zLnYxLk91dHB1dFJlcXVlc3RIABIuCg1vdXRwdXRfY2FuY2VsGAggASgLMhUuY3Jtcy52MS5PdXRwdXRDYW5jZWxIAEIFCgNtc2ciOwoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlAKE0xpc3RXb3JrZXJzUmVzcG9uc2USIAoHd29ya2VycxgBIAMoCzIPLmNybXMudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChBHZXRXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiNAoRR2V0V29ya2VyUmVzcG9uc2USHwoGd29ya2VyGAEgASgLMg8uY3Jtcy52MS5Xb3JrZXIiFQoTV2F0Y2hXb3JrZXJzUmVxdWVzdCJwChRXYXRjaFdvcmtlcnNSZXNwb25zZRIlCgR0eXBlGAEgASgOMhcuY3Jtcy52MS5XYXRjaEV2ZW50VHlwZRIfCgZ3b3JrZXIYAiABKAsyDy5jcm1zLnYxLldvcmtlchIQCghyZXZpc2lvbhgDIAEoAyIiChJEcmFpbldvcmtlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI2ChNEcmFpbldvcmtlclJlc3BvbnNlEh8KBndvcmtlchgBIAEoCzIPLmNybXMudjEuV29ya2VyIiEKEVN0b3BXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiFAoSU3RvcFdvcmtlclJlc3BvbnNlKnoKC1dvcmtlclN0YXRlEhwKGFdPUktFUl9TVEFURV9VTlNQRUNJRklFRBAAEhMKD1dPUktFUl9TVEFURV9VUBABEhkKFVdPUktFUl9TVEFURV9EUkFJTklORxACEh0KGVdPUktFUl9TVEFURV9ESVNDT05ORUNURUQQAzK8AwoNV29ya2VyU2VydmljZRI9CgZBdHRhY2gSFi5jcm1zLnYxLkF0dGFjaFJlcXVlc3QaFy5jcm1zLnYxLkF0dGFjaFJlc3BvbnNlKAEwARJICgtMaXN0V29ya2VycxIbLmNybXMudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GhwuY3Jtcy52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEkIKCUdldFdvcmtlchIZLmNybXMudjEuR2V0V29ya2VyUmVxdWVzdBoaLmNybXMudjEuR2V0V29ya2VyUmVzcG9uc2USTQoMV2F0Y2hXb3JrZXJzEhwuY3Jtcy52MS5XYXRjaFdvcmtlcnNSZXF1ZXN0Gh0uY3Jtcy52MS5XYXRjaFdvcmtlcnNSZXNwb25zZTABEkgKC0RyYWluV29ya2VyEhsuY3Jtcy52MS5EcmFpbldvcmtlclJlcXVlc3QaHC5jcm1zLnYxLkRyYWluV29ya2VyUmVzcG9uc2USRQoKU3RvcFdvcmtlchIaLmNybXMudjEuU3RvcFdvcmtlclJlcXVlc3QaGy5jcm1zLnYxLlN0b3BXb3JrZXJSZXNwb25zZWIGcHJvdG8z", [file_crms_v1_job, file_google_protobuf_timestamp]);
+  fileDesc("ChRjcm1zL3YxL3dvcmtlci5wcm90bxIHY3Jtcy52MSKNBAoGV29ya2VyEgwKBG5hbWUYASABKAkSDQoFc2xvdHMYAiABKA0SKwoGbGFiZWxzGAMgAygLMhsuY3Jtcy52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIaG9zdG5hbWUYBCABKAkSDwoHdmVyc2lvbhgFIAEoCRIjCgVzdGF0ZRgGIAEoDjIULmNybXMudjEuV29ya2VyU3RhdGUSEgoKdXNlZF9zbG90cxgHIAEoDRIUCgxydW5uaW5nX2pvYnMYCCADKAkSLwoLYXR0YWNoX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfaGVhcnRiZWF0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9kaXNjb25uZWN0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3JlcGxpY2EYDCABKAkSFgoOc3RvcF9yZXF1ZXN0ZWQYDSABKAgSLQoJZG93bl90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkb3duX3JlYXNvbhgPIAEoCRIRCglsYXN0X2pvYnMYECADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI6CgpSdW5uaW5nSm9iEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBSLwAQoFSGVsbG8SDAoEbmFtZRgBIAEoCRINCgVzbG90cxgCIAEoDRIqCgZsYWJlbHMYAyADKAsyGi5jcm1zLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGhvc3RuYW1lGAQgASgJEg8KB3ZlcnNpb24YBSABKAkSJAoHcnVubmluZxgGIAMoCzITLmNybXMudjEuUnVubmluZ0pvYhImCghmaW5pc2hlZBgHIAMoCzIULmNybXMudjEuSm9iRmluaXNoZWQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIcCglIZWFydGJlYXQSDwoHcnVubmluZxgBIAEoDSI6CgpKb2JTdGFydGVkEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBSLNAQoLSm9iRmluaXNoZWQSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgJEg0KBWVycm9yGAUgASgJEhMKC3N0ZG91dF90YWlsGAYgASgMEhMKC3N0ZGVycl90YWlsGAcgASgMEhEKCXRpbWVkX291dBgIIAEoCBIOCgZraWxsZWQYCSABKAgSCwoDcGlkGAogASgFQgwKCl9leGl0X2NvZGUigQEKCk91dHB1dERhdGESEgoKcmVxdWVzdF9pZBgBIAEoBBIlCgZzdHJlYW0YAiABKA4yFS5jcm1zLnYxLk91dHB1dFN0cmVhbRIMCgRkYXRhGAMgASgMEg4KBm9mZnNldBgEIAEoAxILCgNlb2YYBSABKAgSDQoFZXJyb3IYBiABKAki2QEKDUF0dGFjaFJlcXVlc3QSHwoFaGVsbG8YASABKAsyDi5jcm1zLnYxLkhlbGxvSAASJwoJaGVhcnRiZWF0GAIgASgLMhIuY3Jtcy52MS5IZWFydGJlYXRIABImCgdzdGFydGVkGAMgASgLMhMuY3Jtcy52MS5Kb2JTdGFydGVkSAASKAoIZmluaXNoZWQYBCABKAsyFC5jcm1zLnYxLkpvYkZpbmlzaGVkSAASJQoGb3V0cHV0GAUgASgLMhMuY3Jtcy52MS5PdXRwdXREYXRhSABCBQoDbXNnIkcKB1dlbGNvbWUSDwoHcmVwbGljYRgBIAEoCRIZChFoZWFydGJlYXRfc2Vjb25kcxgCIAEoDRIQCghkcmFpbmluZxgDIAEoCCJJCgZBc3NpZ24SDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SHgoEc3BlYxgDIAEoCzIQLmNybXMudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhUKDWdyYWNlX3NlY29uZHMYAyABKA0SDgoGcmVhc29uGAQgASgJIiYKA0FjaxIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDSIHCgVEcmFpbiIICgZSZXN1bWUiGgoIU2h1dGRvd24SDgoGcmVhc29uGAEgASgJIlQKDU91dHB1dFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIOCgZqb2JfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIOCgZmb2xsb3cYBCABKAgiIgoMT3V0cHV0Q2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAQi6AIKDkF0dGFjaFJlc3BvbnNlEiMKB3dlbGNvbWUYASABKAsyEC5jcm1zLnYxLldlbGNvbWVIABIhCgZhc3NpZ24YAiABKAsyDy5jcm1zLnYxLkFzc2lnbkgAEh0KBGtpbGwYAyABKAsyDS5jcm1zLnYxLktpbGxIABIbCgNhY2sYBCABKAsyDC5jcm1zLnYxLkFja0gAEh8KBWRyYWluGAUgASgLMg4uY3Jtcy52MS5EcmFpbkgAEiUKCHNodXRkb3duGAYgASgLMhEuY3Jtcy52MS5TaHV0ZG93bkgAEjAKDm91dHB1dF9yZXF1ZXN0GAcgASgLMhYuY3Jtcy52MS5PdXRwdXRSZXF1ZXN0SAASLgoNb3V0cHV0X2NhbmNlbBgIIAEoCzIVLmNybXMudjEuT3V0cHV0Q2FuY2VsSAASIQoGcmVzdW1lGAkgASgLMg8uY3Jtcy52MS5SZXN1bWVIAEIFCgNtc2ciOwoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlAKE0xpc3RXb3JrZXJzUmVzcG9uc2USIAoHd29ya2VycxgBIAMoCzIPLmNybXMudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChBHZXRXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiNAoRR2V0V29ya2VyUmVzcG9uc2USHwoGd29ya2VyGAEgASgLMg8uY3Jtcy52MS5Xb3JrZXIiFQoTV2F0Y2hXb3JrZXJzUmVxdWVzdCJwChRXYXRjaFdvcmtlcnNSZXNwb25zZRIlCgR0eXBlGAEgASgOMhcuY3Jtcy52MS5XYXRjaEV2ZW50VHlwZRIfCgZ3b3JrZXIYAiABKAsyDy5jcm1zLnYxLldvcmtlchIQCghyZXZpc2lvbhgDIAEoAyIiChJEcmFpbldvcmtlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI2ChNEcmFpbldvcmtlclJlc3BvbnNlEh8KBndvcmtlchgBIAEoCzIPLmNybXMudjEuV29ya2VyIiEKEVN0b3BXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiFAoSU3RvcFdvcmtlclJlc3BvbnNlIiMKE1Jlc3VtZVdvcmtlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI3ChRSZXN1bWVXb3JrZXJSZXNwb25zZRIfCgZ3b3JrZXIYASABKAsyDy5jcm1zLnYxLldvcmtlciIjChNGb3JnZXRXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiFgoURm9yZ2V0V29ya2VyUmVzcG9uc2UqkQEKC1dvcmtlclN0YXRlEhwKGFdPUktFUl9TVEFURV9VTlNQRUNJRklFRBAAEhMKD1dPUktFUl9TVEFURV9VUBABEhkKFVdPUktFUl9TVEFURV9EUkFJTklORxACEh0KGVdPUktFUl9TVEFURV9ESVNDT05ORUNURUQQAxIVChFXT1JLRVJfU1RBVEVfRE9XThAEMtYECg1Xb3JrZXJTZXJ2aWNlEj0KBkF0dGFjaBIWLmNybXMudjEuQXR0YWNoUmVxdWVzdBoXLmNybXMudjEuQXR0YWNoUmVzcG9uc2UoATABEkgKC0xpc3RXb3JrZXJzEhsuY3Jtcy52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHC5jcm1zLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USQgoJR2V0V29ya2VyEhkuY3Jtcy52MS5HZXRXb3JrZXJSZXF1ZXN0GhouY3Jtcy52MS5HZXRXb3JrZXJSZXNwb25zZRJNCgxXYXRjaFdvcmtlcnMSHC5jcm1zLnYxLldhdGNoV29ya2Vyc1JlcXVlc3QaHS5jcm1zLnYxLldhdGNoV29ya2Vyc1Jlc3BvbnNlMAESSAoLRHJhaW5Xb3JrZXISGy5jcm1zLnYxLkRyYWluV29ya2VyUmVxdWVzdBocLmNybXMudjEuRHJhaW5Xb3JrZXJSZXNwb25zZRJFCgpTdG9wV29ya2VyEhouY3Jtcy52MS5TdG9wV29ya2VyUmVxdWVzdBobLmNybXMudjEuU3RvcFdvcmtlclJlc3BvbnNlEksKDFJlc3VtZVdvcmtlchIcLmNybXMudjEuUmVzdW1lV29ya2VyUmVxdWVzdBodLmNybXMudjEuUmVzdW1lV29ya2VyUmVzcG9uc2USSwoMRm9yZ2V0V29ya2VyEhwuY3Jtcy52MS5Gb3JnZXRXb3JrZXJSZXF1ZXN0Gh0uY3Jtcy52MS5Gb3JnZXRXb3JrZXJSZXNwb25zZWIGcHJvdG8z", [file_crms_v1_job, file_google_protobuf_timestamp]);
 
 /**
  * Worker is a machine (or process) that runs jobs in slots.
@@ -86,7 +86,8 @@ export type Worker = Message<"crms.v1.Worker"> & {
   attachTime?: Timestamp | undefined;
 
   /**
-   * When its last heartbeat arrived (updated at most every few seconds).
+   * When its last heartbeat (or report) arrived: live while attached, the
+   * last one received once DISCONNECTED or DOWN.
    *
    * @generated from field: google.protobuf.Timestamp last_heartbeat = 10;
    */
@@ -112,6 +113,30 @@ export type Worker = Message<"crms.v1.Worker"> & {
    * @generated from field: bool stop_requested = 13;
    */
   stopRequested: boolean;
+
+  /**
+   * When it became DOWN.
+   *
+   * @generated from field: google.protobuf.Timestamp down_time = 14;
+   */
+  downTime?: Timestamp | undefined;
+
+  /**
+   * Why it is DISCONNECTED or DOWN: "stream ended", "heartbeat timeout",
+   * "stopped by an operator", "replica lost" (the replica holding its stream
+   * went away).
+   *
+   * @generated from field: string down_reason = 15;
+   */
+  downReason: string;
+
+  /**
+   * For a DOWN worker: the ids of the jobs it had (ASSIGNED or RUNNING) when
+   * it went down; they were marked LOST (and requeued while retries remain).
+   *
+   * @generated from field: repeated string last_jobs = 16;
+   */
+  lastJobs: string[];
 };
 
 /**
@@ -633,6 +658,21 @@ export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
   messageDesc(file_crms_v1_worker, 12);
 
 /**
+ * Resume undoes a Drain: the worker takes new jobs again.
+ *
+ * @generated from message crms.v1.Resume
+ */
+export type Resume = Message<"crms.v1.Resume"> & {
+};
+
+/**
+ * Describes the message crms.v1.Resume.
+ * Use `create(ResumeSchema)` to create a new message.
+ */
+export const ResumeSchema: GenMessage<Resume> = /*@__PURE__*/
+  messageDesc(file_crms_v1_worker, 13);
+
+/**
  * Shutdown tells a worker to exit (after ending its runs).
  *
  * @generated from message crms.v1.Shutdown
@@ -651,7 +691,7 @@ export type Shutdown = Message<"crms.v1.Shutdown"> & {
  * Use `create(ShutdownSchema)` to create a new message.
  */
 export const ShutdownSchema: GenMessage<Shutdown> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 13);
+  messageDesc(file_crms_v1_worker, 14);
 
 /**
  * OutputRequest asks a worker for a run's output.
@@ -693,7 +733,7 @@ export type OutputRequest = Message<"crms.v1.OutputRequest"> & {
  * Use `create(OutputRequestSchema)` to create a new message.
  */
 export const OutputRequestSchema: GenMessage<OutputRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 14);
+  messageDesc(file_crms_v1_worker, 15);
 
 /**
  * OutputCancel ends an OutputRequest early (the client went away).
@@ -714,7 +754,7 @@ export type OutputCancel = Message<"crms.v1.OutputCancel"> & {
  * Use `create(OutputCancelSchema)` to create a new message.
  */
 export const OutputCancelSchema: GenMessage<OutputCancel> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 15);
+  messageDesc(file_crms_v1_worker, 16);
 
 /**
  * AttachResponse is a message from the control plane to a worker.
@@ -791,6 +831,14 @@ export type AttachResponse = Message<"crms.v1.AttachResponse"> & {
      */
     value: OutputCancel;
     case: "outputCancel";
+  } | {
+    /**
+     * Take new jobs again (an operator resumed a drained worker).
+     *
+     * @generated from field: crms.v1.Resume resume = 9;
+     */
+    value: Resume;
+    case: "resume";
   } | { case: undefined; value?: undefined };
 };
 
@@ -799,7 +847,7 @@ export type AttachResponse = Message<"crms.v1.AttachResponse"> & {
  * Use `create(AttachResponseSchema)` to create a new message.
  */
 export const AttachResponseSchema: GenMessage<AttachResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 16);
+  messageDesc(file_crms_v1_worker, 17);
 
 /**
  * ListWorkersRequest pages the worker list.
@@ -827,10 +875,10 @@ export type ListWorkersRequest = Message<"crms.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 17);
+  messageDesc(file_crms_v1_worker, 18);
 
 /**
- * ListWorkersResponse is one page of workers, ordered by name.
+ * ListWorkersResponse is one page of workers (DOWN ones included), ordered by name.
  *
  * @generated from message crms.v1.ListWorkersResponse
  */
@@ -855,7 +903,7 @@ export type ListWorkersResponse = Message<"crms.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 18);
+  messageDesc(file_crms_v1_worker, 19);
 
 /**
  * GetWorkerRequest names a worker.
@@ -876,7 +924,7 @@ export type GetWorkerRequest = Message<"crms.v1.GetWorkerRequest"> & {
  * Use `create(GetWorkerRequestSchema)` to create a new message.
  */
 export const GetWorkerRequestSchema: GenMessage<GetWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 19);
+  messageDesc(file_crms_v1_worker, 20);
 
 /**
  * GetWorkerResponse carries the worker.
@@ -897,7 +945,7 @@ export type GetWorkerResponse = Message<"crms.v1.GetWorkerResponse"> & {
  * Use `create(GetWorkerResponseSchema)` to create a new message.
  */
 export const GetWorkerResponseSchema: GenMessage<GetWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 20);
+  messageDesc(file_crms_v1_worker, 21);
 
 /**
  * WatchWorkersRequest starts a watch on workers.
@@ -912,7 +960,7 @@ export type WatchWorkersRequest = Message<"crms.v1.WatchWorkersRequest"> & {
  * Use `create(WatchWorkersRequestSchema)` to create a new message.
  */
 export const WatchWorkersRequestSchema: GenMessage<WatchWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 21);
+  messageDesc(file_crms_v1_worker, 22);
 
 /**
  * WatchWorkersResponse is one watch event.
@@ -947,7 +995,7 @@ export type WatchWorkersResponse = Message<"crms.v1.WatchWorkersResponse"> & {
  * Use `create(WatchWorkersResponseSchema)` to create a new message.
  */
 export const WatchWorkersResponseSchema: GenMessage<WatchWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 22);
+  messageDesc(file_crms_v1_worker, 23);
 
 /**
  * DrainWorkerRequest names the worker to drain.
@@ -968,7 +1016,7 @@ export type DrainWorkerRequest = Message<"crms.v1.DrainWorkerRequest"> & {
  * Use `create(DrainWorkerRequestSchema)` to create a new message.
  */
 export const DrainWorkerRequestSchema: GenMessage<DrainWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 23);
+  messageDesc(file_crms_v1_worker, 24);
 
 /**
  * DrainWorkerResponse carries the worker.
@@ -989,7 +1037,7 @@ export type DrainWorkerResponse = Message<"crms.v1.DrainWorkerResponse"> & {
  * Use `create(DrainWorkerResponseSchema)` to create a new message.
  */
 export const DrainWorkerResponseSchema: GenMessage<DrainWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 24);
+  messageDesc(file_crms_v1_worker, 25);
 
 /**
  * StopWorkerRequest names the worker to stop.
@@ -1010,7 +1058,7 @@ export type StopWorkerRequest = Message<"crms.v1.StopWorkerRequest"> & {
  * Use `create(StopWorkerRequestSchema)` to create a new message.
  */
 export const StopWorkerRequestSchema: GenMessage<StopWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 25);
+  messageDesc(file_crms_v1_worker, 26);
 
 /**
  * StopWorkerResponse is empty.
@@ -1025,7 +1073,85 @@ export type StopWorkerResponse = Message<"crms.v1.StopWorkerResponse"> & {
  * Use `create(StopWorkerResponseSchema)` to create a new message.
  */
 export const StopWorkerResponseSchema: GenMessage<StopWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 26);
+  messageDesc(file_crms_v1_worker, 27);
+
+/**
+ * ResumeWorkerRequest names the drained worker to resume.
+ *
+ * @generated from message crms.v1.ResumeWorkerRequest
+ */
+export type ResumeWorkerRequest = Message<"crms.v1.ResumeWorkerRequest"> & {
+  /**
+   * The worker name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message crms.v1.ResumeWorkerRequest.
+ * Use `create(ResumeWorkerRequestSchema)` to create a new message.
+ */
+export const ResumeWorkerRequestSchema: GenMessage<ResumeWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_worker, 28);
+
+/**
+ * ResumeWorkerResponse carries the worker.
+ *
+ * @generated from message crms.v1.ResumeWorkerResponse
+ */
+export type ResumeWorkerResponse = Message<"crms.v1.ResumeWorkerResponse"> & {
+  /**
+   * The worker, now UP.
+   *
+   * @generated from field: crms.v1.Worker worker = 1;
+   */
+  worker?: Worker | undefined;
+};
+
+/**
+ * Describes the message crms.v1.ResumeWorkerResponse.
+ * Use `create(ResumeWorkerResponseSchema)` to create a new message.
+ */
+export const ResumeWorkerResponseSchema: GenMessage<ResumeWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_worker, 29);
+
+/**
+ * ForgetWorkerRequest names the DOWN worker whose record to remove.
+ *
+ * @generated from message crms.v1.ForgetWorkerRequest
+ */
+export type ForgetWorkerRequest = Message<"crms.v1.ForgetWorkerRequest"> & {
+  /**
+   * The worker name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message crms.v1.ForgetWorkerRequest.
+ * Use `create(ForgetWorkerRequestSchema)` to create a new message.
+ */
+export const ForgetWorkerRequestSchema: GenMessage<ForgetWorkerRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_worker, 30);
+
+/**
+ * ForgetWorkerResponse is empty.
+ *
+ * @generated from message crms.v1.ForgetWorkerResponse
+ */
+export type ForgetWorkerResponse = Message<"crms.v1.ForgetWorkerResponse"> & {
+};
+
+/**
+ * Describes the message crms.v1.ForgetWorkerResponse.
+ * Use `create(ForgetWorkerResponseSchema)` to create a new message.
+ */
+export const ForgetWorkerResponseSchema: GenMessage<ForgetWorkerResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_worker, 31);
 
 /**
  * WorkerState is the liveness of a worker as the control plane sees it.
@@ -1060,6 +1186,15 @@ export enum WorkerState {
    * @generated from enum value: WORKER_STATE_DISCONNECTED = 3;
    */
   DISCONNECTED = 3,
+
+  /**
+   * Gone past the grace period (or stopped by an operator): its jobs were
+   * LOST and requeued, its record is kept with down_time, down_reason and
+   * last_jobs until ForgetWorker, retention, or it attaches again (then UP).
+   *
+   * @generated from enum value: WORKER_STATE_DOWN = 4;
+   */
+  DOWN = 4,
 }
 
 /**
@@ -1087,7 +1222,7 @@ export const WorkerService: GenService<{
     output: typeof AttachResponseSchema;
   },
   /**
-   * Lists workers ordered by name, a page at a time.
+   * Lists workers ordered by name, a page at a time, DOWN workers included.
    *
    * @generated from rpc crms.v1.WorkerService.ListWorkers
    */
@@ -1135,6 +1270,30 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof StopWorkerRequestSchema;
     output: typeof StopWorkerResponseSchema;
+  },
+  /**
+   * Undoes DrainWorker: the worker takes new jobs again (it is told with a
+   * Resume message). FAILED_PRECONDITION unless it is DRAINING (a stopping
+   * worker cannot be resumed); resuming an UP worker changes nothing. Admin.
+   *
+   * @generated from rpc crms.v1.WorkerService.ResumeWorker
+   */
+  resumeWorker: {
+    methodKind: "unary";
+    input: typeof ResumeWorkerRequestSchema;
+    output: typeof ResumeWorkerResponseSchema;
+  },
+  /**
+   * Removes the record of a DOWN worker (admin, or the worker token bound to
+   * that name). FAILED_PRECONDITION for a worker that is not DOWN; NOT_FOUND
+   * for an unknown one.
+   *
+   * @generated from rpc crms.v1.WorkerService.ForgetWorker
+   */
+  forgetWorker: {
+    methodKind: "unary";
+    input: typeof ForgetWorkerRequestSchema;
+    output: typeof ForgetWorkerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crms_v1_worker, 0);

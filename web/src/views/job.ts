@@ -487,9 +487,43 @@ export function jobView(route: Route): View {
       button("Hold", s === JobState.PENDING, () =>
         act(`Hold job ${id}`, async () => apply((await jobService.holdJob({ id })).job)),
       ),
+      job.killRequested && !final && !job.killForce
+        ? button(
+            "Kill now",
+            true,
+            () =>
+              act(
+                `Kill job ${id} now`,
+                async () => apply((await jobService.killJob({ id, force: true })).job),
+                `Kill job ${id} now with SIGKILL, without waiting for the grace period?`,
+              ),
+            "danger",
+          )
+        : null,
       button("Release", s === JobState.HELD, () =>
         act(`Release job ${id}`, async () => apply((await jobService.releaseJob({ id })).job)),
       ),
+      button("Run on…", s === JobState.HELD || s === JobState.PENDING, () => {
+        const worker = window.prompt(`Run job ${id} on which worker?`, job?.runOn || job?.spec?.targetWorker || "");
+        if (worker?.trim())
+          void act(`Run job ${id} on ${worker.trim()}`, async () =>
+            apply((await jobService.runJob({ id, worker: worker.trim() })).job),
+          );
+      }),
+      button("Requeue", final, () =>
+        act(
+          `Requeue job ${id}`,
+          async () => apply((await jobService.requeueJob({ id })).job),
+          `Run job ${id} again as a new attempt (its history is kept)?`,
+        ),
+      ),
+      job.arrayCounts && final
+        ? button("Requeue failed tasks", job.arrayCounts.succeeded < job.arrayCounts.total, () =>
+            act(`Requeue the failed tasks of ${id}`, async () =>
+              apply((await jobService.requeueJob({ id, failedOnly: true })).job),
+            ),
+          )
+        : null,
       button(
         "Delete",
         final,

@@ -36,7 +36,21 @@ interface Filters {
   after: string;
   /** Only the tasks of this array parent (array tasks are otherwise left out). */
   array: string;
+  /** ListJobs order_by: "-id" (newest first, the default), "name", "-state"… */
+  sort: string;
 }
+
+/** The sortable columns: header text -> ListJobs order key. */
+const SORTABLE: Record<string, string> = { ID: "id", Name: "name", State: "state", Submitted: "submit_time" };
+const SORTS = new Set(
+  Object.values(SORTABLE)
+    .flatMap((k) => [k, `-${k}`])
+    .concat(["end_time", "-end_time"]),
+);
+const DEFAULT_SORT = "-id";
+
+/** True for the orders whose page tokens are job ids (a search pages through these). */
+const byId = (sort: string) => /^-?(id|submit_time)$/.test(sort);
 
 /** Page-start tokens seen for one filter, so Previous can go back. */
 const trail = { key: "", starts: [""] };
@@ -51,6 +65,7 @@ function filtersOf(query: URLSearchParams): Filters {
     size: PAGE_SIZES.includes(size) ? size : 50,
     after: query.get("after") ?? "",
     array: query.get("array") ?? "",
+    sort: SORTS.has(query.get("sort") ?? "") ? (query.get("sort") as string) : DEFAULT_SORT,
   };
 }
 
@@ -63,6 +78,7 @@ function queryOf(f: Filters, after = ""): Record<string, string | undefined> {
     size: f.size === 50 ? undefined : String(f.size),
     after,
     array: f.array,
+    sort: f.sort === DEFAULT_SORT ? undefined : f.sort,
   };
 }
 
@@ -141,19 +157,23 @@ export function jobsView(route: Route): View {
   const table = h(
     "table",
     { class: "jobs", "aria-busy": "true", "aria-describedby": "jobs-status" },
-    h("caption", { class: "sr-only" }, "Jobs, ordered by id"),
+    h(
+      "caption",
+      { class: "sr-only" },
+      `Jobs, ordered by ${f.sort.replace(/^-/, "")}${f.sort.startsWith("-") ? ", descending" : ""}`,
+    ),
     h(
       "thead",
       null,
       h(
         "tr",
         null,
-        h("th", { scope: "col", class: "num" }, "ID"),
-        h("th", { scope: "col" }, "Name"),
-        h("th", { scope: "col" }, "State"),
+        sortableTh(f, "ID", "num"),
+        sortableTh(f, "Name"),
+        sortableTh(f, "State"),
         h("th", { scope: "col", class: "col-worker" }, "Worker"),
         h("th", { scope: "col", class: "col-cmd" }, "Command"),
-        h("th", { scope: "col", class: "col-time" }, "Submitted"),
+        sortableTh(f, "Submitted", "col-time"),
         h("th", { scope: "col", class: "num col-dur" }, "Ran for"),
         h("th", { scope: "col", class: "col-result" }, "Result"),
       ),
@@ -252,6 +272,7 @@ export function jobsView(route: Route): View {
       size: Number(data.get("size")) || 50,
       after: "",
       array: f.array,
+      sort: f.sort,
     };
     location.hash = href("jobs", queryOf(next));
   });
@@ -272,14 +293,20 @@ export function jobsView(route: Route): View {
   let next = "";
   let lastId = "";
 
-  const request = (pageToken: string, pageSize: number): MessageInitShape<typeof ListJobsRequestSchema> => ({
+  const request = (
+    pageToken: string,
+    pageSize: number,
+    orderBy = f.sort,
+  ): MessageInitShape<typeof ListJobsRequestSchema> => ({
     states: f.state ? [f.state] : [],
     worker: f.worker,
     labels,
     pageSize,
     pageToken,
     arrayParent: f.array,
+    orderBy,
   });
+  let total = 0;
 
   const needle = f.q.toLowerCase();
   const matchesText = (job: Job) =>
@@ -321,7 +348,10 @@ export function jobsView(route: Route): View {
         let scanned = 0;
         for (;;) {
           status.textContent = `Searching… ${scanned.toLocaleString("en-US")} jobs read`;
-          const res = await jobService.listJobs(request(token, 1000), { signal });
+          // A search pages by id (newest first unless an id order was picked).
+          const res = await jobService.listJobs(request(token, 1000, byId(f.sort) ? f.sort : DEFAULT_SORT), {
+            signal,
+          });
           let stopAt = "";
           for (const job of res.jobs) {
             scanned++;
@@ -352,17 +382,20 @@ export function jobsView(route: Route): View {
         const res = await jobService.listJobs(request(f.after, f.size), { signal });
         jobs.push(...res.jobs);
         next = res.nextPageToken;
+        total = res.totalSize;
       }
       rows.clear();
       for (const j of jobs) rows.set(j.id, j);
       lastId = jobs.at(-1)?.id ?? f.after;
       replace(tbody, jobs.length ? jobs.map(jobRow) : emptyRow(f));
       const idx = trail.starts.indexOf(f.after);
-      const pageNo = idx >= 0 ? idx + 1 : undefined;
+      const offset = /^p(\d+)$/.exec(f.after);
+      const pageNo = offset ? Math.floor(Number(offset[1]) / f.size) + 1 : idx >= 0 ? idx + 1 : undefined;
       if (next) {
         if (idx >= 0) trail.starts.splice(idx + 1, Infinity, next);
       }
-      status.textContent = `${note}${jobs.length ? `Showing ${jobs.length} job${jobs.length === 1 ? "" : "s"}` : "No jobs"}${
+      const of = !f.q && total ? ` of ${total.toLocaleString("en-US")}` : "";
+      status.textContent = `${note}${jobs.length ? `Showing ${jobs.length}${of} job${(total || jobs.length) === 1 ? "" : "s"}` : "No jobs"}${
         pageNo ? ` on page ${pageNo}` : ""
       }${next ? "; more on the next page." : "."}`;
       renderPager(idx);
@@ -385,6 +418,10 @@ export function jobsView(route: Route): View {
         );
     }
     if (next) links.push(h("a", { class: "button", href: href("jobs", queryOf(f, next)), rel: "next" }, "Next page"));
+    // The last page by offset ("p<N>" tokens work with every order).
+    const lastStart = total > f.size ? Math.floor((total - 1) / f.size) * f.size : 0;
+    if (next && !f.q && lastStart > 0)
+      links.push(h("a", { class: "button", href: href("jobs", queryOf(f, `p${lastStart}`)) }, "Last page"));
     replace(pager, links);
   }
 
@@ -394,7 +431,22 @@ export function jobsView(route: Route): View {
       if (row) {
         rows.set(id, job);
         row.replaceWith(jobRow(job));
-      } else if (!next && !f.q && matches(job) && (!lastId || compareIds(id, lastId) > 0)) {
+      } else if (f.sort === DEFAULT_SORT && !f.after && !f.q && matches(job) && !rows.has(id)) {
+        // Newest first: a new job appears at the top of the first page.
+        if (rows.size && compareIds(id, [...rows.keys()][0] as string) < 0) continue;
+        if (!rows.size) tbody.replaceChildren();
+        rows.set(id, job);
+        tbody.prepend(jobRow(job));
+        total++;
+        if (rows.size > f.size) {
+          const lastRow = tbody.lastElementChild;
+          const dropped = lastRow?.getAttribute("data-id");
+          lastRow?.remove();
+          if (dropped) rows.delete(dropped);
+          next = tbody.lastElementChild?.getAttribute("data-id") ?? next;
+          renderPager(trail.starts.indexOf(f.after));
+        }
+      } else if (f.sort === "id" && !next && !f.q && matches(job) && (!lastId || compareIds(id, lastId) > 0)) {
         // New jobs sort last: on the last page they appear here, else the next page grows.
         if (rows.size < f.size) {
           if (!rows.size) tbody.replaceChildren();
@@ -446,6 +498,25 @@ export function jobsView(route: Route): View {
       clearInterval(ticker);
     },
   };
+}
+
+/** A column header that sorts by its column: a link to the same list ordered by it (again: reversed). */
+function sortableTh(f: Filters, label: string, cls?: string): HTMLElement {
+  const key = SORTABLE[label] as string;
+  const current = f.sort.replace(/^-/, "") === key ? (f.sort.startsWith("-") ? "descending" : "ascending") : "none";
+  const nextSort =
+    current === "ascending" ? `-${key}` : current === "descending" ? key : key === "name" ? key : `-${key}`;
+  const arrow = current === "ascending" ? " ▲" : current === "descending" ? " ▼" : "";
+  return h(
+    "th",
+    { scope: "col", class: cls ?? null, "aria-sort": current },
+    h(
+      "a",
+      { href: href("jobs", queryOf({ ...f, sort: nextSort })), title: `Sort by ${label.toLowerCase()}` },
+      label,
+      arrow,
+    ),
+  );
 }
 
 function emptyRow(f: Filters): HTMLElement {

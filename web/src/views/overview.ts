@@ -105,7 +105,7 @@ export function overviewView(): View {
       workersCard,
       stat("Up", up),
       stat("Draining", draining),
-      stat("Down", down, h("span", { class: "muted small" }, " (disconnected)")),
+      stat("Down", down, h("span", { class: "muted small" }, " (disconnected or down)")),
       h(
         "p",
         { class: "card-link" },

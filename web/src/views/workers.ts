@@ -138,7 +138,15 @@ export function workersView(route: Route): View {
       "tr",
       { "data-name": w.name },
       h("th", { scope: "row" }, h("a", { href: href("jobs", { worker: w.name }), title: `Jobs on ${w.name}` }, w.name)),
-      h("td", null, workerBadge(w.state, w.stopRequested)),
+      h(
+        "td",
+        null,
+        workerBadge(w.state, w.stopRequested),
+        !attached && w.downReason ? h("span", { class: "muted small" }, ` ${w.downReason}`) : null,
+        w.state === WorkerState.DOWN && w.lastJobs.length
+          ? h("span", { class: "muted small", title: w.lastJobs.join(", ") }, ` · had ${w.lastJobs.length} job(s)`)
+          : null,
+      ),
       h("td", null, attached ? slotsCell(running.length, w.slots) : `— / ${w.slots}`),
       h(
         "td",
@@ -189,6 +197,22 @@ export function workersView(route: Route): View {
             "button",
             {
               type: "button",
+              disabled: isBusy || w.state !== WorkerState.DRAINING || w.stopRequested,
+              "aria-label": `Resume ${w.name}`,
+              onclick: () =>
+                act(
+                  w,
+                  `Resume ${w.name}`,
+                  () => workerService.resumeWorker({ name: w.name }),
+                  `Resume ${w.name}? It takes new jobs again.`,
+                ),
+            },
+            "Resume",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
               class: "danger",
               disabled: isBusy || w.stopRequested || !attached,
               "aria-label": `Stop ${w.name}`,
@@ -202,6 +226,24 @@ export function workersView(route: Route): View {
             },
             "Stop",
           ),
+          w.state === WorkerState.DOWN
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  disabled: isBusy,
+                  "aria-label": `Forget ${w.name}`,
+                  onclick: () =>
+                    act(
+                      w,
+                      `Forget ${w.name}`,
+                      () => workerService.forgetWorker({ name: w.name }),
+                      `Forget ${w.name}? Its DOWN record is removed; it comes back if it attaches again.`,
+                    ),
+                },
+                "Forget",
+              )
+            : null,
         ),
       ),
     );
@@ -244,7 +286,8 @@ export function workersView(route: Route): View {
       again?.focus();
     }
     const up = all.filter((w) => w.state === WorkerState.UP).length;
-    status.textContent = `${formatCount(all.length)} worker${all.length === 1 ? "" : "s"}${q ? " match" : ""}, ${formatCount(up)} up.${
+    const down = all.filter((w) => w.state === WorkerState.DOWN).length;
+    status.textContent = `${formatCount(all.length)} worker${all.length === 1 ? "" : "s"}${q ? " match" : ""}, ${formatCount(up)} up${down ? `, ${formatCount(down)} down` : ""}.${
       pages > 1 ? ` Page ${page + 1} of ${pages}.` : ""
     }`;
     const go = (p: number, label: string, rel?: string) =>

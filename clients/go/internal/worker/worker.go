@@ -48,7 +48,7 @@ var transitions = map[State][]State{
 	StateInitialized: {StateConnecting, StateStopped},
 	StateConnecting:  {StateRunning, StateDraining, StateStopping},
 	StateRunning:     {StateConnecting, StateDraining, StateStopping},
-	StateDraining:    {StateConnecting, StateStopping},
+	StateDraining:    {StateConnecting, StateRunning, StateStopping},
 	StateStopping:    {StateStopped},
 	StateStopped:     {},
 }
@@ -758,6 +758,14 @@ func (w *Worker) onMessage(s *session, resp *crmsv1.AttachResponse) {
 		if w.state == StateRunning {
 			w.logf("draining: no new jobs")
 			_ = w.transitionLocked(StateDraining)
+		}
+		w.mu.Unlock()
+	case *crmsv1.AttachResponse_Resume:
+		w.mu.Lock()
+		w.drainRequested = false
+		if w.state == StateDraining {
+			w.logf("resumed: taking new jobs")
+			_ = w.transitionLocked(StateRunning)
 		}
 		w.mu.Unlock()
 	case *crmsv1.AttachResponse_Shutdown:

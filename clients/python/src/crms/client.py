@@ -25,7 +25,15 @@ from typing import Callable, Collection, Iterable, Iterator, List, Mapping, Opti
 
 import grpc
 
-from crms.errors import CrmsError, DeadlineExceeded, JobNotFound, Unavailable, WaitTimeout, from_rpc_error
+from crms.errors import (
+    CrmsError,
+    DeadlineExceeded,
+    JobNotFound,
+    Unavailable,
+    WaitTimeout,
+    WorkerNotFound,
+    from_rpc_error,
+)
 from crms.types import (
     ArraySpec,
     ClusterStatus,
@@ -352,8 +360,13 @@ class Client:
         page_size: int = 0,
         array: Optional[JobId] = None,
         include_tasks: bool = False,
+        order: Optional[str] = None,
     ) -> Iterator[Job]:
-        """Iterates every job (ordered by id), fetching page after page.
+        """Iterates every job (ordered by id, oldest first), fetching page after page.
+
+        ``order`` is ``"id"``, ``"submit_time"``, ``"end_time"``, ``"state"`` or
+        ``"name"``, each with a leading ``"-"`` for descending (``"-id"``: newest
+        first).
 
         ``state`` is one state or several (``JobState``, name like ``"RUNNING"``,
         or number); ``worker`` keeps jobs whose last attempt is on that worker;
@@ -368,6 +381,7 @@ class Client:
             page_size=page_size,
             array_parent=str(array) if array is not None else "",
             include_tasks=include_tasks,
+            order_by=order or "",
         )
         while True:
             resp = self._call("job", "ListJobs", req)
@@ -376,6 +390,26 @@ class Client:
             if not resp.next_page_token:
                 return
             req.page_token = resp.next_page_token
+
+    def count_jobs(
+        self,
+        state: Union[None, StateArg, Iterable[StateArg]] = None,
+        worker: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        *,
+        array: Optional[JobId] = None,
+        include_tasks: bool = False,
+    ) -> int:
+        """How many jobs match the filter (ListJobs' ``total_size``), without listing them."""
+        req = job_pb2.ListJobsRequest(
+            states=_states(state),
+            worker=worker or "",
+            labels=dict(labels or {}),
+            page_size=1,
+            array_parent=str(array) if array is not None else "",
+            include_tasks=include_tasks,
+        )
+        return self._call("job", "ListJobs", req).total_size
 
     def watch_jobs(
         self,
@@ -456,22 +490,47 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"job {id} did not end within {timeout} s")
 
-    def kill(self, id: JobId, grace: Optional[float] = None) -> Job:
+    def kill(self, id: JobId, grace: Optional[float] = None, *, force: bool = False) -> Job:
         """Kills a job. A pending or held job is KILLED at once; a running one
-        gets SIGTERM, then SIGKILL after ``grace`` seconds (server default 10),
-        and is returned still RUNNING with ``kill_requested`` set.
+        gets SIGTERM, then SIGKILL after ``grace`` seconds (server default 10,
+        at most 3600: :class:`crms.InvalidArgument` above), and is returned
+        still RUNNING with ``kill_requested`` set. A later kill with a shorter
+        ``grace``, or ``force=True`` (SIGKILL now), overrides an earlier one.
         Raises :class:`crms.FailedPrecondition` if it already ended."""
         if grace is not None and grace <= 0:
             raise ValueError("grace must be positive (None means the server's default)")
-        req = job_pb2.KillJobRequest(id=str(id), grace_seconds=_seconds(grace, "grace"))
+        req = job_pb2.KillJobRequest(id=str(id), grace_seconds=_seconds(grace, "grace"), force=force)
         return Job.from_proto(self._call("job", "KillJob", req).job)
+
+    def run_job(self, id: JobId, worker: str) -> Job:
+        """GoCRMS's ``runJob(id, worker)``: a HELD or PENDING job runs on ``worker``
+        (released if HELD) as soon as that worker has a free slot.
+        :class:`crms.WorkerNotFound` for an unknown worker,
+        :class:`crms.FailedPrecondition` for a job in another state."""
+        try:
+            resp = self._call("job", "RunJob", job_pb2.RunJobRequest(id=str(id), worker=worker))
+        except JobNotFound as err:
+            if err.details.startswith("worker "):
+                raise WorkerNotFound(err.details) from None
+            raise
+        return Job.from_proto(resp.job)
+
+    def requeue(self, id: JobId, *, failed_only: bool = False) -> Job:
+        """Runs a finished job again as a new attempt under the same id (its
+        attempts kept); for an array every task, or with ``failed_only`` the
+        tasks that did not succeed. FailedPrecondition if it has not ended."""
+        req = job_pb2.RequeueJobRequest(id=str(id), failed_only=failed_only)
+        return Job.from_proto(self._call("job", "RequeueJob", req).job)
 
     def hold(self, id: JobId) -> Job:
         """Holds a PENDING job (now HELD). FailedPrecondition in other states."""
         return Job.from_proto(self._call("job", "HoldJob", job_pb2.HoldJobRequest(id=str(id))).job)
 
-    def release(self, id: JobId) -> Job:
-        """Releases a HELD job to PENDING. FailedPrecondition in other states."""
+    def release(self, id: JobId, worker: Optional[str] = None) -> Job:
+        """Releases a HELD job to PENDING. FailedPrecondition in other states.
+        With ``worker`` it runs there (the same as :meth:`run_job`)."""
+        if worker:
+            return self.run_job(id, worker)
         resp = self._call("job", "ReleaseJob", job_pb2.ReleaseJobRequest(id=str(id)))
         return Job.from_proto(resp.job)
 
@@ -524,6 +583,15 @@ class Client:
         """Stops placing jobs on a worker (now DRAINING); its running jobs finish."""
         resp = self._call("worker", "DrainWorker", worker_pb2.DrainWorkerRequest(name=name))
         return Worker.from_proto(resp.worker)
+
+    def resume(self, name: str) -> Worker:
+        """Undoes :meth:`drain`: the worker (UP again) takes new jobs."""
+        resp = self._call("worker", "ResumeWorker", worker_pb2.ResumeWorkerRequest(name=name))
+        return Worker.from_proto(resp.worker)
+
+    def forget_worker(self, name: str) -> None:
+        """Removes a DOWN worker's record. FailedPrecondition if it is not DOWN."""
+        self._call("worker", "ForgetWorker", worker_pb2.ForgetWorkerRequest(name=name))
 
     def stop(self, name: str) -> None:
         """Tells a worker to exit (GoCRMS's close); its running jobs are killed."""

@@ -95,6 +95,7 @@ class WorkerState(_ProtoEnum):
     UP = worker_pb2.WORKER_STATE_UP
     DRAINING = worker_pb2.WORKER_STATE_DRAINING
     DISCONNECTED = worker_pb2.WORKER_STATE_DISCONNECTED
+    DOWN = worker_pb2.WORKER_STATE_DOWN
 
     @classmethod
     def _proto_prefix(cls) -> str:
@@ -346,6 +347,9 @@ class Job:
     array_index: int = 0
     array_counts: Optional[ArrayCounts] = None
     array_created: int = 0
+    run_on: str = ""
+    kill_force: bool = False
+    requeues: int = 0
 
     @classmethod
     def from_proto(cls, j: job_pb2.Job) -> "Job":
@@ -375,6 +379,9 @@ class Job:
             array_index=j.array_index,
             array_counts=ArrayCounts.from_proto(j.array_counts) if j.HasField("array_counts") else None,
             array_created=j.array_created,
+            run_on=j.run_on,
+            kill_force=j.kill_force,
+            requeues=j.requeues,
         )
 
     @property
@@ -417,6 +424,9 @@ class Worker:
     disconnect_time: Optional[datetime]
     replica: str
     stop_requested: bool
+    down_time: Optional[datetime] = None
+    down_reason: str = ""
+    last_jobs: Tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, w: worker_pb2.Worker) -> "Worker":
@@ -434,6 +444,9 @@ class Worker:
             disconnect_time=_time(w, "disconnect_time"),
             replica=w.replica,
             stop_requested=w.stop_requested,
+            down_time=_time(w, "down_time"),
+            down_reason=w.down_reason,
+            last_jobs=tuple(w.last_jobs),
         )
 
     @property
@@ -528,6 +541,7 @@ class ClusterStatus:
     jobs: Dict[JobState, int]
     replica: str
     scheduler_leader: str
+    workers_down: int = 0
 
     @classmethod
     def from_proto(cls, r: admin_pb2.GetClusterStatusResponse) -> "ClusterStatus":
@@ -543,4 +557,5 @@ class ClusterStatus:
             jobs={JobState._from_proto(c.state): c.count for c in r.jobs},
             replica=r.replica,
             scheduler_leader=r.scheduler_leader,
+            workers_down=r.workers_down,
         )

@@ -253,7 +253,7 @@ type GetClusterStatusResponse struct {
 	QuotaBytes int64 `protobuf:"varint,3,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
 	// Alarms active anywhere in the cluster.
 	Alarms []string `protobuf:"bytes,4,rep,name=alarms,proto3" json:"alarms,omitempty"`
-	// Workers known, and how many are UP.
+	// Workers known (DOWN ones included).
 	Workers uint32 `protobuf:"varint,5,opt,name=workers,proto3" json:"workers,omitempty"`
 	// Workers attached and accepting jobs.
 	WorkersUp uint32 `protobuf:"varint,6,opt,name=workers_up,json=workersUp,proto3" json:"workers_up,omitempty"`
@@ -267,8 +267,10 @@ type GetClusterStatusResponse struct {
 	Replica string `protobuf:"bytes,10,opt,name=replica,proto3" json:"replica,omitempty"`
 	// Id of the replica leading the scheduler, if known.
 	SchedulerLeader string `protobuf:"bytes,11,opt,name=scheduler_leader,json=schedulerLeader,proto3" json:"scheduler_leader,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Workers that are DOWN (kept until forgotten or expired by retention).
+	WorkersDown   uint32 `protobuf:"varint,12,opt,name=workers_down,json=workersDown,proto3" json:"workers_down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -376,6 +378,13 @@ func (x *GetClusterStatusResponse) GetSchedulerLeader() string {
 		return x.SchedulerLeader
 	}
 	return ""
+}
+
+func (x *GetClusterStatusResponse) GetWorkersDown() uint32 {
+	if x != nil {
+		return x.WorkersDown
+	}
+	return 0
 }
 
 // CompactRequest asks for an etcd compaction.
@@ -1271,7 +1280,7 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\bJobCount\x12'\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x11.crms.v1.JobStateR\x05state\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\x83\x03\n" +
+	"\x17GetClusterStatusRequest\"\xa6\x03\n" +
 	"\x18GetClusterStatusResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.crms.v1.EtcdMemberR\amembers\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1f\n" +
@@ -1288,7 +1297,8 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\x04jobs\x18\t \x03(\v2\x11.crms.v1.JobCountR\x04jobs\x12\x18\n" +
 	"\areplica\x18\n" +
 	" \x01(\tR\areplica\x12)\n" +
-	"\x10scheduler_leader\x18\v \x01(\tR\x0fschedulerLeader\",\n" +
+	"\x10scheduler_leader\x18\v \x01(\tR\x0fschedulerLeader\x12!\n" +
+	"\fworkers_down\x18\f \x01(\rR\vworkersDown\",\n" +
 	"\x0eCompactRequest\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"-\n" +
 	"\x0fCompactResponse\x12\x1a\n" +

@@ -886,7 +886,14 @@ type Job struct {
 	// (or a task was), else FAILED.
 	ArrayCounts *ArrayCounts `protobuf:"bytes,24,opt,name=array_counts,json=arrayCounts,proto3" json:"array_counts,omitempty"`
 	// For an array parent: how many task records the scheduler has created.
-	ArrayCreated  uint32 `protobuf:"varint,25,opt,name=array_created,json=arrayCreated,proto3" json:"array_created,omitempty"`
+	ArrayCreated uint32 `protobuf:"varint,25,opt,name=array_created,json=arrayCreated,proto3" json:"array_created,omitempty"`
+	// The worker named by RunJob: the job runs only there (it overrides
+	// spec.target_worker). Empty when RunJob was not called.
+	RunOn string `protobuf:"bytes,26,opt,name=run_on,json=runOn,proto3" json:"run_on,omitempty"`
+	// The requested kill is immediate (KillJobRequest.force): SIGKILL, no grace.
+	KillForce bool `protobuf:"varint,27,opt,name=kill_force,json=killForce,proto3" json:"kill_force,omitempty"`
+	// How many times RequeueJob ran this job again after it had ended.
+	Requeues      uint32 `protobuf:"varint,28,opt,name=requeues,proto3" json:"requeues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1092,6 +1099,27 @@ func (x *Job) GetArrayCounts() *ArrayCounts {
 func (x *Job) GetArrayCreated() uint32 {
 	if x != nil {
 		return x.ArrayCreated
+	}
+	return 0
+}
+
+func (x *Job) GetRunOn() string {
+	if x != nil {
+		return x.RunOn
+	}
+	return ""
+}
+
+func (x *Job) GetKillForce() bool {
+	if x != nil {
+		return x.KillForce
+	}
+	return false
+}
+
+func (x *Job) GetRequeues() uint32 {
+	if x != nil {
+		return x.Requeues
 	}
 	return 0
 }
@@ -1317,7 +1345,15 @@ type ListJobsRequest struct {
 	// parent matches states by the state it reads as (see Job.array_counts).
 	ArrayParent string `protobuf:"bytes,6,opt,name=array_parent,json=arrayParent,proto3" json:"array_parent,omitempty"`
 	// List array tasks alongside other jobs.
-	IncludeTasks  bool `protobuf:"varint,7,opt,name=include_tasks,json=includeTasks,proto3" json:"include_tasks,omitempty"`
+	IncludeTasks bool `protobuf:"varint,7,opt,name=include_tasks,json=includeTasks,proto3" json:"include_tasks,omitempty"`
+	// The order: "id" (the default when empty: oldest first), "submit_time",
+	// "end_time", "state", "name", each with a leading "-" for descending
+	// ("-id" is newest first). Ties are broken by id in the same direction.
+	// Jobs without an end time sort before those with one ("end_time").
+	// INVALID_ARGUMENT for another value. A page token is only valid with the
+	// order it was returned for; "p<N>" (skip the first N matching jobs) is
+	// valid with every order, e.g. to jump to the last page from total_size.
+	OrderBy       string `protobuf:"bytes,8,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1401,13 +1437,22 @@ func (x *ListJobsRequest) GetIncludeTasks() bool {
 	return false
 }
 
-// ListJobsResponse is one page of jobs, ordered by id.
+func (x *ListJobsRequest) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
+// ListJobsResponse is one page of jobs, in the order asked for.
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The jobs of this page.
 	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	// Pass this to get the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many jobs match the filter in all (every page).
+	TotalSize     uint32 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1454,6 +1499,13 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListJobsResponse) GetTotalSize() uint32 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 // WatchJobsRequest starts a watch on jobs.
@@ -1583,8 +1635,12 @@ type KillJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Seconds between SIGTERM and SIGKILL; 0 means the default (10).
-	GraceSeconds  uint32 `protobuf:"varint,2,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"`
+	// Seconds between SIGTERM and SIGKILL, at most 3,600 (INVALID_ARGUMENT
+	// above); 0 means the default (10). A later KillJob with a shorter grace
+	// shortens a kill in progress; a longer one changes nothing.
+	GraceSeconds uint32 `protobuf:"varint,2,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"`
+	// SIGKILL at once, no grace; overrides an earlier kill's grace.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1687,13 @@ func (x *KillJobRequest) GetGraceSeconds() uint32 {
 		return x.GraceSeconds
 	}
 	return 0
+}
+
+func (x *KillJobRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 // KillJobResponse carries the job after the request.
@@ -1772,7 +1835,8 @@ func (x *HoldJobResponse) GetJob() *Job {
 	return nil
 }
 
-// ReleaseJobRequest names the job to release.
+// ReleaseJobRequest names the job to release. To release it onto a named
+// worker, call RunJob instead (`crms release ID --on WORKER` does).
 type ReleaseJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job id; it must be HELD.
@@ -1864,6 +1928,210 @@ func (x *ReleaseJobResponse) GetJob() *Job {
 	return nil
 }
 
+// RunJobRequest names a job and the worker to run it on (GoCRMS's
+// RunJob(job_id, worker)).
+type RunJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job id; it must be HELD or PENDING.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The worker name; it must be known (attached, disconnected or down).
+	Worker        string `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobRequest) Reset() {
+	*x = RunJobRequest{}
+	mi := &file_crms_v1_job_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobRequest) ProtoMessage() {}
+
+func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
+func (*RunJobRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RunJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RunJobRequest) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+// RunJobResponse carries the job.
+type RunJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job, now PENDING with run_on set; the scheduler places it on that
+	// worker as soon as the worker has a free slot.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobResponse) Reset() {
+	*x = RunJobResponse{}
+	mi := &file_crms_v1_job_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobResponse) ProtoMessage() {}
+
+func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
+func (*RunJobResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RunJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// RequeueJobRequest names a finished job (or array) to run again.
+type RequeueJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job id; it must have ended (SUCCEEDED, FAILED, KILLED or LOST).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// For an array: requeue only the tasks that did not succeed.
+	FailedOnly    bool `protobuf:"varint,2,opt,name=failed_only,json=failedOnly,proto3" json:"failed_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueJobRequest) Reset() {
+	*x = RequeueJobRequest{}
+	mi := &file_crms_v1_job_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueJobRequest) ProtoMessage() {}
+
+func (x *RequeueJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueJobRequest.ProtoReflect.Descriptor instead.
+func (*RequeueJobRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RequeueJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RequeueJobRequest) GetFailedOnly() bool {
+	if x != nil {
+		return x.FailedOnly
+	}
+	return false
+}
+
+// RequeueJobResponse carries the job.
+type RequeueJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job, PENDING again (its attempts and their history kept).
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueJobResponse) Reset() {
+	*x = RequeueJobResponse{}
+	mi := &file_crms_v1_job_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueJobResponse) ProtoMessage() {}
+
+func (x *RequeueJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueJobResponse.ProtoReflect.Descriptor instead.
+func (*RequeueJobResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RequeueJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 // DeleteJobRequest names the job to delete.
 type DeleteJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1875,7 +2143,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[20]
+	mi := &file_crms_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2155,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[20]
+	mi := &file_crms_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2168,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteJobRequest) GetId() string {
@@ -1919,7 +2187,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[21]
+	mi := &file_crms_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2199,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[21]
+	mi := &file_crms_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2212,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 // StreamOutputRequest asks for a job's output.
@@ -1961,7 +2229,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[22]
+	mi := &file_crms_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2241,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[22]
+	mi := &file_crms_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2254,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StreamOutputRequest) GetId() string {
@@ -2021,7 +2289,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[23]
+	mi := &file_crms_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2301,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[23]
+	mi := &file_crms_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2314,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StreamOutputResponse) GetStream() OutputStream {
@@ -2144,7 +2412,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\ttimed_out\x18\n" +
 	" \x01(\bR\btimedOutB\f\n" +
 	"\n" +
-	"_exit_code\"\x9d\a\n" +
+	"_exit_code\"\xef\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12$\n" +
 	"\x04spec\x18\x02 \x01(\v2\x10.crms.v1.JobSpecR\x04spec\x12'\n" +
@@ -2178,7 +2446,11 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\varray_index\x18\x17 \x01(\rR\n" +
 	"arrayIndex\x127\n" +
 	"\farray_counts\x18\x18 \x01(\v2\x14.crms.v1.ArrayCountsR\varrayCounts\x12#\n" +
-	"\rarray_created\x18\x19 \x01(\rR\farrayCreatedB\f\n" +
+	"\rarray_created\x18\x19 \x01(\rR\farrayCreated\x12\x15\n" +
+	"\x06run_on\x18\x1a \x01(\tR\x05runOn\x12\x1d\n" +
+	"\n" +
+	"kill_force\x18\x1b \x01(\bR\tkillForce\x12\x1a\n" +
+	"\brequeues\x18\x1c \x01(\rR\brequeuesB\f\n" +
 	"\n" +
 	"_exit_code\"W\n" +
 	"\x10SubmitJobRequest\x12$\n" +
@@ -2191,7 +2463,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"0\n" +
 	"\x0eGetJobResponse\x12\x1e\n" +
-	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"\xd1\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"\xec\x02\n" +
 	"\x0fListJobsRequest\x12)\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x11.crms.v1.JobStateR\x06states\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12<\n" +
@@ -2200,23 +2472,27 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\x12!\n" +
 	"\farray_parent\x18\x06 \x01(\tR\varrayParent\x12#\n" +
-	"\rinclude_tasks\x18\a \x01(\bR\fincludeTasks\x1a9\n" +
+	"\rinclude_tasks\x18\a \x01(\bR\fincludeTasks\x12\x19\n" +
+	"\border_by\x18\b \x01(\tR\aorderBy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"{\n" +
 	"\x10ListJobsResponse\x12 \n" +
 	"\x04jobs\x18\x01 \x03(\v2\f.crms.v1.JobR\x04jobs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"K\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\rR\ttotalSize\"K\n" +
 	"\x10WatchJobsRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12%\n" +
 	"\x0eafter_revision\x18\x02 \x01(\x03R\rafterRevision\"|\n" +
 	"\x11WatchJobsResponse\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.crms.v1.WatchEventTypeR\x04type\x12\x1e\n" +
 	"\x03job\x18\x02 \x01(\v2\f.crms.v1.JobR\x03job\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"E\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"[\n" +
 	"\x0eKillJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
-	"\rgrace_seconds\x18\x02 \x01(\rR\fgraceSeconds\"1\n" +
+	"\rgrace_seconds\x18\x02 \x01(\rR\fgraceSeconds\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"1\n" +
 	"\x0fKillJobResponse\x12\x1e\n" +
 	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\" \n" +
 	"\x0eHoldJobRequest\x12\x0e\n" +
@@ -2226,6 +2502,17 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x11ReleaseJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\x12ReleaseJobResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"7\n" +
+	"\rRunJobRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06worker\x18\x02 \x01(\tR\x06worker\"0\n" +
+	"\x0eRunJobResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"D\n" +
+	"\x11RequeueJobRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vfailed_only\x18\x02 \x01(\bR\n" +
+	"failedOnly\"4\n" +
+	"\x12RequeueJobResponse\x12\x1e\n" +
 	"\x03job\x18\x01 \x01(\v2\f.crms.v1.JobR\x03job\"\"\n" +
 	"\x10DeleteJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x13\n" +
@@ -2262,7 +2549,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x022\xe8\x04\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x022\xea\x05\n" +
 	"\n" +
 	"JobService\x12B\n" +
 	"\tSubmitJob\x12\x19.crms.v1.SubmitJobRequest\x1a\x1a.crms.v1.SubmitJobResponse\x129\n" +
@@ -2272,7 +2559,10 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\aKillJob\x12\x17.crms.v1.KillJobRequest\x1a\x18.crms.v1.KillJobResponse\x12<\n" +
 	"\aHoldJob\x12\x17.crms.v1.HoldJobRequest\x1a\x18.crms.v1.HoldJobResponse\x12E\n" +
 	"\n" +
-	"ReleaseJob\x12\x1a.crms.v1.ReleaseJobRequest\x1a\x1b.crms.v1.ReleaseJobResponse\x12B\n" +
+	"ReleaseJob\x12\x1a.crms.v1.ReleaseJobRequest\x1a\x1b.crms.v1.ReleaseJobResponse\x129\n" +
+	"\x06RunJob\x12\x16.crms.v1.RunJobRequest\x1a\x17.crms.v1.RunJobResponse\x12E\n" +
+	"\n" +
+	"RequeueJob\x12\x1a.crms.v1.RequeueJobRequest\x1a\x1b.crms.v1.RequeueJobResponse\x12B\n" +
 	"\tDeleteJob\x12\x19.crms.v1.DeleteJobRequest\x1a\x1a.crms.v1.DeleteJobResponse\x12M\n" +
 	"\fStreamOutput\x12\x1c.crms.v1.StreamOutputRequest\x1a\x1d.crms.v1.StreamOutputResponse0\x01B\x8c\x01\n" +
 	"\vcom.crms.v1B\bJobProtoP\x01Z6github.com/crms-dev/crms/clients/go/gen/crms/v1;crmsv1\xa2\x02\x03CXX\xaa\x02\aCrms.V1\xca\x02\aCrms\\V1\xe2\x02\x13Crms\\V1\\GPBMetadata\xea\x02\bCrms::V1b\x06proto3"
@@ -2290,7 +2580,7 @@ func file_crms_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_crms_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_crms_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: crms.v1.JobState
 	(DependencyCondition)(0),      // 1: crms.v1.DependencyCondition
@@ -2316,69 +2606,79 @@ var file_crms_v1_job_proto_goTypes = []any{
 	(*HoldJobResponse)(nil),       // 21: crms.v1.HoldJobResponse
 	(*ReleaseJobRequest)(nil),     // 22: crms.v1.ReleaseJobRequest
 	(*ReleaseJobResponse)(nil),    // 23: crms.v1.ReleaseJobResponse
-	(*DeleteJobRequest)(nil),      // 24: crms.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),     // 25: crms.v1.DeleteJobResponse
-	(*StreamOutputRequest)(nil),   // 26: crms.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),  // 27: crms.v1.StreamOutputResponse
-	nil,                           // 28: crms.v1.JobSpec.EnvEntry
-	nil,                           // 29: crms.v1.JobSpec.LabelsEntry
-	nil,                           // 30: crms.v1.JobSpec.ConstraintsEntry
-	nil,                           // 31: crms.v1.ListJobsRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*RunJobRequest)(nil),         // 24: crms.v1.RunJobRequest
+	(*RunJobResponse)(nil),        // 25: crms.v1.RunJobResponse
+	(*RequeueJobRequest)(nil),     // 26: crms.v1.RequeueJobRequest
+	(*RequeueJobResponse)(nil),    // 27: crms.v1.RequeueJobResponse
+	(*DeleteJobRequest)(nil),      // 28: crms.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),     // 29: crms.v1.DeleteJobResponse
+	(*StreamOutputRequest)(nil),   // 30: crms.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),  // 31: crms.v1.StreamOutputResponse
+	nil,                           // 32: crms.v1.JobSpec.EnvEntry
+	nil,                           // 33: crms.v1.JobSpec.LabelsEntry
+	nil,                           // 34: crms.v1.JobSpec.ConstraintsEntry
+	nil,                           // 35: crms.v1.ListJobsRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_crms_v1_job_proto_depIdxs = []int32{
-	28, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
-	29, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
-	30, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
+	32, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
+	33, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
+	34, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
 	5,  // 3: crms.v1.JobSpec.array:type_name -> crms.v1.ArraySpec
 	6,  // 4: crms.v1.JobSpec.after:type_name -> crms.v1.Dependency
 	1,  // 5: crms.v1.Dependency.condition:type_name -> crms.v1.DependencyCondition
-	32, // 6: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
-	32, // 7: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	32, // 8: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	36, // 6: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
+	36, // 7: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	36, // 8: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 9: crms.v1.Attempt.outcome:type_name -> crms.v1.JobState
 	4,  // 10: crms.v1.Job.spec:type_name -> crms.v1.JobSpec
 	0,  // 11: crms.v1.Job.state:type_name -> crms.v1.JobState
-	32, // 12: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
-	32, // 13: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	32, // 14: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	36, // 12: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
+	36, // 13: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	36, // 14: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
 	8,  // 15: crms.v1.Job.attempts:type_name -> crms.v1.Attempt
 	7,  // 16: crms.v1.Job.array_counts:type_name -> crms.v1.ArrayCounts
 	4,  // 17: crms.v1.SubmitJobRequest.spec:type_name -> crms.v1.JobSpec
 	9,  // 18: crms.v1.SubmitJobResponse.job:type_name -> crms.v1.Job
 	9,  // 19: crms.v1.GetJobResponse.job:type_name -> crms.v1.Job
 	0,  // 20: crms.v1.ListJobsRequest.states:type_name -> crms.v1.JobState
-	31, // 21: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
+	35, // 21: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
 	9,  // 22: crms.v1.ListJobsResponse.jobs:type_name -> crms.v1.Job
 	2,  // 23: crms.v1.WatchJobsResponse.type:type_name -> crms.v1.WatchEventType
 	9,  // 24: crms.v1.WatchJobsResponse.job:type_name -> crms.v1.Job
 	9,  // 25: crms.v1.KillJobResponse.job:type_name -> crms.v1.Job
 	9,  // 26: crms.v1.HoldJobResponse.job:type_name -> crms.v1.Job
 	9,  // 27: crms.v1.ReleaseJobResponse.job:type_name -> crms.v1.Job
-	3,  // 28: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
-	10, // 29: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
-	12, // 30: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
-	14, // 31: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
-	16, // 32: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
-	18, // 33: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
-	20, // 34: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
-	22, // 35: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
-	24, // 36: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
-	26, // 37: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
-	11, // 38: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
-	13, // 39: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
-	15, // 40: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
-	17, // 41: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
-	19, // 42: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
-	21, // 43: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
-	23, // 44: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
-	25, // 45: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
-	27, // 46: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	9,  // 28: crms.v1.RunJobResponse.job:type_name -> crms.v1.Job
+	9,  // 29: crms.v1.RequeueJobResponse.job:type_name -> crms.v1.Job
+	3,  // 30: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
+	10, // 31: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
+	12, // 32: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
+	14, // 33: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
+	16, // 34: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
+	18, // 35: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
+	20, // 36: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
+	22, // 37: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
+	24, // 38: crms.v1.JobService.RunJob:input_type -> crms.v1.RunJobRequest
+	26, // 39: crms.v1.JobService.RequeueJob:input_type -> crms.v1.RequeueJobRequest
+	28, // 40: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
+	30, // 41: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
+	11, // 42: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
+	13, // 43: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
+	15, // 44: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
+	17, // 45: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
+	19, // 46: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
+	21, // 47: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
+	23, // 48: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
+	25, // 49: crms.v1.JobService.RunJob:output_type -> crms.v1.RunJobResponse
+	27, // 50: crms.v1.JobService.RequeueJob:output_type -> crms.v1.RequeueJobResponse
+	29, // 51: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
+	31, // 52: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
+	42, // [42:53] is the sub-list for method output_type
+	31, // [31:42] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_job_proto_init() }
@@ -2394,7 +2694,7 @@ func file_crms_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_job_proto_rawDesc), len(file_crms_v1_job_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	JobService_KillJob_FullMethodName      = "/crms.v1.JobService/KillJob"
 	JobService_HoldJob_FullMethodName      = "/crms.v1.JobService/HoldJob"
 	JobService_ReleaseJob_FullMethodName   = "/crms.v1.JobService/ReleaseJob"
+	JobService_RunJob_FullMethodName       = "/crms.v1.JobService/RunJob"
+	JobService_RequeueJob_FullMethodName   = "/crms.v1.JobService/RequeueJob"
 	JobService_DeleteJob_FullMethodName    = "/crms.v1.JobService/DeleteJob"
 	JobService_StreamOutput_FullMethodName = "/crms.v1.JobService/StreamOutput"
 )
@@ -44,7 +46,8 @@ type JobServiceClient interface {
 	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
 	// Returns one job; NOT_FOUND if it does not exist.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
-	// Lists jobs ordered by id, a page at a time.
+	// Lists jobs a page at a time, ordered by id unless order_by says
+	// otherwise, with the total number of matching jobs.
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	// Streams the current jobs, then every change.
 	WatchJobs(ctx context.Context, in *WatchJobsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobsResponse], error)
@@ -56,6 +59,16 @@ type JobServiceClient interface {
 	HoldJob(ctx context.Context, in *HoldJobRequest, opts ...grpc.CallOption) (*HoldJobResponse, error)
 	// Releases a HELD job to PENDING. FAILED_PRECONDITION in other states.
 	ReleaseJob(ctx context.Context, in *ReleaseJobRequest, opts ...grpc.CallOption) (*ReleaseJobResponse, error)
+	// Runs a HELD or PENDING job on the named worker (releasing it if HELD):
+	// the scheduler places it there, under its fencing, as soon as that worker
+	// has a free slot. NOT_FOUND for an unknown worker, FAILED_PRECONDITION for
+	// a job in another state. Owner or admin.
+	RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error)
+	// Runs a finished job again as a new attempt under the same id, its
+	// attempts kept; for an array, every task (or with failed_only the tasks
+	// that did not succeed). FAILED_PRECONDITION if it has not ended. Owner or
+	// admin.
+	RequeueJob(ctx context.Context, in *RequeueJobRequest, opts ...grpc.CallOption) (*RequeueJobResponse, error)
 	// Deletes a finished job. FAILED_PRECONDITION if it has not finished.
 	DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
 	// Streams a job's stdout and stderr from its worker.
@@ -149,6 +162,26 @@ func (c *jobServiceClient) ReleaseJob(ctx context.Context, in *ReleaseJobRequest
 	return out, nil
 }
 
+func (c *jobServiceClient) RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunJobResponse)
+	err := c.cc.Invoke(ctx, JobService_RunJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) RequeueJob(ctx context.Context, in *RequeueJobRequest, opts ...grpc.CallOption) (*RequeueJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequeueJobResponse)
+	err := c.cc.Invoke(ctx, JobService_RequeueJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobServiceClient) DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteJobResponse)
@@ -189,7 +222,8 @@ type JobServiceServer interface {
 	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
 	// Returns one job; NOT_FOUND if it does not exist.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
-	// Lists jobs ordered by id, a page at a time.
+	// Lists jobs a page at a time, ordered by id unless order_by says
+	// otherwise, with the total number of matching jobs.
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	// Streams the current jobs, then every change.
 	WatchJobs(*WatchJobsRequest, grpc.ServerStreamingServer[WatchJobsResponse]) error
@@ -201,6 +235,16 @@ type JobServiceServer interface {
 	HoldJob(context.Context, *HoldJobRequest) (*HoldJobResponse, error)
 	// Releases a HELD job to PENDING. FAILED_PRECONDITION in other states.
 	ReleaseJob(context.Context, *ReleaseJobRequest) (*ReleaseJobResponse, error)
+	// Runs a HELD or PENDING job on the named worker (releasing it if HELD):
+	// the scheduler places it there, under its fencing, as soon as that worker
+	// has a free slot. NOT_FOUND for an unknown worker, FAILED_PRECONDITION for
+	// a job in another state. Owner or admin.
+	RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error)
+	// Runs a finished job again as a new attempt under the same id, its
+	// attempts kept; for an array, every task (or with failed_only the tasks
+	// that did not succeed). FAILED_PRECONDITION if it has not ended. Owner or
+	// admin.
+	RequeueJob(context.Context, *RequeueJobRequest) (*RequeueJobResponse, error)
 	// Deletes a finished job. FAILED_PRECONDITION if it has not finished.
 	DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error)
 	// Streams a job's stdout and stderr from its worker.
@@ -235,6 +279,12 @@ func (UnimplementedJobServiceServer) HoldJob(context.Context, *HoldJobRequest) (
 }
 func (UnimplementedJobServiceServer) ReleaseJob(context.Context, *ReleaseJobRequest) (*ReleaseJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseJob not implemented")
+}
+func (UnimplementedJobServiceServer) RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunJob not implemented")
+}
+func (UnimplementedJobServiceServer) RequeueJob(context.Context, *RequeueJobRequest) (*RequeueJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequeueJob not implemented")
 }
 func (UnimplementedJobServiceServer) DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteJob not implemented")
@@ -382,6 +432,42 @@ func _JobService_ReleaseJob_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_RunJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).RunJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_RunJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).RunJob(ctx, req.(*RunJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_RequeueJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequeueJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).RequeueJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_RequeueJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).RequeueJob(ctx, req.(*RequeueJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_DeleteJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteJobRequest)
 	if err := dec(in); err != nil {
@@ -441,6 +527,14 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReleaseJob",
 			Handler:    _JobService_ReleaseJob_Handler,
+		},
+		{
+			MethodName: "RunJob",
+			Handler:    _JobService_RunJob_Handler,
+		},
+		{
+			MethodName: "RequeueJob",
+			Handler:    _JobService_RequeueJob_Handler,
 		},
 		{
 			MethodName: "DeleteJob",

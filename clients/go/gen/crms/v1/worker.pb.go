@@ -34,6 +34,10 @@ const (
 	WorkerState_WORKER_STATE_DRAINING WorkerState = 2
 	// Its stream ended; its jobs are kept until the grace period passes.
 	WorkerState_WORKER_STATE_DISCONNECTED WorkerState = 3
+	// Gone past the grace period (or stopped by an operator): its jobs were
+	// LOST and requeued, its record is kept with down_time, down_reason and
+	// last_jobs until ForgetWorker, retention, or it attaches again (then UP).
+	WorkerState_WORKER_STATE_DOWN WorkerState = 4
 )
 
 // Enum value maps for WorkerState.
@@ -43,12 +47,14 @@ var (
 		1: "WORKER_STATE_UP",
 		2: "WORKER_STATE_DRAINING",
 		3: "WORKER_STATE_DISCONNECTED",
+		4: "WORKER_STATE_DOWN",
 	}
 	WorkerState_value = map[string]int32{
 		"WORKER_STATE_UNSPECIFIED":  0,
 		"WORKER_STATE_UP":           1,
 		"WORKER_STATE_DRAINING":     2,
 		"WORKER_STATE_DISCONNECTED": 3,
+		"WORKER_STATE_DOWN":         4,
 	}
 )
 
@@ -100,7 +106,8 @@ type Worker struct {
 	RunningJobs []string `protobuf:"bytes,8,rep,name=running_jobs,json=runningJobs,proto3" json:"running_jobs,omitempty"`
 	// When the current (or last) stream attached.
 	AttachTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=attach_time,json=attachTime,proto3" json:"attach_time,omitempty"`
-	// When its last heartbeat arrived (updated at most every few seconds).
+	// When its last heartbeat (or report) arrived: live while attached, the
+	// last one received once DISCONNECTED or DOWN.
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
 	// When its stream ended, if DISCONNECTED.
 	DisconnectTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=disconnect_time,json=disconnectTime,proto3" json:"disconnect_time,omitempty"`
@@ -108,6 +115,15 @@ type Worker struct {
 	Replica string `protobuf:"bytes,12,opt,name=replica,proto3" json:"replica,omitempty"`
 	// StopWorker was called; the worker is told to exit.
 	StopRequested bool `protobuf:"varint,13,opt,name=stop_requested,json=stopRequested,proto3" json:"stop_requested,omitempty"`
+	// When it became DOWN.
+	DownTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=down_time,json=downTime,proto3" json:"down_time,omitempty"`
+	// Why it is DISCONNECTED or DOWN: "stream ended", "heartbeat timeout",
+	// "stopped by an operator", "replica lost" (the replica holding its stream
+	// went away).
+	DownReason string `protobuf:"bytes,15,opt,name=down_reason,json=downReason,proto3" json:"down_reason,omitempty"`
+	// For a DOWN worker: the ids of the jobs it had (ASSIGNED or RUNNING) when
+	// it went down; they were marked LOST (and requeued while retries remain).
+	LastJobs      []string `protobuf:"bytes,16,rep,name=last_jobs,json=lastJobs,proto3" json:"last_jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +247,27 @@ func (x *Worker) GetStopRequested() bool {
 		return x.StopRequested
 	}
 	return false
+}
+
+func (x *Worker) GetDownTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DownTime
+	}
+	return nil
+}
+
+func (x *Worker) GetDownReason() string {
+	if x != nil {
+		return x.DownReason
+	}
+	return ""
+}
+
+func (x *Worker) GetLastJobs() []string {
+	if x != nil {
+		return x.LastJobs
+	}
+	return nil
 }
 
 // RunningJob is a run a worker reports as still in progress.
@@ -1157,6 +1194,43 @@ func (*Drain) Descriptor() ([]byte, []int) {
 	return file_crms_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
+// Resume undoes a Drain: the worker takes new jobs again.
+type Resume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resume) Reset() {
+	*x = Resume{}
+	mi := &file_crms_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resume) ProtoMessage() {}
+
+func (x *Resume) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resume.ProtoReflect.Descriptor instead.
+func (*Resume) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
 // Shutdown tells a worker to exit (after ending its runs).
 type Shutdown struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1168,7 +1242,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_crms_v1_worker_proto_msgTypes[13]
+	mi := &file_crms_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1254,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[13]
+	mi := &file_crms_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1267,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1220,7 +1294,7 @@ type OutputRequest struct {
 
 func (x *OutputRequest) Reset() {
 	*x = OutputRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[14]
+	mi := &file_crms_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1306,7 @@ func (x *OutputRequest) String() string {
 func (*OutputRequest) ProtoMessage() {}
 
 func (x *OutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[14]
+	mi := &file_crms_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1319,7 @@ func (x *OutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRequest.ProtoReflect.Descriptor instead.
 func (*OutputRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OutputRequest) GetRequestId() uint64 {
@@ -1287,7 +1361,7 @@ type OutputCancel struct {
 
 func (x *OutputCancel) Reset() {
 	*x = OutputCancel{}
-	mi := &file_crms_v1_worker_proto_msgTypes[15]
+	mi := &file_crms_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1373,7 @@ func (x *OutputCancel) String() string {
 func (*OutputCancel) ProtoMessage() {}
 
 func (x *OutputCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[15]
+	mi := &file_crms_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1386,7 @@ func (x *OutputCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputCancel.ProtoReflect.Descriptor instead.
 func (*OutputCancel) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutputCancel) GetRequestId() uint64 {
@@ -1337,6 +1411,7 @@ type AttachResponse struct {
 	//	*AttachResponse_Shutdown
 	//	*AttachResponse_OutputRequest
 	//	*AttachResponse_OutputCancel
+	//	*AttachResponse_Resume
 	Msg           isAttachResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1344,7 +1419,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[16]
+	mi := &file_crms_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1431,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[16]
+	mi := &file_crms_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1444,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AttachResponse) GetMsg() isAttachResponse_Msg {
@@ -1451,6 +1526,15 @@ func (x *AttachResponse) GetOutputCancel() *OutputCancel {
 	return nil
 }
 
+func (x *AttachResponse) GetResume() *Resume {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachResponse_Resume); ok {
+			return x.Resume
+		}
+	}
+	return nil
+}
+
 type isAttachResponse_Msg interface {
 	isAttachResponse_Msg()
 }
@@ -1495,6 +1579,11 @@ type AttachResponse_OutputCancel struct {
 	OutputCancel *OutputCancel `protobuf:"bytes,8,opt,name=output_cancel,json=outputCancel,proto3,oneof"`
 }
 
+type AttachResponse_Resume struct {
+	// Take new jobs again (an operator resumed a drained worker).
+	Resume *Resume `protobuf:"bytes,9,opt,name=resume,proto3,oneof"`
+}
+
 func (*AttachResponse_Welcome) isAttachResponse_Msg() {}
 
 func (*AttachResponse_Assign) isAttachResponse_Msg() {}
@@ -1511,6 +1600,8 @@ func (*AttachResponse_OutputRequest) isAttachResponse_Msg() {}
 
 func (*AttachResponse_OutputCancel) isAttachResponse_Msg() {}
 
+func (*AttachResponse_Resume) isAttachResponse_Msg() {}
+
 // ListWorkersRequest pages the worker list.
 type ListWorkersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1524,7 +1615,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[17]
+	mi := &file_crms_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1627,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[17]
+	mi := &file_crms_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1640,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListWorkersRequest) GetPageSize() uint32 {
@@ -1566,7 +1657,7 @@ func (x *ListWorkersRequest) GetPageToken() string {
 	return ""
 }
 
-// ListWorkersResponse is one page of workers, ordered by name.
+// ListWorkersResponse is one page of workers (DOWN ones included), ordered by name.
 type ListWorkersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workers of this page.
@@ -1579,7 +1670,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[18]
+	mi := &file_crms_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1682,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[18]
+	mi := &file_crms_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1695,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -1632,7 +1723,7 @@ type GetWorkerRequest struct {
 
 func (x *GetWorkerRequest) Reset() {
 	*x = GetWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[19]
+	mi := &file_crms_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1735,7 @@ func (x *GetWorkerRequest) String() string {
 func (*GetWorkerRequest) ProtoMessage() {}
 
 func (x *GetWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[19]
+	mi := &file_crms_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1748,7 @@ func (x *GetWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetWorkerRequest) GetName() string {
@@ -1678,7 +1769,7 @@ type GetWorkerResponse struct {
 
 func (x *GetWorkerResponse) Reset() {
 	*x = GetWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[20]
+	mi := &file_crms_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1781,7 @@ func (x *GetWorkerResponse) String() string {
 func (*GetWorkerResponse) ProtoMessage() {}
 
 func (x *GetWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[20]
+	mi := &file_crms_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1794,7 @@ func (x *GetWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerResponse.ProtoReflect.Descriptor instead.
 func (*GetWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetWorkerResponse) GetWorker() *Worker {
@@ -1722,7 +1813,7 @@ type WatchWorkersRequest struct {
 
 func (x *WatchWorkersRequest) Reset() {
 	*x = WatchWorkersRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[21]
+	mi := &file_crms_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1825,7 @@ func (x *WatchWorkersRequest) String() string {
 func (*WatchWorkersRequest) ProtoMessage() {}
 
 func (x *WatchWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[21]
+	mi := &file_crms_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1838,7 @@ func (x *WatchWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchWorkersRequest.ProtoReflect.Descriptor instead.
 func (*WatchWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 // WatchWorkersResponse is one watch event.
@@ -1765,7 +1856,7 @@ type WatchWorkersResponse struct {
 
 func (x *WatchWorkersResponse) Reset() {
 	*x = WatchWorkersResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[22]
+	mi := &file_crms_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1868,7 @@ func (x *WatchWorkersResponse) String() string {
 func (*WatchWorkersResponse) ProtoMessage() {}
 
 func (x *WatchWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[22]
+	mi := &file_crms_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1881,7 @@ func (x *WatchWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchWorkersResponse.ProtoReflect.Descriptor instead.
 func (*WatchWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{22}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchWorkersResponse) GetType() WatchEventType {
@@ -1825,7 +1916,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[23]
+	mi := &file_crms_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1928,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[23]
+	mi := &file_crms_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1941,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{23}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DrainWorkerRequest) GetName() string {
@@ -1871,7 +1962,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[24]
+	mi := &file_crms_v1_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1974,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[24]
+	mi := &file_crms_v1_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1987,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{24}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -1917,7 +2008,7 @@ type StopWorkerRequest struct {
 
 func (x *StopWorkerRequest) Reset() {
 	*x = StopWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[25]
+	mi := &file_crms_v1_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2020,7 @@ func (x *StopWorkerRequest) String() string {
 func (*StopWorkerRequest) ProtoMessage() {}
 
 func (x *StopWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[25]
+	mi := &file_crms_v1_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2033,7 @@ func (x *StopWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopWorkerRequest.ProtoReflect.Descriptor instead.
 func (*StopWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{25}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StopWorkerRequest) GetName() string {
@@ -1961,7 +2052,7 @@ type StopWorkerResponse struct {
 
 func (x *StopWorkerResponse) Reset() {
 	*x = StopWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[26]
+	mi := &file_crms_v1_worker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2064,7 @@ func (x *StopWorkerResponse) String() string {
 func (*StopWorkerResponse) ProtoMessage() {}
 
 func (x *StopWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[26]
+	mi := &file_crms_v1_worker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,14 +2077,189 @@ func (x *StopWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopWorkerResponse.ProtoReflect.Descriptor instead.
 func (*StopWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{26}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{27}
+}
+
+// ResumeWorkerRequest names the drained worker to resume.
+type ResumeWorkerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeWorkerRequest) Reset() {
+	*x = ResumeWorkerRequest{}
+	mi := &file_crms_v1_worker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeWorkerRequest) ProtoMessage() {}
+
+func (x *ResumeWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeWorkerRequest.ProtoReflect.Descriptor instead.
+func (*ResumeWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ResumeWorkerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ResumeWorkerResponse carries the worker.
+type ResumeWorkerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker, now UP.
+	Worker        *Worker `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeWorkerResponse) Reset() {
+	*x = ResumeWorkerResponse{}
+	mi := &file_crms_v1_worker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeWorkerResponse) ProtoMessage() {}
+
+func (x *ResumeWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeWorkerResponse.ProtoReflect.Descriptor instead.
+func (*ResumeWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ResumeWorkerResponse) GetWorker() *Worker {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
+}
+
+// ForgetWorkerRequest names the DOWN worker whose record to remove.
+type ForgetWorkerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetWorkerRequest) Reset() {
+	*x = ForgetWorkerRequest{}
+	mi := &file_crms_v1_worker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetWorkerRequest) ProtoMessage() {}
+
+func (x *ForgetWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetWorkerRequest.ProtoReflect.Descriptor instead.
+func (*ForgetWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ForgetWorkerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ForgetWorkerResponse is empty.
+type ForgetWorkerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetWorkerResponse) Reset() {
+	*x = ForgetWorkerResponse{}
+	mi := &file_crms_v1_worker_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetWorkerResponse) ProtoMessage() {}
+
+func (x *ForgetWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetWorkerResponse.ProtoReflect.Descriptor instead.
+func (*ForgetWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{31}
 }
 
 var File_crms_v1_worker_proto protoreflect.FileDescriptor
 
 const file_crms_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x14crms/v1/worker.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x04\n" +
+	"\x14crms/v1/worker.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x05\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x123\n" +
@@ -2010,7 +2276,11 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12C\n" +
 	"\x0fdisconnect_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0edisconnectTime\x12\x18\n" +
 	"\areplica\x18\f \x01(\tR\areplica\x12%\n" +
-	"\x0estop_requested\x18\r \x01(\bR\rstopRequested\x1a9\n" +
+	"\x0estop_requested\x18\r \x01(\bR\rstopRequested\x127\n" +
+	"\tdown_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\bdownTime\x12\x1f\n" +
+	"\vdown_reason\x18\x0f \x01(\tR\n" +
+	"downReason\x12\x1b\n" +
+	"\tlast_jobs\x18\x10 \x03(\tR\blastJobs\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
@@ -2085,7 +2355,8 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x03Ack\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\"\a\n" +
-	"\x05Drain\"\"\n" +
+	"\x05Drain\"\b\n" +
+	"\x06Resume\"\"\n" +
 	"\bShutdown\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"w\n" +
 	"\rOutputRequest\x12\x1d\n" +
@@ -2096,7 +2367,7 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06follow\x18\x04 \x01(\bR\x06follow\"-\n" +
 	"\fOutputCancel\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\x04R\trequestId\"\x8f\x03\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\"\xba\x03\n" +
 	"\x0eAttachResponse\x12,\n" +
 	"\awelcome\x18\x01 \x01(\v2\x10.crms.v1.WelcomeH\x00R\awelcome\x12)\n" +
 	"\x06assign\x18\x02 \x01(\v2\x0f.crms.v1.AssignH\x00R\x06assign\x12#\n" +
@@ -2105,7 +2376,8 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x05drain\x18\x05 \x01(\v2\x0e.crms.v1.DrainH\x00R\x05drain\x12/\n" +
 	"\bshutdown\x18\x06 \x01(\v2\x11.crms.v1.ShutdownH\x00R\bshutdown\x12?\n" +
 	"\x0eoutput_request\x18\a \x01(\v2\x16.crms.v1.OutputRequestH\x00R\routputRequest\x12<\n" +
-	"\routput_cancel\x18\b \x01(\v2\x15.crms.v1.OutputCancelH\x00R\foutputCancelB\x05\n" +
+	"\routput_cancel\x18\b \x01(\v2\x15.crms.v1.OutputCancelH\x00R\foutputCancel\x12)\n" +
+	"\x06resume\x18\t \x01(\v2\x0f.crms.v1.ResumeH\x00R\x06resumeB\x05\n" +
 	"\x03msg\"P\n" +
 	"\x12ListWorkersRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
@@ -2129,12 +2401,20 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06worker\x18\x01 \x01(\v2\x0f.crms.v1.WorkerR\x06worker\"'\n" +
 	"\x11StopWorkerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12StopWorkerResponse*z\n" +
+	"\x12StopWorkerResponse\")\n" +
+	"\x13ResumeWorkerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\x14ResumeWorkerResponse\x12'\n" +
+	"\x06worker\x18\x01 \x01(\v2\x0f.crms.v1.WorkerR\x06worker\")\n" +
+	"\x13ForgetWorkerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14ForgetWorkerResponse*\x91\x01\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fWORKER_STATE_UP\x10\x01\x12\x19\n" +
 	"\x15WORKER_STATE_DRAINING\x10\x02\x12\x1d\n" +
-	"\x19WORKER_STATE_DISCONNECTED\x10\x032\xbc\x03\n" +
+	"\x19WORKER_STATE_DISCONNECTED\x10\x03\x12\x15\n" +
+	"\x11WORKER_STATE_DOWN\x10\x042\xd6\x04\n" +
 	"\rWorkerService\x12=\n" +
 	"\x06Attach\x12\x16.crms.v1.AttachRequest\x1a\x17.crms.v1.AttachResponse(\x010\x01\x12H\n" +
 	"\vListWorkers\x12\x1b.crms.v1.ListWorkersRequest\x1a\x1c.crms.v1.ListWorkersResponse\x12B\n" +
@@ -2142,7 +2422,9 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\fWatchWorkers\x12\x1c.crms.v1.WatchWorkersRequest\x1a\x1d.crms.v1.WatchWorkersResponse0\x01\x12H\n" +
 	"\vDrainWorker\x12\x1b.crms.v1.DrainWorkerRequest\x1a\x1c.crms.v1.DrainWorkerResponse\x12E\n" +
 	"\n" +
-	"StopWorker\x12\x1a.crms.v1.StopWorkerRequest\x1a\x1b.crms.v1.StopWorkerResponseB\x8f\x01\n" +
+	"StopWorker\x12\x1a.crms.v1.StopWorkerRequest\x1a\x1b.crms.v1.StopWorkerResponse\x12K\n" +
+	"\fResumeWorker\x12\x1c.crms.v1.ResumeWorkerRequest\x1a\x1d.crms.v1.ResumeWorkerResponse\x12K\n" +
+	"\fForgetWorker\x12\x1c.crms.v1.ForgetWorkerRequest\x1a\x1d.crms.v1.ForgetWorkerResponseB\x8f\x01\n" +
 	"\vcom.crms.v1B\vWorkerProtoP\x01Z6github.com/crms-dev/crms/clients/go/gen/crms/v1;crmsv1\xa2\x02\x03CXX\xaa\x02\aCrms.V1\xca\x02\aCrms\\V1\xe2\x02\x13Crms\\V1\\GPBMetadata\xea\x02\bCrms::V1b\x06proto3"
 
 var (
@@ -2158,7 +2440,7 @@ func file_crms_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_crms_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crms_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_crms_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_crms_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: crms.v1.WorkerState
 	(*Worker)(nil),                // 1: crms.v1.Worker
@@ -2174,73 +2456,85 @@ var file_crms_v1_worker_proto_goTypes = []any{
 	(*Kill)(nil),                  // 11: crms.v1.Kill
 	(*Ack)(nil),                   // 12: crms.v1.Ack
 	(*Drain)(nil),                 // 13: crms.v1.Drain
-	(*Shutdown)(nil),              // 14: crms.v1.Shutdown
-	(*OutputRequest)(nil),         // 15: crms.v1.OutputRequest
-	(*OutputCancel)(nil),          // 16: crms.v1.OutputCancel
-	(*AttachResponse)(nil),        // 17: crms.v1.AttachResponse
-	(*ListWorkersRequest)(nil),    // 18: crms.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 19: crms.v1.ListWorkersResponse
-	(*GetWorkerRequest)(nil),      // 20: crms.v1.GetWorkerRequest
-	(*GetWorkerResponse)(nil),     // 21: crms.v1.GetWorkerResponse
-	(*WatchWorkersRequest)(nil),   // 22: crms.v1.WatchWorkersRequest
-	(*WatchWorkersResponse)(nil),  // 23: crms.v1.WatchWorkersResponse
-	(*DrainWorkerRequest)(nil),    // 24: crms.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),   // 25: crms.v1.DrainWorkerResponse
-	(*StopWorkerRequest)(nil),     // 26: crms.v1.StopWorkerRequest
-	(*StopWorkerResponse)(nil),    // 27: crms.v1.StopWorkerResponse
-	nil,                           // 28: crms.v1.Worker.LabelsEntry
-	nil,                           // 29: crms.v1.Hello.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(OutputStream)(0),             // 31: crms.v1.OutputStream
-	(*JobSpec)(nil),               // 32: crms.v1.JobSpec
-	(WatchEventType)(0),           // 33: crms.v1.WatchEventType
+	(*Resume)(nil),                // 14: crms.v1.Resume
+	(*Shutdown)(nil),              // 15: crms.v1.Shutdown
+	(*OutputRequest)(nil),         // 16: crms.v1.OutputRequest
+	(*OutputCancel)(nil),          // 17: crms.v1.OutputCancel
+	(*AttachResponse)(nil),        // 18: crms.v1.AttachResponse
+	(*ListWorkersRequest)(nil),    // 19: crms.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 20: crms.v1.ListWorkersResponse
+	(*GetWorkerRequest)(nil),      // 21: crms.v1.GetWorkerRequest
+	(*GetWorkerResponse)(nil),     // 22: crms.v1.GetWorkerResponse
+	(*WatchWorkersRequest)(nil),   // 23: crms.v1.WatchWorkersRequest
+	(*WatchWorkersResponse)(nil),  // 24: crms.v1.WatchWorkersResponse
+	(*DrainWorkerRequest)(nil),    // 25: crms.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),   // 26: crms.v1.DrainWorkerResponse
+	(*StopWorkerRequest)(nil),     // 27: crms.v1.StopWorkerRequest
+	(*StopWorkerResponse)(nil),    // 28: crms.v1.StopWorkerResponse
+	(*ResumeWorkerRequest)(nil),   // 29: crms.v1.ResumeWorkerRequest
+	(*ResumeWorkerResponse)(nil),  // 30: crms.v1.ResumeWorkerResponse
+	(*ForgetWorkerRequest)(nil),   // 31: crms.v1.ForgetWorkerRequest
+	(*ForgetWorkerResponse)(nil),  // 32: crms.v1.ForgetWorkerResponse
+	nil,                           // 33: crms.v1.Worker.LabelsEntry
+	nil,                           // 34: crms.v1.Hello.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(OutputStream)(0),             // 36: crms.v1.OutputStream
+	(*JobSpec)(nil),               // 37: crms.v1.JobSpec
+	(WatchEventType)(0),           // 38: crms.v1.WatchEventType
 }
 var file_crms_v1_worker_proto_depIdxs = []int32{
-	28, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
+	33, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
 	0,  // 1: crms.v1.Worker.state:type_name -> crms.v1.WorkerState
-	30, // 2: crms.v1.Worker.attach_time:type_name -> google.protobuf.Timestamp
-	30, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
-	30, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
-	29, // 5: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
-	2,  // 6: crms.v1.Hello.running:type_name -> crms.v1.RunningJob
-	6,  // 7: crms.v1.Hello.finished:type_name -> crms.v1.JobFinished
-	31, // 8: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
-	3,  // 9: crms.v1.AttachRequest.hello:type_name -> crms.v1.Hello
-	4,  // 10: crms.v1.AttachRequest.heartbeat:type_name -> crms.v1.Heartbeat
-	5,  // 11: crms.v1.AttachRequest.started:type_name -> crms.v1.JobStarted
-	6,  // 12: crms.v1.AttachRequest.finished:type_name -> crms.v1.JobFinished
-	7,  // 13: crms.v1.AttachRequest.output:type_name -> crms.v1.OutputData
-	32, // 14: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
-	9,  // 15: crms.v1.AttachResponse.welcome:type_name -> crms.v1.Welcome
-	10, // 16: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
-	11, // 17: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
-	12, // 18: crms.v1.AttachResponse.ack:type_name -> crms.v1.Ack
-	13, // 19: crms.v1.AttachResponse.drain:type_name -> crms.v1.Drain
-	14, // 20: crms.v1.AttachResponse.shutdown:type_name -> crms.v1.Shutdown
-	15, // 21: crms.v1.AttachResponse.output_request:type_name -> crms.v1.OutputRequest
-	16, // 22: crms.v1.AttachResponse.output_cancel:type_name -> crms.v1.OutputCancel
-	1,  // 23: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
-	1,  // 24: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
-	33, // 25: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
-	1,  // 26: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
-	1,  // 27: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
-	8,  // 28: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
-	18, // 29: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
-	20, // 30: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
-	22, // 31: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
-	24, // 32: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
-	26, // 33: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
-	17, // 34: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
-	19, // 35: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
-	21, // 36: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
-	23, // 37: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
-	25, // 38: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
-	27, // 39: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
-	34, // [34:40] is the sub-list for method output_type
-	28, // [28:34] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	35, // 2: crms.v1.Worker.attach_time:type_name -> google.protobuf.Timestamp
+	35, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
+	35, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
+	35, // 5: crms.v1.Worker.down_time:type_name -> google.protobuf.Timestamp
+	34, // 6: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
+	2,  // 7: crms.v1.Hello.running:type_name -> crms.v1.RunningJob
+	6,  // 8: crms.v1.Hello.finished:type_name -> crms.v1.JobFinished
+	36, // 9: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
+	3,  // 10: crms.v1.AttachRequest.hello:type_name -> crms.v1.Hello
+	4,  // 11: crms.v1.AttachRequest.heartbeat:type_name -> crms.v1.Heartbeat
+	5,  // 12: crms.v1.AttachRequest.started:type_name -> crms.v1.JobStarted
+	6,  // 13: crms.v1.AttachRequest.finished:type_name -> crms.v1.JobFinished
+	7,  // 14: crms.v1.AttachRequest.output:type_name -> crms.v1.OutputData
+	37, // 15: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
+	9,  // 16: crms.v1.AttachResponse.welcome:type_name -> crms.v1.Welcome
+	10, // 17: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
+	11, // 18: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
+	12, // 19: crms.v1.AttachResponse.ack:type_name -> crms.v1.Ack
+	13, // 20: crms.v1.AttachResponse.drain:type_name -> crms.v1.Drain
+	15, // 21: crms.v1.AttachResponse.shutdown:type_name -> crms.v1.Shutdown
+	16, // 22: crms.v1.AttachResponse.output_request:type_name -> crms.v1.OutputRequest
+	17, // 23: crms.v1.AttachResponse.output_cancel:type_name -> crms.v1.OutputCancel
+	14, // 24: crms.v1.AttachResponse.resume:type_name -> crms.v1.Resume
+	1,  // 25: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
+	1,  // 26: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
+	38, // 27: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
+	1,  // 28: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
+	1,  // 29: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
+	1,  // 30: crms.v1.ResumeWorkerResponse.worker:type_name -> crms.v1.Worker
+	8,  // 31: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
+	19, // 32: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
+	21, // 33: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
+	23, // 34: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
+	25, // 35: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
+	27, // 36: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
+	29, // 37: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
+	31, // 38: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
+	18, // 39: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
+	20, // 40: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
+	22, // 41: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
+	24, // 42: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
+	26, // 43: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
+	28, // 44: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
+	30, // 45: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
+	32, // 46: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
+	39, // [39:47] is the sub-list for method output_type
+	31, // [31:39] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_worker_proto_init() }
@@ -2257,7 +2551,7 @@ func file_crms_v1_worker_proto_init() {
 		(*AttachRequest_Finished)(nil),
 		(*AttachRequest_Output)(nil),
 	}
-	file_crms_v1_worker_proto_msgTypes[16].OneofWrappers = []any{
+	file_crms_v1_worker_proto_msgTypes[17].OneofWrappers = []any{
 		(*AttachResponse_Welcome)(nil),
 		(*AttachResponse_Assign)(nil),
 		(*AttachResponse_Kill)(nil),
@@ -2266,6 +2560,7 @@ func file_crms_v1_worker_proto_init() {
 		(*AttachResponse_Shutdown)(nil),
 		(*AttachResponse_OutputRequest)(nil),
 		(*AttachResponse_OutputCancel)(nil),
+		(*AttachResponse_Resume)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2273,7 +2568,7 @@ func file_crms_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_worker_proto_rawDesc), len(file_crms_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

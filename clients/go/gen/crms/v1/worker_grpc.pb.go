@@ -25,6 +25,8 @@ const (
 	WorkerService_WatchWorkers_FullMethodName = "/crms.v1.WorkerService/WatchWorkers"
 	WorkerService_DrainWorker_FullMethodName  = "/crms.v1.WorkerService/DrainWorker"
 	WorkerService_StopWorker_FullMethodName   = "/crms.v1.WorkerService/StopWorker"
+	WorkerService_ResumeWorker_FullMethodName = "/crms.v1.WorkerService/ResumeWorker"
+	WorkerService_ForgetWorker_FullMethodName = "/crms.v1.WorkerService/ForgetWorker"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -37,7 +39,7 @@ type WorkerServiceClient interface {
 	// reports; the control plane sends Welcome, then assignments and commands.
 	// ALREADY_EXISTS if another live stream holds the same name.
 	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error)
-	// Lists workers ordered by name, a page at a time.
+	// Lists workers ordered by name, a page at a time, DOWN workers included.
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
 	// Returns one worker; NOT_FOUND if it is not known.
 	GetWorker(ctx context.Context, in *GetWorkerRequest, opts ...grpc.CallOption) (*GetWorkerResponse, error)
@@ -47,6 +49,14 @@ type WorkerServiceClient interface {
 	DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error)
 	// Tells a worker to exit (GoCRMS's close). Its running jobs are killed.
 	StopWorker(ctx context.Context, in *StopWorkerRequest, opts ...grpc.CallOption) (*StopWorkerResponse, error)
+	// Undoes DrainWorker: the worker takes new jobs again (it is told with a
+	// Resume message). FAILED_PRECONDITION unless it is DRAINING (a stopping
+	// worker cannot be resumed); resuming an UP worker changes nothing. Admin.
+	ResumeWorker(ctx context.Context, in *ResumeWorkerRequest, opts ...grpc.CallOption) (*ResumeWorkerResponse, error)
+	// Removes the record of a DOWN worker (admin, or the worker token bound to
+	// that name). FAILED_PRECONDITION for a worker that is not DOWN; NOT_FOUND
+	// for an unknown one.
+	ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error)
 }
 
 type workerServiceClient struct {
@@ -129,6 +139,26 @@ func (c *workerServiceClient) StopWorker(ctx context.Context, in *StopWorkerRequ
 	return out, nil
 }
 
+func (c *workerServiceClient) ResumeWorker(ctx context.Context, in *ResumeWorkerRequest, opts ...grpc.CallOption) (*ResumeWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeWorkerResponse)
+	err := c.cc.Invoke(ctx, WorkerService_ResumeWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetWorkerResponse)
+	err := c.cc.Invoke(ctx, WorkerService_ForgetWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -139,7 +169,7 @@ type WorkerServiceServer interface {
 	// reports; the control plane sends Welcome, then assignments and commands.
 	// ALREADY_EXISTS if another live stream holds the same name.
 	Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error
-	// Lists workers ordered by name, a page at a time.
+	// Lists workers ordered by name, a page at a time, DOWN workers included.
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
 	// Returns one worker; NOT_FOUND if it is not known.
 	GetWorker(context.Context, *GetWorkerRequest) (*GetWorkerResponse, error)
@@ -149,6 +179,14 @@ type WorkerServiceServer interface {
 	DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error)
 	// Tells a worker to exit (GoCRMS's close). Its running jobs are killed.
 	StopWorker(context.Context, *StopWorkerRequest) (*StopWorkerResponse, error)
+	// Undoes DrainWorker: the worker takes new jobs again (it is told with a
+	// Resume message). FAILED_PRECONDITION unless it is DRAINING (a stopping
+	// worker cannot be resumed); resuming an UP worker changes nothing. Admin.
+	ResumeWorker(context.Context, *ResumeWorkerRequest) (*ResumeWorkerResponse, error)
+	// Removes the record of a DOWN worker (admin, or the worker token bound to
+	// that name). FAILED_PRECONDITION for a worker that is not DOWN; NOT_FOUND
+	// for an unknown one.
+	ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -176,6 +214,12 @@ func (UnimplementedWorkerServiceServer) DrainWorker(context.Context, *DrainWorke
 }
 func (UnimplementedWorkerServiceServer) StopWorker(context.Context, *StopWorkerRequest) (*StopWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StopWorker not implemented")
+}
+func (UnimplementedWorkerServiceServer) ResumeWorker(context.Context, *ResumeWorkerRequest) (*ResumeWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeWorker not implemented")
+}
+func (UnimplementedWorkerServiceServer) ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetWorker not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -288,6 +332,42 @@ func _WorkerService_StopWorker_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_ResumeWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).ResumeWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_ResumeWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).ResumeWorker(ctx, req.(*ResumeWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_ForgetWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).ForgetWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_ForgetWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).ForgetWorker(ctx, req.(*ForgetWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +390,14 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopWorker",
 			Handler:    _WorkerService_StopWorker_Handler,
+		},
+		{
+			MethodName: "ResumeWorker",
+			Handler:    _WorkerService_ResumeWorker_Handler,
+		},
+		{
+			MethodName: "ForgetWorker",
+			Handler:    _WorkerService_ForgetWorker_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

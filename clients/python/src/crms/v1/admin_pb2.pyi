@@ -47,7 +47,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader")
+    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class GetClusterStatusResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_LEADER_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_DOWN_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
     revision: int
     quota_bytes: int
@@ -70,7 +71,8 @@ class GetClusterStatusResponse(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[JobCount]
     replica: str
     scheduler_leader: str
-    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ...) -> None: ...
+    workers_down: int
+    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ("revision",)

@@ -184,7 +184,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds", "array_parent", "array_index", "array_counts", "array_created")
+    __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds", "array_parent", "array_index", "array_counts", "array_created", "run_on", "kill_force", "requeues")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,9 @@ class Job(_message.Message):
     ARRAY_INDEX_FIELD_NUMBER: _ClassVar[int]
     ARRAY_COUNTS_FIELD_NUMBER: _ClassVar[int]
     ARRAY_CREATED_FIELD_NUMBER: _ClassVar[int]
+    RUN_ON_FIELD_NUMBER: _ClassVar[int]
+    KILL_FORCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEUES_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -235,7 +238,10 @@ class Job(_message.Message):
     array_index: int
     array_counts: ArrayCounts
     array_created: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., failures: _Optional[int] = ..., lost_count: _Optional[int] = ..., request_id: _Optional[str] = ..., kill_requested: _Optional[bool] = ..., kill_grace_seconds: _Optional[int] = ..., array_parent: _Optional[str] = ..., array_index: _Optional[int] = ..., array_counts: _Optional[_Union[ArrayCounts, _Mapping]] = ..., array_created: _Optional[int] = ...) -> None: ...
+    run_on: str
+    kill_force: bool
+    requeues: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., failures: _Optional[int] = ..., lost_count: _Optional[int] = ..., request_id: _Optional[str] = ..., kill_requested: _Optional[bool] = ..., kill_grace_seconds: _Optional[int] = ..., array_parent: _Optional[str] = ..., array_index: _Optional[int] = ..., array_counts: _Optional[_Union[ArrayCounts, _Mapping]] = ..., array_created: _Optional[int] = ..., run_on: _Optional[str] = ..., kill_force: _Optional[bool] = ..., requeues: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -266,7 +272,7 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "worker", "labels", "page_size", "page_token", "array_parent", "include_tasks")
+    __slots__ = ("states", "worker", "labels", "page_size", "page_token", "array_parent", "include_tasks", "order_by")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +287,7 @@ class ListJobsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ARRAY_PARENT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TASKS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     worker: str
     labels: _containers.ScalarMap[str, str]
@@ -288,15 +295,18 @@ class ListJobsRequest(_message.Message):
     page_token: str
     array_parent: str
     include_tasks: bool
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., worker: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., array_parent: _Optional[str] = ..., include_tasks: _Optional[bool] = ...) -> None: ...
+    order_by: str
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., worker: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., array_parent: _Optional[str] = ..., include_tasks: _Optional[bool] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs", "next_page_token")
+    __slots__ = ("jobs", "next_page_token", "total_size")
     JOBS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     next_page_token: str
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    total_size: int
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class WatchJobsRequest(_message.Message):
     __slots__ = ("ids", "after_revision")
@@ -317,12 +327,14 @@ class WatchJobsResponse(_message.Message):
     def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class KillJobRequest(_message.Message):
-    __slots__ = ("id", "grace_seconds")
+    __slots__ = ("id", "grace_seconds", "force")
     ID_FIELD_NUMBER: _ClassVar[int]
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     grace_seconds: int
-    def __init__(self, id: _Optional[str] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, id: _Optional[str] = ..., grace_seconds: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class KillJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -349,6 +361,34 @@ class ReleaseJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ReleaseJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class RunJobRequest(_message.Message):
+    __slots__ = ("id", "worker")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    worker: str
+    def __init__(self, id: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
+
+class RunJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class RequeueJobRequest(_message.Message):
+    __slots__ = ("id", "failed_only")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    failed_only: bool
+    def __init__(self, id: _Optional[str] = ..., failed_only: _Optional[bool] = ...) -> None: ...
+
+class RequeueJobResponse(_message.Message):
     __slots__ = ("job",)
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job

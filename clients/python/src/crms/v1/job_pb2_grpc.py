@@ -45,6 +45,16 @@ class JobServiceStub:
             request_serializer=crms_dot_v1_dot_job__pb2.ReleaseJobRequest.SerializeToString,
             response_deserializer=crms_dot_v1_dot_job__pb2.ReleaseJobResponse.FromString,
         )
+        self.RunJob = channel.unary_unary(
+            '/crms.v1.JobService/RunJob',
+            request_serializer=crms_dot_v1_dot_job__pb2.RunJobRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_job__pb2.RunJobResponse.FromString,
+        )
+        self.RequeueJob = channel.unary_unary(
+            '/crms.v1.JobService/RequeueJob',
+            request_serializer=crms_dot_v1_dot_job__pb2.RequeueJobRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_job__pb2.RequeueJobResponse.FromString,
+        )
         self.DeleteJob = channel.unary_unary(
             '/crms.v1.JobService/DeleteJob',
             request_serializer=crms_dot_v1_dot_job__pb2.DeleteJobRequest.SerializeToString,
@@ -91,6 +101,16 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseJob(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunJob(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequeueJob(self, request, context):
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -142,6 +162,16 @@ def add_JobServiceServicer_to_server(servicer, server):
             servicer.ReleaseJob,
             request_deserializer=crms_dot_v1_dot_job__pb2.ReleaseJobRequest.FromString,
             response_serializer=crms_dot_v1_dot_job__pb2.ReleaseJobResponse.SerializeToString,
+        ),
+        'RunJob': grpc.unary_unary_rpc_method_handler(
+            servicer.RunJob,
+            request_deserializer=crms_dot_v1_dot_job__pb2.RunJobRequest.FromString,
+            response_serializer=crms_dot_v1_dot_job__pb2.RunJobResponse.SerializeToString,
+        ),
+        'RequeueJob': grpc.unary_unary_rpc_method_handler(
+            servicer.RequeueJob,
+            request_deserializer=crms_dot_v1_dot_job__pb2.RequeueJobRequest.FromString,
+            response_serializer=crms_dot_v1_dot_job__pb2.RequeueJobResponse.SerializeToString,
         ),
         'DeleteJob': grpc.unary_unary_rpc_method_handler(
             servicer.DeleteJob,

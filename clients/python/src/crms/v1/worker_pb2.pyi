@@ -17,13 +17,15 @@ class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKER_STATE_UP: _ClassVar[WorkerState]
     WORKER_STATE_DRAINING: _ClassVar[WorkerState]
     WORKER_STATE_DISCONNECTED: _ClassVar[WorkerState]
+    WORKER_STATE_DOWN: _ClassVar[WorkerState]
 WORKER_STATE_UNSPECIFIED: WorkerState
 WORKER_STATE_UP: WorkerState
 WORKER_STATE_DRAINING: WorkerState
 WORKER_STATE_DISCONNECTED: WorkerState
+WORKER_STATE_DOWN: WorkerState
 
 class Worker(_message.Message):
-    __slots__ = ("name", "slots", "labels", "hostname", "version", "state", "used_slots", "running_jobs", "attach_time", "last_heartbeat", "disconnect_time", "replica", "stop_requested")
+    __slots__ = ("name", "slots", "labels", "hostname", "version", "state", "used_slots", "running_jobs", "attach_time", "last_heartbeat", "disconnect_time", "replica", "stop_requested", "down_time", "down_reason", "last_jobs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +46,9 @@ class Worker(_message.Message):
     DISCONNECT_TIME_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     STOP_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    DOWN_TIME_FIELD_NUMBER: _ClassVar[int]
+    DOWN_REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_JOBS_FIELD_NUMBER: _ClassVar[int]
     name: str
     slots: int
     labels: _containers.ScalarMap[str, str]
@@ -57,7 +62,10 @@ class Worker(_message.Message):
     disconnect_time: _timestamp_pb2.Timestamp
     replica: str
     stop_requested: bool
-    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., used_slots: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disconnect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica: _Optional[str] = ..., stop_requested: _Optional[bool] = ...) -> None: ...
+    down_time: _timestamp_pb2.Timestamp
+    down_reason: str
+    last_jobs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., used_slots: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disconnect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica: _Optional[str] = ..., stop_requested: _Optional[bool] = ..., down_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., down_reason: _Optional[str] = ..., last_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunningJob(_message.Message):
     __slots__ = ("job_id", "attempt", "pid")
@@ -208,6 +216,10 @@ class Drain(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Resume(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Shutdown(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -233,7 +245,7 @@ class OutputCancel(_message.Message):
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
 
 class AttachResponse(_message.Message):
-    __slots__ = ("welcome", "assign", "kill", "ack", "drain", "shutdown", "output_request", "output_cancel")
+    __slots__ = ("welcome", "assign", "kill", "ack", "drain", "shutdown", "output_request", "output_cancel", "resume")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +254,7 @@ class AttachResponse(_message.Message):
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CANCEL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assign: Assign
     kill: Kill
@@ -250,7 +263,8 @@ class AttachResponse(_message.Message):
     shutdown: Shutdown
     output_request: OutputRequest
     output_cancel: OutputCancel
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., output_request: _Optional[_Union[OutputRequest, _Mapping]] = ..., output_cancel: _Optional[_Union[OutputCancel, _Mapping]] = ...) -> None: ...
+    resume: Resume
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., output_request: _Optional[_Union[OutputRequest, _Mapping]] = ..., output_cancel: _Optional[_Union[OutputCancel, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -313,5 +327,27 @@ class StopWorkerRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class StopWorkerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResumeWorkerRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResumeWorkerResponse(_message.Message):
+    __slots__ = ("worker",)
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    worker: Worker
+    def __init__(self, worker: _Optional[_Union[Worker, _Mapping]] = ...) -> None: ...
+
+class ForgetWorkerRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ForgetWorkerResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -40,6 +40,16 @@ class WorkerServiceStub:
             request_serializer=crms_dot_v1_dot_worker__pb2.StopWorkerRequest.SerializeToString,
             response_deserializer=crms_dot_v1_dot_worker__pb2.StopWorkerResponse.FromString,
         )
+        self.ResumeWorker = channel.unary_unary(
+            '/crms.v1.WorkerService/ResumeWorker',
+            request_serializer=crms_dot_v1_dot_worker__pb2.ResumeWorkerRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_worker__pb2.ResumeWorkerResponse.FromString,
+        )
+        self.ForgetWorker = channel.unary_unary(
+            '/crms.v1.WorkerService/ForgetWorker',
+            request_serializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerResponse.FromString,
+        )
 
 
 class WorkerServiceServicer:
@@ -71,6 +81,16 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StopWorker(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeWorker(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetWorker(self, request, context):
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -107,6 +127,16 @@ def add_WorkerServiceServicer_to_server(servicer, server):
             servicer.StopWorker,
             request_deserializer=crms_dot_v1_dot_worker__pb2.StopWorkerRequest.FromString,
             response_serializer=crms_dot_v1_dot_worker__pb2.StopWorkerResponse.SerializeToString,
+        ),
+        'ResumeWorker': grpc.unary_unary_rpc_method_handler(
+            servicer.ResumeWorker,
+            request_deserializer=crms_dot_v1_dot_worker__pb2.ResumeWorkerRequest.FromString,
+            response_serializer=crms_dot_v1_dot_worker__pb2.ResumeWorkerResponse.SerializeToString,
+        ),
+        'ForgetWorker': grpc.unary_unary_rpc_method_handler(
+            servicer.ForgetWorker,
+            request_deserializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerRequest.FromString,
+            response_serializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler('crms.v1.WorkerService', handlers),))
