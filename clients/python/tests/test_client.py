@@ -514,13 +514,13 @@ def test_array_and_after_fields(client, tag):
     assert len(list(client.jobs(labels=tag, include_tasks=True))) == 7
 
 
-def test_after_a_failing_job_fails_with_a_reason_and_cycles_are_refused(client):
+def test_after_a_failing_job_fails_with_a_reason_and_unknown_jobs_are_refused(client):
     bad = client.submit(["sh", "-c", "exit 1"])
     dep = client.submit(["true"], after=[bad.id])
     done = client.wait(dep.id, timeout=60)
     assert done.state is crms.JobState.FAILED
     assert done.error == f"dependency not met: job {bad.id} ended FAILED, needed succeeded"
-    with pytest.raises(crms.InvalidArgument):
+    with pytest.raises(crms.NotFound):
         client.submit(["true"], after=["999999999999"])
     with pytest.raises(ValueError):
         client.submit(["true"], after=["12:sometime"])
