@@ -1,6 +1,7 @@
 /** Output for people (tables) and for scripts (JSON). */
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import type { EtcdOutage } from "../../gen/crms/v1/admin_pb.js";
 import { type ArrayCounts, type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema, WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { formatArraySpec } from "../scheduler/arrays.js";
@@ -33,6 +34,19 @@ function ago(ts: Timestamp | undefined): string {
   if (!ts) return "-";
   const s = Math.max(0, Math.round((Date.now() - timestampDate(ts).getTime()) / 1000));
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** An etcd outage a replica lived through, in one line for `crms admin status`. */
+export function etcdOutage(o: EtcdOutage): string {
+  const how = `${o.seconds.toFixed(1)}s`;
+  if (!o.restoredTime) return `since ${time(o.lostTime)} (${how} so far): ${o.error}`;
+  const names = o.reregisteredWorkers.join(", ");
+  const more = o.workersReregistered > o.reregisteredWorkers.length ? ", …" : "";
+  return [
+    `${time(o.lostTime)} for ${how} (${o.error})`,
+    o.leaseRenewed ? "replica lease granted again" : "replica lease kept",
+    `${o.workersReregistered} worker record(s) written again${names ? ` (${names}${more})` : ""}`,
+  ].join("; ");
 }
 
 function commandLine(job: Job, max = 40): string {

@@ -12,6 +12,7 @@ import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
 import {
+  etcdOutage,
   JobSchema,
   jobDetail,
   jobState,
@@ -553,6 +554,9 @@ async function admin(args: string[]): Promise<number> {
     );
     print(`Jobs:       ${s.jobs.map((j) => `${jobState(j.state)} ${j.count}`).join(", ") || "none"}`);
     print(`Replica:    ${s.replica} (scheduler leader: ${s.schedulerLeader || "none"})`);
+    const o = s.lastEtcdOutage;
+    if (!s.etcdReachable) print(`etcd:       NOT REACHABLE from this replica; writes answer UNAVAILABLE`);
+    if (o) print(`Last etcd outage: ${etcdOutage(o)}`);
     return 0;
   });
 }

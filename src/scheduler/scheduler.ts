@@ -74,6 +74,10 @@ export class Scheduler {
     store.jobs.on("delete", (id) => this.pending.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
     store.workers.on("delete", (name, prev) => this.onWorkerGone(name, prev.value));
+    store.health.on("restored", () => {
+      this.freshGrace();
+      this.kick();
+    });
     election.on("elected", () => this.start());
     election.on("deposed", () => this.stop());
   }
@@ -142,8 +146,19 @@ export class Scheduler {
     for (const [name, e] of this.store.workers.entries) {
       if (e.value.state === WorkerState.DISCONNECTED) this.onWorker(name, e.value);
     }
+    this.freshGrace();
     this.timer = setInterval(() => void this.reapLost(), 500);
     this.kick();
+  }
+
+  /**
+   * Gives every worker not seen a full grace from now. After etcd or the
+   * leadership comes back nobody can tell a gone worker from one whose record
+   * could not be written meanwhile (as Nomad's failover heartbeat TTL).
+   */
+  private freshGrace(): void {
+    const now = Date.now();
+    for (const name of this.goneSince.keys()) this.goneSince.set(name, now);
   }
 
   stop(): void {

@@ -1,6 +1,10 @@
 /** AdminService handlers: etcd members, quota and alarms, cluster counts, and maintenance. */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { EtcdOutageSchema } from "../../gen/crms/v1/admin_pb.js";
 import { JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import type { Outage } from "../store/health.js";
 import { compactOnRequest, defragment, disarmAlarms, recover } from "../store/maintenance.js";
 import type { Retention } from "../store/retention.js";
 import { memberStatus } from "../store/status.js";
@@ -11,7 +15,9 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
   const { store, log } = deps;
   return {
     async getClusterStatus() {
-      const status = await memberStatus(store);
+      // While etcd does not answer, say so at once from the cache rather than wait for it.
+      const reachable = store.health.reachable;
+      const status = reachable ? await memberStatus(store) : { members: [], alarms: [], revision: store.jobs.revision };
       let workersUp = 0;
       let workersDown = 0;
       let slotsTotal = 0;
@@ -42,6 +48,8 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
         jobs,
         replica: store.replicaId,
         schedulerLeader: deps.election.leaderId,
+        etcdReachable: reachable,
+        lastEtcdOutage: store.health.last && outageMessage(store.health.last),
       };
     },
 
@@ -75,4 +83,18 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
       return { deleted: BigInt(await retention.runNow()) };
     },
   };
+}
+
+/** The API form of an etcd outage a replica lived through. */
+function outageMessage(o: Outage) {
+  const end = o.restoredAt ?? new Date();
+  return create(EtcdOutageSchema, {
+    lostTime: timestampFromDate(o.lostAt),
+    restoredTime: o.restoredAt && timestampFromDate(o.restoredAt),
+    seconds: (end.getTime() - o.lostAt.getTime()) / 1000,
+    error: o.error,
+    leaseRenewed: o.leaseRenewed,
+    workersReregistered: o.reregistered,
+    reregisteredWorkers: o.reregisteredNames,
+  });
 }

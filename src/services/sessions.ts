@@ -44,7 +44,11 @@ export class Sessions {
     store.jobs.on("put", (_id, e) => this.onJob(e.value));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
     store.onLeaseRenewed = () => void this.rebindAll();
-    this.watchdog = setInterval(() => this.checkHeartbeats(), 1000);
+    store.health.on("restored", () => void this.reconcile());
+    this.watchdog = setInterval(() => {
+      this.checkHeartbeats();
+      void this.reconcile();
+    }, 1000);
     this.watchdog.unref();
   }
 
@@ -113,14 +117,66 @@ export class Sessions {
     }
   }
 
-  /** After the replica lease was renewed, bind our workers' records to it again. */
+  /** After the replica lease was renewed, bind our workers' records to it again (or write them again). */
   private async rebindAll(): Promise<void> {
-    for (const s of this.byName.values()) {
-      if (!s.open) continue;
-      await this.deps.store
-        .updateWorker(s.name, (w) => (w ? { ...w, replica: this.me } : undefined), true)
-        .catch((err) => this.deps.log.warn("rebinding worker failed", { worker: s.name, error: String(err) }));
-    }
+    while (this.reconciling) await this.reconciling;
+    await this.reconcile();
+  }
+
+  private reconciling?: Promise<void>;
+
+  /**
+   * Makes the worker records of the streams held here match them: a record
+   * etcd lost (its lease expired while etcd stalled) is written again, one
+   * bound to an old lease is bound to the current one. Runs every second, at
+   * once when etcd returns and after a lease renewal, so a missed step heals
+   * itself; a record another replica wrote since (the worker moved) is left alone.
+   */
+  reconcile(): Promise<void> {
+    const { store } = this.deps;
+    if (this.reconciling || !store.health.reachable) return this.reconciling ?? Promise.resolve();
+    this.reconciling = (async () => {
+      for (const s of [...this.byName.values()]) {
+        const registered = s.registered;
+        if (!s.open || !registered || this.byName.get(s.name) !== s) continue;
+        const ours = (w: Readonly<Worker>) =>
+          w.replica === this.me &&
+          w.attachTime?.seconds === registered.attachTime?.seconds &&
+          w.attachTime?.nanos === registered.attachTime?.nanos;
+        const e = store.workers.entries.get(s.name);
+        if (e && (!ours(e.value) || e.lease === store.leaseId)) continue;
+        try {
+          await store.updateWorker(
+            s.name,
+            (w) => {
+              if (w) return ours(w) ? { ...w } : undefined;
+              const state = s.state === "DRAINING" ? WorkerState.DRAINING : WorkerState.UP;
+              return { ...registered, state, lastHeartbeat: timestampFromDate(new Date()) };
+            },
+            true,
+          );
+          this.reregistered(s.name, e === undefined);
+        } catch (err) {
+          this.deps.log.warn("re-registering worker failed; retrying", { worker: s.name, error: String(err) });
+          if (!store.health.reachable) break;
+        }
+      }
+    })().finally(() => (this.reconciling = undefined));
+    return this.reconciling;
+  }
+
+  /** Counts a re-registration against the etcd outage in progress or just ended (for admin status). */
+  private reregistered(name: string, recreated: boolean): void {
+    this.deps.log.info(
+      recreated ? "worker record lost in etcd; written again" : "worker record bound to the new lease",
+      {
+        worker: name,
+      },
+    );
+    const outage = this.deps.store.health.last;
+    if (!outage || (outage.restoredAt && Date.now() - outage.restoredAt.getTime() > 60_000)) return;
+    outage.reregistered++;
+    if (outage.reregisteredNames.length < 10) outage.reregisteredNames.push(name);
   }
 
   /** Handles one Attach stream: returns the messages to send to the worker. */
@@ -218,15 +274,29 @@ export class Sessions {
 
   /**
    * A report etcd could not take (NOSPACE, unavailable): try again in 2 s while
-   * the session lasts; a new session gets the report again in its hello.
+   * the session lasts (waiting quietly while etcd does not answer, then at once
+   * when it does); a new session gets the report again in its hello.
    */
-  private retryLater(session: WorkerSession, what: string, jobId: string, error: string, again: () => Promise<void>) {
-    this.deps.log.warn(`could not record ${what}; will retry`, { job: jobId, worker: session.name, error });
-    setTimeout(() => {
-      if (session.open && this.byName.get(session.name) === session) {
-        void again().catch((err) => this.reportFailed(session, jobId, err));
-      }
-    }, 2000).unref();
+  private retryLater(
+    session: WorkerSession,
+    what: string,
+    jobId: string,
+    error: string,
+    again: () => Promise<void>,
+    quiet = false,
+  ) {
+    if (!quiet) this.deps.log.warn(`could not record ${what}; will retry`, { job: jobId, worker: session.name, error });
+    const health = this.deps.store.health;
+    const retry = () => {
+      health.off("restored", retry);
+      clearTimeout(timer);
+      if (!session.open || this.byName.get(session.name) !== session) return;
+      if (!health.reachable) return this.retryLater(session, what, jobId, error, again, true);
+      void again().catch((err) => this.reportFailed(session, jobId, err));
+    };
+    const timer = setTimeout(retry, 2000);
+    timer.unref();
+    if (!health.reachable) health.once("restored", retry);
   }
 
   /** A report for a run that is no longer current: tell the worker to end that run. */
@@ -263,11 +333,13 @@ export class Sessions {
       this.deps.log.debug("job finished", { job: job.id, worker: session.name, state: JobState[job.state] });
     } catch (err) {
       const e = toCrmsError(err);
-      if (e.code === "RESOURCE_EXHAUSTED" || e.code === "UNAVAILABLE") {
-        // Not acknowledged: the worker keeps the report until it is.
-        return this.retryLater(session, "finish", report.jobId, e.message, () => this.finished(session, report));
+      if (e.code !== "FAILED_PRECONDITION" && e.code !== "NOT_FOUND") {
+        // Not written and not refused for a reason (etcd away or full, contention): not
+        // acknowledged, so the worker keeps the report, and tried again until it lands.
+        return this.retryLater(session, "finish", report.jobId, e.message, () =>
+          this.finished(session, report, startedPid),
+        );
       }
-      if (e.code !== "FAILED_PRECONDITION" && e.code !== "NOT_FOUND") throw err;
       this.deps.log.info("refused stale finish report", {
         job: report.jobId,
         worker: session.name,
@@ -322,6 +394,7 @@ export class Sessions {
         }),
       true,
     );
+    session.registered = written;
     const draining = written?.state === WorkerState.DRAINING;
     if (draining) session.to("drain");
     session.send({

@@ -3,7 +3,12 @@
  * the outbound queue. The registry (sessions.ts) drives it.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { type AttachResponse, AttachResponseSchema, type OutputData } from "../../gen/crms/v1/worker_pb.js";
+import {
+  type AttachResponse,
+  AttachResponseSchema,
+  type OutputData,
+  type Worker,
+} from "../../gen/crms/v1/worker_pb.js";
 import { CrmsError } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { Identity } from "./context.js";
@@ -46,6 +51,8 @@ export class WorkerSession {
   closeReason = "";
   /** The authenticated caller of the stream (undefined when authentication is off). */
   identity?: Identity;
+  /** The worker record written at hello: what reconciliation writes again if etcd lost it. */
+  registered?: Worker;
 
   to(event: SessionEvent): void {
     this.state = sessionTransition(this.state, event);

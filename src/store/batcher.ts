@@ -55,6 +55,10 @@ export class Batcher {
   readonly stats: BatcherStats = { txns: 0, transitions: 0, conflicts: 0, retries: 0, largest: 0 };
   /** Called with each Txn's duration in seconds and number of transitions. */
   onTxn?: (seconds: number, size: number) => void;
+  /** Runs each commit while etcd answers (the store's health check); unset: always. */
+  guard?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** An error while etcd does not answer: queued transitions are refused with it instead of sent late. */
+  blocked?: () => Error | undefined;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -69,10 +73,12 @@ export class Batcher {
     }
     let size = 0;
     for (const w of writes) size += w.key.length + (w.type === "put" ? w.value.length : 0);
-    return new Promise((resolve, reject) => {
-      this.queue.push({ compares, writes, size, resolve, reject });
-      this.schedule();
-    });
+    const queued = () =>
+      new Promise<TxnOutcome>((resolve, reject) => {
+        this.queue.push({ compares, writes, size, resolve, reject });
+        this.schedule();
+      });
+    return this.guard ? this.guard(queued) : queued();
   }
 
   private schedule(): void {
@@ -126,6 +132,12 @@ export class Batcher {
   }
 
   private flush(): void {
+    const blocked = this.blocked?.();
+    if (blocked) {
+      for (const p of this.queue) p.reject(blocked);
+      this.queue = [];
+      return;
+    }
     const batch = this.take();
     if (batch.length === 0) return;
     this.inFlight++;

@@ -3,6 +3,7 @@
  * status codes. Lower layers throw CrmsError; the server edge turns it into a status.
  */
 import { status } from "@grpc/grpc-js";
+import { BrokenCircuitError } from "cockatiel";
 import {
   ClientClosedError,
   EtcdAuthenticationFailedError,
@@ -112,6 +113,8 @@ export const errorTable: ErrorRule[] = [
     message: "revision is in the future: etcd has not reached it yet",
   },
   { type: GRPCUnavailableError, code: "UNAVAILABLE", message: "etcd is not available" },
+  // etcd3's per-member circuit breaker (cockatiel) refused the call: every member failed just before.
+  { type: BrokenCircuitError, code: "UNAVAILABLE", message: "etcd is not reachable; retry" },
   { type: GRPCDeadlineExceededError, code: "UNAVAILABLE", message: "etcd did not answer in time" },
   { type: GRPCCancelledError, code: "UNAVAILABLE", message: "the call to etcd was cancelled" },
   { type: ClientClosedError, code: "UNAVAILABLE", message: "this control-plane replica is shutting down" },

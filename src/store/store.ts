@@ -5,14 +5,22 @@
  */
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from "cockatiel";
-import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type IOptions, type Lease } from "etcd3";
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from "cockatiel";
+import {
+  Etcd3,
+  EtcdLeaseInvalidError,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  type IOptions,
+  type Lease,
+} from "etcd3";
 import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
 import { Batcher, type Compare, type Write } from "./batcher.js";
 import { type Entry, PrefixCache } from "./cache.js";
 import { decode, encode } from "./codec.js";
 import { CrmsError, notFound } from "./errors.js";
+import { EtcdHealth, notReachable } from "./health.js";
 import { JobIndex } from "./job-index.js";
 import { compareIds, Keys } from "./keys.js";
 
@@ -48,9 +56,18 @@ function isUnreachable(err: Error): boolean {
   return err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError;
 }
 
-function faultHandling(): IOptions["faultHandling"] {
+/**
+ * etcd3's fault handling. A breaker per member steers calls to the other
+ * members while one is down; with a single member there is nowhere to steer,
+ * and an open breaker only turned a stall into seconds of refusals after etcd
+ * returned, so it is off (crms's own health check answers writes fast instead).
+ */
+function faultHandling(members: number): IOptions["faultHandling"] {
   return {
-    host: () => circuitBreaker(handleWhen(isUnreachable), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+    host: () =>
+      members > 1
+        ? circuitBreaker(handleWhen(isUnreachable), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) })
+        : noop,
     global: retry(handleWhen(isUnreachable), { maxAttempts: 2 }),
   };
 }
@@ -77,12 +94,14 @@ export class Store {
   private idReserving?: Promise<void>;
   /** Called after the replica lease was lost and a new one granted. */
   onLeaseRenewed?: () => void;
+  /** Whether etcd answers; guards every write. */
+  readonly health: EtcdHealth;
 
   private constructor(private readonly options: StoreOptions) {
     this.etcd = new Etcd3({
       hosts: options.endpoints,
       dialTimeout: 5000,
-      faultHandling: faultHandling(),
+      faultHandling: faultHandling(options.endpoints.length),
       defaultCallOptions: (ctx) => ({ deadline: Date.now() + (ctx.isStream ? 365 * 86400_000 : 10_000) }),
       grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 },
       ...options.etcd,
@@ -90,6 +109,13 @@ export class Store {
     this.keys = new Keys(options.prefix ?? "crms/");
     this.replicaId = options.replicaId;
     this.batcher = new Batcher(this.etcd);
+    this.health = new EtcdHealth((timeoutMs) =>
+      this.etcd.kv.range({ key: Buffer.from(this.keys.idseq), count_only: true }, { deadline: Date.now() + timeoutMs }),
+    );
+    this.batcher.guard = (fn) => this.health.guard(fn);
+    this.batcher.blocked = () =>
+      this.health.reachable ? undefined : notReachable(this.health.last?.lostAt ?? new Date());
+    this.health.on("restored", () => void this.checkLease());
     this.jobs = new PrefixCache(this.etcd, this.keys.jobs, (b) => decode(JobSchema, b));
     this.workers = new PrefixCache(this.etcd, this.keys.workers, (b) => decode(WorkerSchema, b));
     this.jobIndex = new JobIndex(this.jobs);
@@ -101,6 +127,12 @@ export class Store {
     try {
       await store.grantLease();
       await Promise.all([store.jobs.start(), store.workers.start()]);
+      store.health.start();
+      // The keep-alive may miss a revoked lease (etcd3's known weak spot): ask etcd now and then.
+      store.leaseCheck = setInterval(() => {
+        if (store.health.reachable) void store.checkLease();
+      }, 5000);
+      store.leaseCheck.unref();
     } catch (err) {
       store.etcd.close();
       throw err;
@@ -124,16 +156,53 @@ export class Store {
     });
   }
 
-  private async renewLease(): Promise<void> {
-    for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 5000)) {
-      try {
-        await this.grantLease();
-        this.onLeaseRenewed?.();
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, delay));
+  private renewing?: Promise<void>;
+  private leaseCheck?: NodeJS.Timeout;
+
+  /** Grants a new replica lease (once, however many callers noticed the loss), retrying until etcd answers. */
+  private renewLease(): Promise<void> {
+    this.renewing ??= (async () => {
+      this.lease.release();
+      for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 2000)) {
+        // A grant sent into a stalled etcd would only be answered (or leak) when it returns.
+        if (!this.health.reachable) {
+          await new Promise((r) => this.health.once("restored", r));
+          continue;
+        }
+        try {
+          await this.grantLease();
+          const outage = this.health.last;
+          // The loss belongs to the outage in progress or just ended (keep-alive answers come late).
+          if (outage && (!outage.restoredAt || Date.now() - outage.restoredAt.getTime() < 60_000))
+            outage.leaseRenewed = true;
+          this.onLeaseRenewed?.();
+          return;
+        } catch {
+          await new Promise((r) => setTimeout(r, delay));
+        }
       }
+    })().finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
+  /**
+   * Asks etcd whether the replica lease still exists (a lease can be revoked
+   * while etcd stalled without the keep-alive noticing); grants a new one if not.
+   */
+  async checkLease(): Promise<void> {
+    if (this.closed || this.renewing) return;
+    try {
+      const res = await this.etcd.leaseClient.leaseTimeToLive({ ID: this.leaseIdValue });
+      if (Number(res.TTL) > 0) return;
+    } catch (err) {
+      if (!(err instanceof EtcdLeaseInvalidError)) return; // etcd away again: the next return checks
     }
+    await this.renewLease();
+  }
+
+  /** A write named a lease etcd no longer has: the replica lease is gone. */
+  private leaseGone(err: unknown): void {
+    if (err instanceof EtcdLeaseInvalidError || /requested lease not found/.test(String(err))) void this.renewLease();
   }
 
   private closed = false;
@@ -151,6 +220,8 @@ export class Store {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.health.stop();
+    clearInterval(this.leaseCheck);
     for (const c of this.members.values()) c.close();
     await Promise.all([this.jobs.close(), this.workers.close()]);
     await this.lease?.revoke().catch(() => undefined);
@@ -161,7 +232,7 @@ export class Store {
 
   private async reserveIds(): Promise<void> {
     for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
-      const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.idseq) });
+      const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(this.keys.idseq) }));
       const kv = res.kvs[0];
       const start = kv ? Number(kv.value.toString()) : 1;
       const mod = kv ? Number(kv.mod_revision) : 0;
@@ -253,7 +324,7 @@ export class Store {
   }
 
   private async jobByRequestId(requestId: string): Promise<Job | undefined> {
-    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.reqid(requestId)) });
+    const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(this.keys.reqid(requestId)) }));
     const kv = res.kvs[0];
     if (!kv) return undefined;
     return (await this.fetchJob(kv.value.toString()))?.value;
@@ -383,7 +454,7 @@ export class Store {
     key: string,
     schema: D,
   ): Promise<Entry<MessageShape<D>> | undefined> {
-    const res = await this.etcd.kv.range({ key: Buffer.from(key) });
+    const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(key) }));
     const kv = res.kvs[0];
     if (!kv) return undefined;
     const entry = {
@@ -408,7 +479,7 @@ export class Store {
    * bound to this replica's lease; a changed one keeps the lease it has unless
    * `rebind` is set (a new stream attached here).
    */
-  updateWorker(
+  async updateWorker(
     name: string,
     mutate: (w: Readonly<Worker> | undefined) => Worker | undefined,
     rebind = false,
@@ -436,17 +507,35 @@ export class Store {
     fence: Compare[] = [],
   ): Promise<Worker | undefined> {
     const key = this.keys.worker(name);
-    return this.guaranteedUpdate(this.workers, name, key, WorkerSchema, fence, `worker ${name}`, "update", (entry) => {
-      const next = mutate(entry?.value);
-      if (!next) return { done: entry?.value };
-      const lease = leaseOf(entry);
-      return {
-        writes: [{ type: "put", key, value: encode(WorkerSchema, next), lease }],
-        commit: (revision) => {
-          this.workers.apply(name, { value: next, mod: revision, create: entry?.create ?? revision, lease });
-          return next;
-        },
-      };
+    // Not with a lease known to be gone: wait for its successor (granted once etcd answers).
+    if (this.renewing) {
+      if (!this.health.reachable) throw notReachable(this.health.last?.lostAt ?? new Date());
+      await this.renewing;
+    }
+    const written = this.guaranteedUpdate(
+      this.workers,
+      name,
+      key,
+      WorkerSchema,
+      fence,
+      `worker ${name}`,
+      "update",
+      (entry) => {
+        const next = mutate(entry?.value);
+        if (!next) return { done: entry?.value };
+        const lease = leaseOf(entry);
+        return {
+          writes: [{ type: "put", key, value: encode(WorkerSchema, next), lease }],
+          commit: (revision) => {
+            this.workers.apply(name, { value: next, mod: revision, create: entry?.create ?? revision, lease });
+            return next;
+          },
+        };
+      },
+    );
+    return written.catch((err) => {
+      this.leaseGone(err);
+      throw err;
     });
   }
 

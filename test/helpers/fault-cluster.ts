@@ -72,9 +72,11 @@ export class FaultCluster {
     readonly graceSeconds: number,
   ) {}
 
-  /** etcd (3 members), `replicas` servers, then `workers` workers given every replica's address. */
-  static async start(opts: { replicas?: number; workers?: number; slots?: number; grace?: number } = {}) {
-    const etcd = await startEtcdCluster(3);
+  /** etcd (3 members unless `etcdMembers`), `replicas` servers, then `workers` workers given every replica's address. */
+  static async start(
+    opts: { replicas?: number; workers?: number; slots?: number; grace?: number; etcdMembers?: number } = {},
+  ) {
+    const etcd = await startEtcdCluster(opts.etcdMembers ?? 3);
     const cluster = new FaultCluster(etcd, opts.grace ?? 6);
     try {
       for (let i = 0; i < (opts.replicas ?? 2); i++) await cluster.startReplica(`r${i}`);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/admin.proto.
  */
 export const file_crms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QipwIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkSFAoMd29ya2Vyc19kb3duGAwgASgNIiIKDkNvbXBhY3RSZXF1ZXN0EhAKCHJldmlzaW9uGAEgASgDIiMKD0NvbXBhY3RSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAyITChFEZWZyYWdtZW50UmVxdWVzdCJdChJEZWZyYWdtZW50UmVzcG9uc2USIwoGYmVmb3JlGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEiIKBWFmdGVyGAIgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyIhUKE0Rpc2FybUFsYXJtc1JlcXVlc3QiKAoURGlzYXJtQWxhcm1zUmVzcG9uc2USEAoIZGlzYXJtZWQYASADKAkiPgoOUmVjb3ZlclJlcXVlc3QSGgoNa2VlcF9maW5pc2hlZBgBIAEoBEgAiAEBQhAKDl9rZWVwX2ZpbmlzaGVkIo0BCg9SZWNvdmVyUmVzcG9uc2USFAoMZGVsZXRlZF9qb2JzGAUgASgEEhoKEmNvbXBhY3RlZF9yZXZpc2lvbhgBIAEoAxIkCgdtZW1iZXJzGAIgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCGRpc2FybWVkGAMgAygJEhAKCHdyaXRhYmxlGAQgASgIIhUKE1J1blJldGVudGlvblJlcXVlc3QiJwoUUnVuUmV0ZW50aW9uUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoBCJzCghBcGlUb2tlbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSDgoGd29ya2VyGAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJTChJDcmVhdGVUb2tlblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRyb2xlGAIgASgJEg4KBndvcmtlchgDIAEoCRIRCglib290c3RyYXAYBCABKAgiRwoTQ3JlYXRlVG9rZW5SZXNwb25zZRIgCgV0b2tlbhgBIAEoCzIRLmNybXMudjEuQXBpVG9rZW4SDgoGc2VjcmV0GAIgASgJIhMKEUxpc3RUb2tlbnNSZXF1ZXN0IjcKEkxpc3RUb2tlbnNSZXNwb25zZRIhCgZ0b2tlbnMYASADKAsyES5jcm1zLnYxLkFwaVRva2VuIiAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSI3ChNSZXZva2VUb2tlblJlc3BvbnNlEiAKBXRva2VuGAEgASgLMhEuY3Jtcy52MS5BcGlUb2tlbjKfBQoMQWRtaW5TZXJ2aWNlElcKEEdldENsdXN0ZXJTdGF0dXMSIC5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXF1ZXN0GiEuY3Jtcy52MS5HZXRDbHVzdGVyU3RhdHVzUmVzcG9uc2USPAoHQ29tcGFjdBIXLmNybXMudjEuQ29tcGFjdFJlcXVlc3QaGC5jcm1zLnYxLkNvbXBhY3RSZXNwb25zZRJFCgpEZWZyYWdtZW50EhouY3Jtcy52MS5EZWZyYWdtZW50UmVxdWVzdBobLmNybXMudjEuRGVmcmFnbWVudFJlc3BvbnNlEksKDERpc2FybUFsYXJtcxIcLmNybXMudjEuRGlzYXJtQWxhcm1zUmVxdWVzdBodLmNybXMudjEuRGlzYXJtQWxhcm1zUmVzcG9uc2USPAoHUmVjb3ZlchIXLmNybXMudjEuUmVjb3ZlclJlcXVlc3QaGC5jcm1zLnYxLlJlY292ZXJSZXNwb25zZRJLCgxSdW5SZXRlbnRpb24SHC5jcm1zLnYxLlJ1blJldGVudGlvblJlcXVlc3QaHS5jcm1zLnYxLlJ1blJldGVudGlvblJlc3BvbnNlEkgKC0NyZWF0ZVRva2VuEhsuY3Jtcy52MS5DcmVhdGVUb2tlblJlcXVlc3QaHC5jcm1zLnYxLkNyZWF0ZVRva2VuUmVzcG9uc2USRQoKTGlzdFRva2VucxIaLmNybXMudjEuTGlzdFRva2Vuc1JlcXVlc3QaGy5jcm1zLnYxLkxpc3RUb2tlbnNSZXNwb25zZRJICgtSZXZva2VUb2tlbhIbLmNybXMudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhwuY3Jtcy52MS5SZXZva2VUb2tlblJlc3BvbnNlYgZwcm90bzM", [file_crms_v1_job, file_google_protobuf_timestamp]);
+  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3Qi7gIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkSFAoMd29ya2Vyc19kb3duGAwgASgNEhYKDmV0Y2RfcmVhY2hhYmxlGA0gASgIEi0KEGxhc3RfZXRjZF9vdXRhZ2UYDiABKAsyEy5jcm1zLnYxLkV0Y2RPdXRhZ2Ui4QEKCkV0Y2RPdXRhZ2USLQoJbG9zdF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1yZXN0b3JlZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzZWNvbmRzGAMgASgBEg0KBWVycm9yGAQgASgJEhUKDWxlYXNlX3JlbmV3ZWQYBSABKAgSHAoUd29ya2Vyc19yZXJlZ2lzdGVyZWQYBiABKA0SHAoUcmVyZWdpc3RlcmVkX3dvcmtlcnMYByADKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSI+Cg5SZWNvdmVyUmVxdWVzdBIaCg1rZWVwX2ZpbmlzaGVkGAEgASgESACIAQFCEAoOX2tlZXBfZmluaXNoZWQijQEKD1JlY292ZXJSZXNwb25zZRIUCgxkZWxldGVkX2pvYnMYBSABKAQSGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEInMKCEFwaVRva2VuEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZ3b3JrZXIYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlMKEkNyZWF0ZVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSDgoGd29ya2VyGAMgASgJEhEKCWJvb3RzdHJhcBgEIAEoCCJHChNDcmVhdGVUb2tlblJlc3BvbnNlEiAKBXRva2VuGAEgASgLMhEuY3Jtcy52MS5BcGlUb2tlbhIOCgZzZWNyZXQYAiABKAkiEwoRTGlzdFRva2Vuc1JlcXVlc3QiNwoSTGlzdFRva2Vuc1Jlc3BvbnNlEiEKBnRva2VucxgBIAMoCzIRLmNybXMudjEuQXBpVG9rZW4iIAoSUmV2b2tlVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIjcKE1Jldm9rZVRva2VuUmVzcG9uc2USIAoFdG9rZW4YASABKAsyES5jcm1zLnYxLkFwaVRva2VuMp8FCgxBZG1pblNlcnZpY2USVwoQR2V0Q2x1c3RlclN0YXR1cxIgLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QaIS5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRI8CgdDb21wYWN0EhcuY3Jtcy52MS5Db21wYWN0UmVxdWVzdBoYLmNybXMudjEuQ29tcGFjdFJlc3BvbnNlEkUKCkRlZnJhZ21lbnQSGi5jcm1zLnYxLkRlZnJhZ21lbnRSZXF1ZXN0GhsuY3Jtcy52MS5EZWZyYWdtZW50UmVzcG9uc2USSwoMRGlzYXJtQWxhcm1zEhwuY3Jtcy52MS5EaXNhcm1BbGFybXNSZXF1ZXN0Gh0uY3Jtcy52MS5EaXNhcm1BbGFybXNSZXNwb25zZRI8CgdSZWNvdmVyEhcuY3Jtcy52MS5SZWNvdmVyUmVxdWVzdBoYLmNybXMudjEuUmVjb3ZlclJlc3BvbnNlEksKDFJ1blJldGVudGlvbhIcLmNybXMudjEuUnVuUmV0ZW50aW9uUmVxdWVzdBodLmNybXMudjEuUnVuUmV0ZW50aW9uUmVzcG9uc2USSAoLQ3JlYXRlVG9rZW4SGy5jcm1zLnYxLkNyZWF0ZVRva2VuUmVxdWVzdBocLmNybXMudjEuQ3JlYXRlVG9rZW5SZXNwb25zZRJFCgpMaXN0VG9rZW5zEhouY3Jtcy52MS5MaXN0VG9rZW5zUmVxdWVzdBobLmNybXMudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEkgKC1Jldm9rZVRva2VuEhsuY3Jtcy52MS5SZXZva2VUb2tlblJlcXVlc3QaHC5jcm1zLnYxLlJldm9rZVRva2VuUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job, file_google_protobuf_timestamp]);
 
 /**
  * EtcdMember is the status of one etcd member.
@@ -233,6 +233,23 @@ export type GetClusterStatusResponse = Message<"crms.v1.GetClusterStatusResponse
    * @generated from field: uint32 workers_down = 12;
    */
   workersDown: number;
+
+  /**
+   * Whether the answering replica reaches etcd now (a linearizable read every
+   * 0.5 s, answered within 2 s). While it does not, members is empty, counts
+   * come from the replica's cache, and writes answer UNAVAILABLE.
+   *
+   * @generated from field: bool etcd_reachable = 13;
+   */
+  etcdReachable: boolean;
+
+  /**
+   * The last period the answering replica could not reach etcd (since it
+   * started); unset if it never lost etcd.
+   *
+   * @generated from field: crms.v1.EtcdOutage last_etcd_outage = 14;
+   */
+  lastEtcdOutage?: EtcdOutage | undefined;
 };
 
 /**
@@ -241,6 +258,71 @@ export type GetClusterStatusResponse = Message<"crms.v1.GetClusterStatusResponse
  */
 export const GetClusterStatusResponseSchema: GenMessage<GetClusterStatusResponse> = /*@__PURE__*/
   messageDesc(file_crms_v1_admin, 3);
+
+/**
+ * EtcdOutage is one period during which a replica could not reach etcd, and
+ * what the replica did about it once etcd answered again.
+ *
+ * @generated from message crms.v1.EtcdOutage
+ */
+export type EtcdOutage = Message<"crms.v1.EtcdOutage"> & {
+  /**
+   * When etcd stopped answering.
+   *
+   * @generated from field: google.protobuf.Timestamp lost_time = 1;
+   */
+  lostTime?: Timestamp | undefined;
+
+  /**
+   * When etcd answered again; unset while the outage lasts.
+   *
+   * @generated from field: google.protobuf.Timestamp restored_time = 2;
+   */
+  restoredTime?: Timestamp | undefined;
+
+  /**
+   * How long the outage lasted (so far, while it lasts), in seconds.
+   *
+   * @generated from field: double seconds = 3;
+   */
+  seconds: number;
+
+  /**
+   * The error that began it, e.g. "no answer within 2000 ms".
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * Whether the replica's lease had expired in etcd and a new one was granted.
+   *
+   * @generated from field: bool lease_renewed = 5;
+   */
+  leaseRenewed: boolean;
+
+  /**
+   * Worker records this replica wrote again afterwards (re-created, or bound to
+   * its new lease) for workers whose streams it held throughout.
+   *
+   * @generated from field: uint32 workers_reregistered = 6;
+   */
+  workersReregistered: number;
+
+  /**
+   * The names of the first 10 of those workers.
+   *
+   * @generated from field: repeated string reregistered_workers = 7;
+   */
+  reregisteredWorkers: string[];
+};
+
+/**
+ * Describes the message crms.v1.EtcdOutage.
+ * Use `create(EtcdOutageSchema)` to create a new message.
+ */
+export const EtcdOutageSchema: GenMessage<EtcdOutage> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 4);
 
 /**
  * CompactRequest asks for an etcd compaction.
@@ -261,7 +343,7 @@ export type CompactRequest = Message<"crms.v1.CompactRequest"> & {
  * Use `create(CompactRequestSchema)` to create a new message.
  */
 export const CompactRequestSchema: GenMessage<CompactRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 4);
+  messageDesc(file_crms_v1_admin, 5);
 
 /**
  * CompactResponse says what was compacted.
@@ -282,7 +364,7 @@ export type CompactResponse = Message<"crms.v1.CompactResponse"> & {
  * Use `create(CompactResponseSchema)` to create a new message.
  */
 export const CompactResponseSchema: GenMessage<CompactResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 5);
+  messageDesc(file_crms_v1_admin, 6);
 
 /**
  * DefragmentRequest asks to defragment etcd members.
@@ -297,7 +379,7 @@ export type DefragmentRequest = Message<"crms.v1.DefragmentRequest"> & {
  * Use `create(DefragmentRequestSchema)` to create a new message.
  */
 export const DefragmentRequestSchema: GenMessage<DefragmentRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 6);
+  messageDesc(file_crms_v1_admin, 7);
 
 /**
  * DefragmentResponse reports each member's size before and after.
@@ -325,7 +407,7 @@ export type DefragmentResponse = Message<"crms.v1.DefragmentResponse"> & {
  * Use `create(DefragmentResponseSchema)` to create a new message.
  */
 export const DefragmentResponseSchema: GenMessage<DefragmentResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 7);
+  messageDesc(file_crms_v1_admin, 8);
 
 /**
  * DisarmAlarmsRequest asks to clear etcd alarms.
@@ -340,7 +422,7 @@ export type DisarmAlarmsRequest = Message<"crms.v1.DisarmAlarmsRequest"> & {
  * Use `create(DisarmAlarmsRequestSchema)` to create a new message.
  */
 export const DisarmAlarmsRequestSchema: GenMessage<DisarmAlarmsRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 8);
+  messageDesc(file_crms_v1_admin, 9);
 
 /**
  * DisarmAlarmsResponse lists what was cleared.
@@ -361,7 +443,7 @@ export type DisarmAlarmsResponse = Message<"crms.v1.DisarmAlarmsResponse"> & {
  * Use `create(DisarmAlarmsResponseSchema)` to create a new message.
  */
 export const DisarmAlarmsResponseSchema: GenMessage<DisarmAlarmsResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 9);
+  messageDesc(file_crms_v1_admin, 10);
 
 /**
  * RecoverRequest asks to get etcd out of NOSPACE.
@@ -387,7 +469,7 @@ export type RecoverRequest = Message<"crms.v1.RecoverRequest"> & {
  * Use `create(RecoverRequestSchema)` to create a new message.
  */
 export const RecoverRequestSchema: GenMessage<RecoverRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 10);
+  messageDesc(file_crms_v1_admin, 11);
 
 /**
  * RecoverResponse reports each recovery step.
@@ -436,7 +518,7 @@ export type RecoverResponse = Message<"crms.v1.RecoverResponse"> & {
  * Use `create(RecoverResponseSchema)` to create a new message.
  */
 export const RecoverResponseSchema: GenMessage<RecoverResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 11);
+  messageDesc(file_crms_v1_admin, 12);
 
 /**
  * RunRetentionRequest asks to delete expired finished jobs now.
@@ -451,7 +533,7 @@ export type RunRetentionRequest = Message<"crms.v1.RunRetentionRequest"> & {
  * Use `create(RunRetentionRequestSchema)` to create a new message.
  */
 export const RunRetentionRequestSchema: GenMessage<RunRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 12);
+  messageDesc(file_crms_v1_admin, 13);
 
 /**
  * RunRetentionResponse reports what retention deleted.
@@ -472,7 +554,7 @@ export type RunRetentionResponse = Message<"crms.v1.RunRetentionResponse"> & {
  * Use `create(RunRetentionResponseSchema)` to create a new message.
  */
 export const RunRetentionResponseSchema: GenMessage<RunRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 13);
+  messageDesc(file_crms_v1_admin, 14);
 
 /**
  * ApiToken describes an API token. The secret itself is never stored or
@@ -522,7 +604,7 @@ export type ApiToken = Message<"crms.v1.ApiToken"> & {
  * Use `create(ApiTokenSchema)` to create a new message.
  */
 export const ApiTokenSchema: GenMessage<ApiToken> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 14);
+  messageDesc(file_crms_v1_admin, 15);
 
 /**
  * CreateTokenRequest creates an API token.
@@ -566,7 +648,7 @@ export type CreateTokenRequest = Message<"crms.v1.CreateTokenRequest"> & {
  * Use `create(CreateTokenRequestSchema)` to create a new message.
  */
 export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 15);
+  messageDesc(file_crms_v1_admin, 16);
 
 /**
  * CreateTokenResponse carries the new token's secret, shown this once.
@@ -594,7 +676,7 @@ export type CreateTokenResponse = Message<"crms.v1.CreateTokenResponse"> & {
  * Use `create(CreateTokenResponseSchema)` to create a new message.
  */
 export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 16);
+  messageDesc(file_crms_v1_admin, 17);
 
 /**
  * ListTokensRequest lists API tokens.
@@ -609,7 +691,7 @@ export type ListTokensRequest = Message<"crms.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 17);
+  messageDesc(file_crms_v1_admin, 18);
 
 /**
  * ListTokensResponse lists every API token (without secrets).
@@ -630,7 +712,7 @@ export type ListTokensResponse = Message<"crms.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 18);
+  messageDesc(file_crms_v1_admin, 19);
 
 /**
  * RevokeTokenRequest revokes an API token.
@@ -651,7 +733,7 @@ export type RevokeTokenRequest = Message<"crms.v1.RevokeTokenRequest"> & {
  * Use `create(RevokeTokenRequestSchema)` to create a new message.
  */
 export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 19);
+  messageDesc(file_crms_v1_admin, 20);
 
 /**
  * RevokeTokenResponse returns the revoked token's record.
@@ -672,7 +754,7 @@ export type RevokeTokenResponse = Message<"crms.v1.RevokeTokenResponse"> & {
  * Use `create(RevokeTokenResponseSchema)` to create a new message.
  */
 export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 20);
+  messageDesc(file_crms_v1_admin, 21);
 
 /**
  * AdminService is for operators: the state of etcd and the cluster, and the

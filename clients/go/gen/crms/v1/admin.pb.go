@@ -268,9 +268,16 @@ type GetClusterStatusResponse struct {
 	// Id of the replica leading the scheduler, if known.
 	SchedulerLeader string `protobuf:"bytes,11,opt,name=scheduler_leader,json=schedulerLeader,proto3" json:"scheduler_leader,omitempty"`
 	// Workers that are DOWN (kept until forgotten or expired by retention).
-	WorkersDown   uint32 `protobuf:"varint,12,opt,name=workers_down,json=workersDown,proto3" json:"workers_down,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WorkersDown uint32 `protobuf:"varint,12,opt,name=workers_down,json=workersDown,proto3" json:"workers_down,omitempty"`
+	// Whether the answering replica reaches etcd now (a linearizable read every
+	// 0.5 s, answered within 2 s). While it does not, members is empty, counts
+	// come from the replica's cache, and writes answer UNAVAILABLE.
+	EtcdReachable bool `protobuf:"varint,13,opt,name=etcd_reachable,json=etcdReachable,proto3" json:"etcd_reachable,omitempty"`
+	// The last period the answering replica could not reach etcd (since it
+	// started); unset if it never lost etcd.
+	LastEtcdOutage *EtcdOutage `protobuf:"bytes,14,opt,name=last_etcd_outage,json=lastEtcdOutage,proto3" json:"last_etcd_outage,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -387,6 +394,122 @@ func (x *GetClusterStatusResponse) GetWorkersDown() uint32 {
 	return 0
 }
 
+func (x *GetClusterStatusResponse) GetEtcdReachable() bool {
+	if x != nil {
+		return x.EtcdReachable
+	}
+	return false
+}
+
+func (x *GetClusterStatusResponse) GetLastEtcdOutage() *EtcdOutage {
+	if x != nil {
+		return x.LastEtcdOutage
+	}
+	return nil
+}
+
+// EtcdOutage is one period during which a replica could not reach etcd, and
+// what the replica did about it once etcd answered again.
+type EtcdOutage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When etcd stopped answering.
+	LostTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=lost_time,json=lostTime,proto3" json:"lost_time,omitempty"`
+	// When etcd answered again; unset while the outage lasts.
+	RestoredTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=restored_time,json=restoredTime,proto3" json:"restored_time,omitempty"`
+	// How long the outage lasted (so far, while it lasts), in seconds.
+	Seconds float64 `protobuf:"fixed64,3,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	// The error that began it, e.g. "no answer within 2000 ms".
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Whether the replica's lease had expired in etcd and a new one was granted.
+	LeaseRenewed bool `protobuf:"varint,5,opt,name=lease_renewed,json=leaseRenewed,proto3" json:"lease_renewed,omitempty"`
+	// Worker records this replica wrote again afterwards (re-created, or bound to
+	// its new lease) for workers whose streams it held throughout.
+	WorkersReregistered uint32 `protobuf:"varint,6,opt,name=workers_reregistered,json=workersReregistered,proto3" json:"workers_reregistered,omitempty"`
+	// The names of the first 10 of those workers.
+	ReregisteredWorkers []string `protobuf:"bytes,7,rep,name=reregistered_workers,json=reregisteredWorkers,proto3" json:"reregistered_workers,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EtcdOutage) Reset() {
+	*x = EtcdOutage{}
+	mi := &file_crms_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdOutage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdOutage) ProtoMessage() {}
+
+func (x *EtcdOutage) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdOutage.ProtoReflect.Descriptor instead.
+func (*EtcdOutage) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EtcdOutage) GetLostTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LostTime
+	}
+	return nil
+}
+
+func (x *EtcdOutage) GetRestoredTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RestoredTime
+	}
+	return nil
+}
+
+func (x *EtcdOutage) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *EtcdOutage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *EtcdOutage) GetLeaseRenewed() bool {
+	if x != nil {
+		return x.LeaseRenewed
+	}
+	return false
+}
+
+func (x *EtcdOutage) GetWorkersReregistered() uint32 {
+	if x != nil {
+		return x.WorkersReregistered
+	}
+	return 0
+}
+
+func (x *EtcdOutage) GetReregisteredWorkers() []string {
+	if x != nil {
+		return x.ReregisteredWorkers
+	}
+	return nil
+}
+
 // CompactRequest asks for an etcd compaction.
 type CompactRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -398,7 +521,7 @@ type CompactRequest struct {
 
 func (x *CompactRequest) Reset() {
 	*x = CompactRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[4]
+	mi := &file_crms_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +533,7 @@ func (x *CompactRequest) String() string {
 func (*CompactRequest) ProtoMessage() {}
 
 func (x *CompactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[4]
+	mi := &file_crms_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +546,7 @@ func (x *CompactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
 func (*CompactRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CompactRequest) GetRevision() int64 {
@@ -444,7 +567,7 @@ type CompactResponse struct {
 
 func (x *CompactResponse) Reset() {
 	*x = CompactResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[5]
+	mi := &file_crms_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +579,7 @@ func (x *CompactResponse) String() string {
 func (*CompactResponse) ProtoMessage() {}
 
 func (x *CompactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[5]
+	mi := &file_crms_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +592,7 @@ func (x *CompactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
 func (*CompactResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CompactResponse) GetRevision() int64 {
@@ -488,7 +611,7 @@ type DefragmentRequest struct {
 
 func (x *DefragmentRequest) Reset() {
 	*x = DefragmentRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[6]
+	mi := &file_crms_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +623,7 @@ func (x *DefragmentRequest) String() string {
 func (*DefragmentRequest) ProtoMessage() {}
 
 func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[6]
+	mi := &file_crms_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +636,7 @@ func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefragmentRequest.ProtoReflect.Descriptor instead.
 func (*DefragmentRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 // DefragmentResponse reports each member's size before and after.
@@ -529,7 +652,7 @@ type DefragmentResponse struct {
 
 func (x *DefragmentResponse) Reset() {
 	*x = DefragmentResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[7]
+	mi := &file_crms_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +664,7 @@ func (x *DefragmentResponse) String() string {
 func (*DefragmentResponse) ProtoMessage() {}
 
 func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[7]
+	mi := &file_crms_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +677,7 @@ func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefragmentResponse.ProtoReflect.Descriptor instead.
 func (*DefragmentResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DefragmentResponse) GetBefore() []*EtcdMember {
@@ -580,7 +703,7 @@ type DisarmAlarmsRequest struct {
 
 func (x *DisarmAlarmsRequest) Reset() {
 	*x = DisarmAlarmsRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[8]
+	mi := &file_crms_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +715,7 @@ func (x *DisarmAlarmsRequest) String() string {
 func (*DisarmAlarmsRequest) ProtoMessage() {}
 
 func (x *DisarmAlarmsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[8]
+	mi := &file_crms_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +728,7 @@ func (x *DisarmAlarmsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisarmAlarmsRequest.ProtoReflect.Descriptor instead.
 func (*DisarmAlarmsRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 // DisarmAlarmsResponse lists what was cleared.
@@ -619,7 +742,7 @@ type DisarmAlarmsResponse struct {
 
 func (x *DisarmAlarmsResponse) Reset() {
 	*x = DisarmAlarmsResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[9]
+	mi := &file_crms_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +754,7 @@ func (x *DisarmAlarmsResponse) String() string {
 func (*DisarmAlarmsResponse) ProtoMessage() {}
 
 func (x *DisarmAlarmsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[9]
+	mi := &file_crms_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +767,7 @@ func (x *DisarmAlarmsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisarmAlarmsResponse.ProtoReflect.Descriptor instead.
 func (*DisarmAlarmsResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DisarmAlarmsResponse) GetDisarmed() []string {
@@ -670,7 +793,7 @@ type RecoverRequest struct {
 
 func (x *RecoverRequest) Reset() {
 	*x = RecoverRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[10]
+	mi := &file_crms_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +805,7 @@ func (x *RecoverRequest) String() string {
 func (*RecoverRequest) ProtoMessage() {}
 
 func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[10]
+	mi := &file_crms_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +818,7 @@ func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverRequest.ProtoReflect.Descriptor instead.
 func (*RecoverRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecoverRequest) GetKeepFinished() uint64 {
@@ -724,7 +847,7 @@ type RecoverResponse struct {
 
 func (x *RecoverResponse) Reset() {
 	*x = RecoverResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[11]
+	mi := &file_crms_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +859,7 @@ func (x *RecoverResponse) String() string {
 func (*RecoverResponse) ProtoMessage() {}
 
 func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[11]
+	mi := &file_crms_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +872,7 @@ func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
 func (*RecoverResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecoverResponse) GetDeletedJobs() uint64 {
@@ -796,7 +919,7 @@ type RunRetentionRequest struct {
 
 func (x *RunRetentionRequest) Reset() {
 	*x = RunRetentionRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[12]
+	mi := &file_crms_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +931,7 @@ func (x *RunRetentionRequest) String() string {
 func (*RunRetentionRequest) ProtoMessage() {}
 
 func (x *RunRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[12]
+	mi := &file_crms_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +944,7 @@ func (x *RunRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRetentionRequest.ProtoReflect.Descriptor instead.
 func (*RunRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 // RunRetentionResponse reports what retention deleted.
@@ -835,7 +958,7 @@ type RunRetentionResponse struct {
 
 func (x *RunRetentionResponse) Reset() {
 	*x = RunRetentionResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[13]
+	mi := &file_crms_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +970,7 @@ func (x *RunRetentionResponse) String() string {
 func (*RunRetentionResponse) ProtoMessage() {}
 
 func (x *RunRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[13]
+	mi := &file_crms_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +983,7 @@ func (x *RunRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRetentionResponse.ProtoReflect.Descriptor instead.
 func (*RunRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunRetentionResponse) GetDeleted() uint64 {
@@ -890,7 +1013,7 @@ type ApiToken struct {
 
 func (x *ApiToken) Reset() {
 	*x = ApiToken{}
-	mi := &file_crms_v1_admin_proto_msgTypes[14]
+	mi := &file_crms_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1025,7 @@ func (x *ApiToken) String() string {
 func (*ApiToken) ProtoMessage() {}
 
 func (x *ApiToken) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[14]
+	mi := &file_crms_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1038,7 @@ func (x *ApiToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
 func (*ApiToken) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApiToken) GetId() string {
@@ -972,7 +1095,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[15]
+	mi := &file_crms_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1107,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[15]
+	mi := &file_crms_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1120,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -1041,7 +1164,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[16]
+	mi := &file_crms_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1176,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[16]
+	mi := &file_crms_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1189,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTokenResponse) GetToken() *ApiToken {
@@ -1092,7 +1215,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[17]
+	mi := &file_crms_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1227,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[17]
+	mi := &file_crms_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1240,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 // ListTokensResponse lists every API token (without secrets).
@@ -1131,7 +1254,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[18]
+	mi := &file_crms_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1266,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[18]
+	mi := &file_crms_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1279,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListTokensResponse) GetTokens() []*ApiToken {
@@ -1177,7 +1300,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[19]
+	mi := &file_crms_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1312,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[19]
+	mi := &file_crms_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1325,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1223,7 +1346,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[20]
+	mi := &file_crms_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1358,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[20]
+	mi := &file_crms_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1371,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeTokenResponse) GetToken() *ApiToken {
@@ -1280,7 +1403,7 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\bJobCount\x12'\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x11.crms.v1.JobStateR\x05state\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xa6\x03\n" +
+	"\x17GetClusterStatusRequest\"\x8c\x04\n" +
 	"\x18GetClusterStatusResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.crms.v1.EtcdMemberR\amembers\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1f\n" +
@@ -1298,7 +1421,18 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\areplica\x18\n" +
 	" \x01(\tR\areplica\x12)\n" +
 	"\x10scheduler_leader\x18\v \x01(\tR\x0fschedulerLeader\x12!\n" +
-	"\fworkers_down\x18\f \x01(\rR\vworkersDown\",\n" +
+	"\fworkers_down\x18\f \x01(\rR\vworkersDown\x12%\n" +
+	"\x0eetcd_reachable\x18\r \x01(\bR\retcdReachable\x12=\n" +
+	"\x10last_etcd_outage\x18\x0e \x01(\v2\x13.crms.v1.EtcdOutageR\x0elastEtcdOutage\"\xc1\x02\n" +
+	"\n" +
+	"EtcdOutage\x127\n" +
+	"\tlost_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\blostTime\x12?\n" +
+	"\rrestored_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\frestoredTime\x12\x18\n" +
+	"\aseconds\x18\x03 \x01(\x01R\aseconds\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12#\n" +
+	"\rlease_renewed\x18\x05 \x01(\bR\fleaseRenewed\x121\n" +
+	"\x14workers_reregistered\x18\x06 \x01(\rR\x13workersReregistered\x121\n" +
+	"\x14reregistered_workers\x18\a \x03(\tR\x13reregisteredWorkers\",\n" +
 	"\x0eCompactRequest\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"-\n" +
 	"\x0fCompactResponse\x12\x1a\n" +
@@ -1371,66 +1505,70 @@ func file_crms_v1_admin_proto_rawDescGZIP() []byte {
 	return file_crms_v1_admin_proto_rawDescData
 }
 
-var file_crms_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_crms_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_crms_v1_admin_proto_goTypes = []any{
 	(*EtcdMember)(nil),               // 0: crms.v1.EtcdMember
 	(*JobCount)(nil),                 // 1: crms.v1.JobCount
 	(*GetClusterStatusRequest)(nil),  // 2: crms.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 3: crms.v1.GetClusterStatusResponse
-	(*CompactRequest)(nil),           // 4: crms.v1.CompactRequest
-	(*CompactResponse)(nil),          // 5: crms.v1.CompactResponse
-	(*DefragmentRequest)(nil),        // 6: crms.v1.DefragmentRequest
-	(*DefragmentResponse)(nil),       // 7: crms.v1.DefragmentResponse
-	(*DisarmAlarmsRequest)(nil),      // 8: crms.v1.DisarmAlarmsRequest
-	(*DisarmAlarmsResponse)(nil),     // 9: crms.v1.DisarmAlarmsResponse
-	(*RecoverRequest)(nil),           // 10: crms.v1.RecoverRequest
-	(*RecoverResponse)(nil),          // 11: crms.v1.RecoverResponse
-	(*RunRetentionRequest)(nil),      // 12: crms.v1.RunRetentionRequest
-	(*RunRetentionResponse)(nil),     // 13: crms.v1.RunRetentionResponse
-	(*ApiToken)(nil),                 // 14: crms.v1.ApiToken
-	(*CreateTokenRequest)(nil),       // 15: crms.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 16: crms.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 17: crms.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 18: crms.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 19: crms.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 20: crms.v1.RevokeTokenResponse
-	(JobState)(0),                    // 21: crms.v1.JobState
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(*EtcdOutage)(nil),               // 4: crms.v1.EtcdOutage
+	(*CompactRequest)(nil),           // 5: crms.v1.CompactRequest
+	(*CompactResponse)(nil),          // 6: crms.v1.CompactResponse
+	(*DefragmentRequest)(nil),        // 7: crms.v1.DefragmentRequest
+	(*DefragmentResponse)(nil),       // 8: crms.v1.DefragmentResponse
+	(*DisarmAlarmsRequest)(nil),      // 9: crms.v1.DisarmAlarmsRequest
+	(*DisarmAlarmsResponse)(nil),     // 10: crms.v1.DisarmAlarmsResponse
+	(*RecoverRequest)(nil),           // 11: crms.v1.RecoverRequest
+	(*RecoverResponse)(nil),          // 12: crms.v1.RecoverResponse
+	(*RunRetentionRequest)(nil),      // 13: crms.v1.RunRetentionRequest
+	(*RunRetentionResponse)(nil),     // 14: crms.v1.RunRetentionResponse
+	(*ApiToken)(nil),                 // 15: crms.v1.ApiToken
+	(*CreateTokenRequest)(nil),       // 16: crms.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 17: crms.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 18: crms.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 19: crms.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 20: crms.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 21: crms.v1.RevokeTokenResponse
+	(JobState)(0),                    // 22: crms.v1.JobState
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
 }
 var file_crms_v1_admin_proto_depIdxs = []int32{
-	21, // 0: crms.v1.JobCount.state:type_name -> crms.v1.JobState
+	22, // 0: crms.v1.JobCount.state:type_name -> crms.v1.JobState
 	0,  // 1: crms.v1.GetClusterStatusResponse.members:type_name -> crms.v1.EtcdMember
 	1,  // 2: crms.v1.GetClusterStatusResponse.jobs:type_name -> crms.v1.JobCount
-	0,  // 3: crms.v1.DefragmentResponse.before:type_name -> crms.v1.EtcdMember
-	0,  // 4: crms.v1.DefragmentResponse.after:type_name -> crms.v1.EtcdMember
-	0,  // 5: crms.v1.RecoverResponse.members:type_name -> crms.v1.EtcdMember
-	22, // 6: crms.v1.ApiToken.create_time:type_name -> google.protobuf.Timestamp
-	14, // 7: crms.v1.CreateTokenResponse.token:type_name -> crms.v1.ApiToken
-	14, // 8: crms.v1.ListTokensResponse.tokens:type_name -> crms.v1.ApiToken
-	14, // 9: crms.v1.RevokeTokenResponse.token:type_name -> crms.v1.ApiToken
-	2,  // 10: crms.v1.AdminService.GetClusterStatus:input_type -> crms.v1.GetClusterStatusRequest
-	4,  // 11: crms.v1.AdminService.Compact:input_type -> crms.v1.CompactRequest
-	6,  // 12: crms.v1.AdminService.Defragment:input_type -> crms.v1.DefragmentRequest
-	8,  // 13: crms.v1.AdminService.DisarmAlarms:input_type -> crms.v1.DisarmAlarmsRequest
-	10, // 14: crms.v1.AdminService.Recover:input_type -> crms.v1.RecoverRequest
-	12, // 15: crms.v1.AdminService.RunRetention:input_type -> crms.v1.RunRetentionRequest
-	15, // 16: crms.v1.AdminService.CreateToken:input_type -> crms.v1.CreateTokenRequest
-	17, // 17: crms.v1.AdminService.ListTokens:input_type -> crms.v1.ListTokensRequest
-	19, // 18: crms.v1.AdminService.RevokeToken:input_type -> crms.v1.RevokeTokenRequest
-	3,  // 19: crms.v1.AdminService.GetClusterStatus:output_type -> crms.v1.GetClusterStatusResponse
-	5,  // 20: crms.v1.AdminService.Compact:output_type -> crms.v1.CompactResponse
-	7,  // 21: crms.v1.AdminService.Defragment:output_type -> crms.v1.DefragmentResponse
-	9,  // 22: crms.v1.AdminService.DisarmAlarms:output_type -> crms.v1.DisarmAlarmsResponse
-	11, // 23: crms.v1.AdminService.Recover:output_type -> crms.v1.RecoverResponse
-	13, // 24: crms.v1.AdminService.RunRetention:output_type -> crms.v1.RunRetentionResponse
-	16, // 25: crms.v1.AdminService.CreateToken:output_type -> crms.v1.CreateTokenResponse
-	18, // 26: crms.v1.AdminService.ListTokens:output_type -> crms.v1.ListTokensResponse
-	20, // 27: crms.v1.AdminService.RevokeToken:output_type -> crms.v1.RevokeTokenResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 3: crms.v1.GetClusterStatusResponse.last_etcd_outage:type_name -> crms.v1.EtcdOutage
+	23, // 4: crms.v1.EtcdOutage.lost_time:type_name -> google.protobuf.Timestamp
+	23, // 5: crms.v1.EtcdOutage.restored_time:type_name -> google.protobuf.Timestamp
+	0,  // 6: crms.v1.DefragmentResponse.before:type_name -> crms.v1.EtcdMember
+	0,  // 7: crms.v1.DefragmentResponse.after:type_name -> crms.v1.EtcdMember
+	0,  // 8: crms.v1.RecoverResponse.members:type_name -> crms.v1.EtcdMember
+	23, // 9: crms.v1.ApiToken.create_time:type_name -> google.protobuf.Timestamp
+	15, // 10: crms.v1.CreateTokenResponse.token:type_name -> crms.v1.ApiToken
+	15, // 11: crms.v1.ListTokensResponse.tokens:type_name -> crms.v1.ApiToken
+	15, // 12: crms.v1.RevokeTokenResponse.token:type_name -> crms.v1.ApiToken
+	2,  // 13: crms.v1.AdminService.GetClusterStatus:input_type -> crms.v1.GetClusterStatusRequest
+	5,  // 14: crms.v1.AdminService.Compact:input_type -> crms.v1.CompactRequest
+	7,  // 15: crms.v1.AdminService.Defragment:input_type -> crms.v1.DefragmentRequest
+	9,  // 16: crms.v1.AdminService.DisarmAlarms:input_type -> crms.v1.DisarmAlarmsRequest
+	11, // 17: crms.v1.AdminService.Recover:input_type -> crms.v1.RecoverRequest
+	13, // 18: crms.v1.AdminService.RunRetention:input_type -> crms.v1.RunRetentionRequest
+	16, // 19: crms.v1.AdminService.CreateToken:input_type -> crms.v1.CreateTokenRequest
+	18, // 20: crms.v1.AdminService.ListTokens:input_type -> crms.v1.ListTokensRequest
+	20, // 21: crms.v1.AdminService.RevokeToken:input_type -> crms.v1.RevokeTokenRequest
+	3,  // 22: crms.v1.AdminService.GetClusterStatus:output_type -> crms.v1.GetClusterStatusResponse
+	6,  // 23: crms.v1.AdminService.Compact:output_type -> crms.v1.CompactResponse
+	8,  // 24: crms.v1.AdminService.Defragment:output_type -> crms.v1.DefragmentResponse
+	10, // 25: crms.v1.AdminService.DisarmAlarms:output_type -> crms.v1.DisarmAlarmsResponse
+	12, // 26: crms.v1.AdminService.Recover:output_type -> crms.v1.RecoverResponse
+	14, // 27: crms.v1.AdminService.RunRetention:output_type -> crms.v1.RunRetentionResponse
+	17, // 28: crms.v1.AdminService.CreateToken:output_type -> crms.v1.CreateTokenResponse
+	19, // 29: crms.v1.AdminService.ListTokens:output_type -> crms.v1.ListTokensResponse
+	21, // 30: crms.v1.AdminService.RevokeToken:output_type -> crms.v1.RevokeTokenResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_admin_proto_init() }
@@ -1439,14 +1577,14 @@ func file_crms_v1_admin_proto_init() {
 		return
 	}
 	file_crms_v1_job_proto_init()
-	file_crms_v1_admin_proto_msgTypes[10].OneofWrappers = []any{}
+	file_crms_v1_admin_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_admin_proto_rawDesc), len(file_crms_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -47,7 +47,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down")
+    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down", "etcd_reachable", "last_etcd_outage")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class GetClusterStatusResponse(_message.Message):
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_LEADER_FIELD_NUMBER: _ClassVar[int]
     WORKERS_DOWN_FIELD_NUMBER: _ClassVar[int]
+    ETCD_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ETCD_OUTAGE_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
     revision: int
     quota_bytes: int
@@ -72,7 +74,27 @@ class GetClusterStatusResponse(_message.Message):
     replica: str
     scheduler_leader: str
     workers_down: int
-    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ...) -> None: ...
+    etcd_reachable: bool
+    last_etcd_outage: EtcdOutage
+    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ..., etcd_reachable: _Optional[bool] = ..., last_etcd_outage: _Optional[_Union[EtcdOutage, _Mapping]] = ...) -> None: ...
+
+class EtcdOutage(_message.Message):
+    __slots__ = ("lost_time", "restored_time", "seconds", "error", "lease_renewed", "workers_reregistered", "reregistered_workers")
+    LOST_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_TIME_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEASE_RENEWED_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_REREGISTERED_FIELD_NUMBER: _ClassVar[int]
+    REREGISTERED_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    lost_time: _timestamp_pb2.Timestamp
+    restored_time: _timestamp_pb2.Timestamp
+    seconds: float
+    error: str
+    lease_renewed: bool
+    workers_reregistered: int
+    reregistered_workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lost_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., restored_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., lease_renewed: _Optional[bool] = ..., workers_reregistered: _Optional[int] = ..., reregistered_workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ("revision",)
