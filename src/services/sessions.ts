@@ -136,43 +136,72 @@ export class Sessions {
     const { store } = this.deps;
     if (this.reconciling || !store.health.reachable) return this.reconciling ?? Promise.resolve();
     this.reconciling = (async () => {
-      for (const s of [...this.byName.values()]) {
+      const due: WorkerSession[] = [];
+      for (const s of this.byName.values()) {
         const registered = s.registered;
-        if (!s.open || !registered || this.byName.get(s.name) !== s) continue;
-        const ours = (w: Readonly<Worker>) =>
-          w.replica === this.me &&
-          w.attachTime?.seconds === registered.attachTime?.seconds &&
-          w.attachTime?.nanos === registered.attachTime?.nanos;
+        if (!s.open || !registered) continue;
         const e = store.workers.entries.get(s.name);
-        if (e && (!ours(e.value) || e.lease === store.leaseId)) continue;
-        try {
-          await store.updateWorker(
-            s.name,
-            (w) => {
-              if (w) return ours(w) ? { ...w } : undefined;
-              const state = s.state === "DRAINING" ? WorkerState.DRAINING : WorkerState.UP;
-              return { ...registered, state, lastHeartbeat: timestampFromDate(new Date()) };
-            },
-            true,
-          );
-          this.reregistered(s.name, e === undefined);
-        } catch (err) {
-          this.deps.log.warn("re-registering worker failed; retrying", { worker: s.name, error: String(err) });
-          if (!store.health.reachable) break;
-        }
+        if (!e || (this.ours(e.value, registered) && e.lease !== store.leaseId)) due.push(s);
       }
+      // Many at once, so that the batcher packs them: 100,000 workers re-register in seconds.
+      const done = { recreated: [] as string[], rebound: [] as string[] };
+      const failed: string[] = [];
+      for (let i = 0; i < due.length && store.health.reachable; i += 1000) {
+        await Promise.all(due.slice(i, i + 1000).map((s) => this.reregister(s, done, failed)));
+      }
+      if (done.recreated.length || done.rebound.length) {
+        this.deps.log.info("worker records written again", {
+          recreated: done.recreated.length,
+          rebound: done.rebound.length,
+          workers: [...done.recreated, ...done.rebound].slice(0, 10),
+        });
+      }
+      if (failed.length)
+        this.deps.log.warn("re-registering workers failed; retrying in 1s", {
+          workers: failed.length,
+          error: failed[0],
+        });
     })().finally(() => (this.reconciling = undefined));
     return this.reconciling;
   }
 
-  /** Counts a re-registration against the etcd outage in progress or just ended (for admin status). */
-  private reregistered(name: string, recreated: boolean): void {
-    this.deps.log.info(
-      recreated ? "worker record lost in etcd; written again" : "worker record bound to the new lease",
-      {
-        worker: name,
-      },
+  /** Writes a held stream's worker record again: re-created if etcd lost it, else bound to the current lease. */
+  private async reregister(
+    s: WorkerSession,
+    done: { recreated: string[]; rebound: string[] },
+    failed: string[],
+  ): Promise<void> {
+    const registered = s.registered;
+    if (!registered || !s.open || this.byName.get(s.name) !== s) return;
+    const recreated = !this.deps.store.workers.entries.has(s.name);
+    try {
+      await this.deps.store.updateWorker(
+        s.name,
+        (w) => {
+          if (w) return this.ours(w, registered) ? { ...w } : undefined;
+          const state = s.state === "DRAINING" ? WorkerState.DRAINING : WorkerState.UP;
+          return { ...registered, state, lastHeartbeat: timestampFromDate(new Date()) };
+        },
+        true,
+      );
+      (recreated ? done.recreated : done.rebound).push(s.name);
+      this.reregistered(s.name);
+    } catch (err) {
+      failed.push(`${s.name}: ${String(err)}`);
+    }
+  }
+
+  /** Whether a worker record is the one this replica wrote for this stream (the worker did not move since). */
+  private ours(w: Readonly<Worker>, registered: Worker): boolean {
+    return (
+      w.replica === this.me &&
+      w.attachTime?.seconds === registered.attachTime?.seconds &&
+      w.attachTime?.nanos === registered.attachTime?.nanos
     );
+  }
+
+  /** Counts a re-registration against the etcd outage in progress or just ended (for admin status). */
+  private reregistered(name: string): void {
     const outage = this.deps.store.health.last;
     if (!outage || (outage.restoredAt && Date.now() - outage.restoredAt.getTime() > 60_000)) return;
     outage.reregistered++;

@@ -4,7 +4,7 @@
  * branch reads every compared key, so each transition learns alone whether it
  * lost (and sees the current record) or should go again in the next batch.
  */
-import type { Etcd3, ICompare, IRequestOp } from "etcd3";
+import { type Etcd3, EtcdLeaseInvalidError, type ICompare, type IRequestOp } from "etcd3";
 
 /** A revision check on one key: its mod or create revision must equal `revision` (0: absent). */
 export interface Compare {
@@ -143,6 +143,14 @@ export class Batcher {
     this.inFlight++;
     this.run(batch)
       .catch((err) => {
+        if (err instanceof EtcdLeaseInvalidError && batch.length > 1) {
+          // A put naming a lease etcd no longer has fails the whole Txn: only the
+          // transitions that put with a lease fail, the others go again.
+          const leased = (p: Pending) => p.writes.some((w) => w.type === "put" && w.lease && w.lease !== "0");
+          for (const p of batch) if (leased(p)) p.reject(err);
+          this.queue.unshift(...batch.filter((p) => !leased(p)));
+          return;
+        }
         for (const p of batch) p.reject(err);
       })
       .finally(() => {

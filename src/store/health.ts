@@ -48,6 +48,8 @@ export class EtcdHealth extends EventEmitter<HealthEvents> {
   last?: Outage;
   private timer?: NodeJS.Timeout;
   private probing = false;
+  /** When etcd last answered a probe or a guarded call (ms). */
+  private lastAnswer = Date.now();
   /** Rejections of the writes waiting on etcd now. */
   private readonly waiting = new Set<(err: CrmsError) => void>();
 
@@ -84,7 +86,8 @@ export class EtcdHealth extends EventEmitter<HealthEvents> {
       ]);
       this.answered();
     } catch (err) {
-      this.failed(err);
+      // A slow probe while writes keep landing (a busy etcd) is not an outage.
+      if (Date.now() - this.lastAnswer >= timeoutMs) this.failed(err);
     } finally {
       clearTimeout(timer);
       this.probing = false;
@@ -93,6 +96,7 @@ export class EtcdHealth extends EventEmitter<HealthEvents> {
 
   /** etcd answered: ends an outage. */
   answered(): void {
+    this.lastAnswer = Date.now();
     if (this.reachable) return;
     this.reachable = true;
     const outage = this.last as Outage;
@@ -132,6 +136,7 @@ export class EtcdHealth extends EventEmitter<HealthEvents> {
       fn().then(
         (v) => {
           this.waiting.delete(reject);
+          this.answered();
           resolve(v);
         },
         (err) => {
