@@ -61,41 +61,44 @@ async function stall(
       "the three jobs to run",
     );
 
+    // A submit as clients make it: retried on UNAVAILABLE with its request id for `budgetMs`.
+    const submitDuring = (requestId: string, budgetMs: number): Promise<Outcome> => {
+      const start = Date.now();
+      const out: Outcome = { ok: false, codes: [], messages: [], firstAnswerMs: -1 };
+      const seen = (err: unknown) => {
+        if (out.firstAnswerMs < 0) out.firstAnswerMs = Date.now() - start;
+        out.codes.push(codeName(err));
+        out.messages.push((err as Error).message);
+      };
+      return client
+        .submit(
+          { name: requestId, command: cluster.markerCommand(), maxRetries: 0 },
+          { requestId, timeoutMs: 8_000, retry: { budgetMs }, onRetry: seen },
+        )
+        .then(
+          (job) => {
+            if (out.firstAnswerMs < 0) out.firstAnswerMs = Date.now() - start;
+            acknowledged.set(requestId, job.id);
+            out.ok = true;
+            return out;
+          },
+          (err) => {
+            seen(err);
+            return out;
+          },
+        );
+    };
     const stopped = cluster.etcd.members.slice(0, opts.stopped);
     for (const m of stopped) m.process.kill("SIGSTOP");
     const stalledAt = Date.now();
     try {
+      // One submit at once, before the replica can know etcd stopped: its write is sent
+      // and waits; it is answered UNAVAILABLE (outcome unknown) and its retries land one job.
+      const atOnce = submitDuring(`${tag}-at-once`, 120_000);
       // A ends while etcd is away.
       writeFileSync(gate("a"), "");
       await sleep(4_000);
-      // Two submits during the stall, as clients make them: one that gives up after
-      // a few seconds, one that keeps retrying with its request id.
-      const submitDuring = (requestId: string, budgetMs: number): Promise<Outcome> => {
-        const start = Date.now();
-        const out: Outcome = { ok: false, codes: [], messages: [], firstAnswerMs: -1 };
-        const seen = (err: unknown) => {
-          if (out.firstAnswerMs < 0) out.firstAnswerMs = Date.now() - start;
-          out.codes.push(codeName(err));
-          out.messages.push((err as Error).message);
-        };
-        return client
-          .submit(
-            { name: requestId, command: cluster.markerCommand(), maxRetries: 0 },
-            { requestId, timeoutMs: 8_000, retry: { budgetMs }, onRetry: seen },
-          )
-          .then(
-            (job) => {
-              if (out.firstAnswerMs < 0) out.firstAnswerMs = Date.now() - start;
-              acknowledged.set(requestId, job.id);
-              out.ok = true;
-              return out;
-            },
-            (err) => {
-              seen(err);
-              return out;
-            },
-          );
-      };
+      // Then two: one that gives up after a few seconds, one that keeps retrying.
       const givesUp = submitDuring(`${tag}-gives-up`, 3_000);
       const keepsTrying = submitDuring(`${tag}-keeps-trying`, 120_000);
       const early = await givesUp;
@@ -124,12 +127,18 @@ async function stall(
       );
       t.log(`worker UP ${((Date.now() - resumedAt) / 1000).toFixed(1)} s after etcd returned`);
       const late = await keepsTrying;
-      t.log(`submit during the stall (retrying): ok=${late.ok} codes=${late.codes.join(",")}`);
-      t.true(late.ok, "the retried submit lands once etcd is back");
-      t.true(
-        late.codes.every((c) => c === "UNAVAILABLE"),
-        `it was only refused with UNAVAILABLE: ${late.codes}`,
-      );
+      const first = await atOnce;
+      for (const [what, o] of [
+        ["retrying", late],
+        ["at once, retrying", first],
+      ] as const) {
+        t.log(`submit during the stall (${what}): ok=${o.ok} codes=${o.codes.join(",")} ${o.messages[0]}`);
+        t.true(o.ok, `the retried submit (${what}) lands once etcd is back`);
+        t.true(
+          o.codes.every((c) => c === "UNAVAILABLE"),
+          `it was only answered UNAVAILABLE (never INTERNAL or a deadline): ${o.codes}`,
+        );
+      }
     } finally {
       for (const m of stopped) m.process.kill("SIGCONT");
     }
@@ -165,10 +174,15 @@ async function stall(
     const jobs = [...result.jobs.values()];
     t.is(jobs.filter((j) => j.requestId === `${tag}-gives-up`).length, 0, "the submit that gave up created nothing");
     t.is(jobs.filter((j) => j.requestId === `${tag}-keeps-trying`).length, 1, "the retried submit created one job");
+    t.is(
+      jobs.filter((j) => j.requestId === `${tag}-at-once`).length,
+      1,
+      "the submit sent into the stall created one job",
+    );
     t.log(
       summaryLine(tag, {
         faults: 1,
-        submitted: 6,
+        submitted: 7,
         acknowledged: acknowledged.size,
         finished: result.finished,
         lost: result.lost,
