@@ -117,10 +117,14 @@ export class Sessions {
     }
   }
 
-  /** After the replica lease was renewed, bind our workers' records to it again (or write them again). */
+  /**
+   * After the replica lease was renewed, bind every held worker's record to it
+   * (or write it again): all of them, not only those the cache shows stale, since
+   * a watch may not have delivered the deletions yet.
+   */
   private async rebindAll(): Promise<void> {
     while (this.reconciling) await this.reconciling;
-    await this.reconcile();
+    await this.reconcile(true);
   }
 
   private reconciling?: Promise<void>;
@@ -132,7 +136,7 @@ export class Sessions {
    * once when etcd returns and after a lease renewal, so a missed step heals
    * itself; a record another replica wrote since (the worker moved) is left alone.
    */
-  reconcile(): Promise<void> {
+  reconcile(all = false): Promise<void> {
     const { store } = this.deps;
     if (this.reconciling || !store.health.reachable) return this.reconciling ?? Promise.resolve();
     this.reconciling = (async () => {
@@ -141,7 +145,8 @@ export class Sessions {
         const registered = s.registered;
         if (!s.open || !registered) continue;
         const e = store.workers.entries.get(s.name);
-        if (!e || (this.ours(e.value, registered) && e.lease !== store.leaseId)) due.push(s);
+        const stale = all && s.boundLease !== store.leaseId;
+        if (stale || !e || (this.ours(e.value, registered) && e.lease !== store.leaseId)) due.push(s);
       }
       // Many at once, so that the batcher packs them: 100,000 workers re-register in seconds.
       const done = { recreated: [] as string[], rebound: [] as string[] };
@@ -184,6 +189,7 @@ export class Sessions {
         },
         true,
       );
+      s.boundLease = this.deps.store.workers.entries.get(s.name)?.lease;
       (recreated ? done.recreated : done.rebound).push(s.name);
       this.reregistered(s.name);
     } catch (err) {
@@ -204,6 +210,7 @@ export class Sessions {
   private reregistered(name: string): void {
     const outage = this.deps.store.health.last;
     if (!outage || (outage.restoredAt && Date.now() - outage.restoredAt.getTime() > 60_000)) return;
+    if (outage.reregisteredNames.includes(name)) return;
     outage.reregistered++;
     if (outage.reregisteredNames.length < 10) outage.reregisteredNames.push(name);
   }
@@ -424,6 +431,7 @@ export class Sessions {
       true,
     );
     session.registered = written;
+    session.boundLease = this.deps.store.workers.entries.get(hello.name)?.lease;
     const draining = written?.state === WorkerState.DRAINING;
     if (draining) session.to("drain");
     session.send({

@@ -53,6 +53,8 @@ export class WorkerSession {
   identity?: Identity;
   /** The worker record written at hello: what reconciliation writes again if etcd lost it. */
   registered?: Worker;
+  /** The replica lease that record was last written with here. */
+  boundLease?: string;
 
   to(event: SessionEvent): void {
     this.state = sessionTransition(this.state, event);
