@@ -28,12 +28,12 @@ const codeName = (err: unknown) => grpc.status[(err as { code?: number }).code ?
 async function stall(
   t: ExecutionContext,
   tag: string,
-  opts: { etcdMembers: number; stopped: number; seconds: number },
+  opts: { etcdMembers: number; stopped: number; seconds: number; replicas: number },
 ): Promise<void> {
-  // As `crms dev`: one replica, one worker; a grace shorter than the stall.
+  // One worker (on the first replica) and a grace shorter than the stall; with one replica as `crms dev`.
   const cluster = await FaultCluster.start({
     etcdMembers: opts.etcdMembers,
-    replicas: 1,
+    replicas: opts.replicas,
     workers: 1,
     slots: 4,
     grace: 6,
@@ -213,13 +213,88 @@ async function stall(
 }
 
 test("the only etcd member stalls 15 s while jobs run: the worker stays registered, reports land, writes answer UNAVAILABLE", async (t) => {
-  await stall(t, "etcd-stall-15s", { etcdMembers: 1, stopped: 1, seconds: 15 });
+  await stall(t, "etcd-stall-15s", { etcdMembers: 1, stopped: 1, seconds: 15, replicas: 1 });
 });
 
 test("the only etcd member stalls 40 s: the same, and no job is LOST or requeued", async (t) => {
-  await stall(t, "etcd-stall-40s", { etcdMembers: 1, stopped: 1, seconds: 40 });
+  await stall(t, "etcd-stall-40s", { etcdMembers: 1, stopped: 1, seconds: 40, replicas: 1 });
 });
 
-test("a 3-member etcd loses quorum for 40 s (two members stopped): the same", async (t) => {
-  await stall(t, "etcd-quorum-40s", { etcdMembers: 3, stopped: 2, seconds: 40 });
+test("a 3-member etcd loses quorum for 40 s (two members stopped) under two replicas: the same", async (t) => {
+  await stall(t, "etcd-quorum-40s", { etcdMembers: 3, stopped: 2, seconds: 40, replicas: 2 });
+});
+
+test("a worker cut off just before etcd stalls past its grace, back soon after etcd returns, keeps its jobs (a fresh grace)", async (t) => {
+  const tag = "etcd-stall-fresh-grace";
+  const cluster = await FaultCluster.start({ etcdMembers: 1, replicas: 1, workers: 1, slots: 2, grace: 6 });
+  try {
+    const client = cluster.client();
+    const go = join(cluster.dir, "go");
+    const acknowledged = new Map<string, string>();
+    for (const name of ["a", "b"]) {
+      const job = await client.submit(
+        { name, command: cluster.markerCommand(`while [ ! -e ${go} ]; do sleep 0.1; done`), maxRetries: 0 },
+        { requestId: `${tag}-${name}` },
+      );
+      acknowledged.set(`${tag}-${name}`, job.id);
+    }
+    await waitFor(
+      async () => {
+        for (const id of acknowledged.values())
+          if ((await client.getJob(id).catch(() => undefined))?.state !== JobState.RUNNING) return false;
+        return true;
+      },
+      30_000,
+      "the jobs to run",
+    );
+    // The worker stops answering; its replica marks it DISCONNECTED (its grace starts), then etcd stalls.
+    const worker = cluster.workers[0];
+    worker?.signal("SIGSTOP");
+    await waitFor(
+      async () => (await client.getWorker("w0").catch(() => undefined))?.state === WorkerState.DISCONNECTED,
+      30_000,
+      "w0 DISCONNECTED",
+    );
+    const etcd = cluster.etcd.members[0];
+    etcd?.process.kill("SIGSTOP");
+    try {
+      await sleep(2 * cluster.graceSeconds * 1000); // the grace runs out while etcd is away
+      etcd?.process.kill("SIGCONT");
+      // The worker comes back a while after the replica reaches etcd again, within a (fresh) grace.
+      await waitFor(
+        async () => (await client.clusterStatus({ timeoutMs: 2_000 }).catch(() => undefined))?.etcdReachable === true,
+        20_000,
+        "the replica to reach etcd again",
+      );
+      await sleep(cluster.graceSeconds * 500);
+    } finally {
+      etcd?.process.kill("SIGCONT");
+      worker?.signal("SIGCONT");
+    }
+    await waitFor(
+      async () => (await client.getWorker("w0").catch(() => undefined))?.state === WorkerState.UP,
+      20_000,
+      "w0 attached again",
+    );
+    writeFileSync(go, "");
+    for (const id of acknowledged.values()) {
+      const job = await client.wait(id, { timeoutMs: 60_000 });
+      t.is(job.state, JobState.SUCCEEDED, `job ${id}: ${job.error}`);
+      t.is(job.attempt, 1, `job ${id} was not LOST and run again`);
+    }
+    const result = await account(cluster, acknowledged);
+    t.log(
+      summaryLine(tag, {
+        faults: 2,
+        submitted: 2,
+        acknowledged: acknowledged.size,
+        finished: result.finished,
+        lost: result.lost,
+        duplicated: result.duplicated,
+      }),
+    );
+    t.deepEqual(result.problems, []);
+  } finally {
+    await cluster.stop();
+  }
 });
