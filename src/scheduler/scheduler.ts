@@ -192,6 +192,8 @@ export class Scheduler {
     try {
       this.again = false;
       if (!this.running || this.pending.size === 0) return;
+      // Every write would be refused: wait for etcd's return (it kicks) instead of spinning.
+      if (!this.store.health.reachable) return;
       this.stats.passes++;
       const workers = this.workerSlots();
       const fence = this.election.fence();
@@ -347,7 +349,8 @@ export class Scheduler {
 
   /** Marks LOST the jobs of workers detached for longer than the grace period. */
   private async reapLost(): Promise<void> {
-    if (!this.running) return;
+    // Nobody is declared gone while etcd is away; its return gives everyone a fresh grace.
+    if (!this.running || !this.store.health.reachable) return;
     const now = Date.now();
     for (const [name, since] of this.goneSince) {
       if (now - since < this.graceMs) continue;
