@@ -146,7 +146,8 @@ export class Sessions {
         if (!s.open || !registered) continue;
         const e = store.workers.entries.get(s.name);
         const stale = all && s.boundLease !== store.leaseId;
-        if (stale || !e || (this.ours(e.value, registered) && e.lease !== store.leaseId)) due.push(s);
+        const ours = e !== undefined && this.ours(e.value, registered);
+        if (stale || !e || (ours && (e.lease !== store.leaseId || this.notLive(e.value)))) due.push(s);
       }
       // Many at once, so that the batcher packs them: 100,000 workers re-register in seconds.
       const done = { recreated: [] as string[], rebound: [] as string[] };
@@ -183,8 +184,9 @@ export class Sessions {
       await this.deps.store.updateWorker(
         s.name,
         (w) => {
-          if (w) return this.ours(w, registered) ? { ...w } : undefined;
           const state = s.state === "DRAINING" ? WorkerState.DRAINING : WorkerState.UP;
+          // The stream is held here, so the worker is live whatever the record says.
+          if (w) return this.ours(w, registered) ? { ...w, state: this.notLive(w) ? state : w.state } : undefined;
           return { ...registered, state, lastHeartbeat: timestampFromDate(new Date()) };
         },
         true,
@@ -195,6 +197,11 @@ export class Sessions {
     } catch (err) {
       failed.push(`${s.name}: ${String(err)}`);
     }
+  }
+
+  /** A record saying the worker is away (written while etcd could not take this replica's word). */
+  private notLive(w: Readonly<Worker>): boolean {
+    return w.state === WorkerState.DISCONNECTED || w.state === WorkerState.DOWN;
   }
 
   /** Whether a worker record is the one this replica wrote for this stream (the worker did not move since). */
