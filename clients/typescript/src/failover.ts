@@ -32,6 +32,20 @@ function codeOf(err: unknown): number | undefined {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Whether a failed call may be sent again with the same request id: the
+ * replica could not be reached or did not answer in time, or the connection
+ * was reset under the call (grpc-js reports an HTTP/2 stream reset, as when a
+ * replica stops mid-call, as INTERNAL "Received RST_STREAM ..."; the server
+ * never answered it).
+ */
+export function isRetryableTransportError(err: unknown): boolean {
+  const code = codeOf(err);
+  if (code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED) return true;
+  const details = String((err as { details?: unknown } | undefined)?.details ?? "");
+  return code === grpc.status.INTERNAL && /^Received RST_STREAM|Session closed/.test(details);
+}
+
 export class FailoverTransport {
   readonly transports: ServiceTransport[];
   #current = 0;
@@ -95,8 +109,8 @@ export interface RetryOptions {
 }
 
 /**
- * Runs `call` until it succeeds, retrying UNAVAILABLE and DEADLINE_EXCEEDED
- * with backoff for up to `budgetMs`; the caller keeps the request identical
+ * Runs `call` until it succeeds, retrying UNAVAILABLE, DEADLINE_EXCEEDED and
+ * connection resets (`isRetryableTransportError`) with backoff for up to `budgetMs`; the caller keeps the request identical
  * (same request id), so the server creates one job however many times it is sent.
  * Other errors, and the last error once the budget is spent, are thrown.
  */
@@ -113,9 +127,7 @@ export async function retrySameRequest<T>(
     try {
       return await call(Math.max(1, Math.min(attemptTimeout, deadline - Date.now())));
     } catch (err) {
-      const code = codeOf(err);
-      const retryable = code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED;
-      if (!retryable || Date.now() + delay >= deadline) throw err;
+      if (!isRetryableTransportError(err) || Date.now() + delay >= deadline) throw err;
       onRetry?.(err);
       await sleep(delay);
       delay = Math.min(delay * 2, 2_000);
