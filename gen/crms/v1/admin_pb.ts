@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/admin.proto.
  */
 export const file_crms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3Qi7gIKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkSFAoMd29ya2Vyc19kb3duGAwgASgNEhYKDmV0Y2RfcmVhY2hhYmxlGA0gASgIEi0KEGxhc3RfZXRjZF9vdXRhZ2UYDiABKAsyEy5jcm1zLnYxLkV0Y2RPdXRhZ2Ui4QEKCkV0Y2RPdXRhZ2USLQoJbG9zdF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1yZXN0b3JlZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzZWNvbmRzGAMgASgBEg0KBWVycm9yGAQgASgJEhUKDWxlYXNlX3JlbmV3ZWQYBSABKAgSHAoUd29ya2Vyc19yZXJlZ2lzdGVyZWQYBiABKA0SHAoUcmVyZWdpc3RlcmVkX3dvcmtlcnMYByADKAkiIgoOQ29tcGFjdFJlcXVlc3QSEAoIcmV2aXNpb24YASABKAMiIwoPQ29tcGFjdFJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDIhMKEURlZnJhZ21lbnRSZXF1ZXN0Il0KEkRlZnJhZ21lbnRSZXNwb25zZRIjCgZiZWZvcmUYASADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISIgoFYWZ0ZXIYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXIiFQoTRGlzYXJtQWxhcm1zUmVxdWVzdCIoChREaXNhcm1BbGFybXNSZXNwb25zZRIQCghkaXNhcm1lZBgBIAMoCSI+Cg5SZWNvdmVyUmVxdWVzdBIaCg1rZWVwX2ZpbmlzaGVkGAEgASgESACIAQFCEAoOX2tlZXBfZmluaXNoZWQijQEKD1JlY292ZXJSZXNwb25zZRIUCgxkZWxldGVkX2pvYnMYBSABKAQSGgoSY29tcGFjdGVkX3JldmlzaW9uGAEgASgDEiQKB21lbWJlcnMYAiADKAsyEy5jcm1zLnYxLkV0Y2RNZW1iZXISEAoIZGlzYXJtZWQYAyADKAkSEAoId3JpdGFibGUYBCABKAgiFQoTUnVuUmV0ZW50aW9uUmVxdWVzdCInChRSdW5SZXRlbnRpb25SZXNwb25zZRIPCgdkZWxldGVkGAEgASgEInMKCEFwaVRva2VuEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZ3b3JrZXIYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlMKEkNyZWF0ZVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSDgoGd29ya2VyGAMgASgJEhEKCWJvb3RzdHJhcBgEIAEoCCJHChNDcmVhdGVUb2tlblJlc3BvbnNlEiAKBXRva2VuGAEgASgLMhEuY3Jtcy52MS5BcGlUb2tlbhIOCgZzZWNyZXQYAiABKAkiEwoRTGlzdFRva2Vuc1JlcXVlc3QiNwoSTGlzdFRva2Vuc1Jlc3BvbnNlEiEKBnRva2VucxgBIAMoCzIRLmNybXMudjEuQXBpVG9rZW4iIAoSUmV2b2tlVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIjcKE1Jldm9rZVRva2VuUmVzcG9uc2USIAoFdG9rZW4YASABKAsyES5jcm1zLnYxLkFwaVRva2VuMp8FCgxBZG1pblNlcnZpY2USVwoQR2V0Q2x1c3RlclN0YXR1cxIgLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QaIS5jcm1zLnYxLkdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRI8CgdDb21wYWN0EhcuY3Jtcy52MS5Db21wYWN0UmVxdWVzdBoYLmNybXMudjEuQ29tcGFjdFJlc3BvbnNlEkUKCkRlZnJhZ21lbnQSGi5jcm1zLnYxLkRlZnJhZ21lbnRSZXF1ZXN0GhsuY3Jtcy52MS5EZWZyYWdtZW50UmVzcG9uc2USSwoMRGlzYXJtQWxhcm1zEhwuY3Jtcy52MS5EaXNhcm1BbGFybXNSZXF1ZXN0Gh0uY3Jtcy52MS5EaXNhcm1BbGFybXNSZXNwb25zZRI8CgdSZWNvdmVyEhcuY3Jtcy52MS5SZWNvdmVyUmVxdWVzdBoYLmNybXMudjEuUmVjb3ZlclJlc3BvbnNlEksKDFJ1blJldGVudGlvbhIcLmNybXMudjEuUnVuUmV0ZW50aW9uUmVxdWVzdBodLmNybXMudjEuUnVuUmV0ZW50aW9uUmVzcG9uc2USSAoLQ3JlYXRlVG9rZW4SGy5jcm1zLnYxLkNyZWF0ZVRva2VuUmVxdWVzdBocLmNybXMudjEuQ3JlYXRlVG9rZW5SZXNwb25zZRJFCgpMaXN0VG9rZW5zEhouY3Jtcy52MS5MaXN0VG9rZW5zUmVxdWVzdBobLmNybXMudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEkgKC1Jldm9rZVRva2VuEhsuY3Jtcy52MS5SZXZva2VUb2tlblJlcXVlc3QaHC5jcm1zLnYxLlJldm9rZVRva2VuUmVzcG9uc2ViBnByb3RvMw", [file_crms_v1_job, file_google_protobuf_timestamp]);
+  fileDesc("ChNjcm1zL3YxL2FkbWluLnByb3RvEgdjcm1zLnYxIrUBCgpFdGNkTWVtYmVyEhAKCGVuZHBvaW50GAEgASgJEgoKAmlkGAIgASgJEgwKBG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkYl9zaXplGAUgASgDEhYKDmRiX3NpemVfaW5fdXNlGAYgASgDEg4KBmxlYWRlchgHIAEoCBISCgpyYWZ0X2luZGV4GAggASgEEg4KBmFsYXJtcxgJIAMoCRINCgVlcnJvchgKIAEoCSI7CghKb2JDb3VudBIgCgVzdGF0ZRgBIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFY291bnQYAiABKAQiGQoXR2V0Q2x1c3RlclN0YXR1c1JlcXVlc3QisgMKGEdldENsdXN0ZXJTdGF0dXNSZXNwb25zZRIkCgdtZW1iZXJzGAEgAygLMhMuY3Jtcy52MS5FdGNkTWVtYmVyEhAKCHJldmlzaW9uGAIgASgDEhMKC3F1b3RhX2J5dGVzGAMgASgDEg4KBmFsYXJtcxgEIAMoCRIPCgd3b3JrZXJzGAUgASgNEhIKCndvcmtlcnNfdXAYBiABKA0SEwoLc2xvdHNfdG90YWwYByABKA0SEgoKc2xvdHNfdXNlZBgIIAEoDRIfCgRqb2JzGAkgAygLMhEuY3Jtcy52MS5Kb2JDb3VudBIPCgdyZXBsaWNhGAogASgJEhgKEHNjaGVkdWxlcl9sZWFkZXIYCyABKAkSFAoMd29ya2Vyc19kb3duGAwgASgNEhYKDmV0Y2RfcmVhY2hhYmxlGA0gASgIEi0KEGxhc3RfZXRjZF9vdXRhZ2UYDiABKAsyEy5jcm1zLnYxLkV0Y2RPdXRhZ2USJwoHaGlzdG9yeRgPIAEoCzIWLmNybXMudjEuSGlzdG9yeVN0YXR1cxIZChFyZXRlbnRpb25fd2FpdGluZxgQIAEoCSLhAQoKRXRjZE91dGFnZRItCglsb3N0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDXJlc3RvcmVkX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3NlY29uZHMYAyABKAESDQoFZXJyb3IYBCABKAkSFQoNbGVhc2VfcmVuZXdlZBgFIAEoCBIcChR3b3JrZXJzX3JlcmVnaXN0ZXJlZBgGIAEoDRIcChRyZXJlZ2lzdGVyZWRfd29ya2VycxgHIAMoCSKNAQoNSGlzdG9yeVN0YXR1cxIMCgRraW5kGAEgASgJEhAKCGxvY2F0aW9uGAIgASgJEgoKAnVwGAMgASgIEg0KBWVycm9yGAQgASgJEhQKDHBlbmRpbmdfam9icxgFIAEoBBITCgtsYWdfc2Vjb25kcxgGIAEoARIWCg5zY2hlbWFfdmVyc2lvbhgHIAEoDSIiCg5Db21wYWN0UmVxdWVzdBIQCghyZXZpc2lvbhgBIAEoAyIjCg9Db21wYWN0UmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMiEwoRRGVmcmFnbWVudFJlcXVlc3QiXQoSRGVmcmFnbWVudFJlc3BvbnNlEiMKBmJlZm9yZRgBIAMoCzITLmNybXMudjEuRXRjZE1lbWJlchIiCgVhZnRlchgCIAMoCzITLmNybXMudjEuRXRjZE1lbWJlciIVChNEaXNhcm1BbGFybXNSZXF1ZXN0IigKFERpc2FybUFsYXJtc1Jlc3BvbnNlEhAKCGRpc2FybWVkGAEgAygJIj4KDlJlY292ZXJSZXF1ZXN0EhoKDWtlZXBfZmluaXNoZWQYASABKARIAIgBAUIQCg5fa2VlcF9maW5pc2hlZCKNAQoPUmVjb3ZlclJlc3BvbnNlEhQKDGRlbGV0ZWRfam9icxgFIAEoBBIaChJjb21wYWN0ZWRfcmV2aXNpb24YASABKAMSJAoHbWVtYmVycxgCIAMoCzITLmNybXMudjEuRXRjZE1lbWJlchIQCghkaXNhcm1lZBgDIAMoCRIQCgh3cml0YWJsZRgEIAEoCCIVChNSdW5SZXRlbnRpb25SZXF1ZXN0IicKFFJ1blJldGVudGlvblJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAQicwoIQXBpVG9rZW4SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEg4KBndvcmtlchgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUwoSQ3JlYXRlVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRIOCgZ3b3JrZXIYAyABKAkSEQoJYm9vdHN0cmFwGAQgASgIIkcKE0NyZWF0ZVRva2VuUmVzcG9uc2USIAoFdG9rZW4YASABKAsyES5jcm1zLnYxLkFwaVRva2VuEg4KBnNlY3JldBgCIAEoCSITChFMaXN0VG9rZW5zUmVxdWVzdCI3ChJMaXN0VG9rZW5zUmVzcG9uc2USIQoGdG9rZW5zGAEgAygLMhEuY3Jtcy52MS5BcGlUb2tlbiIgChJSZXZva2VUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiNwoTUmV2b2tlVG9rZW5SZXNwb25zZRIgCgV0b2tlbhgBIAEoCzIRLmNybXMudjEuQXBpVG9rZW4ynwUKDEFkbWluU2VydmljZRJXChBHZXRDbHVzdGVyU3RhdHVzEiAuY3Jtcy52MS5HZXRDbHVzdGVyU3RhdHVzUmVxdWVzdBohLmNybXMudjEuR2V0Q2x1c3RlclN0YXR1c1Jlc3BvbnNlEjwKB0NvbXBhY3QSFy5jcm1zLnYxLkNvbXBhY3RSZXF1ZXN0GhguY3Jtcy52MS5Db21wYWN0UmVzcG9uc2USRQoKRGVmcmFnbWVudBIaLmNybXMudjEuRGVmcmFnbWVudFJlcXVlc3QaGy5jcm1zLnYxLkRlZnJhZ21lbnRSZXNwb25zZRJLCgxEaXNhcm1BbGFybXMSHC5jcm1zLnYxLkRpc2FybUFsYXJtc1JlcXVlc3QaHS5jcm1zLnYxLkRpc2FybUFsYXJtc1Jlc3BvbnNlEjwKB1JlY292ZXISFy5jcm1zLnYxLlJlY292ZXJSZXF1ZXN0GhguY3Jtcy52MS5SZWNvdmVyUmVzcG9uc2USSwoMUnVuUmV0ZW50aW9uEhwuY3Jtcy52MS5SdW5SZXRlbnRpb25SZXF1ZXN0Gh0uY3Jtcy52MS5SdW5SZXRlbnRpb25SZXNwb25zZRJICgtDcmVhdGVUb2tlbhIbLmNybXMudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GhwuY3Jtcy52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkUKCkxpc3RUb2tlbnMSGi5jcm1zLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhsuY3Jtcy52MS5MaXN0VG9rZW5zUmVzcG9uc2USSAoLUmV2b2tlVG9rZW4SGy5jcm1zLnYxLlJldm9rZVRva2VuUmVxdWVzdBocLmNybXMudjEuUmV2b2tlVG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_crms_v1_job, file_google_protobuf_timestamp]);
 
 /**
  * EtcdMember is the status of one etcd member.
@@ -250,6 +250,21 @@ export type GetClusterStatusResponse = Message<"crms.v1.GetClusterStatusResponse
    * @generated from field: crms.v1.EtcdOutage last_etcd_outage = 14;
    */
   lastEtcdOutage?: EtcdOutage | undefined;
+
+  /**
+   * The job history database; unset when the control plane runs without one.
+   *
+   * @generated from field: crms.v1.HistoryStatus history = 15;
+   */
+  history?: HistoryStatus | undefined;
+
+  /**
+   * Why retention deletes nothing now (the history database cannot confirm
+   * the jobs it would delete); empty when retention is not held back.
+   *
+   * @generated from field: string retention_waiting = 16;
+   */
+  retentionWaiting: string;
 };
 
 /**
@@ -325,6 +340,69 @@ export const EtcdOutageSchema: GenMessage<EtcdOutage> = /*@__PURE__*/
   messageDesc(file_crms_v1_admin, 4);
 
 /**
+ * HistoryStatus describes the job history database as this replica sees it.
+ *
+ * @generated from message crms.v1.HistoryStatus
+ */
+export type HistoryStatus = Message<"crms.v1.HistoryStatus"> & {
+  /**
+   * "embedded" (PGlite under the data directory) or "postgres".
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * The data directory, or the PostgreSQL URL without its password.
+   *
+   * @generated from field: string location = 2;
+   */
+  location: string;
+
+  /**
+   * False while the database cannot be reached.
+   *
+   * @generated from field: bool up = 3;
+   */
+  up: boolean;
+
+  /**
+   * The last error while it is down.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * Finished jobs waiting to be written (on the scheduler leader).
+   *
+   * @generated from field: uint64 pending_jobs = 5;
+   */
+  pendingJobs: bigint;
+
+  /**
+   * Seconds since the oldest waiting job ended; 0 when none wait.
+   *
+   * @generated from field: double lag_seconds = 6;
+   */
+  lagSeconds: number;
+
+  /**
+   * Schema version (migrations applied).
+   *
+   * @generated from field: uint32 schema_version = 7;
+   */
+  schemaVersion: number;
+};
+
+/**
+ * Describes the message crms.v1.HistoryStatus.
+ * Use `create(HistoryStatusSchema)` to create a new message.
+ */
+export const HistoryStatusSchema: GenMessage<HistoryStatus> = /*@__PURE__*/
+  messageDesc(file_crms_v1_admin, 5);
+
+/**
  * CompactRequest asks for an etcd compaction.
  *
  * @generated from message crms.v1.CompactRequest
@@ -343,7 +421,7 @@ export type CompactRequest = Message<"crms.v1.CompactRequest"> & {
  * Use `create(CompactRequestSchema)` to create a new message.
  */
 export const CompactRequestSchema: GenMessage<CompactRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 5);
+  messageDesc(file_crms_v1_admin, 6);
 
 /**
  * CompactResponse says what was compacted.
@@ -364,7 +442,7 @@ export type CompactResponse = Message<"crms.v1.CompactResponse"> & {
  * Use `create(CompactResponseSchema)` to create a new message.
  */
 export const CompactResponseSchema: GenMessage<CompactResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 6);
+  messageDesc(file_crms_v1_admin, 7);
 
 /**
  * DefragmentRequest asks to defragment etcd members.
@@ -379,7 +457,7 @@ export type DefragmentRequest = Message<"crms.v1.DefragmentRequest"> & {
  * Use `create(DefragmentRequestSchema)` to create a new message.
  */
 export const DefragmentRequestSchema: GenMessage<DefragmentRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 7);
+  messageDesc(file_crms_v1_admin, 8);
 
 /**
  * DefragmentResponse reports each member's size before and after.
@@ -407,7 +485,7 @@ export type DefragmentResponse = Message<"crms.v1.DefragmentResponse"> & {
  * Use `create(DefragmentResponseSchema)` to create a new message.
  */
 export const DefragmentResponseSchema: GenMessage<DefragmentResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 8);
+  messageDesc(file_crms_v1_admin, 9);
 
 /**
  * DisarmAlarmsRequest asks to clear etcd alarms.
@@ -422,7 +500,7 @@ export type DisarmAlarmsRequest = Message<"crms.v1.DisarmAlarmsRequest"> & {
  * Use `create(DisarmAlarmsRequestSchema)` to create a new message.
  */
 export const DisarmAlarmsRequestSchema: GenMessage<DisarmAlarmsRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 9);
+  messageDesc(file_crms_v1_admin, 10);
 
 /**
  * DisarmAlarmsResponse lists what was cleared.
@@ -443,7 +521,7 @@ export type DisarmAlarmsResponse = Message<"crms.v1.DisarmAlarmsResponse"> & {
  * Use `create(DisarmAlarmsResponseSchema)` to create a new message.
  */
 export const DisarmAlarmsResponseSchema: GenMessage<DisarmAlarmsResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 10);
+  messageDesc(file_crms_v1_admin, 11);
 
 /**
  * RecoverRequest asks to get etcd out of NOSPACE.
@@ -469,7 +547,7 @@ export type RecoverRequest = Message<"crms.v1.RecoverRequest"> & {
  * Use `create(RecoverRequestSchema)` to create a new message.
  */
 export const RecoverRequestSchema: GenMessage<RecoverRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 11);
+  messageDesc(file_crms_v1_admin, 12);
 
 /**
  * RecoverResponse reports each recovery step.
@@ -518,7 +596,7 @@ export type RecoverResponse = Message<"crms.v1.RecoverResponse"> & {
  * Use `create(RecoverResponseSchema)` to create a new message.
  */
 export const RecoverResponseSchema: GenMessage<RecoverResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 12);
+  messageDesc(file_crms_v1_admin, 13);
 
 /**
  * RunRetentionRequest asks to delete expired finished jobs now.
@@ -533,7 +611,7 @@ export type RunRetentionRequest = Message<"crms.v1.RunRetentionRequest"> & {
  * Use `create(RunRetentionRequestSchema)` to create a new message.
  */
 export const RunRetentionRequestSchema: GenMessage<RunRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 13);
+  messageDesc(file_crms_v1_admin, 14);
 
 /**
  * RunRetentionResponse reports what retention deleted.
@@ -554,7 +632,7 @@ export type RunRetentionResponse = Message<"crms.v1.RunRetentionResponse"> & {
  * Use `create(RunRetentionResponseSchema)` to create a new message.
  */
 export const RunRetentionResponseSchema: GenMessage<RunRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 14);
+  messageDesc(file_crms_v1_admin, 15);
 
 /**
  * ApiToken describes an API token. The secret itself is never stored or
@@ -604,7 +682,7 @@ export type ApiToken = Message<"crms.v1.ApiToken"> & {
  * Use `create(ApiTokenSchema)` to create a new message.
  */
 export const ApiTokenSchema: GenMessage<ApiToken> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 15);
+  messageDesc(file_crms_v1_admin, 16);
 
 /**
  * CreateTokenRequest creates an API token.
@@ -648,7 +726,7 @@ export type CreateTokenRequest = Message<"crms.v1.CreateTokenRequest"> & {
  * Use `create(CreateTokenRequestSchema)` to create a new message.
  */
 export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 16);
+  messageDesc(file_crms_v1_admin, 17);
 
 /**
  * CreateTokenResponse carries the new token's secret, shown this once.
@@ -676,7 +754,7 @@ export type CreateTokenResponse = Message<"crms.v1.CreateTokenResponse"> & {
  * Use `create(CreateTokenResponseSchema)` to create a new message.
  */
 export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 17);
+  messageDesc(file_crms_v1_admin, 18);
 
 /**
  * ListTokensRequest lists API tokens.
@@ -691,7 +769,7 @@ export type ListTokensRequest = Message<"crms.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 18);
+  messageDesc(file_crms_v1_admin, 19);
 
 /**
  * ListTokensResponse lists every API token (without secrets).
@@ -712,7 +790,7 @@ export type ListTokensResponse = Message<"crms.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 19);
+  messageDesc(file_crms_v1_admin, 20);
 
 /**
  * RevokeTokenRequest revokes an API token.
@@ -733,7 +811,7 @@ export type RevokeTokenRequest = Message<"crms.v1.RevokeTokenRequest"> & {
  * Use `create(RevokeTokenRequestSchema)` to create a new message.
  */
 export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 20);
+  messageDesc(file_crms_v1_admin, 21);
 
 /**
  * RevokeTokenResponse returns the revoked token's record.
@@ -754,7 +832,7 @@ export type RevokeTokenResponse = Message<"crms.v1.RevokeTokenResponse"> & {
  * Use `create(RevokeTokenResponseSchema)` to create a new message.
  */
 export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_admin, 21);
+  messageDesc(file_crms_v1_admin, 22);
 
 /**
  * AdminService is for operators: the state of etcd and the cluster, and the

@@ -276,8 +276,13 @@ type GetClusterStatusResponse struct {
 	// The last period the answering replica could not reach etcd (since it
 	// started); unset if it never lost etcd.
 	LastEtcdOutage *EtcdOutage `protobuf:"bytes,14,opt,name=last_etcd_outage,json=lastEtcdOutage,proto3" json:"last_etcd_outage,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The job history database; unset when the control plane runs without one.
+	History *HistoryStatus `protobuf:"bytes,15,opt,name=history,proto3" json:"history,omitempty"`
+	// Why retention deletes nothing now (the history database cannot confirm
+	// the jobs it would delete); empty when retention is not held back.
+	RetentionWaiting string `protobuf:"bytes,16,opt,name=retention_waiting,json=retentionWaiting,proto3" json:"retention_waiting,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -408,6 +413,20 @@ func (x *GetClusterStatusResponse) GetLastEtcdOutage() *EtcdOutage {
 	return nil
 }
 
+func (x *GetClusterStatusResponse) GetHistory() *HistoryStatus {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetRetentionWaiting() string {
+	if x != nil {
+		return x.RetentionWaiting
+	}
+	return ""
+}
+
 // EtcdOutage is one period during which a replica could not reach etcd, and
 // what the replica did about it once etcd answered again.
 type EtcdOutage struct {
@@ -510,6 +529,106 @@ func (x *EtcdOutage) GetReregisteredWorkers() []string {
 	return nil
 }
 
+// HistoryStatus describes the job history database as this replica sees it.
+type HistoryStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "embedded" (PGlite under the data directory) or "postgres".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The data directory, or the PostgreSQL URL without its password.
+	Location string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	// False while the database cannot be reached.
+	Up bool `protobuf:"varint,3,opt,name=up,proto3" json:"up,omitempty"`
+	// The last error while it is down.
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Finished jobs waiting to be written (on the scheduler leader).
+	PendingJobs uint64 `protobuf:"varint,5,opt,name=pending_jobs,json=pendingJobs,proto3" json:"pending_jobs,omitempty"`
+	// Seconds since the oldest waiting job ended; 0 when none wait.
+	LagSeconds float64 `protobuf:"fixed64,6,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	// Schema version (migrations applied).
+	SchemaVersion uint32 `protobuf:"varint,7,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryStatus) Reset() {
+	*x = HistoryStatus{}
+	mi := &file_crms_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryStatus) ProtoMessage() {}
+
+func (x *HistoryStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryStatus.ProtoReflect.Descriptor instead.
+func (*HistoryStatus) Descriptor() ([]byte, []int) {
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HistoryStatus) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HistoryStatus) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *HistoryStatus) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+func (x *HistoryStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HistoryStatus) GetPendingJobs() uint64 {
+	if x != nil {
+		return x.PendingJobs
+	}
+	return 0
+}
+
+func (x *HistoryStatus) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+func (x *HistoryStatus) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
 // CompactRequest asks for an etcd compaction.
 type CompactRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -521,7 +640,7 @@ type CompactRequest struct {
 
 func (x *CompactRequest) Reset() {
 	*x = CompactRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[5]
+	mi := &file_crms_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +652,7 @@ func (x *CompactRequest) String() string {
 func (*CompactRequest) ProtoMessage() {}
 
 func (x *CompactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[5]
+	mi := &file_crms_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +665,7 @@ func (x *CompactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
 func (*CompactRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CompactRequest) GetRevision() int64 {
@@ -567,7 +686,7 @@ type CompactResponse struct {
 
 func (x *CompactResponse) Reset() {
 	*x = CompactResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[6]
+	mi := &file_crms_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +698,7 @@ func (x *CompactResponse) String() string {
 func (*CompactResponse) ProtoMessage() {}
 
 func (x *CompactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[6]
+	mi := &file_crms_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +711,7 @@ func (x *CompactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
 func (*CompactResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompactResponse) GetRevision() int64 {
@@ -611,7 +730,7 @@ type DefragmentRequest struct {
 
 func (x *DefragmentRequest) Reset() {
 	*x = DefragmentRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[7]
+	mi := &file_crms_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +742,7 @@ func (x *DefragmentRequest) String() string {
 func (*DefragmentRequest) ProtoMessage() {}
 
 func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[7]
+	mi := &file_crms_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +755,7 @@ func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefragmentRequest.ProtoReflect.Descriptor instead.
 func (*DefragmentRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 // DefragmentResponse reports each member's size before and after.
@@ -652,7 +771,7 @@ type DefragmentResponse struct {
 
 func (x *DefragmentResponse) Reset() {
 	*x = DefragmentResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[8]
+	mi := &file_crms_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +783,7 @@ func (x *DefragmentResponse) String() string {
 func (*DefragmentResponse) ProtoMessage() {}
 
 func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[8]
+	mi := &file_crms_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +796,7 @@ func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefragmentResponse.ProtoReflect.Descriptor instead.
 func (*DefragmentResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DefragmentResponse) GetBefore() []*EtcdMember {
@@ -703,7 +822,7 @@ type DisarmAlarmsRequest struct {
 
 func (x *DisarmAlarmsRequest) Reset() {
 	*x = DisarmAlarmsRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[9]
+	mi := &file_crms_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +834,7 @@ func (x *DisarmAlarmsRequest) String() string {
 func (*DisarmAlarmsRequest) ProtoMessage() {}
 
 func (x *DisarmAlarmsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[9]
+	mi := &file_crms_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +847,7 @@ func (x *DisarmAlarmsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisarmAlarmsRequest.ProtoReflect.Descriptor instead.
 func (*DisarmAlarmsRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 // DisarmAlarmsResponse lists what was cleared.
@@ -742,7 +861,7 @@ type DisarmAlarmsResponse struct {
 
 func (x *DisarmAlarmsResponse) Reset() {
 	*x = DisarmAlarmsResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[10]
+	mi := &file_crms_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +873,7 @@ func (x *DisarmAlarmsResponse) String() string {
 func (*DisarmAlarmsResponse) ProtoMessage() {}
 
 func (x *DisarmAlarmsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[10]
+	mi := &file_crms_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +886,7 @@ func (x *DisarmAlarmsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisarmAlarmsResponse.ProtoReflect.Descriptor instead.
 func (*DisarmAlarmsResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DisarmAlarmsResponse) GetDisarmed() []string {
@@ -793,7 +912,7 @@ type RecoverRequest struct {
 
 func (x *RecoverRequest) Reset() {
 	*x = RecoverRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[11]
+	mi := &file_crms_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +924,7 @@ func (x *RecoverRequest) String() string {
 func (*RecoverRequest) ProtoMessage() {}
 
 func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[11]
+	mi := &file_crms_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +937,7 @@ func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverRequest.ProtoReflect.Descriptor instead.
 func (*RecoverRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecoverRequest) GetKeepFinished() uint64 {
@@ -847,7 +966,7 @@ type RecoverResponse struct {
 
 func (x *RecoverResponse) Reset() {
 	*x = RecoverResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[12]
+	mi := &file_crms_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +978,7 @@ func (x *RecoverResponse) String() string {
 func (*RecoverResponse) ProtoMessage() {}
 
 func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[12]
+	mi := &file_crms_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +991,7 @@ func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
 func (*RecoverResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecoverResponse) GetDeletedJobs() uint64 {
@@ -919,7 +1038,7 @@ type RunRetentionRequest struct {
 
 func (x *RunRetentionRequest) Reset() {
 	*x = RunRetentionRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[13]
+	mi := &file_crms_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1050,7 @@ func (x *RunRetentionRequest) String() string {
 func (*RunRetentionRequest) ProtoMessage() {}
 
 func (x *RunRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[13]
+	mi := &file_crms_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1063,7 @@ func (x *RunRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRetentionRequest.ProtoReflect.Descriptor instead.
 func (*RunRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 // RunRetentionResponse reports what retention deleted.
@@ -958,7 +1077,7 @@ type RunRetentionResponse struct {
 
 func (x *RunRetentionResponse) Reset() {
 	*x = RunRetentionResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[14]
+	mi := &file_crms_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1089,7 @@ func (x *RunRetentionResponse) String() string {
 func (*RunRetentionResponse) ProtoMessage() {}
 
 func (x *RunRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[14]
+	mi := &file_crms_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1102,7 @@ func (x *RunRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRetentionResponse.ProtoReflect.Descriptor instead.
 func (*RunRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunRetentionResponse) GetDeleted() uint64 {
@@ -1013,7 +1132,7 @@ type ApiToken struct {
 
 func (x *ApiToken) Reset() {
 	*x = ApiToken{}
-	mi := &file_crms_v1_admin_proto_msgTypes[15]
+	mi := &file_crms_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1144,7 @@ func (x *ApiToken) String() string {
 func (*ApiToken) ProtoMessage() {}
 
 func (x *ApiToken) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[15]
+	mi := &file_crms_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1157,7 @@ func (x *ApiToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
 func (*ApiToken) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApiToken) GetId() string {
@@ -1095,7 +1214,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[16]
+	mi := &file_crms_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1226,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[16]
+	mi := &file_crms_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1239,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -1164,7 +1283,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[17]
+	mi := &file_crms_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1295,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[17]
+	mi := &file_crms_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1308,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateTokenResponse) GetToken() *ApiToken {
@@ -1215,7 +1334,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[18]
+	mi := &file_crms_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1346,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[18]
+	mi := &file_crms_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1359,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 // ListTokensResponse lists every API token (without secrets).
@@ -1254,7 +1373,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[19]
+	mi := &file_crms_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1385,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[19]
+	mi := &file_crms_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1398,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListTokensResponse) GetTokens() []*ApiToken {
@@ -1300,7 +1419,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_crms_v1_admin_proto_msgTypes[20]
+	mi := &file_crms_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1431,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[20]
+	mi := &file_crms_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1444,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1346,7 +1465,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_crms_v1_admin_proto_msgTypes[21]
+	mi := &file_crms_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1477,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_admin_proto_msgTypes[21]
+	mi := &file_crms_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1490,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_crms_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeTokenResponse) GetToken() *ApiToken {
@@ -1403,7 +1522,7 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\bJobCount\x12'\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x11.crms.v1.JobStateR\x05state\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\x8c\x04\n" +
+	"\x17GetClusterStatusRequest\"\xeb\x04\n" +
 	"\x18GetClusterStatusResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.crms.v1.EtcdMemberR\amembers\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1f\n" +
@@ -1423,7 +1542,9 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\x10scheduler_leader\x18\v \x01(\tR\x0fschedulerLeader\x12!\n" +
 	"\fworkers_down\x18\f \x01(\rR\vworkersDown\x12%\n" +
 	"\x0eetcd_reachable\x18\r \x01(\bR\retcdReachable\x12=\n" +
-	"\x10last_etcd_outage\x18\x0e \x01(\v2\x13.crms.v1.EtcdOutageR\x0elastEtcdOutage\"\xc1\x02\n" +
+	"\x10last_etcd_outage\x18\x0e \x01(\v2\x13.crms.v1.EtcdOutageR\x0elastEtcdOutage\x120\n" +
+	"\ahistory\x18\x0f \x01(\v2\x16.crms.v1.HistoryStatusR\ahistory\x12+\n" +
+	"\x11retention_waiting\x18\x10 \x01(\tR\x10retentionWaiting\"\xc1\x02\n" +
 	"\n" +
 	"EtcdOutage\x127\n" +
 	"\tlost_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\blostTime\x12?\n" +
@@ -1432,7 +1553,16 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12#\n" +
 	"\rlease_renewed\x18\x05 \x01(\bR\fleaseRenewed\x121\n" +
 	"\x14workers_reregistered\x18\x06 \x01(\rR\x13workersReregistered\x121\n" +
-	"\x14reregistered_workers\x18\a \x03(\tR\x13reregisteredWorkers\",\n" +
+	"\x14reregistered_workers\x18\a \x03(\tR\x13reregisteredWorkers\"\xd0\x01\n" +
+	"\rHistoryStatus\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12\x0e\n" +
+	"\x02up\x18\x03 \x01(\bR\x02up\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12!\n" +
+	"\fpending_jobs\x18\x05 \x01(\x04R\vpendingJobs\x12\x1f\n" +
+	"\vlag_seconds\x18\x06 \x01(\x01R\n" +
+	"lagSeconds\x12%\n" +
+	"\x0eschema_version\x18\a \x01(\rR\rschemaVersion\",\n" +
 	"\x0eCompactRequest\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"-\n" +
 	"\x0fCompactResponse\x12\x1a\n" +
@@ -1505,70 +1635,72 @@ func file_crms_v1_admin_proto_rawDescGZIP() []byte {
 	return file_crms_v1_admin_proto_rawDescData
 }
 
-var file_crms_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_crms_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_crms_v1_admin_proto_goTypes = []any{
 	(*EtcdMember)(nil),               // 0: crms.v1.EtcdMember
 	(*JobCount)(nil),                 // 1: crms.v1.JobCount
 	(*GetClusterStatusRequest)(nil),  // 2: crms.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 3: crms.v1.GetClusterStatusResponse
 	(*EtcdOutage)(nil),               // 4: crms.v1.EtcdOutage
-	(*CompactRequest)(nil),           // 5: crms.v1.CompactRequest
-	(*CompactResponse)(nil),          // 6: crms.v1.CompactResponse
-	(*DefragmentRequest)(nil),        // 7: crms.v1.DefragmentRequest
-	(*DefragmentResponse)(nil),       // 8: crms.v1.DefragmentResponse
-	(*DisarmAlarmsRequest)(nil),      // 9: crms.v1.DisarmAlarmsRequest
-	(*DisarmAlarmsResponse)(nil),     // 10: crms.v1.DisarmAlarmsResponse
-	(*RecoverRequest)(nil),           // 11: crms.v1.RecoverRequest
-	(*RecoverResponse)(nil),          // 12: crms.v1.RecoverResponse
-	(*RunRetentionRequest)(nil),      // 13: crms.v1.RunRetentionRequest
-	(*RunRetentionResponse)(nil),     // 14: crms.v1.RunRetentionResponse
-	(*ApiToken)(nil),                 // 15: crms.v1.ApiToken
-	(*CreateTokenRequest)(nil),       // 16: crms.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 17: crms.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),        // 18: crms.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 19: crms.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 20: crms.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 21: crms.v1.RevokeTokenResponse
-	(JobState)(0),                    // 22: crms.v1.JobState
-	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
+	(*HistoryStatus)(nil),            // 5: crms.v1.HistoryStatus
+	(*CompactRequest)(nil),           // 6: crms.v1.CompactRequest
+	(*CompactResponse)(nil),          // 7: crms.v1.CompactResponse
+	(*DefragmentRequest)(nil),        // 8: crms.v1.DefragmentRequest
+	(*DefragmentResponse)(nil),       // 9: crms.v1.DefragmentResponse
+	(*DisarmAlarmsRequest)(nil),      // 10: crms.v1.DisarmAlarmsRequest
+	(*DisarmAlarmsResponse)(nil),     // 11: crms.v1.DisarmAlarmsResponse
+	(*RecoverRequest)(nil),           // 12: crms.v1.RecoverRequest
+	(*RecoverResponse)(nil),          // 13: crms.v1.RecoverResponse
+	(*RunRetentionRequest)(nil),      // 14: crms.v1.RunRetentionRequest
+	(*RunRetentionResponse)(nil),     // 15: crms.v1.RunRetentionResponse
+	(*ApiToken)(nil),                 // 16: crms.v1.ApiToken
+	(*CreateTokenRequest)(nil),       // 17: crms.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 18: crms.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 19: crms.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 20: crms.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 21: crms.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 22: crms.v1.RevokeTokenResponse
+	(JobState)(0),                    // 23: crms.v1.JobState
+	(*timestamppb.Timestamp)(nil),    // 24: google.protobuf.Timestamp
 }
 var file_crms_v1_admin_proto_depIdxs = []int32{
-	22, // 0: crms.v1.JobCount.state:type_name -> crms.v1.JobState
+	23, // 0: crms.v1.JobCount.state:type_name -> crms.v1.JobState
 	0,  // 1: crms.v1.GetClusterStatusResponse.members:type_name -> crms.v1.EtcdMember
 	1,  // 2: crms.v1.GetClusterStatusResponse.jobs:type_name -> crms.v1.JobCount
 	4,  // 3: crms.v1.GetClusterStatusResponse.last_etcd_outage:type_name -> crms.v1.EtcdOutage
-	23, // 4: crms.v1.EtcdOutage.lost_time:type_name -> google.protobuf.Timestamp
-	23, // 5: crms.v1.EtcdOutage.restored_time:type_name -> google.protobuf.Timestamp
-	0,  // 6: crms.v1.DefragmentResponse.before:type_name -> crms.v1.EtcdMember
-	0,  // 7: crms.v1.DefragmentResponse.after:type_name -> crms.v1.EtcdMember
-	0,  // 8: crms.v1.RecoverResponse.members:type_name -> crms.v1.EtcdMember
-	23, // 9: crms.v1.ApiToken.create_time:type_name -> google.protobuf.Timestamp
-	15, // 10: crms.v1.CreateTokenResponse.token:type_name -> crms.v1.ApiToken
-	15, // 11: crms.v1.ListTokensResponse.tokens:type_name -> crms.v1.ApiToken
-	15, // 12: crms.v1.RevokeTokenResponse.token:type_name -> crms.v1.ApiToken
-	2,  // 13: crms.v1.AdminService.GetClusterStatus:input_type -> crms.v1.GetClusterStatusRequest
-	5,  // 14: crms.v1.AdminService.Compact:input_type -> crms.v1.CompactRequest
-	7,  // 15: crms.v1.AdminService.Defragment:input_type -> crms.v1.DefragmentRequest
-	9,  // 16: crms.v1.AdminService.DisarmAlarms:input_type -> crms.v1.DisarmAlarmsRequest
-	11, // 17: crms.v1.AdminService.Recover:input_type -> crms.v1.RecoverRequest
-	13, // 18: crms.v1.AdminService.RunRetention:input_type -> crms.v1.RunRetentionRequest
-	16, // 19: crms.v1.AdminService.CreateToken:input_type -> crms.v1.CreateTokenRequest
-	18, // 20: crms.v1.AdminService.ListTokens:input_type -> crms.v1.ListTokensRequest
-	20, // 21: crms.v1.AdminService.RevokeToken:input_type -> crms.v1.RevokeTokenRequest
-	3,  // 22: crms.v1.AdminService.GetClusterStatus:output_type -> crms.v1.GetClusterStatusResponse
-	6,  // 23: crms.v1.AdminService.Compact:output_type -> crms.v1.CompactResponse
-	8,  // 24: crms.v1.AdminService.Defragment:output_type -> crms.v1.DefragmentResponse
-	10, // 25: crms.v1.AdminService.DisarmAlarms:output_type -> crms.v1.DisarmAlarmsResponse
-	12, // 26: crms.v1.AdminService.Recover:output_type -> crms.v1.RecoverResponse
-	14, // 27: crms.v1.AdminService.RunRetention:output_type -> crms.v1.RunRetentionResponse
-	17, // 28: crms.v1.AdminService.CreateToken:output_type -> crms.v1.CreateTokenResponse
-	19, // 29: crms.v1.AdminService.ListTokens:output_type -> crms.v1.ListTokensResponse
-	21, // 30: crms.v1.AdminService.RevokeToken:output_type -> crms.v1.RevokeTokenResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	5,  // 4: crms.v1.GetClusterStatusResponse.history:type_name -> crms.v1.HistoryStatus
+	24, // 5: crms.v1.EtcdOutage.lost_time:type_name -> google.protobuf.Timestamp
+	24, // 6: crms.v1.EtcdOutage.restored_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: crms.v1.DefragmentResponse.before:type_name -> crms.v1.EtcdMember
+	0,  // 8: crms.v1.DefragmentResponse.after:type_name -> crms.v1.EtcdMember
+	0,  // 9: crms.v1.RecoverResponse.members:type_name -> crms.v1.EtcdMember
+	24, // 10: crms.v1.ApiToken.create_time:type_name -> google.protobuf.Timestamp
+	16, // 11: crms.v1.CreateTokenResponse.token:type_name -> crms.v1.ApiToken
+	16, // 12: crms.v1.ListTokensResponse.tokens:type_name -> crms.v1.ApiToken
+	16, // 13: crms.v1.RevokeTokenResponse.token:type_name -> crms.v1.ApiToken
+	2,  // 14: crms.v1.AdminService.GetClusterStatus:input_type -> crms.v1.GetClusterStatusRequest
+	6,  // 15: crms.v1.AdminService.Compact:input_type -> crms.v1.CompactRequest
+	8,  // 16: crms.v1.AdminService.Defragment:input_type -> crms.v1.DefragmentRequest
+	10, // 17: crms.v1.AdminService.DisarmAlarms:input_type -> crms.v1.DisarmAlarmsRequest
+	12, // 18: crms.v1.AdminService.Recover:input_type -> crms.v1.RecoverRequest
+	14, // 19: crms.v1.AdminService.RunRetention:input_type -> crms.v1.RunRetentionRequest
+	17, // 20: crms.v1.AdminService.CreateToken:input_type -> crms.v1.CreateTokenRequest
+	19, // 21: crms.v1.AdminService.ListTokens:input_type -> crms.v1.ListTokensRequest
+	21, // 22: crms.v1.AdminService.RevokeToken:input_type -> crms.v1.RevokeTokenRequest
+	3,  // 23: crms.v1.AdminService.GetClusterStatus:output_type -> crms.v1.GetClusterStatusResponse
+	7,  // 24: crms.v1.AdminService.Compact:output_type -> crms.v1.CompactResponse
+	9,  // 25: crms.v1.AdminService.Defragment:output_type -> crms.v1.DefragmentResponse
+	11, // 26: crms.v1.AdminService.DisarmAlarms:output_type -> crms.v1.DisarmAlarmsResponse
+	13, // 27: crms.v1.AdminService.Recover:output_type -> crms.v1.RecoverResponse
+	15, // 28: crms.v1.AdminService.RunRetention:output_type -> crms.v1.RunRetentionResponse
+	18, // 29: crms.v1.AdminService.CreateToken:output_type -> crms.v1.CreateTokenResponse
+	20, // 30: crms.v1.AdminService.ListTokens:output_type -> crms.v1.ListTokensResponse
+	22, // 31: crms.v1.AdminService.RevokeToken:output_type -> crms.v1.RevokeTokenResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_admin_proto_init() }
@@ -1577,14 +1709,14 @@ func file_crms_v1_admin_proto_init() {
 		return
 	}
 	file_crms_v1_job_proto_init()
-	file_crms_v1_admin_proto_msgTypes[11].OneofWrappers = []any{}
+	file_crms_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_admin_proto_rawDesc), len(file_crms_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2345,6 +2345,188 @@ func (x *StreamOutputResponse) GetTruncated() bool {
 	return false
 }
 
+// ListHistoryRequest filters the job history. Every filter set must hold.
+type ListHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only jobs that ended at or after this time; unset means no lower bound.
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// Only jobs that ended before this time; unset means no upper bound.
+	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	// Only jobs in one of these (final) states; empty means all.
+	States []JobState `protobuf:"varint,3,rep,packed,name=states,proto3,enum=crms.v1.JobState" json:"states,omitempty"`
+	// Only jobs of this owner (the crms.io/owner label).
+	Owner string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Only jobs of this queue (queues come with fair share; empty matches all).
+	Queue string `protobuf:"bytes,5,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Only jobs whose last attempt ran on this worker.
+	Worker string `protobuf:"bytes,6,opt,name=worker,proto3" json:"worker,omitempty"`
+	// Only jobs whose name matches this glob (* any run, ? one character).
+	NameGlob string `protobuf:"bytes,7,opt,name=name_glob,json=nameGlob,proto3" json:"name_glob,omitempty"`
+	// Only jobs whose labels contain every key=value here.
+	Labels map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Jobs per page, 1 to 1,000; 0 means 100.
+	PageSize uint32 `protobuf:"varint,9,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,10,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHistoryRequest) Reset() {
+	*x = ListHistoryRequest{}
+	mi := &file_crms_v1_job_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHistoryRequest) ProtoMessage() {}
+
+func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHistoryRequest.ProtoReflect.Descriptor instead.
+func (*ListHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListHistoryRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListHistoryRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListHistoryRequest) GetStates() []JobState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListHistoryRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ListHistoryRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *ListHistoryRequest) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *ListHistoryRequest) GetNameGlob() string {
+	if x != nil {
+		return x.NameGlob
+	}
+	return ""
+}
+
+func (x *ListHistoryRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ListHistoryRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListHistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListHistoryResponse is one page of finished jobs, newest end time first.
+type ListHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs of this page, as they were when they reached their final state.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Pass this to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHistoryResponse) Reset() {
+	*x = ListHistoryResponse{}
+	mi := &file_crms_v1_job_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHistoryResponse) ProtoMessage() {}
+
+func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHistoryResponse.ProtoReflect.Descriptor instead.
+func (*ListHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListHistoryResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ListHistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_crms_v1_job_proto protoreflect.FileDescriptor
 
 const file_crms_v1_job_proto_rawDesc = "" +
@@ -2524,7 +2706,26 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\x0e2\x15.crms.v1.OutputStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1c\n" +
-	"\ttruncated\x18\x04 \x01(\bR\ttruncated*\xd8\x01\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\"\xbc\x03\n" +
+	"\x12ListHistoryRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12)\n" +
+	"\x06states\x18\x03 \x03(\x0e2\x11.crms.v1.JobStateR\x06states\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05queue\x18\x05 \x01(\tR\x05queue\x12\x16\n" +
+	"\x06worker\x18\x06 \x01(\tR\x06worker\x12\x1b\n" +
+	"\tname_glob\x18\a \x01(\tR\bnameGlob\x12?\n" +
+	"\x06labels\x18\b \x03(\v2'.crms.v1.ListHistoryRequest.LabelsEntryR\x06labels\x12\x1b\n" +
+	"\tpage_size\x18\t \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\n" +
+	" \x01(\tR\tpageToken\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\x13ListHistoryResponse\x12 \n" +
+	"\x04jobs\x18\x01 \x03(\v2\f.crms.v1.JobR\x04jobs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xd8\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x12\n" +
@@ -2549,7 +2750,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x022\xea\x05\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x022\xb4\x06\n" +
 	"\n" +
 	"JobService\x12B\n" +
 	"\tSubmitJob\x12\x19.crms.v1.SubmitJobRequest\x1a\x1a.crms.v1.SubmitJobResponse\x129\n" +
@@ -2564,7 +2765,8 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"RequeueJob\x12\x1a.crms.v1.RequeueJobRequest\x1a\x1b.crms.v1.RequeueJobResponse\x12B\n" +
 	"\tDeleteJob\x12\x19.crms.v1.DeleteJobRequest\x1a\x1a.crms.v1.DeleteJobResponse\x12M\n" +
-	"\fStreamOutput\x12\x1c.crms.v1.StreamOutputRequest\x1a\x1d.crms.v1.StreamOutputResponse0\x01B\x8c\x01\n" +
+	"\fStreamOutput\x12\x1c.crms.v1.StreamOutputRequest\x1a\x1d.crms.v1.StreamOutputResponse0\x01\x12H\n" +
+	"\vListHistory\x12\x1b.crms.v1.ListHistoryRequest\x1a\x1c.crms.v1.ListHistoryResponseB\x8c\x01\n" +
 	"\vcom.crms.v1B\bJobProtoP\x01Z6github.com/crms-dev/crms/clients/go/gen/crms/v1;crmsv1\xa2\x02\x03CXX\xaa\x02\aCrms.V1\xca\x02\aCrms\\V1\xe2\x02\x13Crms\\V1\\GPBMetadata\xea\x02\bCrms::V1b\x06proto3"
 
 var (
@@ -2580,7 +2782,7 @@ func file_crms_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_crms_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_crms_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: crms.v1.JobState
 	(DependencyCondition)(0),      // 1: crms.v1.DependencyCondition
@@ -2614,35 +2816,38 @@ var file_crms_v1_job_proto_goTypes = []any{
 	(*DeleteJobResponse)(nil),     // 29: crms.v1.DeleteJobResponse
 	(*StreamOutputRequest)(nil),   // 30: crms.v1.StreamOutputRequest
 	(*StreamOutputResponse)(nil),  // 31: crms.v1.StreamOutputResponse
-	nil,                           // 32: crms.v1.JobSpec.EnvEntry
-	nil,                           // 33: crms.v1.JobSpec.LabelsEntry
-	nil,                           // 34: crms.v1.JobSpec.ConstraintsEntry
-	nil,                           // 35: crms.v1.ListJobsRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*ListHistoryRequest)(nil),    // 32: crms.v1.ListHistoryRequest
+	(*ListHistoryResponse)(nil),   // 33: crms.v1.ListHistoryResponse
+	nil,                           // 34: crms.v1.JobSpec.EnvEntry
+	nil,                           // 35: crms.v1.JobSpec.LabelsEntry
+	nil,                           // 36: crms.v1.JobSpec.ConstraintsEntry
+	nil,                           // 37: crms.v1.ListJobsRequest.LabelsEntry
+	nil,                           // 38: crms.v1.ListHistoryRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_crms_v1_job_proto_depIdxs = []int32{
-	32, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
-	33, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
-	34, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
+	34, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
+	35, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
+	36, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
 	5,  // 3: crms.v1.JobSpec.array:type_name -> crms.v1.ArraySpec
 	6,  // 4: crms.v1.JobSpec.after:type_name -> crms.v1.Dependency
 	1,  // 5: crms.v1.Dependency.condition:type_name -> crms.v1.DependencyCondition
-	36, // 6: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
-	36, // 7: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	36, // 8: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	39, // 6: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
+	39, // 7: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	39, // 8: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 9: crms.v1.Attempt.outcome:type_name -> crms.v1.JobState
 	4,  // 10: crms.v1.Job.spec:type_name -> crms.v1.JobSpec
 	0,  // 11: crms.v1.Job.state:type_name -> crms.v1.JobState
-	36, // 12: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
-	36, // 13: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	36, // 14: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	39, // 12: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
+	39, // 13: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	39, // 14: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
 	8,  // 15: crms.v1.Job.attempts:type_name -> crms.v1.Attempt
 	7,  // 16: crms.v1.Job.array_counts:type_name -> crms.v1.ArrayCounts
 	4,  // 17: crms.v1.SubmitJobRequest.spec:type_name -> crms.v1.JobSpec
 	9,  // 18: crms.v1.SubmitJobResponse.job:type_name -> crms.v1.Job
 	9,  // 19: crms.v1.GetJobResponse.job:type_name -> crms.v1.Job
 	0,  // 20: crms.v1.ListJobsRequest.states:type_name -> crms.v1.JobState
-	35, // 21: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
+	37, // 21: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
 	9,  // 22: crms.v1.ListJobsResponse.jobs:type_name -> crms.v1.Job
 	2,  // 23: crms.v1.WatchJobsResponse.type:type_name -> crms.v1.WatchEventType
 	9,  // 24: crms.v1.WatchJobsResponse.job:type_name -> crms.v1.Job
@@ -2652,33 +2857,40 @@ var file_crms_v1_job_proto_depIdxs = []int32{
 	9,  // 28: crms.v1.RunJobResponse.job:type_name -> crms.v1.Job
 	9,  // 29: crms.v1.RequeueJobResponse.job:type_name -> crms.v1.Job
 	3,  // 30: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
-	10, // 31: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
-	12, // 32: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
-	14, // 33: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
-	16, // 34: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
-	18, // 35: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
-	20, // 36: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
-	22, // 37: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
-	24, // 38: crms.v1.JobService.RunJob:input_type -> crms.v1.RunJobRequest
-	26, // 39: crms.v1.JobService.RequeueJob:input_type -> crms.v1.RequeueJobRequest
-	28, // 40: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
-	30, // 41: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
-	11, // 42: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
-	13, // 43: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
-	15, // 44: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
-	17, // 45: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
-	19, // 46: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
-	21, // 47: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
-	23, // 48: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
-	25, // 49: crms.v1.JobService.RunJob:output_type -> crms.v1.RunJobResponse
-	27, // 50: crms.v1.JobService.RequeueJob:output_type -> crms.v1.RequeueJobResponse
-	29, // 51: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
-	31, // 52: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
-	42, // [42:53] is the sub-list for method output_type
-	31, // [31:42] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	39, // 31: crms.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	39, // 32: crms.v1.ListHistoryRequest.until:type_name -> google.protobuf.Timestamp
+	0,  // 33: crms.v1.ListHistoryRequest.states:type_name -> crms.v1.JobState
+	38, // 34: crms.v1.ListHistoryRequest.labels:type_name -> crms.v1.ListHistoryRequest.LabelsEntry
+	9,  // 35: crms.v1.ListHistoryResponse.jobs:type_name -> crms.v1.Job
+	10, // 36: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
+	12, // 37: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
+	14, // 38: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
+	16, // 39: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
+	18, // 40: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
+	20, // 41: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
+	22, // 42: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
+	24, // 43: crms.v1.JobService.RunJob:input_type -> crms.v1.RunJobRequest
+	26, // 44: crms.v1.JobService.RequeueJob:input_type -> crms.v1.RequeueJobRequest
+	28, // 45: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
+	30, // 46: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
+	32, // 47: crms.v1.JobService.ListHistory:input_type -> crms.v1.ListHistoryRequest
+	11, // 48: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
+	13, // 49: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
+	15, // 50: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
+	17, // 51: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
+	19, // 52: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
+	21, // 53: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
+	23, // 54: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
+	25, // 55: crms.v1.JobService.RunJob:output_type -> crms.v1.RunJobResponse
+	27, // 56: crms.v1.JobService.RequeueJob:output_type -> crms.v1.RequeueJobResponse
+	29, // 57: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
+	31, // 58: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
+	33, // 59: crms.v1.JobService.ListHistory:output_type -> crms.v1.ListHistoryResponse
+	48, // [48:60] is the sub-list for method output_type
+	36, // [36:48] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_job_proto_init() }
@@ -2694,7 +2906,7 @@ func file_crms_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_job_proto_rawDesc), len(file_crms_v1_job_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

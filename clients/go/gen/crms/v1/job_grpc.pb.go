@@ -33,6 +33,7 @@ const (
 	JobService_RequeueJob_FullMethodName   = "/crms.v1.JobService/RequeueJob"
 	JobService_DeleteJob_FullMethodName    = "/crms.v1.JobService/DeleteJob"
 	JobService_StreamOutput_FullMethodName = "/crms.v1.JobService/StreamOutput"
+	JobService_ListHistory_FullMethodName  = "/crms.v1.JobService/ListHistory"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -73,6 +74,11 @@ type JobServiceClient interface {
 	DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
 	// Streams a job's stdout and stderr from its worker.
 	StreamOutput(ctx context.Context, in *StreamOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamOutputResponse], error)
+	// Lists finished jobs from the history database (kept after etcd retention
+	// deleted them), newest end time first, a page at a time. UNAVAILABLE when
+	// the history database cannot be reached; FAILED_PRECONDITION when the
+	// control plane runs without history.
+	ListHistory(ctx context.Context, in *ListHistoryRequest, opts ...grpc.CallOption) (*ListHistoryResponse, error)
 }
 
 type jobServiceClient struct {
@@ -211,6 +217,16 @@ func (c *jobServiceClient) StreamOutput(ctx context.Context, in *StreamOutputReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobService_StreamOutputClient = grpc.ServerStreamingClient[StreamOutputResponse]
 
+func (c *jobServiceClient) ListHistory(ctx context.Context, in *ListHistoryRequest, opts ...grpc.CallOption) (*ListHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListHistoryResponse)
+	err := c.cc.Invoke(ctx, JobService_ListHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -249,6 +265,11 @@ type JobServiceServer interface {
 	DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error)
 	// Streams a job's stdout and stderr from its worker.
 	StreamOutput(*StreamOutputRequest, grpc.ServerStreamingServer[StreamOutputResponse]) error
+	// Lists finished jobs from the history database (kept after etcd retention
+	// deleted them), newest end time first, a page at a time. UNAVAILABLE when
+	// the history database cannot be reached; FAILED_PRECONDITION when the
+	// control plane runs without history.
+	ListHistory(context.Context, *ListHistoryRequest) (*ListHistoryResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -291,6 +312,9 @@ func (UnimplementedJobServiceServer) DeleteJob(context.Context, *DeleteJobReques
 }
 func (UnimplementedJobServiceServer) StreamOutput(*StreamOutputRequest, grpc.ServerStreamingServer[StreamOutputResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamOutput not implemented")
+}
+func (UnimplementedJobServiceServer) ListHistory(context.Context, *ListHistoryRequest) (*ListHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListHistory not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -497,6 +521,24 @@ func _JobService_StreamOutput_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobService_StreamOutputServer = grpc.ServerStreamingServer[StreamOutputResponse]
 
+func _JobService_ListHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListHistory(ctx, req.(*ListHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -539,6 +581,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteJob",
 			Handler:    _JobService_DeleteJob_Handler,
+		},
+		{
+			MethodName: "ListHistory",
+			Handler:    _JobService_ListHistory_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -47,7 +47,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down", "etcd_reachable", "last_etcd_outage")
+    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down", "etcd_reachable", "last_etcd_outage", "history", "retention_waiting")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,8 @@ class GetClusterStatusResponse(_message.Message):
     WORKERS_DOWN_FIELD_NUMBER: _ClassVar[int]
     ETCD_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_ETCD_OUTAGE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_WAITING_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
     revision: int
     quota_bytes: int
@@ -76,7 +78,9 @@ class GetClusterStatusResponse(_message.Message):
     workers_down: int
     etcd_reachable: bool
     last_etcd_outage: EtcdOutage
-    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ..., etcd_reachable: _Optional[bool] = ..., last_etcd_outage: _Optional[_Union[EtcdOutage, _Mapping]] = ...) -> None: ...
+    history: HistoryStatus
+    retention_waiting: str
+    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ..., etcd_reachable: _Optional[bool] = ..., last_etcd_outage: _Optional[_Union[EtcdOutage, _Mapping]] = ..., history: _Optional[_Union[HistoryStatus, _Mapping]] = ..., retention_waiting: _Optional[str] = ...) -> None: ...
 
 class EtcdOutage(_message.Message):
     __slots__ = ("lost_time", "restored_time", "seconds", "error", "lease_renewed", "workers_reregistered", "reregistered_workers")
@@ -95,6 +99,24 @@ class EtcdOutage(_message.Message):
     workers_reregistered: int
     reregistered_workers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, lost_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., restored_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., lease_renewed: _Optional[bool] = ..., workers_reregistered: _Optional[int] = ..., reregistered_workers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HistoryStatus(_message.Message):
+    __slots__ = ("kind", "location", "up", "error", "pending_jobs", "lag_seconds", "schema_version")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PENDING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    location: str
+    up: bool
+    error: str
+    pending_jobs: int
+    lag_seconds: float
+    schema_version: int
+    def __init__(self, kind: _Optional[str] = ..., location: _Optional[str] = ..., up: _Optional[bool] = ..., error: _Optional[str] = ..., pending_jobs: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ("revision",)

@@ -65,6 +65,11 @@ class JobServiceStub:
             request_serializer=crms_dot_v1_dot_job__pb2.StreamOutputRequest.SerializeToString,
             response_deserializer=crms_dot_v1_dot_job__pb2.StreamOutputResponse.FromString,
         )
+        self.ListHistory = channel.unary_unary(
+            '/crms.v1.JobService/ListHistory',
+            request_serializer=crms_dot_v1_dot_job__pb2.ListHistoryRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_job__pb2.ListHistoryResponse.FromString,
+        )
 
 
 class JobServiceServicer:
@@ -121,6 +126,11 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamOutput(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHistory(self, request, context):
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -182,6 +192,11 @@ def add_JobServiceServicer_to_server(servicer, server):
             servicer.StreamOutput,
             request_deserializer=crms_dot_v1_dot_job__pb2.StreamOutputRequest.FromString,
             response_serializer=crms_dot_v1_dot_job__pb2.StreamOutputResponse.SerializeToString,
+        ),
+        'ListHistory': grpc.unary_unary_rpc_method_handler(
+            servicer.ListHistory,
+            request_deserializer=crms_dot_v1_dot_job__pb2.ListHistoryRequest.FromString,
+            response_serializer=crms_dot_v1_dot_job__pb2.ListHistoryResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler('crms.v1.JobService', handlers),))
