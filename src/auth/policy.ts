@@ -17,6 +17,7 @@ export const POLICY: Readonly<Record<string, readonly Role[]>> = {
   "JobService.SubmitJob": OWN,
   "JobService.GetJob": READ,
   "JobService.ListJobs": READ,
+  "JobService.ListHistory": READ,
   "JobService.WatchJobs": READ,
   "JobService.StreamOutput": READ,
   "JobService.KillJob": OWN,

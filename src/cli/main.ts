@@ -22,6 +22,7 @@ import {
   workerDetail,
   workersTable,
 } from "./format.js";
+import { csvHeader, csvRow, historyTable, parseWhen } from "./history-format.js";
 
 export const VERSION = "0.1.0";
 
@@ -39,7 +40,12 @@ Jobs:
        [-o table|wide|json]         (--array ID: the tasks of an array; --tasks: list tasks too;
                                     --sort id|submit|end|state|name, "-" first for descending,
                                     default -id: newest first; --limit N: the first N in that order)
-  job ID [-o json]                  show one job with its attempts
+  job ID [-o json]                  show one job with its attempts (from the history once etcd
+                                    retention deleted it)
+  history [--since 7d] [--until T] [--state S] [--user U] [--queue Q] [--worker W] [--name GLOB]
+          [--label K=V] [--limit N] [-o table|json|csv]
+                                    finished jobs from the history database, newest first
+                                    (T: 30m, 12h, 7d back from now, or an ISO date/time)
   logs [-f] ID                      print a job's output (-f follows it)
   kill ID [--grace SECONDS] [--force]
                                     kill a job (grace at most 3600; a later kill with a shorter
@@ -75,6 +81,8 @@ Processes:
          [--compaction-keep-revisions N (10000)] [--compaction-db-fraction F (0.5 of --quota-bytes; 0 off)]
          [--retention-age S (86400)] [--retention-count N (100000)] [--retention-interval S (30)]
          [--quota-bytes N] [--tail-bytes N (2048 per stream)] [--http HOST:PORT (web page)]
+         [--data-dir DIR (job history embedded in DIR/history)] [--history postgres://U:P@HOST:PORT/DB]
+         [--no-history]
          [--tls-cert F --tls-key F [--client-ca F]] [--admin-token-file F] [--insecure]
          [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
@@ -367,6 +375,51 @@ async function jobCommand(cmd: string, args: string[]): Promise<number> {
   });
 }
 
+async function history(args: string[]): Promise<number> {
+  const { values: v, positionals } = parse(args, {
+    since: { type: "string" },
+    until: { type: "string" },
+    state: { type: "string", multiple: true },
+    user: { type: "string" },
+    queue: { type: "string" },
+    worker: { type: "string" },
+    name: { type: "string" },
+    label: { type: "string", multiple: true },
+    limit: { type: "string" },
+  });
+  if (positionals.length) throw new CliError(`unexpected argument ${positionals[0]}`, 2);
+  const output = (v.output as string | undefined) ?? "table";
+  if (!["table", "json", "csv"].includes(output)) throw new CliError("-o must be table, json or csv", 2);
+  const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
+  const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
+  const since = v.since ? cliParse(() => parseWhen(v.since as string, "--since")) : undefined;
+  const until = v.until ? cliParse(() => parseWhen(v.until as string, "--until")) : undefined;
+  return withClient(v, async (c) => {
+    const list = [];
+    if (output === "csv") process.stdout.write(csvHeader());
+    let n = 0;
+    for await (const job of c.history({
+      since,
+      until,
+      states,
+      owner: (v.user as string) ?? "",
+      queue: (v.queue as string) ?? "",
+      worker: (v.worker as string) ?? "",
+      nameGlob: (v.name as string) ?? "",
+      labels: keyValues(v.label, "--label"),
+      pageSize: 1000,
+    })) {
+      // CSV streams row by row (a month of jobs need not fit in memory).
+      if (output === "csv") process.stdout.write(csvRow(job));
+      else list.push(job);
+      if (++n >= limit) break;
+    }
+    if (output === "json") printJson(list.map((j) => toJson(JobSchema, j)));
+    else if (output === "table") print(historyTable(list));
+    return 0;
+  });
+}
+
 async function logs(args: string[]): Promise<number> {
   const { values: v, positionals } = parse(args, { follow: { type: "boolean", short: "f" } });
   const id = one(positionals, "job id");
@@ -557,6 +610,14 @@ async function admin(args: string[]): Promise<number> {
     const o = s.lastEtcdOutage;
     if (!s.etcdReachable) print(`etcd:       NOT REACHABLE from this replica; writes answer UNAVAILABLE`);
     if (o) print(`Last etcd outage: ${etcdOutage(o)}`);
+    const h = s.history;
+    if (h)
+      print(
+        `History:    ${h.kind} ${h.location}, ${h.up ? "up" : `DOWN (${h.error})`}; ${h.pendingJobs} jobs to write, lag ${h.lagSeconds.toFixed(1)}s; schema ${h.schemaVersion}`,
+      );
+    else print("History:    none (jobs are gone once etcd retention deletes them)");
+    if (s.retentionWaiting)
+      print(`Retention:  WAITING, deletes nothing until the history confirms (${s.retentionWaiting})`);
     return 0;
   });
 }
@@ -595,6 +656,9 @@ async function server(args: string[]): Promise<number> {
     "etcd-cert": { type: "string" },
     "etcd-key": { type: "string" },
     "etcd-user": { type: "string" },
+    "data-dir": { type: "string" },
+    history: { type: "string" },
+    "no-history": { type: "boolean" },
   });
   const { startServer } = await import("../server/server.js");
   const { etcdSecurity } = await import("../auth/server-security.js");
@@ -634,6 +698,7 @@ async function server(args: string[]): Promise<number> {
     compactionDbFraction: fraction(v["compaction-db-fraction"], "--compaction-db-fraction", 0.5),
     quotaBytes: int(v["quota-bytes"], "--quota-bytes", 2 * 1024 ** 3),
     tailBytes: int(v["tail-bytes"], "--tail-bytes", 2048),
+    ...(await historyOptions(v)),
   });
   const { startHttp } = await import("../web/http.js");
   const web = v.http ? await startHttp(cp, v.http as string) : undefined;
@@ -642,6 +707,22 @@ async function server(args: string[]): Promise<number> {
   await web?.close();
   await cp.stop();
   return 0;
+}
+
+/** --history URL (PostgreSQL), else embedded under --data-dir (default: the state dir's "server"). */
+async function historyOptions(v: Record<string, unknown>): Promise<{ dataDir?: string; history?: string }> {
+  const url = v.history as string | undefined;
+  if (v["no-history"]) {
+    if (url) throw new CliError("--history and --no-history exclude each other", 2);
+    return {};
+  }
+  if (url !== undefined && !/^postgres(ql)?:\/\/\S+$/.test(url))
+    throw new CliError(
+      `--history must be a postgres:// URL (got ${JSON.stringify(url)}); without it the history is embedded under --data-dir`,
+      2,
+    );
+  const { defaultDataDir } = await import("./paths.js");
+  return { dataDir: (v["data-dir"] as string | undefined) ?? defaultDataDir("server"), history: url };
 }
 
 async function worker(args: string[]): Promise<number> {
@@ -720,6 +801,8 @@ export async function main(argv: string[]): Promise<number> {
       return jobCommand(cmd, args);
     case "logs":
       return logs(args);
+    case "history":
+      return history(args);
     case "workers":
     case "worker":
       if (cmd === "worker" && (args.length === 0 || args[0]?.startsWith("-"))) return worker(args);
@@ -746,7 +829,7 @@ export function describeError(err: unknown): string {
   const e = err as { code?: number; details?: string; message?: string };
   if (typeof e.code === "number" && e.details !== undefined) {
     const name = grpcStatus[e.code] ?? String(e.code);
-    if (e.code === grpcStatus.UNAVAILABLE)
+    if (e.code === grpcStatus.UNAVAILABLE && !e.details.startsWith("history database"))
       return `UNAVAILABLE: cannot reach the crms server (${e.details}); is it running? (--server or CRMS_SERVER)`;
     return `${name}: ${e.details}`;
   }

@@ -250,6 +250,41 @@ export function createMetrics(cp: ControlPlane): Metrics {
     },
   });
   new Gauge({
+    name: "crms_retention_waiting_for_history",
+    help: "1 while retention deletes nothing because the history database cannot confirm the jobs, else 0.",
+    registers,
+    collect() {
+      this.set(cp.retention.waiting ? 1 : 0);
+    },
+  });
+  if (cp.history) {
+    const history = cp.history;
+    new Gauge({
+      name: "crms_history_up",
+      help: "1 if the job history database answered the last call, else 0.",
+      registers,
+      collect() {
+        this.set(history.status().up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "crms_history_pending_jobs",
+      help: "Finished jobs waiting to be written to the history database (on the scheduler leader).",
+      registers,
+      collect() {
+        this.set(history.status().pending);
+      },
+    });
+    new Gauge({
+      name: "crms_history_lag_seconds",
+      help: "Seconds since the oldest finished job still waiting for the history database ended; 0 when none wait.",
+      registers,
+      collect() {
+        this.set(history.status().lagSeconds);
+      },
+    });
+  }
+  new Gauge({
     name: "crms_scheduler_leader",
     help: "1 if this replica is the scheduler leader, else 0.",
     registers,

@@ -4,16 +4,18 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { HealthImplementation } from "grpc-health-check";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
-import { JobService } from "../../gen/crms/v1/job_pb.js";
+import { type Job, JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import { Authorizer } from "../auth/policy.js";
 import { bootstrapAdminToken, exposure, type SecurityOptions, serverCredentials } from "../auth/server-security.js";
 import { StreamLimiter } from "../auth/stream-limit.js";
 import { createTokenService } from "../auth/token-service.js";
 import { TokenStore } from "../auth/tokens.js";
+import { History } from "../history/history.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
 import { createLogger, type Logger, type LogLevel, type ServiceDeps } from "../services/context.js";
@@ -65,6 +67,13 @@ export interface ServerOptions extends SecurityOptions {
   downWorkerRetentionCount?: number;
   /** Bytes of stdout and of stderr kept with a finished job (default 2048 each). */
   tailBytes?: number;
+  /**
+   * The control plane's data directory: the embedded job history lives in
+   * <dataDir>/history unless `history` names a PostgreSQL server.
+   */
+  dataDir?: string;
+  /** The job history: a postgres:// URL, or a directory for the embedded database. Unset with no dataDir: no history. */
+  history?: string;
   logLevel?: LogLevel;
   log?: Logger;
 }
@@ -106,6 +115,8 @@ export class ControlPlane {
   private server = new grpc.Server(serverOptions);
   retention!: Retention;
   compactor!: Compactor;
+  /** The job history database, when configured. */
+  history?: History;
   alarms: string[] = [];
   private health?: HealthImplementation;
   private alarmTimer?: NodeJS.Timeout;
@@ -154,6 +165,13 @@ export class ControlPlane {
       throw new Error(exposed.refuse);
     }
     // With a bootstrap token file, tokens are on from the start (not once the watch shows it).
+    try {
+      this.history = await openHistory(this.store, this.options, this.log);
+    } catch (err) {
+      await this.tokens.close();
+      await this.store.close();
+      throw err;
+    }
     const required = exposed.requireTokens || !!this.options.adminTokenFile;
     const authorizer = new Authorizer({ tokens: this.tokens, exposed: required });
     this.authorize = (method, metadata) => authorizer.check(method, metadata);
@@ -173,6 +191,7 @@ export class ControlPlane {
         quotaBytes: this.options.quotaBytes ?? 2 * 1024 * 1024 * 1024,
         tailBytes: this.options.tailBytes ?? 2048,
       },
+      history: this.history,
     };
     this.sessions = new Sessions(deps);
     const o = this.options;
@@ -183,6 +202,7 @@ export class ControlPlane {
         maxCount: o.retentionCount ?? DEFAULT_RETENTION.maxCount,
         downWorkerAgeSeconds: o.downWorkerRetentionSeconds,
         downWorkerCount: o.downWorkerRetentionCount,
+        confirm: this.history ? (jobs) => (this.history as History).confirm(jobs) : undefined,
       },
       (o.retentionIntervalSeconds ?? 30) * 1000,
       (msg, fields) => this.log.info(msg, fields),
@@ -199,6 +219,7 @@ export class ControlPlane {
       () => this.retention.runNow(),
       (msg, fields) => this.log.info(msg, fields),
     );
+    if (this.history) archiveOnLeader(this.store, this.election, this.history, this.log);
     this.election.on("elected", () => {
       this.retention.start();
       this.compactor.start();
@@ -254,6 +275,7 @@ export class ControlPlane {
     this.scheduler?.stop();
     this.retention?.stop();
     this.compactor?.stop();
+    await this.history?.close();
     clearInterval(this.alarmTimer);
     this.stopWatchChecks?.();
     this.sessions?.close();
@@ -272,6 +294,47 @@ export class ControlPlane {
     await this.store?.close();
     this.state = replicaTransition(this.state, "STOPPED");
   }
+}
+
+/** The flag that moves the history to a server: named whenever embedded history is refused. */
+const HISTORY_FLAG = "--history postgres://USER:PASSWORD@HOST:PORT/DB";
+
+/**
+ * Opens the job history the options ask for (none without `history` or
+ * `dataDir`). Embedded history belongs to one replica: with other replicas
+ * live (after waiting out a lease, in case one is this server's previous
+ * process), the start is refused, naming the flag for a shared PostgreSQL.
+ */
+async function openHistory(store: Store, options: ServerOptions, log: Logger): Promise<History | undefined> {
+  const target = options.history || (options.dataDir ? join(options.dataDir, "history") : "");
+  if (!target) return undefined;
+  if (!/^postgres(ql)?:\/\//.test(target)) {
+    const deadline = Date.now() + ((options.leaseTtl ?? 10) + 2) * 1000;
+    let others = await store.otherReplicas();
+    while (others.length && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      others = await store.otherReplicas();
+    }
+    if (others.length)
+      throw new Error(
+        `refusing to start: replica ${others.join(", ")} is running on this etcd and this one keeps its job history embedded (${target}), which one replica alone may do; run every replica with ${HISTORY_FLAG}`,
+      );
+  }
+  const history = await History.open(target, (msg, fields) => log.warn(msg, fields));
+  log.info("job history open", { kind: history.db.kind, where: history.db.where, schema: history.schemaVersion });
+  return history;
+}
+
+/** The leader writes every job that reaches a final state to the history; a new leader first catches up. */
+function archiveOnLeader(store: Store, election: Election, history: History, log: Logger): void {
+  store.jobs.on("put", (_id: string, e: { value: Job }) => {
+    if (election.isLeader) history.enqueue(e.value);
+  });
+  election.on("elected", () => {
+    history
+      .sweep(Array.from(store.jobs.entries.values(), (e) => e.value))
+      .catch((err) => log.warn("history catch-up failed; retention writes what it deletes", { error: String(err) }));
+  });
 }
 
 /** Starts a control-plane replica. */

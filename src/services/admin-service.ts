@@ -11,6 +11,20 @@ import { memberStatus } from "../store/status.js";
 import type { ServiceDeps } from "./context.js";
 import { checkRevision } from "./validate.js";
 
+function historyStatus(deps: ServiceDeps) {
+  const h = deps.history?.status();
+  if (!h) return undefined;
+  return {
+    kind: h.kind,
+    location: h.where,
+    up: h.up,
+    error: h.error,
+    pendingJobs: BigInt(h.pending),
+    lagSeconds: h.lagSeconds,
+    schemaVersion: h.schemaVersion,
+  };
+}
+
 export function createAdminService(deps: ServiceDeps, retention: Retention) {
   const { store, log } = deps;
   return {
@@ -18,6 +32,7 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
       // While etcd does not answer, say so at once from the cache rather than wait for it.
       const reachable = store.health.reachable;
       const status = reachable ? await memberStatus(store) : { members: [], alarms: [], revision: store.jobs.revision };
+      await deps.history?.ping();
       let workersUp = 0;
       let workersDown = 0;
       let slotsTotal = 0;
@@ -50,6 +65,8 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
         schedulerLeader: deps.election.leaderId,
         etcdReachable: reachable,
         lastEtcdOutage: store.health.last && outageMessage(store.health.last),
+        history: historyStatus(deps),
+        retentionWaiting: retention.waiting,
       };
     },
 

@@ -1,4 +1,5 @@
 /** What the service handlers share: the store, the election and this replica's sessions. */
+import type { History } from "../history/history.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 
@@ -66,4 +67,6 @@ export interface ServiceDeps {
   election: Election;
   log: Logger;
   options: ServiceOptions;
+  /** The job history database, when the control plane has one. */
+  history?: History;
 }

@@ -31,6 +31,7 @@ import { compareIds } from "../store/keys.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
+import { createHistoryService, historyJob } from "./history-service.js";
 import type { Sessions } from "./sessions.js";
 import {
   checkArray,
@@ -88,6 +89,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     checkJobId(id);
     const job = store.job(id) ?? (await store.fetchJob(id))?.value;
     if (job) return job;
+    const archived = await historyJob(deps, id);
+    if (archived) return archived;
     if (await store.mayHaveExpired(id).catch(() => false)) {
       throw notFound(
         `job ${id} not found: it finished and expired (retention deletes finished jobs past their age or count), or was deleted`,
@@ -166,6 +169,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   }
 
   return {
+    ...createHistoryService(deps),
+
     async submitJob(req: SubmitJobRequest, ctx?: CallContext) {
       const spec = stampOwner(checkSpec(req.spec, req.requestId), ctx?.identity);
       checkArray(spec);

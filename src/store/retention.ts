@@ -22,7 +22,16 @@ export interface RetentionOptions {
   downWorkerAgeSeconds?: number;
   /** DOWN worker records kept at most, newest down first (default 1,000). 0 disables the count rule. */
   downWorkerCount?: number;
+  /**
+   * When set (a history database is configured), jobs are deleted only once
+   * this returns their ids: the history holds them. It throws while the
+   * history is unreachable, and retention then deletes nothing.
+   */
+  confirm?: (jobs: Job[]) => Promise<Set<string>>;
 }
+
+/** Retention is holding back: the history could not confirm the jobs it would delete. */
+export class HistoryWait extends Error {}
 
 export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
 /** Default age and count of kept DOWN worker records. */
@@ -98,7 +107,17 @@ export async function runRetention(store: Store, options: RetentionOptions, now 
       if (job) yield job;
     }
   }
-  const ids = selectExpired(inEndOrder(), finished.size, options, now);
+  let ids = selectExpired(inEndOrder(), finished.size, options, now);
+  if (options.confirm && ids.length) {
+    const jobs = ids.map((id) => store.job(id)).filter((j): j is Job => !!j);
+    let held: Set<string>;
+    try {
+      held = await options.confirm(jobs);
+    } catch (err) {
+      throw new HistoryWait(`history database unavailable: ${(err as Error).message || String(err)}`);
+    }
+    ids = ids.filter((id) => held.has(id));
+  }
   let deleted = 0;
   let next = 0;
   const lane = async () => {
@@ -129,6 +148,10 @@ export class Retention {
   private current?: Promise<number>;
   runs = 0;
   deleted = 0;
+  /** Why retention holds back now ("" when it does not): the history database is down. */
+  waiting = "";
+  /** Since when it holds back (ms since epoch; 0 when it does not). */
+  waitingSince = 0;
 
   constructor(
     private readonly store: Store,
@@ -175,11 +198,22 @@ export class Retention {
       const n = await runRetention(this.store, this.options);
       const workers = await runWorkerRetention(this.store, this.options);
       if (workers) this.log?.("retention deleted down worker records", { deleted: workers });
+      if (this.waiting) this.log?.("retention resumes: the history confirmed the jobs it deletes", { deleted: n });
+      this.waiting = "";
+      this.waitingSince = 0;
       this.runs++;
       this.deleted += n;
       if (n) this.log?.("retention deleted finished jobs", { deleted: n });
       return n;
     } catch (err) {
+      if (err instanceof HistoryWait) {
+        if (!this.waiting)
+          this.log?.("retention waits: no finished job is deleted until the history has it", { error: err.message });
+        this.waiting = err.message;
+        this.waitingSince ||= Date.now();
+        this.runs++;
+        return 0;
+      }
       this.log?.("retention failed", { error: String(err) });
       throw err;
     }

@@ -576,6 +576,12 @@ export class Store {
     const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.idseq), count_only: true });
     return Number(res.header.revision);
   }
+
+  /** Ids of the other live replicas (their lease-bound records under replicas/). */
+  async otherReplicas(): Promise<string[]> {
+    const ids = await this.etcd.getAll().prefix(this.keys.replicas).keys();
+    return ids.map((k) => k.slice(this.keys.replicas.length)).filter((id) => id !== this.replicaId);
+  }
 }
 
 export type { Entry };

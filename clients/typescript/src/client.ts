@@ -12,6 +12,7 @@ import {
   JobService,
   type JobSpecSchema,
   JobState,
+  type ListHistoryRequestSchema,
   type ListJobsRequestSchema,
   type StreamOutputResponse,
   WatchEventType,
@@ -101,6 +102,24 @@ export class CrmsClient {
     let pageToken = "";
     do {
       const page = await this.listJobs({ ...req, pageToken }, options);
+      yield* page.jobs;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /** One page of finished jobs from the history database, newest end first. */
+  async listHistory(req: MessageInitShape<typeof ListHistoryRequestSchema> = {}, options?: CallOptions) {
+    return this.transport.unary(JobService.method.listHistory, req, options);
+  }
+
+  /** Every finished job in the history matching the filter, page after page. */
+  async *history(
+    req: MessageInitShape<typeof ListHistoryRequestSchema> = {},
+    options?: CallOptions,
+  ): AsyncIterable<Job> {
+    let pageToken = "";
+    do {
+      const page = await this.listHistory({ ...req, pageToken }, options);
       yield* page.jobs;
       pageToken = page.nextPageToken;
     } while (pageToken);

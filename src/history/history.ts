@@ -1,0 +1,294 @@
+/**
+ * The job history: every job that reached a final state, in SQL, kept after
+ * etcd retention deleted it. The leader's archiver writes final jobs as they
+ * end (batched upserts, retried while the database is down); retention asks
+ * `confirm` before it deletes, so a job leaves etcd only once the history has it.
+ */
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
+import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
+import { OWNER_LABEL } from "../auth/ownership.js";
+import { isFinal } from "../rpc/states.js";
+import { invalid } from "../store/errors.js";
+import { migrate } from "./migrations.js";
+import { openEmbedded, openPostgres, type SqlDb } from "./sql.js";
+
+/** Rows per INSERT statement. */
+const WRITE_BATCH = 250;
+/** Archiver: flush this often, and retry this long after a failure. */
+const FLUSH_MS = 100;
+const RETRY_MS = 1000;
+
+export interface HistoryFilter {
+  /** Jobs that ended at or after this time. */
+  since?: Date;
+  /** Jobs that ended before this time. */
+  until?: Date;
+  states?: JobState[];
+  owner?: string;
+  queue?: string;
+  worker?: string;
+  /** Shell-style glob on the job name (* and ?). */
+  nameGlob?: string;
+  labels?: Record<string, string>;
+  pageSize: number;
+  /** From a previous page's nextPageToken. */
+  pageToken?: string;
+}
+
+/** What `crms admin status` and /metrics say about the history. */
+export interface HistoryStatus {
+  kind: "embedded" | "postgres";
+  where: string;
+  up: boolean;
+  /** The last error talking to the database, while it is down. */
+  error: string;
+  /** Final jobs waiting to be written (on the leader). */
+  pending: number;
+  /** Seconds since the oldest pending job ended (0 when none wait). */
+  lagSeconds: number;
+  /** Jobs written by this replica since it started. */
+  written: number;
+  schemaVersion: number;
+}
+
+const endMs = (j: Job) => (j.endTime ? timestampMs(j.endTime) : 0);
+const date = (ts: Job["submitTime"]) => (ts ? timestampDate(ts) : null);
+
+/** SQL LIKE pattern of a shell glob: * any run, ? one character, the rest literal. */
+export function globToLike(glob: string): string {
+  return glob
+    .replace(/[\\%_]/g, (c) => `\\${c}`)
+    .replace(/\*/g, "%")
+    .replace(/\?/g, "_");
+}
+
+function row(j: Job): unknown[] {
+  const labels = j.spec?.labels ?? {};
+  return [
+    j.id,
+    j.spec?.name ?? "",
+    labels[OWNER_LABEL] ?? "",
+    JobState[j.state],
+    null, // queue: from fair share (#17), not built yet
+    JSON.stringify(labels),
+    j.worker,
+    (j.spec?.command ?? []).join(" "),
+    date(j.submitTime),
+    date(j.startTime),
+    new Date(endMs(j)),
+    j.exitCode ?? null,
+    j.signal,
+    j.attempts.length,
+    j.arrayParent || null,
+    Buffer.from(toBinary(JobSchema, j)),
+  ];
+}
+const COLUMNS =
+  "id, name, owner, state, queue, labels, worker, command, submit_time, start_time, end_time, exit_code, signal, attempts, array_parent, record";
+const PER_ROW = 16;
+
+export class History {
+  private pending = new Map<string, Job>();
+  private timer?: NodeJS.Timeout;
+  private flushing?: Promise<void>;
+  private closed = false;
+  up = true;
+  error = "";
+  written = 0;
+
+  private constructor(
+    readonly db: SqlDb,
+    readonly schemaVersion: number,
+    private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
+  ) {}
+
+  /** Opens (and migrates) the history: a postgres:// URL, else an embedded database in that directory. */
+  static async open(target: string, log?: (msg: string, fields?: Record<string, unknown>) => void): Promise<History> {
+    const db = /^postgres(ql)?:\/\//.test(target)
+      ? await openPostgres(target)
+      : await openEmbedded(target || undefined);
+    try {
+      return new History(db, await migrate(db), log);
+    } catch (err) {
+      await db.close().catch(() => undefined);
+      throw new Error(`history database ${db.where}: ${(err as Error).message}`);
+    }
+  }
+
+  status(): HistoryStatus {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const j of this.pending.values()) oldest = Math.min(oldest, endMs(j));
+    return {
+      kind: this.db.kind,
+      where: this.db.where,
+      up: this.up,
+      error: this.error,
+      pending: this.pending.size,
+      lagSeconds: this.pending.size ? Math.max(0, (Date.now() - oldest) / 1000) : 0,
+      written: this.written,
+      schemaVersion: this.schemaVersion,
+    };
+  }
+
+  /** Checks the database answers (updates `up` and `error`); never throws. */
+  async ping(): Promise<boolean> {
+    return this.track(this.db.query("SELECT 1")).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** Writes (or rewrites) final jobs now. */
+  async write(jobs: Job[]): Promise<void> {
+    for (let i = 0; i < jobs.length; i += WRITE_BATCH) {
+      const batch = jobs.slice(i, i + WRITE_BATCH);
+      const values = batch
+        .map((_, r) => `(${Array.from({ length: PER_ROW }, (_, c) => `$${r * PER_ROW + c + 1}`).join(", ")})`)
+        .join(", ");
+      const set = COLUMNS.split(", ")
+        .filter((c) => c !== "id")
+        .map((c) => `${c} = EXCLUDED.${c}`)
+        .join(", ");
+      await this.track(
+        this.db.query(
+          `INSERT INTO jobs (${COLUMNS}) VALUES ${values} ON CONFLICT (id) DO UPDATE SET ${set}, archived_at = now()`,
+          batch.flatMap(row),
+        ),
+      );
+      this.written += batch.length;
+    }
+  }
+
+  /** Notes the outcome of a database call: up on success, down with the error on failure. */
+  private async track<T>(p: Promise<T>): Promise<T> {
+    try {
+      const out = await p;
+      if (!this.up) this.log?.("history database is back", { where: this.db.where });
+      this.up = true;
+      this.error = "";
+      return out;
+    } catch (err) {
+      if (this.up) this.log?.("history database unreachable", { where: this.db.where, error: String(err) });
+      this.up = false;
+      this.error = (err as Error).message || String(err);
+      throw err;
+    }
+  }
+
+  /**
+   * Makes sure the history holds these jobs as they are now (same end time),
+   * writing the ones it lacks; returns the ids it holds. Throws while the
+   * database is down: the caller (retention) must then delete nothing.
+   */
+  async confirm(jobs: Job[]): Promise<Set<string>> {
+    const { rows } = await this.track(
+      this.db.query<{ id: string; end_ms: string | number }>(
+        "SELECT id::text AS id, (extract(epoch FROM end_time) * 1000)::bigint AS end_ms FROM jobs WHERE id = ANY($1::bigint[])",
+        [jobs.map((j) => j.id)],
+      ),
+    );
+    const held = new Map(rows.map((r) => [r.id, Number(r.end_ms)]));
+    const missing = jobs.filter((j) => held.get(j.id) !== endMs(j));
+    if (missing.length) await this.write(missing);
+    for (const j of missing) this.pending.delete(j.id);
+    return new Set(jobs.map((j) => j.id));
+  }
+
+  /** A job from the history, or undefined. */
+  async get(id: string): Promise<Job | undefined> {
+    const { rows } = await this.track(
+      this.db.query<{ record: Uint8Array }>("SELECT record FROM jobs WHERE id = $1", [id]),
+    );
+    return rows[0] ? fromBinary(JobSchema, rows[0].record) : undefined;
+  }
+
+  /** Jobs from the history, newest end first, a page at a time. */
+  async list(f: HistoryFilter): Promise<{ jobs: Job[]; nextPageToken: string }> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const p = (v: unknown) => {
+      params.push(v);
+      return `$${params.length}`;
+    };
+    if (f.since) where.push(`end_time >= ${p(f.since)}`);
+    if (f.until) where.push(`end_time < ${p(f.until)}`);
+    if (f.states?.length) where.push(`state = ANY(${p(f.states.map((s) => JobState[s]))}::text[])`);
+    if (f.owner) where.push(`owner = ${p(f.owner)}`);
+    if (f.queue) where.push(`queue = ${p(f.queue)}`);
+    if (f.worker) where.push(`worker = ${p(f.worker)}`);
+    if (f.nameGlob) where.push(`name LIKE ${p(globToLike(f.nameGlob))}`);
+    if (f.labels && Object.keys(f.labels).length) where.push(`labels @> ${p(JSON.stringify(f.labels))}::jsonb`);
+    if (f.pageToken) {
+      const [ms, id] = decodeToken(f.pageToken);
+      where.push(`(end_time, id) < (${p(new Date(ms))}, ${p(id)}::bigint)`);
+    }
+    const sql = `SELECT record FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY end_time DESC, id DESC LIMIT ${p(f.pageSize + 1)}`;
+    const { rows } = await this.track(this.db.query<{ record: Uint8Array }>(sql, params));
+    const jobs = rows.slice(0, f.pageSize).map((r) => fromBinary(JobSchema, r.record));
+    const last = jobs.at(-1);
+    return { jobs, nextPageToken: rows.length > f.pageSize && last ? encodeToken(endMs(last), last.id) : "" };
+  }
+
+  /** Queues a job that reached a final state for the archiver (the newest version of a job wins). */
+  enqueue(job: Job): void {
+    if (this.closed || !isFinal(job.state)) return;
+    this.pending.set(job.id, job);
+    this.timer ??= setTimeout(() => void this.flush(), FLUSH_MS);
+  }
+
+  /** Queues the final jobs of `jobs` the history does not hold yet (at a leader change or start). */
+  async sweep(jobs: Iterable<Job>): Promise<void> {
+    const finals = [...jobs].filter((j) => isFinal(j.state));
+    for (let i = 0; i < finals.length; i += 5000) {
+      const chunk = finals.slice(i, i + 5000);
+      const { rows } = await this.track(
+        this.db.query<{ id: string }>("SELECT id::text AS id FROM jobs WHERE id = ANY($1::bigint[])", [
+          chunk.map((j) => j.id),
+        ]),
+      );
+      const held = new Set(rows.map((r) => r.id));
+      for (const j of chunk) if (!held.has(j.id)) this.enqueue(j);
+    }
+  }
+
+  /** Writes what is pending; on failure keeps it and tries again later. */
+  flush(): Promise<void> {
+    this.flushing ??= (async () => {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      let failed = false;
+      while (this.pending.size && !failed) {
+        const batch = [...this.pending.values()].slice(0, WRITE_BATCH * 4);
+        try {
+          await this.write(batch);
+          // A job changed again while it was written stays pending in its newer form.
+          for (const j of batch) if (this.pending.get(j.id) === j) this.pending.delete(j.id);
+        } catch {
+          failed = true;
+        }
+      }
+      this.flushing = undefined;
+      if (this.pending.size && !this.closed) this.timer = setTimeout(() => void this.flush(), failed ? RETRY_MS : 0);
+    })();
+    return this.flushing;
+  }
+
+  /** Stops archiving: what is still pending stays in etcd, and the next leader writes it. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.flushing?.catch(() => undefined);
+    await this.db.close().catch(() => undefined);
+  }
+}
+
+function encodeToken(ms: number, id: string): string {
+  return Buffer.from(`${ms}:${id}`).toString("base64url");
+}
+
+function decodeToken(token: string): [number, string] {
+  const m = /^(\d+):(\d+)$/.exec(Buffer.from(token, "base64url").toString());
+  if (!m) throw invalid("page_token is not one this server returned");
+  return [Number(m[1]), m[2] as string];
+}

@@ -1,0 +1,63 @@
+/**
+ * Versioned schema migrations, applied in order at start inside one
+ * transaction each; `history_schema` records the versions applied. Never edit
+ * a released migration: add the next one.
+ */
+import type { SqlDb } from "./sql.js";
+
+export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: "jobs",
+    sql: `
+CREATE TABLE jobs (
+  id bigint PRIMARY KEY,
+  name text NOT NULL,
+  owner text NOT NULL,
+  state text NOT NULL,
+  queue text,
+  labels jsonb NOT NULL DEFAULT '{}',
+  worker text NOT NULL,
+  command text NOT NULL,
+  submit_time timestamptz,
+  start_time timestamptz,
+  end_time timestamptz NOT NULL,
+  exit_code integer,
+  signal text NOT NULL DEFAULT '',
+  attempts integer NOT NULL,
+  array_parent bigint,
+  cpu_seconds double precision,
+  memory_peak_bytes bigint,
+  record bytea NOT NULL,
+  archived_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX jobs_end ON jobs (end_time DESC, id DESC);
+CREATE INDEX jobs_owner_end ON jobs (owner, end_time DESC);
+CREATE INDEX jobs_worker_end ON jobs (worker, end_time DESC);
+CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
+`,
+  },
+];
+
+/** Applies the migrations not yet applied; returns the schema version now. */
+export async function migrate(db: SqlDb): Promise<number> {
+  await db.query(
+    "CREATE TABLE IF NOT EXISTS history_schema (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+  );
+  for (const m of MIGRATIONS) {
+    await db.transaction(async (q) => {
+      // Several replicas may start at once on one PostgreSQL: one applies, the others see it applied.
+      if (db.kind === "postgres") await q("LOCK TABLE history_schema IN EXCLUSIVE MODE");
+      const { rows } = await q("SELECT 1 FROM history_schema WHERE version = $1", [m.version]);
+      if (rows.length) return;
+      for (const stmt of m.sql
+        .split(";")
+        .map((s) => s.trim())
+        .filter(Boolean))
+        await q(stmt);
+      await q("INSERT INTO history_schema (version, name) VALUES ($1, $2)", [m.version, m.name]);
+    });
+  }
+  const { rows } = await db.query<{ v: number | null }>("SELECT max(version) AS v FROM history_schema");
+  return rows[0]?.v ?? 0;
+}

@@ -1,0 +1,61 @@
+/**
+ * The two SQL engines the history runs on, behind one small interface: PGlite
+ * (PostgreSQL compiled to WASM, embedded in the control plane, files under its
+ * data directory) and a PostgreSQL server through `pg`. Both speak the same
+ * dialect, so one schema and one set of queries serve both.
+ */
+import { mkdirSync } from "node:fs";
+
+export interface SqlDb {
+  /** "embedded" (PGlite) or "postgres" (a server). */
+  readonly kind: "embedded" | "postgres";
+  /** Where it is: the data directory, or the URL without its password. */
+  readonly where: string;
+  query<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<{ rows: R[] }>;
+  /** Runs statements in one transaction. */
+  transaction<T>(fn: (q: SqlDb["query"]) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** PGlite in `dir` (created if missing); with no dir, in memory. */
+export async function openEmbedded(dir?: string): Promise<SqlDb> {
+  const { PGlite } = await import("@electric-sql/pglite");
+  if (dir) mkdirSync(dir, { recursive: true });
+  const db = dir ? await PGlite.create(dir) : await PGlite.create();
+  return {
+    kind: "embedded",
+    where: dir ?? "memory",
+    query: (sql, params) => db.query(sql, params) as never,
+    transaction: (fn) => db.transaction((tx) => fn((sql, params) => tx.query(sql, params) as never)),
+    close: () => db.close(),
+  };
+}
+
+/** A pool of connections to a PostgreSQL server at `url` (postgres://user:pass@host:port/db). */
+export async function openPostgres(url: string): Promise<SqlDb> {
+  const { default: pg } = await import("pg");
+  const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5000, query_timeout: 15_000 });
+  // An idle connection dropped by the server (a restart) must not crash the process.
+  pool.on("error", () => undefined);
+  const where = url.replace(/\/\/([^:@/]+):[^@/]*@/, "//$1:***@");
+  return {
+    kind: "postgres",
+    where,
+    query: (sql, params) => pool.query(sql, params) as never,
+    async transaction(fn) {
+      const c = await pool.connect();
+      try {
+        await c.query("BEGIN");
+        const out = await fn((sql, params) => c.query(sql, params) as never);
+        await c.query("COMMIT");
+        return out;
+      } catch (err) {
+        await c.query("ROLLBACK").catch(() => undefined);
+        throw err;
+      } finally {
+        c.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}

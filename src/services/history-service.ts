@@ -1,0 +1,68 @@
+/** JobService.ListHistory and the history side of GetJob: reads from the job history database. */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Job, JobState, type ListHistoryRequest } from "../../gen/crms/v1/job_pb.js";
+import type { History } from "../history/history.js";
+import { isFinal } from "../rpc/states.js";
+import { CrmsError, invalid, precondition } from "../store/errors.js";
+import type { ServiceDeps } from "./context.js";
+import { checkWorkerName, pageSize } from "./validate.js";
+
+/** Any database failure reads as UNAVAILABLE, naming the history; domain errors pass through. */
+export function unavailable(history: History, err: unknown): CrmsError {
+  if (err instanceof CrmsError) return err;
+  return new CrmsError(
+    "UNAVAILABLE",
+    `history database (${history.db.kind} ${history.db.where}) is not available: ${(err as Error).message || String(err)}`,
+  );
+}
+
+/** A finished job from the history, or undefined (also when the history is off or down). */
+export async function historyJob(deps: ServiceDeps, id: string): Promise<Job | undefined> {
+  return deps.history?.get(id).catch((err) => {
+    deps.log.warn("history lookup failed", { job: id, error: String(err) });
+    return undefined;
+  });
+}
+
+export function createHistoryService(deps: ServiceDeps) {
+  return {
+    async listHistory(req: ListHistoryRequest) {
+      const history = deps.history;
+      if (!history)
+        throw precondition(
+          "this control plane runs without a history database (start it with --data-dir or --history postgres://...)",
+        );
+      const size = pageSize(req.pageSize);
+      if (req.worker) checkWorkerName(req.worker);
+      for (const s of req.states) {
+        if (s !== JobState.UNSPECIFIED && !isFinal(s))
+          throw invalid(`the history holds only final states; ${JobState[s] ?? s} is not one`);
+      }
+      const since = req.since ? timestampDate(req.since) : undefined;
+      const until = req.until ? timestampDate(req.until) : undefined;
+      if (since && until && since >= until) throw invalid("since must be before until");
+      if (req.nameGlob.length > 256) throw invalid("name_glob is longer than 256 characters");
+      if (req.pageToken) checkToken(req.pageToken);
+      try {
+        return await history.list({
+          since,
+          until,
+          states: req.states.filter((s) => s !== JobState.UNSPECIFIED),
+          owner: req.owner,
+          queue: req.queue,
+          worker: req.worker,
+          nameGlob: req.nameGlob,
+          labels: req.labels,
+          pageSize: size,
+          pageToken: req.pageToken,
+        });
+      } catch (err) {
+        throw unavailable(history, err);
+      }
+    },
+  };
+}
+
+function checkToken(token: string): void {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(token)) throw invalid("page_token is not one this server returned");
+}
