@@ -1,0 +1,133 @@
+/**
+ * The job history on the embedded database (PGlite under the control plane's
+ * data directory): a finished job outlives etcd retention and is found by
+ * `crms job`, `crms history` and ListHistory; a second replica on embedded
+ * history is refused, naming the flag for PostgreSQL.
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import anyTest, { type TestFn } from "ava";
+import type { CrmsClient } from "../clients/typescript/src/client.js";
+import { JobState } from "../gen/crms/v1/job_pb.js";
+import { startServer } from "../src/server/server.js";
+import { cli, TestCluster } from "./helpers/cluster.js";
+
+const test = anyTest as TestFn<{ cluster: TestCluster; c: CrmsClient; env: NodeJS.ProcessEnv; dataDir: string }>;
+
+test.before(async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), "crms-cp-"));
+  // Retention runs only when asked (admin gc), and deletes what ended a second ago.
+  const cluster = await TestCluster.start({ dataDir, retentionIntervalSeconds: 0, retentionAgeSeconds: 1 });
+  await cluster.startWorker("hist-w1", 2);
+  t.context = { cluster, c: cluster.client(), env: { ...process.env, CRMS_SERVER: cluster.address }, dataDir };
+});
+
+test.after.always(async (t) => {
+  await t.context.cluster?.stop();
+});
+
+/** Runs retention until none of `ids` is left in etcd. */
+async function retainUntilGone(cluster: TestCluster, c: CrmsClient, ids: string[]): Promise<void> {
+  await cluster.waitFor(
+    async () => {
+      await c.runRetention();
+      const left = await Promise.all(ids.map((id) => cluster.server.store.fetchJob(id)));
+      return left.every((e) => e === undefined);
+    },
+    30_000,
+    `retention to delete ${ids.join(", ")} from etcd`,
+  );
+}
+
+test.serial("a job deleted from etcd by retention is still found by crms job and crms history", async (t) => {
+  const { cluster, c, env } = t.context;
+  const failed = await c.submit({
+    name: "hist-fail",
+    command: ["sh", "-c", "echo out; exit 3"],
+    labels: { team: "alpha" },
+  });
+  const ok = await c.submit({ name: "hist-ok", command: ["true"], labels: { team: "beta" } });
+  t.is((await c.wait(failed.id, { timeoutMs: 30_000 })).state, JobState.FAILED);
+  t.is((await c.wait(ok.id, { timeoutMs: 30_000 })).state, JobState.SUCCEEDED);
+  await retainUntilGone(cluster, c, [failed.id, ok.id]);
+  t.is(cluster.server.store.job(failed.id), undefined, "gone from the replica's cache too");
+
+  // GetJob and `crms job` answer from the history.
+  const got = await c.getJob(failed.id);
+  t.is(got.state, JobState.FAILED);
+  t.is(got.exitCode, 3);
+  t.is(got.worker, "hist-w1");
+  t.is(got.attempts.length, 1);
+  const shown = await cli(["job", failed.id, "-o", "json"], env);
+  t.is(shown.code, 0, shown.stderr);
+  const json = JSON.parse(shown.stdout);
+  t.is(json.state, "JOB_STATE_FAILED");
+  t.is(json.exitCode, 3);
+
+  // `crms history` with filters, in each output format.
+  const csv = await cli(["history", "--since", "1h", "--label", "team=alpha", "-o", "csv"], env);
+  t.is(csv.code, 0, csv.stderr);
+  const lines = csv.stdout.trimEnd().split("\r\n");
+  t.is(
+    lines[0],
+    "id,name,state,owner,queue,worker,labels,command,submit_time,start_time,end_time,runtime_seconds,exit_code,signal,attempts,array_parent,error",
+  );
+  t.is(lines.length, 2);
+  const row = (lines[1] as string).split(",");
+  t.deepEqual(
+    [row[0], row[1], row[2], row[5], row[6], row[12], row[14]],
+    [failed.id, "hist-fail", "FAILED", "hist-w1", "team=alpha", "3", "1"],
+  );
+  const succeeded = await cli(["history", "--state", "SUCCEEDED", "-o", "json"], env);
+  t.deepEqual(
+    JSON.parse(succeeded.stdout).map((j: { id: string }) => j.id),
+    [ok.id],
+  );
+  const table = await cli(["history", "--name", "hist-*", "--worker", "hist-w1"], env);
+  t.is(table.code, 0, table.stderr);
+  t.regex(table.stdout, new RegExp(`^${failed.id}\\s+hist-fail\\s+FAILED`, "m"));
+  t.regex(table.stdout, new RegExp(`^${ok.id}\\s+hist-ok\\s+SUCCEEDED`, "m"));
+  const none = await cli(["history", "--worker", "elsewhere", "-o", "json"], env);
+  t.deepEqual(JSON.parse(none.stdout), []);
+  const future = await cli(["history", "--until", "2001-01-01", "-o", "json"], env);
+  t.deepEqual(JSON.parse(future.stdout), []);
+
+  // Newest end first, a page at a time.
+  const first = await c.listHistory({ pageSize: 1, nameGlob: "hist-*" });
+  t.is(first.jobs.length, 1);
+  t.truthy(first.nextPageToken);
+  const second = await c.listHistory({ pageSize: 1, nameGlob: "hist-*", pageToken: first.nextPageToken });
+  t.deepEqual([first.jobs[0]?.id, second.jobs[0]?.id].sort(), [failed.id, ok.id].sort());
+  t.is(second.nextPageToken, "");
+
+  // `crms admin status` names the history.
+  const st = await cli(["admin", "status"], env);
+  t.regex(st.stdout, /History:\s+embedded .*history, up/);
+});
+
+test.serial("bad ListHistory requests are INVALID_ARGUMENT", async (t) => {
+  const { c, env } = t.context;
+  const e1 = await t.throwsAsync(c.listHistory({ states: [JobState.RUNNING] }));
+  t.is((e1 as { code?: number }).code, status.INVALID_ARGUMENT);
+  const e2 = await t.throwsAsync(c.listHistory({ pageToken: "not a token" }));
+  t.is((e2 as { code?: number }).code, status.INVALID_ARGUMENT);
+  const bad = await cli(["history", "--since", "yesterday"], env);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--since must be a duration/);
+});
+
+test.serial("a second replica on embedded history is refused, naming --history", async (t) => {
+  const { cluster } = t.context;
+  const err = await t.throwsAsync(
+    startServer({
+      listen: "127.0.0.1:0",
+      etcd: [cluster.etcd.endpoint],
+      dataDir: mkdtempSync(join(tmpdir(), "crms-cp2-")),
+      leaseTtl: 1,
+      logLevel: "silent",
+    }),
+  );
+  t.regex(err?.message ?? "", /replica .* is running .*--history postgres:\/\//);
+});
