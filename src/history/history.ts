@@ -19,6 +19,12 @@ const WRITE_BATCH = 250;
 const FLUSH_MS = 100;
 const RETRY_MS = 1000;
 
+/** Where the history says the database went down and came back. */
+export interface HistoryLog {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+}
+
 export interface HistoryFilter {
   /** Jobs that ended at or after this time. */
   since?: Date;
@@ -100,7 +106,7 @@ export class History {
   private constructor(
     readonly db: SqlDb,
     readonly schemaVersion: number,
-    private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly log?: HistoryLog,
   ) {}
 
   /** Opens (and migrates) the history: a postgres:// URL, else an embedded database in that directory. */
@@ -164,12 +170,12 @@ export class History {
   private async track<T>(p: Promise<T>): Promise<T> {
     try {
       const out = await p;
-      if (!this.up) this.log?.("history database is back", { where: this.db.where });
+      if (!this.up) this.log?.info("history database is back", { where: this.db.where });
       this.up = true;
       this.error = "";
       return out;
     } catch (err) {
-      if (this.up) this.log?.("history database unreachable", { where: this.db.where, error: String(err) });
+      if (this.up) this.log?.warn("history database unreachable", { where: this.db.where, error: String(err) });
       this.up = false;
       this.error = (err as Error).message || String(err);
       throw err;

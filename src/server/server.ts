@@ -320,7 +320,7 @@ async function openHistory(store: Store, options: ServerOptions, log: Logger): P
         `refusing to start: replica ${others.join(", ")} is running on this etcd and this one keeps its job history embedded (${target}), which one replica alone may do; run every replica with ${HISTORY_FLAG}`,
       );
   }
-  const history = await History.open(target, (msg, fields) => log.warn(msg, fields));
+  const history = await History.open(target, log);
   log.info("job history open", { kind: history.db.kind, where: history.db.where, schema: history.schemaVersion });
   return history;
 }
