@@ -110,7 +110,7 @@ export class History {
   ) {}
 
   /** Opens (and migrates) the history: a postgres:// URL, else an embedded database in that directory. */
-  static async open(target: string, log?: (msg: string, fields?: Record<string, unknown>) => void): Promise<History> {
+  static async open(target: string, log?: HistoryLog): Promise<History> {
     const db = /^postgres(ql)?:\/\//.test(target)
       ? await openPostgres(target)
       : await openEmbedded(target || undefined);
