@@ -25,6 +25,7 @@ export const POLICY: Readonly<Record<string, readonly Role[]>> = {
   "JobService.ReleaseJob": OWN,
   "JobService.DeleteJob": ADMIN,
   "WorkerService.Attach": ["admin", "worker"],
+  "WorkerService.UploadOutput": ["admin", "worker"],
   "WorkerService.ListWorkers": READ,
   "WorkerService.GetWorker": READ,
   "WorkerService.WatchWorkers": READ,

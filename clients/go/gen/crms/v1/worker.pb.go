@@ -2255,6 +2255,153 @@ func (*ForgetWorkerResponse) Descriptor() ([]byte, []int) {
 	return file_crms_v1_worker_proto_rawDescGZIP(), []int{31}
 }
 
+// UploadOutputRequest is one chunk of a finished run's output.
+type UploadOutputRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The attempt whose output this is.
+	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Which stream.
+	Stream OutputStream `protobuf:"varint,3,opt,name=stream,proto3,enum=crms.v1.OutputStream" json:"stream,omitempty"`
+	// Offset of data[0] within the stream; chunks come in order from 0.
+	Offset int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The bytes, at most 4 MiB.
+	Data []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	// True on the stream's last chunk (which may be empty).
+	Last bool `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`
+	// On the last chunk: bytes of the stream past the per-job cap that were not
+	// sent (0 when the stream was sent in full).
+	CutBytes      int64 `protobuf:"varint,7,opt,name=cut_bytes,json=cutBytes,proto3" json:"cut_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadOutputRequest) Reset() {
+	*x = UploadOutputRequest{}
+	mi := &file_crms_v1_worker_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadOutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadOutputRequest) ProtoMessage() {}
+
+func (x *UploadOutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadOutputRequest.ProtoReflect.Descriptor instead.
+func (*UploadOutputRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UploadOutputRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *UploadOutputRequest) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *UploadOutputRequest) GetStream() OutputStream {
+	if x != nil {
+		return x.Stream
+	}
+	return OutputStream_OUTPUT_STREAM_UNSPECIFIED
+}
+
+func (x *UploadOutputRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadOutputRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UploadOutputRequest) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *UploadOutputRequest) GetCutBytes() int64 {
+	if x != nil {
+		return x.CutBytes
+	}
+	return 0
+}
+
+// UploadOutputResponse acknowledges a chunk.
+type UploadOutputResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of this stream received so far.
+	Received      int64 `protobuf:"varint,1,opt,name=received,proto3" json:"received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadOutputResponse) Reset() {
+	*x = UploadOutputResponse{}
+	mi := &file_crms_v1_worker_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadOutputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadOutputResponse) ProtoMessage() {}
+
+func (x *UploadOutputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadOutputResponse.ProtoReflect.Descriptor instead.
+func (*UploadOutputResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UploadOutputResponse) GetReceived() int64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
 var File_crms_v1_worker_proto protoreflect.FileDescriptor
 
 const file_crms_v1_worker_proto_rawDesc = "" +
@@ -2408,13 +2555,23 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06worker\x18\x01 \x01(\v2\x0f.crms.v1.WorkerR\x06worker\")\n" +
 	"\x13ForgetWorkerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14ForgetWorkerResponse*\x91\x01\n" +
+	"\x14ForgetWorkerResponse\"\xd2\x01\n" +
+	"\x13UploadOutputRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x12-\n" +
+	"\x06stream\x18\x03 \x01(\x0e2\x15.crms.v1.OutputStreamR\x06stream\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x06 \x01(\bR\x04last\x12\x1b\n" +
+	"\tcut_bytes\x18\a \x01(\x03R\bcutBytes\"2\n" +
+	"\x14UploadOutputResponse\x12\x1a\n" +
+	"\breceived\x18\x01 \x01(\x03R\breceived*\x91\x01\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fWORKER_STATE_UP\x10\x01\x12\x19\n" +
 	"\x15WORKER_STATE_DRAINING\x10\x02\x12\x1d\n" +
 	"\x19WORKER_STATE_DISCONNECTED\x10\x03\x12\x15\n" +
-	"\x11WORKER_STATE_DOWN\x10\x042\xd6\x04\n" +
+	"\x11WORKER_STATE_DOWN\x10\x042\xa3\x05\n" +
 	"\rWorkerService\x12=\n" +
 	"\x06Attach\x12\x16.crms.v1.AttachRequest\x1a\x17.crms.v1.AttachResponse(\x010\x01\x12H\n" +
 	"\vListWorkers\x12\x1b.crms.v1.ListWorkersRequest\x1a\x1c.crms.v1.ListWorkersResponse\x12B\n" +
@@ -2424,7 +2581,8 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"StopWorker\x12\x1a.crms.v1.StopWorkerRequest\x1a\x1b.crms.v1.StopWorkerResponse\x12K\n" +
 	"\fResumeWorker\x12\x1c.crms.v1.ResumeWorkerRequest\x1a\x1d.crms.v1.ResumeWorkerResponse\x12K\n" +
-	"\fForgetWorker\x12\x1c.crms.v1.ForgetWorkerRequest\x1a\x1d.crms.v1.ForgetWorkerResponseB\x8f\x01\n" +
+	"\fForgetWorker\x12\x1c.crms.v1.ForgetWorkerRequest\x1a\x1d.crms.v1.ForgetWorkerResponse\x12K\n" +
+	"\fUploadOutput\x12\x1c.crms.v1.UploadOutputRequest\x1a\x1d.crms.v1.UploadOutputResponseB\x8f\x01\n" +
 	"\vcom.crms.v1B\vWorkerProtoP\x01Z6github.com/crms-dev/crms/clients/go/gen/crms/v1;crmsv1\xa2\x02\x03CXX\xaa\x02\aCrms.V1\xca\x02\aCrms\\V1\xe2\x02\x13Crms\\V1\\GPBMetadata\xea\x02\bCrms::V1b\x06proto3"
 
 var (
@@ -2440,7 +2598,7 @@ func file_crms_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_crms_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crms_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_crms_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_crms_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: crms.v1.WorkerState
 	(*Worker)(nil),                // 1: crms.v1.Worker
@@ -2475,30 +2633,32 @@ var file_crms_v1_worker_proto_goTypes = []any{
 	(*ResumeWorkerResponse)(nil),  // 30: crms.v1.ResumeWorkerResponse
 	(*ForgetWorkerRequest)(nil),   // 31: crms.v1.ForgetWorkerRequest
 	(*ForgetWorkerResponse)(nil),  // 32: crms.v1.ForgetWorkerResponse
-	nil,                           // 33: crms.v1.Worker.LabelsEntry
-	nil,                           // 34: crms.v1.Hello.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
-	(OutputStream)(0),             // 36: crms.v1.OutputStream
-	(*JobSpec)(nil),               // 37: crms.v1.JobSpec
-	(WatchEventType)(0),           // 38: crms.v1.WatchEventType
+	(*UploadOutputRequest)(nil),   // 33: crms.v1.UploadOutputRequest
+	(*UploadOutputResponse)(nil),  // 34: crms.v1.UploadOutputResponse
+	nil,                           // 35: crms.v1.Worker.LabelsEntry
+	nil,                           // 36: crms.v1.Hello.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(OutputStream)(0),             // 38: crms.v1.OutputStream
+	(*JobSpec)(nil),               // 39: crms.v1.JobSpec
+	(WatchEventType)(0),           // 40: crms.v1.WatchEventType
 }
 var file_crms_v1_worker_proto_depIdxs = []int32{
-	33, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
+	35, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
 	0,  // 1: crms.v1.Worker.state:type_name -> crms.v1.WorkerState
-	35, // 2: crms.v1.Worker.attach_time:type_name -> google.protobuf.Timestamp
-	35, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
-	35, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
-	35, // 5: crms.v1.Worker.down_time:type_name -> google.protobuf.Timestamp
-	34, // 6: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
+	37, // 2: crms.v1.Worker.attach_time:type_name -> google.protobuf.Timestamp
+	37, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
+	37, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
+	37, // 5: crms.v1.Worker.down_time:type_name -> google.protobuf.Timestamp
+	36, // 6: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
 	2,  // 7: crms.v1.Hello.running:type_name -> crms.v1.RunningJob
 	6,  // 8: crms.v1.Hello.finished:type_name -> crms.v1.JobFinished
-	36, // 9: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
+	38, // 9: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
 	3,  // 10: crms.v1.AttachRequest.hello:type_name -> crms.v1.Hello
 	4,  // 11: crms.v1.AttachRequest.heartbeat:type_name -> crms.v1.Heartbeat
 	5,  // 12: crms.v1.AttachRequest.started:type_name -> crms.v1.JobStarted
 	6,  // 13: crms.v1.AttachRequest.finished:type_name -> crms.v1.JobFinished
 	7,  // 14: crms.v1.AttachRequest.output:type_name -> crms.v1.OutputData
-	37, // 15: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
+	39, // 15: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
 	9,  // 16: crms.v1.AttachResponse.welcome:type_name -> crms.v1.Welcome
 	10, // 17: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
 	11, // 18: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
@@ -2510,31 +2670,34 @@ var file_crms_v1_worker_proto_depIdxs = []int32{
 	14, // 24: crms.v1.AttachResponse.resume:type_name -> crms.v1.Resume
 	1,  // 25: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
 	1,  // 26: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
-	38, // 27: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
+	40, // 27: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
 	1,  // 28: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
 	1,  // 29: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
 	1,  // 30: crms.v1.ResumeWorkerResponse.worker:type_name -> crms.v1.Worker
-	8,  // 31: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
-	19, // 32: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
-	21, // 33: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
-	23, // 34: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
-	25, // 35: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
-	27, // 36: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
-	29, // 37: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
-	31, // 38: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
-	18, // 39: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
-	20, // 40: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
-	22, // 41: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
-	24, // 42: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
-	26, // 43: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
-	28, // 44: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
-	30, // 45: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
-	32, // 46: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
-	39, // [39:47] is the sub-list for method output_type
-	31, // [31:39] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	38, // 31: crms.v1.UploadOutputRequest.stream:type_name -> crms.v1.OutputStream
+	8,  // 32: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
+	19, // 33: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
+	21, // 34: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
+	23, // 35: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
+	25, // 36: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
+	27, // 37: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
+	29, // 38: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
+	31, // 39: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
+	33, // 40: crms.v1.WorkerService.UploadOutput:input_type -> crms.v1.UploadOutputRequest
+	18, // 41: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
+	20, // 42: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
+	22, // 43: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
+	24, // 44: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
+	26, // 45: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
+	28, // 46: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
+	30, // 47: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
+	32, // 48: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
+	34, // 49: crms.v1.WorkerService.UploadOutput:output_type -> crms.v1.UploadOutputResponse
+	41, // [41:50] is the sub-list for method output_type
+	32, // [32:41] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_worker_proto_init() }
@@ -2568,7 +2731,7 @@ func file_crms_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_worker_proto_rawDesc), len(file_crms_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	WorkerService_StopWorker_FullMethodName   = "/crms.v1.WorkerService/StopWorker"
 	WorkerService_ResumeWorker_FullMethodName = "/crms.v1.WorkerService/ResumeWorker"
 	WorkerService_ForgetWorker_FullMethodName = "/crms.v1.WorkerService/ForgetWorker"
+	WorkerService_UploadOutput_FullMethodName = "/crms.v1.WorkerService/UploadOutput"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -57,6 +58,12 @@ type WorkerServiceClient interface {
 	// that name). FAILED_PRECONDITION for a worker that is not DOWN; NOT_FOUND
 	// for an unknown one.
 	ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error)
+	// Keeps a finished run's full output with the control plane, so that it can
+	// be read once the worker is gone. The worker sends each stream in order, in
+	// chunks of at most 4 MiB, the last one with last set. FAILED_PRECONDITION
+	// when the control plane keeps no history; NOT_FOUND for an unknown job;
+	// PERMISSION_DENIED when a worker token uploads for another worker's job.
+	UploadOutput(ctx context.Context, in *UploadOutputRequest, opts ...grpc.CallOption) (*UploadOutputResponse, error)
 }
 
 type workerServiceClient struct {
@@ -159,6 +166,16 @@ func (c *workerServiceClient) ForgetWorker(ctx context.Context, in *ForgetWorker
 	return out, nil
 }
 
+func (c *workerServiceClient) UploadOutput(ctx context.Context, in *UploadOutputRequest, opts ...grpc.CallOption) (*UploadOutputResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UploadOutputResponse)
+	err := c.cc.Invoke(ctx, WorkerService_UploadOutput_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -187,6 +204,12 @@ type WorkerServiceServer interface {
 	// that name). FAILED_PRECONDITION for a worker that is not DOWN; NOT_FOUND
 	// for an unknown one.
 	ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error)
+	// Keeps a finished run's full output with the control plane, so that it can
+	// be read once the worker is gone. The worker sends each stream in order, in
+	// chunks of at most 4 MiB, the last one with last set. FAILED_PRECONDITION
+	// when the control plane keeps no history; NOT_FOUND for an unknown job;
+	// PERMISSION_DENIED when a worker token uploads for another worker's job.
+	UploadOutput(context.Context, *UploadOutputRequest) (*UploadOutputResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -220,6 +243,9 @@ func (UnimplementedWorkerServiceServer) ResumeWorker(context.Context, *ResumeWor
 }
 func (UnimplementedWorkerServiceServer) ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForgetWorker not implemented")
+}
+func (UnimplementedWorkerServiceServer) UploadOutput(context.Context, *UploadOutputRequest) (*UploadOutputResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UploadOutput not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -368,6 +394,24 @@ func _WorkerService_ForgetWorker_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_UploadOutput_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UploadOutputRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).UploadOutput(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_UploadOutput_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).UploadOutput(ctx, req.(*UploadOutputRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -398,6 +442,10 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ForgetWorker",
 			Handler:    _WorkerService_ForgetWorker_Handler,
+		},
+		{
+			MethodName: "UploadOutput",
+			Handler:    _WorkerService_UploadOutput_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -351,3 +351,27 @@ class ForgetWorkerRequest(_message.Message):
 class ForgetWorkerResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class UploadOutputRequest(_message.Message):
+    __slots__ = ("job_id", "attempt", "stream", "offset", "data", "last", "cut_bytes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    CUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    stream: _job_pb2.OutputStream
+    offset: int
+    data: bytes
+    last: bool
+    cut_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[_job_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., cut_bytes: _Optional[int] = ...) -> None: ...
+
+class UploadOutputResponse(_message.Message):
+    __slots__ = ("received",)
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    def __init__(self, received: _Optional[int] = ...) -> None: ...

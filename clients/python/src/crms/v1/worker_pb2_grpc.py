@@ -50,6 +50,11 @@ class WorkerServiceStub:
             request_serializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerRequest.SerializeToString,
             response_deserializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerResponse.FromString,
         )
+        self.UploadOutput = channel.unary_unary(
+            '/crms.v1.WorkerService/UploadOutput',
+            request_serializer=crms_dot_v1_dot_worker__pb2.UploadOutputRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_worker__pb2.UploadOutputResponse.FromString,
+        )
 
 
 class WorkerServiceServicer:
@@ -91,6 +96,11 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ForgetWorker(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadOutput(self, request, context):
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -137,6 +147,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
             servicer.ForgetWorker,
             request_deserializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerRequest.FromString,
             response_serializer=crms_dot_v1_dot_worker__pb2.ForgetWorkerResponse.SerializeToString,
+        ),
+        'UploadOutput': grpc.unary_unary_rpc_method_handler(
+            servicer.UploadOutput,
+            request_deserializer=crms_dot_v1_dot_worker__pb2.UploadOutputRequest.FromString,
+            response_serializer=crms_dot_v1_dot_worker__pb2.UploadOutputResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler('crms.v1.WorkerService', handlers),))
