@@ -12,6 +12,8 @@ import anyTest, { type TestFn } from "ava";
 import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import { startServer } from "../src/server/server.js";
+import { createLogService, keptOutput } from "../src/services/log-service.js";
+import { shares } from "../src/worker/ship-output.js";
 import { cli, TestCluster } from "./helpers/cluster.js";
 
 const test = anyTest as TestFn<{ cluster: TestCluster; c: CrmsClient; env: NodeJS.ProcessEnv; dataDir: string }>;
@@ -130,4 +132,92 @@ test.serial("a second replica on embedded history is refused, naming --history",
     }),
   );
   t.regex(err?.message ?? "", /replica .* is running .*--history postgres:\/\//);
+});
+
+test.serial("logs of a job whose worker was SIGKILLed are served in full", async (t) => {
+  const { cluster, c, env } = t.context;
+  const w = await cluster.startWorker("hist-logs", 1);
+  // About 590 KB of stdout, far past the 2 KiB tail etcd keeps.
+  const job = await c.submit({
+    name: "hist-logs",
+    command: ["sh", "-c", "seq 1 100000; echo err-line >&2"],
+    targetWorker: "hist-logs",
+  });
+  t.is((await c.wait(job.id, { timeoutMs: 30_000 })).state, JobState.SUCCEEDED);
+  const history = cluster.server.history;
+  if (!history) throw new Error("no history");
+  await cluster.waitFor(
+    async () => (await history.readLog(job.id, 1)).length === 2,
+    20_000,
+    "the worker to ship the output",
+  );
+  await w.stop("SIGKILL");
+  await cluster.waitFor(() => cluster.server.store.worker("hist-logs")?.state !== 1, 20_000, "the worker to be gone");
+  const expected = `${Array.from({ length: 100000 }, (_, i) => i + 1).join("\n")}\n`;
+  const out = await cli(["logs", job.id], env);
+  t.is(out.code, 0, out.stderr);
+  t.is(out.stdout.length, expected.length);
+  t.true(out.stdout === expected, "stdout served in full");
+  t.is(out.stderr, "err-line\n");
+  // Still served once retention deleted the job from etcd.
+  await retainUntilGone(cluster, c, [job.id]);
+  const again = await c.outputText(job.id);
+  t.true(again.stdout === expected);
+});
+
+test.serial("output past the cap is cut, and the cut is marked", async (t) => {
+  const { cluster } = t.context;
+  t.deepEqual(shares(100, 10, 64), [54, 10], "stderr keeps what it needs, stdout the rest");
+  t.deepEqual(shares(100, 100, 64), [32, 32], "both over: half each");
+  const cp = cluster.server;
+  const deps = { store: cp.store, election: cp.election, log: cp.log, history: cp.history, options: {} as never };
+  const logs = createLogService(deps, 10);
+  const job = await t.context.c.submit({ name: "hist-cut", command: ["true"], targetWorker: "hist-w1" });
+  const done = await t.context.c.wait(job.id, { timeoutMs: 30_000 });
+  await logs.uploadOutput({
+    $typeName: "crms.v1.UploadOutputRequest",
+    jobId: job.id,
+    attempt: done.attempt,
+    stream: 1,
+    offset: 0n,
+    data: Buffer.from("0123456789ABCDEF"),
+    last: true,
+    cutBytes: 5n,
+  });
+  const kept = await keptOutput(deps, done);
+  const text = Buffer.concat((kept ?? []).map((m) => m.data)).toString();
+  t.is(text, "0123456789\n[crms: output cut at the per-job cap; 11 more bytes were not kept]\n");
+  const bad = await t.throwsAsync(
+    logs.uploadOutput({
+      $typeName: "crms.v1.UploadOutputRequest",
+      jobId: job.id,
+      attempt: done.attempt,
+      stream: 1,
+      offset: 7n,
+      data: Buffer.from("x"),
+      last: true,
+      cutBytes: 0n,
+    }),
+  );
+  t.regex(bad?.message ?? "", /expected offset 0/);
+});
+
+test.serial("log retention deletes kept output by age and by total size, oldest first", async (t) => {
+  const history = t.context.cluster.server.history;
+  if (!history) throw new Error("no history");
+  const ids = ["900001", "900002", "900003"];
+  for (const id of ids) await history.storeLog(id, 1, 1, Buffer.from(`output of ${id}`), 0);
+  const { rows } = await history.db.query<{ n: number }>(
+    "SELECT length(data) AS n FROM job_logs WHERE job_id = 900003",
+  );
+  const newest = Number(rows[0]?.n);
+  // Room for the newest stream only: the two older ones (and any older kept output) go.
+  t.true((await history.pruneLogs(0, newest)) >= 2);
+  t.is((await history.readLog("900003", 1)).length, 1);
+  t.is((await history.readLog("900001", 1)).length, 0);
+  t.is((await history.readLog("900002", 1)).length, 0);
+  // By age: everything stored before now minus 0.001 s goes.
+  await new Promise((r) => setTimeout(r, 20));
+  t.true((await history.pruneLogs(0.001, 0)) >= 1);
+  t.is((await history.readLog("900003", 1)).length, 0);
 });

@@ -82,11 +82,12 @@ Processes:
          [--retention-age S (86400)] [--retention-count N (100000)] [--retention-interval S (30)]
          [--quota-bytes N] [--tail-bytes N (2048 per stream)] [--http HOST:PORT (web page)]
          [--data-dir DIR (job history embedded in DIR/history)] [--history postgres://U:P@HOST:PORT/DB]
-         [--no-history]
+         [--no-history] [--output-cap BYTES (64 MiB kept per job)]
+         [--logs-retention-age S (30 days)] [--logs-retention-bytes N (10 GiB, compressed)]
          [--tls-cert F --tls-key F [--client-ca F]] [--admin-token-file F] [--insecure]
          [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
-         [--run-as USER]
+         [--run-as USER] [--output-cap BYTES (64 MiB of output shipped at job end; 0: none)]
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 
 Global: --server HOST:PORT[,HOST:PORT...] (or $CRMS_SERVER; default localhost:7070); calls go to the
@@ -659,6 +660,9 @@ async function server(args: string[]): Promise<number> {
     "data-dir": { type: "string" },
     history: { type: "string" },
     "no-history": { type: "boolean" },
+    "output-cap": { type: "string" },
+    "logs-retention-age": { type: "string" },
+    "logs-retention-bytes": { type: "string" },
   });
   const { startServer } = await import("../server/server.js");
   const { etcdSecurity } = await import("../auth/server-security.js");
@@ -699,6 +703,9 @@ async function server(args: string[]): Promise<number> {
     quotaBytes: int(v["quota-bytes"], "--quota-bytes", 2 * 1024 ** 3),
     tailBytes: int(v["tail-bytes"], "--tail-bytes", 2048),
     ...(await historyOptions(v)),
+    outputCapBytes: int(v["output-cap"], "--output-cap", 64 * 1024 * 1024),
+    logsRetentionAgeSeconds: int(v["logs-retention-age"], "--logs-retention-age", 30 * 86400),
+    logsRetentionBytes: int(v["logs-retention-bytes"], "--logs-retention-bytes", 10 * 1024 ** 3),
   });
   const { startHttp } = await import("../web/http.js");
   const web = v.http ? await startHttp(cp, v.http as string) : undefined;
@@ -732,6 +739,7 @@ async function worker(args: string[]): Promise<number> {
     label: { type: "string", multiple: true },
     "data-dir": { type: "string" },
     "run-as": { type: "string" },
+    "output-cap": { type: "string" },
   });
   const { createWorker } = await import("../worker/worker.js");
   const { resolveRunAs, checkCanRunAs } = await import("../worker/run-as.js");
@@ -763,6 +771,7 @@ async function worker(args: string[]): Promise<number> {
       version: VERSION,
       ...security,
       ...(runAs ? { runAs } : {}),
+      shipOutputBytes: int(v["output-cap"], "--output-cap", 64 * 1024 * 1024),
     });
   } catch (err) {
     throw new CliError(`--name: ${(err as Error).message}`, 2);

@@ -4,6 +4,8 @@
  * end (batched upserts, retried while the database is down); retention asks
  * `confirm` before it deletes, so a job leaves etcd only once the history has it.
  */
+import { promisify } from "node:util";
+import { gunzip, gzip } from "node:zlib";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
@@ -12,6 +14,9 @@ import { isFinal } from "../rpc/states.js";
 import { invalid } from "../store/errors.js";
 import { migrate } from "./migrations.js";
 import { openEmbedded, openPostgres, type SqlDb } from "./sql.js";
+
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
 
 /** Rows per INSERT statement. */
 const WRITE_BATCH = 250;
@@ -23,6 +28,15 @@ const RETRY_MS = 1000;
 export interface HistoryLog {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** One stream of a run's output as kept by the history. */
+export interface KeptOutput {
+  /** OutputStream: 1 stdout, 2 stderr. */
+  stream: number;
+  /** Bytes past the per-job cap that the worker did not send. */
+  cutBytes: number;
+  data: Buffer;
 }
 
 export interface HistoryFilter {
@@ -234,6 +248,60 @@ export class History {
     const jobs = rows.slice(0, f.pageSize).map((r) => fromBinary(JobSchema, r.record));
     const last = jobs.at(-1);
     return { jobs, nextPageToken: rows.length > f.pageSize && last ? encodeToken(endMs(last), last.id) : "" };
+  }
+
+  /** Keeps one stream of a run's output (gzip-compressed), replacing an older attempt's. */
+  async storeLog(jobId: string, attempt: number, stream: number, data: Buffer, cutBytes: number): Promise<void> {
+    const packed = await gzipAsync(data);
+    await this.track(
+      this.db.query(
+        `INSERT INTO job_logs (job_id, stream, attempt, size, cut_bytes, data) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (job_id, stream) DO UPDATE SET attempt = EXCLUDED.attempt, size = EXCLUDED.size,
+           cut_bytes = EXCLUDED.cut_bytes, data = EXCLUDED.data, stored_at = now()`,
+        [jobId, stream, attempt, data.length, cutBytes, packed],
+      ),
+    );
+  }
+
+  /** The kept output of a job's attempt, by stream (stdout first); empty when none was kept. */
+  async readLog(jobId: string, attempt: number): Promise<KeptOutput[]> {
+    const { rows } = await this.track(
+      this.db.query<{ stream: number; cut_bytes: string | number; data: Uint8Array }>(
+        "SELECT stream, cut_bytes, data FROM job_logs WHERE job_id = $1 AND attempt = $2 ORDER BY stream",
+        [jobId, attempt],
+      ),
+    );
+    return Promise.all(
+      rows.map(async (r) => ({ stream: r.stream, cutBytes: Number(r.cut_bytes), data: await gunzipAsync(r.data) })),
+    );
+  }
+
+  /** Log retention: deletes kept output stored before maxAgeSeconds ago, then the oldest until at most maxBytes (compressed) remain. */
+  async pruneLogs(maxAgeSeconds: number, maxBytes: number): Promise<number> {
+    let deleted = 0;
+    if (maxAgeSeconds > 0) {
+      const { rows } = await this.track(
+        this.db.query("DELETE FROM job_logs WHERE stored_at < now() - make_interval(secs => $1) RETURNING job_id", [
+          maxAgeSeconds,
+        ]),
+      );
+      deleted += rows.length;
+    }
+    if (maxBytes > 0) {
+      // Newest first, a running total of compressed bytes: whatever passes maxBytes goes.
+      const { rows } = await this.track(
+        this.db.query(
+          `DELETE FROM job_logs WHERE (job_id, stream) IN (
+             SELECT job_id, stream FROM (
+               SELECT job_id, stream, sum(length(data)) OVER (ORDER BY stored_at DESC, job_id DESC, stream DESC) AS total
+               FROM job_logs) t
+             WHERE total > $1) RETURNING job_id`,
+          [maxBytes],
+        ),
+      );
+      deleted += rows.length;
+    }
+    return deleted;
   }
 
   /** Queues a job that reached a final state for the archiver (the newest version of a job wins). */

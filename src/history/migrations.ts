@@ -37,6 +37,23 @@ CREATE INDEX jobs_worker_end ON jobs (worker, end_time DESC);
 CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
 `,
   },
+  {
+    version: 2,
+    name: "job_logs",
+    sql: `
+CREATE TABLE job_logs (
+  job_id bigint NOT NULL,
+  stream smallint NOT NULL,
+  attempt integer NOT NULL,
+  size bigint NOT NULL,
+  cut_bytes bigint NOT NULL DEFAULT 0,
+  data bytea NOT NULL,
+  stored_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (job_id, stream)
+);
+CREATE INDEX job_logs_stored ON job_logs (stored_at, job_id)
+`,
+  },
 ];
 
 /** Applies the migrations not yet applied; returns the schema version now. */

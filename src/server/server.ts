@@ -20,6 +20,7 @@ import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
 import { createLogger, type Logger, type LogLevel, type ServiceDeps } from "../services/context.js";
 import { createJobService } from "../services/job-service.js";
+import { createLogService, DEFAULT_OUTPUT_CAP } from "../services/log-service.js";
 import { Sessions } from "../services/sessions.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Election } from "../store/election.js";
@@ -72,6 +73,12 @@ export interface ServerOptions extends SecurityOptions {
    * <dataDir>/history unless `history` names a PostgreSQL server.
    */
   dataDir?: string;
+  /** Bytes of a finished run's output (both streams) kept with the history (default 64 MiB); more is cut, marked. */
+  outputCapBytes?: number;
+  /** Kept output is deleted this long after it was stored, seconds (default 30 days); 0: no age limit. */
+  logsRetentionAgeSeconds?: number;
+  /** Kept output (compressed) is deleted oldest first beyond this many bytes (default 10 GiB); 0: no limit. */
+  logsRetentionBytes?: number;
   /** The job history: a postgres:// URL, or a directory for the embedded database. Unset with no dataDir: no history. */
   history?: string;
   logLevel?: LogLevel;
@@ -117,6 +124,9 @@ export class ControlPlane {
   compactor!: Compactor;
   /** The job history database, when configured. */
   history?: History;
+  /** Runs log retention now (the leader also runs it every retention interval); deleted streams. */
+  logRetention?: () => Promise<number>;
+  private logRetentionTimer?: NodeJS.Timeout;
   alarms: string[] = [];
   private health?: HealthImplementation;
   private alarmTimer?: NodeJS.Timeout;
@@ -219,7 +229,17 @@ export class ControlPlane {
       () => this.retention.runNow(),
       (msg, fields) => this.log.info(msg, fields),
     );
-    if (this.history) archiveOnLeader(this.store, this.election, this.history, this.log);
+    if (this.history) {
+      archiveOnLeader(this.store, this.election, this.history, this.log);
+      const every = (o.retentionIntervalSeconds ?? 30) * 1000;
+      ({ run: this.logRetention, timer: this.logRetentionTimer } = logRetentionOnLeader(
+        this.election,
+        this.history,
+        o,
+        every,
+        this.log,
+      ));
+    }
     this.election.on("elected", () => {
       this.retention.start();
       this.compactor.start();
@@ -230,7 +250,10 @@ export class ControlPlane {
     });
     this.handlers = {
       job: createJobService(deps, this.sessions),
-      worker: createWorkerService(deps, this.sessions),
+      worker: {
+        ...createWorkerService(deps, this.sessions),
+        ...createLogService(deps, o.outputCapBytes ?? DEFAULT_OUTPUT_CAP),
+      },
       admin: {
         ...createAdminService(deps, this.retention),
         ...createTokenService(this.tokens, this.log, () => !authorizer.enabled),
@@ -275,6 +298,7 @@ export class ControlPlane {
     this.scheduler?.stop();
     this.retention?.stop();
     this.compactor?.stop();
+    clearInterval(this.logRetentionTimer);
     await this.history?.close();
     clearInterval(this.alarmTimer);
     this.stopWatchChecks?.();
@@ -335,6 +359,27 @@ function archiveOnLeader(store: Store, election: Election, history: History, log
       .sweep(Array.from(store.jobs.entries.values(), (e) => e.value))
       .catch((err) => log.warn("history catch-up failed; retention writes what it deletes", { error: String(err) }));
   });
+}
+
+/** Log retention by age and total size, run by the leader every interval; returns the run-now function. */
+function logRetentionOnLeader(
+  election: Election,
+  history: History,
+  o: ServerOptions,
+  intervalMs: number,
+  log: Logger,
+): { run: () => Promise<number>; timer?: NodeJS.Timeout } {
+  const run = async () => {
+    const n = await history.pruneLogs(o.logsRetentionAgeSeconds ?? 30 * 86400, o.logsRetentionBytes ?? 10 * 1024 ** 3);
+    if (n) log.info("log retention deleted kept output", { streams: n });
+    return n;
+  };
+  if (intervalMs <= 0) return { run };
+  const timer = setInterval(() => {
+    if (election.isLeader) run().catch(() => undefined);
+  }, intervalMs);
+  timer.unref();
+  return { run, timer };
 }
 
 /** Starts a control-plane replica. */

@@ -32,6 +32,7 @@ import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
 import { createHistoryService, historyJob } from "./history-service.js";
+import { keptOutput } from "./log-service.js";
 import type { Sessions } from "./sessions.js";
 import {
   checkArray,
@@ -376,7 +377,12 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       if (!live) {
         if (job.state === JobState.RUNNING || job.state === JobState.ASSIGNED)
           throw precondition(elsewhere(store, job));
-        // The worker that has the full output is not attached here: give the stored tails.
+        // The worker is gone or elsewhere: the full output kept at job end, else the stored tails.
+        const kept = await keptOutput(deps, job);
+        if (kept) {
+          yield* kept;
+          return;
+        }
         if (job.stdoutTail.length)
           yield create(StreamOutputResponseSchema, {
             stream: OutputStream.STDOUT,

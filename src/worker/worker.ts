@@ -28,6 +28,7 @@ import {
 import { workerNameProblem } from "../rpc/names.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
+import { DEFAULT_SHIP_CAP, shipOutput } from "./ship-output.js";
 
 /** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
 export type WorkerLifecycleState = "INITIALIZED" | "CONNECTING" | "RUNNING" | "DRAINING" | "STOPPING" | "STOPPED";
@@ -101,6 +102,8 @@ export interface WorkerOptions {
   metadata?: Record<string, string>;
   /** Run jobs as this account instead of the worker's. */
   runAs?: RunAs;
+  /** Bytes of a finished run's output (both streams) shipped to the control plane; default 64 MiB; 0: none. */
+  shipOutputBytes?: number;
 }
 
 /** Options of Worker.stop. */
@@ -643,6 +646,18 @@ export class Worker extends EventEmitter {
         killed: outcome.killed,
         pid: outcome.pid,
       }),
+    );
+    this.#shipOutput(run.jobId, run.attempt);
+  }
+
+  /** Sends the run's full output to the control plane it is attached to (best effort, logged). */
+  #shipOutput(jobId: string, attempt: number): void {
+    const cap = this.#options.shipOutputBytes ?? DEFAULT_SHIP_CAP;
+    const target = this.attachedTo;
+    if (cap <= 0 || !target) return;
+    const runDir = runDirOf(this.#options.dataDir, jobId, attempt);
+    shipOutput(this.#transportFor(target), jobId, attempt, runDir, cap).catch((err) =>
+      this.#log(`${label(jobId, attempt)} output not kept by the control plane: ${errorText(err)}`, "debug"),
     );
   }
 
