@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what crms needs on a Debian machine, idempotently:
 #   scripts/setup.sh        etcd (Debian's etcd-server) and npm dependencies
-#   scripts/setup.sh test   also grpcurl, for the tests
+#   scripts/setup.sh test   also grpcurl and PostgreSQL (history tests), for the tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,10 @@ if [ "${1:-}" = "test" ]; then
   if ! command -v openssl >/dev/null; then
     echo "setup: installing openssl, for the TLS tests' certificates"
     apt_install openssl
+  fi
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "setup: installing postgresql (Debian's), for the job history tests"
+    apt_install postgresql
   fi
   if [ ! -x /usr/bin/chromium ]; then
     echo "setup: installing chromium (Debian's), for the web page tests"

@@ -97,7 +97,7 @@ export async function dev(args: string[]): Promise<number> {
       () => etcdLog,
     );
     const listen = `localhost:${v.port}`;
-    server = await startServer({ listen, etcd: [endpoint], logLevel: "warn" });
+    server = await startServer({ listen, etcd: [endpoint], logLevel: "warn", dataDir: join(home, "server") });
     const name = hostname();
     worker = createWorker({
       name,
