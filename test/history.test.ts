@@ -11,6 +11,7 @@ import { status } from "@grpc/grpc-js";
 import anyTest, { type TestFn } from "ava";
 import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
+import { History } from "../src/history/history.js";
 import { startServer } from "../src/server/server.js";
 import { createLogService, keptOutput } from "../src/services/log-service.js";
 import { shares } from "../src/worker/ship-output.js";
@@ -132,6 +133,9 @@ test.serial("a second replica on embedded history is refused, naming --history",
     }),
   );
   t.regex(err?.message ?? "", /replica .* is running .*--history postgres:\/\//);
+  // The embedded database's directory is locked by the process that has it open.
+  const locked = await t.throwsAsync(History.open(join(t.context.dataDir, "history")));
+  t.regex(locked?.message ?? "", new RegExp(`in use by process ${process.pid}`));
 });
 
 test.serial("logs of a job whose worker was SIGKILLed are served in full", async (t) => {

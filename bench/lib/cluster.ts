@@ -1,6 +1,6 @@
 /** The control plane under test, as its own process (the CLI's `server` command). */
 import { execFileSync } from "node:child_process";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CrmsClient } from "../../clients/typescript/src/client.js";
 import { freePort } from "./etcd.js";
 import { CRMS_BIN, type Proc, startNode, startScript, tempDir } from "./procs.js";
@@ -37,7 +37,11 @@ export async function startControlPlane(
       })
     : startNode(
         "server",
-        [CRMS_BIN, "server", "--listen", address, "--etcd", etcdEndpoint, "--log-level", "warn", ...(opts.args ?? [])],
+        [
+          ...[CRMS_BIN, "server", "--listen", address, "--etcd", etcdEndpoint, "--log-level", "warn"],
+          // The embedded job history (the default) under this run's temporary directory.
+          ...["--data-dir", dirname(logFile), ...(opts.args ?? [])],
+        ],
         { nodeArgs, logFile },
       );
   const client = new CrmsClient(address);

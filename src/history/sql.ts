@@ -4,7 +4,8 @@
  * data directory) and a PostgreSQL server through `pg`. Both speak the same
  * dialect, so one schema and one set of queries serve both.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 
 export interface SqlDb {
   /** "embedded" (PGlite) or "postgres" (a server). */
@@ -17,18 +18,59 @@ export interface SqlDb {
   close(): Promise<void>;
 }
 
-/** PGlite in `dir` (created if missing); with no dir, in memory. */
+/** Whether a process with this pid is alive. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Takes `<dir>/crms.lock` for this process: PGlite does not guard its files,
+ * and two processes on one directory would corrupt it. A lock left by a dead
+ * process is taken over.
+ */
+function lockDir(dir: string): () => void {
+  const file = join(dir, "crms.lock");
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const holder = Number(readFileSync(file, "utf8").trim());
+      if (holder && alive(holder))
+        throw new Error(`the embedded history in ${dir} is in use by process ${holder}`);
+      rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`cannot lock the embedded history in ${dir}`);
+}
+
+/** PGlite in `dir` (created if missing, locked for this process); with no dir, in memory. */
 export async function openEmbedded(dir?: string): Promise<SqlDb> {
   const { PGlite } = await import("@electric-sql/pglite");
-  if (dir) mkdirSync(dir, { recursive: true });
-  const db = dir ? await PGlite.create(dir) : await PGlite.create();
-  return {
-    kind: "embedded",
-    where: dir ?? "memory",
-    query: (sql, params) => db.query(sql, params) as never,
-    transaction: (fn) => db.transaction((tx) => fn((sql, params) => tx.query(sql, params) as never)),
-    close: () => db.close(),
-  };
+  let unlock = () => {};
+  if (dir) {
+    mkdirSync(dir, { recursive: true });
+    unlock = lockDir(dir);
+  }
+  try {
+    const db = dir ? await PGlite.create(dir) : await PGlite.create();
+    return {
+      kind: "embedded",
+      where: dir ?? "memory",
+      query: (sql, params) => db.query(sql, params) as never,
+      transaction: (fn) => db.transaction((tx) => fn((sql, params) => tx.query(sql, params) as never)),
+      close: () => db.close().finally(unlock),
+    };
+  } catch (err) {
+    unlock();
+    throw err;
+  }
 }
 
 /** A pool of connections to a PostgreSQL server at `url` (postgres://user:pass@host:port/db). */

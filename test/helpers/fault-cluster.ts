@@ -108,6 +108,8 @@ export class FaultCluster {
       String(this.graceSeconds),
       "--log-level",
       "info",
+      // Several replicas: embedded history is for one replica alone.
+      "--no-history",
     ]);
     const client = new CrmsClient(address);
     const replica: Replica = { ...proc, address, client };

@@ -103,7 +103,7 @@ func TestTLSAndTokens(t *testing.T) {
 	serverLog := filepath.Join(dir, "server.log")
 	_, serverDone := startProc(t, serverLog, "node", filepath.Join(repoRoot, "bin", "crms.js"), "server",
 		"--listen", addr, "--etcd", etcdURL, "--tls-cert", serverCert, "--tls-key", serverKey,
-		"--client-ca", ca, "--admin-token-file", tokenFile)
+		"--client-ca", ca, "--admin-token-file", tokenFile, "--no-history")
 	if !waitForLine(serverLog, "control plane serving", 60*time.Second, serverDone) {
 		log, _ := os.ReadFile(serverLog)
 		t.Fatalf("server did not start:\n%s", log)

@@ -72,7 +72,8 @@ def replica(address, tmp_root):
         etcd = ",".join(m.endpoint for m in c.cluster_status().members)
     (port,) = _free_ports(1)
     proc = Proc(
-        ["node", str(CRMS_JS), "server", "--listen", f"127.0.0.1:{port}", "--etcd", etcd],
+        ["node", str(CRMS_JS), "server", "--listen", f"127.0.0.1:{port}", "--etcd", etcd,
+         "--no-history"],  # a second replica: embedded history is for one replica alone
         tmp_root / f"replica-{port}.log",
         ready="control plane serving",
     )

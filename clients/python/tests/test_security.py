@@ -58,7 +58,7 @@ def secure_cluster(tmp_root):
     server = Proc(
         ["node", str(CRMS_JS), "server", "--listen", f"127.0.0.1:{port}", "--etcd", f"http://127.0.0.1:{etcd_port}",
          "--tls-cert", str(server_cert), "--tls-key", str(server_key), "--client-ca", str(ca),
-         "--admin-token-file", str(token_file)],
+         "--admin-token-file", str(token_file), "--no-history"],
         d / "server.log", ready="control plane serving")
     try:
         yield {
