@@ -127,6 +127,9 @@ test.serial(
             SubmitJob: [{ spec: { command: ["true"], hold: true } }, status.OK],
             GetJob: [{ id: held.id }, status.OK],
             ListJobs: [{}, status.OK],
+            // This cluster keeps no history database.
+            ListHistory: [{}, status.FAILED_PRECONDITION],
+            UploadOutput: [{ jobId: finished.id, attempt: 1, stream: 1, last: true }, status.FAILED_PRECONDITION],
             WatchJobs: [{ ids: [held.id] }, status.OK],
             KillJob: [{ id: held.id }, status.OK],
             HoldJob: [{ id: pending.id }, status.OK],
