@@ -798,6 +798,9 @@ async function history(ctx: Ctx): Promise<Outcome> {
           : []),
       ]
     : [];
+  // The job history: embedded (the server's default, under its temp dir) or --history-url postgres://...
+  const historyUrl = ctx.flags.get("history-url");
+  if (historyUrl && cli.has("--history")) serverArgs.push("--history", historyUrl);
   const etcdFlags = serverRetention
     ? []
     : ["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"];
@@ -824,6 +827,9 @@ async function history(ctx: Ctx): Promise<Outcome> {
       let retentionBusy = false;
       // Job records in etcd at the busiest sample: keep + unfinished + what retention has not deleted yet.
       let maxJobsKept = 0;
+      // The history database's lag behind finished jobs, at its worst during the run.
+      let historyLagMaxS = 0;
+      let historyPendingMax = 0;
       const head = async () =>
         Number((await direct.kv.range({ key: Buffer.from("crms/idseq"), count_only: true })).header.revision);
       const sample = async () => {
@@ -836,6 +842,10 @@ async function history(ctx: Ctx): Promise<Outcome> {
             maxJobsKept,
             st.jobs.reduce((n, j) => n + Number(j.count), 0),
           );
+          if (st.history) {
+            historyLagMaxS = Math.max(historyLagMaxS, st.history.lagSeconds);
+            historyPendingMax = Math.max(historyPendingMax, Number(st.history.pendingJobs));
+          }
         } catch (err) {
           alarms.add(`status:${errorCode(err)}`);
         }
@@ -883,6 +893,7 @@ async function history(ctx: Ctx): Promise<Outcome> {
         throw err;
       }
       const t = await stopSims(sims.procs);
+      const historyFigures = await historyAfterRun(server, jobs, historyUrl);
       const status = await server.client.clusterStatus({ timeoutMs: 10_000 });
       let retained = 0;
       for (const j of status.jobs) retained += Number(j.count);
@@ -941,6 +952,9 @@ async function history(ctx: Ctx): Promise<Outcome> {
         compacted_revision_at_end: compactedTo,
         harness_retention_calls: retentionCalls,
         cpu_pct: run.cpuPct,
+        history_lag_max_s: round(historyLagMaxS),
+        history_pending_max_jobs: historyPendingMax,
+        ...historyFigures,
         samples: samples.length > 60 ? samples.filter((_, i) => i % Math.ceil(samples.length / 60) === 0) : samples,
       };
       return {
@@ -975,6 +989,16 @@ async function history(ctx: Ctx): Promise<Outcome> {
           ],
           ["1M retained jobs would take", mb(bytesPerJob * 1_000_000), "< 2 GiB quota"],
           ["retention", retention, ""],
+          [
+            "history: kind / max lag (jobs, s) / catch-up after the run",
+            `${historyFigures.history_kind} / ${fmt(historyPendingMax)} jobs, ${round(historyLagMaxS)} s / ${historyFigures.history_catchup_s} s`,
+            "keeps up",
+          ],
+          [
+            "history: jobs held / bytes per job",
+            `${fmt(historyFigures.history_jobs)} / ${fmt(historyFigures.history_bytes_per_job, " B")}`,
+            "",
+          ],
         ],
         notes: [
           retention === "harness"
@@ -987,6 +1011,62 @@ async function history(ctx: Ctx): Promise<Outcome> {
     undefined,
     serverArgs,
   );
+}
+
+/**
+ * History figures once the jobs are in: how long the history took to write
+ * what was still pending, how many jobs it holds (paged through ListHistory,
+ * up to 200,000) and its size per job (the embedded database's directory, or
+ * the PostgreSQL table's size through `pg`, with --history-url).
+ */
+async function historyAfterRun(server: ServerProc, jobs: number, historyUrl?: string) {
+  const none = {
+    history_kind: "none",
+    history_catchup_s: 0,
+    history_jobs: 0,
+    history_bytes_per_job: 0,
+    history_bytes: 0,
+  };
+  const first = await server.client.clusterStatus({ timeoutMs: 10_000 }).catch(() => undefined);
+  const h = first?.history;
+  if (!h) return none;
+  const start = nowMs();
+  for (;;) {
+    const st = await server.client.clusterStatus({ timeoutMs: 10_000 }).catch(() => undefined);
+    if (!st?.history || Number(st.history.pendingJobs) === 0 || nowMs() - start > 120_000) break;
+    await sleep(200);
+  }
+  const catchup = round((nowMs() - start) / 1000);
+  let held = 0;
+  let pageToken = "";
+  do {
+    const page = await server.client.listHistory({ pageSize: 1000, pageToken }, { timeoutMs: 60_000 });
+    held += page.jobs.length;
+    pageToken = page.nextPageToken;
+  } while (pageToken && held < Math.min(jobs, 200_000));
+  let bytes = 0;
+  if (h.kind === "embedded") {
+    bytes = Number(execFileSync("du", ["-sb", h.location]).toString().split(/\s/)[0]);
+  } else {
+    const { default: pg } = await import("pg");
+    const c = new pg.Client({ connectionString: historyUrl });
+    try {
+      await c.connect();
+      const r = await c.query("SELECT pg_total_relation_size('jobs') AS n");
+      bytes = Number(r.rows[0]?.n ?? 0);
+    } catch {
+      bytes = 0;
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+  return {
+    history_kind: h.kind,
+    history_catchup_s: catchup,
+    history_jobs: held,
+    history_bytes: bytes,
+    history_bytes_per_job: held ? Math.round(bytes / held) : 0,
+  };
 }
 
 function mb(bytes: number): string {
