@@ -2,11 +2,13 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { EtcdOutageSchema } from "../../gen/crms/v1/admin_pb.js";
-import { JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import type { History } from "../history/history.js";
+import { CrmsError } from "../store/errors.js";
 import type { Outage } from "../store/health.js";
 import { compactOnRequest, defragment, disarmAlarms, recover } from "../store/maintenance.js";
-import type { Retention } from "../store/retention.js";
+import { HistoryWait, type Retention } from "../store/retention.js";
 import { memberStatus } from "../store/status.js";
 import type { ServiceDeps } from "./context.js";
 import { checkRevision } from "./validate.js";
@@ -91,7 +93,15 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
     async recover(req: { keepFinished?: bigint }) {
       const keep = req.keepFinished === undefined ? undefined : Number(req.keepFinished);
       log.warn("recovering etcd: compact, defragment each member, disarm", { keepFinished: keep });
-      const res = await recover(store, keep);
+      const confirm = deps.history ? (jobs: Job[]) => (deps.history as History).confirm(jobs) : undefined;
+      const res = await recover(store, keep, confirm).catch((err) => {
+        if (err instanceof HistoryWait)
+          throw new CrmsError(
+            "UNAVAILABLE",
+            `compacted, defragmented and disarmed, but deleted no finished job: ${err.message}; start the server with --no-history to delete without keeping them`,
+          );
+        throw err;
+      });
       log.info("etcd recovery finished", { writable: res.writable, disarmed: res.disarmed, deleted: res.deletedJobs });
       return { ...res, compactedRevision: BigInt(res.compactedRevision), deletedJobs: BigInt(res.deletedJobs) };
     },

@@ -18,10 +18,18 @@ export function unavailable(history: History, err: unknown): CrmsError {
 
 /** A finished job from the history, or undefined (also when the history is off or down). */
 export async function historyJob(deps: ServiceDeps, id: string): Promise<Job | undefined> {
-  return deps.history?.get(id).catch((err) => {
+  return (await lookUp(deps, id)).job;
+}
+
+/** A finished job from the history, and why it could not be asked (empty when it answered or is off). */
+export async function lookUp(deps: ServiceDeps, id: string): Promise<{ job?: Job; error: string }> {
+  if (!deps.history) return { error: "" };
+  try {
+    return { job: await deps.history.get(id), error: "" };
+  } catch (err) {
     deps.log.warn("history lookup failed", { job: id, error: String(err) });
-    return undefined;
-  });
+    return { error: `the history database is not available (${(err as Error).message || String(err)})` };
+  }
 }
 
 export function createHistoryService(deps: ServiceDeps) {

@@ -30,8 +30,8 @@ import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
 import { compareIds } from "../store/keys.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
+import { createHistoryService, lookUp } from "./history-service.js";
 import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
-import { createHistoryService, historyJob } from "./history-service.js";
 import { keptOutput } from "./log-service.js";
 import type { Sessions } from "./sessions.js";
 import {
@@ -90,8 +90,9 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     checkJobId(id);
     const job = store.job(id) ?? (await store.fetchJob(id))?.value;
     if (job) return job;
-    const archived = await historyJob(deps, id);
-    if (archived) return archived;
+    const archived = await lookUp(deps, id);
+    if (archived.job) return archived.job;
+    if (archived.error) throw new CrmsError("UNAVAILABLE", `job ${id} is not in etcd, and ${archived.error}`);
     if (await store.mayHaveExpired(id).catch(() => false)) {
       throw notFound(
         `job ${id} not found: it finished and expired (retention deletes finished jobs past their age or count), or was deleted`,

@@ -4,7 +4,7 @@
  * then prove a write works), as GoCRMS's author needed and could not do.
  */
 import { CrmsError, toCrmsError } from "./errors.js";
-import { runRetention } from "./retention.js";
+import { type RetentionOptions, runRetention } from "./retention.js";
 import { memberStatus } from "./status.js";
 import type { Store } from "./store.js";
 
@@ -105,13 +105,14 @@ export async function canWrite(store: Store): Promise<boolean> {
  * disarm; with `keepFinished`, then delete finished jobs beyond the newest that
  * many (deletes need writes to work again) and compact and defragment once more.
  */
-export async function recover(store: Store, keepFinished?: number) {
+export async function recover(store: Store, keepFinished?: number, confirm?: RetentionOptions["confirm"]) {
   let compactedRevision = await compact(store);
   let { after } = await defragment(store);
   const disarmed = await disarmAlarms(store);
   let deletedJobs = 0;
   if (keepFinished !== undefined) {
-    deletedJobs = await runRetention(store, { maxAgeSeconds: 0, maxCount: 0, keepFinished });
+    // With a history database, only jobs it confirmed are deleted (it throws HistoryWait while down).
+    deletedJobs = await runRetention(store, { maxAgeSeconds: 0, maxCount: 0, keepFinished, confirm });
     compactedRevision = await compact(store);
     ({ after } = await defragment(store));
   }

@@ -1,10 +1,11 @@
 /**
- * The crms dashboard: hash routes (#/, #/jobs, #/jobs/ID, #/workers, #/submit),
+ * The crms dashboard: hash routes (#/, #/jobs, #/jobs/ID, #/history, #/workers, #/submit),
  * one view at a time, over the live state every view shares.
  */
 import { h, replace } from "./dom.js";
 import { live } from "./live.js";
 import type { Route, View } from "./view.js";
+import { historyView } from "./views/history.js";
 import { jobView } from "./views/job.js";
 import { jobsView } from "./views/jobs.js";
 import { overviewView } from "./views/overview.js";
@@ -25,6 +26,8 @@ function viewFor(route: Route): { view: View; section: string } {
       return { view: overviewView(), section: "overview" };
     case "jobs":
       return second ? { view: jobView(route), section: "jobs" } : { view: jobsView(route), section: "jobs" };
+    case "history":
+      return { view: historyView(route), section: "history" };
     case "workers":
       return { view: workersView(route), section: "workers" };
     case "submit":

@@ -22,6 +22,7 @@ import {
 } from "../format.js";
 import { type JobBatch, live } from "../live.js";
 import { href, type Route, type View } from "../view.js";
+import { jobsSwitch } from "./history.js";
 
 const PAGE_SIZES = [25, 50, 100, 200];
 /** A name search reads at most this many jobs per page shown, so it stays quick at 100,000 jobs. */
@@ -283,6 +284,7 @@ export function jobsView(route: Route): View {
     "div",
     { class: "view jobs-view" },
     h("h1", { tabindex: -1 }, f.array ? `Tasks of array ${f.array}` : "Jobs"),
+    f.array ? null : jobsSwitch("live"),
     form,
     status,
     h("div", { class: "table-wrap", role: "region", "aria-label": "Jobs table", tabindex: 0 }, table),
