@@ -87,6 +87,28 @@ def test_context_manager_and_default_address(monkeypatch, address):
 # -- jobs ---------------------------------------------------------------------
 
 
+def test_history_lists_finished_jobs_newest_first(client, dev_worker, tag):
+    first = client.submit(["sh", "-c", "exit 2"], name="hist-py-1", labels=tag, worker=dev_worker)
+    assert client.wait(first.id, timeout=60).state is crms.JobState.FAILED
+    second = client.submit(["true"], name="hist-py-2", labels=tag, worker=dev_worker)
+    assert client.wait(second.id, timeout=60).state is crms.JobState.SUCCEEDED
+    # The leader writes finished jobs to the history as they end: poll until both are there.
+    deadline = time.monotonic() + 30
+    while True:
+        found = list(client.history(labels=tag, since=time.time() - 3600))
+        if len(found) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [j.id for j in found] == [second.id, first.id]
+    assert found[1].exit_code == 2 and found[1].state is crms.JobState.FAILED
+    assert [j.id for j in client.history(crms.JobState.FAILED, labels=tag)] == [first.id]
+    assert [j.id for j in client.history(labels=tag, name="hist-py-?", page_size=1)] == [second.id, first.id]
+    assert list(client.history(labels=tag, until=datetime(2001, 1, 1))) == []
+    with pytest.raises(crms.CrmsError) as err:
+        list(client.history(crms.JobState.RUNNING))
+    assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_submit_with_every_option_and_wait(client, dev_worker, tag, tmp_path):
     job = client.submit(
         ["sh", "-c", 'echo "$GREETING from $(pwd)"'],

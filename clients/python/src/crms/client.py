@@ -17,6 +17,7 @@ Every call raises a :class:`crms.CrmsError` subclass on failure (see
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import time
@@ -24,6 +25,7 @@ import uuid
 from typing import Callable, Collection, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from crms.errors import (
     CrmsError,
@@ -63,6 +65,17 @@ def _seconds(value: Optional[float], what: str) -> int:
     if value < 0:
         raise ValueError(f"{what} must not be negative (got {value})")
     return int(math.ceil(value))
+
+
+def _timestamp(when: Union[float, datetime.datetime]) -> timestamp_pb2.Timestamp:
+    """A Timestamp from seconds since the epoch or a datetime (naive means UTC)."""
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.timestamp()
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(round(float(when) * 1e9)))
+    return ts
 
 
 def _states(state: Union[None, StateArg, Iterable[StateArg]]) -> List[int]:
@@ -410,6 +423,49 @@ class Client:
             include_tasks=include_tasks,
         )
         return self._call("job", "ListJobs", req).total_size
+
+    def history(
+        self,
+        state: Union[None, StateArg, Iterable[StateArg]] = None,
+        *,
+        since: Union[None, float, datetime.datetime] = None,
+        until: Union[None, float, datetime.datetime] = None,
+        owner: Optional[str] = None,
+        queue: Optional[str] = None,
+        worker: Optional[str] = None,
+        name: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        page_size: int = 0,
+    ) -> Iterator[Job]:
+        """Iterates finished jobs from the history database, newest end first.
+
+        The history keeps jobs after etcd retention deleted them. ``since`` and
+        ``until`` bound the end time (a ``datetime``, naive meaning UTC, or
+        seconds since the epoch); ``name`` is a glob (``*``, ``?``); ``owner``
+        is the submitter (the ``crms.io/owner`` label). Raises
+        :class:`crms.CrmsError` with FAILED_PRECONDITION when the control
+        plane keeps no history, UNAVAILABLE while its database is down.
+        """
+        req = job_pb2.ListHistoryRequest(
+            states=_states(state),
+            owner=owner or "",
+            queue=queue or "",
+            worker=worker or "",
+            name_glob=name or "",
+            labels=dict(labels or {}),
+            page_size=page_size,
+        )
+        if since is not None:
+            req.since.CopyFrom(_timestamp(since))
+        if until is not None:
+            req.until.CopyFrom(_timestamp(until))
+        while True:
+            resp = self._call("job", "ListHistory", req)
+            for j in resp.jobs:
+                yield Job.from_proto(j)
+            if not resp.next_page_token:
+                return
+            req.page_token = resp.next_page_token
 
     def watch_jobs(
         self,
