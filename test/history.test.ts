@@ -138,7 +138,7 @@ test.serial("a second replica on embedded history is refused, naming --history",
   t.regex(locked?.message ?? "", new RegExp(`in use by process ${process.pid}`));
 });
 
-test.serial("logs of a job whose worker was SIGKILLed are served in full", async (t) => {
+test.serial("logs of a job whose worker was SIGKILLed and forgotten are served in full", async (t) => {
   const { cluster, c, env } = t.context;
   const w = await cluster.startWorker("hist-logs", 1);
   // About 590 KB of stdout, far past the 2 KiB tail etcd keeps.
@@ -156,7 +156,10 @@ test.serial("logs of a job whose worker was SIGKILLed are served in full", async
     "the worker to ship the output",
   );
   await w.stop("SIGKILL");
-  await cluster.waitFor(() => cluster.server.store.worker("hist-logs")?.state !== 1, 20_000, "the worker to be gone");
+  // DOWN once its grace ran out, then forgotten: nothing of the worker is left.
+  await cluster.waitFor(() => cluster.server.store.worker("hist-logs")?.state === 4, 30_000, "the worker to be DOWN");
+  await c.forgetWorker("hist-logs");
+  await cluster.waitFor(() => cluster.server.store.worker("hist-logs") === undefined, 10_000, "the worker forgotten");
   const expected = `${Array.from({ length: 100000 }, (_, i) => i + 1).join("\n")}\n`;
   const out = await cli(["logs", job.id], env);
   t.is(out.code, 0, out.stderr);

@@ -42,8 +42,7 @@ function lockDir(dir: string): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       const holder = Number(readFileSync(file, "utf8").trim());
-      if (holder && alive(holder))
-        throw new Error(`the embedded history in ${dir} is in use by process ${holder}`);
+      if (holder && alive(holder)) throw new Error(`the embedded history in ${dir} is in use by process ${holder}`);
       rmSync(file, { force: true });
     }
   }
