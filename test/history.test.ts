@@ -228,3 +228,28 @@ test.serial("log retention deletes kept output by age and by total size, oldest 
   t.true((await history.pruneLogs(0.001, 0)) >= 1);
   t.is((await history.readLog("900003", 1)).length, 0);
 });
+
+test.serial(
+  "the embedded history outlives the control plane: a restart on the same data dir still finds the job",
+  async (t) => {
+    const { cluster, c, dataDir } = t.context;
+    const job = await c.submit({ name: "hist-restart", command: ["true"] });
+    await c.wait(job.id, { timeoutMs: 30_000 });
+    await retainUntilGone(cluster, c, [job.id]);
+    // Stop this replica and start another on the same etcd and data dir.
+    await cluster.server.stop();
+    const again = await startServer({
+      listen: "127.0.0.1:0",
+      etcd: [cluster.etcd.endpoint],
+      dataDir,
+      logLevel: "warn",
+    });
+    try {
+      t.is(again.history?.schemaVersion, 2, "migrations are not applied twice");
+      const found = await again.handlers.job.getJob({ id: job.id } as never);
+      t.is(found.job.spec?.name, "hist-restart");
+    } finally {
+      await again.stop();
+    }
+  },
+);
