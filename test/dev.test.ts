@@ -41,7 +41,8 @@ test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, se
   dev.stderr.on("data", (d) => (out += d));
   const exited = new Promise<number | null>((r) => dev.once("exit", (code) => r(code)));
   try {
-    const deadline = Date.now() + 30_000;
+    // Generous: the control plane also opens its embedded job history (PGlite compiles its WASM at start).
+    const deadline = Date.now() + 60_000;
     while (!out.includes("crms dev cluster is up")) {
       if (Date.now() > deadline || dev.exitCode !== null) throw new Error(`dev did not start:\n${out}`);
       await new Promise((r) => setTimeout(r, 100));
