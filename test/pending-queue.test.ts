@@ -28,3 +28,92 @@ test("ids an eligibility check refuses are passed over without using the limit, 
   );
   t.is(looked, 4);
 });
+
+/** A deterministic shuffle (xorshift), so a failure repeats. */
+function shuffled<T>(items: T[], seed = 2463534242): T[] {
+  const out = [...items];
+  let x = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    const j = (x >>> 0) % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+const N = 100_000;
+const priorityOf = (n: number): number => (n % 10 === 0 ? 5 : n % 7 === 0 ? -1 : 0);
+/** Ids 1..N in scheduling order: priority high to low, then id as a number. */
+const expectedOrder = (ids: number[]): string[] =>
+  [...ids].sort((a, b) => priorityOf(b) - priorityOf(a) || a - b).map(String);
+
+test("100,000 ids added in submit order and out of order come out by priority, then id", (t) => {
+  const all = Array.from({ length: N }, (_, i) => i + 1);
+  const inOrder = new PendingQueue();
+  for (const n of all) inOrder.add(String(n), priorityOf(n));
+  t.is(inOrder.size, N);
+  t.deepEqual(inOrder.head(N), expectedOrder(all));
+
+  const scrambled = new PendingQueue();
+  for (const n of shuffled(all)) scrambled.add(String(n), priorityOf(n));
+  t.deepEqual(scrambled.head(N), expectedOrder(all));
+  t.deepEqual(scrambled.head(3), ["10", "20", "30"]);
+});
+
+test("draining 100,000 ids a few at a time keeps the order, skips deleted and refused ids, and keeps refused ones queued", (t) => {
+  const q = new PendingQueue();
+  for (let n = 1; n <= N; n++) q.add(String(n), priorityOf(n));
+  // Every id divisible by 1,000 waits (a dependency not met): passed over, never placed.
+  const waiting = (id: string): boolean => Number(id) % 1000 === 0;
+  // A third of the rest is cancelled before it is reached.
+  const expected = expectedOrder(Array.from({ length: N }, (_, i) => i + 1)).filter((id) => !waiting(id));
+  const cancelled = new Set(expected.filter((_, i) => i % 3 === 1));
+  for (const id of cancelled) q.delete(id);
+  const placed: string[] = [];
+  for (;;) {
+    const ids = q.head(4, (id) => !waiting(id), 200);
+    if (ids.length === 0) break;
+    for (const id of ids) {
+      q.delete(id);
+      placed.push(id);
+    }
+  }
+  t.deepEqual(
+    placed,
+    expected.filter((id) => !cancelled.has(id)),
+  );
+  t.is(q.size, N / 1000, "the waiting ids are all still queued");
+  t.deepEqual(q.head(2), ["1000", "2000"]);
+});
+
+test("an id put back after it was taken (a failed assignment, a requeue) returns to its place, once", (t) => {
+  const q = new PendingQueue();
+  for (let n = 1; n <= N; n++) q.add(String(n), 0);
+  const first = q.head(1000);
+  for (const id of first) q.delete(id);
+  t.deepEqual(q.head(1), ["1001"]);
+  // Put back in scrambled order, some twice, one at another priority and back.
+  for (const id of shuffled(first).slice(0, 500)) q.add(id, 0);
+  q.add("7", 0);
+  q.add("7", 3);
+  q.add("7", 0);
+  const back = first.filter((id) => q.has(id));
+  t.is(back.length, 500);
+  const order = q.head(N);
+  t.is(order.length, N - 500);
+  t.is(new Set(order).size, order.length, "no id twice");
+  t.deepEqual(
+    order.slice(0, 500),
+    [...back].sort((a, b) => Number(a) - Number(b)),
+  );
+  t.is(order[500], "1001");
+  // Deleted and re-added many times at the same priority: still one entry.
+  for (let i = 0; i < 10_000; i++) {
+    q.delete("2000");
+    q.add("2000", 0);
+  }
+  const again = q.head(N);
+  t.deepEqual(again, order);
+});
