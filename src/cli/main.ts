@@ -84,6 +84,8 @@ Processes:
          [--data-dir DIR (job history embedded in DIR/history)] [--history postgres://U:P@HOST:PORT/DB]
          [--no-history] [--output-cap BYTES (64 MiB kept per job)]
          [--logs-retention-age S (30 days)] [--logs-retention-bytes N (10 GiB, compressed)]
+         [--max-jobs N (unfinished jobs, array tasks included; default from the heap limit; 0 off)]
+         [--max-jobs-per-user N (0 off)]
          [--tls-cert F --tls-key F [--client-ca F]] [--admin-token-file F] [--insecure]
          [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
@@ -607,6 +609,9 @@ async function admin(args: string[]): Promise<number> {
       `Workers:    ${s.workersUp} up of ${s.workers}${s.workersDown ? ` (${s.workersDown} down)` : ""}; slots ${s.slotsUsed}/${s.slotsTotal} used`,
     );
     print(`Jobs:       ${s.jobs.map((j) => `${jobState(j.state)} ${j.count}`).join(", ") || "none"}`);
+    print(
+      `Unfinished: ${s.unfinishedJobs} of ${s.maxJobs > 0n ? `${s.maxJobs} allowed (--max-jobs)` : "no cap"} (array tasks included)`,
+    );
     print(`Replica:    ${s.replica} (scheduler leader: ${s.schedulerLeader || "none"})`);
     const o = s.lastEtcdOutage;
     if (!s.etcdReachable) print(`etcd:       NOT REACHABLE from this replica; writes answer UNAVAILABLE`);
@@ -647,6 +652,8 @@ async function server(args: string[]): Promise<number> {
     "retention-count": { type: "string" },
     "quota-bytes": { type: "string" },
     "tail-bytes": { type: "string" },
+    "max-jobs": { type: "string" },
+    "max-jobs-per-user": { type: "string" },
     http: { type: "string" },
     "tls-cert": { type: "string" },
     "tls-key": { type: "string" },
@@ -706,6 +713,8 @@ async function server(args: string[]): Promise<number> {
     outputCapBytes: int(v["output-cap"], "--output-cap", 64 * 1024 * 1024),
     logsRetentionAgeSeconds: int(v["logs-retention-age"], "--logs-retention-age", 30 * 86400),
     logsRetentionBytes: int(v["logs-retention-bytes"], "--logs-retention-bytes", 10 * 1024 ** 3),
+    maxJobs: v["max-jobs"] === undefined ? undefined : int(v["max-jobs"], "--max-jobs", 0),
+    maxJobsPerUser: int(v["max-jobs-per-user"], "--max-jobs-per-user", 0),
   });
   const { startHttp } = await import("../web/http.js");
   const web = v.http ? await startHttp(cp, v.http as string) : undefined;

@@ -109,6 +109,31 @@ export function createMetrics(cp: ControlPlane): Metrics {
     },
   });
   new Gauge({
+    name: "crms_jobs_unfinished",
+    help: "Unfinished jobs, array tasks included (also those not created yet): what --max-jobs caps.",
+    registers,
+    collect() {
+      this.set(cp.admission.count);
+    },
+  });
+  new Gauge({
+    name: "crms_jobs_max",
+    help: "Unfinished jobs allowed (--max-jobs); 0: no cap.",
+    registers,
+    collect() {
+      this.set(cp.admission.limits.maxJobs);
+    },
+  });
+  new Counter({
+    name: "crms_submits_refused_total",
+    help: "Submits this replica refused with RESOURCE_EXHAUSTED under --max-jobs or --max-jobs-per-user.",
+    registers,
+    collect() {
+      this.reset();
+      this.inc(cp.admission.refused);
+    },
+  });
+  new Gauge({
     name: "crms_jobs_running",
     help: "Jobs running on a worker (RUNNING).",
     registers,

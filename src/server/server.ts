@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { getHeapStatistics } from "node:v8";
 import * as grpc from "@grpc/grpc-js";
 import type { HealthImplementation } from "grpc-health-check";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
@@ -23,6 +24,7 @@ import { createJobService } from "../services/job-service.js";
 import { createLogService, DEFAULT_OUTPUT_CAP } from "../services/log-service.js";
 import { Sessions } from "../services/sessions.js";
 import { createWorkerService } from "../services/worker-service.js";
+import { Admission, defaultMaxJobs } from "../store/admission.js";
 import { Election } from "../store/election.js";
 import { activeAlarms, Compactor, DEFAULT_COMPACTION } from "../store/maintenance.js";
 import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
@@ -81,6 +83,10 @@ export interface ServerOptions extends SecurityOptions {
   logsRetentionBytes?: number;
   /** The job history: a postgres:// URL, or a directory for the embedded database. Unset with no dataDir: no history. */
   history?: string;
+  /** Unfinished jobs allowed, array tasks included (default: derived from V8's heap limit, defaultMaxJobs); 0: no cap. */
+  maxJobs?: number;
+  /** Unfinished jobs allowed per owner (default 0: no cap). */
+  maxJobsPerUser?: number;
   logLevel?: LogLevel;
   log?: Logger;
 }
@@ -139,6 +145,8 @@ export class ControlPlane {
   authorize!: Authorize;
   /** The per-client cap on open streams. */
   streams!: StreamLimiter;
+  /** The cap on unfinished jobs and their count. */
+  admission!: Admission;
   readonly log: Logger;
 
   constructor(readonly options: ServerOptions) {
@@ -191,7 +199,18 @@ export class ControlPlane {
       log: (msg, fields) => this.log.info(msg, fields),
       logError: (msg, fields) => this.log.error(msg, fields),
     });
+    this.admission = new Admission(this.store.jobs, {
+      maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
+      maxJobsPerUser: this.options.maxJobsPerUser ?? 0,
+    });
+    this.log.info("admission control", {
+      maxJobs: this.admission.limits.maxJobs,
+      maxJobsPerUser: this.admission.limits.maxJobsPerUser,
+      unfinishedJobs: this.admission.count,
+      heapLimitBytes: getHeapStatistics().heap_size_limit,
+    });
     const deps: ServiceDeps = {
+      admission: this.admission,
       store: this.store,
       election: this.election,
       log: this.log,

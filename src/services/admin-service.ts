@@ -69,6 +69,8 @@ export function createAdminService(deps: ServiceDeps, retention: Retention) {
         lastEtcdOutage: store.health.last && outageMessage(store.health.last),
         history: historyStatus(deps),
         retentionWaiting: retention.waiting,
+        unfinishedJobs: BigInt(deps.admission?.count ?? 0),
+        maxJobs: BigInt(deps.admission?.limits.maxJobs ?? 0),
       };
     },
 

@@ -1,5 +1,6 @@
 /** What the service handlers share: the store, the election and this replica's sessions. */
 import type { History } from "../history/history.js";
+import type { Admission } from "../store/admission.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 
@@ -69,4 +70,6 @@ export interface ServiceDeps {
   options: ServiceOptions;
   /** The job history database, when the control plane has one. */
   history?: History;
+  /** The cap on unfinished jobs (absent: no cap). */
+  admission?: Admission;
 }

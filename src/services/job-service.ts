@@ -20,7 +20,7 @@ import {
   type WatchJobsResponse,
   WatchJobsResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
-import { checkOwner, stampOwner } from "../auth/ownership.js";
+import { checkOwner, OWNER_LABEL, stampOwner } from "../auth/ownership.js";
 import { isFinal } from "../rpc/states.js";
 import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
 import { evaluate } from "../scheduler/dependencies.js";
@@ -183,7 +183,19 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       for (const d of spec.after) {
         if (!(store.job(d.jobId) ?? (await store.fetchJob(d.jobId)))) throw notFound(`after: job ${d.jobId} not found`);
       }
-      const { job, existing } = await store.createJob(spec, req.requestId);
+      const owner = spec.labels[OWNER_LABEL] ?? "";
+      const release = deps.admission?.admit(
+        spec.array ? spec.array.last - spec.array.first + 1 : 1,
+        owner,
+        spec.array ? "array submit" : "submit",
+      );
+      let created: Awaited<ReturnType<typeof store.createJob>>;
+      try {
+        created = await store.createJob(spec, req.requestId);
+      } finally {
+        release?.();
+      }
+      const { job, existing } = created;
       deps.log.debug("job submitted", { job: job.id, existing });
       return { job: show(job), existing };
     },

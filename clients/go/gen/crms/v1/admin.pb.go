@@ -281,8 +281,13 @@ type GetClusterStatusResponse struct {
 	// Why retention deletes nothing now (the history database cannot confirm
 	// the jobs it would delete); empty when retention is not held back.
 	RetentionWaiting string `protobuf:"bytes,16,opt,name=retention_waiting,json=retentionWaiting,proto3" json:"retention_waiting,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Unfinished jobs, array tasks included (also those not created yet): the
+	// count admission control holds against max_jobs.
+	UnfinishedJobs uint64 `protobuf:"varint,17,opt,name=unfinished_jobs,json=unfinishedJobs,proto3" json:"unfinished_jobs,omitempty"`
+	// Unfinished jobs allowed (crms server --max-jobs); 0: no cap.
+	MaxJobs       uint64 `protobuf:"varint,18,opt,name=max_jobs,json=maxJobs,proto3" json:"max_jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetClusterStatusResponse) Reset() {
@@ -425,6 +430,20 @@ func (x *GetClusterStatusResponse) GetRetentionWaiting() string {
 		return x.RetentionWaiting
 	}
 	return ""
+}
+
+func (x *GetClusterStatusResponse) GetUnfinishedJobs() uint64 {
+	if x != nil {
+		return x.UnfinishedJobs
+	}
+	return 0
+}
+
+func (x *GetClusterStatusResponse) GetMaxJobs() uint64 {
+	if x != nil {
+		return x.MaxJobs
+	}
+	return 0
 }
 
 // EtcdOutage is one period during which a replica could not reach etcd, and
@@ -1522,7 +1541,7 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\bJobCount\x12'\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x11.crms.v1.JobStateR\x05state\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xeb\x04\n" +
+	"\x17GetClusterStatusRequest\"\xaf\x05\n" +
 	"\x18GetClusterStatusResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.crms.v1.EtcdMemberR\amembers\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1f\n" +
@@ -1544,7 +1563,9 @@ const file_crms_v1_admin_proto_rawDesc = "" +
 	"\x0eetcd_reachable\x18\r \x01(\bR\retcdReachable\x12=\n" +
 	"\x10last_etcd_outage\x18\x0e \x01(\v2\x13.crms.v1.EtcdOutageR\x0elastEtcdOutage\x120\n" +
 	"\ahistory\x18\x0f \x01(\v2\x16.crms.v1.HistoryStatusR\ahistory\x12+\n" +
-	"\x11retention_waiting\x18\x10 \x01(\tR\x10retentionWaiting\"\xc1\x02\n" +
+	"\x11retention_waiting\x18\x10 \x01(\tR\x10retentionWaiting\x12'\n" +
+	"\x0funfinished_jobs\x18\x11 \x01(\x04R\x0eunfinishedJobs\x12\x19\n" +
+	"\bmax_jobs\x18\x12 \x01(\x04R\amaxJobs\"\xc1\x02\n" +
 	"\n" +
 	"EtcdOutage\x127\n" +
 	"\tlost_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\blostTime\x12?\n" +

@@ -47,7 +47,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down", "etcd_reachable", "last_etcd_outage", "history", "retention_waiting")
+    __slots__ = ("members", "revision", "quota_bytes", "alarms", "workers", "workers_up", "slots_total", "slots_used", "jobs", "replica", "scheduler_leader", "workers_down", "etcd_reachable", "last_etcd_outage", "history", "retention_waiting", "unfinished_jobs", "max_jobs")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,8 @@ class GetClusterStatusResponse(_message.Message):
     LAST_ETCD_OUTAGE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     RETENTION_WAITING_FIELD_NUMBER: _ClassVar[int]
+    UNFINISHED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[EtcdMember]
     revision: int
     quota_bytes: int
@@ -80,7 +82,9 @@ class GetClusterStatusResponse(_message.Message):
     last_etcd_outage: EtcdOutage
     history: HistoryStatus
     retention_waiting: str
-    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ..., etcd_reachable: _Optional[bool] = ..., last_etcd_outage: _Optional[_Union[EtcdOutage, _Mapping]] = ..., history: _Optional[_Union[HistoryStatus, _Mapping]] = ..., retention_waiting: _Optional[str] = ...) -> None: ...
+    unfinished_jobs: int
+    max_jobs: int
+    def __init__(self, members: _Optional[_Iterable[_Union[EtcdMember, _Mapping]]] = ..., revision: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., workers_up: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_used: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobCount, _Mapping]]] = ..., replica: _Optional[str] = ..., scheduler_leader: _Optional[str] = ..., workers_down: _Optional[int] = ..., etcd_reachable: _Optional[bool] = ..., last_etcd_outage: _Optional[_Union[EtcdOutage, _Mapping]] = ..., history: _Optional[_Union[HistoryStatus, _Mapping]] = ..., retention_waiting: _Optional[str] = ..., unfinished_jobs: _Optional[int] = ..., max_jobs: _Optional[int] = ...) -> None: ...
 
 class EtcdOutage(_message.Message):
     __slots__ = ("lost_time", "restored_time", "seconds", "error", "lease_renewed", "workers_reregistered", "reregistered_workers")
