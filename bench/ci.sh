@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 out="${BENCH_OUT:-/dev/null}"
 [[ "$out" == /dev/null ]] || : >"$out"
-scenarios=(ceiling throughput latency workers gocrms history real paced)
+scenarios=(ceiling throughput latency workers gocrms history real paced backlog)
 failed=()
 for s in "${scenarios[@]}"; do
   echo "=== bench $s (--size small)" >&2

@@ -5,7 +5,7 @@
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
  *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
- * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced
+ * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced | backlog
  *
  * Every run starts its own etcd (fresh data dir, free loopback ports), the
  * control plane as its own process (`crms server --log-level warn`), and the
@@ -67,7 +67,17 @@ interface Outcome {
   notes: string[];
 }
 
-const SCENARIOS = ["ceiling", "throughput", "latency", "workers", "gocrms", "history", "real", "paced"] as const;
+const SCENARIOS = [
+  "ceiling",
+  "throughput",
+  "latency",
+  "workers",
+  "gocrms",
+  "history",
+  "real",
+  "paced",
+  "backlog",
+] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 // ---------------------------------------------------------------- helpers
@@ -1351,6 +1361,194 @@ async function paced(ctx: Ctx): Promise<Outcome> {
   });
 }
 
+// ---------------------------------------------------------------- backlog
+
+/**
+ * A backlog submitted job by job (#23): N jobs, one SubmitJob each, no worker
+ * while they pile up. Bytes of replica memory per pending job (RSS growth over
+ * the empty replica, and a fresh replica's RSS over the same set), the submit
+ * rate by tenth of the run, control-plane CPU per placed job with one 4-slot
+ * simulated worker at about N/100 and about N pending, restart-to-serving
+ * seconds over the full set, and --max-jobs N refusing the next submit.
+ */
+async function backlog(ctx: Ctx): Promise<Outcome> {
+  const n = opt(ctx, "jobs", 5_000, 200_000, 1_000_000);
+  const concurrency = opt(ctx, "concurrency", 32, 64, 64);
+  const window = Math.max(10, Math.min(500, Math.floor(n / 400)));
+  const capped = serverFlags().has("--max-jobs");
+  const serverArgs = capped ? ["--max-jobs", String(n)] : [];
+  const etcd = await startEtcd();
+  progress(`etcd up at ${etcd.endpoint}`);
+  let server = await startControlPlane(etcd.endpoint, {
+    profileDir: ctx.profileDir,
+    args: serverArgs,
+    nodeArgs: ctx.flags.get("server-node-args")?.split(" ").filter(Boolean),
+  });
+  try {
+    const rssEmpty = serverUsage(server.proc.pid).rssBytes;
+    let submitted = 0;
+    let submitSeconds = 0;
+    const tenthRates: number[] = [];
+    let tenthStart = nowMs();
+    let tenthSeconds = 0;
+    const errors: Record<string, number> = {};
+    /** Submits until `upTo` jobs were submitted in all, `concurrency` at a time. */
+    const submitUpTo = async (upTo: number) => {
+      let next = submitted;
+      const started = nowMs();
+      tenthStart = started;
+      const one = async (): Promise<void> => {
+        while (next < upTo) {
+          next++;
+          try {
+            await server.client.submit({ command: ["true"], name: "backlog" }, { timeoutMs: 60_000 });
+          } catch (err) {
+            const code = errorCode(err);
+            errors[code] = (errors[code] ?? 0) + 1;
+            if (Object.values(errors).reduce((a, b) => a + b, 0) > 100) throw err;
+            continue;
+          }
+          submitted++;
+          if (submitted % Math.ceil(n / 10) === 0 || submitted === n) {
+            const now = nowMs();
+            tenthSeconds += (now - tenthStart) / 1000;
+            tenthRates.push(Math.round(Math.ceil(n / 10) / tenthSeconds));
+            progress(`backlog: ${submitted}/${n} submitted (${tenthRates.at(-1)}/s this tenth)`);
+            tenthStart = now;
+            tenthSeconds = 0;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: concurrency }, one));
+      const ended = nowMs();
+      tenthSeconds += (ended - tenthStart) / 1000;
+      submitSeconds += (ended - started) / 1000;
+    };
+    const pendingNow = async () =>
+      Number(
+        (await server.client.clusterStatus({ timeoutMs: 30_000 })).jobs.find((j) => j.state === JobState.PENDING)
+          ?.count ?? 0n,
+      );
+    /**
+     * Control-plane CPU ms per placed job while one 4-slot simulated worker takes
+     * `window` jobs (or all there are, when it drains the queue first): CPU from
+     * just before the worker attaches until its acknowledgements reach the window
+     * or stop growing.
+     */
+    const placementCost = async (): Promise<{ pending: number; cpuMsPerPlaced: number; placed: number }> => {
+      const pending = await pendingNow();
+      const cpu0 = serverUsage(server.proc.pid).cpuSeconds;
+      const sims = await attachSims(ctx, server, 1, 4);
+      const deadline = Date.now() + 120_000;
+      let acks = 0;
+      let changedAt = Date.now();
+      let cpu1 = cpu0;
+      for (;;) {
+        await sleep(50);
+        const now = sumLatest(sims.procs, "progress", ["acks"]).acks ?? 0;
+        if (now !== acks) {
+          acks = now;
+          changedAt = Date.now();
+          cpu1 = serverUsage(server.proc.pid).cpuSeconds;
+        }
+        if (acks >= window || Date.now() > deadline || (acks > 0 && Date.now() - changedAt > 2000)) break;
+      }
+      const totals = await stopSims(sims.procs);
+      if (acks === 0) progress(`backlog: no placed job acknowledged (${JSON.stringify(totals.errors)})`);
+      return { pending, placed: acks, cpuMsPerPlaced: round(((cpu1 - cpu0) * 1000) / Math.max(1, acks)) };
+    };
+
+    await submitUpTo(Math.floor(n / 100) + 2 * window);
+    const small = await placementCost();
+    progress(`backlog: ${fmt(small.cpuMsPerPlaced)} ms CPU per placed job at ${small.pending} pending`);
+    await submitUpTo(n);
+    const pendingFull = await pendingNow();
+    const rssFull = serverUsage(server.proc.pid).rssBytes;
+    const large = await placementCost();
+    progress(`backlog: ${fmt(large.cpuMsPerPlaced)} ms CPU per placed job at ${large.pending} pending`);
+
+    // Restart: a fresh replica over the whole set, until it answers with a scheduler leader.
+    await stopControlPlane(server);
+    const restartAt = nowMs();
+    server = await startControlPlane(etcd.endpoint, { args: serverArgs });
+    const restartS = (nowMs() - restartAt) / 1000;
+    const pendingRestart = await pendingNow();
+    const rssRestart = serverUsage(server.proc.pid).rssBytes;
+    // Empty replica for comparison: a fresh replica over an empty prefix of the same etcd.
+    const empty = await startControlPlane(etcd.endpoint, { args: ["--prefix", "empty/"] });
+    const rssFreshEmpty = serverUsage(empty.proc.pid).rssBytes;
+    await stopControlPlane(empty);
+
+    // The cap: fill up to it, then the next submit must be refused.
+    let refusal = { code: capped ? "none" : "no --max-jobs in this server", details: "" };
+    let filled = 0;
+    if (capped) {
+      for (let i = 0; i < 2 * n; i++) {
+        try {
+          await server.client.submit({ command: ["true"], name: "backlog-fill" }, { timeoutMs: 60_000 });
+          filled++;
+        } catch (err) {
+          refusal = { code: errorCode(err), details: (err as { details?: string }).details ?? String(err) };
+          break;
+        }
+      }
+    }
+    const unfinished = Number((await server.client.clusterStatus()).unfinishedJobs ?? 0n);
+
+    const perJob = (bytes: number, pending: number) => Math.round(bytes / Math.max(1, pending));
+    const figures: Figures = {
+      jobs: n,
+      pending_at_n: pendingFull,
+      bytes_per_pending_job: perJob(rssFull - rssEmpty, pendingFull),
+      bytes_per_pending_job_fresh_replica: perJob(rssRestart - rssFreshEmpty, pendingRestart),
+      rss_empty_mb: round(rssEmpty / 2 ** 20),
+      rss_at_n_mb: round(rssFull / 2 ** 20),
+      rss_fresh_replica_mb: round(rssRestart / 2 ** 20),
+      submit_per_s: Math.round(n / submitSeconds),
+      submit_per_s_by_tenth: tenthRates,
+      submit_errors: errors,
+      cpu_ms_per_placed_small: small.cpuMsPerPlaced,
+      pending_small: small.pending,
+      placed_small: small.placed,
+      cpu_ms_per_placed_large: large.cpuMsPerPlaced,
+      pending_large: large.pending,
+      placed_large: large.placed,
+      cpu_per_placed_ratio: round(large.cpuMsPerPlaced / Math.max(0.001, small.cpuMsPerPlaced)),
+      restart_to_serving_s: round(restartS),
+      cap: capped ? n : 0,
+      cap_filled_before_refusal: filled,
+      unfinished_after_refusal: unfinished,
+      cap_refusal_code: refusal.code,
+      cap_refusal: refusal.details,
+    };
+    return {
+      params: { jobs: n, concurrency, placement_window: window },
+      figures,
+      rows: [
+        ["bytes of replica RSS per pending job", fmt(figures.bytes_per_pending_job, " B"), "≤ 1,024 B (was 2,800)"],
+        ["  same, fresh replica over the set", fmt(figures.bytes_per_pending_job_fresh_replica, " B"), ""],
+        ["submit rate, whole run", fmt(figures.submit_per_s, "/s"), "(was 2,400/s at 100k)"],
+        ["submit rate by tenth", tenthRates.map((r) => fmt(r)).join(" "), "flat"],
+        [
+          `CPU per placed job at ${fmt(small.pending)} / ${fmt(large.pending)} pending`,
+          `${fmt(small.cpuMsPerPlaced)} / ${fmt(large.cpuMsPerPlaced)} ms`,
+          "ratio ≤ 1.2 (was 3.75 / 8.4 ms at 2k / 60k)",
+        ],
+        ["restart to serving", fmt(figures.restart_to_serving_s, " s"), "≤ 10 s at 1M"],
+        ["next submit at the cap", `${refusal.code} after ${filled} more`, "RESOURCE_EXHAUSTED"],
+      ],
+      notes: [
+        "RSS growth includes garbage not yet collected; the fresh-replica figure (RSS over the loaded set minus a fresh replica over an empty prefix) is the steadier one.",
+        `CPU per placed job: control-plane CPU while one simulated 4-slot worker takes ${window} jobs, over the jobs it acknowledged.`,
+        `cap refusal: ${refusal.details}`,
+      ],
+    };
+  } finally {
+    await stopControlPlane(server).catch(() => undefined);
+    await etcd.proc.stop(5000);
+  }
+}
+
 async function waitWorkersUp(client: CrmsClient, n: number, procs: Proc[]): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -1438,6 +1636,7 @@ async function main(): Promise<number> {
     history,
     real,
     paced,
+    backlog,
   };
   let outcome: Outcome;
   try {
