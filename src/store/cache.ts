@@ -35,6 +35,66 @@ export function prefixEnd(prefix: string): Buffer {
 
 const LIST_PAGE = 2000;
 
+/**
+ * Keeping some records of a prefix encoded instead of as objects: a decoded
+ * protobuf-es job takes about 2.5 KB of heap, its encoding under 100 bytes,
+ * and a backlog of pending jobs is many records that are rarely read whole.
+ */
+export interface Compaction<T> {
+  /** True for the records kept encoded. */
+  keep(value: T): boolean;
+  encode(value: T): Uint8Array;
+  /** Decoded records of encoded entries kept at once (the most recently read). */
+  hot: number;
+}
+
+/**
+ * A record kept as its encoding (in a one-byte string, the most compact form
+ * V8 has for bytes), decoded when read; the last `hot` decoded records are
+ * kept decoded, so a scheduler pass over the head of the queue decodes each
+ * once. Readers must not change what `value` returns (nobody changes a cached
+ * record in place: updates build a new one).
+ */
+class EncodedEntry<T> implements Entry<T> {
+  hot: T | undefined;
+  constructor(
+    readonly bytes: string,
+    readonly mod: number,
+    readonly create: number,
+    readonly lease: string,
+    private readonly ring: HotRing<T>,
+  ) {}
+
+  get value(): T {
+    return this.hot ?? this.ring.load(this);
+  }
+}
+
+/** The decoded records of encoded entries kept, oldest replaced first. */
+class HotRing<T> {
+  private readonly slots: (EncodedEntry<T> | undefined)[];
+  private next = 0;
+  decodes = 0;
+
+  constructor(
+    size: number,
+    private readonly decode: (bytes: Buffer) => T,
+  ) {
+    this.slots = new Array(Math.max(1, size));
+  }
+
+  load(e: EncodedEntry<T>): T {
+    const value = this.decode(Buffer.from(e.bytes, "latin1"));
+    this.decodes++;
+    const old = this.slots[this.next];
+    if (old) old.hot = undefined;
+    e.hot = value;
+    this.slots[this.next] = e;
+    this.next = (this.next + 1) % this.slots.length;
+    return value;
+  }
+}
+
 export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
   readonly entries = new Map<string, Entry<T>>();
   /** The store revision this copy reflects. */
@@ -45,13 +105,31 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
   private closed = false;
   private lastEventAt = Date.now();
 
+  private readonly ring?: HotRing<T>;
+
   constructor(
     private readonly etcd: Etcd3,
     readonly prefix: string,
     private readonly decode: (bytes: Buffer) => T,
+    private readonly compaction?: Compaction<T>,
   ) {
     super();
     this.setMaxListeners(0);
+    if (compaction) this.ring = new HotRing(compaction.hot, decode);
+  }
+
+  /** Records decoded from their compact form so far (for benchmarks). */
+  get decodes(): number {
+    return this.ring?.decodes ?? 0;
+  }
+
+  /** The form an entry is kept in: encoded when the compaction keeps it so, else as it is. */
+  private kept(entry: Entry<T>, bytes?: Uint8Array): Entry<T> {
+    const c = this.compaction;
+    if (!c || !this.ring || !c.keep(entry.value)) return entry;
+    const raw = bytes ?? c.encode(entry.value);
+    const text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("latin1");
+    return new EncodedEntry(text, entry.mod, entry.create, entry.lease, this.ring);
   }
 
   /** Lists the prefix and starts watching after the listed revision. */
@@ -74,12 +152,18 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
       });
       if (!revision) revision = Number(res.header.revision);
       for (const kv of res.kvs) {
-        kvs.set(kv.key.toString().slice(this.prefix.length), {
-          value: this.decode(kv.value),
-          mod: Number(kv.mod_revision),
-          create: Number(kv.create_revision),
-          lease: String(kv.lease),
-        });
+        kvs.set(
+          kv.key.toString().slice(this.prefix.length),
+          this.kept(
+            {
+              value: this.decode(kv.value),
+              mod: Number(kv.mod_revision),
+              create: Number(kv.create_revision),
+              lease: String(kv.lease),
+            },
+            kv.value,
+          ),
+        );
       }
       if (!res.more || res.kvs.length === 0) break;
       key = Buffer.concat([(res.kvs.at(-1) as { key: Buffer }).key, Buffer.from([0])]);
@@ -123,12 +207,16 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
         if (ev.type === "Put") {
           // Most puts are this replica's own writes, already applied: skip them before decoding.
           if (this.stale(name, mod)) continue;
-          this.apply(name, {
-            value: this.decode(ev.kv.value),
-            mod,
-            create: Number(ev.kv.create_revision),
-            lease: String(ev.kv.lease),
-          });
+          this.apply(
+            name,
+            {
+              value: this.decode(ev.kv.value),
+              mod,
+              create: Number(ev.kv.create_revision),
+              lease: String(ev.kv.lease),
+            },
+            ev.kv.value,
+          );
         } else {
           this.applyDelete(name, mod);
         }
@@ -148,11 +236,15 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
     setTimeout(() => void this.relist().catch(() => this.retryRelist()), 1000);
   }
 
-  /** Applies a record written by this process (write-through) or seen by the watch. */
-  apply(name: string, entry: Entry<T>): void {
+  /**
+   * Applies a record written by this process (write-through) or seen by the
+   * watch (with its encoding, when at hand). Listeners get the decoded entry;
+   * the cache keeps it in the compaction's form.
+   */
+  apply(name: string, entry: Entry<T>, bytes?: Uint8Array): void {
     if (this.stale(name, entry.mod)) return;
     const prev = this.entries.get(name);
-    this.entries.set(name, entry);
+    this.entries.set(name, this.kept(entry, bytes));
     this.emit("put", name, entry, prev);
   }
 
