@@ -60,6 +60,11 @@ test("100,000 ids added in submit order and out of order come out by priority, t
   for (const n of shuffled(all)) scrambled.add(String(n), priorityOf(n));
   t.deepEqual(scrambled.head(N), expectedOrder(all));
   t.deepEqual(scrambled.head(3), ["10", "20", "30"]);
+
+  // A replica starting over etcd lists ids in key order ("10" before "9").
+  const listed = new PendingQueue();
+  for (const id of all.map(String).sort()) listed.add(id, priorityOf(Number(id)));
+  t.deepEqual(listed.head(N), expectedOrder(all));
 });
 
 test("draining 100,000 ids a few at a time keeps the order, skips deleted and refused ids, and keeps refused ones queued", (t) => {

@@ -1,74 +1,124 @@
 /**
  * Pending jobs in scheduling order: priority high to low, then id (submit order).
  *
- * One lane per priority. A lane is a sorted deque (`main`, read from a head
- * index, so taking from the front never moves the rest) plus a small sorted
- * `late` list for ids that arrive behind the tail (a job requeued or put back
- * after a failed assignment); iteration merges the two. Deletion is lazy: a
- * deleted id stays where it is until the head passes it or the lane is
- * rebuilt, which happens once it holds more stale entries than live ones, so
- * every operation but an out-of-order add is O(1) amortized (that one is
- * O(√n)) and no operation moves the whole backlog per pass.
+ * One lane per priority. A lane is a list of sorted chunks (at most
+ * 2 × CHUNK ids each; every id of a chunk comes before every id of the
+ * next), read from a head index in the first chunk: taking from the front
+ * never moves the rest, and an id that arrives out of order (a replica
+ * listing ids in etcd's key order, a job requeued or put back after a failed
+ * assignment) is placed by binary search and a splice within one chunk.
+ * Deletion is lazy: a deleted id stays where it is until the head passes it
+ * or the lane is rebuilt, which happens once it holds more stale entries than
+ * live ones. So taking from the front and skipping are O(1) amortized, an add
+ * is O(log n + CHUNK), and nothing moves the whole backlog per pass.
  *
  * The lane key is the priority today; #17 (queues, fair share) will key lanes
  * by more than that, which is why the lane is its own class.
  */
 import { compareIds } from "../store/keys.js";
 
+const CHUNK = 1024;
+
 class Lane {
-  main: string[] = [];
+  chunks: string[][] = [];
+  /** Ids of chunks[0] before this index are gone. */
   head = 0;
-  late: string[] = [];
-  lateHead = 0;
-  /** Ids queued at this lane's key (the rest of `main`/`late` are stale). */
+  /** Ids queued at this lane's key (the other entries are stale). */
   live = 0;
+  /** Entries held, stale ones included. */
+  physical = 0;
 
   constructor(readonly priority: number) {}
 
-  get physical(): number {
-    return this.main.length - this.head + this.late.length - this.lateHead;
+  /** Index of the first entry of chunk c that is still held. */
+  start(c: number): number {
+    return c === 0 ? this.head : 0;
   }
 
   push(id: string): void {
-    const last = this.main.at(-1);
-    if (this.main.length === this.head || last === undefined || compareIds(last, id) < 0) {
-      if (this.main.length === this.head && this.head > 0) {
-        this.main = [];
-        this.head = 0;
-      }
-      this.main.push(id);
+    this.physical++;
+    const { chunks } = this;
+    const last = chunks.at(-1);
+    if (!last) {
+      chunks.push([id]);
       return;
     }
-    // Behind the tail: into the sorted late list (binary search, short splice).
-    let lo = this.lateHead;
-    let hi = this.late.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (compareIds(this.late[mid] as string, id) < 0) lo = mid + 1;
-      else hi = mid;
+    if (compareIds(last.at(-1) as string, id) < 0) {
+      if (last.length >= CHUNK) chunks.push([id]);
+      else last.push(id);
+      return;
     }
-    this.late.splice(lo, 0, id);
+    // The last chunk whose first held id is not after `id` (else the first chunk).
+    let lo = 0;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      const chunk = chunks[mid] as string[];
+      if (compareIds(chunk[this.start(mid)] as string, id) <= 0) lo = mid;
+      else hi = mid - 1;
+    }
+    const c = lo;
+    const chunk = chunks[c] as string[];
+    let a = this.start(c);
+    let b = chunk.length;
+    while (a < b) {
+      const mid = (a + b) >> 1;
+      if (compareIds(chunk[mid] as string, id) < 0) a = mid + 1;
+      else b = mid;
+    }
+    chunk.splice(a, 0, id);
+    if (chunk.length - this.start(c) > 2 * CHUNK) {
+      const held = chunk.slice(this.start(c));
+      if (c === 0) this.head = 0;
+      chunks.splice(c, 1, held.slice(0, CHUNK), held.slice(CHUNK));
+    }
   }
 
-  /** Both lists merged in order, stale entries included; `keep` says which ids survive a rebuild. */
-  rebuild(keep: (id: string) => boolean): void {
-    const out: string[] = [];
-    let i = this.head;
-    let j = this.lateHead;
-    const { main, late } = this;
-    while (i < main.length || j < late.length) {
-      let id: string;
-      if (j >= late.length || (i < main.length && compareIds(main[i] as string, late[j] as string) <= 0)) {
-        id = main[i++] as string;
-      } else {
-        id = late[j++] as string;
-      }
-      if (keep(id) && out.at(-1) !== id) out.push(id);
+  /** The id at the head, if any (stale or not). */
+  front(): string | undefined {
+    return this.chunks[0]?.[this.head];
+  }
+
+  /** Drops the id at the head. */
+  shift(): void {
+    this.physical--;
+    this.head++;
+    const first = this.chunks[0];
+    if (first && this.head >= first.length) {
+      this.chunks.shift();
+      this.head = 0;
     }
-    this.main = out;
+  }
+
+  /** Every held entry in order, stale ones included. */
+  *ids(): Generator<string> {
+    const { chunks } = this;
+    for (let c = 0; c < chunks.length; c++) {
+      const chunk = chunks[c] as string[];
+      for (let i = this.start(c); i < chunk.length; i++) yield chunk[i] as string;
+    }
+  }
+
+  /** Keeps only the entries `keep` accepts (each id once), in fresh chunks. */
+  rebuild(keep: (id: string) => boolean): void {
+    const out: string[][] = [];
+    let cur: string[] = [];
+    let previous: string | undefined;
+    let n = 0;
+    for (const id of this.ids()) {
+      if (id === previous || !keep(id)) continue;
+      previous = id;
+      if (cur.length >= CHUNK) {
+        out.push(cur);
+        cur = [];
+      }
+      cur.push(id);
+      n++;
+    }
+    if (cur.length) out.push(cur);
+    this.chunks = out;
     this.head = 0;
-    this.late = [];
-    this.lateHead = 0;
+    this.physical = n;
   }
 }
 
@@ -104,7 +154,6 @@ export class PendingQueue {
       return;
     }
     lane.push(id);
-    if (lane.late.length - lane.lateHead > Math.max(64, Math.sqrt(lane.live))) this.rebuild(lane);
   }
 
   /** Removes lazily: the id is skipped and dropped when iteration reaches it. */
@@ -162,32 +211,13 @@ export class PendingQueue {
     for (const lane of this.order) {
       if (out.length >= limit || scanned >= maxScan) break;
       // Stale entries at the front go for good.
-      while (lane.head < lane.main.length && !this.isLive(lane.main[lane.head] as string, lane)) {
-        this.dropped(lane.main[lane.head++] as string, lane);
+      for (let id = lane.front(); id !== undefined && !this.isLive(id, lane); id = lane.front()) {
+        this.dropped(id, lane);
+        lane.shift();
       }
-      while (lane.lateHead < lane.late.length && !this.isLive(lane.late[lane.lateHead] as string, lane)) {
-        this.dropped(lane.late[lane.lateHead++] as string, lane);
-      }
-      // Give back the space the head left behind once it is half the array (amortized O(1)).
-      if (lane.head > 1024 && lane.head * 2 > lane.main.length) {
-        lane.main = lane.main.slice(lane.head);
-        lane.head = 0;
-      }
-      if (lane.lateHead > 0 && lane.lateHead * 2 > lane.late.length) {
-        lane.late = lane.late.slice(lane.lateHead);
-        lane.lateHead = 0;
-      }
-      const { main, late } = lane;
-      let i = lane.head;
-      let j = lane.lateHead;
       let previous: string | undefined;
-      while ((i < main.length || j < late.length) && out.length < limit && scanned < maxScan) {
-        let id: string;
-        if (j >= late.length || (i < main.length && compareIds(main[i] as string, late[j] as string) <= 0)) {
-          id = main[i++] as string;
-        } else {
-          id = late[j++] as string;
-        }
+      for (const id of lane.ids()) {
+        if (out.length >= limit || scanned >= maxScan) break;
         if (id === previous || !this.isLive(id, lane)) continue;
         previous = id;
         scanned++;
