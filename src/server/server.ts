@@ -17,6 +17,7 @@ import { StreamLimiter } from "../auth/stream-limit.js";
 import { createTokenService } from "../auth/token-service.js";
 import { TokenStore } from "../auth/tokens.js";
 import { History } from "../history/history.js";
+import { arrayIndex } from "../scheduler/arrays.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
 import { createLogger, type Logger, type LogLevel, type ServiceDeps } from "../services/context.js";
@@ -161,13 +162,23 @@ export class ControlPlane {
   }
 
   async start(): Promise<this> {
-    this.store = await Store.open({
-      endpoints: this.options.etcd,
-      prefix: this.options.prefix,
-      replicaId: this.replicaId,
-      leaseTtl: this.options.leaseTtl,
-      etcd: this.options.etcdTls,
-    });
+    this.store = await Store.open(
+      {
+        endpoints: this.options.etcd,
+        prefix: this.options.prefix,
+        replicaId: this.replicaId,
+        leaseTtl: this.options.leaseTtl,
+        etcd: this.options.etcdTls,
+      },
+      (store) => {
+        // Built from the load's events: no second pass over (and decode of) every job.
+        arrayIndex(store);
+        this.admission = new Admission(store.jobs, {
+          maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
+          maxJobsPerUser: this.options.maxJobsPerUser ?? 0,
+        });
+      },
+    );
     this.tokens = new TokenStore(this.store.etcd, this.store.keys);
     try {
       await this.tokens.start();
@@ -198,10 +209,6 @@ export class ControlPlane {
       graceSeconds: this.options.graceSeconds,
       log: (msg, fields) => this.log.info(msg, fields),
       logError: (msg, fields) => this.log.error(msg, fields),
-    });
-    this.admission = new Admission(this.store.jobs, {
-      maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
-      maxJobsPerUser: this.options.maxJobsPerUser ?? 0,
     });
     this.log.info("admission control", {
       maxJobs: this.admission.limits.maxJobs,

@@ -137,8 +137,14 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
     await this.relist();
   }
 
-  /** Reads every key of the prefix at one revision, a page at a time. */
-  async list(): Promise<{ revision: number; kvs: Map<string, Entry<T>> }> {
+  /**
+   * Reads every key of the prefix at one revision, a page at a time. With
+   * `each`, records go to it as they come (with the decoded entry too)
+   * instead of into the map.
+   */
+  async list(
+    each?: (name: string, kept: Entry<T>, decoded: Entry<T>) => void,
+  ): Promise<{ revision: number; kvs: Map<string, Entry<T>> }> {
     const kvs = new Map<string, Entry<T>>();
     let key = Buffer.from(this.prefix);
     const end = prefixEnd(this.prefix);
@@ -152,18 +158,16 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
       });
       if (!revision) revision = Number(res.header.revision);
       for (const kv of res.kvs) {
-        kvs.set(
-          kv.key.toString().slice(this.prefix.length),
-          this.kept(
-            {
-              value: this.decode(kv.value),
-              mod: Number(kv.mod_revision),
-              create: Number(kv.create_revision),
-              lease: String(kv.lease),
-            },
-            kv.value,
-          ),
-        );
+        const name = kv.key.toString().slice(this.prefix.length);
+        const decoded = {
+          value: this.decode(kv.value),
+          mod: Number(kv.mod_revision),
+          create: Number(kv.create_revision),
+          lease: String(kv.lease),
+        };
+        const kept = this.kept(decoded, kv.value);
+        if (each) each(name, kept, decoded);
+        else kvs.set(name, kept);
       }
       if (!res.more || res.kvs.length === 0) break;
       key = Buffer.concat([(res.kvs.at(-1) as { key: Buffer }).key, Buffer.from([0])]);
@@ -175,6 +179,20 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
     // Do not wait for the old watch to confirm its cancel: a stalled watch never would.
     void this.watcher?.cancel().catch(() => undefined);
     this.watcher = undefined;
+    if (this.entries.size === 0) {
+      // The first load (or a relist of an empty copy): nothing to compare, so
+      // records are kept and announced page by page, decoded once.
+      const { revision } = await this.list((name, kept, decoded) => {
+        this.entries.set(name, kept);
+        this.emit("put", name, decoded, undefined);
+      });
+      this.relists++;
+      this.tombstones.clear();
+      this.revision = revision;
+      if (!this.closed) await this.watch(revision + 1);
+      this.emit("synced");
+      return;
+    }
     const { revision, kvs } = await this.list();
     this.relists++;
     for (const [name, prev] of this.entries) {

@@ -126,9 +126,14 @@ export class Store {
     this.jobIndex = new JobIndex(this.jobs);
   }
 
-  /** Connects, grants the replica lease and fills the caches. */
-  static async open(options: StoreOptions): Promise<Store> {
+  /**
+   * Connects, grants the replica lease and fills the caches. `beforeLoad`
+   * runs before the caches fill, for indexes that should follow the load's
+   * events instead of reading every record again afterwards.
+   */
+  static async open(options: StoreOptions, beforeLoad?: (store: Store) => void): Promise<Store> {
     const store = new Store(options);
+    beforeLoad?.(store);
     try {
       await store.grantLease();
       await Promise.all([store.jobs.start(), store.workers.start()]);
