@@ -609,6 +609,10 @@ type ClusterStatus struct {
 	Jobs            map[JobState]uint64
 	Replica         string
 	SchedulerLeader string
+	// Unfinished jobs (array tasks included) against the cap (crms server
+	// --max-jobs; 0: no cap).
+	UnfinishedJobs uint64
+	MaxJobs        uint64
 }
 
 func clusterStatusFromProto(p *crmsv1.GetClusterStatusResponse) *ClusterStatus {
@@ -625,6 +629,8 @@ func clusterStatusFromProto(p *crmsv1.GetClusterStatusResponse) *ClusterStatus {
 		Jobs:            map[JobState]uint64{},
 		Replica:         p.GetReplica(),
 		SchedulerLeader: p.GetSchedulerLeader(),
+		UnfinishedJobs:  p.GetUnfinishedJobs(),
+		MaxJobs:         p.GetMaxJobs(),
 	}
 	for _, c := range p.GetJobs() {
 		s.Jobs[JobState(c.GetState())] += c.GetCount()

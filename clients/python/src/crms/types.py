@@ -542,6 +542,9 @@ class ClusterStatus:
     replica: str
     scheduler_leader: str
     workers_down: int = 0
+    # Unfinished jobs (array tasks included) against the cap (crms server --max-jobs; 0: no cap).
+    unfinished_jobs: int = 0
+    max_jobs: int = 0
 
     @classmethod
     def from_proto(cls, r: admin_pb2.GetClusterStatusResponse) -> "ClusterStatus":
@@ -558,4 +561,6 @@ class ClusterStatus:
             replica=r.replica,
             scheduler_leader=r.scheduler_leader,
             workers_down=r.workers_down,
+            unfinished_jobs=r.unfinished_jobs,
+            max_jobs=r.max_jobs,
         )
