@@ -26,7 +26,9 @@ test("a job and an array past --max-jobs are refused with RESOURCE_EXHAUSTED, no
     Number(await cluster.server.store.etcd.getAll().prefix(cluster.server.store.keys.jobs).count());
   const ids: number[] = [];
   // No worker: everything stays unfinished. Held jobs count too.
-  for (let i = 0; i < 6; i++) ids.push(Number((await c.submit({ command: ["true"] })).id));
+  const firstId = (await c.submit({ command: ["true"] }, { requestId: "admission-first" })).id;
+  ids.push(Number(firstId));
+  for (let i = 0; i < 5; i++) ids.push(Number((await c.submit({ command: ["true"] })).id));
   ids.push(Number((await c.submit({ command: ["true"], hold: true })).id));
   t.is((await c.clusterStatus()).unfinishedJobs, 7n);
 
@@ -60,6 +62,10 @@ test("a job and an array past --max-jobs are refused with RESOURCE_EXHAUSTED, no
   );
   t.is(await etcdJobs(), 11, "7 jobs, the parent and its 3 tasks; nothing for the refused submit");
   t.is((await c.clusterStatus()).unfinishedJobs, 10n, "the count right after the refusals");
+  // A retried submit (same request id) of a job taken before the cap gets that job back.
+  const again = await c.submitJob({ command: ["true"] }, "admission-first");
+  t.true(again.existing);
+  t.is(again.job?.id, firstId);
 
   // A job that ends makes room for one more.
   await c.kill(String(ids[0]));

@@ -184,11 +184,20 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
         if (!(store.job(d.jobId) ?? (await store.fetchJob(d.jobId)))) throw notFound(`after: job ${d.jobId} not found`);
       }
       const owner = spec.labels[OWNER_LABEL] ?? "";
-      const release = deps.admission?.admit(
-        spec.array ? spec.array.last - spec.array.first + 1 : 1,
-        owner,
-        spec.array ? "array submit" : "submit",
-      );
+      let release: (() => void) | undefined;
+      try {
+        release = deps.admission?.admit(
+          spec.array ? spec.array.last - spec.array.first + 1 : 1,
+          owner,
+          spec.array ? "array submit" : "submit",
+        );
+      } catch (err) {
+        // A retry of a submit that was taken before the cap was reached gets its job back.
+        const known = req.requestId ? await store.jobByRequestId(req.requestId) : undefined;
+        if (known) return { job: show(known), existing: true };
+        if (deps.admission) deps.admission.refused++;
+        throw err;
+      }
       let created: Awaited<ReturnType<typeof store.createJob>>;
       try {
         created = await store.createJob(spec, req.requestId);

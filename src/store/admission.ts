@@ -48,7 +48,7 @@ export class Admission {
   private readonly byOwner = new Map<string, number>();
   private reserved = 0;
   private readonly reservedByOwner = new Map<string, number>();
-  /** Submits refused since start. */
+  /** Submits refused since start (counted by the caller, which may still find the job a retry asks for). */
   refused = 0;
 
   constructor(
@@ -89,7 +89,6 @@ export class Admission {
     const { maxJobs, maxJobsPerUser } = this.limits;
     const now = this.count + this.reserved;
     if (maxJobs > 0 && now + n > maxJobs) {
-      this.refused++;
       throw new CrmsError(
         "RESOURCE_EXHAUSTED",
         `${what} refused: the cluster holds ${now} unfinished jobs (array tasks included) and its limit is ${maxJobs} (--max-jobs); ${n === 1 ? "one more" : `${n} more`} would pass it. Wait for jobs to finish, or kill some.`,
@@ -97,7 +96,6 @@ export class Admission {
     }
     const mine = this.countOf(owner) + (this.reservedByOwner.get(owner) ?? 0);
     if (maxJobsPerUser > 0 && mine + n > maxJobsPerUser) {
-      this.refused++;
       throw new CrmsError(
         "RESOURCE_EXHAUSTED",
         `${what} refused: ${owner || "the anonymous user"} holds ${mine} unfinished jobs (array tasks included) and the limit per user is ${maxJobsPerUser} (--max-jobs-per-user); ${n === 1 ? "one more" : `${n} more`} would pass it.`,

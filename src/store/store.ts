@@ -333,7 +333,8 @@ export class Store {
     return true;
   }
 
-  private async jobByRequestId(requestId: string): Promise<Job | undefined> {
+  /** The job a request id created, if any (read from etcd). */
+  async jobByRequestId(requestId: string): Promise<Job | undefined> {
     const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(this.keys.reqid(requestId)) }));
     const kv = res.kvs[0];
     if (!kv) return undefined;
