@@ -9,6 +9,7 @@ import { status } from "@grpc/grpc-js";
 import test from "ava";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import { createMetrics } from "../src/server/metrics.js";
+import { startServer } from "../src/server/server.js";
 import { defaultMaxJobs } from "../src/store/admission.js";
 import { cli, TestCluster } from "./helpers/cluster.js";
 
@@ -84,6 +85,19 @@ test("a job and an array past --max-jobs are refused with RESOURCE_EXHAUSTED, no
   t.regex(text, /^crms_jobs_unfinished 10$/m);
   t.regex(text, /^crms_jobs_max 10$/m);
   t.regex(text, /^crms_submits_refused_total 2$/m);
+
+  // A replica started over more unfinished jobs than its cap counts them from its load and says so.
+  const warnings: string[] = [];
+  const quiet = () => undefined;
+  const other = await startServer({
+    listen: "127.0.0.1:0",
+    etcd: [cluster.etcd.endpoint],
+    maxJobs: 5,
+    log: { debug: quiet, info: quiet, error: quiet, warn: (msg) => warnings.push(msg) },
+  });
+  t.teardown(() => other.stop());
+  t.is(other.admission.count, 10);
+  t.true(warnings.some((w) => /more unfinished jobs than --max-jobs/.test(w)));
 });
 
 test("--max-jobs-per-user caps one owner; without --max-jobs the cap comes from the heap limit", async (t) => {

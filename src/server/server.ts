@@ -216,6 +216,13 @@ export class ControlPlane {
       unfinishedJobs: this.admission.count,
       heapLimitBytes: getHeapStatistics().heap_size_limit,
     });
+    const { maxJobs } = this.admission.limits;
+    if (maxJobs > 0 && this.admission.count > maxJobs) {
+      this.log.warn("more unfinished jobs than --max-jobs: every submit is refused until enough of them end", {
+        unfinishedJobs: this.admission.count,
+        maxJobs,
+      });
+    }
     const deps: ServiceDeps = {
       admission: this.admission,
       store: this.store,
