@@ -134,6 +134,8 @@ export class Scheduler {
     this.running = true;
     const now = Date.now();
     for (const [id, e] of this.store.jobs.entries) {
+      // Already queued from the cache's events (kept while not leading): no need to decode it again.
+      if (this.pending.has(id)) continue;
       if (isArrayParent(e.value)) this.arrayWork(id);
       else if (e.value.state === JobState.PENDING) this.pending.add(id, e.value.spec?.priority ?? 0);
     }
