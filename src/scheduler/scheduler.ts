@@ -226,7 +226,13 @@ export class Scheduler {
         return true;
       };
       const passSize = this.options.passSize ?? 4096;
-      const ids = this.pending.head(passSize, eligible, passSize * 25);
+      // Look at as many jobs as the free slots could take (with room for jobs that fit no
+      // free worker), not at a fixed share of the backlog: a pass costs the same with
+      // 1,000 or 1,000,000 pending.
+      let free = 0;
+      for (const w of workers) free += w.free;
+      const limit = Math.min(passSize, Math.max(1024, 64 * free));
+      const ids = this.pending.head(limit, eligible, passSize * 25);
       const candidates: Candidate[] = [];
       for (const id of ids) {
         const job = this.store.job(id);
