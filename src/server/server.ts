@@ -389,7 +389,12 @@ function archiveOnLeader(store: Store, election: Election, history: History, log
   });
   election.on("elected", () => {
     history
-      .sweep(Array.from(store.jobs.entries.values(), (e) => e.value))
+      // Only finished jobs matter here: read those (not every pending job, kept encoded in the cache).
+      .sweep(
+        Array.from(store.jobIndex.finished, (id) => store.jobs.entries.get(id)?.value).filter(
+          (j): j is Job => j !== undefined,
+        ),
+      )
       .catch((err) => log.warn("history catch-up failed; retention writes what it deletes", { error: String(err) }));
   });
 }
