@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/worker.proto.
  */
 export const file_crms_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChRjcm1zL3YxL3dvcmtlci5wcm90bxIHY3Jtcy52MSKNBAoGV29ya2VyEgwKBG5hbWUYASABKAkSDQoFc2xvdHMYAiABKA0SKwoGbGFiZWxzGAMgAygLMhsuY3Jtcy52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIaG9zdG5hbWUYBCABKAkSDwoHdmVyc2lvbhgFIAEoCRIjCgVzdGF0ZRgGIAEoDjIULmNybXMudjEuV29ya2VyU3RhdGUSEgoKdXNlZF9zbG90cxgHIAEoDRIUCgxydW5uaW5nX2pvYnMYCCADKAkSLwoLYXR0YWNoX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfaGVhcnRiZWF0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9kaXNjb25uZWN0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3JlcGxpY2EYDCABKAkSFgoOc3RvcF9yZXF1ZXN0ZWQYDSABKAgSLQoJZG93bl90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkb3duX3JlYXNvbhgPIAEoCRIRCglsYXN0X2pvYnMYECADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI6CgpSdW5uaW5nSm9iEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBSLwAQoFSGVsbG8SDAoEbmFtZRgBIAEoCRINCgVzbG90cxgCIAEoDRIqCgZsYWJlbHMYAyADKAsyGi5jcm1zLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGhvc3RuYW1lGAQgASgJEg8KB3ZlcnNpb24YBSABKAkSJAoHcnVubmluZxgGIAMoCzITLmNybXMudjEuUnVubmluZ0pvYhImCghmaW5pc2hlZBgHIAMoCzIULmNybXMudjEuSm9iRmluaXNoZWQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIcCglIZWFydGJlYXQSDwoHcnVubmluZxgBIAEoDSI6CgpKb2JTdGFydGVkEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBSLNAQoLSm9iRmluaXNoZWQSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgJEg0KBWVycm9yGAUgASgJEhMKC3N0ZG91dF90YWlsGAYgASgMEhMKC3N0ZGVycl90YWlsGAcgASgMEhEKCXRpbWVkX291dBgIIAEoCBIOCgZraWxsZWQYCSABKAgSCwoDcGlkGAogASgFQgwKCl9leGl0X2NvZGUigQEKCk91dHB1dERhdGESEgoKcmVxdWVzdF9pZBgBIAEoBBIlCgZzdHJlYW0YAiABKA4yFS5jcm1zLnYxLk91dHB1dFN0cmVhbRIMCgRkYXRhGAMgASgMEg4KBm9mZnNldBgEIAEoAxILCgNlb2YYBSABKAgSDQoFZXJyb3IYBiABKAki2QEKDUF0dGFjaFJlcXVlc3QSHwoFaGVsbG8YASABKAsyDi5jcm1zLnYxLkhlbGxvSAASJwoJaGVhcnRiZWF0GAIgASgLMhIuY3Jtcy52MS5IZWFydGJlYXRIABImCgdzdGFydGVkGAMgASgLMhMuY3Jtcy52MS5Kb2JTdGFydGVkSAASKAoIZmluaXNoZWQYBCABKAsyFC5jcm1zLnYxLkpvYkZpbmlzaGVkSAASJQoGb3V0cHV0GAUgASgLMhMuY3Jtcy52MS5PdXRwdXREYXRhSABCBQoDbXNnIkcKB1dlbGNvbWUSDwoHcmVwbGljYRgBIAEoCRIZChFoZWFydGJlYXRfc2Vjb25kcxgCIAEoDRIQCghkcmFpbmluZxgDIAEoCCJJCgZBc3NpZ24SDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SHgoEc3BlYxgDIAEoCzIQLmNybXMudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhUKDWdyYWNlX3NlY29uZHMYAyABKA0SDgoGcmVhc29uGAQgASgJIiYKA0FjaxIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDSIHCgVEcmFpbiIICgZSZXN1bWUiGgoIU2h1dGRvd24SDgoGcmVhc29uGAEgASgJIlQKDU91dHB1dFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIOCgZqb2JfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIOCgZmb2xsb3cYBCABKAgiIgoMT3V0cHV0Q2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAQi6AIKDkF0dGFjaFJlc3BvbnNlEiMKB3dlbGNvbWUYASABKAsyEC5jcm1zLnYxLldlbGNvbWVIABIhCgZhc3NpZ24YAiABKAsyDy5jcm1zLnYxLkFzc2lnbkgAEh0KBGtpbGwYAyABKAsyDS5jcm1zLnYxLktpbGxIABIbCgNhY2sYBCABKAsyDC5jcm1zLnYxLkFja0gAEh8KBWRyYWluGAUgASgLMg4uY3Jtcy52MS5EcmFpbkgAEiUKCHNodXRkb3duGAYgASgLMhEuY3Jtcy52MS5TaHV0ZG93bkgAEjAKDm91dHB1dF9yZXF1ZXN0GAcgASgLMhYuY3Jtcy52MS5PdXRwdXRSZXF1ZXN0SAASLgoNb3V0cHV0X2NhbmNlbBgIIAEoCzIVLmNybXMudjEuT3V0cHV0Q2FuY2VsSAASIQoGcmVzdW1lGAkgASgLMg8uY3Jtcy52MS5SZXN1bWVIAEIFCgNtc2ciOwoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlAKE0xpc3RXb3JrZXJzUmVzcG9uc2USIAoHd29ya2VycxgBIAMoCzIPLmNybXMudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChBHZXRXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiNAoRR2V0V29ya2VyUmVzcG9uc2USHwoGd29ya2VyGAEgASgLMg8uY3Jtcy52MS5Xb3JrZXIiFQoTV2F0Y2hXb3JrZXJzUmVxdWVzdCJwChRXYXRjaFdvcmtlcnNSZXNwb25zZRIlCgR0eXBlGAEgASgOMhcuY3Jtcy52MS5XYXRjaEV2ZW50VHlwZRIfCgZ3b3JrZXIYAiABKAsyDy5jcm1zLnYxLldvcmtlchIQCghyZXZpc2lvbhgDIAEoAyIiChJEcmFpbldvcmtlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI2ChNEcmFpbldvcmtlclJlc3BvbnNlEh8KBndvcmtlchgBIAEoCzIPLmNybXMudjEuV29ya2VyIiEKEVN0b3BXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiFAoSU3RvcFdvcmtlclJlc3BvbnNlIiMKE1Jlc3VtZVdvcmtlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI3ChRSZXN1bWVXb3JrZXJSZXNwb25zZRIfCgZ3b3JrZXIYASABKAsyDy5jcm1zLnYxLldvcmtlciIjChNGb3JnZXRXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiFgoURm9yZ2V0V29ya2VyUmVzcG9uc2UinAEKE1VwbG9hZE91dHB1dFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SJQoGc3RyZWFtGAMgASgOMhUuY3Jtcy52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgDEgwKBGRhdGEYBSABKAwSDAoEbGFzdBgGIAEoCBIRCgljdXRfYnl0ZXMYByABKAMiKAoUVXBsb2FkT3V0cHV0UmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAMqkQEKC1dvcmtlclN0YXRlEhwKGFdPUktFUl9TVEFURV9VTlNQRUNJRklFRBAAEhMKD1dPUktFUl9TVEFURV9VUBABEhkKFVdPUktFUl9TVEFURV9EUkFJTklORxACEh0KGVdPUktFUl9TVEFURV9ESVNDT05ORUNURUQQAxIVChFXT1JLRVJfU1RBVEVfRE9XThAEMqMFCg1Xb3JrZXJTZXJ2aWNlEj0KBkF0dGFjaBIWLmNybXMudjEuQXR0YWNoUmVxdWVzdBoXLmNybXMudjEuQXR0YWNoUmVzcG9uc2UoATABEkgKC0xpc3RXb3JrZXJzEhsuY3Jtcy52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHC5jcm1zLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USQgoJR2V0V29ya2VyEhkuY3Jtcy52MS5HZXRXb3JrZXJSZXF1ZXN0GhouY3Jtcy52MS5HZXRXb3JrZXJSZXNwb25zZRJNCgxXYXRjaFdvcmtlcnMSHC5jcm1zLnYxLldhdGNoV29ya2Vyc1JlcXVlc3QaHS5jcm1zLnYxLldhdGNoV29ya2Vyc1Jlc3BvbnNlMAESSAoLRHJhaW5Xb3JrZXISGy5jcm1zLnYxLkRyYWluV29ya2VyUmVxdWVzdBocLmNybXMudjEuRHJhaW5Xb3JrZXJSZXNwb25zZRJFCgpTdG9wV29ya2VyEhouY3Jtcy52MS5TdG9wV29ya2VyUmVxdWVzdBobLmNybXMudjEuU3RvcFdvcmtlclJlc3BvbnNlEksKDFJlc3VtZVdvcmtlchIcLmNybXMudjEuUmVzdW1lV29ya2VyUmVxdWVzdBodLmNybXMudjEuUmVzdW1lV29ya2VyUmVzcG9uc2USSwoMRm9yZ2V0V29ya2VyEhwuY3Jtcy52MS5Gb3JnZXRXb3JrZXJSZXF1ZXN0Gh0uY3Jtcy52MS5Gb3JnZXRXb3JrZXJSZXNwb25zZRJLCgxVcGxvYWRPdXRwdXQSHC5jcm1zLnYxLlVwbG9hZE91dHB1dFJlcXVlc3QaHS5jcm1zLnYxLlVwbG9hZE91dHB1dFJlc3BvbnNlYgZwcm90bzM", [file_crms_v1_job, file_google_protobuf_timestamp]);
+  fileDesc("ChRjcm1zL3YxL3dvcmtlci5wcm90bxIHY3Jtcy52MSK6BAoGV29ya2VyEgwKBG5hbWUYASABKAkSDQoFc2xvdHMYAiABKA0SKwoGbGFiZWxzGAMgAygLMhsuY3Jtcy52MS5Xb3JrZXIuTGFiZWxzRW50cnkSEAoIaG9zdG5hbWUYBCABKAkSDwoHdmVyc2lvbhgFIAEoCRIjCgVzdGF0ZRgGIAEoDjIULmNybXMudjEuV29ya2VyU3RhdGUSEgoKdXNlZF9zbG90cxgHIAEoDRIUCgxydW5uaW5nX2pvYnMYCCADKAkSLwoLYXR0YWNoX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfaGVhcnRiZWF0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9kaXNjb25uZWN0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3JlcGxpY2EYDCABKAkSFgoOc3RvcF9yZXF1ZXN0ZWQYDSABKAgSLQoJZG93bl90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkb3duX3JlYXNvbhgPIAEoCRIRCglsYXN0X2pvYnMYECADKAkSEwoLaW5jYXJuYXRpb24YESABKAkSFgoOc3RvcF9rZWVwX3J1bnMYEiABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJLCgpSdW5uaW5nSm9iEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEgsKA3BpZBgDIAEoBRIPCgdhZG9wdGVkGAQgASgIIp0CCgVIZWxsbxIMCgRuYW1lGAEgASgJEg0KBXNsb3RzGAIgASgNEioKBmxhYmVscxgDIAMoCzIaLmNybXMudjEuSGVsbG8uTGFiZWxzRW50cnkSEAoIaG9zdG5hbWUYBCABKAkSDwoHdmVyc2lvbhgFIAEoCRIkCgdydW5uaW5nGAYgAygLMhMuY3Jtcy52MS5SdW5uaW5nSm9iEiYKCGZpbmlzaGVkGAcgAygLMhQuY3Jtcy52MS5Kb2JGaW5pc2hlZBITCgtpbmNhcm5hdGlvbhgIIAEoCRIWCg5oZWFydGJlYXRfYWNrcxgJIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhwKCUhlYXJ0YmVhdBIPCgdydW5uaW5nGAEgASgNIjoKCkpvYlN0YXJ0ZWQSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SCwoDcGlkGAMgASgFIs0BCgtKb2JGaW5pc2hlZBIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRIWCglleGl0X2NvZGUYAyABKAVIAIgBARIOCgZzaWduYWwYBCABKAkSDQoFZXJyb3IYBSABKAkSEwoLc3Rkb3V0X3RhaWwYBiABKAwSEwoLc3RkZXJyX3RhaWwYByABKAwSEQoJdGltZWRfb3V0GAggASgIEg4KBmtpbGxlZBgJIAEoCBILCgNwaWQYCiABKAVCDAoKX2V4aXRfY29kZSKBAQoKT3V0cHV0RGF0YRISCgpyZXF1ZXN0X2lkGAEgASgEEiUKBnN0cmVhbRgCIAEoDjIVLmNybXMudjEuT3V0cHV0U3RyZWFtEgwKBGRhdGEYAyABKAwSDgoGb2Zmc2V0GAQgASgDEgsKA2VvZhgFIAEoCBINCgVlcnJvchgGIAEoCSLZAQoNQXR0YWNoUmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmNybXMudjEuSGVsbG9IABInCgloZWFydGJlYXQYAiABKAsyEi5jcm1zLnYxLkhlYXJ0YmVhdEgAEiYKB3N0YXJ0ZWQYAyABKAsyEy5jcm1zLnYxLkpvYlN0YXJ0ZWRIABIoCghmaW5pc2hlZBgEIAEoCzIULmNybXMudjEuSm9iRmluaXNoZWRIABIlCgZvdXRwdXQYBSABKAsyEy5jcm1zLnYxLk91dHB1dERhdGFIAEIFCgNtc2ciXgoHV2VsY29tZRIPCgdyZXBsaWNhGAEgASgJEhkKEWhlYXJ0YmVhdF9zZWNvbmRzGAIgASgNEhAKCGRyYWluaW5nGAMgASgIEhUKDWdyYWNlX3NlY29uZHMYBCABKA0iDgoMSGVhcnRiZWF0QWNrIkkKBkFzc2lnbhIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoDRIeCgRzcGVjGAMgASgLMhAuY3Jtcy52MS5Kb2JTcGVjIk4KBEtpbGwSDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKA0SFQoNZ3JhY2Vfc2Vjb25kcxgDIAEoDRIOCgZyZWFzb24YBCABKAkiJgoDQWNrEg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNIgcKBURyYWluIggKBlJlc3VtZSItCghTaHV0ZG93bhIOCgZyZWFzb24YASABKAkSEQoJa2VlcF9ydW5zGAIgASgIIlQKDU91dHB1dFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIOCgZqb2JfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIOCgZmb2xsb3cYBCABKAgiIgoMT3V0cHV0Q2FuY2VsEhIKCnJlcXVlc3RfaWQYASABKAQimAMKDkF0dGFjaFJlc3BvbnNlEiMKB3dlbGNvbWUYASABKAsyEC5jcm1zLnYxLldlbGNvbWVIABIhCgZhc3NpZ24YAiABKAsyDy5jcm1zLnYxLkFzc2lnbkgAEh0KBGtpbGwYAyABKAsyDS5jcm1zLnYxLktpbGxIABIbCgNhY2sYBCABKAsyDC5jcm1zLnYxLkFja0gAEh8KBWRyYWluGAUgASgLMg4uY3Jtcy52MS5EcmFpbkgAEiUKCHNodXRkb3duGAYgASgLMhEuY3Jtcy52MS5TaHV0ZG93bkgAEjAKDm91dHB1dF9yZXF1ZXN0GAcgASgLMhYuY3Jtcy52MS5PdXRwdXRSZXF1ZXN0SAASLgoNb3V0cHV0X2NhbmNlbBgIIAEoCzIVLmNybXMudjEuT3V0cHV0Q2FuY2VsSAASIQoGcmVzdW1lGAkgASgLMg8uY3Jtcy52MS5SZXN1bWVIABIuCg1oZWFydGJlYXRfYWNrGAogASgLMhUuY3Jtcy52MS5IZWFydGJlYXRBY2tIAEIFCgNtc2ciOwoSTGlzdFdvcmtlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlAKE0xpc3RXb3JrZXJzUmVzcG9uc2USIAoHd29ya2VycxgBIAMoCzIPLmNybXMudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChBHZXRXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiNAoRR2V0V29ya2VyUmVzcG9uc2USHwoGd29ya2VyGAEgASgLMg8uY3Jtcy52MS5Xb3JrZXIiFQoTV2F0Y2hXb3JrZXJzUmVxdWVzdCJwChRXYXRjaFdvcmtlcnNSZXNwb25zZRIlCgR0eXBlGAEgASgOMhcuY3Jtcy52MS5XYXRjaEV2ZW50VHlwZRIfCgZ3b3JrZXIYAiABKAsyDy5jcm1zLnYxLldvcmtlchIQCghyZXZpc2lvbhgDIAEoAyIiChJEcmFpbldvcmtlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSI2ChNEcmFpbldvcmtlclJlc3BvbnNlEh8KBndvcmtlchgBIAEoCzIPLmNybXMudjEuV29ya2VyIjQKEVN0b3BXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSEQoJa2VlcF9ydW5zGAIgASgIIhQKElN0b3BXb3JrZXJSZXNwb25zZSIjChNSZXN1bWVXb3JrZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiNwoUUmVzdW1lV29ya2VyUmVzcG9uc2USHwoGd29ya2VyGAEgASgLMg8uY3Jtcy52MS5Xb3JrZXIiIwoTRm9yZ2V0V29ya2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFEZvcmdldFdvcmtlclJlc3BvbnNlIpwBChNVcGxvYWRPdXRwdXRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEiUKBnN0cmVhbRgDIAEoDjIVLmNybXMudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgEIAEoAxIMCgRkYXRhGAUgASgMEgwKBGxhc3QYBiABKAgSEQoJY3V0X2J5dGVzGAcgASgDIigKFFVwbG9hZE91dHB1dFJlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgDKpEBCgtXb3JrZXJTdGF0ZRIcChhXT1JLRVJfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9XT1JLRVJfU1RBVEVfVVAQARIZChVXT1JLRVJfU1RBVEVfRFJBSU5JTkcQAhIdChlXT1JLRVJfU1RBVEVfRElTQ09OTkVDVEVEEAMSFQoRV09SS0VSX1NUQVRFX0RPV04QBDKjBQoNV29ya2VyU2VydmljZRI9CgZBdHRhY2gSFi5jcm1zLnYxLkF0dGFjaFJlcXVlc3QaFy5jcm1zLnYxLkF0dGFjaFJlc3BvbnNlKAEwARJICgtMaXN0V29ya2VycxIbLmNybXMudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GhwuY3Jtcy52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEkIKCUdldFdvcmtlchIZLmNybXMudjEuR2V0V29ya2VyUmVxdWVzdBoaLmNybXMudjEuR2V0V29ya2VyUmVzcG9uc2USTQoMV2F0Y2hXb3JrZXJzEhwuY3Jtcy52MS5XYXRjaFdvcmtlcnNSZXF1ZXN0Gh0uY3Jtcy52MS5XYXRjaFdvcmtlcnNSZXNwb25zZTABEkgKC0RyYWluV29ya2VyEhsuY3Jtcy52MS5EcmFpbldvcmtlclJlcXVlc3QaHC5jcm1zLnYxLkRyYWluV29ya2VyUmVzcG9uc2USRQoKU3RvcFdvcmtlchIaLmNybXMudjEuU3RvcFdvcmtlclJlcXVlc3QaGy5jcm1zLnYxLlN0b3BXb3JrZXJSZXNwb25zZRJLCgxSZXN1bWVXb3JrZXISHC5jcm1zLnYxLlJlc3VtZVdvcmtlclJlcXVlc3QaHS5jcm1zLnYxLlJlc3VtZVdvcmtlclJlc3BvbnNlEksKDEZvcmdldFdvcmtlchIcLmNybXMudjEuRm9yZ2V0V29ya2VyUmVxdWVzdBodLmNybXMudjEuRm9yZ2V0V29ya2VyUmVzcG9uc2USSwoMVXBsb2FkT3V0cHV0EhwuY3Jtcy52MS5VcGxvYWRPdXRwdXRSZXF1ZXN0Gh0uY3Jtcy52MS5VcGxvYWRPdXRwdXRSZXNwb25zZWIGcHJvdG8z", [file_crms_v1_job, file_google_protobuf_timestamp]);
 
 /**
  * Worker is a machine (or process) that runs jobs in slots.
@@ -137,6 +137,22 @@ export type Worker = Message<"crms.v1.Worker"> & {
    * @generated from field: repeated string last_jobs = 16;
    */
   lastJobs: string[];
+
+  /**
+   * Incarnation id of the worker process holding (or last holding) the name;
+   * a new one means the process restarted (see Hello.incarnation).
+   *
+   * @generated from field: string incarnation = 17;
+   */
+  incarnation: string;
+
+  /**
+   * StopWorker was called with keep_runs: the worker exits leaving its runs
+   * to the next process started with its name and data directory.
+   *
+   * @generated from field: bool stop_keep_runs = 18;
+   */
+  stopKeepRuns: boolean;
 };
 
 /**
@@ -172,6 +188,14 @@ export type RunningJob = Message<"crms.v1.RunningJob"> & {
    * @generated from field: int32 pid = 3;
    */
   pid: number;
+
+  /**
+   * The run was started by an earlier process of this worker (same name and
+   * data directory) and re-adopted by this one.
+   *
+   * @generated from field: bool adopted = 4;
+   */
+  adopted: boolean;
 };
 
 /**
@@ -235,6 +259,24 @@ export type Hello = Message<"crms.v1.Hello"> & {
    * @generated from field: repeated crms.v1.JobFinished finished = 7;
    */
   finished: JobFinished[];
+
+  /**
+   * Random id of this worker process, the same on each reconnect. A new
+   * incarnation has restarted: an ASSIGNED attempt it does not report in
+   * running or finished is LOST (and retried as a new attempt), never sent to
+   * it again. Empty: unknown (the attempt is sent again, as before).
+   *
+   * @generated from field: string incarnation = 8;
+   */
+  incarnation: string;
+
+  /**
+   * Answer each Heartbeat with a HeartbeatAck: the worker counts the grace
+   * from its last acknowledged heartbeat and kills its runs when cut off.
+   *
+   * @generated from field: bool heartbeat_acks = 9;
+   */
+  heartbeatAcks: boolean;
 };
 
 /**
@@ -527,6 +569,15 @@ export type Welcome = Message<"crms.v1.Welcome"> & {
    * @generated from field: bool draining = 3;
    */
   draining: boolean;
+
+  /**
+   * The control plane's grace period in seconds: a worker cut off for this
+   * long (counted from its last acknowledged heartbeat) has its runs
+   * rerun elsewhere, so it kills them first (fencing).
+   *
+   * @generated from field: uint32 grace_seconds = 4;
+   */
+  graceSeconds: number;
 };
 
 /**
@@ -535,6 +586,21 @@ export type Welcome = Message<"crms.v1.Welcome"> & {
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
   messageDesc(file_crms_v1_worker, 8);
+
+/**
+ * HeartbeatAck answers a Heartbeat (when Hello.heartbeat_acks is set).
+ *
+ * @generated from message crms.v1.HeartbeatAck
+ */
+export type HeartbeatAck = Message<"crms.v1.HeartbeatAck"> & {
+};
+
+/**
+ * Describes the message crms.v1.HeartbeatAck.
+ * Use `create(HeartbeatAckSchema)` to create a new message.
+ */
+export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
+  messageDesc(file_crms_v1_worker, 9);
 
 /**
  * Assign tells a worker to run a job.
@@ -569,7 +635,7 @@ export type Assign = Message<"crms.v1.Assign"> & {
  * Use `create(AssignSchema)` to create a new message.
  */
 export const AssignSchema: GenMessage<Assign> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 9);
+  messageDesc(file_crms_v1_worker, 10);
 
 /**
  * Kill tells a worker to end a run.
@@ -611,7 +677,7 @@ export type Kill = Message<"crms.v1.Kill"> & {
  * Use `create(KillSchema)` to create a new message.
  */
 export const KillSchema: GenMessage<Kill> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 10);
+  messageDesc(file_crms_v1_worker, 11);
 
 /**
  * Ack tells a worker its JobFinished report is stored (or refused), so it can
@@ -640,7 +706,7 @@ export type Ack = Message<"crms.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 11);
+  messageDesc(file_crms_v1_worker, 12);
 
 /**
  * Drain tells a worker to take no new jobs.
@@ -655,7 +721,7 @@ export type Drain = Message<"crms.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 12);
+  messageDesc(file_crms_v1_worker, 13);
 
 /**
  * Resume undoes a Drain: the worker takes new jobs again.
@@ -670,7 +736,7 @@ export type Resume = Message<"crms.v1.Resume"> & {
  * Use `create(ResumeSchema)` to create a new message.
  */
 export const ResumeSchema: GenMessage<Resume> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 13);
+  messageDesc(file_crms_v1_worker, 14);
 
 /**
  * Shutdown tells a worker to exit (after ending its runs).
@@ -684,6 +750,14 @@ export type Shutdown = Message<"crms.v1.Shutdown"> & {
    * @generated from field: string reason = 1;
    */
   reason: string;
+
+  /**
+   * Exit at once and leave the runs going, for the next process started with
+   * the worker's name and data directory to re-adopt.
+   *
+   * @generated from field: bool keep_runs = 2;
+   */
+  keepRuns: boolean;
 };
 
 /**
@@ -691,7 +765,7 @@ export type Shutdown = Message<"crms.v1.Shutdown"> & {
  * Use `create(ShutdownSchema)` to create a new message.
  */
 export const ShutdownSchema: GenMessage<Shutdown> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 14);
+  messageDesc(file_crms_v1_worker, 15);
 
 /**
  * OutputRequest asks a worker for a run's output.
@@ -733,7 +807,7 @@ export type OutputRequest = Message<"crms.v1.OutputRequest"> & {
  * Use `create(OutputRequestSchema)` to create a new message.
  */
 export const OutputRequestSchema: GenMessage<OutputRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 15);
+  messageDesc(file_crms_v1_worker, 16);
 
 /**
  * OutputCancel ends an OutputRequest early (the client went away).
@@ -754,7 +828,7 @@ export type OutputCancel = Message<"crms.v1.OutputCancel"> & {
  * Use `create(OutputCancelSchema)` to create a new message.
  */
 export const OutputCancelSchema: GenMessage<OutputCancel> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 16);
+  messageDesc(file_crms_v1_worker, 17);
 
 /**
  * AttachResponse is a message from the control plane to a worker.
@@ -839,6 +913,14 @@ export type AttachResponse = Message<"crms.v1.AttachResponse"> & {
      */
     value: Resume;
     case: "resume";
+  } | {
+    /**
+     * A heartbeat arrived.
+     *
+     * @generated from field: crms.v1.HeartbeatAck heartbeat_ack = 10;
+     */
+    value: HeartbeatAck;
+    case: "heartbeatAck";
   } | { case: undefined; value?: undefined };
 };
 
@@ -847,7 +929,7 @@ export type AttachResponse = Message<"crms.v1.AttachResponse"> & {
  * Use `create(AttachResponseSchema)` to create a new message.
  */
 export const AttachResponseSchema: GenMessage<AttachResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 17);
+  messageDesc(file_crms_v1_worker, 18);
 
 /**
  * ListWorkersRequest pages the worker list.
@@ -875,7 +957,7 @@ export type ListWorkersRequest = Message<"crms.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 18);
+  messageDesc(file_crms_v1_worker, 19);
 
 /**
  * ListWorkersResponse is one page of workers (DOWN ones included), ordered by name.
@@ -903,7 +985,7 @@ export type ListWorkersResponse = Message<"crms.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 19);
+  messageDesc(file_crms_v1_worker, 20);
 
 /**
  * GetWorkerRequest names a worker.
@@ -924,7 +1006,7 @@ export type GetWorkerRequest = Message<"crms.v1.GetWorkerRequest"> & {
  * Use `create(GetWorkerRequestSchema)` to create a new message.
  */
 export const GetWorkerRequestSchema: GenMessage<GetWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 20);
+  messageDesc(file_crms_v1_worker, 21);
 
 /**
  * GetWorkerResponse carries the worker.
@@ -945,7 +1027,7 @@ export type GetWorkerResponse = Message<"crms.v1.GetWorkerResponse"> & {
  * Use `create(GetWorkerResponseSchema)` to create a new message.
  */
 export const GetWorkerResponseSchema: GenMessage<GetWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 21);
+  messageDesc(file_crms_v1_worker, 22);
 
 /**
  * WatchWorkersRequest starts a watch on workers.
@@ -960,7 +1042,7 @@ export type WatchWorkersRequest = Message<"crms.v1.WatchWorkersRequest"> & {
  * Use `create(WatchWorkersRequestSchema)` to create a new message.
  */
 export const WatchWorkersRequestSchema: GenMessage<WatchWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 22);
+  messageDesc(file_crms_v1_worker, 23);
 
 /**
  * WatchWorkersResponse is one watch event.
@@ -995,7 +1077,7 @@ export type WatchWorkersResponse = Message<"crms.v1.WatchWorkersResponse"> & {
  * Use `create(WatchWorkersResponseSchema)` to create a new message.
  */
 export const WatchWorkersResponseSchema: GenMessage<WatchWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 23);
+  messageDesc(file_crms_v1_worker, 24);
 
 /**
  * DrainWorkerRequest names the worker to drain.
@@ -1016,7 +1098,7 @@ export type DrainWorkerRequest = Message<"crms.v1.DrainWorkerRequest"> & {
  * Use `create(DrainWorkerRequestSchema)` to create a new message.
  */
 export const DrainWorkerRequestSchema: GenMessage<DrainWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 24);
+  messageDesc(file_crms_v1_worker, 25);
 
 /**
  * DrainWorkerResponse carries the worker.
@@ -1037,7 +1119,7 @@ export type DrainWorkerResponse = Message<"crms.v1.DrainWorkerResponse"> & {
  * Use `create(DrainWorkerResponseSchema)` to create a new message.
  */
 export const DrainWorkerResponseSchema: GenMessage<DrainWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 25);
+  messageDesc(file_crms_v1_worker, 26);
 
 /**
  * StopWorkerRequest names the worker to stop.
@@ -1051,6 +1133,15 @@ export type StopWorkerRequest = Message<"crms.v1.StopWorkerRequest"> & {
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * Exit at once leaving the runs going, for the next worker process with the
+   * same name and data directory to re-adopt (an upgrade without stopping
+   * jobs). Without it the worker kills its runs before it exits.
+   *
+   * @generated from field: bool keep_runs = 2;
+   */
+  keepRuns: boolean;
 };
 
 /**
@@ -1058,7 +1149,7 @@ export type StopWorkerRequest = Message<"crms.v1.StopWorkerRequest"> & {
  * Use `create(StopWorkerRequestSchema)` to create a new message.
  */
 export const StopWorkerRequestSchema: GenMessage<StopWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 26);
+  messageDesc(file_crms_v1_worker, 27);
 
 /**
  * StopWorkerResponse is empty.
@@ -1073,7 +1164,7 @@ export type StopWorkerResponse = Message<"crms.v1.StopWorkerResponse"> & {
  * Use `create(StopWorkerResponseSchema)` to create a new message.
  */
 export const StopWorkerResponseSchema: GenMessage<StopWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 27);
+  messageDesc(file_crms_v1_worker, 28);
 
 /**
  * ResumeWorkerRequest names the drained worker to resume.
@@ -1094,7 +1185,7 @@ export type ResumeWorkerRequest = Message<"crms.v1.ResumeWorkerRequest"> & {
  * Use `create(ResumeWorkerRequestSchema)` to create a new message.
  */
 export const ResumeWorkerRequestSchema: GenMessage<ResumeWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 28);
+  messageDesc(file_crms_v1_worker, 29);
 
 /**
  * ResumeWorkerResponse carries the worker.
@@ -1115,7 +1206,7 @@ export type ResumeWorkerResponse = Message<"crms.v1.ResumeWorkerResponse"> & {
  * Use `create(ResumeWorkerResponseSchema)` to create a new message.
  */
 export const ResumeWorkerResponseSchema: GenMessage<ResumeWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 29);
+  messageDesc(file_crms_v1_worker, 30);
 
 /**
  * ForgetWorkerRequest names the DOWN worker whose record to remove.
@@ -1136,7 +1227,7 @@ export type ForgetWorkerRequest = Message<"crms.v1.ForgetWorkerRequest"> & {
  * Use `create(ForgetWorkerRequestSchema)` to create a new message.
  */
 export const ForgetWorkerRequestSchema: GenMessage<ForgetWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 30);
+  messageDesc(file_crms_v1_worker, 31);
 
 /**
  * ForgetWorkerResponse is empty.
@@ -1151,7 +1242,7 @@ export type ForgetWorkerResponse = Message<"crms.v1.ForgetWorkerResponse"> & {
  * Use `create(ForgetWorkerResponseSchema)` to create a new message.
  */
 export const ForgetWorkerResponseSchema: GenMessage<ForgetWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 31);
+  messageDesc(file_crms_v1_worker, 32);
 
 /**
  * UploadOutputRequest is one chunk of a finished run's output.
@@ -1215,7 +1306,7 @@ export type UploadOutputRequest = Message<"crms.v1.UploadOutputRequest"> & {
  * Use `create(UploadOutputRequestSchema)` to create a new message.
  */
 export const UploadOutputRequestSchema: GenMessage<UploadOutputRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 32);
+  messageDesc(file_crms_v1_worker, 33);
 
 /**
  * UploadOutputResponse acknowledges a chunk.
@@ -1236,7 +1327,7 @@ export type UploadOutputResponse = Message<"crms.v1.UploadOutputResponse"> & {
  * Use `create(UploadOutputResponseSchema)` to create a new message.
  */
 export const UploadOutputResponseSchema: GenMessage<UploadOutputResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_worker, 33);
+  messageDesc(file_crms_v1_worker, 34);
 
 /**
  * WorkerState is the liveness of a worker as the control plane sees it.

@@ -323,9 +323,15 @@ type JobSpec struct {
 	// if one can no longer hold. At most 64. Ids must name existing jobs
 	// (NOT_FOUND otherwise); an id at or after the job's own would be a cycle
 	// (INVALID_ARGUMENT). A dependency on an array waits for all of its tasks.
-	After         []*Dependency `protobuf:"bytes,15,rep,name=after,proto3" json:"after,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	After []*Dependency `protobuf:"bytes,15,rep,name=after,proto3" json:"after,omitempty"`
+	// Keep a run going when its worker is cut off from the control plane for
+	// the grace period, instead of the worker (or its run shim) killing it. The
+	// job prefers finishing to running at most once at a time: it may be rerun
+	// elsewhere meanwhile, and when its worker comes back the superseded run is
+	// killed and its report refused.
+	KeepOnDisconnect bool `protobuf:"varint,16,opt,name=keep_on_disconnect,json=keepOnDisconnect,proto3" json:"keep_on_disconnect,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -461,6 +467,13 @@ func (x *JobSpec) GetAfter() []*Dependency {
 		return x.After
 	}
 	return nil
+}
+
+func (x *JobSpec) GetKeepOnDisconnect() bool {
+	if x != nil {
+		return x.KeepOnDisconnect
+	}
+	return false
 }
 
 // ArraySpec is the index range of an array job, like Slurm's --array 1-1000%50.
@@ -2531,7 +2544,7 @@ var File_crms_v1_job_proto protoreflect.FileDescriptor
 
 const file_crms_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x11crms/v1/job.proto\x12\acrms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
+	"\x11crms/v1/job.proto\x12\acrms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x06\n" +
 	"\aJobSpec\x12\x18\n" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -2550,7 +2563,8 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x10max_lost_retries\x18\f \x01(\rR\x0emaxLostRetries\x12+\n" +
 	"\x11retention_seconds\x18\r \x01(\rR\x10retentionSeconds\x12(\n" +
 	"\x05array\x18\x0e \x01(\v2\x12.crms.v1.ArraySpecR\x05array\x12)\n" +
-	"\x05after\x18\x0f \x03(\v2\x13.crms.v1.DependencyR\x05after\x1a6\n" +
+	"\x05after\x18\x0f \x03(\v2\x13.crms.v1.DependencyR\x05after\x12,\n" +
+	"\x12keep_on_disconnect\x18\x10 \x01(\bR\x10keepOnDisconnect\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

@@ -123,7 +123,13 @@ type Worker struct {
 	DownReason string `protobuf:"bytes,15,opt,name=down_reason,json=downReason,proto3" json:"down_reason,omitempty"`
 	// For a DOWN worker: the ids of the jobs it had (ASSIGNED or RUNNING) when
 	// it went down; they were marked LOST (and requeued while retries remain).
-	LastJobs      []string `protobuf:"bytes,16,rep,name=last_jobs,json=lastJobs,proto3" json:"last_jobs,omitempty"`
+	LastJobs []string `protobuf:"bytes,16,rep,name=last_jobs,json=lastJobs,proto3" json:"last_jobs,omitempty"`
+	// Incarnation id of the worker process holding (or last holding) the name;
+	// a new one means the process restarted (see Hello.incarnation).
+	Incarnation string `protobuf:"bytes,17,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// StopWorker was called with keep_runs: the worker exits leaving its runs
+	// to the next process started with its name and data directory.
+	StopKeepRuns  bool `protobuf:"varint,18,opt,name=stop_keep_runs,json=stopKeepRuns,proto3" json:"stop_keep_runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +276,20 @@ func (x *Worker) GetLastJobs() []string {
 	return nil
 }
 
+func (x *Worker) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *Worker) GetStopKeepRuns() bool {
+	if x != nil {
+		return x.StopKeepRuns
+	}
+	return false
+}
+
 // RunningJob is a run a worker reports as still in progress.
 type RunningJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -278,7 +298,10 @@ type RunningJob struct {
 	// The attempt number it was assigned with.
 	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// Its process id.
-	Pid           int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The run was started by an earlier process of this worker (same name and
+	// data directory) and re-adopted by this one.
+	Adopted       bool `protobuf:"varint,4,opt,name=adopted,proto3" json:"adopted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,6 +357,13 @@ func (x *RunningJob) GetPid() int32 {
 	return 0
 }
 
+func (x *RunningJob) GetAdopted() bool {
+	if x != nil {
+		return x.Adopted
+	}
+	return false
+}
+
 // Hello is the first message of an Attach stream.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -350,7 +380,15 @@ type Hello struct {
 	// Runs it still has from a previous stream; they are kept, not lost.
 	Running []*RunningJob `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
 	// Runs that ended while it was detached; reported again so none is lost.
-	Finished      []*JobFinished `protobuf:"bytes,7,rep,name=finished,proto3" json:"finished,omitempty"`
+	Finished []*JobFinished `protobuf:"bytes,7,rep,name=finished,proto3" json:"finished,omitempty"`
+	// Random id of this worker process, the same on each reconnect. A new
+	// incarnation has restarted: an ASSIGNED attempt it does not report in
+	// running or finished is LOST (and retried as a new attempt), never sent to
+	// it again. Empty: unknown (the attempt is sent again, as before).
+	Incarnation string `protobuf:"bytes,8,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// Answer each Heartbeat with a HeartbeatAck: the worker counts the grace
+	// from its last acknowledged heartbeat and kills its runs when cut off.
+	HeartbeatAcks bool `protobuf:"varint,9,opt,name=heartbeat_acks,json=heartbeatAcks,proto3" json:"heartbeat_acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +470,20 @@ func (x *Hello) GetFinished() []*JobFinished {
 		return x.Finished
 	}
 	return nil
+}
+
+func (x *Hello) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *Hello) GetHeartbeatAcks() bool {
+	if x != nil {
+		return x.HeartbeatAcks
+	}
+	return false
 }
 
 // Heartbeat tells the control plane the worker is alive.
@@ -908,7 +960,11 @@ type Welcome struct {
 	// Seconds between heartbeats the replica expects.
 	HeartbeatSeconds uint32 `protobuf:"varint,2,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
 	// The worker must not run new jobs (it was draining before it reconnected).
-	Draining      bool `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
+	// The control plane's grace period in seconds: a worker cut off for this
+	// long (counted from its last acknowledged heartbeat) has its runs
+	// rerun elsewhere, so it kills them first (fencing).
+	GraceSeconds  uint32 `protobuf:"varint,4,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +1020,50 @@ func (x *Welcome) GetDraining() bool {
 	return false
 }
 
+func (x *Welcome) GetGraceSeconds() uint32 {
+	if x != nil {
+		return x.GraceSeconds
+	}
+	return 0
+}
+
+// HeartbeatAck answers a Heartbeat (when Hello.heartbeat_acks is set).
+type HeartbeatAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatAck) Reset() {
+	*x = HeartbeatAck{}
+	mi := &file_crms_v1_worker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatAck) ProtoMessage() {}
+
+func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_worker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
+func (*HeartbeatAck) Descriptor() ([]byte, []int) {
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{9}
+}
+
 // Assign tells a worker to run a job.
 type Assign struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -979,7 +1079,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_crms_v1_worker_proto_msgTypes[9]
+	mi := &file_crms_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1091,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[9]
+	mi := &file_crms_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1104,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Assign) GetJobId() string {
@@ -1045,7 +1145,7 @@ type Kill struct {
 
 func (x *Kill) Reset() {
 	*x = Kill{}
-	mi := &file_crms_v1_worker_proto_msgTypes[10]
+	mi := &file_crms_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1157,7 @@ func (x *Kill) String() string {
 func (*Kill) ProtoMessage() {}
 
 func (x *Kill) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[10]
+	mi := &file_crms_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1170,7 @@ func (x *Kill) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Kill.ProtoReflect.Descriptor instead.
 func (*Kill) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Kill) GetJobId() string {
@@ -1115,7 +1215,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_crms_v1_worker_proto_msgTypes[11]
+	mi := &file_crms_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1227,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[11]
+	mi := &file_crms_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1240,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetJobId() string {
@@ -1166,7 +1266,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_crms_v1_worker_proto_msgTypes[12]
+	mi := &file_crms_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1278,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[12]
+	mi := &file_crms_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1291,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 // Resume undoes a Drain: the worker takes new jobs again.
@@ -1203,7 +1303,7 @@ type Resume struct {
 
 func (x *Resume) Reset() {
 	*x = Resume{}
-	mi := &file_crms_v1_worker_proto_msgTypes[13]
+	mi := &file_crms_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1315,7 @@ func (x *Resume) String() string {
 func (*Resume) ProtoMessage() {}
 
 func (x *Resume) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[13]
+	mi := &file_crms_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,21 +1328,24 @@ func (x *Resume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resume.ProtoReflect.Descriptor instead.
 func (*Resume) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 // Shutdown tells a worker to exit (after ending its runs).
 type Shutdown struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Why.
-	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Exit at once and leave the runs going, for the next process started with
+	// the worker's name and data directory to re-adopt.
+	KeepRuns      bool `protobuf:"varint,2,opt,name=keep_runs,json=keepRuns,proto3" json:"keep_runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_crms_v1_worker_proto_msgTypes[14]
+	mi := &file_crms_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1357,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[14]
+	mi := &file_crms_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1370,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1275,6 +1378,13 @@ func (x *Shutdown) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Shutdown) GetKeepRuns() bool {
+	if x != nil {
+		return x.KeepRuns
+	}
+	return false
 }
 
 // OutputRequest asks a worker for a run's output.
@@ -1294,7 +1404,7 @@ type OutputRequest struct {
 
 func (x *OutputRequest) Reset() {
 	*x = OutputRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[15]
+	mi := &file_crms_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1416,7 @@ func (x *OutputRequest) String() string {
 func (*OutputRequest) ProtoMessage() {}
 
 func (x *OutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[15]
+	mi := &file_crms_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1429,7 @@ func (x *OutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputRequest.ProtoReflect.Descriptor instead.
 func (*OutputRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutputRequest) GetRequestId() uint64 {
@@ -1361,7 +1471,7 @@ type OutputCancel struct {
 
 func (x *OutputCancel) Reset() {
 	*x = OutputCancel{}
-	mi := &file_crms_v1_worker_proto_msgTypes[16]
+	mi := &file_crms_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1483,7 @@ func (x *OutputCancel) String() string {
 func (*OutputCancel) ProtoMessage() {}
 
 func (x *OutputCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[16]
+	mi := &file_crms_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1496,7 @@ func (x *OutputCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputCancel.ProtoReflect.Descriptor instead.
 func (*OutputCancel) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutputCancel) GetRequestId() uint64 {
@@ -1412,6 +1522,7 @@ type AttachResponse struct {
 	//	*AttachResponse_OutputRequest
 	//	*AttachResponse_OutputCancel
 	//	*AttachResponse_Resume
+	//	*AttachResponse_HeartbeatAck
 	Msg           isAttachResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1419,7 +1530,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[17]
+	mi := &file_crms_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1542,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[17]
+	mi := &file_crms_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1555,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AttachResponse) GetMsg() isAttachResponse_Msg {
@@ -1535,6 +1646,15 @@ func (x *AttachResponse) GetResume() *Resume {
 	return nil
 }
 
+func (x *AttachResponse) GetHeartbeatAck() *HeartbeatAck {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachResponse_HeartbeatAck); ok {
+			return x.HeartbeatAck
+		}
+	}
+	return nil
+}
+
 type isAttachResponse_Msg interface {
 	isAttachResponse_Msg()
 }
@@ -1584,6 +1704,11 @@ type AttachResponse_Resume struct {
 	Resume *Resume `protobuf:"bytes,9,opt,name=resume,proto3,oneof"`
 }
 
+type AttachResponse_HeartbeatAck struct {
+	// A heartbeat arrived.
+	HeartbeatAck *HeartbeatAck `protobuf:"bytes,10,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
+}
+
 func (*AttachResponse_Welcome) isAttachResponse_Msg() {}
 
 func (*AttachResponse_Assign) isAttachResponse_Msg() {}
@@ -1602,6 +1727,8 @@ func (*AttachResponse_OutputCancel) isAttachResponse_Msg() {}
 
 func (*AttachResponse_Resume) isAttachResponse_Msg() {}
 
+func (*AttachResponse_HeartbeatAck) isAttachResponse_Msg() {}
+
 // ListWorkersRequest pages the worker list.
 type ListWorkersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1615,7 +1742,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[18]
+	mi := &file_crms_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1754,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[18]
+	mi := &file_crms_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1767,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListWorkersRequest) GetPageSize() uint32 {
@@ -1670,7 +1797,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[19]
+	mi := &file_crms_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1809,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[19]
+	mi := &file_crms_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1822,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -1723,7 +1850,7 @@ type GetWorkerRequest struct {
 
 func (x *GetWorkerRequest) Reset() {
 	*x = GetWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[20]
+	mi := &file_crms_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1862,7 @@ func (x *GetWorkerRequest) String() string {
 func (*GetWorkerRequest) ProtoMessage() {}
 
 func (x *GetWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[20]
+	mi := &file_crms_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1875,7 @@ func (x *GetWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetWorkerRequest) GetName() string {
@@ -1769,7 +1896,7 @@ type GetWorkerResponse struct {
 
 func (x *GetWorkerResponse) Reset() {
 	*x = GetWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[21]
+	mi := &file_crms_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1908,7 @@ func (x *GetWorkerResponse) String() string {
 func (*GetWorkerResponse) ProtoMessage() {}
 
 func (x *GetWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[21]
+	mi := &file_crms_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1921,7 @@ func (x *GetWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerResponse.ProtoReflect.Descriptor instead.
 func (*GetWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetWorkerResponse) GetWorker() *Worker {
@@ -1813,7 +1940,7 @@ type WatchWorkersRequest struct {
 
 func (x *WatchWorkersRequest) Reset() {
 	*x = WatchWorkersRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[22]
+	mi := &file_crms_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1952,7 @@ func (x *WatchWorkersRequest) String() string {
 func (*WatchWorkersRequest) ProtoMessage() {}
 
 func (x *WatchWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[22]
+	mi := &file_crms_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1965,7 @@ func (x *WatchWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchWorkersRequest.ProtoReflect.Descriptor instead.
 func (*WatchWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{22}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 // WatchWorkersResponse is one watch event.
@@ -1856,7 +1983,7 @@ type WatchWorkersResponse struct {
 
 func (x *WatchWorkersResponse) Reset() {
 	*x = WatchWorkersResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[23]
+	mi := &file_crms_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1995,7 @@ func (x *WatchWorkersResponse) String() string {
 func (*WatchWorkersResponse) ProtoMessage() {}
 
 func (x *WatchWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[23]
+	mi := &file_crms_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2008,7 @@ func (x *WatchWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchWorkersResponse.ProtoReflect.Descriptor instead.
 func (*WatchWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{23}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchWorkersResponse) GetType() WatchEventType {
@@ -1916,7 +2043,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[24]
+	mi := &file_crms_v1_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2055,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[24]
+	mi := &file_crms_v1_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2068,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{24}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainWorkerRequest) GetName() string {
@@ -1962,7 +2089,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[25]
+	mi := &file_crms_v1_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2101,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[25]
+	mi := &file_crms_v1_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2114,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{25}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -2001,14 +2128,18 @@ func (x *DrainWorkerResponse) GetWorker() *Worker {
 type StopWorkerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The worker name.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Exit at once leaving the runs going, for the next worker process with the
+	// same name and data directory to re-adopt (an upgrade without stopping
+	// jobs). Without it the worker kills its runs before it exits.
+	KeepRuns      bool `protobuf:"varint,2,opt,name=keep_runs,json=keepRuns,proto3" json:"keep_runs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StopWorkerRequest) Reset() {
 	*x = StopWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[26]
+	mi := &file_crms_v1_worker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2151,7 @@ func (x *StopWorkerRequest) String() string {
 func (*StopWorkerRequest) ProtoMessage() {}
 
 func (x *StopWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[26]
+	mi := &file_crms_v1_worker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2164,7 @@ func (x *StopWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopWorkerRequest.ProtoReflect.Descriptor instead.
 func (*StopWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{26}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StopWorkerRequest) GetName() string {
@@ -2041,6 +2172,13 @@ func (x *StopWorkerRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *StopWorkerRequest) GetKeepRuns() bool {
+	if x != nil {
+		return x.KeepRuns
+	}
+	return false
 }
 
 // StopWorkerResponse is empty.
@@ -2052,7 +2190,7 @@ type StopWorkerResponse struct {
 
 func (x *StopWorkerResponse) Reset() {
 	*x = StopWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[27]
+	mi := &file_crms_v1_worker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2202,7 @@ func (x *StopWorkerResponse) String() string {
 func (*StopWorkerResponse) ProtoMessage() {}
 
 func (x *StopWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[27]
+	mi := &file_crms_v1_worker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2215,7 @@ func (x *StopWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopWorkerResponse.ProtoReflect.Descriptor instead.
 func (*StopWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{27}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{28}
 }
 
 // ResumeWorkerRequest names the drained worker to resume.
@@ -2091,7 +2229,7 @@ type ResumeWorkerRequest struct {
 
 func (x *ResumeWorkerRequest) Reset() {
 	*x = ResumeWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[28]
+	mi := &file_crms_v1_worker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2241,7 @@ func (x *ResumeWorkerRequest) String() string {
 func (*ResumeWorkerRequest) ProtoMessage() {}
 
 func (x *ResumeWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[28]
+	mi := &file_crms_v1_worker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2254,7 @@ func (x *ResumeWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeWorkerRequest.ProtoReflect.Descriptor instead.
 func (*ResumeWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{28}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResumeWorkerRequest) GetName() string {
@@ -2137,7 +2275,7 @@ type ResumeWorkerResponse struct {
 
 func (x *ResumeWorkerResponse) Reset() {
 	*x = ResumeWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[29]
+	mi := &file_crms_v1_worker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2287,7 @@ func (x *ResumeWorkerResponse) String() string {
 func (*ResumeWorkerResponse) ProtoMessage() {}
 
 func (x *ResumeWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[29]
+	mi := &file_crms_v1_worker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2300,7 @@ func (x *ResumeWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeWorkerResponse.ProtoReflect.Descriptor instead.
 func (*ResumeWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{29}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeWorkerResponse) GetWorker() *Worker {
@@ -2183,7 +2321,7 @@ type ForgetWorkerRequest struct {
 
 func (x *ForgetWorkerRequest) Reset() {
 	*x = ForgetWorkerRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[30]
+	mi := &file_crms_v1_worker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2333,7 @@ func (x *ForgetWorkerRequest) String() string {
 func (*ForgetWorkerRequest) ProtoMessage() {}
 
 func (x *ForgetWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[30]
+	mi := &file_crms_v1_worker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2346,7 @@ func (x *ForgetWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetWorkerRequest.ProtoReflect.Descriptor instead.
 func (*ForgetWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{30}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ForgetWorkerRequest) GetName() string {
@@ -2227,7 +2365,7 @@ type ForgetWorkerResponse struct {
 
 func (x *ForgetWorkerResponse) Reset() {
 	*x = ForgetWorkerResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[31]
+	mi := &file_crms_v1_worker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2377,7 @@ func (x *ForgetWorkerResponse) String() string {
 func (*ForgetWorkerResponse) ProtoMessage() {}
 
 func (x *ForgetWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[31]
+	mi := &file_crms_v1_worker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2390,7 @@ func (x *ForgetWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetWorkerResponse.ProtoReflect.Descriptor instead.
 func (*ForgetWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{31}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{32}
 }
 
 // UploadOutputRequest is one chunk of a finished run's output.
@@ -2279,7 +2417,7 @@ type UploadOutputRequest struct {
 
 func (x *UploadOutputRequest) Reset() {
 	*x = UploadOutputRequest{}
-	mi := &file_crms_v1_worker_proto_msgTypes[32]
+	mi := &file_crms_v1_worker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2429,7 @@ func (x *UploadOutputRequest) String() string {
 func (*UploadOutputRequest) ProtoMessage() {}
 
 func (x *UploadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[32]
+	mi := &file_crms_v1_worker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2442,7 @@ func (x *UploadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadOutputRequest.ProtoReflect.Descriptor instead.
 func (*UploadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{32}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UploadOutputRequest) GetJobId() string {
@@ -2367,7 +2505,7 @@ type UploadOutputResponse struct {
 
 func (x *UploadOutputResponse) Reset() {
 	*x = UploadOutputResponse{}
-	mi := &file_crms_v1_worker_proto_msgTypes[33]
+	mi := &file_crms_v1_worker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2517,7 @@ func (x *UploadOutputResponse) String() string {
 func (*UploadOutputResponse) ProtoMessage() {}
 
 func (x *UploadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_worker_proto_msgTypes[33]
+	mi := &file_crms_v1_worker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2530,7 @@ func (x *UploadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadOutputResponse.ProtoReflect.Descriptor instead.
 func (*UploadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_worker_proto_rawDescGZIP(), []int{33}
+	return file_crms_v1_worker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UploadOutputResponse) GetReceived() int64 {
@@ -2406,7 +2544,7 @@ var File_crms_v1_worker_proto protoreflect.FileDescriptor
 
 const file_crms_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x14crms/v1/worker.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x05\n" +
+	"\x14crms/v1/worker.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x06\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x123\n" +
@@ -2427,15 +2565,18 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\tdown_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\bdownTime\x12\x1f\n" +
 	"\vdown_reason\x18\x0f \x01(\tR\n" +
 	"downReason\x12\x1b\n" +
-	"\tlast_jobs\x18\x10 \x03(\tR\blastJobs\x1a9\n" +
+	"\tlast_jobs\x18\x10 \x03(\tR\blastJobs\x12 \n" +
+	"\vincarnation\x18\x11 \x01(\tR\vincarnation\x12$\n" +
+	"\x0estop_keep_runs\x18\x12 \x01(\bR\fstopKeepRuns\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
 	"\n" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\xb7\x02\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x18\n" +
+	"\aadopted\x18\x04 \x01(\bR\aadopted\"\x80\x03\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x122\n" +
@@ -2443,7 +2584,9 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12-\n" +
 	"\arunning\x18\x06 \x03(\v2\x13.crms.v1.RunningJobR\arunning\x120\n" +
-	"\bfinished\x18\a \x03(\v2\x14.crms.v1.JobFinishedR\bfinished\x1a9\n" +
+	"\bfinished\x18\a \x03(\v2\x14.crms.v1.JobFinishedR\bfinished\x12 \n" +
+	"\vincarnation\x18\b \x01(\tR\vincarnation\x12%\n" +
+	"\x0eheartbeat_acks\x18\t \x01(\bR\rheartbeatAcks\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"%\n" +
@@ -2485,11 +2628,13 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\astarted\x18\x03 \x01(\v2\x13.crms.v1.JobStartedH\x00R\astarted\x122\n" +
 	"\bfinished\x18\x04 \x01(\v2\x14.crms.v1.JobFinishedH\x00R\bfinished\x12-\n" +
 	"\x06output\x18\x05 \x01(\v2\x13.crms.v1.OutputDataH\x00R\x06outputB\x05\n" +
-	"\x03msg\"l\n" +
+	"\x03msg\"\x91\x01\n" +
 	"\aWelcome\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x12+\n" +
 	"\x11heartbeat_seconds\x18\x02 \x01(\rR\x10heartbeatSeconds\x12\x1a\n" +
-	"\bdraining\x18\x03 \x01(\bR\bdraining\"_\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining\x12#\n" +
+	"\rgrace_seconds\x18\x04 \x01(\rR\fgraceSeconds\"\x0e\n" +
+	"\fHeartbeatAck\"_\n" +
 	"\x06Assign\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12$\n" +
@@ -2503,9 +2648,10 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\"\a\n" +
 	"\x05Drain\"\b\n" +
-	"\x06Resume\"\"\n" +
+	"\x06Resume\"?\n" +
 	"\bShutdown\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"w\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tkeep_runs\x18\x02 \x01(\bR\bkeepRuns\"w\n" +
 	"\rOutputRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x15\n" +
@@ -2514,7 +2660,7 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06follow\x18\x04 \x01(\bR\x06follow\"-\n" +
 	"\fOutputCancel\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\x04R\trequestId\"\xba\x03\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\"\xf8\x03\n" +
 	"\x0eAttachResponse\x12,\n" +
 	"\awelcome\x18\x01 \x01(\v2\x10.crms.v1.WelcomeH\x00R\awelcome\x12)\n" +
 	"\x06assign\x18\x02 \x01(\v2\x0f.crms.v1.AssignH\x00R\x06assign\x12#\n" +
@@ -2524,7 +2670,9 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\bshutdown\x18\x06 \x01(\v2\x11.crms.v1.ShutdownH\x00R\bshutdown\x12?\n" +
 	"\x0eoutput_request\x18\a \x01(\v2\x16.crms.v1.OutputRequestH\x00R\routputRequest\x12<\n" +
 	"\routput_cancel\x18\b \x01(\v2\x15.crms.v1.OutputCancelH\x00R\foutputCancel\x12)\n" +
-	"\x06resume\x18\t \x01(\v2\x0f.crms.v1.ResumeH\x00R\x06resumeB\x05\n" +
+	"\x06resume\x18\t \x01(\v2\x0f.crms.v1.ResumeH\x00R\x06resume\x12<\n" +
+	"\rheartbeat_ack\x18\n" +
+	" \x01(\v2\x15.crms.v1.HeartbeatAckH\x00R\fheartbeatAckB\x05\n" +
 	"\x03msg\"P\n" +
 	"\x12ListWorkersRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
@@ -2545,9 +2693,10 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x12DrainWorkerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
 	"\x13DrainWorkerResponse\x12'\n" +
-	"\x06worker\x18\x01 \x01(\v2\x0f.crms.v1.WorkerR\x06worker\"'\n" +
+	"\x06worker\x18\x01 \x01(\v2\x0f.crms.v1.WorkerR\x06worker\"D\n" +
 	"\x11StopWorkerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tkeep_runs\x18\x02 \x01(\bR\bkeepRuns\"\x14\n" +
 	"\x12StopWorkerResponse\")\n" +
 	"\x13ResumeWorkerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
@@ -2598,7 +2747,7 @@ func file_crms_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_crms_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crms_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_crms_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_crms_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: crms.v1.WorkerState
 	(*Worker)(nil),                // 1: crms.v1.Worker
@@ -2610,94 +2759,96 @@ var file_crms_v1_worker_proto_goTypes = []any{
 	(*OutputData)(nil),            // 7: crms.v1.OutputData
 	(*AttachRequest)(nil),         // 8: crms.v1.AttachRequest
 	(*Welcome)(nil),               // 9: crms.v1.Welcome
-	(*Assign)(nil),                // 10: crms.v1.Assign
-	(*Kill)(nil),                  // 11: crms.v1.Kill
-	(*Ack)(nil),                   // 12: crms.v1.Ack
-	(*Drain)(nil),                 // 13: crms.v1.Drain
-	(*Resume)(nil),                // 14: crms.v1.Resume
-	(*Shutdown)(nil),              // 15: crms.v1.Shutdown
-	(*OutputRequest)(nil),         // 16: crms.v1.OutputRequest
-	(*OutputCancel)(nil),          // 17: crms.v1.OutputCancel
-	(*AttachResponse)(nil),        // 18: crms.v1.AttachResponse
-	(*ListWorkersRequest)(nil),    // 19: crms.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 20: crms.v1.ListWorkersResponse
-	(*GetWorkerRequest)(nil),      // 21: crms.v1.GetWorkerRequest
-	(*GetWorkerResponse)(nil),     // 22: crms.v1.GetWorkerResponse
-	(*WatchWorkersRequest)(nil),   // 23: crms.v1.WatchWorkersRequest
-	(*WatchWorkersResponse)(nil),  // 24: crms.v1.WatchWorkersResponse
-	(*DrainWorkerRequest)(nil),    // 25: crms.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),   // 26: crms.v1.DrainWorkerResponse
-	(*StopWorkerRequest)(nil),     // 27: crms.v1.StopWorkerRequest
-	(*StopWorkerResponse)(nil),    // 28: crms.v1.StopWorkerResponse
-	(*ResumeWorkerRequest)(nil),   // 29: crms.v1.ResumeWorkerRequest
-	(*ResumeWorkerResponse)(nil),  // 30: crms.v1.ResumeWorkerResponse
-	(*ForgetWorkerRequest)(nil),   // 31: crms.v1.ForgetWorkerRequest
-	(*ForgetWorkerResponse)(nil),  // 32: crms.v1.ForgetWorkerResponse
-	(*UploadOutputRequest)(nil),   // 33: crms.v1.UploadOutputRequest
-	(*UploadOutputResponse)(nil),  // 34: crms.v1.UploadOutputResponse
-	nil,                           // 35: crms.v1.Worker.LabelsEntry
-	nil,                           // 36: crms.v1.Hello.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(OutputStream)(0),             // 38: crms.v1.OutputStream
-	(*JobSpec)(nil),               // 39: crms.v1.JobSpec
-	(WatchEventType)(0),           // 40: crms.v1.WatchEventType
+	(*HeartbeatAck)(nil),          // 10: crms.v1.HeartbeatAck
+	(*Assign)(nil),                // 11: crms.v1.Assign
+	(*Kill)(nil),                  // 12: crms.v1.Kill
+	(*Ack)(nil),                   // 13: crms.v1.Ack
+	(*Drain)(nil),                 // 14: crms.v1.Drain
+	(*Resume)(nil),                // 15: crms.v1.Resume
+	(*Shutdown)(nil),              // 16: crms.v1.Shutdown
+	(*OutputRequest)(nil),         // 17: crms.v1.OutputRequest
+	(*OutputCancel)(nil),          // 18: crms.v1.OutputCancel
+	(*AttachResponse)(nil),        // 19: crms.v1.AttachResponse
+	(*ListWorkersRequest)(nil),    // 20: crms.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 21: crms.v1.ListWorkersResponse
+	(*GetWorkerRequest)(nil),      // 22: crms.v1.GetWorkerRequest
+	(*GetWorkerResponse)(nil),     // 23: crms.v1.GetWorkerResponse
+	(*WatchWorkersRequest)(nil),   // 24: crms.v1.WatchWorkersRequest
+	(*WatchWorkersResponse)(nil),  // 25: crms.v1.WatchWorkersResponse
+	(*DrainWorkerRequest)(nil),    // 26: crms.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),   // 27: crms.v1.DrainWorkerResponse
+	(*StopWorkerRequest)(nil),     // 28: crms.v1.StopWorkerRequest
+	(*StopWorkerResponse)(nil),    // 29: crms.v1.StopWorkerResponse
+	(*ResumeWorkerRequest)(nil),   // 30: crms.v1.ResumeWorkerRequest
+	(*ResumeWorkerResponse)(nil),  // 31: crms.v1.ResumeWorkerResponse
+	(*ForgetWorkerRequest)(nil),   // 32: crms.v1.ForgetWorkerRequest
+	(*ForgetWorkerResponse)(nil),  // 33: crms.v1.ForgetWorkerResponse
+	(*UploadOutputRequest)(nil),   // 34: crms.v1.UploadOutputRequest
+	(*UploadOutputResponse)(nil),  // 35: crms.v1.UploadOutputResponse
+	nil,                           // 36: crms.v1.Worker.LabelsEntry
+	nil,                           // 37: crms.v1.Hello.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(OutputStream)(0),             // 39: crms.v1.OutputStream
+	(*JobSpec)(nil),               // 40: crms.v1.JobSpec
+	(WatchEventType)(0),           // 41: crms.v1.WatchEventType
 }
 var file_crms_v1_worker_proto_depIdxs = []int32{
-	35, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
+	36, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
 	0,  // 1: crms.v1.Worker.state:type_name -> crms.v1.WorkerState
-	37, // 2: crms.v1.Worker.attach_time:type_name -> google.protobuf.Timestamp
-	37, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
-	37, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
-	37, // 5: crms.v1.Worker.down_time:type_name -> google.protobuf.Timestamp
-	36, // 6: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
+	38, // 2: crms.v1.Worker.attach_time:type_name -> google.protobuf.Timestamp
+	38, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
+	38, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
+	38, // 5: crms.v1.Worker.down_time:type_name -> google.protobuf.Timestamp
+	37, // 6: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
 	2,  // 7: crms.v1.Hello.running:type_name -> crms.v1.RunningJob
 	6,  // 8: crms.v1.Hello.finished:type_name -> crms.v1.JobFinished
-	38, // 9: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
+	39, // 9: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
 	3,  // 10: crms.v1.AttachRequest.hello:type_name -> crms.v1.Hello
 	4,  // 11: crms.v1.AttachRequest.heartbeat:type_name -> crms.v1.Heartbeat
 	5,  // 12: crms.v1.AttachRequest.started:type_name -> crms.v1.JobStarted
 	6,  // 13: crms.v1.AttachRequest.finished:type_name -> crms.v1.JobFinished
 	7,  // 14: crms.v1.AttachRequest.output:type_name -> crms.v1.OutputData
-	39, // 15: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
+	40, // 15: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
 	9,  // 16: crms.v1.AttachResponse.welcome:type_name -> crms.v1.Welcome
-	10, // 17: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
-	11, // 18: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
-	12, // 19: crms.v1.AttachResponse.ack:type_name -> crms.v1.Ack
-	13, // 20: crms.v1.AttachResponse.drain:type_name -> crms.v1.Drain
-	15, // 21: crms.v1.AttachResponse.shutdown:type_name -> crms.v1.Shutdown
-	16, // 22: crms.v1.AttachResponse.output_request:type_name -> crms.v1.OutputRequest
-	17, // 23: crms.v1.AttachResponse.output_cancel:type_name -> crms.v1.OutputCancel
-	14, // 24: crms.v1.AttachResponse.resume:type_name -> crms.v1.Resume
-	1,  // 25: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
-	1,  // 26: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
-	40, // 27: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
-	1,  // 28: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
-	1,  // 29: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
-	1,  // 30: crms.v1.ResumeWorkerResponse.worker:type_name -> crms.v1.Worker
-	38, // 31: crms.v1.UploadOutputRequest.stream:type_name -> crms.v1.OutputStream
-	8,  // 32: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
-	19, // 33: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
-	21, // 34: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
-	23, // 35: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
-	25, // 36: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
-	27, // 37: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
-	29, // 38: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
-	31, // 39: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
-	33, // 40: crms.v1.WorkerService.UploadOutput:input_type -> crms.v1.UploadOutputRequest
-	18, // 41: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
-	20, // 42: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
-	22, // 43: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
-	24, // 44: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
-	26, // 45: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
-	28, // 46: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
-	30, // 47: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
-	32, // 48: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
-	34, // 49: crms.v1.WorkerService.UploadOutput:output_type -> crms.v1.UploadOutputResponse
-	41, // [41:50] is the sub-list for method output_type
-	32, // [32:41] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	11, // 17: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
+	12, // 18: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
+	13, // 19: crms.v1.AttachResponse.ack:type_name -> crms.v1.Ack
+	14, // 20: crms.v1.AttachResponse.drain:type_name -> crms.v1.Drain
+	16, // 21: crms.v1.AttachResponse.shutdown:type_name -> crms.v1.Shutdown
+	17, // 22: crms.v1.AttachResponse.output_request:type_name -> crms.v1.OutputRequest
+	18, // 23: crms.v1.AttachResponse.output_cancel:type_name -> crms.v1.OutputCancel
+	15, // 24: crms.v1.AttachResponse.resume:type_name -> crms.v1.Resume
+	10, // 25: crms.v1.AttachResponse.heartbeat_ack:type_name -> crms.v1.HeartbeatAck
+	1,  // 26: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
+	1,  // 27: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
+	41, // 28: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
+	1,  // 29: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
+	1,  // 30: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
+	1,  // 31: crms.v1.ResumeWorkerResponse.worker:type_name -> crms.v1.Worker
+	39, // 32: crms.v1.UploadOutputRequest.stream:type_name -> crms.v1.OutputStream
+	8,  // 33: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
+	20, // 34: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
+	22, // 35: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
+	24, // 36: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
+	26, // 37: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
+	28, // 38: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
+	30, // 39: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
+	32, // 40: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
+	34, // 41: crms.v1.WorkerService.UploadOutput:input_type -> crms.v1.UploadOutputRequest
+	19, // 42: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
+	21, // 43: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
+	23, // 44: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
+	25, // 45: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
+	27, // 46: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
+	29, // 47: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
+	31, // 48: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
+	33, // 49: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
+	35, // 50: crms.v1.WorkerService.UploadOutput:output_type -> crms.v1.UploadOutputResponse
+	42, // [42:51] is the sub-list for method output_type
+	33, // [33:42] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_worker_proto_init() }
@@ -2714,7 +2865,7 @@ func file_crms_v1_worker_proto_init() {
 		(*AttachRequest_Finished)(nil),
 		(*AttachRequest_Output)(nil),
 	}
-	file_crms_v1_worker_proto_msgTypes[17].OneofWrappers = []any{
+	file_crms_v1_worker_proto_msgTypes[18].OneofWrappers = []any{
 		(*AttachResponse_Welcome)(nil),
 		(*AttachResponse_Assign)(nil),
 		(*AttachResponse_Kill)(nil),
@@ -2724,6 +2875,7 @@ func file_crms_v1_worker_proto_init() {
 		(*AttachResponse_OutputRequest)(nil),
 		(*AttachResponse_OutputCancel)(nil),
 		(*AttachResponse_Resume)(nil),
+		(*AttachResponse_HeartbeatAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2731,7 +2883,7 @@ func file_crms_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_worker_proto_rawDesc), len(file_crms_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

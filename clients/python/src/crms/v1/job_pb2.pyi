@@ -65,7 +65,7 @@ OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
 
 class JobSpec(_message.Message):
-    __slots__ = ("command", "name", "env", "working_dir", "labels", "constraints", "target_worker", "priority", "max_retries", "timeout_seconds", "hold", "max_lost_retries", "retention_seconds", "array", "after")
+    __slots__ = ("command", "name", "env", "working_dir", "labels", "constraints", "target_worker", "priority", "max_retries", "timeout_seconds", "hold", "max_lost_retries", "retention_seconds", "array", "after", "keep_on_disconnect")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class JobSpec(_message.Message):
     RETENTION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     name: str
     env: _containers.ScalarMap[str, str]
@@ -117,7 +118,8 @@ class JobSpec(_message.Message):
     retention_seconds: int
     array: ArraySpec
     after: _containers.RepeatedCompositeFieldContainer[Dependency]
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., target_worker: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., hold: _Optional[bool] = ..., max_lost_retries: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., array: _Optional[_Union[ArraySpec, _Mapping]] = ..., after: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
+    keep_on_disconnect: bool
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., target_worker: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., hold: _Optional[bool] = ..., max_lost_retries: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., array: _Optional[_Union[ArraySpec, _Mapping]] = ..., after: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., keep_on_disconnect: _Optional[bool] = ...) -> None: ...
 
 class ArraySpec(_message.Message):
     __slots__ = ("first", "last", "max_running")

@@ -25,7 +25,7 @@ WORKER_STATE_DISCONNECTED: WorkerState
 WORKER_STATE_DOWN: WorkerState
 
 class Worker(_message.Message):
-    __slots__ = ("name", "slots", "labels", "hostname", "version", "state", "used_slots", "running_jobs", "attach_time", "last_heartbeat", "disconnect_time", "replica", "stop_requested", "down_time", "down_reason", "last_jobs")
+    __slots__ = ("name", "slots", "labels", "hostname", "version", "state", "used_slots", "running_jobs", "attach_time", "last_heartbeat", "disconnect_time", "replica", "stop_requested", "down_time", "down_reason", "last_jobs", "incarnation", "stop_keep_runs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,8 @@ class Worker(_message.Message):
     DOWN_TIME_FIELD_NUMBER: _ClassVar[int]
     DOWN_REASON_FIELD_NUMBER: _ClassVar[int]
     LAST_JOBS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    STOP_KEEP_RUNS_FIELD_NUMBER: _ClassVar[int]
     name: str
     slots: int
     labels: _containers.ScalarMap[str, str]
@@ -65,20 +67,24 @@ class Worker(_message.Message):
     down_time: _timestamp_pb2.Timestamp
     down_reason: str
     last_jobs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., used_slots: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disconnect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica: _Optional[str] = ..., stop_requested: _Optional[bool] = ..., down_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., down_reason: _Optional[str] = ..., last_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
+    incarnation: str
+    stop_keep_runs: bool
+    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., used_slots: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disconnect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica: _Optional[str] = ..., stop_requested: _Optional[bool] = ..., down_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., down_reason: _Optional[str] = ..., last_jobs: _Optional[_Iterable[str]] = ..., incarnation: _Optional[str] = ..., stop_keep_runs: _Optional[bool] = ...) -> None: ...
 
 class RunningJob(_message.Message):
-    __slots__ = ("job_id", "attempt", "pid")
+    __slots__ = ("job_id", "attempt", "pid", "adopted")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     pid: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
+    adopted: bool
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., pid: _Optional[int] = ..., adopted: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("name", "slots", "labels", "hostname", "version", "running", "finished")
+    __slots__ = ("name", "slots", "labels", "hostname", "version", "running", "finished", "incarnation", "heartbeat_acks")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +99,8 @@ class Hello(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACKS_FIELD_NUMBER: _ClassVar[int]
     name: str
     slots: int
     labels: _containers.ScalarMap[str, str]
@@ -100,7 +108,9 @@ class Hello(_message.Message):
     version: str
     running: _containers.RepeatedCompositeFieldContainer[RunningJob]
     finished: _containers.RepeatedCompositeFieldContainer[JobFinished]
-    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[JobFinished, _Mapping]]] = ...) -> None: ...
+    incarnation: str
+    heartbeat_acks: bool
+    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[JobFinished, _Mapping]]] = ..., incarnation: _Optional[str] = ..., heartbeat_acks: _Optional[bool] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("running",)
@@ -173,14 +183,20 @@ class AttachRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., finished: _Optional[_Union[JobFinished, _Mapping]] = ..., output: _Optional[_Union[OutputData, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("replica", "heartbeat_seconds", "draining")
+    __slots__ = ("replica", "heartbeat_seconds", "draining", "grace_seconds")
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     replica: str
     heartbeat_seconds: int
     draining: bool
-    def __init__(self, replica: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    grace_seconds: int
+    def __init__(self, replica: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., draining: _Optional[bool] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class Assign(_message.Message):
     __slots__ = ("job_id", "attempt", "spec")
@@ -221,10 +237,12 @@ class Resume(_message.Message):
     def __init__(self) -> None: ...
 
 class Shutdown(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "keep_runs")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    KEEP_RUNS_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    keep_runs: bool
+    def __init__(self, reason: _Optional[str] = ..., keep_runs: _Optional[bool] = ...) -> None: ...
 
 class OutputRequest(_message.Message):
     __slots__ = ("request_id", "job_id", "attempt", "follow")
@@ -245,7 +263,7 @@ class OutputCancel(_message.Message):
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
 
 class AttachResponse(_message.Message):
-    __slots__ = ("welcome", "assign", "kill", "ack", "drain", "shutdown", "output_request", "output_cancel", "resume")
+    __slots__ = ("welcome", "assign", "kill", "ack", "drain", "shutdown", "output_request", "output_cancel", "resume", "heartbeat_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +273,7 @@ class AttachResponse(_message.Message):
     OUTPUT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CANCEL_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assign: Assign
     kill: Kill
@@ -264,7 +283,8 @@ class AttachResponse(_message.Message):
     output_request: OutputRequest
     output_cancel: OutputCancel
     resume: Resume
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., output_request: _Optional[_Union[OutputRequest, _Mapping]] = ..., output_cancel: _Optional[_Union[OutputCancel, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
+    heartbeat_ack: HeartbeatAck
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., output_request: _Optional[_Union[OutputRequest, _Mapping]] = ..., output_cancel: _Optional[_Union[OutputCancel, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -321,10 +341,12 @@ class DrainWorkerResponse(_message.Message):
     def __init__(self, worker: _Optional[_Union[Worker, _Mapping]] = ...) -> None: ...
 
 class StopWorkerRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "keep_runs")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    KEEP_RUNS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    keep_runs: bool
+    def __init__(self, name: _Optional[str] = ..., keep_runs: _Optional[bool] = ...) -> None: ...
 
 class StopWorkerResponse(_message.Message):
     __slots__ = ()
