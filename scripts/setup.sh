@@ -27,6 +27,17 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# The run shim (clients/go/cmd/crms-shim): a small static helper that owns each run's process group,
+# so runs outlive a worker restart. Without it workers run jobs as their own children (and say so).
+if command -v go >/dev/null; then
+  if [ ! -x bin/crms-shim ] || [ -n "$(find clients/go/cmd/crms-shim -newer bin/crms-shim -name '*.go' 2>/dev/null)" ]; then
+    echo "setup: building bin/crms-shim (go build)"
+    (cd clients/go && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../bin/crms-shim ./cmd/crms-shim)
+  fi
+else
+  echo "setup: go not found; bin/crms-shim not built (install Go, then run this again): workers cannot re-adopt runs" >&2
+fi
+
 # Compiled JavaScript for bin/crms.js (it falls back to the sources when they are newer).
 echo "setup: compiling the TypeScript (npm run build)"
 npm run --silent build
