@@ -618,7 +618,10 @@ type JobFinished struct {
 	// The run was ended because of a kill request.
 	Killed bool `protobuf:"varint,9,opt,name=killed,proto3" json:"killed,omitempty"`
 	// Process id, if it started.
-	Pid           int32 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid int32 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The worker (or its run shim) ended the run because the worker was cut off
+	// from the control plane for the grace period: the run is LOST, not failed.
+	Fenced        bool `protobuf:"varint,11,opt,name=fenced,proto3" json:"fenced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -721,6 +724,13 @@ func (x *JobFinished) GetPid() int32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *JobFinished) GetFenced() bool {
+	if x != nil {
+		return x.Fenced
+	}
+	return false
 }
 
 // OutputData answers an OutputRequest with a chunk of a job's output.
@@ -2596,7 +2606,7 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"JobStarted\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\xa5\x02\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\xbd\x02\n" +
 	"\vJobFinished\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12 \n" +
@@ -2610,7 +2620,8 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\ttimed_out\x18\b \x01(\bR\btimedOut\x12\x16\n" +
 	"\x06killed\x18\t \x01(\bR\x06killed\x12\x10\n" +
 	"\x03pid\x18\n" +
-	" \x01(\x05R\x03pidB\f\n" +
+	" \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06fenced\x18\v \x01(\bR\x06fencedB\f\n" +
 	"\n" +
 	"_exit_code\"\xae\x01\n" +
 	"\n" +

@@ -129,7 +129,7 @@ class JobStarted(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class JobFinished(_message.Message):
-    __slots__ = ("job_id", "attempt", "exit_code", "signal", "error", "stdout_tail", "stderr_tail", "timed_out", "killed", "pid")
+    __slots__ = ("job_id", "attempt", "exit_code", "signal", "error", "stdout_tail", "stderr_tail", "timed_out", "killed", "pid", "fenced")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class JobFinished(_message.Message):
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     KILLED_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     exit_code: int
@@ -150,7 +151,8 @@ class JobFinished(_message.Message):
     timed_out: bool
     killed: bool
     pid: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., timed_out: _Optional[bool] = ..., killed: _Optional[bool] = ..., pid: _Optional[int] = ...) -> None: ...
+    fenced: bool
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., timed_out: _Optional[bool] = ..., killed: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ...) -> None: ...
 
 class OutputData(_message.Message):
     __slots__ = ("request_id", "stream", "data", "offset", "eof", "error")
