@@ -34,6 +34,7 @@ Jobs:
   submit [options] -- CMD ARGS...   submit a job (--name --env K=V --cwd DIR --label K=V
                                     --constraint K=V --on WORKER --priority N --retries N
                                     --lost-retries N --timeout SECONDS --hold --wait
+                                    --keep-on-disconnect (runs on while its worker is cut off)
                                     --array FIRST-LAST[%MAX] --after ID[:succeeded|failed|finished]
                                     --request-id ID -o json)
   jobs [--state S] [--worker W] [--label K=V] [--array ID] [--tasks] [--sort ORDER] [--limit N]
@@ -61,7 +62,8 @@ Workers:
   worker forget NAME                remove a DOWN worker's record
   drain NAME                        stop placing jobs on a worker
   resume NAME                       undo a drain: the worker takes new jobs again
-  stop NAME                         make a worker exit
+  stop NAME [--keep-runs]           make a worker exit (killing its runs, or leaving them to
+                                    the next worker with its name and data dir)
 Admin:
   admin status [-o json]            etcd members, size against quota, alarms, counts
   admin compact [REV]               compact etcd history (to the current revision)
@@ -76,7 +78,7 @@ Admin:
                                     token of an open server needs --bootstrap: it turns tokens on
   admin token list | admin token revoke ID
 Processes:
-  server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--prefix P] [--log-level L]
+  server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--heartbeat S (5)] [--prefix P] [--log-level L]
          [--compaction-interval S (300; 0 off)] [--compaction-revisions N (100000; 0 off)]
          [--compaction-keep-revisions N (10000)] [--compaction-db-fraction F (0.5 of --quota-bytes; 0 off)]
          [--retention-age S (86400)] [--retention-count N (100000)] [--retention-interval S (30)]
@@ -90,6 +92,8 @@ Processes:
          [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
          [--run-as USER] [--output-cap BYTES (64 MiB of output shipped at job end; 0: none)]
+         [--shim PATH (default bin/crms-shim; $CRMS_SHIM)]
+         SIGTERM/SIGINT: kill runs and exit; SIGUSR2: exit leaving runs to the next worker
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 
 Global: --server HOST:PORT[,HOST:PORT...] (or $CRMS_SERVER; default localhost:7070); calls go to the
@@ -224,6 +228,7 @@ async function submit(args: string[]): Promise<number> {
     "lost-retries": { type: "string" },
     timeout: { type: "string" },
     hold: { type: "boolean" },
+    "keep-on-disconnect": { type: "boolean" },
     wait: { type: "boolean" },
     "request-id": { type: "string" },
     array: { type: "string" },
@@ -247,6 +252,7 @@ async function submit(args: string[]): Promise<number> {
         maxLostRetries: int(v["lost-retries"], "--lost-retries"),
         timeoutSeconds: int(v.timeout, "--timeout"),
         hold: Boolean(v.hold),
+        keepOnDisconnect: Boolean(v["keep-on-disconnect"]),
         array: v.array === undefined ? undefined : cliParse(() => parseArraySpec(v.array as string)),
         after: ((v.after as string[] | undefined) ?? []).map((a) => cliParse(() => parseAfter(a))),
       },
@@ -435,7 +441,7 @@ async function logs(args: string[]): Promise<number> {
 }
 
 async function workerCommand(cmd: string, args: string[]): Promise<number> {
-  const { values: v, positionals } = parse(args);
+  const { values: v, positionals } = parse(args, cmd === "stop" ? { "keep-runs": { type: "boolean" } } : {});
   return withClient(v, async (c) => {
     if (cmd === "workers") {
       const list = [];
@@ -468,8 +474,9 @@ async function workerCommand(cmd: string, args: string[]): Promise<number> {
       await c.drain(name);
       print(`worker ${name} draining: no new jobs, running ones finish`);
     } else {
-      await c.stopWorker(name);
-      print(`worker ${name} told to stop`);
+      const keepRuns = Boolean(v["keep-runs"]);
+      await c.stopWorker(name, undefined, keepRuns);
+      print(`worker ${name} told to stop${keepRuns ? ", leaving its runs to its next start" : ""}`);
     }
     return 0;
   });
@@ -642,6 +649,7 @@ async function server(args: string[]): Promise<number> {
     etcd: { type: "string" },
     prefix: { type: "string" },
     grace: { type: "string" },
+    heartbeat: { type: "string" },
     "log-level": { type: "string" },
     "compaction-interval": { type: "string" },
     "compaction-revisions": { type: "string" },
@@ -699,6 +707,7 @@ async function server(args: string[]): Promise<number> {
     etcd: ((v.etcd as string) ?? "http://127.0.0.1:2379").split(","),
     prefix: v.prefix as string | undefined,
     graceSeconds: int(v.grace, "--grace", 10),
+    heartbeatSeconds: int(v.heartbeat, "--heartbeat", 5) || 5,
     logLevel,
     compactionIntervalSeconds: int(v["compaction-interval"], "--compaction-interval", 300),
     retentionAgeSeconds: int(v["retention-age"], "--retention-age", 24 * 3600),
@@ -749,6 +758,7 @@ async function worker(args: string[]): Promise<number> {
     "data-dir": { type: "string" },
     "run-as": { type: "string" },
     "output-cap": { type: "string" },
+    shim: { type: "string" },
   });
   const { createWorker } = await import("../worker/worker.js");
   const { resolveRunAs, checkCanRunAs } = await import("../worker/run-as.js");
@@ -781,13 +791,17 @@ async function worker(args: string[]): Promise<number> {
       ...security,
       ...(runAs ? { runAs } : {}),
       shipOutputBytes: int(v["output-cap"], "--output-cap", 64 * 1024 * 1024),
+      ...(v.shim !== undefined ? { shim: v.shim as string } : {}),
     });
   } catch (err) {
     throw new CliError(`--name: ${(err as Error).message}`, 2);
   }
   await w.start();
-  const sig = await Promise.race([untilSignal(), w.stopped.then(() => "stopped")]);
-  if (sig !== "stopped") await w.stop({ killRuns: true });
+  // SIGUSR2: exit at once and leave the runs to the next worker with this name and data dir (an upgrade).
+  const leave = new Promise<string>((resolve) => process.once("SIGUSR2", () => resolve("SIGUSR2")));
+  const sig = await Promise.race([untilSignal(), leave, w.stopped.then(() => "stopped")]);
+  if (sig === "SIGUSR2") await w.stop({ killRuns: false, keepRuns: true, reason: "SIGUSR2" });
+  else if (sig !== "stopped") await w.stop({ killRuns: true });
   if (w.refusal) throw new CliError(w.refusal, 1);
   return 0;
 }

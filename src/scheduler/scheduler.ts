@@ -23,6 +23,13 @@ export function targetOf(job: Job): string {
   return job.runOn || job.spec?.targetWorker || "";
 }
 
+/**
+ * How long a worker's fencing may take past the grace (SIGTERM, then SIGKILL
+ * after at most 10 s, the worker's kill bound), plus 1 s for the disconnect
+ * time, which the worker record keeps in whole seconds.
+ */
+export const FENCE_KILL_BOUND_MS = 11_000;
+
 export interface SchedulerOptions {
   /** Seconds a worker may stay detached before its jobs are LOST (default 10). */
   graceSeconds?: number;
@@ -361,7 +368,9 @@ export class Scheduler {
     if (!this.running || !this.store.health.reachable) return;
     const now = Date.now();
     for (const [name, since] of this.goneSince) {
-      if (now - since < this.graceMs) continue;
+      // Past the grace the worker (or its run shims) fences its runs, taking up to FENCE_KILL_BOUND_MS
+      // to kill them: rerunning only after both means the two runs never overlap.
+      if (now - since < this.graceMs + FENCE_KILL_BOUND_MS) continue;
       const w = this.store.workers.entries.get(name);
       if (w && w.value.state !== WorkerState.DISCONNECTED) {
         this.goneSince.delete(name);

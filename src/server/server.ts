@@ -231,6 +231,7 @@ export class ControlPlane {
       options: {
         heartbeatSeconds: this.options.heartbeatSeconds ?? 5,
         killGraceSeconds: 10,
+        graceSeconds: this.options.graceSeconds ?? 10,
         quotaBytes: this.options.quotaBytes ?? 2 * 1024 * 1024 * 1024,
         tailBytes: this.options.tailBytes ?? 2048,
       },

@@ -57,6 +57,8 @@ export interface ServiceOptions {
   heartbeatSeconds: number;
   /** Default kill grace in seconds. */
   killGraceSeconds: number;
+  /** Seconds a detached worker has before its jobs are LOST (told to workers in Welcome, for fencing). */
+  graceSeconds?: number;
   /** Assumed etcd quota in bytes. */
   quotaBytes: number;
   /** Bytes of stdout and of stderr kept with a finished job. */

@@ -100,7 +100,7 @@ export class Sessions {
       session.send({ case: "resume", value: {} });
     }
     if (w.stopRequested) {
-      session.send({ case: "shutdown", value: { reason: "stopped by request" } });
+      session.send({ case: "shutdown", value: { reason: "stopped by request", keepRuns: w.stopKeepRuns } });
     }
   }
 
@@ -267,6 +267,7 @@ export class Sessions {
         return this.hello(session, msg.value);
       case "heartbeat":
         session.lastHeartbeat = Date.now();
+        if (session.heartbeatAcks) session.send({ case: "heartbeatAck", value: {} });
         return;
       // Reports are applied concurrently, not one after another: the store keeps the
       // writes of one job in order, and a worker's jobs are independent of each other.
@@ -371,6 +372,11 @@ export class Sessions {
           startedPid === undefined
             ? job
             : (transition(job, { type: "started", worker, attempt: report.attempt, pid: startedPid, now }) ?? job);
+        if (report.fenced) {
+          // Ended by its worker's fencing (cut off for the grace): the run was lost, not failed.
+          const reason = report.error || `worker ${worker} was cut off for the grace period`;
+          return transition(started, { type: "lost", worker, attempt: report.attempt, reason, now }) ?? started;
+        }
         return transition(started, { type: "finished", worker, report, now });
       });
       this.deps.log.debug("job finished", { job: job.id, worker: session.name, state: JobState[job.state] });
@@ -418,13 +424,17 @@ export class Sessions {
       old.close();
     }
     session.name = hello.name;
+    session.heartbeatAcks = hello.heartbeatAcks;
     session.to("hello");
     this.byName.set(hello.name, session);
     const now = timestampFromDate(session.attachedAt);
+    let restarted = false;
     const written = await this.deps.store.updateWorker(
       hello.name,
-      (prev) =>
-        create(WorkerSchema, {
+      (prev) => {
+        // A new process under this name: what it does not report, it does not have.
+        restarted = hello.incarnation !== "" && prev?.incarnation !== hello.incarnation;
+        return create(WorkerSchema, {
           name: hello.name,
           slots: hello.slots,
           labels: hello.labels,
@@ -434,7 +444,9 @@ export class Sessions {
           attachTime: now,
           lastHeartbeat: now,
           replica: this.me,
-        }),
+          incarnation: hello.incarnation,
+        });
+      },
       true,
     );
     session.registered = written;
@@ -443,11 +455,23 @@ export class Sessions {
     if (draining) session.to("drain");
     session.send({
       case: "welcome",
-      value: { replica: this.me, heartbeatSeconds: this.deps.options.heartbeatSeconds, draining },
+      value: {
+        replica: this.me,
+        heartbeatSeconds: this.deps.options.heartbeatSeconds,
+        draining,
+        graceSeconds: this.deps.options.graceSeconds ?? 0,
+      },
     });
-    this.deps.log.info("worker attached", { worker: hello.name, slots: hello.slots, running: hello.running.length });
+    this.deps.log.info("worker attached", {
+      worker: hello.name,
+      slots: hello.slots,
+      running: hello.running.length,
+      adopted: hello.running.filter((r) => r.adopted).length,
+      ended: hello.finished.length,
+      restarted,
+    });
     for (const report of hello.finished) await this.finished(session, report);
-    const reported = new Set<string>();
+    const reported = new Set<string>(hello.finished.map((f) => f.jobId));
     for (const run of hello.running) {
       reported.add(run.jobId);
       const job = this.deps.store.job(run.jobId);
@@ -473,15 +497,19 @@ export class Sessions {
     for (const id of [...(this.deps.store.jobIndex.active.get(hello.name) ?? [])]) {
       const job = this.deps.store.job(id);
       if (!job || reported.has(id)) continue;
-      if (job.state === JobState.RUNNING) {
-        // The worker does not have it any more (it restarted): that run is lost.
+      if (job.state === JobState.RUNNING || (restarted && job.state === JobState.ASSIGNED)) {
+        // The worker does not have it (it restarted): that run is lost. An ASSIGNED attempt is
+        // never sent to a new process again: the old one may have started it (at most once).
         await this.deps.store
           .updateJob(id, (j) =>
             transition(j, {
               type: "lost",
               worker: hello.name,
               attempt: job.attempt,
-              reason: `worker ${hello.name} restarted without it`,
+              reason:
+                job.state === JobState.ASSIGNED
+                  ? `worker ${hello.name} restarted (new process) without reporting attempt ${job.attempt}`
+                  : `worker ${hello.name} restarted without it`,
               now: new Date(),
             }),
           )
@@ -506,13 +534,22 @@ export class Sessions {
           w.attachTime?.nanos !== attachTime.nanos
         )
           return undefined;
-        return {
-          ...w,
+        const disconnected = {
           state: WorkerState.DISCONNECTED,
           disconnectTime: timestampFromDate(new Date()),
           lastHeartbeat: timestampFromDate(new Date(session.lastHeartbeat)),
-          downReason: w.stopRequested ? STOPPED : session.closeReason || "stream ended",
         };
+        // stop --keep-runs: its runs go on, for the next process under this name to re-adopt within the grace.
+        if (w.stopKeepRuns) {
+          return {
+            ...w,
+            ...disconnected,
+            stopRequested: false,
+            stopKeepRuns: false,
+            downReason: "stopped keeping its runs",
+          };
+        }
+        return { ...w, ...disconnected, downReason: w.stopRequested ? STOPPED : session.closeReason || "stream ended" };
       })
       .catch((err) =>
         this.deps.log.warn("could not mark worker disconnected", { worker: session.name, error: String(err) }),

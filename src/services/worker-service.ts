@@ -10,6 +10,7 @@ import {
   type GetWorkerRequest,
   type ListWorkersRequest,
   type ResumeWorkerRequest,
+  type StopWorkerRequest,
   StopWorkerResponseSchema,
   type WatchWorkersResponse,
   WatchWorkersResponseSchema,
@@ -102,12 +103,17 @@ export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {
       return { worker: present(w as Worker) };
     },
 
-    async stopWorker(req: DrainWorkerRequest) {
+    async stopWorker(req: StopWorkerRequest) {
       known(req.name);
       await store.updateWorker(req.name, (w) => {
         if (!w) throw notFound(`worker ${req.name} is not known`);
         if (w.stopRequested) return undefined;
-        return { ...w, stopRequested: true, state: w.state === WorkerState.UP ? WorkerState.DRAINING : w.state };
+        return {
+          ...w,
+          stopRequested: true,
+          stopKeepRuns: req.keepRuns,
+          state: w.state === WorkerState.UP ? WorkerState.DRAINING : w.state,
+        };
       });
       deps.log.info("worker stop requested", { worker: req.name });
       return create(StopWorkerResponseSchema, {});

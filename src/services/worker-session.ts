@@ -55,6 +55,8 @@ export class WorkerSession {
   registered?: Worker;
   /** The replica lease that record was last written with here. */
   boundLease?: string;
+  /** Hello.heartbeat_acks: answer each heartbeat (the worker fences its runs by them). */
+  heartbeatAcks = false;
 
   to(event: SessionEvent): void {
     this.state = sessionTransition(this.state, event);

@@ -4,11 +4,13 @@
  * and a kill that leaves no process of the group behind. Also reads a run's
  * output files back from offsets, optionally following them while it runs.
  */
+import { spawn } from "node:child_process";
 import { chown, type FileHandle, mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import type { RunAs } from "./run-as.js";
+import { type ExitRecord, type PidRecord, processAlive, readExitRecord, type ShimOptions } from "./shim.js";
 
 /** The part of a JobSpec a run needs (a generated JobSpec fits as is). */
 export interface RunSpec {
@@ -20,6 +22,8 @@ export interface RunSpec {
   workingDir?: string;
   /** Wall-clock limit in seconds; 0 means none. */
   timeoutSeconds?: number;
+  /** Not fenced: the run goes on while its worker is cut off (JobSpec.keep_on_disconnect). */
+  keepOnDisconnect?: boolean;
 }
 
 /** What startRun needs to know. */
@@ -41,6 +45,10 @@ export interface RunOptions {
   onStart?: (pid: number) => void;
   /** Run the job as this account (the worker must be root); the run directory is given to it. */
   runAs?: RunAs;
+  /** Run it through the run shim, so it outlives the worker; unset: as a child of the worker. */
+  shim?: ShimOptions;
+  /** Re-adopt a run an earlier worker process started through the shim (its pid record). */
+  adopt?: PidRecord;
 }
 
 /** How a run ended. */
@@ -55,6 +63,8 @@ export interface RunOutcome {
   timedOut: boolean;
   /** Ended because of a kill request. */
   killed: boolean;
+  /** Ended because the worker was cut off from the control plane for the grace (by the worker or its shim). */
+  fenced: boolean;
   /** Last tailBytes bytes of stdout. */
   stdoutTail: Uint8Array;
   /** Last tailBytes bytes of stderr. */
@@ -77,6 +87,10 @@ const GROUP_POLL_MS = 50;
 /** Largest chunk readOutput yields (OutputData.data is at most 64 KiB). */
 export const MAX_CHUNK_BYTES = 64 * 1024;
 const FOLLOW_POLL_MS = 100;
+/** The error of a run ended by fencing. */
+const FENCED_ERROR = "fenced: the worker was cut off from the control plane for its grace period";
+/** How often a re-adopted run's records are checked for its end. */
+const ADOPTED_POLL_MS = 200;
 
 /** Directory of one run's output files. Throws for a job id that is not a plain file name. */
 export function runDirOf(dataDir: string, jobId: string, attempt: number): string {
@@ -208,21 +222,46 @@ export class Run {
 
   #options: RunOptions;
   #killed = false;
+  #fenced = false;
   #timedOut = false;
   #killReason = "";
   #killDeadline = 0;
   #killTimer: NodeJS.Timeout | undefined;
   #timeoutTimer: NodeJS.Timeout | undefined;
+  #detached = false;
+  #unrefs: (() => void)[] = [];
 
   constructor(options: RunOptions) {
     this.#options = options;
     this.jobId = options.jobId;
     this.attempt = options.attempt;
-    this.runDir = runDirOf(options.dataDir, options.jobId, options.attempt);
-    this.done = this.#execute().then((outcome) => {
+    this.runDir = path.resolve(runDirOf(options.dataDir, options.jobId, options.attempt));
+    if (options.adopt) this.pid = options.adopt.pid;
+    this.done = (options.adopt ? this.#watchAdopted(options.adopt) : this.#execute()).then((outcome) => {
       this.ended = true;
       return outcome;
     });
+  }
+
+  /** Re-adopted from an earlier worker process. */
+  get adopted(): boolean {
+    return this.#options.adopt !== undefined;
+  }
+
+  /** Whether the worker's fencing ends this run when it is cut off. */
+  get fenced(): boolean {
+    return !this.#options.spec.keepOnDisconnect;
+  }
+
+  /**
+   * Lets the run go on without this process (stop --keep-runs): stops
+   * watching it and lets the worker exit. `done` never resolves after this.
+   */
+  detach(): void {
+    this.#detached = true;
+    clearTimeout(this.#killTimer);
+    clearTimeout(this.#timeoutTimer);
+    for (const unref of this.#unrefs) unref();
   }
 
   /** True once kill() was called or the timeout fired. */
@@ -241,6 +280,13 @@ export class Run {
       this.#killed = true;
       this.#killReason = reason;
     }
+    this.#terminate(graceSeconds);
+  }
+
+  /** Ends the run because the worker is cut off (fencing): like kill, but the outcome says fenced. */
+  fence(graceSeconds: number): void {
+    if (this.ended) return;
+    if (!this.#timedOut && !this.#killed) this.#fenced = true;
     this.#terminate(graceSeconds);
   }
 
@@ -290,7 +336,9 @@ export class Run {
     }
     const [stdout, stderr] = files;
     try {
-      const fields = await this.#spawnAndWait(program, cwd, stdout.fd, stderr.fd);
+      const fields = this.#options.shim
+        ? await this.#spawnShimAndWait(this.#options.shim, cwd, stdout.fd, stderr.fd)
+        : await this.#spawnAndWait(program, cwd, stdout.fd, stderr.fd);
       const [stdoutTail, stderrTail] = await Promise.all([tailOf(stdout, tailBytes), tailOf(stderr, tailBytes)]);
       return outcome({ ...fields, stdoutTail, stderrTail });
     } finally {
@@ -298,8 +346,8 @@ export class Run {
     }
   }
 
-  /** Spawns the process on the given output fds and waits until it and its group are gone. */
-  async #spawnAndWait(program: string, cwd: string, stdoutFd: number, stderrFd: number): Promise<Partial<RunOutcome>> {
+  /** The environment of the job's process. */
+  #env(): Record<string, string> {
     const { spec, runAs } = this.#options;
     const env = jobEnv(this.#options.baseEnv ?? process.env, spec.env ?? {}, {
       jobId: this.jobId,
@@ -307,6 +355,133 @@ export class Run {
       workerName: this.#options.workerName,
     });
     if (runAs) Object.assign(env, { USER: runAs.user, LOGNAME: runAs.user, HOME: runAs.home });
+    return env;
+  }
+
+  #started(pid: number): void {
+    this.pid = pid;
+    if (this.#killDeadline !== 0) this.#terminate((this.#killDeadline - Date.now()) / 1000);
+    try {
+      this.#options.onStart?.(pid);
+    } catch {
+      // A failing observer must not lose the run.
+    }
+  }
+
+  /**
+   * Starts the shim (in a session of its own, on the given output fds) and
+   * waits for it to exit; it tells the command's pid on fd 3 and records how
+   * the run ended in the run directory. The shim enforces the timeout.
+   */
+  async #spawnShimAndWait(shim: ShimOptions, cwd: string, stdoutFd: number, stderrFd: number) {
+    const { spec, runAs } = this.#options;
+    const args = ["-dir", this.runDir, "-notify-fd", "3", "-kill-grace", String(shim.killGraceSeconds)];
+    if (shim.leaseFile) args.push("-lease", shim.leaseFile);
+    if (spec.keepOnDisconnect) args.push("-keep");
+    if ((spec.timeoutSeconds ?? 0) > 0) {
+      const grace = this.#options.timeoutGraceSeconds ?? DEFAULT_TIMEOUT_GRACE_SECONDS;
+      args.push("-timeout", String(spec.timeoutSeconds), "-timeout-grace", String(grace));
+    }
+    args.push("--", ...spec.command);
+    const child = spawn(shim.path, args, {
+      cwd,
+      env: this.#env(),
+      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+      detached: true,
+      stdio: ["ignore", stdoutFd, stderrFd, "pipe"],
+    });
+    this.#unrefs.push(() => {
+      child.unref();
+      child.stdio[3]?.destroy();
+    });
+    const notify = child.stdio[3];
+    let text = "";
+    notify?.on("data", (d: Buffer) => {
+      text += d.toString();
+      const line = text.split("\n")[0] ?? "";
+      const pid = Number(line);
+      if (text.includes("\n") && pid > 0 && this.pid === 0) this.#started(pid);
+    });
+    notify?.on("error", () => undefined);
+    const status = await new Promise<{ code: number | null; error?: string }>((resolve) => {
+      child.once("error", (err) => resolve({ code: null, error: errnoOf(err) ?? err.message }));
+      child.once("exit", (code) => resolve({ code }));
+    });
+    clearTimeout(this.#killTimer);
+    if (status.error) {
+      return { error: `cannot start the run shim ${shim.path}: ${status.error}` };
+    }
+    const record = await readExitRecord(this.runDir);
+    if (!record) return { error: `the run shim exited (status ${status.code}) without recording how the run ended` };
+    return this.#fromRecord(record);
+  }
+
+  /** The outcome fields of a shim's exit record, merged with what this worker knows (a kill it sent). */
+  #fromRecord(record: ExitRecord): Partial<RunOutcome> {
+    if (record.timed_out) this.#timedOut = true;
+    if (record.fenced && !this.#timedOut) this.#fenced = true;
+    if (record.killed && !this.#timedOut) this.#killed = true;
+    let error = record.error ?? "";
+    if (!error && this.#killed) error = this.#killReason || "killed";
+    if (!error && this.#fenced) error = FENCED_ERROR;
+    return {
+      ...(record.exit_code !== undefined ? { exitCode: record.exit_code } : {}),
+      signal: record.signal ?? "",
+      error,
+    };
+  }
+
+  /** Follows a re-adopted run until its shim records the end (or is found gone without a record). */
+  async #watchAdopted(rec: PidRecord): Promise<RunOutcome> {
+    const { tailBytes = DEFAULT_TAIL_BYTES } = this.#options;
+    let fields: Partial<RunOutcome> | undefined;
+    for (;;) {
+      const record = await readExitRecord(this.runDir);
+      if (record) {
+        fields = this.#fromRecord(record);
+        break;
+      }
+      const shimAlive = await processAlive(rec.shim);
+      const runAlive = await processAlive(rec.pid, rec.start);
+      if (!shimAlive) {
+        const late = await readExitRecord(this.runDir);
+        if (late) {
+          fields = this.#fromRecord(late);
+          break;
+        }
+        // The shim was killed: nobody can tell the exit status. End what is left of the group.
+        if (runAlive) signalGroup(rec.pid, "SIGKILL");
+        fields = { signal: "", error: "the run shim was gone without recording how the run ended" };
+        break;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ADOPTED_POLL_MS);
+        this.#unrefs.push(() => timer.unref());
+        if (this.#detached) timer.unref();
+      });
+    }
+    clearTimeout(this.#killTimer);
+    const tails = await Promise.all(
+      (["stdout", "stderr"] as const).map(async (stream) => {
+        try {
+          const handle = await open(path.join(this.runDir, stream), "r");
+          try {
+            return await tailOf(handle, tailBytes);
+          } finally {
+            await handle.close();
+          }
+        } catch {
+          return new Uint8Array(0);
+        }
+      }),
+    );
+    return this.#outcome({ ...fields, stdoutTail: tails[0], stderrTail: tails[1] });
+  }
+
+  /** Spawns the process on the given output fds and waits until it and its group are gone. */
+  async #spawnAndWait(program: string, cwd: string, stdoutFd: number, stderrFd: number): Promise<Partial<RunOutcome>> {
+    const { spec, runAs } = this.#options;
+    const env = this.#env();
 
     // File descriptors, not execa's {file} targets: those are piped through
     // this process, which costs a copy per byte and keeps execa waiting for
@@ -368,6 +543,7 @@ export class Run {
     let error = "";
     if (this.#timedOut) error = `timed out after ${spec.timeoutSeconds}s`;
     else if (this.#killed) error = this.#killReason;
+    else if (this.#fenced) error = FENCED_ERROR;
     return {
       ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}),
       signal: result.signal ?? "",
@@ -384,6 +560,7 @@ export class Run {
       ...fields,
       timedOut: this.#timedOut,
       killed: this.#killed,
+      fenced: this.#fenced,
       pid: this.pid,
     };
   }

@@ -5,8 +5,10 @@
  * worker reconnects (cycling through its servers) and reports them in Hello,
  * with every finished report the control plane has not acknowledged yet.
  */
+import { randomUUID } from "node:crypto";
 import { EventEmitter, once } from "node:events";
-import { mkdir } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { access, mkdir, readdir, writeFile } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import path from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -28,6 +30,7 @@ import {
 import { workerNameProblem } from "../rpc/names.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
+import { ACKED_FILE, findShim, Lease, type PidRecord, readExitRecord, readPidRecord, SHIM_INSTALL } from "./shim.js";
 import { DEFAULT_SHIP_CAP, shipOutput } from "./ship-output.js";
 
 /** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
@@ -104,6 +107,12 @@ export interface WorkerOptions {
   runAs?: RunAs;
   /** Bytes of a finished run's output (both streams) shipped to the control plane; default 64 MiB; 0: none. */
   shipOutputBytes?: number;
+  /**
+   * The run shim (crms-shim) that lets runs outlive this process; default:
+   * findShim(). "" runs jobs as children of the worker (they die with it, and
+   * a restarted worker cannot re-adopt them).
+   */
+  shim?: string;
 }
 
 /** Options of Worker.stop. */
@@ -112,6 +121,11 @@ export interface StopOptions {
   killRuns: boolean;
   /** Why, for the log and the killed runs' error. */
   reason?: string;
+  /**
+   * Exit at once leaving the runs going (they need the run shim), for the
+   * next worker started with the same name and data directory to re-adopt.
+   */
+  keepRuns?: boolean;
 }
 
 /** Seconds a Shutdown or stop({killRuns: true}) gives runs between SIGTERM and SIGKILL. */
@@ -190,6 +204,15 @@ export class Worker extends EventEmitter {
   #serverIndex = 0;
   #failures = 0;
   #reconnectTimer: NodeJS.Timeout | undefined;
+  /** Random id of this process, sent in every Hello (a restarted worker has a new one). */
+  readonly #incarnation = randomUUID();
+  readonly #shim: string | undefined;
+  readonly #lease: Lease;
+  /** The control plane's grace (Welcome); 0 until known: no fencing. */
+  #graceSeconds = 0;
+  #fenceTimer: NodeJS.Timeout | undefined;
+  /** Runs being looked up in their run directory (an Assign for a directory that exists). */
+  readonly #recovering = new Set<string>();
   /** Called after anything a waitFor predicate may depend on changes. */
   #waiters = new Set<() => void>();
 
@@ -210,6 +233,8 @@ export class Worker extends EventEmitter {
     this.stopped = new Promise<void>((resolve) => {
       this.#resolveStopped = resolve;
     });
+    this.#shim = options.shim === "" ? undefined : findShim(options.shim);
+    this.#lease = new Lease(options.dataDir);
   }
 
   /** The current lifecycle state. */
@@ -245,7 +270,94 @@ export class Worker extends EventEmitter {
       throw err;
     }
     this.#log(`starting: ${this.#options.slots} slots, servers ${this.#options.servers.join(", ")}`, "info");
+    if (this.#shim) {
+      const { adopted, ended } = await this.#recover();
+      this.#log(`re-adopted ${adopted} runs, reported ${ended} ended`, "info");
+    } else {
+      this.#log(`no run shim (${SHIM_INSTALL}): runs end with this process and cannot be re-adopted`, "info");
+    }
     if (this.#state === "CONNECTING") this.#connect();
+  }
+
+  /**
+   * Finds the runs an earlier process of this worker left in the data
+   * directory: adopts the live ones, and reads how the others ended, to
+   * report them in Hello. A run directory without records (the worker died
+   * before the shim started the command) is left alone: the control plane
+   * records that attempt LOST, as it never ran.
+   */
+  async #recover(): Promise<{ adopted: number; ended: number }> {
+    const runsDir = path.join(this.#options.dataDir, "runs");
+    let adopted = 0;
+    let ended = 0;
+    const undecided: [string, number][] = [];
+    for (const name of await readdir(runsDir)) {
+      const dot = name.lastIndexOf(".");
+      const jobId = name.slice(0, dot);
+      const attempt = Number(name.slice(dot + 1));
+      if (dot <= 0 || !Number.isInteger(attempt)) continue;
+      const dir = path.join(runsDir, name);
+      if (
+        await access(path.join(dir, ACKED_FILE)).then(
+          () => true,
+          () => false,
+        )
+      )
+        continue;
+      const found = await this.#recoverRun(jobId, attempt);
+      if (found === "none") undecided.push([jobId, attempt]);
+      else if (found === "live") adopted++;
+      else ended++;
+    }
+    if (undecided.length > 0) {
+      // A shim started just before the old worker died may still be writing its records.
+      await new Promise((r) => setTimeout(r, 1_000));
+      for (const [jobId, attempt] of undecided) {
+        const found = await this.#recoverRun(jobId, attempt);
+        if (found === "live") adopted++;
+        else if (found === "ended") ended++;
+        else {
+          this.#log(
+            `${label(jobId, attempt)} never started (its worker stopped first); left to the control plane`,
+            "debug",
+          );
+          await writeFile(path.join(runDirOf(this.#options.dataDir, jobId, attempt), ACKED_FILE), "").catch(() => {});
+        }
+      }
+    }
+    return { adopted, ended };
+  }
+
+  /**
+   * Re-adopts the run of an attempt from its run directory: "live" when it
+   * goes on (now in #runs), "ended" once its end is reported, or "none" when
+   * the directory holds no records.
+   */
+  async #recoverRun(jobId: string, attempt: number): Promise<"live" | "ended" | "none"> {
+    const key = keyOf(jobId, attempt);
+    if (this.#runs.has(key)) return "live";
+    const dir = runDirOf(this.#options.dataDir, jobId, attempt);
+    const [pid, exit] = await Promise.all([readPidRecord(dir), readExitRecord(dir)]);
+    if (!pid && !exit) return "none";
+    if (this.#runs.has(key)) return "live";
+    const record: PidRecord = pid ?? { pid: 0, start: 0, shim: 0, started_ms: 0 };
+    const run = this.#track(
+      startRun({
+        jobId,
+        attempt,
+        spec: { command: [] },
+        dataDir: this.#options.dataDir,
+        workerName: this.name,
+        ...(this.#options.tailBytes !== undefined ? { tailBytes: this.#options.tailBytes } : {}),
+        adopt: record,
+      }),
+    );
+    if (exit) {
+      await run.done;
+      return "ended";
+    }
+    this.#log(`${label(jobId, attempt)} re-adopted, pid ${record.pid}`, "debug");
+    return "live";
   }
 
   /** Resolves when a session is accepted (now, if one is); rejects after timeoutMs if given. */
@@ -274,9 +386,28 @@ export class Worker extends EventEmitter {
       return Promise.resolve();
     }
     this.#transition("STOPPING");
+    if (options.keepRuns && this.#shim) {
+      this.#log(`stopping (${reason}), leaving ${this.#runs.size} runs to the next worker named ${this.name}`, "info");
+      this.#stopping = this.#leave();
+      return this.#stopping;
+    }
     this.#log(`stopping (${reason})${options.killRuns ? `, killing ${this.#runs.size} runs` : ""}`, "info");
     this.#stopping = this.#stop(options.killRuns, reason);
     return this.#stopping;
+  }
+
+  /** Exits without touching the runs: their shims keep them, the next process re-adopts them. */
+  async #leave(): Promise<void> {
+    for (const run of this.#runs.values()) run.detach();
+    this.#runs.clear();
+    this.#closing = true;
+    clearTimeout(this.#reconnectTimer);
+    const session = this.#session;
+    if (session && !session.closed) {
+      session.call.cancel();
+      await this.#waitFor(() => session.closed, 1_000);
+    }
+    this.#finishStop();
   }
 
   async #stop(killRuns: boolean, reason: string): Promise<void> {
@@ -300,6 +431,7 @@ export class Worker extends EventEmitter {
   #finishStop(): void {
     this.#closing = true;
     clearTimeout(this.#reconnectTimer);
+    clearInterval(this.#fenceTimer);
     for (const transport of this.#transports.values()) transport.close();
     this.#transports.clear();
     this.#transition("STOPPED");
@@ -416,6 +548,7 @@ export class Worker extends EventEmitter {
       jobId: run.jobId,
       attempt: run.attempt,
       pid: run.pid,
+      adopted: run.adopted,
     }));
     this.#write(session, {
       msg: {
@@ -428,6 +561,8 @@ export class Worker extends EventEmitter {
           version: this.#options.version,
           running,
           finished: [...this.#unacked.values()],
+          incarnation: this.#incarnation,
+          heartbeatAcks: true,
         },
       },
     });
@@ -505,9 +640,15 @@ export class Worker extends EventEmitter {
         break;
       case "ack": {
         const key = keyOf(msg.value.jobId, msg.value.attempt);
-        if (this.#unacked.delete(key)) this.#notify();
+        if (this.#unacked.delete(key)) {
+          this.#notify();
+          if (this.#shim) this.#markAcked(msg.value.jobId, msg.value.attempt);
+        }
         break;
       }
+      case "heartbeatAck":
+        this.#extendLease();
+        break;
       case "drain":
         this.#drainRequested = true;
         if (this.#state === "RUNNING") {
@@ -525,7 +666,8 @@ export class Worker extends EventEmitter {
       case "shutdown":
         this.#log(`shutdown requested${msg.value.reason ? `: ${msg.value.reason}` : ""}`, "info");
         if (this.#state !== "STOPPING" && this.#state !== "STOPPED") {
-          this.stop({ killRuns: true, reason: msg.value.reason || "worker shut down" }).catch((err: unknown) =>
+          const reason = msg.value.reason || "worker shut down";
+          this.stop({ killRuns: !msg.value.keepRuns, keepRuns: msg.value.keepRuns, reason }).catch((err: unknown) =>
             this.#log(`stop failed: ${errorText(err)}`, "info"),
           );
         }
@@ -553,8 +695,16 @@ export class Worker extends EventEmitter {
       `attached to ${session.target}${welcome.replica ? ` (replica ${welcome.replica})` : ""}${this.#drainRequested ? ", draining" : ""}`,
       "info",
     );
+    this.#graceSeconds = welcome.graceSeconds;
+    this.#extendLease();
+    if (this.#graceSeconds > 0 && !this.#fenceTimer) {
+      this.#fenceTimer = setInterval(() => this.#fenceIfCutOff(), 500);
+      this.#fenceTimer.unref();
+    }
     const own = this.#options.heartbeatSeconds ?? 5;
-    const seconds = welcome.heartbeatSeconds > 0 ? Math.min(own, welcome.heartbeatSeconds) : own;
+    let seconds = welcome.heartbeatSeconds > 0 ? Math.min(own, welcome.heartbeatSeconds) : own;
+    // The lease moves with acknowledged heartbeats: several per grace, so one late ack does not fence.
+    if (this.#graceSeconds > 0) seconds = Math.min(seconds, this.#graceSeconds / 4);
     session.heartbeat = setInterval(
       () => this.#write(session, { msg: { case: "heartbeat", value: { running: this.#runs.size } } }),
       Math.max(0.05, seconds) * 1000,
@@ -565,7 +715,101 @@ export class Worker extends EventEmitter {
     this.#notify();
   }
 
+  // --- fencing -------------------------------------------------------------
+
+  /** The control plane heard us: runs may go on until now + grace. */
+  #extendLease(): void {
+    if (this.#graceSeconds <= 0) return;
+    try {
+      this.#lease.extend(Date.now() + this.#graceSeconds * 1000, this.#shim !== undefined);
+    } catch (err) {
+      this.#log(`cannot write the lease file ${this.#lease.file}: ${errorText(err)}`, "info");
+    }
+  }
+
+  /**
+   * Cut off from every replica since the last acknowledged heartbeat for the
+   * grace: the control plane is about to rerun our jobs elsewhere, so end
+   * them first (the shims do the same from the lease file, also without us).
+   */
+  #fenceIfCutOff(): void {
+    // An expired lease alone says cut off: a half-open stream still looks welcomed.
+    if (this.#graceSeconds <= 0) return;
+    const deadline = this.#lease.deadline;
+    if (deadline === 0 || Date.now() <= deadline) return;
+    for (const run of this.#runs.values()) {
+      // A re-adopted run's shim knows whether to fence it (keep_on_disconnect), and does.
+      if (!run.fenced || run.stopping || run.adopted) continue;
+      this.#log(
+        `fencing ${label(run.jobId, run.attempt)}: cut off from the control plane for ${this.#graceSeconds}s`,
+        "info",
+      );
+      run.fence(SHUTDOWN_GRACE_SECONDS);
+    }
+  }
+
+  #markAcked(jobId: string, attempt: number): void {
+    let dir: string;
+    try {
+      dir = runDirOf(this.#options.dataDir, jobId, attempt);
+    } catch {
+      return;
+    }
+    void writeFile(path.join(dir, ACKED_FILE), "").catch(() => {});
+  }
+
   // --- runs ----------------------------------------------------------------
+
+  /** Keeps a run in #runs until it ends, then reports it. */
+  #track(run: Run): Run {
+    const key = keyOf(run.jobId, run.attempt);
+    this.#runs.set(key, run);
+    this.#notify();
+    run.done.then(
+      (outcome) => this.#onRunEnd(key, run, outcome),
+      // Run.done does not reject; this is a safety net so a run never stays forever.
+      (err: unknown) =>
+        this.#onRunEnd(key, run, {
+          signal: "",
+          error: `worker error: ${errorText(err)}`,
+          timedOut: false,
+          killed: false,
+          fenced: false,
+          stdoutTail: new Uint8Array(0),
+          stderrTail: new Uint8Array(0),
+          pid: run.pid,
+        }),
+    );
+    return run;
+  }
+
+  /** An Assign for an attempt whose run directory exists: never run it again; adopt or report it. */
+  async #assignedAgain(jobId: string, attempt: number): Promise<void> {
+    const key = keyOf(jobId, attempt);
+    if (this.#recovering.has(key)) return;
+    this.#recovering.add(key);
+    try {
+      const found = await this.#recoverRun(jobId, attempt);
+      if (found === "live") {
+        const run = this.#runs.get(key);
+        this.#log(`${label(jobId, attempt)} already has a run here; adopted, not started again`, "info");
+        if (run?.pid) this.#send({ msg: { case: "started", value: { jobId, attempt, pid: run.pid } } });
+      } else if (found === "none") {
+        this.#log(`${label(jobId, attempt)} already has a run directory here; not started again`, "info");
+        this.#report(
+          create(JobFinishedSchema, {
+            jobId,
+            attempt,
+            error: "this attempt already has a run directory on the worker",
+          }),
+        );
+      } else {
+        this.#log(`${label(jobId, attempt)} already ran here; its end reported again`, "info");
+      }
+    } finally {
+      this.#recovering.delete(key);
+    }
+  }
 
   #onAssign(assign: Assign): void {
     const { jobId, attempt } = assign;
@@ -589,10 +833,22 @@ export class Worker extends EventEmitter {
       return;
     }
     if (this.#state === "DRAINING") this.#log(`${label(jobId, attempt)} assigned while draining; running it`, "info");
+    if (this.#recovering.has(key)) return;
+    let runDir: string;
+    try {
+      runDir = runDirOf(this.#options.dataDir, jobId, attempt);
+    } catch (err) {
+      this.#report(create(JobFinishedSchema, { jobId, attempt, error: `cannot run: ${errorText(err)}` }));
+      return;
+    }
+    if (this.#shim && existsSync(runDir)) {
+      void this.#assignedAgain(jobId, attempt);
+      return;
+    }
     if (this.#runs.size >= this.#options.slots) {
       this.#log(`${label(jobId, attempt)} exceeds ${this.#options.slots} slots; running it anyway`, "info");
     }
-    const spec = assign.spec ?? { command: [], env: {}, workingDir: "", timeoutSeconds: 0 };
+    const spec = assign.spec ?? { command: [], env: {}, workingDir: "", timeoutSeconds: 0, keepOnDisconnect: false };
     let run: Run;
     try {
       run = startRun({
@@ -603,6 +859,15 @@ export class Worker extends EventEmitter {
         workerName: this.name,
         ...(this.#options.tailBytes !== undefined ? { tailBytes: this.#options.tailBytes } : {}),
         ...(this.#options.runAs ? { runAs: this.#options.runAs } : {}),
+        ...(this.#shim
+          ? {
+              shim: {
+                path: this.#shim,
+                killGraceSeconds: SHUTDOWN_GRACE_SECONDS,
+                ...(this.#graceSeconds > 0 ? { leaseFile: this.#lease.file } : {}),
+              },
+            }
+          : {}),
         onStart: (pid) => {
           this.#log(`${label(jobId, attempt)} started, pid ${pid}`, "debug");
           this.#send({ msg: { case: "started", value: { jobId, attempt, pid } } });
@@ -612,22 +877,7 @@ export class Worker extends EventEmitter {
       this.#report(create(JobFinishedSchema, { jobId, attempt, error: `cannot run: ${errorText(err)}` }));
       return;
     }
-    this.#runs.set(key, run);
-    this.#notify();
-    run.done.then(
-      (outcome) => this.#onRunEnd(key, run, outcome),
-      // Run.done does not reject; this is a safety net so a run never stays forever.
-      (err: unknown) =>
-        this.#onRunEnd(key, run, {
-          signal: "",
-          error: `worker error: ${errorText(err)}`,
-          timedOut: false,
-          killed: false,
-          stdoutTail: new Uint8Array(0),
-          stderrTail: new Uint8Array(0),
-          pid: run.pid,
-        }),
-    );
+    this.#track(run);
   }
 
   #onRunEnd(key: string, run: Run, outcome: RunOutcome): void {
@@ -644,6 +894,7 @@ export class Worker extends EventEmitter {
         stderrTail: outcome.stderrTail,
         timedOut: outcome.timedOut,
         killed: outcome.killed,
+        fenced: outcome.fenced,
         pid: outcome.pid,
       }),
     );

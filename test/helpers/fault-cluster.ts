@@ -5,7 +5,7 @@
  * every replica's address. Faults are injected with signals on these processes.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CrmsClient, type Job, JobState } from "../../clients/typescript/src/client.js";
@@ -53,6 +53,15 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
   }
 }
 
+/** The run shim the workers need to re-adopt runs; throws naming the install step when it is missing. */
+export function requireShim(): string {
+  const shim = join(CRMS_BIN, "..", "crms-shim");
+  if (!existsSync(shim)) {
+    throw new Error(`${shim} is missing: run scripts/setup.sh (it builds the run shim with \`go build\`)`);
+  }
+  return shim;
+}
+
 export interface Replica extends Proc {
   address: string;
   /** A client bound to this replica only. */
@@ -66,18 +75,28 @@ export class FaultCluster {
   readonly dir = mkdtempSync(join(tmpdir(), "crms-faults-"));
   /** Each job run appends "<job id> <attempt> <worker> <pid>" here (see `markerCommand`). */
   readonly runsFile = join(this.dir, "runs");
+  /** Each worker's data directory by name (a restart with the same name reuses it). */
+  readonly dataDirs = new Map<string, string>();
 
   private constructor(
     readonly etcd: EtcdCluster,
     readonly graceSeconds: number,
+    readonly heartbeatSeconds?: number,
   ) {}
 
   /** etcd (3 members unless `etcdMembers`), `replicas` servers, then `workers` workers given every replica's address. */
   static async start(
-    opts: { replicas?: number; workers?: number; slots?: number; grace?: number; etcdMembers?: number } = {},
+    opts: {
+      replicas?: number;
+      workers?: number;
+      slots?: number;
+      grace?: number;
+      etcdMembers?: number;
+      heartbeat?: number;
+    } = {},
   ) {
     const etcd = await startEtcdCluster(opts.etcdMembers ?? 3);
-    const cluster = new FaultCluster(etcd, opts.grace ?? 6);
+    const cluster = new FaultCluster(etcd, opts.grace ?? 6, opts.heartbeat);
     try {
       for (let i = 0; i < (opts.replicas ?? 2); i++) await cluster.startReplica(`r${i}`);
       // Worker i lists replica i first, so workers are spread over the replicas.
@@ -106,6 +125,7 @@ export class FaultCluster {
       this.etcd.endpoints.join(","),
       "--grace",
       String(this.graceSeconds),
+      ...(this.heartbeatSeconds ? ["--heartbeat", String(this.heartbeatSeconds)] : []),
       "--log-level",
       "info",
       // Several replicas: embedded history is for one replica alone.
@@ -132,24 +152,18 @@ export class FaultCluster {
 
   /**
    * Starts `crms worker --server <every replica>`; `first` puts one replica
-   * (or another address, e.g. a proxy's) first in its list.
+   * (or another address, e.g. a proxy's) first in its list, `only` gives
+   * these addresses alone. A worker started again under a name keeps its
+   * data directory (it re-adopts its runs).
    */
-  async startWorker(name: string, slots: number, first?: Replica | string): Promise<Proc> {
+  async startWorker(name: string, slots: number, first?: Replica | string, only?: string[]): Promise<Proc> {
     const rest = this.replicas.filter((r) => r !== first).map((r) => r.address);
-    const order = first === undefined ? rest : [typeof first === "string" ? first : first.address, ...rest];
+    const order = only ?? (first === undefined ? rest : [typeof first === "string" ? first : first.address, ...rest]);
+    const dataDir = this.dataDirs.get(name) ?? mkdtempSync(join(this.dir, `${name}-`));
+    this.dataDirs.set(name, dataDir);
     const proc = spawnCrms(
       name,
-      [
-        "worker",
-        "--name",
-        name,
-        "--slots",
-        String(slots),
-        "--server",
-        order.join(","),
-        "--data-dir",
-        mkdtempSync(join(this.dir, `${name}-`)),
-      ],
+      ["worker", "--name", name, "--slots", String(slots), "--server", order.join(","), "--data-dir", dataDir],
       { CRMS_HEARTBEAT_SECONDS: "1" },
     );
     this.workers.push(proc);
@@ -302,4 +316,32 @@ export async function account(
     }
   }
   return { finished, lost, duplicated, jobs: byId, problems };
+}
+
+/**
+ * A command (for a cluster's `dir`) that records its run in the runs file, and
+ * marks its start ("s") and its end ("e") in a file of its own, printing around a sleep.
+ */
+export function markedCommand(dir: string, seconds: number): string[] {
+  const mark = join(dir, "mark-$CRMS_JOB_ID");
+  return [
+    "sh",
+    "-c",
+    `echo "$CRMS_JOB_ID $CRMS_ATTEMPT $CRMS_WORKER $$" >> ${join(dir, "runs")}; echo s >> ${mark}; echo "begin $CRMS_JOB_ID"; sleep ${seconds}; echo "end $CRMS_JOB_ID"; echo e >> ${mark}`,
+  ];
+}
+
+/** What each job's mark file holds ("se" per run that ran to its end). */
+export function marks(dir: string, ids: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const id of ids) {
+    let text = "";
+    try {
+      text = readFileSync(join(dir, `mark-${id}`), "utf8");
+    } catch {
+      // never ran
+    }
+    out.set(id, text.replace(/\n/g, ""));
+  }
+  return out;
 }

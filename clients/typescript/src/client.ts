@@ -245,8 +245,9 @@ export class CrmsClient {
     await this.transport.unary(WorkerService.method.forgetWorker, { name }, options);
   }
 
-  async stopWorker(name: string, options?: CallOptions): Promise<void> {
-    await this.transport.unary(WorkerService.method.stopWorker, { name }, options);
+  /** Tells a worker to exit; keepRuns: leaving its runs to the next worker with its name and data dir. */
+  async stopWorker(name: string, options?: CallOptions, keepRuns = false): Promise<void> {
+    await this.transport.unary(WorkerService.method.stopWorker, { name, keepRuns }, options);
   }
 
   async clusterStatus(options?: CallOptions) {
