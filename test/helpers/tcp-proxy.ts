@@ -14,7 +14,10 @@ export class TcpProxy {
     const [host, port] = [upstream.slice(0, upstream.lastIndexOf(":")), Number(upstream.split(":").pop())];
     let proxy: TcpProxy | undefined;
     const server = createServer((down) => {
-      if (!proxy || proxy.isFrozen) return; // accepted but never answered, like a dead path
+      if (!proxy || proxy.isFrozen) {
+        proxy?.track(down); // accepted but never answered, like a dead path (thaw and close drop it)
+        return;
+      }
       const up = createConnection({ host, port });
       for (const [from, to] of [
         [down, up],
