@@ -496,7 +496,8 @@ export class Sessions {
     }
     for (const id of [...(this.deps.store.jobIndex.active.get(hello.name) ?? [])]) {
       const job = this.deps.store.job(id);
-      if (!job || reported.has(id)) continue;
+      // Sent to this session meanwhile (placed while the hello was handled): it is this process's own.
+      if (!job || reported.has(id) || session.assigned.get(id) === job.attempt) continue;
       if (job.state === JobState.RUNNING || (restarted && job.state === JobState.ASSIGNED)) {
         // The worker does not have it (it restarted): that run is lost. An ASSIGNED attempt is
         // never sent to a new process again: the old one may have started it (at most once).

@@ -270,10 +270,13 @@ export interface Summary {
   finished: number;
   lost: number;
   duplicated: number;
+  /** Commands that ran to their end more than once (counted by the tests that mark ends). */
+  ranTwice?: number;
 }
 
 export function summaryLine(test: string, s: Summary): string {
-  return `FAULTS ${test}: faults injected=${s.faults} submitted=${s.submitted} acknowledged=${s.acknowledged} finished=${s.finished} lost=${s.lost} duplicated=${s.duplicated}`;
+  const twice = s.ranTwice === undefined ? "" : ` ran_twice=${s.ranTwice}`;
+  return `FAULTS ${test}: faults injected=${s.faults} submitted=${s.submitted} acknowledged=${s.acknowledged} finished=${s.finished} lost=${s.lost} duplicated=${s.duplicated}${twice}`;
 }
 
 export const isFinished = (j: Job | undefined) => j?.state === JobState.SUCCEEDED;
