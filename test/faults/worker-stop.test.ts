@@ -1,7 +1,9 @@
 /**
  * Fault test 2: SIGSTOP a worker past its grace period; its jobs are LOST and
  * run elsewhere; after SIGCONT its late reports are refused, the records keep
- * only the new attempts' results, and its stale processes are killed.
+ * only the new attempts' results, and its stale processes are killed. The jobs
+ * opt out of fencing (keep_on_disconnect), so their runs outlive the grace;
+ * fenced runs are the subject of worker-crash-fenced and worker-partition.
  */
 import test from "ava";
 import { JobState } from "../../gen/crms/v1/job_pb.js";
@@ -25,7 +27,10 @@ test("2. SIGSTOP a worker past grace, SIGCONT after its jobs ran elsewhere: late
     const acked = new Map<string, string>();
     const command = cluster.markerCommand('if [ "$CRMS_WORKER" = w0 ]; then exec sleep 300; fi; sleep 1');
     for (let i = 0; i < n; i++) {
-      const job = await c.submit({ name: `stop-${i}`, command, maxRetries: 0 }, { requestId: `stop-${i}` });
+      const job = await c.submit(
+        { name: `stop-${i}`, command, maxRetries: 0, keepOnDisconnect: true },
+        { requestId: `stop-${i}` },
+      );
       acked.set(`stop-${i}`, job.id);
     }
     const onVictim = async () =>
