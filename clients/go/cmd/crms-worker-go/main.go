@@ -87,6 +87,7 @@ func run(args []string, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "where runs keep their output (default: $CRMS_HOME/worker-NAME, or ~/.local/state/crms/worker-NAME)")
 	runAs := fs.String("run-as", "", "run jobs as this user, a name or uid in /etc/passwd (the worker must run as root); it owns their run directories")
 	verbose := fs.Bool("verbose", false, "also log every job start and end")
+	shim := fs.String("shim", "", "the run shim (crms-shim) that lets runs outlive the worker, so a restart re-adopts them (default: $CRMS_SHIM, or crms-shim next to this program)")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval (a smaller one from the control plane wins)")
 	ca := fs.String("ca", "", "PEM CA file to verify the control plane with; turns TLS on (default: $CRMS_CA)")
 	cert := fs.String("cert", "", "PEM client certificate for mutual TLS (default: $CRMS_CERT)")
@@ -158,6 +159,7 @@ func run(args []string, stderr io.Writer) int {
 		Heartbeat:   *heartbeat,
 		Logf:        logf,
 		RunAs:       account,
+		Shim:        worker.FindShim(*shim),
 	}
 	if *verbose {
 		opts.Debugf = logf
@@ -173,7 +175,12 @@ func run(args []string, stderr io.Writer) int {
 	}
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	leave := make(chan os.Signal, 1)
+	signal.Notify(leave, syscall.SIGUSR2)
 	select {
+	case <-leave:
+		// Exit at once, leaving the runs to the next worker with this name and data dir (an upgrade).
+		w.Leave("SIGUSR2")
 	case sig := <-signals:
 		logf("%s received", sig)
 		go func() {

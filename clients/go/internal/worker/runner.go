@@ -234,9 +234,11 @@ type Outcome struct {
 	// Signal name (SIGKILL, ...) when a signal ended it.
 	Signal string
 	// Why it failed to start or was ended, in one line.
-	Error      string
-	TimedOut   bool
-	Killed     bool
+	Error    string
+	TimedOut bool
+	Killed   bool
+	// Ended because the worker was cut off for the grace (fencing).
+	Fenced     bool
 	StdoutTail []byte
 	StderrTail []byte
 	// Process id; 0 if it never started.
@@ -259,6 +261,11 @@ type runOptions struct {
 	// Run the job as this account (the worker must be root); the run
 	// directory and its output files are given to it.
 	runAs *RunAs
+	// The run shim (see shim.go): the run outlives the worker; "" runs it as
+	// the worker's child.
+	shim string
+	// The worker's lease file, given to the shim for fencing; "" for none.
+	leaseFile string
 }
 
 // Run is one run of one job attempt: a process in its own process group,
@@ -274,6 +281,7 @@ type Run struct {
 	mu           sync.Mutex
 	pid          int
 	killed       bool
+	fenced       bool
 	timedOut     bool
 	killReason   string
 	killDeadline time.Time
@@ -282,6 +290,36 @@ type Run struct {
 	ended   atomic.Bool
 	done    chan struct{}
 	outcome Outcome
+
+	// Re-adopted from an earlier worker process.
+	adopted     bool
+	shimProcess *os.Process
+	detached    chan struct{}
+	detachOnce  sync.Once
+}
+
+// Detach stops watching the run (it goes on in its shim); Done never closes.
+func (r *Run) Detach() {
+	r.detachOnce.Do(func() { close(r.detached) })
+	if p := r.shimProcess; p != nil {
+		_ = p.Release()
+	}
+}
+
+// finish records the outcome and closes done.
+func (r *Run) finish(out Outcome) {
+	r.mu.Lock()
+	out.TimedOut = r.timedOut
+	out.Killed = r.killed
+	out.Fenced = r.fenced
+	out.PID = r.pid
+	if r.killTimer != nil {
+		r.killTimer.Stop()
+	}
+	r.mu.Unlock()
+	r.outcome = out
+	r.ended.Store(true)
+	close(r.done)
 }
 
 // startRun starts one run. It returns an error only for a job id that cannot
@@ -300,21 +338,8 @@ func startRun(opts runOptions) (*Run, error) {
 	if opts.spec == nil {
 		opts.spec = &crmsv1.JobSpec{}
 	}
-	r := &Run{jobID: opts.jobID, attempt: opts.attempt, dir: dir, opts: opts, done: make(chan struct{})}
-	go func() {
-		out := r.execute()
-		r.mu.Lock()
-		out.TimedOut = r.timedOut
-		out.Killed = r.killed
-		out.PID = r.pid
-		if r.killTimer != nil {
-			r.killTimer.Stop()
-		}
-		r.mu.Unlock()
-		r.outcome = out
-		r.ended.Store(true)
-		close(r.done)
-	}()
+	r := &Run{jobID: opts.jobID, attempt: opts.attempt, dir: dir, opts: opts, done: make(chan struct{}), detached: make(chan struct{})}
+	go func() { r.finish(r.execute()) }()
 	return r, nil
 }
 
@@ -450,6 +475,9 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 		// No Groups: root's supplementary groups are dropped (setgroups needs
 		// root, so a worker that already runs as the user keeps its own).
 		credential = &syscall.Credential{Uid: ra.UID, Gid: ra.GID, NoSetGroups: os.Getuid() != 0}
+	}
+	if r.opts.shim != "" {
+		return r.spawnShimAndWait(command, env, cwd, credential, stdout, stderr)
 	}
 	path, err := lookPath(program, env, cwd)
 	if err != nil {

@@ -9,6 +9,8 @@ package worker
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,6 +98,10 @@ type Options struct {
 	// Run jobs as this account (see LookupRunAs; the worker must be root);
 	// default: as the worker.
 	RunAs *RunAs
+	// The run shim (cmd/crms-shim, see FindShim): runs outlive the worker and
+	// a worker started again with the same name and data directory re-adopts
+	// them. "": runs are the worker's children and die with it.
+	Shim string
 }
 
 // Worker runs jobs for a crms control plane.
@@ -116,6 +123,10 @@ type Worker struct {
 	replicas       *replicas.Set // one connection per server, made by Start
 	stopDone       chan struct{} // closed when STOPPED
 	refusal        string        // why the control plane refused this worker for good, if it did
+	incarnation    string        // random id of this process, sent in every Hello
+	lease          lease         // <DataDir>/lease, moved with acknowledged heartbeats
+	graceSeconds   uint32        // the control plane's grace (Welcome); 0: no fencing
+	recovering     map[string]bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -240,14 +251,19 @@ func New(opts Options) (*Worker, error) {
 		opts.AckTimeout = 5 * time.Second
 	}
 	w := &Worker{
-		opts:      opts,
-		changed:   make(chan struct{}),
-		state:     StateInitialized,
-		closingCh: make(chan struct{}),
-		runs:      map[string]*Run{},
-		unacked:   map[string]*crmsv1.JobFinished{},
-		stopDone:  make(chan struct{}),
+		opts:       opts,
+		changed:    make(chan struct{}),
+		state:      StateInitialized,
+		closingCh:  make(chan struct{}),
+		runs:       map[string]*Run{},
+		unacked:    map[string]*crmsv1.JobFinished{},
+		stopDone:   make(chan struct{}),
+		recovering: map[string]bool{},
 	}
+	var id [16]byte
+	_, _ = crand.Read(id[:])
+	w.incarnation = hex.EncodeToString(id[:])
+	w.lease.file, _ = filepath.Abs(filepath.Join(opts.DataDir, "lease"))
 	w.logf = opts.Logf
 	if w.logf == nil {
 		logger := log.New(os.Stderr, "", 0)
@@ -319,8 +335,182 @@ func (w *Worker) Start() error {
 		return err
 	}
 	w.logf("starting: %d slots, servers %v", w.opts.Slots, w.opts.Servers)
+	if w.opts.Shim != "" {
+		adopted, ended := w.recover()
+		w.logf("re-adopted %d runs, reported %d ended", adopted, ended)
+	} else {
+		w.logf("no run shim (--shim): runs end with this process and cannot be re-adopted")
+	}
 	go w.connectLoop(set)
 	return nil
+}
+
+// recover finds the runs an earlier process of this worker left in the data
+// directory: adopts the live ones and reads how the others ended, for Hello.
+// A run directory without records is left to the control plane (LOST).
+func (w *Worker) recover() (adopted, ended int) {
+	entries, _ := os.ReadDir(filepath.Join(w.opts.DataDir, "runs"))
+	var undecided [][2]string
+	count := func(found string) {
+		switch found {
+		case "live":
+			adopted++
+		case "ended":
+			ended++
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		dot := strings.LastIndexByte(name, '.')
+		if dot <= 0 {
+			continue
+		}
+		if _, err := strconv.ParseUint(name[dot+1:], 10, 32); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(w.opts.DataDir, "runs", name, ackedFile)); err == nil {
+			continue
+		}
+		found := w.recoverRun(name[:dot], name[dot+1:])
+		if found == "none" {
+			undecided = append(undecided, [2]string{name[:dot], name[dot+1:]})
+		}
+		count(found)
+	}
+	if len(undecided) > 0 {
+		time.Sleep(time.Second) // a shim started just before the old worker died may still be writing
+		for _, u := range undecided {
+			found := w.recoverRun(u[0], u[1])
+			count(found)
+			if found == "none" {
+				_ = os.WriteFile(filepath.Join(w.opts.DataDir, "runs", u[0]+"."+u[1], ackedFile), nil, 0o644)
+			}
+		}
+	}
+	return adopted, ended
+}
+
+// recoverRun re-adopts one attempt from its run directory: "live" (now in
+// runs), "ended" (its end reported), or "none" (no records).
+func (w *Worker) recoverRun(jobID, attemptText string) string {
+	n, _ := strconv.ParseUint(attemptText, 10, 32)
+	attempt := uint32(n)
+	dir := filepath.Join(w.opts.DataDir, "runs", jobID+"."+attemptText)
+	pid, hasPid := readRecord[pidRecord](filepath.Join(dir, "pid"))
+	_, hasExit := readRecord[exitRecord](filepath.Join(dir, "exit"))
+	if !hasPid && !hasExit {
+		return "none"
+	}
+	if !hasPid {
+		pid = &pidRecord{}
+	}
+	key := keyOf(jobID, attempt)
+	w.mu.Lock()
+	if _, ok := w.runs[key]; ok {
+		w.mu.Unlock()
+		return "live"
+	}
+	run, err := adoptRun(runOptions{jobID: jobID, attempt: attempt, dataDir: w.opts.DataDir, tailBytes: w.opts.TailBytes}, *pid)
+	if err != nil {
+		w.mu.Unlock()
+		return "none"
+	}
+	w.trackLocked(key, run)
+	w.mu.Unlock()
+	if hasExit {
+		<-run.Done()
+		w.waitFor(func() bool { _, ok := w.runs[key]; return !ok }, time.Second)
+		return "ended"
+	}
+	w.dbgf("%s re-adopted, pid %d", label(jobID, attempt), pid.PID)
+	return "live"
+}
+
+// trackLocked keeps a run until it ends, then reports it.
+func (w *Worker) trackLocked(key string, run *Run) {
+	w.runs[key] = run
+	w.notifyLocked()
+	go func() {
+		select {
+		case <-run.Done():
+			w.onRunEnd(key, run)
+		case <-run.detached:
+		}
+	}()
+}
+
+// Leave makes the worker exit at once leaving its runs going in their
+// shims, for the next worker with its name and data directory to re-adopt
+// (stop --keep-runs, SIGUSR2). Without a shim it stops killing the runs.
+func (w *Worker) Leave(reason string) {
+	w.mu.Lock()
+	if w.opts.Shim == "" || w.state == StateInitialized {
+		w.mu.Unlock()
+		w.Stop(true, reason)
+		return
+	}
+	if w.state == StateStopping || w.state == StateStopped {
+		w.mu.Unlock()
+		<-w.stopDone
+		return
+	}
+	_ = w.transitionLocked(StateStopping)
+	w.logf("stopping (%s), leaving %d runs to the next worker named %s", reason, len(w.runs), w.opts.Name)
+	for _, r := range w.runs {
+		r.Detach()
+	}
+	w.runs = map[string]*Run{}
+	s := w.session
+	w.mu.Unlock()
+	if s != nil {
+		s.cancel()
+		w.waitFor(func() bool { return s.closed }, time.Second)
+	}
+	w.finishStop()
+}
+
+// extendLeaseLocked: the control plane heard us; runs may go on until now + grace.
+func (w *Worker) extendLeaseLocked() {
+	if w.graceSeconds == 0 || w.opts.Shim == "" {
+		return
+	}
+	if err := w.lease.extend(time.Now().Add(time.Duration(w.graceSeconds) * time.Second)); err != nil {
+		w.logf("cannot write the lease file %s: %s", w.lease.file, err)
+	}
+}
+
+// assignedAgain handles an Assign for an attempt whose run directory exists:
+// it is never run again, only adopted or reported.
+func (w *Worker) assignedAgain(jobID string, attempt uint32) {
+	key := keyOf(jobID, attempt)
+	w.mu.Lock()
+	if w.recovering[key] {
+		w.mu.Unlock()
+		return
+	}
+	w.recovering[key] = true
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.recovering, key)
+		w.mu.Unlock()
+	}()
+	switch w.recoverRun(jobID, strconv.FormatUint(uint64(attempt), 10)) {
+	case "live":
+		w.logf("%s already has a run here; adopted, not started again", label(jobID, attempt))
+		w.mu.Lock()
+		if r, ok := w.runs[key]; ok && r.PID() != 0 {
+			w.sendLocked(startedMsg(jobID, attempt, r.PID()))
+		}
+		w.mu.Unlock()
+	case "none":
+		w.logf("%s already has a run directory here; not started again", label(jobID, attempt))
+		w.mu.Lock()
+		w.reportLocked(&crmsv1.JobFinished{JobId: jobID, Attempt: attempt, Error: "this attempt already has a run directory on the worker"})
+		w.mu.Unlock()
+	default:
+		w.logf("%s already ran here; its end reported again", label(jobID, attempt))
+	}
 }
 
 // Attached waits until a session is accepted, or timeout passes (false).
@@ -615,14 +805,16 @@ func (w *Worker) endSession(s *session, why string) bool {
 
 func (w *Worker) helloLocked() *crmsv1.Hello {
 	hello := &crmsv1.Hello{
-		Name:     w.opts.Name,
-		Slots:    uint32(w.opts.Slots),
-		Labels:   w.opts.Labels,
-		Hostname: w.opts.Hostname,
-		Version:  w.opts.Version,
+		Name:          w.opts.Name,
+		Slots:         uint32(w.opts.Slots),
+		Labels:        w.opts.Labels,
+		Hostname:      w.opts.Hostname,
+		Version:       w.opts.Version,
+		Incarnation:   w.incarnation,
+		HeartbeatAcks: true,
 	}
 	for _, r := range w.runs {
-		hello.Running = append(hello.Running, &crmsv1.RunningJob{JobId: r.jobID, Attempt: r.attempt, Pid: int32(r.PID())})
+		hello.Running = append(hello.Running, &crmsv1.RunningJob{JobId: r.jobID, Attempt: r.attempt, Pid: int32(r.PID()), Adopted: r.adopted})
 	}
 	for _, f := range w.unacked {
 		hello.Finished = append(hello.Finished, f)
@@ -750,7 +942,16 @@ func (w *Worker) onMessage(s *session, resp *crmsv1.AttachResponse) {
 		if _, ok := w.unacked[key]; ok {
 			delete(w.unacked, key)
 			w.notifyLocked()
+			if w.opts.Shim != "" {
+				if dir, err := runDirOf(w.opts.DataDir, m.Ack.GetJobId(), m.Ack.GetAttempt()); err == nil {
+					go func() { _ = os.WriteFile(filepath.Join(dir, ackedFile), nil, 0o644) }()
+				}
+			}
 		}
+		w.mu.Unlock()
+	case *crmsv1.AttachResponse_HeartbeatAck:
+		w.mu.Lock()
+		w.extendLeaseLocked()
 		w.mu.Unlock()
 	case *crmsv1.AttachResponse_Drain:
 		w.mu.Lock()
@@ -779,7 +980,9 @@ func (w *Worker) onMessage(s *session, resp *crmsv1.AttachResponse) {
 		w.mu.Lock()
 		stopping := w.state == StateStopping || w.state == StateStopped
 		w.mu.Unlock()
-		if !stopping {
+		if !stopping && m.Shutdown.GetKeepRuns() {
+			go w.Leave(reason)
+		} else if !stopping {
 			// Not on this goroutine: Stop waits for Acks, which arrive here.
 			go w.Stop(true, reason)
 		}
@@ -822,6 +1025,12 @@ func (w *Worker) onWelcome(s *session, welcome *crmsv1.Welcome) {
 	interval := w.opts.Heartbeat
 	if hs := welcome.GetHeartbeatSeconds(); hs > 0 {
 		interval = min(interval, time.Duration(hs)*time.Second)
+	}
+	w.graceSeconds = welcome.GetGraceSeconds()
+	w.extendLeaseLocked()
+	if w.graceSeconds > 0 {
+		// Several acknowledged heartbeats per grace, so one late ack does not fence.
+		interval = min(interval, time.Duration(w.graceSeconds)*time.Second/4)
 	}
 	interval = max(interval, 50*time.Millisecond)
 	suffix := ""
@@ -889,10 +1098,25 @@ func (w *Worker) onAssign(a *crmsv1.Assign) {
 	if w.state == StateDraining {
 		w.logf("%s assigned while draining; running it", label(jobID, attempt))
 	}
+	if w.recovering[key] {
+		return
+	}
+	if dir, err := runDirOf(w.opts.DataDir, jobID, attempt); err == nil && w.opts.Shim != "" {
+		if _, err := os.Stat(dir); err == nil {
+			go w.assignedAgain(jobID, attempt)
+			return
+		}
+	}
 	if len(w.runs) >= w.opts.Slots {
 		w.logf("%s exceeds %d slots; running it anyway", label(jobID, attempt), w.opts.Slots)
 	}
+	leaseFile := ""
+	if w.graceSeconds > 0 {
+		leaseFile = w.lease.file
+	}
 	run, err := startRun(runOptions{
+		shim:       w.opts.Shim,
+		leaseFile:  leaseFile,
 		jobID:      jobID,
 		attempt:    attempt,
 		spec:       a.GetSpec(),
@@ -910,12 +1134,7 @@ func (w *Worker) onAssign(a *crmsv1.Assign) {
 		w.reportLocked(&crmsv1.JobFinished{JobId: jobID, Attempt: attempt, Error: "cannot run: " + err.Error()})
 		return
 	}
-	w.runs[key] = run
-	w.notifyLocked()
-	go func() {
-		<-run.Done()
-		w.onRunEnd(key, run)
-	}()
+	w.trackLocked(key, run)
 }
 
 func describe(o Outcome) string {
@@ -955,6 +1174,7 @@ func (w *Worker) onRunEnd(key string, run *Run) {
 		StderrTail: o.StderrTail,
 		TimedOut:   o.TimedOut,
 		Killed:     o.Killed,
+		Fenced:     o.Fenced,
 		Pid:        int32(o.PID),
 	})
 }

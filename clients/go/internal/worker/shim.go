@@ -1,0 +1,272 @@
+package worker
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	crmsv1 "github.com/crms-dev/crms/clients/go/gen/crms/v1"
+)
+
+// The run shim (cmd/crms-shim) owns a run's process group so the run
+// outlives the worker; it records pid and exit in the run directory. This
+// file starts runs through it, re-adopts them and reads its records; the
+// TypeScript worker (src/worker/shim.ts) does the same with the same files.
+
+// ackedFile marks a run whose report the control plane acknowledged.
+const ackedFile = "acked"
+
+// adoptedPoll is how often a re-adopted run's records are checked.
+const adoptedPoll = 200 * time.Millisecond
+
+// fencedError is the error of a run ended because the worker was cut off.
+const fencedError = "fenced: the worker was cut off from the control plane for its grace period"
+
+// pidRecord is <run dir>/pid.
+type pidRecord struct {
+	PID       int   `json:"pid"`
+	Start     int64 `json:"start"`
+	Shim      int   `json:"shim"`
+	StartedMs int64 `json:"started_ms"`
+}
+
+// exitRecord is <run dir>/exit.
+type exitRecord struct {
+	ExitCode *int32 `json:"exit_code"`
+	Signal   string `json:"signal"`
+	TimedOut bool   `json:"timed_out"`
+	Fenced   bool   `json:"fenced"`
+	Killed   bool   `json:"killed"`
+	Error    string `json:"error"`
+	EndedMs  int64  `json:"ended_ms"`
+}
+
+func readRecord[T any](path string) (*T, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	var v T
+	if json.Unmarshal(data, &v) != nil {
+		return nil, false
+	}
+	return &v, true
+}
+
+// FindShim is the run shim to use: explicit, else $CRMS_SHIM, else
+// crms-shim next to this executable; "" when none exists.
+func FindShim(explicit string) string {
+	if explicit != "" {
+		return explicit
+	}
+	if env := os.Getenv("CRMS_SHIM"); env != "" {
+		return env
+	}
+	if exe, err := os.Executable(); err == nil {
+		candidate := filepath.Join(filepath.Dir(exe), "crms-shim")
+		if _, err := os.Stat(candidate); err == nil {
+			return candidate
+		}
+	}
+	return ""
+}
+
+// processAlive: pid is a live (not zombie) process that started at start
+// ticks (0: any start).
+func processAlive(pid int, start int64) bool {
+	if pid <= 0 {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	line := string(data)
+	i := strings.LastIndexByte(line, ')')
+	if i < 0 || i+2 > len(line) {
+		return false
+	}
+	f := strings.Fields(line[i+2:])
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	return start == 0 || f[19] == strconv.FormatInt(start, 10)
+}
+
+// lease is <dataDir>/lease: a deadline in Unix ms until which runs may go on,
+// moved forward with each acknowledged heartbeat (see the shim).
+type lease struct {
+	file     string
+	deadline int64
+}
+
+func (l *lease) extend(until time.Time) error {
+	ms := until.UnixMilli()
+	if ms <= l.deadline {
+		return nil
+	}
+	l.deadline = ms
+	tmp := l.file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(ms, 10)+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, l.file)
+}
+
+// shimArgs is the shim's command line for a run.
+func (r *Run) shimArgs(command []string) []string {
+	spec := r.opts.spec
+	abs, _ := filepath.Abs(r.dir)
+	args := []string{"-dir", abs, "-notify-fd", "3", "-kill-grace", strconv.Itoa(int(ShutdownGrace / time.Second))}
+	if r.opts.leaseFile != "" {
+		args = append(args, "-lease", r.opts.leaseFile)
+	}
+	if spec.GetKeepOnDisconnect() {
+		args = append(args, "-keep")
+	}
+	if t := spec.GetTimeoutSeconds(); t > 0 {
+		args = append(args, "-timeout", strconv.Itoa(int(t)), "-timeout-grace", strconv.FormatFloat(r.opts.timeoutGrace.Seconds(), 'f', -1, 64))
+	}
+	return append(append(args, "--"), command...)
+}
+
+// spawnShimAndWait starts the run through the shim (in a session of its own,
+// so it outlives the worker) and waits for the shim to exit; the shim tells
+// the command's pid on fd 3 and enforces the timeout.
+func (r *Run) spawnShimAndWait(command []string, env []string, cwd string, credential *syscall.Credential, stdout, stderr *os.File) Outcome {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return Outcome{Error: "cannot start the run shim: " + err.Error()}
+	}
+	defer pr.Close()
+	cmd := &exec.Cmd{
+		Path:        r.opts.shim,
+		Args:        append([]string{r.opts.shim}, r.shimArgs(command)...),
+		Env:         env,
+		Dir:         cwd,
+		Stdout:      stdout,
+		Stderr:      stderr,
+		ExtraFiles:  []*os.File{pw},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: credential},
+	}
+	r.mu.Lock()
+	if !r.killDeadline.IsZero() {
+		r.mu.Unlock()
+		pw.Close()
+		return Outcome{Error: errKilledBeforeItStarted}
+	}
+	if err := cmd.Start(); err != nil {
+		r.mu.Unlock()
+		pw.Close()
+		return Outcome{Error: fmt.Sprintf("cannot start the run shim %s: %s", r.opts.shim, errnoText(err))}
+	}
+	r.mu.Unlock()
+	pw.Close()
+	r.shimProcess = cmd.Process
+	if line, err := bufio.NewReader(pr).ReadString('\n'); err == nil {
+		if pid, _ := strconv.Atoi(strings.TrimSpace(line)); pid > 0 {
+			r.mu.Lock()
+			r.pid = pid
+			if !r.killDeadline.IsZero() {
+				deadline := r.killDeadline
+				r.killDeadline = time.Time{}
+				r.terminateLocked(time.Until(deadline))
+			}
+			r.mu.Unlock()
+			if r.opts.onStart != nil {
+				r.opts.onStart(pid)
+			}
+		}
+	}
+	_ = cmd.Wait()
+	rec, ok := readRecord[exitRecord](filepath.Join(r.dir, "exit"))
+	if !ok {
+		return Outcome{Error: fmt.Sprintf("the run shim exited (%s) without recording how the run ended", cmd.ProcessState)}
+	}
+	return r.fromRecord(rec)
+}
+
+// fromRecord is the outcome of a shim's exit record, merged with what this
+// worker knows (a kill it sent).
+func (r *Run) fromRecord(rec *exitRecord) Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec.TimedOut {
+		r.timedOut = true
+	}
+	if rec.Fenced && !r.timedOut {
+		r.fenced = true
+	}
+	if rec.Killed && !r.timedOut {
+		r.killed = true
+	}
+	out := Outcome{ExitCode: rec.ExitCode, Signal: rec.Signal, Error: rec.Error}
+	if out.Error == "" && r.killed {
+		out.Error = r.killReason
+	}
+	if out.Error == "" && r.fenced {
+		out.Error = fencedError
+	}
+	return out
+}
+
+// adoptRun follows a run an earlier worker process started through the
+// shim, until the shim records its end.
+func adoptRun(opts runOptions, rec pidRecord) (*Run, error) {
+	dir, err := runDirOf(opts.dataDir, opts.jobID, opts.attempt)
+	if err != nil {
+		return nil, err
+	}
+	if opts.tailBytes <= 0 {
+		opts.tailBytes = defaultTailBytes
+	}
+	if opts.spec == nil {
+		opts.spec = &crmsv1.JobSpec{}
+	}
+	r := &Run{jobID: opts.jobID, attempt: opts.attempt, dir: dir, opts: opts, done: make(chan struct{}), detached: make(chan struct{}), pid: rec.PID, adopted: true}
+	go func() {
+		var out Outcome
+		for {
+			if x, ok := readRecord[exitRecord](filepath.Join(dir, "exit")); ok {
+				out = r.fromRecord(x)
+				break
+			}
+			if !processAlive(rec.Shim, 0) {
+				if x, ok := readRecord[exitRecord](filepath.Join(dir, "exit")); ok {
+					out = r.fromRecord(x)
+					break
+				}
+				if processAlive(rec.PID, rec.Start) {
+					signalGroup(rec.PID, syscall.SIGKILL)
+				}
+				out = Outcome{Error: "the run shim was gone without recording how the run ended"}
+				break
+			}
+			select {
+			case <-r.detached:
+				return
+			case <-time.After(adoptedPoll):
+			}
+		}
+		for i, name := range []string{"stdout", "stderr"} {
+			if f, err := os.Open(filepath.Join(dir, name)); err == nil {
+				tail := tailOf(f, opts.tailBytes)
+				f.Close()
+				if i == 0 {
+					out.StdoutTail = tail
+				} else {
+					out.StderrTail = tail
+				}
+			}
+		}
+		r.finish(out)
+	}()
+	return r, nil
+}
