@@ -375,7 +375,8 @@ export class Run {
    */
   async #spawnShimAndWait(shim: ShimOptions, cwd: string, stdoutFd: number, stderrFd: number) {
     const { spec, runAs } = this.#options;
-    const args = ["-dir", this.runDir, "-notify-fd", "3", "-kill-grace", String(shim.killGraceSeconds)];
+    // The run directory as an open descriptor (fd 4): a run as another user may not reach it by its path.
+    const args = ["-dir-fd", "4", "-notify-fd", "3", "-kill-grace", String(shim.killGraceSeconds)];
     if (shim.leaseFile) args.push("-lease", shim.leaseFile);
     if (spec.keepOnDisconnect) args.push("-keep");
     if ((spec.timeoutSeconds ?? 0) > 0) {
@@ -383,13 +384,24 @@ export class Run {
       args.push("-timeout", String(spec.timeoutSeconds), "-timeout-grace", String(grace));
     }
     args.push("--", ...spec.command);
-    const child = spawn(shim.path, args, {
-      cwd,
-      env: this.#env(),
-      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-      detached: true,
-      stdio: ["ignore", stdoutFd, stderrFd, "pipe"],
-    });
+    let dirFd: FileHandle;
+    try {
+      dirFd = await open(this.runDir, "r");
+    } catch (err) {
+      return { error: `cannot open the run directory ${this.runDir}: ${errnoOf(err) ?? String(err)}` };
+    }
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(shim.path, args, {
+        cwd,
+        env: this.#env(),
+        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+        detached: true,
+        stdio: ["ignore", stdoutFd, stderrFd, "pipe", dirFd.fd],
+      });
+    } finally {
+      await dirFd.close();
+    }
     this.#unrefs.push(() => {
       child.unref();
       child.stdio[3]?.destroy();

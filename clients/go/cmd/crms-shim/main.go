@@ -24,7 +24,7 @@
 //
 // Usage:
 //
-//	crms-shim -dir RUNDIR [-lease FILE] [-kill-grace S] [-timeout S]
+//	crms-shim -dir RUNDIR | -dir-fd N  [-lease FILE] [-kill-grace S] [-timeout S]
 //	          [-timeout-grace S] [-keep] [-notify-fd N] -- PROGRAM [ARGS...]
 //
 // It uses only the standard library's os, syscall and strconv (no fmt, no
@@ -42,6 +42,7 @@ import (
 
 type options struct {
 	dir          string
+	dirFd        int
 	lease        string
 	killGrace    time.Duration
 	timeout      time.Duration
@@ -65,7 +66,7 @@ func seconds(flag, v string) time.Duration {
 }
 
 func parseArgs(args []string) options {
-	o := options{killGrace: 10 * time.Second, timeoutGrace: 5 * time.Second, notifyFd: -1}
+	o := options{killGrace: 10 * time.Second, timeoutGrace: 5 * time.Second, notifyFd: -1, dirFd: -1}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -92,18 +93,22 @@ func parseArgs(args []string) options {
 			o.timeout = seconds(a, v)
 		case "-timeout-grace":
 			o.timeoutGrace = seconds(a, v)
-		case "-notify-fd":
+		case "-notify-fd", "-dir-fd":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 3 {
-				usage("-notify-fd needs a file descriptor number of 3 or more")
+				usage(a + " needs a file descriptor number of 3 or more")
 			}
-			o.notifyFd = n
+			if a == "-dir-fd" {
+				o.dirFd = n
+			} else {
+				o.notifyFd = n
+			}
 		default:
 			usage("unknown flag " + a)
 		}
 	}
-	if o.dir == "" {
-		usage("-dir is required")
+	if o.dir == "" && o.dirFd < 0 {
+		usage("-dir or -dir-fd is required")
 	}
 	if len(o.argv) == 0 || o.argv[0] == "" {
 		usage("no command after --")
@@ -132,13 +137,26 @@ func jsonString(s string) string {
 	return b.String()
 }
 
-// writeRecord writes name in dir through a temporary file and a rename.
-func writeRecord(dir, name, content string) {
-	tmp := dir + "/." + name + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content+"\n"), 0o644); err != nil {
+// writeRecord writes name in the run directory through a temporary file and
+// a rename. With -dir-fd the directory is an open descriptor: a run as
+// another user (--run-as) may not be able to reach it by its path.
+func writeRecord(o *options, name, content string) {
+	tmp := "." + name + ".tmp"
+	if o.dirFd < 0 {
+		if err := os.WriteFile(o.dir+"/"+tmp, []byte(content+"\n"), 0o644); err == nil {
+			_ = os.Rename(o.dir+"/"+tmp, o.dir+"/"+name)
+		}
 		return
 	}
-	_ = os.Rename(tmp, dir+"/"+name)
+	fd, err := syscall.Openat(o.dirFd, tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return
+	}
+	_, err = syscall.Write(fd, []byte(content+"\n"))
+	_ = syscall.Close(fd)
+	if err == nil {
+		_ = syscall.Renameat(o.dirFd, tmp, o.dirFd, name)
+	}
 }
 
 // startTicks is field 22 of /proc/PID/stat: the process start time in clock
@@ -276,6 +294,12 @@ func leaseExpired(path string) bool {
 
 func main() {
 	o := parseArgs(os.Args[1:])
+	// The job inherits stdin, stdout and stderr only.
+	for _, fd := range []int{o.notifyFd, o.dirFd} {
+		if fd >= 0 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	stop := make(chan os.Signal, 2)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -290,7 +314,7 @@ func main() {
 		o.notifyFd = -1
 	}
 	finish := func(fields string) {
-		writeRecord(o.dir, "exit", "{"+fields+`,"ended_ms":`+strconv.FormatInt(nowMs(), 10)+"}")
+		writeRecord(&o, "exit", "{"+fields+`,"ended_ms":`+strconv.FormatInt(nowMs(), 10)+"}")
 		notify("0")
 		os.Exit(0)
 	}
@@ -319,7 +343,7 @@ func main() {
 		finish(`"error":` + jsonString(msg))
 	}
 	started := nowMs()
-	writeRecord(o.dir, "pid", `{"pid":`+strconv.Itoa(pid)+`,"start":`+strconv.FormatUint(startTicks(pid), 10)+
+	writeRecord(&o, "pid", `{"pid":`+strconv.Itoa(pid)+`,"start":`+strconv.FormatUint(startTicks(pid), 10)+
 		`,"shim":`+strconv.Itoa(os.Getpid())+`,"started_ms":`+strconv.FormatInt(started, 10)+"}")
 	notify(strconv.Itoa(pid))
 

@@ -123,8 +123,8 @@ func (l *lease) extend(until time.Time) error {
 // shimArgs is the shim's command line for a run.
 func (r *Run) shimArgs(command []string) []string {
 	spec := r.opts.spec
-	abs, _ := filepath.Abs(r.dir)
-	args := []string{"-dir", abs, "-notify-fd", "3", "-kill-grace", strconv.Itoa(int(ShutdownGrace / time.Second))}
+	// The run directory is fd 4 (a run as another user may not reach it by its path).
+	args := []string{"-dir-fd", "4", "-notify-fd", "3", "-kill-grace", strconv.Itoa(int(ShutdownGrace / time.Second))}
 	if r.opts.leaseFile != "" {
 		args = append(args, "-lease", r.opts.leaseFile)
 	}
@@ -146,6 +146,12 @@ func (r *Run) spawnShimAndWait(command []string, env []string, cwd string, crede
 		return Outcome{Error: "cannot start the run shim: " + err.Error()}
 	}
 	defer pr.Close()
+	dirFile, err := os.Open(r.dir)
+	if err != nil {
+		pw.Close()
+		return Outcome{Error: fmt.Sprintf("cannot open the run directory %s: %s", r.dir, errnoText(err))}
+	}
+	defer dirFile.Close()
 	cmd := &exec.Cmd{
 		Path:        r.opts.shim,
 		Args:        append([]string{r.opts.shim}, r.shimArgs(command)...),
@@ -153,7 +159,7 @@ func (r *Run) spawnShimAndWait(command []string, env []string, cwd string, crede
 		Dir:         cwd,
 		Stdout:      stdout,
 		Stderr:      stderr,
-		ExtraFiles:  []*os.File{pw},
+		ExtraFiles:  []*os.File{pw, dirFile},
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: credential},
 	}
 	r.mu.Lock()
