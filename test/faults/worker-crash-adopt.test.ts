@@ -12,7 +12,7 @@ import { FaultCluster, markedCommand, marks, requireShim, waitFor } from "../hel
 
 test("worker-crash-adopt: a worker SIGKILLed and restarted within the grace re-adopts its 20 runs and reports 2 that ended meanwhile; each runs once, on attempt 1", async (t) => {
   requireShim();
-  const cluster = await FaultCluster.start({ workers: 1, slots: 22, grace: 20 });
+  const cluster = await FaultCluster.start({ workers: 1, slots: 24, grace: 20 });
   try {
     const c = cluster.client();
     const ids: string[] = [];
@@ -27,10 +27,13 @@ test("worker-crash-adopt: a worker SIGKILLed and restarted within the grace re-a
       const command = ["sh", "-c", `while [ ! -e ${go} ]; do sleep 0.1; done; echo quick; exit 3`];
       quick.push((await c.submit({ name: `quick-${i}`, command, maxRetries: 0 })).id);
     }
+    // Two that the next worker must still time out (from the recorded start) and kill.
+    const timed = (await c.submit({ name: "timed", command: ["sleep", "60"], timeoutSeconds: 8, maxRetries: 0 })).id;
+    const killed = (await c.submit({ name: "killed", command: ["sleep", "60"], maxRetries: 0 })).id;
     await waitFor(
-      async () => (await cluster.allJobs()).filter((j) => j.state === JobState.RUNNING).length === 22,
+      async () => (await cluster.allJobs()).filter((j) => j.state === JobState.RUNNING).length === 24,
       60_000,
-      "22 jobs RUNNING on w0",
+      "24 jobs RUNNING on w0",
     );
     const victim = cluster.workers[0];
     if (!victim) throw new Error("no worker");
@@ -43,11 +46,11 @@ test("worker-crash-adopt: a worker SIGKILLed and restarted within the grace re-a
       30_000,
       "the quick runs to end",
     );
-    const again = await cluster.startWorker("w0", 22);
+    const again = await cluster.startWorker("w0", 24);
     await waitFor(() => /re-adopted \d+ runs, reported \d+ ended/.test(again.output()), 30_000, "the adoption log");
     const [, adopted, ended] = /re-adopted (\d+) runs, reported (\d+) ended/.exec(again.output()) ?? [];
     t.log(`re-adopted ${adopted} runs, reported ${ended} ended`);
-    t.is(Number(adopted) + Number(ended), 22, "every run found again");
+    t.is(Number(adopted) + Number(ended), 24, "every run found again");
     t.true(Number(adopted) > 0, "live runs were adopted");
     t.true(Number(ended) >= 2, "the runs that ended meanwhile were reported");
     await waitFor(
@@ -55,8 +58,17 @@ test("worker-crash-adopt: a worker SIGKILLed and restarted within the grace re-a
       60_000,
       "every job to succeed",
     );
+    const gone = await c.kill(killed, 2);
+    t.true(gone.killRequested);
+    const k = await c.wait(killed, { timeoutMs: 30_000 });
+    t.is(k.state, JobState.KILLED, "a re-adopted run is killed on request");
+    t.is(k.attempts.length, 1);
+    const to = await c.wait(timed, { timeoutMs: 60_000 });
+    t.is(to.state, JobState.FAILED);
+    t.regex(to.error, /timed out after 8s/, "the timeout holds across the restart");
+    t.is(to.attempts.length, 1);
     await waitFor(
-      async () => (await cluster.allJobs()).filter((j) => j.state === JobState.FAILED).length === 2,
+      async () => (await cluster.allJobs()).filter((j) => j.state === JobState.FAILED).length === 3,
       60_000,
       "the quick jobs to be recorded",
     );
