@@ -6,9 +6,9 @@
  */
 import { create } from "@bufbuild/protobuf";
 import test from "ava";
+import { ServiceTransport } from "../clients/typescript/src/transport.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import { AttachRequestSchema, type AttachResponse, WorkerService } from "../gen/crms/v1/worker_pb.js";
-import { ServiceTransport } from "../src/client/transport.js";
 import { TestCluster } from "./helpers/cluster.js";
 
 /** A raw Attach stream that keeps what the control plane sends. */
