@@ -9,10 +9,13 @@ import test from "ava";
 import { JobState } from "../../gen/crms/v1/job_pb.js";
 import { account, FaultCluster, requireShim, sleep, summaryLine } from "../helpers/fault-cluster.js";
 
-const JOBS = 5_000;
+/** CHAOS_JOBS sets another size (the issue's 10,000 report used 10,000). */
+const JOBS = Number(process.env.CHAOS_JOBS ?? 5_000);
+/** Under 2 minutes on an idle 2-core machine; the rest of the file's 300 s is margin for a busy one. */
+const DEADLINE_MS = 270_000;
 const WORKERS = 4;
 
-test("chaos: 5,000 short jobs while a random worker is SIGKILLed and restarted every 3 s: all SUCCEEDED once, each command ran to its end once", async (t) => {
+test(`chaos: ${JOBS} short jobs while a random worker is SIGKILLed and restarted every 3 s: all SUCCEEDED once, each command ran to its end once`, async (t) => {
   requireShim();
   const cluster = await FaultCluster.start({ workers: WORKERS, slots: 8, grace: 10, heartbeat: 1 });
   try {
@@ -44,9 +47,13 @@ test("chaos: 5,000 short jobs while a random worker is SIGKILLed and restarted e
       !submitting &&
       ((await c.clusterStatus({ timeoutMs: 10_000 })).jobs.find((j) => j.state === JobState.SUCCEEDED)?.count ?? 0) >=
         JOBS;
-    const deadline = Date.now() + 150_000;
+    const started = Date.now();
+    const deadline = started + DEADLINE_MS;
     while (!(await done())) {
-      if (Date.now() > deadline) throw new Error(`not done after 150 s (${kills} kills)`);
+      if (Date.now() > deadline) {
+        const counts = (await c.clusterStatus()).jobs.map((j) => `${JobState[j.state]} ${j.count}`).join(", ");
+        throw new Error(`not done after ${DEADLINE_MS / 1000} s (${kills} kills, ${acked.size} submitted; ${counts})`);
+      }
       await sleep(3_000);
       if (submitting || kills < 15) {
         const i = Math.floor(Math.random() * WORKERS);
@@ -59,6 +66,7 @@ test("chaos: 5,000 short jobs while a random worker is SIGKILLed and restarted e
       }
     }
     await submitter;
+    t.log(`${JOBS} jobs through ${kills} worker kills in ${Math.round((Date.now() - started) / 1000)} s`);
     const result = await account(cluster, acked);
     let ranTwice = 0;
     for (const name of readdirSync(ends)) {
