@@ -471,9 +471,10 @@ export class Sessions {
       restarted,
     });
     for (const report of hello.finished) await this.finished(session, report);
-    const reported = new Set<string>(hello.finished.map((f) => f.jobId));
+    // By attempt: a report of an older attempt says nothing about the current one.
+    const reported = new Set<string>(hello.finished.map((f) => `${f.jobId}#${f.attempt}`));
     for (const run of hello.running) {
-      reported.add(run.jobId);
+      reported.add(`${run.jobId}#${run.attempt}`);
       const job = this.deps.store.job(run.jobId);
       if (job && isActive(job.state) && job.worker === hello.name && job.attempt === run.attempt) {
         session.assigned.set(job.id, job.attempt);
@@ -497,7 +498,7 @@ export class Sessions {
     for (const id of [...(this.deps.store.jobIndex.active.get(hello.name) ?? [])]) {
       const job = this.deps.store.job(id);
       // Sent to this session meanwhile (placed while the hello was handled): it is this process's own.
-      if (!job || reported.has(id) || session.assigned.get(id) === job.attempt) continue;
+      if (!job || reported.has(`${id}#${job.attempt}`) || session.assigned.get(id) === job.attempt) continue;
       if (job.state === JobState.RUNNING || (restarted && job.state === JobState.ASSIGNED)) {
         // The worker does not have it (it restarted): that run is lost. An ASSIGNED attempt is
         // never sent to a new process again: the old one may have started it (at most once).
