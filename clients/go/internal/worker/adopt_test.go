@@ -139,3 +139,28 @@ func TestAdoptAfterLeave(t *testing.T) {
 		}
 	}
 }
+
+// A worker whose heartbeats are not acknowledged for the grace is cut off:
+// it (and the run's shim) ends the run, and reports it fenced (LOST, not failed).
+func TestFencedWhenCutOff(t *testing.T) {
+	for _, withShim := range []bool{true, false} {
+		shim := ""
+		if withShim {
+			shim = buildShim(t)
+		}
+		f, addr := startFake(t)
+		var logs logBook
+		w := shimWorker(t, addr, t.TempDir(), shim, &logs)
+		s := f.next(t)
+		expect(t, s, hello)
+		// Grace 2 s, and the fake control plane never acknowledges a heartbeat.
+		s.send <- &crmsv1.AttachResponse{Msg: &crmsv1.AttachResponse_Welcome{Welcome: &crmsv1.Welcome{Replica: "fake", HeartbeatSeconds: 1, GraceSeconds: 2}}}
+		s.send <- assign("cut", 1, "sleep", "30")
+		expect(t, s, started)
+		fin := expect(t, s, finished)
+		if !fin.Fenced || fin.Signal != "SIGTERM" || !strings.HasPrefix(fin.Error, "fenced") {
+			t.Fatalf("shim %v: finished %v", withShim, fin)
+		}
+		w.Stop(true, "test over")
+	}
+}

@@ -570,6 +570,8 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 		out.Error = fmt.Sprintf("timed out after %ds", spec.GetTimeoutSeconds())
 	case r.killed:
 		out.Error = r.killReason
+	case r.fenced:
+		out.Error = fencedError
 	}
 	r.mu.Unlock()
 	return out

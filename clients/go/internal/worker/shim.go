@@ -276,3 +276,45 @@ func adoptRun(opts runOptions, rec pidRecord) (*Run, error) {
 	}()
 	return r, nil
 }
+
+// fence ends the run because the worker is cut off (like Kill; the outcome
+// says fenced, and the control plane records the run LOST).
+func (r *Run) fence(grace time.Duration) {
+	if r.ended.Load() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.killDeadline.IsZero() {
+		return // already being ended
+	}
+	if !r.timedOut && !r.killed {
+		r.fenced = true
+	}
+	r.terminateLocked(grace)
+}
+
+// fenceIfCutOff: past the lease (the last acknowledged heartbeat + the grace)
+// the control plane is about to rerun our jobs elsewhere, so end them first.
+// The shims do the same from the lease file; re-adopted runs are left to
+// theirs (they know whether the job keeps going on a disconnect).
+func (w *Worker) fenceIfCutOff() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.graceSeconds == 0 || w.lease.deadline == 0 || time.Now().UnixMilli() <= w.lease.deadline {
+		return
+	}
+	for _, r := range w.runs {
+		if r.adopted || r.opts.spec.GetKeepOnDisconnect() {
+			continue
+		}
+		r.mu.Lock()
+		stopping := !r.killDeadline.IsZero()
+		r.mu.Unlock()
+		if stopping || r.ended.Load() {
+			continue
+		}
+		w.logf("fencing %s: cut off from the control plane for %ds", label(r.jobID, r.attempt), w.graceSeconds)
+		r.fence(ShutdownGrace)
+	}
+}

@@ -342,6 +342,18 @@ func (w *Worker) Start() error {
 		w.logf("no run shim (--shim): runs end with this process and cannot be re-adopted")
 	}
 	go w.connectLoop(set)
+	go func() {
+		ticker := time.NewTicker(500 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-ticker.C:
+				w.fenceIfCutOff()
+			}
+		}
+	}()
 	return nil
 }
 
@@ -471,10 +483,15 @@ func (w *Worker) Leave(reason string) {
 
 // extendLeaseLocked: the control plane heard us; runs may go on until now + grace.
 func (w *Worker) extendLeaseLocked() {
-	if w.graceSeconds == 0 || w.opts.Shim == "" {
+	if w.graceSeconds == 0 {
 		return
 	}
-	if err := w.lease.extend(time.Now().Add(time.Duration(w.graceSeconds) * time.Second)); err != nil {
+	until := time.Now().Add(time.Duration(w.graceSeconds) * time.Second)
+	if w.opts.Shim == "" {
+		w.lease.deadline = max(w.lease.deadline, until.UnixMilli()) // the worker fences its own children
+		return
+	}
+	if err := w.lease.extend(until); err != nil {
 		w.logf("cannot write the lease file %s: %s", w.lease.file, err)
 	}
 }
