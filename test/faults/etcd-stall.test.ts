@@ -233,7 +233,14 @@ test("a worker cut off just before etcd stalls past its grace, back soon after e
     const acknowledged = new Map<string, string>();
     for (const name of ["a", "b"]) {
       const job = await client.submit(
-        { name, command: cluster.markerCommand(`while [ ! -e ${go} ]; do sleep 0.1; done`), maxRetries: 0 },
+        // keepOnDisconnect: a worker silent past its grace fences (kills) its runs, as the control plane may
+        // rerun them; this test is about the control plane's fresh grace, so its jobs opt out of fencing.
+        {
+          name,
+          command: cluster.markerCommand(`while [ ! -e ${go} ]; do sleep 0.1; done`),
+          maxRetries: 0,
+          keepOnDisconnect: true,
+        },
         { requestId: `${tag}-${name}` },
       );
       acknowledged.set(`${tag}-${name}`, job.id);
