@@ -391,6 +391,7 @@ export class Run {
       return { error: `cannot open the run directory ${this.runDir}: ${errnoOf(err) ?? String(err)}` };
     }
     let child: ReturnType<typeof spawn>;
+    let exited: Promise<{ code: number | null; error?: string }>;
     try {
       child = spawn(shim.path, args, {
         cwd,
@@ -398,6 +399,12 @@ export class Run {
         ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
         detached: true,
         stdio: ["ignore", stdoutFd, stderrFd, "pipe", dirFd.fd],
+      });
+      // Listened for before any await: a shim that ends at once (command not found) must not be missed.
+      const spawned = child;
+      exited = new Promise((resolve) => {
+        spawned.once("error", (err) => resolve({ code: null, error: errnoOf(err) ?? err.message }));
+        spawned.once("exit", (code) => resolve({ code }));
       });
     } finally {
       await dirFd.close();
@@ -415,10 +422,7 @@ export class Run {
       if (text.includes("\n") && pid > 0 && this.pid === 0) this.#started(pid);
     });
     notify?.on("error", () => undefined);
-    const status = await new Promise<{ code: number | null; error?: string }>((resolve) => {
-      child.once("error", (err) => resolve({ code: null, error: errnoOf(err) ?? err.message }));
-      child.once("exit", (code) => resolve({ code }));
-    });
+    const status = await exited;
     clearTimeout(this.#killTimer);
     if (status.error) {
       return { error: `cannot start the run shim ${shim.path}: ${status.error}` };
