@@ -1,6 +1,7 @@
 package crms_test
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
@@ -46,5 +47,57 @@ func TestHistoryListsFinishedJobsNewestFirst(t *testing.T) {
 		if !errors.Is(err, crms.ErrInvalidArgument) {
 			t.Fatalf("RUNNING filter: %v, want ErrInvalidArgument", err)
 		}
+	}
+}
+
+// The Go worker sends a finished run's whole output to the control plane, so
+// that it is served in full after the worker is gone (not only the tails
+// kept in the job record).
+func TestGoWorkerOutputIsKeptAfterTheWorkerIsGone(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	name := "go-ship-" + time.Now().Format("150405.000000")
+	cmd, done, err := startGoWorker(name, "1", address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); <-done }()
+	// 20,000 bytes on stdout, more than the record's tail; a line on stderr.
+	job, err := client.Submit(ctx, crms.JobSpec{
+		Command:      []string{"sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo 123456789; i=$((i+1)); done; echo oops >&2"},
+		TargetWorker: name,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err := client.Wait(ctx, job.ID); err != nil || j.State != crms.StateSucceeded {
+		t.Fatalf("wait: %v %+v", err, j)
+	}
+	want := bytes.Repeat([]byte("123456789\n"), 2000)
+	// The upload goes on after the finish report: poll until the control plane
+	// has it, then take the worker away and read again.
+	for {
+		wk, err := client.Worker(ctx, name)
+		if err == nil && wk.State == crms.WorkerUp {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("worker %s not up: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	<-done
+	for {
+		out, err := client.ReadOutput(ctx, job.ID)
+		if err == nil && !out.Truncated && bytes.Equal(out.Stdout, want) && string(out.Stderr) == "oops\n" {
+			return
+		}
+		if ctx.Err() != nil {
+			if out != nil {
+				t.Fatalf("output after the worker is gone: %v, truncated=%v, %d stdout bytes, stderr %q", err, out.Truncated, len(out.Stdout), out.Stderr)
+			}
+			t.Fatalf("output after the worker is gone: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

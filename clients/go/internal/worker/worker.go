@@ -102,6 +102,10 @@ type Options struct {
 	// a worker started again with the same name and data directory re-adopts
 	// them. "": runs are the worker's children and die with it.
 	Shim string
+	// Bytes of a finished run's output (both streams) sent to the control
+	// plane to be kept with the job's history: 0 means DefaultShipCap, a
+	// negative number sends nothing.
+	ShipOutputBytes int64
 }
 
 // Worker runs jobs for a crms control plane.
@@ -1194,6 +1198,30 @@ func (w *Worker) onRunEnd(key string, run *Run) {
 		Fenced:     o.Fenced,
 		Pid:        int32(o.PID),
 	})
+	w.shipOutputLocked(run.jobID, run.attempt)
+}
+
+// shipOutputLocked sends the run's full output to the control plane in the
+// background (best effort, logged), so that it can be read after this worker
+// is gone.
+func (w *Worker) shipOutputLocked(jobID string, attempt uint32) {
+	limit := w.opts.ShipOutputBytes
+	if limit == 0 {
+		limit = DefaultShipCap
+	}
+	if limit < 0 || w.replicas == nil {
+		return
+	}
+	dir, err := runDirOf(w.opts.DataDir, jobID, attempt)
+	if err != nil {
+		return
+	}
+	client := crmsv1.NewWorkerServiceClient(w.replicas)
+	go func() {
+		if err := shipOutput(w.ctx, client, jobID, attempt, dir, limit); err != nil {
+			w.dbgf("%s output not kept by the control plane: %s", label(jobID, attempt), errorText(err))
+		}
+	}()
 }
 
 // reportLocked keeps a finished report until it is acknowledged, and sends it.
