@@ -303,6 +303,41 @@ test.serial("closed pages end their watch streams on the server", async (t) => {
   t.pass();
 });
 
+test.serial(
+  "ten tabs load and stay live at once: the leading tab's two watch streams serve them all, and another tab takes over when it closes",
+  async (t) => {
+    t.timeout(180_000);
+    const { cluster, baseline } = t.context;
+    const { store } = cluster.server;
+    const c = cluster.client();
+    const tabs: Array<{ page: Page; errors: string[] }> = [];
+    for (let i = 0; i < 10; i++) {
+      const tab = await open(t, "#/jobs");
+      // Each tab is live before the next opens: an eleventh stream would stall behind six connections.
+      await tab.page.locator("#conn.ok").waitFor({ timeout: 30_000 });
+      tabs.push(tab);
+    }
+    // Two watches on the server (jobs, workers) for ten tabs, not twenty.
+    t.is(store.jobs.listenerCount("put") - baseline.jobs, 1);
+    t.is(store.workers.listenerCount("put") - baseline.workers, 1);
+    const seenByAll = async (name: string) => {
+      const job = await c.submit({ command: ["true"], name });
+      for (const { page } of tabs) {
+        await page.locator(`tr[data-id='${job.id}']`, { hasText: "SUCCEEDED" }).waitFor({ timeout: 30_000 });
+      }
+    };
+    await seenByAll("ten-tabs");
+    // The leader (the first tab) closes: another tab takes the lock and opens the streams.
+    await (tabs.shift() as { page: Page }).page.close();
+    await seenByAll("nine-tabs");
+    t.is(store.jobs.listenerCount("put") - baseline.jobs, 1);
+    for (const { page, errors } of tabs) {
+      t.deepEqual(errors, []);
+      await page.close();
+    }
+  },
+);
+
 test.serial("job pages show an array's task counts, its tasks, dependencies and attempts", async (t) => {
   const c = t.context.cluster.client();
   const arr = await c.submit({ command: ["true"], name: "web array", array: { first: 1, last: 4, maxRunning: 2 } });
