@@ -36,8 +36,9 @@ test.before(async (t) => {
   const cluster = await TestCluster.start();
   await cluster.startWorker("web-alpha", 3, { zone: "a" });
   const { store } = cluster.server;
-  const baseline = { jobs: store.jobs.listenerCount("put"), workers: store.workers.listenerCount("put") };
   const http = await startHttp(cluster.server, "127.0.0.1:0");
+  // After the endpoint started: its activity ring (the overview chart) listens from the start.
+  const baseline = { jobs: store.jobs.listenerCount("put"), workers: store.workers.listenerCount("put") };
   const userDataDir = mkdtempSync(join(tmpdir(), "crms-chromium-"));
   // A persistent context is how playwright takes a fresh user data dir of our own.
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -302,6 +303,35 @@ test.serial("closed pages end their watch streams on the server", async (t) => {
   );
   t.pass();
 });
+
+test.serial(
+  "a fresh tab's overview chart shows the control plane's last hour, with jobs that finished before the tab opened",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const before = await (await fetch(`${t.context.http.url}activity`)).json();
+    const finishedBefore = (before.minutes as Array<{ finished: number }>).reduce((a, m) => a + m.finished, 0);
+    for (const id of await Promise.all([1, 2, 3].map(async () => (await c.submit({ command: ["true"] })).id))) {
+      await c.wait(id);
+    }
+    const { page, errors } = await open(t, "#/");
+    const finished = page.locator(".legend.l-finished strong");
+    await finished.waitFor();
+    await cluster.waitFor(
+      async () => Number((await finished.textContent())?.replace(/\D/g, "")) >= finishedBefore + 3,
+      15_000,
+      "the chart's finished count",
+    );
+    // Drawn from the server's minutes, not from this page's own counting (which saw nothing).
+    const points = await page.locator(".chart polyline.finished").getAttribute("points");
+    t.truthy(points?.trim(), "the finished line is drawn");
+    t.regex((await page.locator(".rates").textContent()) ?? "", /from the control plane/);
+    t.regex((await page.locator(".l-slots").textContent()) ?? "", /slots used \d+\/3/);
+    await shot(page, "overview-chart");
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
 
 test.serial(
   "ten tabs load and stay live at once: the leading tab's two watch streams serve them all, and another tab takes over when it closes",
