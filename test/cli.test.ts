@@ -19,7 +19,7 @@ const test = anyTest as TestFn<{ cluster: TestCluster; c: CrmsClient; env: NodeJ
 test.before(async (t) => {
   const cluster = await TestCluster.start();
   await cluster.startWorker("cli-1", 4);
-  const env = { ...process.env, CRMS_SERVER: cluster.address };
+  const env: NodeJS.ProcessEnv = { ...process.env, CRMS_SERVER: cluster.address };
   delete env.NO_COLOR;
   delete env.FORCE_COLOR;
   delete env.COLUMNS;
@@ -57,7 +57,7 @@ test.serial(
     const before = (await c.listJobs({ pageSize: 1 })).totalSize;
     const cases: string[][] = [];
     for (const cmd of Object.keys(COMMANDS).filter((k) => !["help", "version", "completion"].includes(k))) {
-      cases.push([cmd, cmd === "kill" || cmd === "delete" || cmd === "hold" ? held.id : "", "--help"].filter(Boolean));
+      cases.push(cmd === "kill" || cmd === "delete" || cmd === "hold" ? [cmd, held.id, "--help"] : [cmd, "--help"]);
     }
     cases.push(["worker", "-h"], ["server", "-h", "--listen", "127.0.0.1:0"], ["dev", "-h"]);
     cases.push(
@@ -84,7 +84,7 @@ test.serial(
     t.is((await c.getWorker("cli-1")).state, WorkerState.UP);
     // `crms help CMD` is `crms CMD --help`; the job's own -h after `--` is the job's.
     const help = await cli(["help", "jobs"], env);
-    t.is(help.stdout, results.find((r) => r.args[0] === "jobs")?.stdout);
+    t.is(help.stdout, results.find((r) => r.args[0] === "jobs")?.stdout ?? "(no jobs --help)");
     t.is((await cli(["help", "nosuch"], env)).code, 2);
     t.is((await cli(["--help"], env)).code, 0);
   },
@@ -171,7 +171,10 @@ test("an unreachable server gives a clear 'cannot reach' within the default 5 s 
   // a gRPC dump); no timing assertion, the machine is shared.
   const r = await cli(["jobs", "--server", `127.0.0.1:${port}`], env);
   t.is(r.code, 1);
-  t.regex(r.stderr, new RegExp(`^crms: cannot reach the crms server at 127\\.0\\.0\\.1:${port} within 5s; is it running\\?`));
+  t.regex(
+    r.stderr,
+    new RegExp(`^crms: cannot reach the crms server at 127\\.0\\.0\\.1:${port} within 5s; is it running\\?`),
+  );
   const short = await cli(["--connect-timeout", "1", "workers", "--server", `127.0.0.1:${port}`], env);
   t.regex(short.stderr, /within 1s/);
   t.is((await cli(["jobs", "--connect-timeout", "0"], env)).code, 2);

@@ -309,7 +309,7 @@ test.serial(
   async (t) => {
     const { cluster } = t.context;
     const c = cluster.client();
-    const before = await (await fetch(`${t.context.http.url}activity`)).json();
+    const before = (await (await fetch(`${t.context.http.url}activity`)).json()) as { minutes: unknown[] };
     const finishedBefore = (before.minutes as Array<{ finished: number }>).reduce((a, m) => a + m.finished, 0);
     for (const id of await Promise.all([1, 2, 3].map(async () => (await c.submit({ command: ["true"] })).id))) {
       await c.wait(id);
