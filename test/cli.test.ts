@@ -173,7 +173,9 @@ test("an unreachable server gives a clear 'cannot reach' within the default 5 s 
   t.is(r.code, 1);
   t.regex(
     r.stderr,
-    new RegExp(`^crms: cannot reach the crms server at 127\\.0\\.0\\.1:${port} within 5s; is it running\\?`),
+    new RegExp(
+      `^crms: UNAVAILABLE: cannot reach the crms server at 127\\.0\\.0\\.1:${port} within 5s \\(.*ECONNREFUSED.*\\); is it running\\?`,
+    ),
   );
   const short = await cli(["--connect-timeout", "1", "workers", "--server", `127.0.0.1:${port}`], env);
   t.regex(short.stderr, /within 1s/);

@@ -248,8 +248,13 @@ async function reachable(client: CrmsClient, target: string, seconds: number): P
       ),
     );
   } catch {
+    // One call without waiting, for grpc-js's last connection error (refused, TLS handshake, ...).
+    const why = await client.listWorkers(1, "", { timeoutMs: 2000 }).then(
+      () => "",
+      (err: { details?: string }) => (err.details ? ` (${err.details})` : ""),
+    );
     throw new CliError(
-      `cannot reach the crms server at ${target} within ${seconds}s; is it running? ` +
+      `UNAVAILABLE: cannot reach the crms server at ${target} within ${seconds}s${why}; is it running? ` +
         "(--server or CRMS_SERVER; --connect-timeout S to wait longer)",
       1,
     );
