@@ -4,7 +4,7 @@
  * playwright-core. Screenshots of each view go to test-results/screenshots/.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { type Browser, type BrowserContext, chromium, type Page } from "playwrig
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import type { HttpEndpoint } from "../src/web/http.js";
 import { startHttp } from "../src/web/http.js";
+import { CREDENTIAL_NAME } from "../src/worker/runner.js";
 import { CRMS_BIN, TestCluster } from "./helpers/cluster.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -328,6 +329,32 @@ test.serial(
     t.regex((await page.locator(".rates").textContent()) ?? "", /from the control plane/);
     t.regex((await page.locator(".l-slots").textContent()) ?? "", /slots used \d+\/3/);
     await shot(page, "overview-chart");
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
+
+test.serial(
+  "env values whose names look like credentials are masked until Reveal; free slots count UP workers only",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    // The page's pattern is the worker's own.
+    t.true(readFileSync(join(process.cwd(), "web", "src", "format.ts"), "utf8").includes(String(CREDENTIAL_NAME)));
+    const job = await c.submit({ command: ["true"], hold: true, env: { API_TOKEN: "hunter2", GREETING: "visible" } });
+    const { page, errors } = await open(t, `#/jobs/${job.id}`);
+    const env = page.locator("table.env");
+    await env.getByText("visible").waitFor();
+    t.false(((await env.textContent()) ?? "").includes("hunter2"));
+    await page.getByRole("button", { name: "Reveal API_TOKEN" }).click();
+    await env.getByText("hunter2").waitFor();
+    await c.kill(job.id);
+    // Draining the only worker leaves no free slot for new jobs.
+    await c.drain("web-alpha");
+    await page.goto(`${t.context.http.url}#/`);
+    await page.getByText(/^0 free for new jobs \(draining workers take none\)/).waitFor();
+    await c.resume("web-alpha");
+    await page.getByText(/^3 free for new jobs$/).waitFor();
     t.deepEqual(errors, []);
     await page.close();
   },

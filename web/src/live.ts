@@ -69,7 +69,8 @@ type Shared =
   | { kind: "hello" }
   | { kind: "workers"; list: Worker[] }
   | { kind: "worker"; type: WatchEventType; worker: Worker }
-  | { kind: "job"; type: WatchEventType; job: Job }
+  | { kind: "job"; type: WatchEventType; job: Job; revision: bigint }
+  | { kind: "revision"; revision: bigint }
   | { kind: "conn"; jobState: StreamState; workerState: StreamState; lastError: string };
 
 function listeners<T>() {
@@ -128,6 +129,11 @@ export class Live {
   private channel?: BroadcastChannel;
   /** True in the tab that holds the streams (every tab without Web Locks). */
   leader = false;
+  /**
+   * The job watch's revision: a follower keeps the leader's, so that when it
+   * takes over it resumes from there and misses no change made in between.
+   */
+  private revision = 0n;
 
   start(): void {
     const locks = (navigator as Navigator & { locks?: LockManager }).locks;
@@ -176,7 +182,10 @@ export class Live {
       if (this.leader && this.workersSynced) {
         this.share({ kind: "workers", list: [...this.workers.values()] });
       }
-      if (this.leader) this.shareConn();
+      if (this.leader) {
+        this.shareConn();
+        if (this.revision) this.share({ kind: "revision", revision: this.revision });
+      }
       return;
     }
     if (this.leader) return;
@@ -196,7 +205,11 @@ export class Live {
         if (this.workersSynced) this.workerChanges.emit();
         return;
       case "job":
+        if (msg.revision > this.revision) this.revision = msg.revision;
         this.applyJob(msg.type, msg.job);
+        return;
+      case "revision":
+        if (msg.revision > this.revision) this.revision = msg.revision;
         return;
       case "conn":
         this.jobState = msg.jobState;
@@ -305,19 +318,21 @@ export class Live {
 
   private async watchJobs(): Promise<void> {
     const signal = this.stop.signal;
-    let revision = 0n;
     let delay = 500;
     while (!signal.aborted) {
       try {
-        if (revision === 0n) revision = await this.jobRevision(signal);
-        const stream = jobService.watchJobs({ afterRevision: revision }, { signal });
+        if (this.revision === 0n) {
+          this.revision = await this.jobRevision(signal);
+          this.share({ kind: "revision", revision: this.revision });
+        }
+        const stream = jobService.watchJobs({ afterRevision: this.revision }, { signal });
         this.setConn("jobs", "live");
         delay = 500;
         for await (const ev of stream) {
-          if (ev.revision > revision) revision = ev.revision;
+          if (ev.revision > this.revision) this.revision = ev.revision;
           if (ev.job) {
             this.applyJob(ev.type, ev.job);
-            this.share({ kind: "job", type: ev.type, job: ev.job });
+            this.share({ kind: "job", type: ev.type, job: ev.job, revision: this.revision });
           }
         }
         if (signal.aborted) return;
@@ -326,7 +341,7 @@ export class Live {
         if (signal.aborted) return;
         // Compacted away, or a replica behind the one we watched before: start afresh.
         const code = codeOf(err);
-        if (code === Code.OutOfRange || code === Code.InvalidArgument) revision = 0n;
+        if (code === Code.OutOfRange || code === Code.InvalidArgument) this.revision = 0n;
         this.setConn("jobs", "retrying", errorText(err));
       }
       await sleep(delay, signal);

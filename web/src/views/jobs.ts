@@ -110,7 +110,7 @@ function jobRow(job: Job): HTMLTableRowElement {
     "tr",
     { "data-id": job.id, class: job.killRequested && !isFinal(job.state) ? "killing" : null },
     h("td", { class: "num" }, h("a", { href: href(`jobs/${job.id}`) }, job.id)),
-    h("td", { class: "name" }, job.spec?.name || h("span", { class: "muted" }, "—")),
+    h("td", { class: "name", title: job.spec?.name || null }, job.spec?.name || h("span", { class: "muted" }, "—")),
     h(
       "td",
       null,

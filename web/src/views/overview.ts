@@ -89,6 +89,8 @@ export function overviewView(): View {
     let down = 0;
     let slots = 0;
     let used = 0;
+    // Free slots take new jobs: only an UP worker's count (a DRAINING one takes none).
+    let free = 0;
     for (const w of live.workers.values()) {
       if (w.state === WorkerState.UP) up++;
       else if (w.state === WorkerState.DRAINING) draining++;
@@ -97,6 +99,7 @@ export function overviewView(): View {
         slots += w.slots;
         used += Math.min(w.slots, live.usedSlots(w));
       }
+      if (w.state === WorkerState.UP) free += Math.max(0, w.slots - live.usedSlots(w));
     }
     if (!live.workersSynced) {
       replace(workersCard, h("p", { class: "muted" }, "Loading…"));
@@ -118,7 +121,11 @@ export function overviewView(): View {
       slotsCard,
       h("p", { class: "big" }, `${formatCount(used)} `, h("span", { class: "muted" }, `of ${formatCount(slots)} used`)),
       meter(used, slots, "Slots in use", 0.9, 1.01),
-      h("p", { class: "muted" }, `${formatCount(slots - used)} free on attached workers`),
+      h(
+        "p",
+        { class: "muted" },
+        `${formatCount(free)} free for new jobs${draining ? " (draining workers take none)" : ""}`,
+      ),
     );
   };
 
