@@ -360,6 +360,35 @@ test.serial(
   },
 );
 
+test.serial("the submit form takes an array and dependencies (--array, --after)", async (t) => {
+  const { cluster } = t.context;
+  const c = cluster.client();
+  const first = await c.submit({ command: ["true"] });
+  await c.wait(first.id);
+  const { page, errors } = await open(t, "#/submit");
+  await page.locator("#conn.ok").waitFor();
+  await page.getByLabel("Command", { exact: true }).fill("echo task $CRMS_ARRAY_INDEX");
+  await page.getByText("More options").click();
+  await page.getByLabel("Array", { exact: true }).fill("nonsense");
+  await page.getByRole("button", { name: "Submit job" }).click();
+  await page
+    .getByRole("alert")
+    .getByText(/Array: FIRST-LAST/)
+    .waitFor();
+  await page.getByLabel("Array", { exact: true }).fill("1-3%2");
+  await page.getByLabel("After", { exact: true }).fill(`${first.id}:finished`);
+  await page.getByRole("button", { name: "Submit job" }).click();
+  await page.waitForURL(/#\/jobs\/\d+$/);
+  const id = page.url().split("/").at(-1) as string;
+  const spec = cluster.server.store.job(id)?.spec;
+  t.deepEqual([spec?.array?.first, spec?.array?.last, spec?.array?.maxRunning], [1, 3, 2]);
+  t.is(spec?.after[0]?.jobId, first.id);
+  const done = await c.wait(id);
+  t.is(done.arrayCounts?.succeeded, 3);
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
 test.serial(
   "ten tabs load and stay live at once: the leading tab's two watch streams serve them all, and another tab takes over when it closes",
   async (t) => {
