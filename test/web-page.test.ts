@@ -390,6 +390,26 @@ test.serial("the submit form takes an array and dependencies (--array, --after)"
 });
 
 test.serial(
+  "the jobs search finds array tasks by name, and rows that arrive live update the status line",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const array = await c.submit({ command: ["true"], name: "render", array: { first: 1, last: 3 } });
+    await c.wait(array.id);
+    const { page, errors } = await open(t, "#/jobs?q=render%5B2%5D");
+    await page.locator("tr[data-id]", { hasText: "render[2]" }).waitFor();
+    t.regex((await page.locator("tbody").textContent()) ?? "", /render\[2\]/);
+    await page.goto(`${t.context.http.url}#/jobs?label=suite%3Dlive-status`);
+    await page.getByText(/^No jobs( on page 1)?\./).waitFor();
+    const job = await c.submit({ command: ["true"], labels: { suite: "live-status" } });
+    await page.locator(`tr[data-id='${job.id}']`).waitFor();
+    await page.getByText(/^Showing 1 of 1 job( on page 1)?\./).waitFor();
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
+
+test.serial(
   "ten tabs load and stay live at once: the leading tab's two watch streams serve them all, and another tab takes over when it closes",
   async (t) => {
     t.timeout(180_000);
