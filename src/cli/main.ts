@@ -608,7 +608,7 @@ async function history(args: string[]): Promise<number> {
   const since = v.since ? cliParse(() => parseWhen(v.since as string, "--since")) : undefined;
   const until = v.until ? cliParse(() => parseWhen(v.until as string, "--until")) : undefined;
   return withClient(v, async (c) => {
-    const list = [];
+    const list: Job[] = [];
     if (output === "csv") process.stdout.write(csvHeader());
     let n = 0;
     for await (const job of c.history({
