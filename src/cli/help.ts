@@ -35,6 +35,7 @@ export const COMMANDS: Record<string, string[]> = {
     "--array",
     "--after",
     "--request-id",
+    "--keep-on-disconnect",
   ],
   jobs: ["--state", "--worker", "--label", "--array", "--tasks", "--sort", "--limit", "--watch", "-w"],
   job: [],
@@ -50,7 +51,7 @@ export const COMMANDS: Record<string, string[]> = {
   worker: ["--name", "--slots", "--label", "--data-dir", "--run-as"],
   drain: [],
   resume: [],
-  stop: [],
+  stop: ["--keep-runs"],
   admin: ["--keep-finished", "--name", "--role", "--worker", "--bootstrap"],
   server: [
     "--listen",
