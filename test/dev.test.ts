@@ -65,7 +65,7 @@ test("crms dev starts, a job runs through the CLI, and Ctrl-C leaves no etcd, se
     const jobs = await run(process.execPath, [CRMS_BIN, "jobs", "--server", server]);
     t.regex(jobs.stdout, /SUCCEEDED.*echo hello/);
     const json = JSON.parse((await run(process.execPath, [CRMS_BIN, "jobs", "-o", "json", "--server", server])).stdout);
-    t.is(json[0].state, "JOB_STATE_SUCCEEDED");
+    t.is(json[0].state, "SUCCEEDED");
     const failed = await run(process.execPath, [CRMS_BIN, "job", "999", "--server", server]).catch((e) => e);
     t.is(failed.code, 1);
     t.regex(failed.stderr, /^crms: NOT_FOUND: job 999 not found/);

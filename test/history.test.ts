@@ -66,7 +66,7 @@ test.serial("a job deleted from etcd by retention is still found by crms job and
   const shown = await cli(["job", failed.id, "-o", "json"], env);
   t.is(shown.code, 0, shown.stderr);
   const json = JSON.parse(shown.stdout);
-  t.is(json.state, "JOB_STATE_FAILED");
+  t.is(json.state, "FAILED");
   t.is(json.exitCode, 3);
 
   // `crms history` with filters, in each output format.

@@ -4,7 +4,7 @@
  * playwright-core. Screenshots of each view go to test-results/screenshots/.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { type Browser, type BrowserContext, chromium, type Page } from "playwrig
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import type { HttpEndpoint } from "../src/web/http.js";
 import { startHttp } from "../src/web/http.js";
+import { CREDENTIAL_NAME } from "../src/worker/runner.js";
 import { CRMS_BIN, TestCluster } from "./helpers/cluster.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -36,8 +37,9 @@ test.before(async (t) => {
   const cluster = await TestCluster.start();
   await cluster.startWorker("web-alpha", 3, { zone: "a" });
   const { store } = cluster.server;
-  const baseline = { jobs: store.jobs.listenerCount("put"), workers: store.workers.listenerCount("put") };
   const http = await startHttp(cluster.server, "127.0.0.1:0");
+  // After the endpoint started: its activity ring (the overview chart) listens from the start.
+  const baseline = { jobs: store.jobs.listenerCount("put"), workers: store.workers.listenerCount("put") };
   const userDataDir = mkdtempSync(join(tmpdir(), "crms-chromium-"));
   // A persistent context is how playwright takes a fresh user data dir of our own.
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -302,6 +304,145 @@ test.serial("closed pages end their watch streams on the server", async (t) => {
   );
   t.pass();
 });
+
+test.serial(
+  "a fresh tab's overview chart shows the control plane's last hour, with jobs that finished before the tab opened",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const before = (await (await fetch(`${t.context.http.url}activity`)).json()) as { minutes: unknown[] };
+    const finishedBefore = (before.minutes as Array<{ finished: number }>).reduce((a, m) => a + m.finished, 0);
+    for (const id of await Promise.all([1, 2, 3].map(async () => (await c.submit({ command: ["true"] })).id))) {
+      await c.wait(id);
+    }
+    const { page, errors } = await open(t, "#/");
+    const finished = page.locator(".legend.l-finished strong");
+    await finished.waitFor();
+    await cluster.waitFor(
+      async () => Number((await finished.textContent())?.replace(/\D/g, "")) >= finishedBefore + 3,
+      15_000,
+      "the chart's finished count",
+    );
+    // Drawn from the server's minutes, not from this page's own counting (which saw nothing).
+    const points = await page.locator(".chart polyline.finished").getAttribute("points");
+    t.truthy(points?.trim(), "the finished line is drawn");
+    t.regex((await page.locator(".rates").textContent()) ?? "", /from the control plane/);
+    t.regex((await page.locator(".l-slots").textContent()) ?? "", /slots used \d+\/3/);
+    await shot(page, "overview-chart");
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
+
+test.serial(
+  "env values whose names look like credentials are masked until Reveal; free slots count UP workers only",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    // The page's pattern is the worker's own.
+    t.true(readFileSync(join(process.cwd(), "web", "src", "format.ts"), "utf8").includes(String(CREDENTIAL_NAME)));
+    const job = await c.submit({ command: ["true"], hold: true, env: { API_TOKEN: "hunter2", GREETING: "visible" } });
+    const { page, errors } = await open(t, `#/jobs/${job.id}`);
+    const env = page.locator("table.env");
+    await env.getByText("visible").waitFor();
+    t.false(((await env.textContent()) ?? "").includes("hunter2"));
+    await page.getByRole("button", { name: "Reveal API_TOKEN" }).click();
+    await env.getByText("hunter2").waitFor();
+    await c.kill(job.id);
+    // Draining the only worker leaves no free slot for new jobs.
+    await c.drain("web-alpha");
+    await page.goto(`${t.context.http.url}#/`);
+    await page.getByText(/^0 free for new jobs \(draining workers take none\)/).waitFor();
+    await c.resume("web-alpha");
+    await page.getByText(/^3 free for new jobs$/).waitFor();
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
+
+test.serial("the submit form takes an array and dependencies (--array, --after)", async (t) => {
+  const { cluster } = t.context;
+  const c = cluster.client();
+  const first = await c.submit({ command: ["true"] });
+  await c.wait(first.id);
+  const { page, errors } = await open(t, "#/submit");
+  await page.locator("#conn.ok").waitFor();
+  await page.getByLabel("Command", { exact: true }).fill("echo task $CRMS_ARRAY_INDEX");
+  await page.getByText("More options").click();
+  await page.getByLabel("Array", { exact: true }).fill("nonsense");
+  await page.getByRole("button", { name: "Submit job" }).click();
+  await page
+    .getByRole("alert")
+    .getByText(/Array: FIRST-LAST/)
+    .waitFor();
+  await page.getByLabel("Array", { exact: true }).fill("1-3%2");
+  await page.getByLabel("After", { exact: true }).fill(`${first.id}:finished`);
+  await page.getByRole("button", { name: "Submit job" }).click();
+  await page.waitForURL(/#\/jobs\/\d+$/);
+  const id = page.url().split("/").at(-1) as string;
+  const spec = cluster.server.store.job(id)?.spec;
+  t.deepEqual([spec?.array?.first, spec?.array?.last, spec?.array?.maxRunning], [1, 3, 2]);
+  t.is(spec?.after[0]?.jobId, first.id);
+  const done = await c.wait(id);
+  t.is(done.arrayCounts?.succeeded, 3);
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
+test.serial(
+  "the jobs search finds array tasks by name, and rows that arrive live update the status line",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const array = await c.submit({ command: ["true"], name: "render", array: { first: 1, last: 3 } });
+    await c.wait(array.id);
+    const { page, errors } = await open(t, "#/jobs?q=render%5B2%5D");
+    await page.locator("tr[data-id]", { hasText: "render[2]" }).waitFor();
+    t.regex((await page.locator("tbody").textContent()) ?? "", /render\[2\]/);
+    await page.goto(`${t.context.http.url}#/jobs?label=suite%3Dlive-status`);
+    await page.getByText(/^No jobs( on page 1)?\./).waitFor();
+    const job = await c.submit({ command: ["true"], labels: { suite: "live-status" } });
+    await page.locator(`tr[data-id='${job.id}']`).waitFor();
+    await page.getByText(/^Showing 1 of 1 job( on page 1)?\./).waitFor();
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
+
+test.serial(
+  "ten tabs load and stay live at once: the leading tab's two watch streams serve them all, and another tab takes over when it closes",
+  async (t) => {
+    t.timeout(180_000);
+    const { cluster, baseline } = t.context;
+    const { store } = cluster.server;
+    const c = cluster.client();
+    const tabs: Array<{ page: Page; errors: string[] }> = [];
+    for (let i = 0; i < 10; i++) {
+      const tab = await open(t, "#/jobs");
+      // Each tab is live before the next opens: an eleventh stream would stall behind six connections.
+      await tab.page.locator("#conn.ok").waitFor({ timeout: 30_000 });
+      tabs.push(tab);
+    }
+    // Two watches on the server (jobs, workers) for ten tabs, not twenty.
+    t.is(store.jobs.listenerCount("put") - baseline.jobs, 1);
+    t.is(store.workers.listenerCount("put") - baseline.workers, 1);
+    const seenByAll = async (name: string) => {
+      const job = await c.submit({ command: ["true"], name });
+      for (const { page } of tabs) {
+        await page.locator(`tr[data-id='${job.id}']`, { hasText: "SUCCEEDED" }).waitFor({ timeout: 30_000 });
+      }
+    };
+    await seenByAll("ten-tabs");
+    // The leader (the first tab) closes: another tab takes the lock and opens the streams.
+    await (tabs.shift() as { page: Page }).page.close();
+    await seenByAll("nine-tabs");
+    t.is(store.jobs.listenerCount("put") - baseline.jobs, 1);
+    for (const { page, errors } of tabs) {
+      t.deepEqual(errors, []);
+      await page.close();
+    }
+  },
+);
 
 test.serial("job pages show an array's task counts, its tasks, dependencies and attempts", async (t) => {
   const c = t.context.cluster.client();

@@ -62,7 +62,7 @@ test.serial(
     );
     const listed = (await workersJson()).find((x) => x.name === "down-a");
     t.truthy(listed, "a DOWN worker stays in crms workers");
-    t.is(listed?.state, "WORKER_STATE_DOWN");
+    t.is(listed?.state, "DOWN");
     t.is(listed?.downReason, "stream ended");
     t.deepEqual(listed?.lastJobs, [job.id]);
     const heartbeat = Date.parse(listed?.lastHeartbeat ?? "");
@@ -130,7 +130,7 @@ test.serial("DOWN records are bounded: retention keeps the newest (count 2 here)
     20_000,
     "retention to delete the oldest DOWN record",
   );
-  const down = (await workersJson()).filter((w) => w.state === "WORKER_STATE_DOWN").map((w) => w.name);
+  const down = (await workersJson()).filter((w) => w.state === "DOWN").map((w) => w.name);
   t.deepEqual(down.sort(), ["ret-2", "ret-3"]);
   const times = await Promise.all(["ret-2", "ret-3"].map(async (n) => timestampMs((await c.getWorker(n)).downTime!)));
   t.true(times.every((x) => x > 0));

@@ -7,16 +7,40 @@ import { type Worker, WorkerSchema, WorkerState } from "../../gen/crms/v1/worker
 import { formatArraySpec } from "../scheduler/arrays.js";
 import { conditionWord } from "../scheduler/dependencies.js";
 import { DEFAULT_MAX_LOST_RETRIES } from "../scheduler/job-machine.js";
+import { stateColour, terminalWidth } from "./output.js";
 
-/** Renders rows as an aligned table with a header. */
-export function table(header: string[], rows: string[][]): string {
+export interface TableOptions {
+  /** The width to fit (the terminal's); columns named in `shrink` give way first, in that order. */
+  width?: number;
+  shrink?: string[];
+  /** Painters of cells by column name (colour), applied after alignment. */
+  paint?: Record<string, (text: string) => string>;
+}
+
+/** Renders rows as an aligned table with a header, cut to `width` by truncating the `shrink` columns first. */
+export function table(header: string[], rows: string[][], options: TableOptions = {}): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
+  const total = () => widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1);
+  const width = options.width ?? Number.POSITIVE_INFINITY;
+  for (const name of options.shrink ?? []) {
+    const i = header.indexOf(name);
+    const over = total() - width;
+    if (over <= 0) break;
+    if (i >= 0) widths[i] = Math.max(Math.min(name.length + 2, widths[i] ?? 0), (widths[i] ?? 0) - over);
+  }
+  const cut = (s: string, w: number) => (s.length > w ? `${s.slice(0, Math.max(0, w - 1))}…` : s);
+  const line = (cells: string[], paint: boolean) =>
     cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .map((c, i) => {
+        const w = widths[i] ?? 0;
+        const text = cut(c, w);
+        const painter = paint ? options.paint?.[header[i] ?? ""] : undefined;
+        const shown = painter ? painter(text) : text;
+        return i === cells.length - 1 ? shown : shown + " ".repeat(w - text.length);
+      })
       .join("  ")
       .trimEnd();
-  return [line(header), ...rows.map(line)].join("\n");
+  return [line(header, false), ...rows.map((r) => line(r, true))].join("\n");
 }
 
 export const jobState = (s: JobState) => JobState[s] ?? String(s);
@@ -68,9 +92,14 @@ export function arrayCountsText(c: ArrayCounts | undefined): string {
   return `${parts.join(", ") || "none"} of ${c.total}`;
 }
 
-/** The state column: a parent's state with its task counts. */
-function stateText(j: Job): string {
+/** The state column: a parent's state with its task counts (short: tasks ended of the total). */
+function stateText(j: Job, wide = true): string {
   if (!j.spec?.array) return jobState(j.state);
+  if (!wide) {
+    const c = j.arrayCounts;
+    const ended = c ? c.succeeded + c.failed + c.killed + c.lost : 0;
+    return `${jobState(j.state)} ${ended}/${c?.total ?? 0}`;
+  }
   return `${jobState(j.state)} [${arrayCountsText(j.arrayCounts)}]`;
 }
 
@@ -78,7 +107,16 @@ function dependenciesText(j: Job): string {
   return (j.spec?.after ?? []).map((d) => `${d.jobId}:${conditionWord(d.condition)}`).join(", ");
 }
 
-export function jobsTable(jobs: Job[], wide = false): string {
+/** Table options for a terminal: its width, COMMAND (then REASON, NAME) truncated first, coloured states. */
+function screen(shrink: string[]): TableOptions {
+  return { width: terminalWidth(), shrink, paint: { STATE: stateColour() } };
+}
+
+export function jobsTable(
+  jobs: Job[],
+  wide = false,
+  options = screen(["COMMAND", "REASON", "NAME", "LABELS"]),
+): string {
   const header = wide
     ? ["ID", "NAME", "STATE", "WORKER", "ATTEMPT", "EXIT", "SUBMITTED", "COMMAND", "REASON"]
     : ["ID", "NAME", "STATE", "WORKER", "AGE", "COMMAND"];
@@ -95,9 +133,9 @@ export function jobsTable(jobs: Job[], wide = false): string {
           commandLine(j, 60),
           j.error || j.pendingReason || "",
         ]
-      : [j.id, j.spec?.name || "-", stateText(j), j.worker || "-", ago(j.submitTime), commandLine(j)],
+      : [j.id, j.spec?.name || "-", stateText(j, false), j.worker || "-", ago(j.submitTime), commandLine(j)],
   );
-  return table(header, rows);
+  return table(header, rows, options);
 }
 
 /** Retries used of the budget: the last failed run of a job that ran out is not a retry. */
@@ -164,7 +202,7 @@ export function jobDetail(j: Job): string {
   return out;
 }
 
-export function workersTable(workers: Worker[]): string {
+export function workersTable(workers: Worker[], options = screen(["LABELS", "HOST"])): string {
   return table(
     ["NAME", "STATE", "SLOTS", "USED", "LABELS", "HOST", "HEARTBEAT"],
     workers.map((w) => [
@@ -180,6 +218,7 @@ export function workersTable(workers: Worker[]): string {
       w.hostname || "-",
       ago(w.lastHeartbeat),
     ]),
+    options,
   );
 }
 

@@ -6,23 +6,15 @@ import { cpus, hostname } from "node:os";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
 import { status as grpcStatus } from "@grpc/grpc-js";
-import { type ClientSecurity, CrmsClient, defaultServer } from "../../clients/typescript/src/client.js";
+import { type ClientSecurity, CrmsClient, defaultServer, type Worker } from "../../clients/typescript/src/client.js";
 import { GetClusterStatusResponseSchema } from "../../gen/crms/v1/admin_pb.js";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
-import {
-  etcdOutage,
-  JobSchema,
-  jobDetail,
-  jobState,
-  jobsTable,
-  table,
-  WorkerSchema,
-  workerDetail,
-  workersTable,
-} from "./format.js";
+import { etcdOutage, jobDetail, jobState, jobsTable, table, workerDetail, workersTable } from "./format.js";
+import { completionScript, hoistGlobals, usageOf, wantsHelp } from "./help.js";
 import { csvHeader, csvRow, historyTable, parseWhen } from "./history-format.js";
+import { emit, jobJson, type Output, outputOf, waitExitCode, workerJson } from "./output.js";
 
 export const VERSION = "0.1.0";
 
@@ -36,15 +28,19 @@ Jobs:
                                     --lost-retries N --timeout SECONDS --hold --wait
                                     --keep-on-disconnect (runs on while its worker is cut off)
                                     --array FIRST-LAST[%MAX] --after ID[:succeeded|failed|finished]
-                                    --request-id ID -o json)
+                                    --request-id ID -o json|yaml|name); with --wait: the pending
+                                    reason while it waits (state changes and a task bar on a
+                                    terminal), then the job's output, and the exit code below
   jobs [--state S] [--worker W] [--label K=V] [--array ID] [--tasks] [--sort ORDER] [--limit N]
-       [-o table|wide|json]         (--array ID: the tasks of an array; --tasks: list tasks too;
+       [-w] [-o table|wide|json|yaml|name]
+                                    (--array ID: the tasks of an array; --tasks: list tasks too;
                                     --sort id|submit|end|state|name, "-" first for descending,
-                                    default -id: newest first; --limit N: the first N in that order)
-  job ID [-o json]                  show one job with its attempts (from the history once etcd
+                                    default -id: newest first; --limit N: the first N in that order;
+                                    -w/--watch: then follow changes live, like kubectl get -w)
+  job ID [-o json|yaml]             show one job with its attempts (from the history once etcd
                                     retention deleted it)
   history [--since 7d] [--until T] [--state S] [--user U] [--queue Q] [--worker W] [--name GLOB]
-          [--label K=V] [--limit N] [-o table|json|csv]
+          [--label K=V] [--limit N] [-o table|json|yaml|csv]
                                     finished jobs from the history database, newest first
                                     (T: 30m, 12h, 7d back from now, or an ISO date/time)
   logs [-f] ID                      print a job's output (-f follows it)
@@ -57,8 +53,8 @@ Jobs:
                                     --failed: only the array's tasks that did not succeed
   hold ID | delete ID
 Workers:
-  workers [-o json]                 list workers, DOWN ones included
-  worker NAME [-o json]             show one worker (down time, reason, last heartbeat, its jobs)
+  workers [-w] [-o json|yaml|name]  list workers, DOWN ones included (-w: follow changes live)
+  worker NAME [-o json|yaml]        show one worker (down time, reason, last heartbeat, its jobs)
   worker forget NAME                remove a DOWN worker's record
   drain NAME                        stop placing jobs on a worker
   resume NAME                       undo a drain: the worker takes new jobs again
@@ -95,11 +91,24 @@ Processes:
          [--shim PATH (default bin/crms-shim; $CRMS_SHIM)]
          SIGTERM/SIGINT: kill runs and exit; SIGUSR2: exit leaving runs to the next worker
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
+Shell:
+  completion bash|zsh|fish          print a completion script (bash: source <(crms completion bash))
+  help [CMD]                        this text, or one command's (as crms CMD --help)
 
 Global: --server HOST:PORT[,HOST:PORT...] (or $CRMS_SERVER; default localhost:7070); calls go to the
         next address when one is UNAVAILABLE, and submit retries with one request id
         --ca F --cert F --key F --tls (or $CRMS_CA $CRMS_CERT $CRMS_KEY, CRMS_TLS=1): TLS, mutual TLS
         --token T | --token-file F (or $CRMS_TOKEN, $CRMS_TOKEN_FILE): API token
+        --connect-timeout S (or $CRMS_CONNECT_TIMEOUT; default 5): give up with "cannot reach ..."
+        when no server address answers within S seconds (submit's --timeout is the job's own limit)
+        -o table|wide|json|yaml|name: json and yaml are the CLI's form (states as shown, SUCCEEDED;
+        output tails as text); the API's canonical JSON (grpcurl, Connect) has JOB_STATE_SUCCEEDED
+        and base64 bytes. Colour on a terminal only, never with NO_COLOR; tables fit the terminal.
+        Global options go before or after the command; -h/--help on any command shows its usage.
+
+Exit codes: 0 ok; 1 failed (server error, job did not succeed); 2 usage error. submit --wait exits
+        with the job's exit code; 124 when its --timeout ended it; 128+N when signal N ended it
+        (137 SIGKILL, 143 SIGTERM, as \`crms kill\`); 127 when its command could not start.
 `;
 
 /** A user-facing failure: printed as one line, exit code 1 (or `exitCode`). */
@@ -124,14 +133,50 @@ const common: Options = {
   "token-file": { type: "string" },
   output: { type: "string", short: "o" },
   help: { type: "boolean", short: "h" },
+  "connect-timeout": { type: "string" },
 };
 
-function parse(args: string[], options: Options = {}) {
+/**
+ * `--priority -5`: a value that looks like a negative number (and any value of
+ * --sort, whose "-" means descending) is the option's value, not an option.
+ */
+export function joinValues(args: string[], options: NonNullable<Options>): string[] {
+  const long = new Map<string, string>();
+  for (const [name, o] of Object.entries(options)) {
+    if (o.type !== "string") continue;
+    long.set(`--${name}`, name);
+    if (o.short) long.set(`-${o.short}`, name);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const name = long.get(a);
+    const next = args[i + 1];
+    if (name && next?.startsWith("-") && (/^-\d/.test(next) || name === "sort")) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+/** Parses a command's arguments; `-o` must be one of OUTPUTS or of `outputs` (e.g. history's csv). */
+function parse(args: string[], options: Options = {}, outputs: string[] = []) {
+  const all = { ...common, ...options };
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof all; allowPositionals: true; strict: true }>>;
   try {
-    return parseArgs({ args, options: { ...common, ...options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: joinValues(args, all), options: all, allowPositionals: true, strict: true });
   } catch (err) {
     throw new CliError(err instanceof Error ? err.message : String(err), 2);
   }
+  if (!outputs.includes(parsed.values.output as string)) {
+    cliParse(() => outputOf(parsed.values.output, outputs));
+  }
+  return parsed;
 }
 
 function keyValues(list: unknown, what: string): Record<string, string> {
@@ -192,14 +237,43 @@ function securityOf(v: Record<string, unknown>): ClientSecurity {
   };
 }
 
+/** Waits until one address of the client answers, else a clear "cannot reach" after `seconds`. */
+async function reachable(client: CrmsClient, target: string, seconds: number): Promise<void> {
+  const deadline = Date.now() + seconds * 1000;
+  try {
+    await Promise.any(
+      client.transport.transports.map(
+        (t) =>
+          new Promise<void>((resolve, reject) => t.client.waitForReady(deadline, (e) => (e ? reject(e) : resolve()))),
+      ),
+    );
+  } catch {
+    // One call without waiting, for grpc-js's last connection error (refused, TLS handshake, ...).
+    const why = await client.listWorkers(1, "", { timeoutMs: 2000 }).then(
+      () => "",
+      (err: { details?: string }) => (err.details ? ` (${err.details})` : ""),
+    );
+    throw new CliError(
+      `UNAVAILABLE: cannot reach the crms server at ${target} within ${seconds}s${why}; is it running? ` +
+        "(--server or CRMS_SERVER; --connect-timeout S to wait longer)",
+      1,
+    );
+  }
+}
+
 async function withClient<T>(v: Record<string, unknown>, fn: (c: CrmsClient) => Promise<T>): Promise<T> {
   let client: CrmsClient;
+  const target = (v.server as string | undefined) || defaultServer();
+  const raw = (v["connect-timeout"] as string | undefined) ?? process.env.CRMS_CONNECT_TIMEOUT ?? "5";
+  const seconds = Number(raw);
+  if (!(seconds > 0)) throw new CliError(`--connect-timeout must be a number of seconds > 0 (got ${raw})`, 2);
   try {
-    client = CrmsClient.secure((v.server as string | undefined) || defaultServer(), securityOf(v));
+    client = CrmsClient.secure(target, securityOf(v));
   } catch (err) {
     throw new CliError((err as Error).message, 2);
   }
   try {
+    await reachable(client, target, seconds);
     return await fn(client);
   } finally {
     client.close();
@@ -258,8 +332,9 @@ async function submit(args: string[]): Promise<number> {
       },
       { requestId: (v["request-id"] as string) ?? "" },
     );
+    const output = v.output as Output | undefined;
     if (!v.wait) {
-      if (v.output === "json") printJson(toJson(JobSchema, job));
+      if (output === "json" || output === "yaml" || output === "name") emit(output, jobJson(job), [job.id], () => "");
       else if (job.spec?.array) print(`array ${job.id} submitted (${arraySize(job)} tasks)`);
       else print(`job ${job.id} submitted (${jobState(job.state)})`);
       return 0;
@@ -268,7 +343,7 @@ async function submit(args: string[]): Promise<number> {
     process.stderr.write(`job ${job.id} submitted; waiting for it to end\n`);
     let done: Job;
     try {
-      done = await c.wait(job.id);
+      done = await c.waitUntil(job.id, waitReporter(), {});
     } catch (err) {
       throw new CliError(
         `${describeError(err)}\njob ${job.id} was submitted and goes on without this wait: see it with \`crms job ${job.id}\`, follow its output with \`crms logs -f ${job.id}\``,
@@ -276,16 +351,57 @@ async function submit(args: string[]): Promise<number> {
       );
     }
     const out = await c.outputText(done.id).catch(() => ({ stdout: "", stderr: "" }));
-    if (v.output === "json") {
-      printJson({ job: toJson(JobSchema, done), stdout: out.stdout, stderr: out.stderr });
+    if (output === "json" || output === "yaml") {
+      emit(output, { job: jobJson(done), stdout: out.stdout, stderr: out.stderr }, [], () => "");
     } else {
       process.stdout.write(out.stdout);
       process.stderr.write(out.stderr);
       const detail = done.error ? `: ${done.error}` : done.exitCode !== undefined ? ` (exit ${done.exitCode})` : "";
       process.stderr.write(`job ${done.id} ${jobState(done.state)}${detail}\n`);
     }
-    return done.state === JobState.SUCCEEDED ? 0 : (done.exitCode ?? 1) || 1;
+    return waitExitCode(done);
   });
+}
+
+/**
+ * What `submit --wait` tells while it waits, on stderr: the pending reason
+ * each time it changes; on a terminal also state changes and, for an array,
+ * a bar of tasks ended. Returns the observer for waitUntil (never "done").
+ */
+function waitReporter(): (job: Job) => boolean {
+  const tty = Boolean(process.stderr.isTTY);
+  let reason = "";
+  let state = "";
+  let bar = false;
+  return (job) => {
+    const clearBar = () => {
+      if (bar) process.stderr.write("\r\x1b[K");
+      bar = false;
+    };
+    if (job.pendingReason && job.pendingReason !== reason) {
+      clearBar();
+      process.stderr.write(`job ${job.id} ${jobState(job.state)}: ${job.pendingReason}\n`);
+    }
+    reason = job.pendingReason;
+    const now = jobState(job.state);
+    if (tty && now !== state && !job.pendingReason) {
+      clearBar();
+      process.stderr.write(`job ${job.id} ${now}${job.worker ? ` on ${job.worker}` : ""}\n`);
+    }
+    state = now;
+    const counts = job.arrayCounts;
+    if (tty && counts && counts.total > 0) {
+      const ended = counts.succeeded + counts.failed + counts.killed + counts.lost;
+      const width = 30;
+      const filled = Math.round((ended / counts.total) * width);
+      process.stderr.write(
+        `\r\x1b[K[${"#".repeat(filled)}${" ".repeat(width - filled)}] ${ended}/${counts.total} tasks ended (${counts.running} running, ${counts.failed} failed)`,
+      );
+      bar = true;
+      if (ended === counts.total) clearBar();
+    }
+    return false;
+  };
 }
 
 /** `crms jobs --sort` names (short forms too) -> ListJobsRequest.order_by. */
@@ -300,11 +416,8 @@ export function orderOf(sort: string): string {
 }
 
 async function jobs(args: string[]): Promise<number> {
-  // `--sort -submit`: a value starting with "-" is taken as the option's value.
-  const joined = args.flatMap((a, i) =>
-    a === "--sort" && args[i + 1] !== undefined ? [`--sort=${args[i + 1]}`] : args[i - 1] === "--sort" ? [] : [a],
-  );
-  const { values: v } = parse(joined, {
+  // `--sort -submit`: a value starting with "-" is taken as the option's value (joinValues).
+  const { values: v } = parse(args, {
     state: { type: "string", multiple: true },
     worker: { type: "string" },
     label: { type: "string", multiple: true },
@@ -312,12 +425,13 @@ async function jobs(args: string[]): Promise<number> {
     array: { type: "string" },
     tasks: { type: "boolean" },
     sort: { type: "string" },
+    watch: { type: "boolean", short: "w" },
   });
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
   const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
   const orderBy = orderOf((v.sort as string | undefined) ?? "-id");
   return withClient(v, async (c) => {
-    const list = [];
+    const list: Job[] = [];
     for await (const job of c.jobs({
       states,
       worker: (v.worker as string) ?? "",
@@ -330,10 +444,97 @@ async function jobs(args: string[]): Promise<number> {
       list.push(job);
       if (list.length >= limit) break;
     }
-    if (v.output === "json") printJson(list.map((j) => toJson(JobSchema, j)));
-    else print(jobsTable(list, v.output === "wide"));
-    return 0;
+    const output = v.output as Output | undefined;
+    emit(
+      output,
+      list.map(jobJson),
+      list.map((j) => j.id),
+      () => jobsTable(list, output === "wide"),
+    );
+    if (!v.watch) return 0;
+    const shown = (j: Job) =>
+      (!states.length || states.includes(j.state)) &&
+      (!v.worker || j.worker === v.worker) &&
+      (v.array ? j.arrayParent === v.array : Boolean(v.tasks) || !j.arrayParent) &&
+      Object.entries(keyValues(v.label, "--label")).every(([k, val]) => j.spec?.labels[k] === val);
+    return watchLoop(
+      c.watchJobs([], { signal: stopOnSignal() }),
+      (ev) => ev.job,
+      (j) => j.id,
+      shown,
+      (all) => all.sort((a, b) => Number(b.id) - Number(a.id) || b.id.localeCompare(a.id)).slice(0, limit),
+      (rows, header) => {
+        const t = jobsTable(rows, output === "wide");
+        return header ? t : t.split("\n").slice(1).join("\n");
+      },
+      jobJson,
+      output,
+      list,
+    );
   });
+}
+
+/** An AbortSignal that fires on Ctrl-C or SIGTERM (ends a watch with exit 0). */
+function stopOnSignal(): AbortSignal {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return controller.signal;
+}
+
+/**
+ * `-w`: follows a watch after the listing. On a terminal the table is redrawn
+ * in place at each change; into a pipe each change is one more row (or one
+ * JSON line with -o json), like `kubectl get -w`. Ends with 0 on Ctrl-C.
+ */
+async function watchLoop<E extends { type: number }, T>(
+  events: AsyncIterable<E>,
+  itemOf: (e: E) => T | undefined,
+  keyOf: (t: T) => string,
+  shown: (t: T) => boolean,
+  order: (all: T[]) => T[],
+  render: (rows: T[], header: boolean) => string,
+  json: (t: T) => unknown,
+  output: Output | undefined,
+  initial: T[],
+): Promise<number> {
+  const { WatchEventType } = await import("../../gen/crms/v1/job_pb.js");
+  const tty = Boolean(process.stdout.isTTY) && output !== "json" && output !== "yaml" && output !== "name";
+  const items = new Map(initial.map((t) => [keyOf(t), t]));
+  let synced = false;
+  try {
+    for await (const ev of events) {
+      if (ev.type === WatchEventType.SYNCED) {
+        synced = true;
+        continue;
+      }
+      const item = itemOf(ev);
+      if (!item) continue;
+      const key = keyOf(item);
+      const deleted = ev.type === WatchEventType.DELETED;
+      const before = items.get(key);
+      if (deleted || !shown(item)) items.delete(key);
+      else items.set(key, item);
+      // The watch starts with every existing record: only changes after the listing are news.
+      if (!synced && ev.type === WatchEventType.EXISTING) continue;
+      if (!deleted && !shown(item) && !before) continue;
+      if (tty) {
+        process.stdout.write(`\x1b[H\x1b[2J${render(order([...items.values()]), true)}\n`);
+      } else if (output === "json") {
+        process.stdout.write(`${JSON.stringify({ type: deleted ? "DELETED" : "PUT", object: json(item) })}\n`);
+      } else if (output === "yaml") {
+        emit("yaml", [{ type: deleted ? "DELETED" : "PUT", object: json(item) }], [], () => "");
+      } else if (output === "name") {
+        process.stdout.write(`${key}\n`);
+      } else {
+        process.stdout.write(`${render([item], false)}${deleted ? "  (deleted)" : ""}\n`);
+      }
+    }
+  } catch (err) {
+    if ((err as { code?: number }).code !== grpcStatus.CANCELLED) throw err;
+  }
+  return 0;
 }
 
 async function jobCommand(cmd: string, args: string[]): Promise<number> {
@@ -349,7 +550,7 @@ async function jobCommand(cmd: string, args: string[]): Promise<number> {
     switch (cmd) {
       case "job": {
         const job = await c.getJob(id);
-        print(v.output === "json" ? JSON.stringify(toJson(JobSchema, job), null, 2) : jobDetail(job));
+        emit(v.output as Output | undefined, jobJson(job), [job.id], () => jobDetail(job));
         return 0;
       }
       case "kill": {
@@ -385,26 +586,29 @@ async function jobCommand(cmd: string, args: string[]): Promise<number> {
 }
 
 async function history(args: string[]): Promise<number> {
-  const { values: v, positionals } = parse(args, {
-    since: { type: "string" },
-    until: { type: "string" },
-    state: { type: "string", multiple: true },
-    user: { type: "string" },
-    queue: { type: "string" },
-    worker: { type: "string" },
-    name: { type: "string" },
-    label: { type: "string", multiple: true },
-    limit: { type: "string" },
-  });
+  const { values: v, positionals } = parse(
+    args,
+    {
+      since: { type: "string" },
+      until: { type: "string" },
+      state: { type: "string", multiple: true },
+      user: { type: "string" },
+      queue: { type: "string" },
+      worker: { type: "string" },
+      name: { type: "string" },
+      label: { type: "string", multiple: true },
+      limit: { type: "string" },
+    },
+    ["csv"],
+  );
   if (positionals.length) throw new CliError(`unexpected argument ${positionals[0]}`, 2);
   const output = (v.output as string | undefined) ?? "table";
-  if (!["table", "json", "csv"].includes(output)) throw new CliError("-o must be table, json or csv", 2);
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
   const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
   const since = v.since ? cliParse(() => parseWhen(v.since as string, "--since")) : undefined;
   const until = v.until ? cliParse(() => parseWhen(v.until as string, "--until")) : undefined;
   return withClient(v, async (c) => {
-    const list = [];
+    const list: Job[] = [];
     if (output === "csv") process.stdout.write(csvHeader());
     let n = 0;
     for await (const job of c.history({
@@ -423,8 +627,14 @@ async function history(args: string[]): Promise<number> {
       else list.push(job);
       if (++n >= limit) break;
     }
-    if (output === "json") printJson(list.map((j) => toJson(JobSchema, j)));
-    else if (output === "table") print(historyTable(list));
+    if (output !== "csv") {
+      emit(
+        output as Output,
+        list.map(jobJson),
+        list.map((j) => j.id),
+        () => historyTable(list),
+      );
+    }
     return 0;
   });
 }
@@ -441,21 +651,39 @@ async function logs(args: string[]): Promise<number> {
 }
 
 async function workerCommand(cmd: string, args: string[]): Promise<number> {
-  const { values: v, positionals } = parse(args, cmd === "stop" ? { "keep-runs": { type: "boolean" } } : {});
+  const own: Options =
+    cmd === "stop"
+      ? { "keep-runs": { type: "boolean" } }
+      : cmd === "workers"
+        ? { watch: { type: "boolean", short: "w" } }
+        : {};
+  const { values: v, positionals } = parse(args, own);
+  const output = v.output as Output | undefined;
   return withClient(v, async (c) => {
     if (cmd === "workers") {
-      const list = [];
+      const list: Worker[] = [];
       for await (const w of c.workers()) list.push(w);
-      print(
-        v.output === "json"
-          ? JSON.stringify(
-              list.map((w) => toJson(WorkerSchema, w)),
-              null,
-              2,
-            )
-          : workersTable(list),
+      emit(
+        output,
+        list.map(workerJson),
+        list.map((w) => w.name),
+        () => workersTable(list),
       );
-      return 0;
+      if (!v.watch) return 0;
+      return watchLoop(
+        c.watchWorkers({ signal: stopOnSignal() }),
+        (ev) => ev.worker,
+        (w) => w.name,
+        () => true,
+        (all) => all.sort((a, b) => a.name.localeCompare(b.name)),
+        (rows, header) => {
+          const t = workersTable(rows);
+          return header ? t : t.split("\n").slice(1).join("\n");
+        },
+        workerJson,
+        output,
+        list,
+      );
     }
     if (cmd === "worker" && positionals[0] === "forget" && positionals.length === 2) {
       const name = positionals[1] as string;
@@ -469,7 +697,7 @@ async function workerCommand(cmd: string, args: string[]): Promise<number> {
       print(`worker ${name} resumed: it takes new jobs again`);
     } else if (cmd === "worker") {
       const w = await c.getWorker(name);
-      print(v.output === "json" ? JSON.stringify(toJson(WorkerSchema, w), null, 2) : workerDetail(w));
+      emit(output, workerJson(w), [w.name], () => workerDetail(w));
     } else if (cmd === "drain") {
       await c.drain(name);
       print(`worker ${name} draining: no new jobs, running ones finish`);
@@ -588,8 +816,8 @@ async function admin(args: string[]): Promise<number> {
         );
     }
     const s = await c.clusterStatus();
-    if (v.output === "json") {
-      printJson(toJson(GetClusterStatusResponseSchema, s));
+    if (v.output === "json" || v.output === "yaml") {
+      emit(v.output, toJson(GetClusterStatusResponseSchema, s), [], () => "");
       return 0;
     }
     print(
@@ -808,10 +1036,35 @@ async function worker(args: string[]): Promise<number> {
 
 /** Runs the CLI with argv (without node and script) and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...args] = argv;
-  if (!cmd || cmd === "help" || cmd === "--help" || cmd === "-h") {
+  const { cmd, args } = hoistGlobals(argv);
+  if (!cmd) {
     process.stdout.write(USAGE);
-    return cmd ? 0 : 2;
+    return wantsHelp(args) ? 0 : 2;
+  }
+  if (cmd === "help") {
+    const topic = args.find((a) => !a.startsWith("-"));
+    if (!topic) {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    const text = usageOf(topic, USAGE);
+    if (!text) throw new CliError(`unknown command ${topic}; see crms --help`, 2);
+    print(text);
+    return 0;
+  }
+  // `crms CMD --help` shows that command's usage and does nothing else (not even start a worker).
+  if (wantsHelp(args)) {
+    const text = usageOf(cmd, USAGE);
+    if (!text) throw new CliError(`unknown command ${cmd}; see crms --help`, 2);
+    print(text);
+    return 0;
+  }
+  if (cmd === "completion") {
+    const shell = args.find((a) => !a.startsWith("-")) ?? "";
+    const script = completionScript(shell);
+    if (!script) throw new CliError("usage: crms completion bash|zsh|fish", 2);
+    process.stdout.write(script);
+    return 0;
   }
   if (cmd === "--version" || cmd === "version") {
     // bin/crms.js runs dist/ (compiled) while it is as new as the sources, else the sources.

@@ -1,5 +1,8 @@
 /** Entry point of the `crms` binary. */
 import { CliError, describeError, main } from "./main.js";
+import { quietOnEpipe } from "./output.js";
+
+quietOnEpipe();
 
 try {
   process.exitCode = await main(process.argv.slice(2));

@@ -10,6 +10,7 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createMetrics, type Metrics } from "../server/metrics.js";
 import type { ControlPlane } from "../server/server.js";
+import { Activity } from "./activity.js";
 import { createConnectHandler } from "./connect.js";
 import { createStaticHandler, ensureBundle } from "./static.js";
 
@@ -87,16 +88,25 @@ export async function startHttp(cp: ControlPlane, listen: string, options: HttpO
   );
   // Created at the first scrape, so an endpoint never scraped adds no cache listeners.
   let metrics: Metrics | undefined;
+  // The overview chart's last hour, counted from the start so a new tab has it at once.
+  const activity = new Activity(cp.store);
   const serve = (req: IncomingMessage, res: ServerResponse) => {
     if (!hostAllowed(host, req.headers.host, options.allowedHosts)) {
       res.writeHead(421, { "Content-Type": "text/plain; charset=utf-8" }).end("misdirected request: unknown host\n");
       return;
     }
-    if (req.url?.split("?")[0] === "/metrics") {
+    const path = req.url?.split("?")[0];
+    if (path === "/metrics" || path === "/activity") {
       try {
         cp.authorize?.("AdminService.GetClusterStatus", { authorization: req.headers.authorization ?? "" });
       } catch (err) {
         res.writeHead(401, { "Content-Type": "text/plain; charset=utf-8" }).end(`${(err as Error).message}\n`);
+        return;
+      }
+      if (path === "/activity") {
+        res
+          .writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-store" })
+          .end(JSON.stringify(activity.snapshot()));
         return;
       }
       return void (metrics ??= createMetrics(cp)).handle(req, res);
@@ -128,6 +138,7 @@ export async function startHttp(cp: ControlPlane, listen: string, options: HttpO
     url,
     close() {
       metrics?.close();
+      activity.close();
       closed ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Open watch streams would keep close() waiting forever: end them.

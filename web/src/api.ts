@@ -65,3 +65,24 @@ export function errorText(err: unknown): string {
   }
   return `${code}: ${e.rawMessage}`;
 }
+
+/** One minute of the control plane's last hour (src/web/activity.ts). */
+export interface ActivityMinute {
+  minute: number;
+  started: number;
+  finished: number;
+  queued: number;
+  slotsUsed: number;
+  slotsTotal: number;
+}
+
+/** The control plane's last hour per minute, for the overview chart (GET activity, with the session's token). */
+export async function fetchActivity(signal?: AbortSignal): Promise<{ since: number; minutes: ActivityMinute[] }> {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const res = await fetch(new URL("activity", new URL(".", location.href)), {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    signal,
+  });
+  if (!res.ok) throw new Error(`activity: ${res.status} ${(await res.text()).trim()}`);
+  return res.json();
+}

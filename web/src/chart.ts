@@ -56,7 +56,7 @@ export function rateChart(series: Series[], seconds: number, summary: string, wi
   );
   const minutes = seconds / 60;
   const ticks = [];
-  const step = W < 420 ? 2 : 1;
+  const step = minutes > 10 ? (W < 420 ? 30 : 10) : W < 420 ? 2 : 1;
   for (let m = minutes; m >= 0; m -= step) {
     const tx = PAD.left + (m / minutes) * iw;
     ticks.push(
@@ -73,7 +73,13 @@ export function rateChart(series: Series[], seconds: number, summary: string, wi
       .map((v, i) => (Number.isFinite(v) ? `${x(i).toFixed(1)},${y(v).toFixed(1)}` : ""))
       .filter(Boolean)
       .join(" ");
-    return svg("polyline", { class: `line ${s.cls}`, points: pts, fill: "none" });
+    // A dot on each known value: a minute or two of history is a point, not an invisible line.
+    const dots = s.values.flatMap((v, i) =>
+      Number.isFinite(v)
+        ? [svg("circle", { class: `dot ${s.cls}`, cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5 })]
+        : [],
+    );
+    return svg("g", null, svg("polyline", { class: `line ${s.cls}`, points: pts, fill: "none" }), ...dots);
   });
   return svg(
     "svg",

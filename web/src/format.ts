@@ -17,6 +17,13 @@ export const JOB_STATES: JobState[] = [
 ];
 
 /** The state's name as the contract spells it (RUNNING). */
+/**
+ * Environment names whose values the page masks until "Reveal": the worker's
+ * own credential pattern (CREDENTIAL_NAME in src/worker/runner.ts; a test
+ * checks they agree).
+ */
+export const SECRET_NAME = /TOKEN|SECRET|PASSWORD|KEY|CRMS_/i;
+
 export function stateName(state: JobState): string {
   return JobState[state] ?? String(state);
 }

@@ -4,6 +4,14 @@
  * per-second job rates for the chart, and the cluster status (GetClusterStatus
  * every few seconds, sooner after job changes while a view wants counts).
  * Streams reconnect with back-off; the job watch resumes from its last revision.
+ *
+ * One tab leads: the tabs of the page share the two long streams. The tab that
+ * holds the Web Lock "crms-live-leader" watches and passes every event to the
+ * others over a BroadcastChannel; when it closes, the lock passes to another
+ * tab, which opens the streams. So ten tabs hold two long HTTP/1.1 streams,
+ * not twenty (Chromium allows six connections per host). Without Web Locks
+ * (an insecure context: plain http to a host other than localhost) each tab
+ * watches for itself, as before.
  */
 import type { GetClusterStatusResponse } from "../../gen/crms/v1/admin_pb.js";
 import { type Job, JobState, WatchEventType } from "../../gen/crms/v1/job_pb.js";
@@ -55,6 +63,15 @@ const BATCH_MS = 200;
 const STATUS_EVERY_MS = 5000;
 
 type Listener<T> = (value: T) => void;
+
+/** What the leading tab tells the others. */
+type Shared =
+  | { kind: "hello" }
+  | { kind: "workers"; list: Worker[] }
+  | { kind: "worker"; type: WatchEventType; worker: Worker }
+  | { kind: "job"; type: WatchEventType; job: Job; revision: bigint }
+  | { kind: "revision"; revision: bigint }
+  | { kind: "conn"; jobState: StreamState; workerState: StreamState; lastError: string };
 
 function listeners<T>() {
   const set = new Set<Listener<T>>();
@@ -109,10 +126,31 @@ export class Live {
   private activeChanged = false;
   private lastStatusAt = 0;
   private readonly stop = new AbortController();
+  private channel?: BroadcastChannel;
+  /** True in the tab that holds the streams (every tab without Web Locks). */
+  leader = false;
+  /**
+   * The job watch's revision: a follower keeps the leader's, so that when it
+   * takes over it resumes from there and misses no change made in between.
+   */
+  private revision = 0n;
 
   start(): void {
-    void this.watchJobs();
-    void this.watchWorkers();
+    const locks = (navigator as Navigator & { locks?: LockManager }).locks;
+    if (typeof BroadcastChannel === "undefined" || !locks) this.lead();
+    else {
+      const channel = new BroadcastChannel("crms-live");
+      this.channel = channel;
+      channel.onmessage = (e: MessageEvent<Shared>) => this.onShared(e.data);
+      const { signal } = this.stop;
+      locks
+        .request("crms-live-leader", { signal }, () => {
+          this.lead();
+          return new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+        })
+        .catch(() => {});
+      channel.postMessage({ kind: "hello" } satisfies Shared);
+    }
     void this.pollStatus();
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) void this.pollStatus();
@@ -121,6 +159,65 @@ export class Live {
 
   close(): void {
     this.stop.abort();
+    this.channel?.close();
+  }
+
+  private lead(): void {
+    this.leader = true;
+    void this.watchJobs();
+    void this.watchWorkers();
+  }
+
+  private share(msg: Shared): void {
+    if (this.leader) this.channel?.postMessage(msg);
+  }
+
+  private shareConn(): void {
+    this.share({ kind: "conn", jobState: this.jobState, workerState: this.workerState, lastError: this.lastError });
+  }
+
+  /** Another tab's news: the leader's events, applied as if this tab had watched them. */
+  private onShared(msg: Shared): void {
+    if (msg.kind === "hello") {
+      if (this.leader && this.workersSynced) {
+        this.share({ kind: "workers", list: [...this.workers.values()] });
+      }
+      if (this.leader) {
+        this.shareConn();
+        if (this.revision) this.share({ kind: "revision", revision: this.revision });
+      }
+      return;
+    }
+    if (this.leader) return;
+    switch (msg.kind) {
+      case "workers":
+        this.workers.clear();
+        this.active.clear();
+        for (const w of msg.list) this.putWorker(w.name, w);
+        this.workersSynced = true;
+        this.workerChanges.emit();
+        return;
+      case "worker":
+        if (msg.type === WatchEventType.DELETED) {
+          this.workers.delete(msg.worker.name);
+          this.active.delete(msg.worker.name);
+        } else this.putWorker(msg.worker.name, msg.worker);
+        if (this.workersSynced) this.workerChanges.emit();
+        return;
+      case "job":
+        if (msg.revision > this.revision) this.revision = msg.revision;
+        this.applyJob(msg.type, msg.job);
+        return;
+      case "revision":
+        if (msg.revision > this.revision) this.revision = msg.revision;
+        return;
+      case "conn":
+        this.jobState = msg.jobState;
+        this.workerState = msg.workerState;
+        if (msg.lastError) this.lastError = msg.lastError;
+        this.conn.emit();
+        return;
+    }
   }
 
   /** Job changes, batched every 200 ms. */
@@ -153,6 +250,7 @@ export class Live {
     else this.workerState = state;
     if (error) this.lastError = error;
     this.conn.emit();
+    this.shareConn();
   }
 
   private async watchWorkers(): Promise<void> {
@@ -174,13 +272,16 @@ export class Live {
             delay = 500;
             this.setConn("workers", "live");
             this.workerChanges.emit();
+            this.share({ kind: "workers", list: [...this.workers.values()] });
           } else if (ev.type === WatchEventType.PUT && w) {
             this.putWorker(w.name, w);
             if (synced) this.workerChanges.emit();
+            if (synced) this.share({ kind: "worker", type: ev.type, worker: w });
           } else if (ev.type === WatchEventType.DELETED && w) {
             this.workers.delete(w.name);
             this.active.delete(w.name);
             if (synced) this.workerChanges.emit();
+            if (synced) this.share({ kind: "worker", type: ev.type, worker: w });
           }
         }
         if (signal.aborted) return;
@@ -217,17 +318,22 @@ export class Live {
 
   private async watchJobs(): Promise<void> {
     const signal = this.stop.signal;
-    let revision = 0n;
     let delay = 500;
     while (!signal.aborted) {
       try {
-        if (revision === 0n) revision = await this.jobRevision(signal);
-        const stream = jobService.watchJobs({ afterRevision: revision }, { signal });
+        if (this.revision === 0n) {
+          this.revision = await this.jobRevision(signal);
+          this.share({ kind: "revision", revision: this.revision });
+        }
+        const stream = jobService.watchJobs({ afterRevision: this.revision }, { signal });
         this.setConn("jobs", "live");
         delay = 500;
         for await (const ev of stream) {
-          if (ev.revision > revision) revision = ev.revision;
-          if (ev.job) this.applyJob(ev.type, ev.job);
+          if (ev.revision > this.revision) this.revision = ev.revision;
+          if (ev.job) {
+            this.applyJob(ev.type, ev.job);
+            this.share({ kind: "job", type: ev.type, job: ev.job, revision: this.revision });
+          }
         }
         if (signal.aborted) return;
         this.setConn("jobs", "retrying", "job watch ended");
@@ -235,7 +341,7 @@ export class Live {
         if (signal.aborted) return;
         // Compacted away, or a replica behind the one we watched before: start afresh.
         const code = codeOf(err);
-        if (code === Code.OutOfRange || code === Code.InvalidArgument) revision = 0n;
+        if (code === Code.OutOfRange || code === Code.InvalidArgument) this.revision = 0n;
         this.setConn("jobs", "retrying", errorText(err));
       }
       await sleep(delay, signal);

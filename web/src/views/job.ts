@@ -10,6 +10,7 @@ import {
   conditionName,
   formatDuration,
   isFinal,
+  SECRET_NAME,
   shellQuote,
   stateBadge,
   stateName,
@@ -262,7 +263,7 @@ function details(job: Job): HTMLElement {
                 "tbody",
                 null,
                 env.map((k) =>
-                  h("tr", null, h("td", null, h("code", null, k)), h("td", null, h("code", null, spec?.env[k] ?? ""))),
+                  h("tr", null, h("td", null, h("code", null, k)), h("td", null, envValue(k, spec?.env[k] ?? ""))),
                 ),
               ),
             ),
@@ -603,4 +604,22 @@ export function jobView(route: Route): View {
       current.delete(id);
     },
   };
+}
+
+/** An environment value, masked with a Reveal button when its name looks like a credential. */
+function envValue(name: string, value: string): HTMLElement {
+  if (!SECRET_NAME.test(name)) return h("code", null, value);
+  const cell = h("span", { class: "masked" });
+  const reveal = h(
+    "button",
+    {
+      type: "button",
+      class: "link small",
+      "aria-label": `Reveal ${name}`,
+      onclick: () => replace(cell, h("code", null, value)),
+    },
+    "Reveal",
+  );
+  replace(cell, h("code", { title: "hidden: the name looks like a credential" }, "••••••"), " ", reveal);
+  return cell;
 }

@@ -110,7 +110,7 @@ function jobRow(job: Job): HTMLTableRowElement {
     "tr",
     { "data-id": job.id, class: job.killRequested && !isFinal(job.state) ? "killing" : null },
     h("td", { class: "num" }, h("a", { href: href(`jobs/${job.id}`) }, job.id)),
-    h("td", { class: "name" }, job.spec?.name || h("span", { class: "muted" }, "—")),
+    h("td", { class: "name", title: job.spec?.name || null }, job.spec?.name || h("span", { class: "muted" }, "—")),
     h(
       "td",
       null,
@@ -292,6 +292,8 @@ export function jobsView(route: Route): View {
   );
 
   const rows = new Map<string, Job>();
+  /** The status line; rows that arrive live update it too (not "No jobs" above them). */
+  let showStatus = () => {};
   let next = "";
   let lastId = "";
 
@@ -306,6 +308,8 @@ export function jobsView(route: Route): View {
     pageSize,
     pageToken,
     arrayParent: f.array,
+    // A search finds array tasks by name too ("render[13]").
+    includeTasks: Boolean(f.q),
     orderBy,
   });
   let total = 0;
@@ -317,7 +321,7 @@ export function jobsView(route: Route): View {
     (job.spec?.command ?? []).join(" ").toLowerCase().includes(needle);
 
   const matches = (job: Job) =>
-    (f.array ? job.arrayParent === f.array : !job.arrayParent || Boolean(f.worker)) &&
+    (f.array ? job.arrayParent === f.array : !job.arrayParent || Boolean(f.worker) || Boolean(f.q)) &&
     (!f.state || job.state === f.state) &&
     (!f.worker || job.worker === f.worker) &&
     Object.entries(labels).every(([k, v]) => job.spec?.labels[k] === v) &&
@@ -396,10 +400,14 @@ export function jobsView(route: Route): View {
       if (next) {
         if (idx >= 0) trail.starts.splice(idx + 1, Infinity, next);
       }
-      const of = !f.q && total ? ` of ${total.toLocaleString("en-US")}` : "";
-      status.textContent = `${note}${jobs.length ? `Showing ${jobs.length}${of} job${(total || jobs.length) === 1 ? "" : "s"}` : "No jobs"}${
-        pageNo ? ` on page ${pageNo}` : ""
-      }${next ? "; more on the next page." : "."}`;
+      showStatus = () => {
+        const shown = rows.size;
+        const of = !f.q && total ? ` of ${total.toLocaleString("en-US")}` : "";
+        status.textContent = `${note}${shown ? `Showing ${shown}${of} job${(total || shown) === 1 ? "" : "s"}` : "No jobs"}${
+          pageNo ? ` on page ${pageNo}` : ""
+        }${next ? "; more on the next page." : "."}`;
+      };
+      showStatus();
       renderPager(idx);
     } catch (err) {
       if (isCanceled(err)) return;
@@ -428,6 +436,7 @@ export function jobsView(route: Route): View {
   }
 
   const onBatch = (batch: JobBatch) => {
+    const before = rows.size;
     for (const [id, job] of batch.put) {
       const row = tbody.querySelector(`tr[data-id="${id}"]`);
       if (row) {
@@ -461,6 +470,7 @@ export function jobsView(route: Route): View {
         }
       }
     }
+    if (rows.size !== before) showStatus();
     for (const id of batch.deleted) {
       const row = tbody.querySelector(`tr[data-id="${id}"]`);
       if (row) {

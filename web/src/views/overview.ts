@@ -1,14 +1,16 @@
 /** Overview: workers, slots, jobs by state, job rates, and etcd's size against its quota. */
 import type { EtcdMember } from "../../../gen/crms/v1/admin_pb.js";
 import { WorkerState } from "../../../gen/crms/v1/worker_pb.js";
-import { bucket, rateChart } from "../chart.js";
+import { type ActivityMinute, errorText, fetchActivity } from "../api.js";
+import { rateChart } from "../chart.js";
 import { h, replace, throttleFrame } from "../dom.js";
 import { formatBytes, formatCount, formatTime, JOB_STATES, stateBadge, stateName } from "../format.js";
 import { live } from "../live.js";
 import { href, type View } from "../view.js";
 
-const WINDOW_S = 300;
-const BUCKET_S = 5;
+const WINDOW_S = 3600;
+/** How often the chart asks the control plane for its last hour. */
+const ACTIVITY_EVERY_MS = 15_000;
 
 function meter(value: number, max: number, label: string, warnAt = 0.7, badAt = 0.9): HTMLElement {
   const frac = max > 0 ? Math.min(1, value / max) : 0;
@@ -69,7 +71,7 @@ export function overviewView(): View {
     h(
       "section",
       { class: "card", "aria-labelledby": "ov-rate" },
-      h("h2", { id: "ov-rate" }, "Jobs per second, last 5 minutes"),
+      h("h2", { id: "ov-rate" }, "Last hour, per minute"),
       rates,
       chartBox,
     ),
@@ -87,6 +89,8 @@ export function overviewView(): View {
     let down = 0;
     let slots = 0;
     let used = 0;
+    // Free slots take new jobs: only an UP worker's count (a DRAINING one takes none).
+    let free = 0;
     for (const w of live.workers.values()) {
       if (w.state === WorkerState.UP) up++;
       else if (w.state === WorkerState.DRAINING) draining++;
@@ -95,6 +99,7 @@ export function overviewView(): View {
         slots += w.slots;
         used += Math.min(w.slots, live.usedSlots(w));
       }
+      if (w.state === WorkerState.UP) free += Math.max(0, w.slots - live.usedSlots(w));
     }
     if (!live.workersSynced) {
       replace(workersCard, h("p", { class: "muted" }, "Loading…"));
@@ -116,7 +121,11 @@ export function overviewView(): View {
       slotsCard,
       h("p", { class: "big" }, `${formatCount(used)} `, h("span", { class: "muted" }, `of ${formatCount(slots)} used`)),
       meter(used, slots, "Slots in use", 0.9, 1.01),
-      h("p", { class: "muted" }, `${formatCount(slots - used)} free on attached workers`),
+      h(
+        "p",
+        { class: "muted" },
+        `${formatCount(free)} free for new jobs${draining ? " (draining workers take none)" : ""}`,
+      ),
     );
   };
 
@@ -193,32 +202,48 @@ export function overviewView(): View {
     replace(members, membersTable(st.members, st.schedulerLeader, st.replica));
   };
 
+  let activity: { since: number; minutes: ActivityMinute[] } | undefined;
+  let activityError = "";
+  const stopActivity = new AbortController();
   const renderChart = () => {
-    const now = Math.floor(Date.now() / 1000);
-    // Seconds before the page began counting are unknown, not zero: the lines start there.
-    const known = Math.min(WINDOW_S, now - Math.floor(live.since / 1000) + 1);
-    const started = live.started.series(now);
-    const finished = live.finished.series(now);
-    const counted = (v: number[]) =>
-      bucket(v.slice(-WINDOW_S), BUCKET_S).map((x, i, all) =>
-        (all.length - i - 1) * BUCKET_S < known ? x : Number.NaN,
-      );
-    const recent = (v: number[]) => v.slice(-10).reduce((a, b) => a + b, 0) / 10;
-    const s = recent(started);
-    const f = recent(finished);
-    const summary = `Over the last 10 seconds, ${s.toFixed(1)} jobs started and ${f.toFixed(1)} jobs finished per second.`;
+    if (!activity) {
+      replace(rates, h("span", { class: activityError ? "error" : "muted" }, activityError || "Loading…"));
+      return;
+    }
+    const { minutes, since } = activity;
+    // Minutes before the control plane began counting are unknown, not zero: the lines start there.
+    const pad = Array<number>(Math.max(0, 60 - minutes.length)).fill(Number.NaN);
+    const of = (k: keyof ActivityMinute) => [...pad, ...minutes.map((m) => m[k])];
+    const sum = (k: keyof ActivityMinute) => minutes.reduce((a, m) => a + m[k], 0);
+    const last = minutes.at(-1);
+    const summary =
+      `In the last hour ${sum("started")} jobs started and ${sum("finished")} finished; ` +
+      `now ${last?.queued ?? 0} queued and ${last?.slotsUsed ?? 0} of ${last?.slotsTotal ?? 0} slots used.`;
     replace(
       rates,
-      h("span", { class: "legend l-started" }, "started ", h("strong", null, s.toFixed(1)), "/s"),
-      h("span", { class: "legend l-finished" }, "finished ", h("strong", null, f.toFixed(1)), "/s"),
-      h("span", { class: "muted small" }, `counted by this page since ${formatTime(new Date(live.since))}`),
+      h("span", { class: "legend l-started" }, "started ", h("strong", null, formatCount(sum("started")))),
+      h("span", { class: "legend l-finished" }, "finished ", h("strong", null, formatCount(sum("finished")))),
+      h("span", { class: "legend l-queued" }, "queued ", h("strong", null, formatCount(last?.queued ?? 0))),
+      h(
+        "span",
+        { class: "legend l-slots" },
+        "slots used ",
+        h("strong", null, `${formatCount(last?.slotsUsed ?? 0)}/${formatCount(last?.slotsTotal ?? 0)}`),
+      ),
+      h(
+        "span",
+        { class: "muted small" },
+        `from the control plane${since > (minutes[0]?.minute ?? 0) ? `, counting since ${formatTime(new Date(since))}` : ""}`,
+      ),
     );
     replace(
       chartBox,
       rateChart(
         [
-          { label: "started", cls: "started", values: counted(started) },
-          { label: "finished", cls: "finished", values: counted(finished) },
+          { label: "started", cls: "started", values: of("started") },
+          { label: "finished", cls: "finished", values: of("finished") },
+          { label: "queued", cls: "queued", values: of("queued") },
+          { label: "slots used", cls: "slots", values: of("slotsUsed") },
         ],
         WINDOW_S,
         summary,
@@ -226,15 +251,25 @@ export function overviewView(): View {
       ),
     );
   };
+  const loadActivity = async () => {
+    try {
+      activity = await fetchActivity(stopActivity.signal);
+      activityError = "";
+    } catch (err) {
+      if (stopActivity.signal.aborted) return;
+      activityError = `Cannot load the last hour: ${err instanceof Error ? err.message : errorText(err)}`;
+    }
+    renderChart();
+  };
 
   renderWorkers();
   renderStatus();
   renderChart();
   const offWorkers = live.onWorkers(throttleFrame(renderWorkers));
   const offStatus = live.onStatus(renderStatus);
-  // The chart's clock moves even when no job does.
-  const timer = setInterval(renderChart, 1000);
-  requestAnimationFrame(renderChart);
+  // The chart comes from the control plane when the page opens, then every 15 s.
+  void loadActivity();
+  const timer = setInterval(() => void loadActivity(), ACTIVITY_EVERY_MS);
   return {
     title: "Overview",
     el,
@@ -242,6 +277,7 @@ export function overviewView(): View {
       offWorkers();
       offStatus();
       clearInterval(timer);
+      stopActivity.abort();
     },
   };
 }

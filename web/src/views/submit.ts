@@ -1,6 +1,7 @@
 /** Submit: a form for a JobSpec. A retried submit of the same form reuses its request id, so it makes one job. */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { JobSpecSchema } from "../../../gen/crms/v1/job_pb.js";
+import { parseAfter } from "../../../src/scheduler/dependencies.js";
 import { errorText, jobService } from "../api.js";
 import { h, replace, toast } from "../dom.js";
 import { parsePairs } from "../format.js";
@@ -44,7 +45,24 @@ export function specFromForm(data: FormData): MessageInitShape<typeof JobSpecSch
   };
   const priority = Number(data.get("priority") ?? 0);
   if (!Number.isInteger(priority)) throw new Error("Priority: a whole number.");
+  // As the CLI's --array FIRST-LAST[%MAX] and --after ID[:succeeded|failed|finished].
+  const arrayText = String(data.get("array") ?? "").trim();
+  const m = /^(\d+)(?:-(\d+))?(?:%(\d+))?$/.exec(arrayText);
+  if (arrayText && !m) throw new Error("Array: FIRST-LAST or FIRST-LAST%MAX, e.g. 1-100%10.");
+  const array = m ? { first: Number(m[1]), last: Number(m[2] ?? m[1]), maxRunning: Number(m[3] ?? 0) } : undefined;
+  const after = String(data.get("after") ?? "")
+    .split(/[\s,]+/)
+    .filter(Boolean)
+    .map((item) => {
+      try {
+        return parseAfter(item);
+      } catch {
+        throw new Error(`After: ${JSON.stringify(item)} is not ID or ID:succeeded|failed|finished.`);
+      }
+    });
   return {
+    ...(array ? { array } : {}),
+    after,
     command,
     name: String(data.get("name") ?? "").trim(),
     env: parsePairs(String(data.get("env") ?? ""), "Environment", true),
@@ -154,6 +172,18 @@ export function submitView(): View {
         field("priority", "Priority", numberInput("priority", -2147483648, 2147483647), "Higher runs first."),
         field("retries", "Max retries", numberInput("retries", 0, 1000), "Reruns after a failure of its own."),
         field("timeout", "Timeout (seconds)", numberInput("timeout", 0, 4294967295), "0: no limit."),
+        field(
+          "array",
+          "Array",
+          h("input", { id: "array", name: "array", autocomplete: "off", placeholder: "1-100%10" }),
+          "FIRST-LAST[%MAX]: one task per index ($CRMS_ARRAY_INDEX), at most MAX running. Empty: one job.",
+        ),
+        field(
+          "after",
+          "After",
+          h("input", { id: "after", name: "after", autocomplete: "off", placeholder: "12 13:finished" }),
+          "Job ids it waits for, each ID or ID:succeeded|failed|finished (succeeded when left out).",
+        ),
         h(
           "label",
           { class: "check" },
