@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
@@ -12,6 +12,7 @@ import {
   runDirOf,
   startRun,
 } from "../src/worker/runner.js";
+import { findShim } from "../src/worker/shim.js";
 
 const dirs: string[] = [];
 
@@ -269,4 +270,46 @@ test("an aborted follow ends quietly", async (t) => {
   t.true(Date.now() - t0 < 1_000);
   r.kill(0);
   t.true((await r.done).killed);
+});
+
+/** The run shim that scripts/setup.sh builds; a test needing it fails with the install step. */
+function shimPath(): string {
+  const shim = findShim();
+  if (!shim)
+    throw new Error("bin/crms-shim is missing: run `bash scripts/setup.sh` (it builds the shim with go build)");
+  return shim;
+}
+
+test("through the shim, a kill that comes after the spawn but before the pid is known still ends the run", async (t) => {
+  // A shim that takes a second to start the command: the kill lands while the worker waits for the pid.
+  const dir = await dataDir();
+  const slow = path.join(dir, "slow-shim");
+  await writeFile(slow, `#!/bin/sh\nsleep 1\nexec ${shimPath()} "$@"\n`);
+  await chmod(slow, 0o755);
+  const s = started();
+  const r = await run(["sleep", "60"], { onStart: s.onStart, shim: { path: slow, killGraceSeconds: 2 } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.is(r.pid, 0, "the pid is not known yet");
+  const t0 = Date.now();
+  r.kill(1, "killed by request");
+  const outcome = await Promise.race([
+    r.done,
+    new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 15_000)),
+  ]);
+  t.truthy(outcome, `the run still went on ${Date.now() - t0} ms after the kill`);
+  t.true(outcome?.killed);
+  t.true((await s.pid) > 0, "it was reported started");
+  t.true(await groupGone(await s.pid));
+});
+
+test("through the shim, a command that ends at once is still reported started with its pid", async (t) => {
+  const shim = shimPath();
+  for (let i = 0; i < 20; i++) {
+    let startCalls = 0;
+    const r = await run(["true"], { onStart: () => startCalls++, shim: { path: shim, killGraceSeconds: 2 } });
+    const outcome = await r.done;
+    t.is(outcome.exitCode, 0);
+    t.is(startCalls, 1, `run ${i}: onStart was called ${startCalls} times`);
+    t.true(outcome.pid > 0);
+  }
 });

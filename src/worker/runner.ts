@@ -10,7 +10,14 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import type { RunAs } from "./run-as.js";
-import { type ExitRecord, type PidRecord, processAlive, readExitRecord, type ShimOptions } from "./shim.js";
+import {
+  type ExitRecord,
+  type PidRecord,
+  processAlive,
+  readExitRecord,
+  readPidRecord,
+  type ShimOptions,
+} from "./shim.js";
 
 /** The part of a JobSpec a run needs (a generated JobSpec fits as is). */
 export interface RunSpec {
@@ -294,10 +301,20 @@ export class Run {
     const deadline = Date.now() + Math.max(0, graceSeconds) * 1000;
     if (this.#killDeadline !== 0 && deadline >= this.#killDeadline) return;
     this.#killDeadline = deadline;
-    if (this.pid === 0) return; // #execute checks the deadline before spawning
+    this.#signalGroup();
+  }
+
+  /**
+   * SIGTERM to the process group now, SIGKILL at the kill deadline. Before the
+   * pid is known it waits: #execute checks the deadline before spawning, and
+   * #started signals once the pid arrives (through the shim, that is later
+   * than the spawn, so a kill can come in between).
+   */
+  #signalGroup(): void {
+    if (this.pid === 0) return;
     signalGroup(this.pid, "SIGTERM");
     clearTimeout(this.#killTimer);
-    this.#killTimer = setTimeout(() => signalGroup(this.pid, "SIGKILL"), deadline - Date.now());
+    this.#killTimer = setTimeout(() => signalGroup(this.pid, "SIGKILL"), Math.max(0, this.#killDeadline - Date.now()));
   }
 
   async #execute(): Promise<RunOutcome> {
@@ -360,7 +377,7 @@ export class Run {
 
   #started(pid: number): void {
     this.pid = pid;
-    if (this.#killDeadline !== 0) this.#terminate((this.#killDeadline - Date.now()) / 1000);
+    if (this.#killDeadline !== 0) this.#signalGroup();
     try {
       this.#options.onStart?.(pid);
     } catch {
@@ -422,7 +439,19 @@ export class Run {
       if (text.includes("\n") && pid > 0 && this.pid === 0) this.#started(pid);
     });
     notify?.on("error", () => undefined);
+    const notified = new Promise<void>((resolve) => {
+      if (!notify) return resolve();
+      notify.once("close", resolve);
+      notify.once("end", resolve);
+      setTimeout(resolve, 1000).unref();
+    });
     const status = await exited;
+    // A command that ends at once: the shim's exit can be seen before its pid line is read.
+    await notified;
+    if (this.pid === 0 && !status.error) {
+      const pid = (await readPidRecord(this.runDir))?.pid ?? 0;
+      if (pid > 0) this.#started(pid);
+    }
     clearTimeout(this.#killTimer);
     if (status.error) {
       return { error: `cannot start the run shim ${shim.path}: ${status.error}` };
