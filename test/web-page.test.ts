@@ -186,7 +186,7 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
   t.is(await page.locator("tbody tr").count(), 25);
   t.is(await page.locator("tbody tr").first().getAttribute("data-id"), ids[29] as string);
-  t.is(await page.locator("#f-state").inputValue(), "HELD");
+  t.is(await page.locator("#f-state-summary").textContent(), "HELD");
   await shot(page, "jobs");
   const rowIds = () => page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id")));
   await page.getByRole("link", { name: "Next page" }).click();
@@ -216,7 +216,8 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.locator(`tr[data-id='${ids[29]}'] .badge`, { hasNotText: "HELD" }).waitFor({ timeout: 15_000 });
   // Search by id goes straight to the job.
   await page.getByLabel("Search").fill(ids[3] as string);
-  await page.getByLabel("State").selectOption("");
+  await page.locator("#f-state summary").click();
+  await page.getByRole("checkbox", { name: "HELD" }).uncheck();
   await page.getByText(`Job ${ids[3]} found by id.`, { exact: false }).waitFor();
   t.is(await page.locator("tbody tr").count(), 1);
   await page.setViewportSize({ width: 390, height: 844 });
@@ -241,6 +242,56 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.close();
   await overview.page.close();
 });
+
+test.serial(
+  "the jobs list filters by several states at once: RUNNING+FAILED shows both and nothing else",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const running = await c.submit({ command: ["sleep", "60"], name: "multi running" });
+    const failed = await c.submit({ command: ["false"], name: "multi failed" });
+    const succeeded = await c.submit({ command: ["true"], name: "multi succeeded" });
+    const held = await c.submit({ command: ["true"], name: "multi held", hold: true });
+    await cluster.waitFor(
+      () =>
+        cluster.server.store.job(running.id)?.state === JobState.RUNNING &&
+        cluster.server.store.job(failed.id)?.state === JobState.FAILED &&
+        cluster.server.store.job(succeeded.id)?.state === JobState.SUCCEEDED,
+      20_000,
+      "the jobs to run, fail and succeed",
+    );
+    const { page, errors } = await open(t, "#/jobs");
+    await page.locator(`tr[data-id='${held.id}']`).waitFor();
+    // Tick RUNNING, then FAILED: the list stays open between the two.
+    await page.locator("#f-state summary").click();
+    await page.getByRole("checkbox", { name: "RUNNING" }).check();
+    await page.waitForURL(/state=RUNNING(&|$)/);
+    await page.getByRole("checkbox", { name: "FAILED" }).check();
+    await page.waitForURL(/state=RUNNING(%2C|,)FAILED/);
+    const shown = async () => {
+      await page.locator(`tr[data-id='${running.id}']`).waitFor();
+      await page.locator(`tr[data-id='${failed.id}']`).waitFor();
+      await page.locator(`tr[data-id='${held.id}']`).waitFor({ state: "detached" });
+      const states = await page.locator("tbody tr .badge").allTextContents();
+      t.true(states.length >= 2);
+      t.deepEqual([...new Set(states.map((s) => s.trim()))].sort(), ["FAILED", "RUNNING"]);
+      t.is(await page.locator(`tr[data-id='${succeeded.id}']`).count(), 0);
+    };
+    await shown();
+    t.is(await page.locator("#f-state-summary").textContent(), "RUNNING, FAILED");
+    // The choice is in the URL: a fresh load keeps it.
+    await page.reload();
+    await shown();
+    await page.locator("#f-state summary").click();
+    t.true(await page.getByRole("checkbox", { name: "RUNNING" }).isChecked());
+    t.true(await page.getByRole("checkbox", { name: "FAILED" }).isChecked());
+    t.false(await page.getByRole("checkbox", { name: "SUCCEEDED" }).isChecked());
+    await c.kill(running.id);
+    await c.release(held.id);
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
 
 test.serial("a Connect call with a bad id returns the right code", async (t) => {
   const base = t.context.http.url;
