@@ -171,6 +171,48 @@ test.serial("a running sleep 60 is killed from the page and turns KILLED", async
   await page.close();
 });
 
+test.serial(
+  "the output search shows only matching lines, marked, and Download saves the output as job-ID.log",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const job = await c.submit({
+      command: ["sh", "-c", "printf 'alpha one\\nbeta two\\nthe Alpha three\\n'; sleep 0.2; echo ALPHA on stderr >&2"],
+      name: "searchable",
+    });
+    const { page, errors } = await open(t, `#/jobs/${job.id}`);
+    await page.getByText(/output complete/i).waitFor({ timeout: 20_000 });
+    const output = page.getByLabel(`Output of job ${job.id}`, { exact: true });
+    await output.locator(".stderr", { hasText: "ALPHA on stderr" }).waitFor();
+
+    await page.getByLabel("Search the output").fill("alpha");
+    const matches = page.getByLabel(`Output lines of job ${job.id} that match the search`);
+    await page.getByText("3 matching lines").waitFor();
+    t.true(await output.isHidden());
+    t.deepEqual(
+      (await matches.locator(".line").allTextContents()).map((l) => l.trim()),
+      ["alpha one", "the Alpha three", "ALPHA on stderr"],
+    );
+    t.deepEqual(await matches.locator("mark").allTextContents(), ["alpha", "Alpha", "ALPHA"]);
+    await matches.locator(".stderr mark", { hasText: "ALPHA" }).waitFor();
+    await page.getByLabel("Search the output").fill("nothing like this");
+    await page.getByText("0 matching lines").waitFor();
+    await page.getByLabel("Search the output").fill("");
+    await output.waitFor({ state: "visible" });
+    t.true(await matches.isHidden());
+
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByRole("link", { name: "Download" }).click(),
+    ]);
+    t.is(download.suggestedFilename(), `job-${job.id}.log`);
+    const path = await download.path();
+    t.is(readFileSync(path, "utf8"), "alpha one\nbeta two\nthe Alpha three\nALPHA on stderr\n");
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
+
 test.serial("the jobs list pages with ListJobs tokens and filters by state and label", async (t) => {
   const c = t.context.cluster.client();
   const ids: string[] = [];
