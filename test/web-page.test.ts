@@ -213,6 +213,36 @@ test.serial(
   },
 );
 
+test.serial("killing a job from its page keeps the scroll position of the page and of its output", async (t) => {
+  const { cluster } = t.context;
+  const c = cluster.client();
+  const job = await c.submit({ command: ["sh", "-c", "seq 1 300; exec sleep 60"], name: "scrolled" });
+  const { page, errors } = await open(t, `#/jobs/${job.id}`);
+  await page.setViewportSize({ width: 1280, height: 500 });
+  await page.locator(".subtitle .badge", { hasText: "RUNNING" }).waitFor({ timeout: 20_000 });
+  await page.getByLabel(`Output of job ${job.id}`, { exact: true }).getByText("300").waitFor();
+  await page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)");
+  const before = await page.evaluate<number>("window.scrollY");
+  t.true(before > 200, `page scrolled only ${before}px`);
+  // The output scrolled back to somewhere in the middle, as someone reading it would.
+  const pre = page.getByLabel(`Output of job ${job.id}`, { exact: true });
+  await pre.evaluate((el) => {
+    el.scrollTop = 1000;
+  });
+  const preBefore = await pre.evaluate((el) => el.scrollTop);
+  t.true(preBefore > 500, `output scrolled only ${preBefore}px`);
+  // Clicked where it is, as a keyboard user would (playwright's click would scroll it into view).
+  await page.getByRole("button", { name: "Kill", exact: true }).dispatchEvent("click");
+  await page.locator(".subtitle .badge", { hasText: "KILLED" }).waitFor({ timeout: 15_000 });
+  await page.getByText(/Kill job \d+: done/).waitFor();
+  await page.getByText(/output complete/i).waitFor();
+  await page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))");
+  t.is(await page.evaluate<number>("window.scrollY"), before);
+  t.is(await pre.evaluate((el) => el.scrollTop), preBefore);
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
 test.serial("the jobs list pages with ListJobs tokens and filters by state and label", async (t) => {
   const c = t.context.cluster.client();
   const ids: string[] = [];

@@ -645,7 +645,13 @@ export function jobView(route: Route): View {
     heading.textContent = `Job ${id}`;
     replace(subtitle, next.spec?.name ? h("span", { class: "name" }, next.spec.name) : null, stateBadge(next.state));
     document.title = `Job ${id} · ${stateName(next.state)} · crms`;
-    replace(body, details(next), output.el);
+    // Only the details are redrawn: the output panel stays in place (a <pre> taken out of the
+    // page loses its scroll position), and so does the page's own scroll.
+    const y = window.scrollY;
+    const shown = body.querySelector(":scope > .job-details");
+    if (shown && output.el.parentElement === body) shown.replaceWith(details(next));
+    else replace(body, details(next), output.el);
+    if (window.scrollY !== y) window.scrollTo({ top: y });
     renderActions();
     output.update(next);
   }
