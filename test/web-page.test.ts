@@ -172,7 +172,7 @@ test.serial("a running sleep 60 is killed from the page and turns KILLED", async
 });
 
 test.serial(
-  "the output search shows only matching lines, marked, and Download saves the output as job-ID.log",
+  "the output search shows only matching lines, marked, and Download saves the whole output as job-ID.log (past the screen's cut too)",
   async (t) => {
     const { cluster } = t.context;
     const c = cluster.client();
@@ -210,6 +210,21 @@ test.serial(
     t.is(readFileSync(path, "utf8"), "alpha one\nbeta two\nthe Alpha three\nALPHA on stderr\n");
     t.deepEqual(errors, []);
     await page.close();
+
+    // Past what the screen keeps (1,000,000 characters), Download reads the whole output again.
+    const big = await c.submit({ command: ["seq", "1", "200000"], name: "big output" });
+    const second = await open(t, `#/jobs/${big.id}`);
+    await second.page.getByText(/output complete/i).waitFor({ timeout: 20_000 });
+    await second.page.getByText("[earlier output not shown]").waitFor();
+    const [full] = await Promise.all([
+      second.page.waitForEvent("download"),
+      second.page.getByRole("link", { name: "Download" }).click(),
+    ]);
+    t.is(full.suggestedFilename(), `job-${big.id}.log`);
+    const expected = `${Array.from({ length: 200000 }, (_, i) => i + 1).join("\n")}\n`;
+    t.true(readFileSync(await full.path(), "utf8") === expected, "the downloaded file is seq 1 200000 in full");
+    t.deepEqual(second.errors, []);
+    await second.page.close();
   },
 );
 

@@ -299,6 +299,8 @@ class OutputPanel {
   private readonly refilter = throttle(() => this.filter(), 250);
   private readonly download: HTMLAnchorElement;
   private blobUrl = "";
+  private fetching = false;
+  private fullReady = false;
 
   constructor(private readonly id: string) {
     this.pre = h("pre", { class: "output", tabindex: 0, "aria-label": `Output of job ${id}` });
@@ -324,8 +326,9 @@ class OutputPanel {
         href: "#",
         download: `job-${id}.log`,
         title: "The output shown here (stdout and stderr) as a file",
-        // The file is made when asked for, from the output on screen.
-        onclick: () => this.prepareDownload(),
+        // The file is made when asked for: from the output on screen, or read again in full
+        // when the screen dropped its start.
+        onclick: (ev: MouseEvent) => this.prepareDownload(ev),
       },
       "Download",
     );
@@ -483,9 +486,44 @@ class OutputPanel {
     this.matchCount.textContent = `${count} matching line${count === 1 ? "" : "s"}`;
   }
 
-  private prepareDownload(): void {
+  private prepareDownload(ev: MouseEvent): void {
+    if (this.fullReady) {
+      // The click below, once the whole output was read: the link already points at it.
+      this.fullReady = false;
+      return;
+    }
+    if (this.fetching) {
+      ev.preventDefault();
+      return;
+    }
+    if (!this.pre.querySelector(".cut")) {
+      this.setFile([this.pre.textContent ?? ""]);
+      return;
+    }
+    ev.preventDefault();
+    this.fetching = true;
+    const before = this.download.textContent;
+    this.download.textContent = "Preparing…";
+    void (async () => {
+      try {
+        const parts: BlobPart[] = [];
+        for await (const chunk of jobService.streamOutput({ id: this.id, follow: false }, { signal: this.ctl?.signal }))
+          parts.push(chunk.data as Uint8Array<ArrayBuffer>);
+        this.setFile(parts);
+        this.fullReady = true;
+        this.download.click();
+      } catch (err) {
+        if (!isCanceled(err)) toast(`Download of job ${this.id}'s output failed: ${errorText(err)}`, "error");
+      } finally {
+        this.fetching = false;
+        this.download.textContent = before;
+      }
+    })();
+  }
+
+  private setFile(parts: BlobPart[]): void {
     if (this.blobUrl) URL.revokeObjectURL(this.blobUrl);
-    this.blobUrl = URL.createObjectURL(new Blob([this.pre.textContent ?? ""], { type: "text/plain" }));
+    this.blobUrl = URL.createObjectURL(new Blob(parts, { type: "text/plain" }));
     this.download.href = this.blobUrl;
   }
 
