@@ -373,6 +373,15 @@ test.serial(
     t.true(await page.getByRole("checkbox", { name: "RUNNING" }).isChecked());
     t.true(await page.getByRole("checkbox", { name: "FAILED" }).isChecked());
     t.false(await page.getByRole("checkbox", { name: "SUCCEEDED" }).isChecked());
+    // Escape closes the list, and so does a click elsewhere.
+    const isOpen = () => page.locator("#f-state").evaluate((el) => (el as HTMLDetailsElement).open);
+    await page.getByRole("checkbox", { name: "FAILED" }).focus();
+    await page.keyboard.press("Escape");
+    t.false(await isOpen());
+    await page.locator("#f-state summary").click();
+    t.true(await isOpen());
+    await page.getByRole("heading", { level: 1, name: "Jobs" }).click();
+    t.false(await isOpen());
     await c.kill(running.id);
     await c.release(held.id);
     t.deepEqual(errors, []);

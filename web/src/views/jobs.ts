@@ -222,6 +222,19 @@ export function jobsView(route: Route): View {
       ),
     ),
   );
+  // The list closes on Escape (focus back on its summary) and on a click elsewhere.
+  stateChooser.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape" || !stateChooser.open) return;
+    stateChooser.open = false;
+    stateChooser.querySelector("summary")?.focus();
+  });
+  document.addEventListener(
+    "pointerdown",
+    (ev) => {
+      if (stateChooser.open && !stateChooser.contains(ev.target as Node)) stateChooser.open = false;
+    },
+    { signal: ctl.signal },
+  );
   const form = h(
     "form",
     { class: "filters", role: "search", "aria-label": "Filter jobs" },
