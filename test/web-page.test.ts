@@ -171,6 +171,93 @@ test.serial("a running sleep 60 is killed from the page and turns KILLED", async
   await page.close();
 });
 
+test.serial(
+  "the output search shows only matching lines, marked, and Download saves the whole output as job-ID.log (past the screen's cut too)",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const job = await c.submit({
+      command: ["sh", "-c", "printf 'alpha one\\nbeta two\\nthe Alpha three\\n'; sleep 0.2; echo ALPHA on stderr >&2"],
+      name: "searchable",
+    });
+    const { page, errors } = await open(t, `#/jobs/${job.id}`);
+    await page.getByText(/output complete/i).waitFor({ timeout: 20_000 });
+    const output = page.getByLabel(`Output of job ${job.id}`, { exact: true });
+    await output.locator(".stderr", { hasText: "ALPHA on stderr" }).waitFor();
+
+    await page.getByLabel("Search the output").fill("alpha");
+    const matches = page.getByLabel(`Output lines of job ${job.id} that match the search`);
+    await page.getByText("3 matching lines").waitFor();
+    t.true(await output.isHidden());
+    t.deepEqual(
+      (await matches.locator(".line").allTextContents()).map((l) => l.trim()),
+      ["alpha one", "the Alpha three", "ALPHA on stderr"],
+    );
+    t.deepEqual(await matches.locator("mark").allTextContents(), ["alpha", "Alpha", "ALPHA"]);
+    await matches.locator(".stderr mark", { hasText: "ALPHA" }).waitFor();
+    await page.getByLabel("Search the output").fill("nothing like this");
+    await page.getByText("0 matching lines").waitFor();
+    await page.getByLabel("Search the output").fill("");
+    await output.waitFor({ state: "visible" });
+    t.true(await matches.isHidden());
+
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByRole("link", { name: "Download" }).click(),
+    ]);
+    t.is(download.suggestedFilename(), `job-${job.id}.log`);
+    const path = await download.path();
+    t.is(readFileSync(path, "utf8"), "alpha one\nbeta two\nthe Alpha three\nALPHA on stderr\n");
+    t.deepEqual(errors, []);
+    await page.close();
+
+    // Past what the screen keeps (1,000,000 characters), Download reads the whole output again.
+    const big = await c.submit({ command: ["seq", "1", "200000"], name: "big output" });
+    const second = await open(t, `#/jobs/${big.id}`);
+    await second.page.getByText(/output complete/i).waitFor({ timeout: 20_000 });
+    await second.page.getByText("[earlier output not shown]").waitFor();
+    const [full] = await Promise.all([
+      second.page.waitForEvent("download"),
+      second.page.getByRole("link", { name: "Download" }).click(),
+    ]);
+    t.is(full.suggestedFilename(), `job-${big.id}.log`);
+    const expected = `${Array.from({ length: 200000 }, (_, i) => i + 1).join("\n")}\n`;
+    t.true(readFileSync(await full.path(), "utf8") === expected, "the downloaded file is seq 1 200000 in full");
+    t.deepEqual(second.errors, []);
+    await second.page.close();
+  },
+);
+
+test.serial("killing a job from its page keeps the scroll position of the page and of its output", async (t) => {
+  const { cluster } = t.context;
+  const c = cluster.client();
+  const job = await c.submit({ command: ["sh", "-c", "seq 1 300; exec sleep 60"], name: "scrolled" });
+  const { page, errors } = await open(t, `#/jobs/${job.id}`);
+  await page.setViewportSize({ width: 1280, height: 500 });
+  await page.locator(".subtitle .badge", { hasText: "RUNNING" }).waitFor({ timeout: 20_000 });
+  await page.getByLabel(`Output of job ${job.id}`, { exact: true }).getByText("300").waitFor();
+  await page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)");
+  const before = await page.evaluate<number>("window.scrollY");
+  t.true(before > 200, `page scrolled only ${before}px`);
+  // The output scrolled back to somewhere in the middle, as someone reading it would.
+  const pre = page.getByLabel(`Output of job ${job.id}`, { exact: true });
+  await pre.evaluate((el) => {
+    el.scrollTop = 1000;
+  });
+  const preBefore = await pre.evaluate((el) => el.scrollTop);
+  t.true(preBefore > 500, `output scrolled only ${preBefore}px`);
+  // Clicked where it is, as a keyboard user would (playwright's click would scroll it into view).
+  await page.getByRole("button", { name: "Kill", exact: true }).dispatchEvent("click");
+  await page.locator(".subtitle .badge", { hasText: "KILLED" }).waitFor({ timeout: 15_000 });
+  await page.getByText(/Kill job \d+: done/).waitFor();
+  await page.getByText(/output complete/i).waitFor();
+  await page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))");
+  t.is(await page.evaluate<number>("window.scrollY"), before);
+  t.is(await pre.evaluate((el) => el.scrollTop), preBefore);
+  t.deepEqual(errors, []);
+  await page.close();
+});
+
 test.serial("the jobs list pages with ListJobs tokens and filters by state and label", async (t) => {
   const c = t.context.cluster.client();
   const ids: string[] = [];
@@ -186,7 +273,7 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.getByText("Showing 25 of 30 jobs on page 1; more on the next page.").waitFor();
   t.is(await page.locator("tbody tr").count(), 25);
   t.is(await page.locator("tbody tr").first().getAttribute("data-id"), ids[29] as string);
-  t.is(await page.locator("#f-state").inputValue(), "HELD");
+  t.is(await page.locator("#f-state-summary").textContent(), "HELD");
   await shot(page, "jobs");
   const rowIds = () => page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id")));
   await page.getByRole("link", { name: "Next page" }).click();
@@ -216,7 +303,8 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.locator(`tr[data-id='${ids[29]}'] .badge`, { hasNotText: "HELD" }).waitFor({ timeout: 15_000 });
   // Search by id goes straight to the job.
   await page.getByLabel("Search").fill(ids[3] as string);
-  await page.getByLabel("State").selectOption("");
+  await page.locator("#f-state summary").click();
+  await page.getByRole("checkbox", { name: "HELD" }).uncheck();
   await page.getByText(`Job ${ids[3]} found by id.`, { exact: false }).waitFor();
   t.is(await page.locator("tbody tr").count(), 1);
   await page.setViewportSize({ width: 390, height: 844 });
@@ -241,6 +329,65 @@ test.serial("the jobs list pages with ListJobs tokens and filters by state and l
   await page.close();
   await overview.page.close();
 });
+
+test.serial(
+  "the jobs list filters by several states at once: RUNNING+FAILED shows both and nothing else",
+  async (t) => {
+    const { cluster } = t.context;
+    const c = cluster.client();
+    const running = await c.submit({ command: ["sleep", "60"], name: "multi running" });
+    const failed = await c.submit({ command: ["false"], name: "multi failed" });
+    const succeeded = await c.submit({ command: ["true"], name: "multi succeeded" });
+    const held = await c.submit({ command: ["true"], name: "multi held", hold: true });
+    await cluster.waitFor(
+      () =>
+        cluster.server.store.job(running.id)?.state === JobState.RUNNING &&
+        cluster.server.store.job(failed.id)?.state === JobState.FAILED &&
+        cluster.server.store.job(succeeded.id)?.state === JobState.SUCCEEDED,
+      20_000,
+      "the jobs to run, fail and succeed",
+    );
+    const { page, errors } = await open(t, "#/jobs");
+    await page.locator(`tr[data-id='${held.id}']`).waitFor();
+    // Tick RUNNING, then FAILED: the list stays open between the two.
+    await page.locator("#f-state summary").click();
+    await page.getByRole("checkbox", { name: "RUNNING" }).check();
+    await page.waitForURL(/state=RUNNING(&|$)/);
+    await page.getByRole("checkbox", { name: "FAILED" }).check();
+    await page.waitForURL(/state=RUNNING(%2C|,)FAILED/);
+    const shown = async () => {
+      await page.locator(`tr[data-id='${running.id}']`).waitFor();
+      await page.locator(`tr[data-id='${failed.id}']`).waitFor();
+      await page.locator(`tr[data-id='${held.id}']`).waitFor({ state: "detached" });
+      const states = await page.locator("tbody tr .badge").allTextContents();
+      t.true(states.length >= 2);
+      t.deepEqual([...new Set(states.map((s) => s.trim()))].sort(), ["FAILED", "RUNNING"]);
+      t.is(await page.locator(`tr[data-id='${succeeded.id}']`).count(), 0);
+    };
+    await shown();
+    t.is(await page.locator("#f-state-summary").textContent(), "RUNNING, FAILED");
+    // The choice is in the URL: a fresh load keeps it.
+    await page.reload();
+    await shown();
+    await page.locator("#f-state summary").click();
+    t.true(await page.getByRole("checkbox", { name: "RUNNING" }).isChecked());
+    t.true(await page.getByRole("checkbox", { name: "FAILED" }).isChecked());
+    t.false(await page.getByRole("checkbox", { name: "SUCCEEDED" }).isChecked());
+    // Escape closes the list, and so does a click elsewhere.
+    const isOpen = () => page.locator("#f-state").evaluate((el) => el.hasAttribute("open"));
+    await page.getByRole("checkbox", { name: "FAILED" }).focus();
+    await page.keyboard.press("Escape");
+    t.false(await isOpen());
+    await page.locator("#f-state summary").click();
+    t.true(await isOpen());
+    await page.getByRole("heading", { level: 1, name: "Jobs" }).click();
+    t.false(await isOpen());
+    await c.kill(running.id);
+    await c.release(held.id);
+    t.deepEqual(errors, []);
+    await page.close();
+  },
+);
 
 test.serial("a Connect call with a bad id returns the right code", async (t) => {
   const base = t.context.http.url;

@@ -4,7 +4,7 @@
  */
 import { type Attempt, type Job, JobState, OutputStream } from "../../../gen/crms/v1/job_pb.js";
 import { Code, codeOf, errorText, isCanceled, jobService } from "../api.js";
-import { h, replace, toast } from "../dom.js";
+import { h, replace, throttle, toast } from "../dom.js";
 import {
   arrayCountsText,
   conditionName,
@@ -292,9 +292,46 @@ class OutputPanel {
   private decoders = new Map<OutputStream, TextDecoder>();
   private scrollQueued = false;
   private retryTimer?: ReturnType<typeof setTimeout>;
+  /** The search box, the matching lines it shows instead of the whole output, and their count. */
+  private readonly search: HTMLInputElement;
+  private readonly matches: HTMLPreElement;
+  private readonly matchCount: HTMLElement;
+  private readonly refilter = throttle(() => this.filter(), 250);
+  private readonly download: HTMLAnchorElement;
+  private blobUrl = "";
+  private fetching = false;
+  private fullReady = false;
 
   constructor(private readonly id: string) {
     this.pre = h("pre", { class: "output", tabindex: 0, "aria-label": `Output of job ${id}` });
+    this.matches = h("pre", {
+      class: "output matches",
+      tabindex: 0,
+      hidden: true,
+      "aria-label": `Output lines of job ${id} that match the search`,
+    });
+    this.matchCount = h("span", { class: "small muted", role: "status", "aria-live": "polite" });
+    this.search = h("input", {
+      type: "search",
+      id: "output-search",
+      placeholder: "Find in output",
+      autocomplete: "off",
+      "aria-label": "Search the output",
+      oninput: () => this.refilter(),
+    });
+    this.download = h(
+      "a",
+      {
+        class: "button small",
+        href: "#",
+        download: `job-${id}.log`,
+        title: "The output shown here (stdout and stderr) as a file",
+        // The file is made when asked for: from the output on screen, or read again in full
+        // when the screen dropped its start.
+        onclick: (ev: MouseEvent) => this.prepareDownload(ev),
+      },
+      "Download",
+    );
     this.status = h("p", { class: "status-line", role: "status", "aria-live": "polite" });
     this.follow = h("input", { type: "checkbox", id: "follow", checked: true });
     this.el = h(
@@ -313,8 +350,10 @@ class OutputPanel {
         ),
         h("label", { class: "check" }, this.follow, " Scroll with new output"),
       ),
+      h("div", { class: "output-tools" }, this.search, this.matchCount, this.download),
       this.status,
       this.pre,
+      this.matches,
     );
   }
 
@@ -399,6 +438,7 @@ class OutputPanel {
         first.replaceWith(h("span", { class: "cut" }, "[earlier output not shown]\n"));
       }
     }
+    if (this.search.value) this.refilter();
     if (this.follow.checked && !this.scrollQueued) {
       this.scrollQueued = true;
       requestAnimationFrame(() => {
@@ -408,11 +448,104 @@ class OutputPanel {
     }
   }
 
+  /** Shows only the lines that contain the search text (any case), the matches marked. */
+  private filter(): void {
+    const needle = this.search.value.toLowerCase();
+    this.pre.hidden = Boolean(needle);
+    this.matches.hidden = !needle;
+    if (!needle) {
+      this.matches.replaceChildren();
+      this.matchCount.textContent = "";
+      return;
+    }
+    // Lines as runs of (stream, text): a line can hold both streams' text.
+    const lines: { cls: string; text: string }[][] = [[]];
+    for (const part of this.pre.children) {
+      const pieces = (part.textContent ?? "").split("\n");
+      pieces.forEach((text, i) => {
+        if (i > 0) lines.push([]);
+        if (text) lines[lines.length - 1]?.push({ cls: part.className, text });
+      });
+    }
+    const shown: Node[] = [];
+    let count = 0;
+    for (const line of lines) {
+      const whole = line.map((r) => r.text).join("");
+      if (!whole.toLowerCase().includes(needle)) continue;
+      count++;
+      shown.push(
+        h(
+          "span",
+          { class: "line" },
+          line.map((r) => h("span", { class: r.cls }, mark(r.text, needle))),
+          "\n",
+        ),
+      );
+    }
+    this.matches.replaceChildren(...shown);
+    this.matchCount.textContent = `${count} matching line${count === 1 ? "" : "s"}`;
+  }
+
+  private prepareDownload(ev: MouseEvent): void {
+    if (this.fullReady) {
+      // The click below, once the whole output was read: the link already points at it.
+      this.fullReady = false;
+      return;
+    }
+    if (this.fetching) {
+      ev.preventDefault();
+      return;
+    }
+    if (!this.pre.querySelector(".cut")) {
+      this.setFile([this.pre.textContent ?? ""]);
+      return;
+    }
+    ev.preventDefault();
+    this.fetching = true;
+    const before = this.download.textContent;
+    this.download.textContent = "Preparing…";
+    void (async () => {
+      try {
+        const parts: BlobPart[] = [];
+        for await (const chunk of jobService.streamOutput({ id: this.id, follow: false }, { signal: this.ctl?.signal }))
+          parts.push(chunk.data as Uint8Array<ArrayBuffer>);
+        this.setFile(parts);
+        this.fullReady = true;
+        this.download.click();
+      } catch (err) {
+        if (!isCanceled(err)) toast(`Download of job ${this.id}'s output failed: ${errorText(err)}`, "error");
+      } finally {
+        this.fetching = false;
+        this.download.textContent = before;
+      }
+    })();
+  }
+
+  private setFile(parts: BlobPart[]): void {
+    if (this.blobUrl) URL.revokeObjectURL(this.blobUrl);
+    this.blobUrl = URL.createObjectURL(new Blob(parts, { type: "text/plain" }));
+    this.download.href = this.blobUrl;
+  }
+
   stop(): void {
     clearTimeout(this.retryTimer);
+    this.refilter.cancel();
     this.ctl?.abort();
     this.ctl = undefined;
   }
+}
+
+/** Text with each occurrence of needle (lower case) in <mark>. */
+function mark(text: string, needle: string): (Node | string)[] {
+  const out: (Node | string)[] = [];
+  const lower = text.toLowerCase();
+  let at = 0;
+  for (let i = lower.indexOf(needle); i >= 0; i = lower.indexOf(needle, at)) {
+    out.push(text.slice(at, i), h("mark", null, text.slice(i, i + needle.length)));
+    at = i + needle.length;
+  }
+  out.push(text.slice(at));
+  return out;
 }
 
 /** The latest record of each open job view, for retries. */
@@ -550,7 +683,13 @@ export function jobView(route: Route): View {
     heading.textContent = `Job ${id}`;
     replace(subtitle, next.spec?.name ? h("span", { class: "name" }, next.spec.name) : null, stateBadge(next.state));
     document.title = `Job ${id} · ${stateName(next.state)} · crms`;
-    replace(body, details(next), output.el);
+    // Only the details are redrawn: the output panel stays in place (a <pre> taken out of the
+    // page loses its scroll position), and so does the page's own scroll.
+    const y = window.scrollY;
+    const shown = body.querySelector(":scope > .job-details");
+    if (shown && output.el.parentElement === body) shown.replaceWith(details(next));
+    else replace(body, details(next), output.el);
+    if (window.scrollY !== y) window.scrollTo({ top: y });
     renderActions();
     output.update(next);
   }

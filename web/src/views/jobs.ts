@@ -29,7 +29,8 @@ const PAGE_SIZES = [25, 50, 100, 200];
 const SEARCH_SCAN_LIMIT = 20_000;
 
 interface Filters {
-  state?: JobState;
+  /** Any of these states (none: any state). */
+  states: JobState[];
   worker: string;
   label: string;
   q: string;
@@ -53,13 +54,17 @@ const DEFAULT_SORT = "-id";
 /** True for the orders whose page tokens are job ids (a search pages through these). */
 const byId = (sort: string) => /^-?(id|submit_time)$/.test(sort);
 
+/** The state list was open when its filter changed: it opens again in the new view. */
+let statesOpen = false;
+let statesFocus = "";
+
 /** Page-start tokens seen for one filter, so Previous can go back. */
 const trail = { key: "", starts: [""] };
 
 function filtersOf(query: URLSearchParams): Filters {
   const size = Number(query.get("size"));
   return {
-    state: parseState(query.get("state") ?? ""),
+    states: parseStates(query.get("state") ?? ""),
     worker: query.get("worker") ?? "",
     label: query.get("label") ?? "",
     q: (query.get("q") ?? "").trim(),
@@ -72,7 +77,7 @@ function filtersOf(query: URLSearchParams): Filters {
 
 function queryOf(f: Filters, after = ""): Record<string, string | undefined> {
   return {
-    state: f.state ? stateName(f.state) : undefined,
+    state: f.states.length ? f.states.map(stateName).join(",") : undefined,
     worker: f.worker,
     label: f.label,
     q: f.q,
@@ -81,6 +86,12 @@ function queryOf(f: Filters, after = ""): Record<string, string | undefined> {
     array: f.array,
     sort: f.sort === DEFAULT_SORT ? undefined : f.sort,
   };
+}
+
+/** The states of "RUNNING,FAILED" (any case, in life order, unknown names left out). */
+function parseStates(text: string): JobState[] {
+  const chosen = new Set(text.split(",").map((s) => parseState(s.trim())));
+  return JOB_STATES.filter((s) => chosen.has(s));
 }
 
 /** Compares decimal job ids as numbers. */
@@ -189,6 +200,41 @@ export function jobsView(route: Route): View {
     [...live.workers.keys()].sort().map((n) => h("option", { value: n })),
   );
 
+  // Several states at once: a dropdown of checkboxes; its summary names the choice.
+  const stateChooser = h(
+    "details",
+    { class: "multi", id: "f-state", open: statesOpen },
+    h(
+      "summary",
+      { "aria-labelledby": "f-state-label f-state-summary" },
+      h("span", { id: "f-state-summary" }, f.states.length ? f.states.map(stateName).join(", ") : "Any state"),
+    ),
+    h(
+      "div",
+      { class: "multi-options", role: "group", "aria-label": "States" },
+      JOB_STATES.map((s) =>
+        h(
+          "label",
+          null,
+          h("input", { type: "checkbox", name: "state", value: stateName(s), checked: f.states.includes(s) }),
+          ` ${stateName(s)}`,
+        ),
+      ),
+    ),
+  );
+  // The list closes on Escape (focus back on its summary) and on a click elsewhere.
+  stateChooser.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape" || !stateChooser.open) return;
+    stateChooser.open = false;
+    stateChooser.querySelector("summary")?.focus();
+  });
+  document.addEventListener(
+    "pointerdown",
+    (ev) => {
+      if (stateChooser.open && !stateChooser.contains(ev.target as Node)) stateChooser.open = false;
+    },
+    { signal: ctl.signal },
+  );
   const form = h(
     "form",
     { class: "filters", role: "search", "aria-label": "Filter jobs" },
@@ -205,17 +251,7 @@ export function jobsView(route: Route): View {
         autocomplete: "off",
       }),
     ),
-    h(
-      "div",
-      { class: "field" },
-      h("label", { for: "f-state" }, "State"),
-      h(
-        "select",
-        { id: "f-state", name: "state" },
-        h("option", { value: "" }, "Any state"),
-        JOB_STATES.map((s) => h("option", { value: stateName(s), selected: s === f.state }, stateName(s))),
-      ),
-    ),
+    h("div", { class: "field" }, h("span", { class: "label", id: "f-state-label" }, "States"), stateChooser),
     h(
       "div",
       { class: "field" },
@@ -266,7 +302,7 @@ export function jobsView(route: Route): View {
     ev.preventDefault();
     const data = new FormData(form);
     const next: Filters = {
-      state: parseState(String(data.get("state") ?? "")),
+      states: parseStates(data.getAll("state").map(String).join(",")),
       worker: String(data.get("worker") ?? "").trim(),
       label: String(data.get("label") ?? "").trim(),
       q: String(data.get("q") ?? "").trim(),
@@ -279,6 +315,20 @@ export function jobsView(route: Route): View {
   });
   // A changed select applies at once; text fields apply on Enter or Apply.
   for (const sel of form.querySelectorAll("select")) sel.addEventListener("change", () => form.requestSubmit());
+  // A ticked state applies at once too, and the list stays open for the next one.
+  for (const box of stateChooser.querySelectorAll("input"))
+    box.addEventListener("change", () => {
+      statesOpen = true;
+      const focus = box.value;
+      form.requestSubmit();
+      statesFocus = focus;
+    });
+  if (statesOpen) {
+    const again = statesFocus;
+    queueMicrotask(() => stateChooser.querySelector<HTMLInputElement>(`input[value="${again}"]`)?.focus());
+  }
+  statesOpen = false;
+  statesFocus = "";
 
   const el = h(
     "div",
@@ -302,7 +352,7 @@ export function jobsView(route: Route): View {
     pageSize: number,
     orderBy = f.sort,
   ): MessageInitShape<typeof ListJobsRequestSchema> => ({
-    states: f.state ? [f.state] : [],
+    states: f.states,
     worker: f.worker,
     labels,
     pageSize,
@@ -322,7 +372,7 @@ export function jobsView(route: Route): View {
 
   const matches = (job: Job) =>
     (f.array ? job.arrayParent === f.array : !job.arrayParent || Boolean(f.worker) || Boolean(f.q)) &&
-    (!f.state || job.state === f.state) &&
+    (!f.states.length || f.states.includes(job.state)) &&
     (!f.worker || job.worker === f.worker) &&
     Object.entries(labels).every(([k, v]) => job.spec?.labels[k] === v) &&
     matchesText(job);
@@ -532,7 +582,7 @@ function sortableTh(f: Filters, label: string, cls?: string): HTMLElement {
 }
 
 function emptyRow(f: Filters): HTMLElement {
-  const filtered = f.state || f.worker || f.label || f.q;
+  const filtered = f.states.length || f.worker || f.label || f.q;
   return h(
     "tr",
     null,
