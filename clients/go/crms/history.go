@@ -58,23 +58,10 @@ func (f *HistoryFilter) request() *crmsv1.ListHistoryRequest {
 // after yielding an error: ErrFailedPrecondition when the control plane keeps
 // no history, ErrUnavailable while its database is down.
 func (c *Client) History(ctx context.Context, filter HistoryFilter) iter.Seq2[*Job, error] {
-	return func(yield func(*Job, error) bool) {
-		req := filter.request()
-		for {
-			resp, err := c.jobs.ListHistory(ctx, req)
-			if err != nil {
-				yield(nil, wrapError("ListHistory", err))
-				return
-			}
-			for _, j := range resp.GetJobs() {
-				if !yield(JobFromProto(j), nil) {
-					return
-				}
-			}
-			if resp.GetNextPageToken() == "" {
-				return
-			}
-			req.PageToken = resp.GetNextPageToken()
-		}
-	}
+	req := filter.request()
+	return pagedJobs("ListHistory", func(token string) ([]*crmsv1.Job, string, error) {
+		req.PageToken = token
+		resp, err := c.jobs.ListHistory(ctx, req)
+		return resp.GetJobs(), resp.GetNextPageToken(), err
+	})
 }

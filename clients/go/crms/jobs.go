@@ -97,23 +97,35 @@ func (f *JobFilter) request() *crmsv1.ListJobsRequest {
 //
 //	for job, err := range c.Jobs(ctx, crms.JobFilter{}) { ... }
 func (c *Client) Jobs(ctx context.Context, filter JobFilter) iter.Seq2[*Job, error] {
+	req := filter.request()
+	return pagedJobs("ListJobs", func(token string) ([]*crmsv1.Job, string, error) {
+		req.PageToken = token
+		resp, err := c.jobs.ListJobs(ctx, req)
+		return resp.GetJobs(), resp.GetNextPageToken(), err
+	})
+}
+
+// pagedJobs yields the jobs of the page fetch returns for each page token in
+// turn, starting with "", until a page has no next token. It stops after
+// yielding an error (wrapped with the RPC's name) or when the loop breaks.
+func pagedJobs(rpc string, fetch func(token string) ([]*crmsv1.Job, string, error)) iter.Seq2[*Job, error] {
 	return func(yield func(*Job, error) bool) {
-		req := filter.request()
+		token := ""
 		for {
-			resp, err := c.jobs.ListJobs(ctx, req)
+			jobs, next, err := fetch(token)
 			if err != nil {
-				yield(nil, wrapError("ListJobs", err))
+				yield(nil, wrapError(rpc, err))
 				return
 			}
-			for _, j := range resp.GetJobs() {
+			for _, j := range jobs {
 				if !yield(JobFromProto(j), nil) {
 					return
 				}
 			}
-			if resp.GetNextPageToken() == "" {
+			if next == "" {
 				return
 			}
-			req.PageToken = resp.GetNextPageToken()
+			token = next
 		}
 	}
 }
