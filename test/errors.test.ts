@@ -6,7 +6,8 @@
 import anyTest, { type TestFn } from "ava";
 import { noop } from "cockatiel";
 import { Etcd3 } from "etcd3";
-import { type Code, toCrmsError } from "../src/store/errors.js";
+import type { Code } from "../src/errors.js";
+import { toCrmsError } from "../src/store/errors.js";
 import { type EtcdInstance, startEtcd } from "./helpers/etcd.js";
 
 const test = anyTest as TestFn<{ etcd: EtcdInstance; client: Etcd3 }>;

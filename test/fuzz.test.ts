@@ -12,7 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import test from "ava";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import { AttachResponseSchema, WorkerState } from "../gen/crms/v1/worker_pb.js";
-import type { Logger } from "../src/services/context.js";
+import type { Logger } from "../src/log.js";
 import { TestCluster } from "./helpers/cluster.js";
 import {
   allRpcs,

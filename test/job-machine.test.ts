@@ -2,8 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import test from "ava";
 import { type Job, JobSchema, JobState } from "../gen/crms/v1/job_pb.js";
 import { JobFinishedSchema } from "../gen/crms/v1/worker_pb.js";
+import { CrmsError } from "../src/errors.js";
 import { transition } from "../src/scheduler/job-machine.js";
-import { CrmsError } from "../src/store/errors.js";
 
 const now = new Date();
 const fresh = (spec: { maxRetries?: number; maxLostRetries?: number } = {}) =>

@@ -1,6 +1,6 @@
 /** An unknown log level is refused, never read as "log everything". */
 import test from "ava";
-import { createLogger, type LogLevel } from "../src/services/context.js";
+import { createLogger, type LogLevel } from "../src/log.js";
 import { cli } from "./helpers/cluster.js";
 
 test("crms server --log-level with an unknown level exits 2 naming the levels, before it starts anything", async (t) => {

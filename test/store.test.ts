@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import anyTest, { type TestFn } from "ava";
 import { JobSpecSchema, JobState } from "../gen/crms/v1/job_pb.js";
+import type { CrmsError } from "../src/errors.js";
 import { transition } from "../src/scheduler/job-machine.js";
-import type { CrmsError } from "../src/store/errors.js";
 import { Store } from "../src/store/store.js";
 import { type EtcdInstance, startEtcd } from "./helpers/etcd.js";
 import { waitFor } from "./helpers/fault-cluster.js";

@@ -4,8 +4,8 @@
  * may kill, hold and release only the jobs carrying its own name.
  */
 import type { Job, JobSpec } from "../../gen/crms/v1/job_pb.js";
+import { CrmsError } from "../errors.js";
 import type { Identity } from "../services/context.js";
-import { CrmsError } from "../store/errors.js";
 
 /** The reserved label naming a job's owner. */
 export const OWNER_LABEL = "crms.io/owner";

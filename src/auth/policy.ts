@@ -4,8 +4,8 @@
  * runs before a handler. Ownership ("its own jobs") is checked in job-service.
  */
 
+import { CrmsError } from "../errors.js";
 import type { Identity } from "../services/context.js";
-import { CrmsError } from "../store/errors.js";
 import type { Role, TokenStore } from "./tokens.js";
 
 const READ: Role[] = ["admin", "submitter", "reader"];

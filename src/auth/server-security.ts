@@ -6,7 +6,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import type { IOptions } from "etcd3";
-import type { Logger } from "../services/context.js";
+import type { Logger } from "../log.js";
 import { hashToken, type TokenStore } from "./tokens.js";
 
 export interface SecurityOptions {

@@ -8,8 +8,8 @@
  * worker name; many workers may share an address).
  */
 
+import { CrmsError } from "../errors.js";
 import type { CallContext } from "../services/context.js";
-import { CrmsError } from "../store/errors.js";
 
 /** Default cap per client. */
 export const DEFAULT_MAX_STREAMS_PER_CLIENT = 1000;

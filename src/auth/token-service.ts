@@ -7,8 +7,8 @@ import {
   type CreateTokenRequest,
   type RevokeTokenRequest,
 } from "../../gen/crms/v1/admin_pb.js";
-import type { Logger } from "../services/context.js";
-import { CrmsError } from "../store/errors.js";
+import { CrmsError } from "../errors.js";
+import type { Logger } from "../log.js";
 import type { TokenRecord, TokenStore } from "./tokens.js";
 
 function toApi(r: TokenRecord): ApiToken {

@@ -7,10 +7,10 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import type { Etcd3 } from "etcd3";
+import { CrmsError, invalid, notFound } from "../errors.js";
 import type { Identity } from "../services/context.js";
 import { checkWorkerName } from "../services/validate.js";
 import { PrefixCache } from "../store/cache.js";
-import { CrmsError, invalid, notFound } from "../store/errors.js";
 import type { Keys } from "../store/keys.js";
 
 export type Role = Identity["role"];

@@ -909,7 +909,7 @@ async function server(args: string[]): Promise<number> {
   });
   const { startServer } = await import("../server/server.js");
   const { etcdSecurity } = await import("../auth/server-security.js");
-  const { parseLogLevel } = await import("../services/context.js");
+  const { parseLogLevel } = await import("../log.js");
   const logLevel = cliParse(() => parseLogLevel((v["log-level"] as string | undefined) ?? "info"));
   const str = (k: string) => (v[k] as string | undefined) || undefined;
   let etcdTls: ReturnType<typeof etcdSecurity>;

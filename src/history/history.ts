@@ -10,8 +10,8 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
 import { OWNER_LABEL } from "../auth/ownership.js";
+import { invalid } from "../errors.js";
 import { isFinal } from "../rpc/states.js";
-import { invalid } from "../store/errors.js";
 import { migrate } from "./migrations.js";
 import { openEmbedded, openPostgres, type SqlDb } from "./sql.js";
 

@@ -11,8 +11,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Attempt, AttemptSchema, type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import type { JobFinished } from "../../gen/crms/v1/worker_pb.js";
+import { precondition } from "../errors.js";
 import { isActive, isFinal } from "../rpc/states.js";
-import { precondition } from "../store/errors.js";
 
 /** Default number of LOST runs requeued when the spec says 0. */
 export const DEFAULT_MAX_LOST_RETRIES = 3;

@@ -5,14 +5,33 @@
  */
 import type { DescService } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import type { StreamLimiter } from "../auth/stream-limit.js";
+import { type Code, invalid } from "../errors.js";
+import type { Logger } from "../log.js";
 import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
 import { AsyncQueue } from "../services/async-queue.js";
-import type { CallContext, Identity, Logger } from "../services/context.js";
-import { grpcStatus, invalid, toCrmsError } from "../store/errors.js";
+import type { CallContext, Identity } from "../services/context.js";
+import { toCrmsError } from "../store/errors.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
 type AnyHandler = (...args: any[]) => any;
+
+/** crms's codes as grpc-js statuses: the gRPC transport's one table. */
+export const grpcStatuses: Record<Code, status> = {
+  INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+  NOT_FOUND: status.NOT_FOUND,
+  ALREADY_EXISTS: status.ALREADY_EXISTS,
+  FAILED_PRECONDITION: status.FAILED_PRECONDITION,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
+  UNAVAILABLE: status.UNAVAILABLE,
+  ABORTED: status.ABORTED,
+  OUT_OF_RANGE: status.OUT_OF_RANGE,
+  DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
+  UNAUTHENTICATED: status.UNAUTHENTICATED,
+  INTERNAL: status.INTERNAL,
+};
 
 function metadataOf(md: grpc.Metadata): Record<string, string> {
   const out: Record<string, string> = {};
@@ -26,7 +45,7 @@ function toStatus(err: unknown, log: Logger, method: string): Partial<grpc.Statu
     log.error("internal error", { method, error: err instanceof Error ? err.stack : String(err) });
   // Details travel in an HTTP/2 trailer: keep them well under its size limit.
   const details = e.message.length > 1024 ? `${e.message.slice(0, 1024)}…` : e.message;
-  return { code: grpcStatus(e.code), details };
+  return { code: grpcStatuses[e.code], details };
 }
 
 /** Throws INVALID_ARGUMENT for a request the deserializer could not decode. */

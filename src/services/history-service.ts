@@ -1,9 +1,9 @@
 /** JobService.ListHistory and the history side of GetJob: reads from the job history database. */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Job, JobState, type ListHistoryRequest } from "../../gen/crms/v1/job_pb.js";
+import { CrmsError, invalid, precondition } from "../errors.js";
 import type { History } from "../history/history.js";
 import { isFinal } from "../rpc/states.js";
-import { CrmsError, invalid, precondition } from "../store/errors.js";
 import type { ServiceDeps } from "./context.js";
 import { checkWorkerName, pageSize } from "./validate.js";
 

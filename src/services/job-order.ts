@@ -4,7 +4,7 @@
  * pass over the jobs, never a sort of all of them.
  */
 import { JobState } from "../../gen/crms/v1/job_pb.js";
-import { invalid } from "../store/errors.js";
+import { invalid } from "../errors.js";
 import type { Store } from "../store/store.js";
 
 /** The orders ListJobs takes (each also with a leading "-" for descending). */

@@ -12,7 +12,7 @@ import {
   StreamOutputResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
 import type { UploadOutputRequest } from "../../gen/crms/v1/worker_pb.js";
-import { CrmsError, invalid, notFound, precondition } from "../store/errors.js";
+import { CrmsError, invalid, notFound, precondition } from "../errors.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import { historyJob, unavailable } from "./history-service.js";
 import { checkJobId } from "./validate.js";

@@ -19,9 +19,10 @@ import {
   WorkerState,
 } from "../../gen/crms/v1/worker_pb.js";
 import { checkWorkerBinding } from "../auth/policy.js";
+import { CrmsError, invalid } from "../errors.js";
 import { isActive } from "../rpc/states.js";
 import { transition } from "../scheduler/job-machine.js";
-import { CrmsError, invalid, toCrmsError } from "../store/errors.js";
+import { toCrmsError } from "../store/errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import { checkEnum, checkWorkerName, LIMITS } from "./validate.js";

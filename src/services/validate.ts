@@ -1,10 +1,10 @@
 /** Input checks with the limits the contract documents; all fail with INVALID_ARGUMENT. */
 import type { DescEnum } from "@bufbuild/protobuf";
 import { type Dependency, DependencyConditionSchema, type JobSpec } from "../../gen/crms/v1/job_pb.js";
+import { invalid } from "../errors.js";
 import { WORKER_NAME_MAX_BYTES, workerNameProblem } from "../rpc/names.js";
 import { MAX_ARRAY_TASKS } from "../scheduler/arrays.js";
 import { MAX_DEPENDENCIES } from "../scheduler/dependencies.js";
-import { invalid } from "../store/errors.js";
 
 export const LIMITS = {
   argvItems: 1024,

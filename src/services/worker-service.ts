@@ -18,7 +18,7 @@ import {
   WorkerState,
 } from "../../gen/crms/v1/worker_pb.js";
 import { checkWorkerBinding } from "../auth/policy.js";
-import { CrmsError, notFound, precondition } from "../store/errors.js";
+import { CrmsError, notFound, precondition } from "../errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions.js";

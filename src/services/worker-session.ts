@@ -9,7 +9,7 @@ import {
   type OutputData,
   type Worker,
 } from "../../gen/crms/v1/worker_pb.js";
-import { CrmsError } from "../store/errors.js";
+import { CrmsError } from "../errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { Identity } from "./context.js";
 

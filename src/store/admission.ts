@@ -11,10 +11,10 @@
 import { getHeapStatistics } from "node:v8";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
 import { OWNER_LABEL } from "../auth/ownership.js";
+import { CrmsError } from "../errors.js";
 import { isFinal } from "../rpc/states.js";
 import { arraySize, isArrayParent } from "../scheduler/arrays.js";
 import type { Entry, PrefixCache } from "./cache.js";
-import { CrmsError } from "./errors.js";
 
 /** Replica memory budgeted per unfinished job when the cap is derived from the heap limit. */
 export const BYTES_PER_JOB_BUDGET = 4096;

@@ -1,8 +1,7 @@
 /**
- * Domain errors and the one table that maps them, and etcd's errors, to gRPC
- * status codes. Lower layers throw CrmsError; the server edge turns it into a status.
+ * The one table from etcd's errors to crms's (src/errors.ts), by etcd3's typed
+ * error classes. The store's callers see CrmsError only; transports map codes to statuses.
  */
-import { status } from "@grpc/grpc-js";
 import { BrokenCircuitError } from "cockatiel";
 import {
   ClientClosedError,
@@ -17,39 +16,7 @@ import {
   GRPCResourceExhastedError,
   GRPCUnavailableError,
 } from "etcd3";
-
-/** The gRPC codes crms answers with, by name. */
-export type Code =
-  | "INVALID_ARGUMENT"
-  | "NOT_FOUND"
-  | "ALREADY_EXISTS"
-  | "FAILED_PRECONDITION"
-  | "RESOURCE_EXHAUSTED"
-  | "UNAVAILABLE"
-  | "ABORTED"
-  | "OUT_OF_RANGE"
-  | "DEADLINE_EXCEEDED"
-  | "PERMISSION_DENIED"
-  | "UNAUTHENTICATED"
-  | "INTERNAL";
-
-/** An error with a gRPC code and a message meant for the user. */
-export class CrmsError extends Error {
-  constructor(
-    readonly code: Code,
-    message: string,
-    /** What was thrown underneath (an etcd error), for logs; never sent to clients. */
-    cause?: unknown,
-  ) {
-    super(message, cause === undefined ? undefined : { cause });
-    this.name = "CrmsError";
-  }
-}
-
-/** Shorthands for the common cases. */
-export const invalid = (message: string) => new CrmsError("INVALID_ARGUMENT", message);
-export const notFound = (message: string) => new CrmsError("NOT_FOUND", message);
-export const precondition = (message: string) => new CrmsError("FAILED_PRECONDITION", message);
+import { type Code, CrmsError } from "../errors.js";
 
 /** Any error class: etcd3's typed errors, and (for entries added later) a resilience library's. */
 // biome-ignore lint/suspicious/noExplicitAny: constructors of any signature
@@ -143,9 +110,4 @@ export function toCrmsError(err: unknown): CrmsError {
     }
   }
   return new CrmsError("INTERNAL", err instanceof Error ? err.message : String(err), err);
-}
-
-/** The grpc-js status number of a code. */
-export function grpcStatus(code: Code): status {
-  return status[code];
 }

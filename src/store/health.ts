@@ -7,7 +7,7 @@
  * last outage is kept for `crms admin status`.
  */
 import { EventEmitter } from "node:events";
-import { CrmsError } from "./errors.js";
+import { CrmsError } from "../errors.js";
 
 /** One period during which etcd did not answer. */
 export interface Outage {

@@ -3,7 +3,8 @@
  * alarms, and recovery from NOSPACE (compact, defragment each member, disarm,
  * then prove a write works), as GoCRMS's author needed and could not do.
  */
-import { CrmsError, toCrmsError } from "./errors.js";
+import { CrmsError } from "../errors.js";
+import { toCrmsError } from "./errors.js";
 import { type RetentionOptions, runRetention } from "./retention.js";
 import { memberStatus } from "./status.js";
 import type { Store } from "./store.js";

@@ -16,10 +16,10 @@ import {
 } from "etcd3";
 import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
+import { CrmsError, notFound } from "../errors.js";
 import { Batcher, type Compare, type Write } from "./batcher.js";
 import { type Entry, PrefixCache } from "./cache.js";
 import { decode, encode } from "./codec.js";
-import { CrmsError, notFound } from "./errors.js";
 import { EtcdHealth, notReachable } from "./health.js";
 import { JobIndex } from "./job-index.js";
 import { compareIds, Keys } from "./keys.js";

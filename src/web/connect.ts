@@ -18,10 +18,12 @@ import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import type { StreamLimiter } from "../auth/stream-limit.js";
+import type { Code as CrmsCode } from "../errors.js";
+import type { Logger } from "../log.js";
 import type { Authorize } from "../server/grpc.js";
 import type { Handlers } from "../server/server.js";
-import type { CallContext, Logger } from "../services/context.js";
-import { type Code as CrmsCode, toCrmsError } from "../store/errors.js";
+import type { CallContext } from "../services/context.js";
+import { toCrmsError } from "../store/errors.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
 type AnyHandler = (...args: any[]) => any;

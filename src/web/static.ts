@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { gzipSync } from "node:zlib";
-import type { Logger } from "../services/context.js";
+import type { Logger } from "../log.js";
 
 /** The files the page is made of, by URL path. Nothing else is served. */
 const FILES: Record<string, { file: string; type: string }> = {
