@@ -15,7 +15,7 @@
  * The lane key is the priority today; #17 (queues, fair share) will key lanes
  * by more than that, which is why the lane is its own class.
  */
-import { compareIds } from "../store/keys.js";
+import { compareIds } from "../ids.js";
 
 const CHUNK = 1024;
 

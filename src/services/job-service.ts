@@ -22,12 +22,12 @@ import {
 } from "../../gen/crms/v1/job_pb.js";
 import { checkOwner, OWNER_LABEL, stampOwner } from "../auth/ownership.js";
 import { CrmsError, invalid, notFound, precondition } from "../errors.js";
+import { compareIds } from "../ids.js";
 import { isFinal } from "../rpc/states.js";
 import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
 import { evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
-import { compareIds } from "../store/keys.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import { createHistoryService, lookUp } from "./history-service.js";

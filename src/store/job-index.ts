@@ -5,9 +5,9 @@
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import { compareIds } from "../ids.js";
 import { isActive, isFinal } from "../rpc/states.js";
 import type { Entry, PrefixCache } from "./cache.js";
-import { compareIds } from "./keys.js";
 
 /** When a job ended (ms since the epoch); 0 if it has no end time. */
 export const endMs = (j: Job): number => (j.endTime ? timestampMs(j.endTime) : 0);

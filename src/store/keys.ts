@@ -53,8 +53,3 @@ export class Keys {
     return `${this.tokens}${hash}`;
   }
 }
-
-/** Compares two job ids as numbers (ids are decimal digits without leading zeros). */
-export function compareIds(a: string, b: string): number {
-  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
-}

@@ -6,9 +6,9 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { compareIds } from "../ids.js";
 import { isFinal } from "../rpc/states.js";
 import { byEnd, endMs } from "./job-index.js";
-import { compareIds } from "./keys.js";
 import type { Store } from "./store.js";
 
 export interface RetentionOptions {

@@ -17,12 +17,13 @@ import {
 import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
 import { CrmsError, notFound } from "../errors.js";
+import { compareIds } from "../ids.js";
 import { Batcher, type Compare, type Write } from "./batcher.js";
 import { type Entry, PrefixCache } from "./cache.js";
 import { decode, encode } from "./codec.js";
 import { EtcdHealth, notReachable } from "./health.js";
 import { JobIndex } from "./job-index.js";
-import { compareIds, Keys } from "./keys.js";
+import { Keys } from "./keys.js";
 
 /** How to reach etcd and where crms keeps its keys. */
 export interface StoreOptions {
