@@ -23,8 +23,7 @@ test("a job and an array past --max-jobs are refused with RESOURCE_EXHAUSTED, no
   const cluster = await TestCluster.start({ maxJobs: 10 });
   t.teardown(() => cluster.stop());
   const c = cluster.client();
-  const etcdJobs = async () =>
-    Number(await cluster.server.store.etcd.getAll().prefix(cluster.server.store.keys.jobs).count());
+  const etcdJobs = async () => Number(await cluster.etcdClient().getAll().prefix("crms/jobs/").count());
   const ids: number[] = [];
   // No worker: everything stays unfinished. Held jobs count too.
   const firstId = (await c.submit({ command: ["true"] }, { requestId: "admission-first" })).id;

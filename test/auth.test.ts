@@ -63,7 +63,7 @@ async function setup(t: { teardown(fn: () => unknown): void }): Promise<Setup> {
 
 /** What crms keeps in etcd, key -> value (base64), for before/after comparisons. */
 async function snapshot(cluster: TestCluster): Promise<Record<string, string>> {
-  const all = await cluster.server.store.etcd.getAll().prefix("crms/").buffers();
+  const all = await cluster.etcdClient().getAll().prefix("crms/").buffers();
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(all)) {
     if (/^crms\/(jobs|workers|tokens|reqids)\/|^crms\/idseq$/.test(k)) out[k] = v.toString("base64");
@@ -208,7 +208,7 @@ test.serial("missing, invalid and revoked tokens are UNAUTHENTICATED and change 
   t.is((e4 as unknown as { code: number }).code, status.UNAUTHENTICATED);
   t.false((await s.admin.listTokens()).some((x) => x.name === "bob"));
   // etcd holds only hashes: no secret appears in any stored value or key.
-  const raw = JSON.stringify(await s.cluster.server.store.etcd.getAll().prefix("crms/tokens/").strings());
+  const raw = JSON.stringify(await s.cluster.etcdClient().getAll().prefix("crms/tokens/").strings());
   for (const secret of Object.values(s.tokens)) t.false(raw.includes(secret));
 });
 

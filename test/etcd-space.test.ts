@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { status } from "@grpc/grpc-js";
 import test from "ava";
+import { Etcd3 } from "etcd3";
 import { JobSchema, JobState } from "../gen/crms/v1/job_pb.js";
 import { Compactor, defragment } from "../src/store/maintenance.js";
 import { expiredJobs, Retention } from "../src/store/retention.js";
@@ -113,16 +114,17 @@ test("retention deletes in the order jobs finished, not by id, and works off a b
 test("defragmenting a three-member cluster goes one member at a time, and the cluster keeps serving", async (t) => {
   const etcd = await startEtcdCluster(3);
   const store = await Store.open({ endpoints: etcd.endpoints, replicaId: "defrag-test" });
+  const client = new Etcd3({ hosts: etcd.endpoints });
   try {
-    for (let i = 0; i < 200; i++) await store.etcd.put(`filler/${i}`).value("y".repeat(2000));
-    await store.etcd.delete().prefix("filler/");
+    for (let i = 0; i < 200; i++) await client.put(`filler/${i}`).value("y".repeat(2000));
+    await client.delete().prefix("filler/");
     let writing = true;
     let writes = 0;
     let failures = 0;
     const writer = (async () => {
       while (writing) {
         try {
-          await store.etcd.put(`live/${writes}`).value("v");
+          await client.put(`live/${writes}`).value("v");
           writes++;
         } catch {
           failures++;
@@ -147,6 +149,7 @@ test("defragmenting a three-member cluster goes one member at a time, and the cl
       `${writes} writes went through during defragmentation; sizes ${before.map((m) => mib(m.dbSize)).join(",")} -> ${after.map((m) => mib(m.dbSize)).join(",")}`,
     );
   } finally {
+    client.close();
     await store.close();
     await etcd.stop();
   }
@@ -164,6 +167,7 @@ async function until(ok: () => boolean, ms: number, what: string) {
 test("the revision trigger compacts once the revision ran N past the last compaction, keeping a window for watchers", async (t) => {
   const etcd = await startEtcd();
   const store = await Store.open({ endpoints: [etcd.endpoint], replicaId: "compactor-revisions" });
+  const client = new Etcd3({ hosts: [etcd.endpoint] });
   const compactor = new Compactor(store, {
     intervalMs: 0,
     revisions: 300,
@@ -176,10 +180,10 @@ test("the revision trigger compacts once the revision ran N past the last compac
     compactor.start();
     const first = await store.revision();
     // Below the trigger: nothing is compacted.
-    for (let i = 0; i < 100; i++) await store.etcd.put(`k/${i}`).value("v");
+    for (let i = 0; i < 100; i++) await client.put(`k/${i}`).value("v");
     await new Promise((r) => setTimeout(r, 500));
     t.is(compactor.runs, 0);
-    for (let i = 0; i < 400; i++) await store.etcd.put(`k/${i % 10}`).value(String(i));
+    for (let i = 0; i < 400; i++) await client.put(`k/${i % 10}`).value(String(i));
     await until(() => compactor.runs > 0, 10_000, "a triggered compaction");
     const head = await store.revision();
     // Fired once the revision passed first + 300, compacting to 100 below it.
@@ -187,11 +191,11 @@ test("the revision trigger compacts once the revision ran N past the last compac
     t.true(compactor.compacted <= head - 100, `kept the newest 100 revisions (head ${head})`);
     t.is(compactor.triggered, compactor.runs);
     // History before the compacted revision is gone; the window after it is still readable.
-    await t.throwsAsync(() => store.etcd.get("k/0").revision(compactor.compacted - 1), {
+    await t.throwsAsync(() => client.get("k/0").revision(compactor.compacted - 1), {
       message: /compacted/,
     });
     t.not(
-      await store.etcd
+      await client
         .get("k/0")
         .revision(head - 99)
         .string(),
@@ -199,11 +203,12 @@ test("the revision trigger compacts once the revision ran N past the last compac
     );
     // And again once the revision ran another 300 past that compaction.
     const previous = compactor.compacted;
-    for (let i = 0; i < 400; i++) await store.etcd.put(`k/${i % 10}`).value(String(i));
+    for (let i = 0; i < 400; i++) await client.put(`k/${i % 10}`).value(String(i));
     await until(() => compactor.runs > 1, 10_000, "a second triggered compaction");
     t.true(compactor.compacted > previous + 300 - 100);
   } finally {
     compactor.stop();
+    client.close();
     await store.close();
     await etcd.stop();
   }
@@ -212,6 +217,7 @@ test("the revision trigger compacts once the revision ran N past the last compac
 test("the db-size trigger compacts and runs retention when etcd's db in use passes its fraction of the quota", async (t) => {
   const etcd = await startEtcd();
   const store = await Store.open({ endpoints: [etcd.endpoint], replicaId: "compactor-db" });
+  const client = new Etcd3({ hosts: [etcd.endpoint] });
   let pressure = 0;
   const compactor = new Compactor(
     store,
@@ -225,13 +231,14 @@ test("the db-size trigger compacts and runs retention when etcd's db in use pass
     t.is(compactor.runs, 0);
     // About 3 MiB of overwritten values: in use goes past 2 MiB.
     const value = "z".repeat(16 * 1024);
-    for (let i = 0; i < 200; i++) await store.etcd.put(`big/${i % 4}`).value(value);
+    for (let i = 0; i < 200; i++) await client.put(`big/${i % 4}`).value(value);
     await until(() => compactor.runs > 0, 15_000, "a db-size compaction");
     t.true(pressure > 0);
     t.is(compactor.triggered, compactor.runs);
     t.true(compactor.compacted <= (await store.revision()) - 10);
   } finally {
     compactor.stop();
+    client.close();
     await store.close();
     await etcd.stop();
   }

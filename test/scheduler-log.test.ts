@@ -21,7 +21,7 @@ test("an assignment whose fencing check fails is logged at error", async (t) => 
     on: () => election,
     isLeader: true,
     token: 1,
-    fence: () => [{ key: store.keys.leader, target: "create" as const, revision: 999_999 }],
+    fence: () => [{ key: "sched-log/leader", target: "create" as const, revision: 999_999 }],
   } as unknown as Election;
   const lines: Array<[string, string]> = [];
   const scheduler = new Scheduler(store, election, {

@@ -1,23 +1,31 @@
 import { create } from "@bufbuild/protobuf";
 import anyTest, { type TestFn } from "ava";
+import { Etcd3 } from "etcd3";
 import { JobSpecSchema, JobState } from "../gen/crms/v1/job_pb.js";
 import type { CrmsError } from "../src/errors.js";
 import { transition } from "../src/scheduler/job-machine.js";
+import { Batcher } from "../src/store/batcher.js";
 import { Store } from "../src/store/store.js";
 import { type EtcdInstance, startEtcd } from "./helpers/etcd.js";
 import { waitFor } from "./helpers/fault-cluster.js";
 
-const test = anyTest as TestFn<{ etcd: EtcdInstance }>;
+/** `client` reaches etcd behind the stores' backs. */
+const test = anyTest as TestFn<{ etcd: EtcdInstance; client: Etcd3 }>;
 
 test.before(async (t) => {
   t.context.etcd = await startEtcd();
+  t.context.client = new Etcd3({ hosts: [t.context.etcd.endpoint] });
 });
 test.after.always(async (t) => {
+  t.context.client?.close();
   await t.context.etcd?.stop();
 });
 
+/** Each test's own key prefix. */
+const prefixOf = (t: { title: string }) => `${t.title.replace(/\W+/g, "-")}/`;
+
 const open = (t: { context: { etcd: EtcdInstance }; title: string }, replicaId = "r1") =>
-  Store.open({ endpoints: [t.context.etcd.endpoint], prefix: `${t.title.replace(/\W+/g, "-")}/`, replicaId });
+  Store.open({ endpoints: [t.context.etcd.endpoint], prefix: prefixOf(t), replicaId });
 
 const spec = create(JobSpecSchema, { command: ["true"] });
 
@@ -54,17 +62,19 @@ test("a transition whose compare fails in a batch fails alone; the others commit
   const target = jobs[5]?.job.id as string;
   const stale = store.jobs.entries.get(target)?.mod ?? 0;
   await store.updateJob(target, (j) => ({ ...j, state: JobState.HELD }));
+  const prefix = prefixOf(t);
+  const batcher = new Batcher(t.context.client);
   const results = await Promise.all(
     jobs.map(({ job }) =>
-      store.batcher.commit(
+      batcher.commit(
         [
           {
-            key: store.keys.job(job.id),
+            key: `${prefix}jobs/${job.id}`,
             target: "mod",
             revision: job.id === target ? stale : (store.jobs.entries.get(job.id)?.mod ?? 0),
           },
         ],
-        [{ type: "put", key: `${store.keys.prefix}scratch/${job.id}`, value: Buffer.from("x") }],
+        [{ type: "put", key: `${prefix}scratch/${job.id}`, value: Buffer.from("x") }],
       ),
     ),
   );
@@ -82,7 +92,7 @@ test("a watch that is compacted away relists, and the cache then equals etcd", a
   for (let i = 0; i < 100; i++) await other.updateJob(job.id, (j) => ({ ...j, failures: j.failures + 1 }));
   const extra = await other.createJob(spec, "");
   const rev = await other.revision();
-  await other.etcd.kv.compact({ revision: rev, physical: true });
+  await t.context.client.kv.compact({ revision: rev, physical: true });
   await store.jobs.checkProgress(0);
   t.is(store.job(job.id)?.failures, 100);
   t.truthy(store.job(extra.job.id));

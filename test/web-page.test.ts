@@ -631,10 +631,10 @@ test.serial("a worker is drained from the workers page", async (t) => {
 test.serial(
   "an etcd NOSPACE alarm shows on the page and in `crms admin status` with the recovery command",
   async (t) => {
-    const { store } = t.context.cluster.server;
+    const etcd = t.context.cluster.etcdClient();
     // Raise the real alarm on the member (etcd refuses writes until it is disarmed).
-    const member = (await store.etcd.maintenance.status({})).header.member_id;
-    await store.etcd.maintenance.alarm({ action: "Activate", alarm: "Nospace", memberID: member });
+    const member = (await etcd.maintenance.status({})).header.member_id;
+    await etcd.maintenance.alarm({ action: "Activate", alarm: "Nospace", memberID: member });
     try {
       const { page, errors } = await open(t, "#/");
       const banner = page.getByRole("alert");
@@ -647,7 +647,7 @@ test.serial(
       t.deepEqual(errors, []);
       await page.close();
     } finally {
-      await store.etcd.maintenance.alarm({ action: "Deactivate", alarm: "Nospace", memberID: member });
+      await etcd.maintenance.alarm({ action: "Deactivate", alarm: "Nospace", memberID: member });
     }
   },
 );

@@ -6,7 +6,7 @@
 
 import { CrmsError } from "../errors.js";
 import type { Identity } from "../services/context.js";
-import type { Role, TokenStore } from "./tokens.js";
+import type { Role, Tokens } from "./tokens.js";
 
 const READ: Role[] = ["admin", "submitter", "reader"];
 const OWN: Role[] = ["admin", "submitter"];
@@ -53,7 +53,7 @@ export function bearerOf(metadata: Record<string, string>): string {
 
 export interface AuthOptions {
   /** The tokens (hashed, watched in etcd). */
-  tokens: TokenStore;
+  tokens: Tokens;
   /** True when the server listens beyond loopback: then tokens are required even if none exist yet. */
   exposed: boolean;
 }

@@ -5,9 +5,9 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
-import type { IOptions } from "etcd3";
 import type { Logger } from "../log.js";
-import { hashToken, type TokenStore } from "./tokens.js";
+import type { EtcdSecurity } from "../store/store.js";
+import { hashToken, type Tokens } from "./tokens.js";
 
 export interface SecurityOptions {
   /** PEM certificate chain and key of the server (both, or neither). */
@@ -19,8 +19,8 @@ export interface SecurityOptions {
   insecure?: boolean;
   /** File holding the bootstrap admin token: read if it exists, else created (mode 0600) when no admin token exists. */
   adminTokenFile?: string;
-  /** etcd3 TLS/auth options (see etcdSecurity). */
-  etcdTls?: Partial<IOptions>;
+  /** TLS and password auth towards etcd (see etcdSecurity). */
+  etcdTls?: EtcdSecurity;
 }
 
 const read = (path: string, what: string): Buffer => {
@@ -79,7 +79,7 @@ export function exposure(
 }
 
 /** Registers (or first creates) the bootstrap admin token of o.adminTokenFile. */
-export async function bootstrapAdminToken(tokens: TokenStore, o: SecurityOptions, log: Logger): Promise<void> {
+export async function bootstrapAdminToken(tokens: Tokens, o: SecurityOptions, log: Logger): Promise<void> {
   const file = o.adminTokenFile;
   if (!file) return;
   let secret: string | undefined;
@@ -106,15 +106,15 @@ export async function bootstrapAdminToken(tokens: TokenStore, o: SecurityOptions
   log.warn("bootstrap admin token created; keep it secret", { file, token: created.record.id });
 }
 
-/** etcd3 options for TLS towards etcd and etcd password auth. */
+/** The store's options for TLS towards etcd and etcd password auth, from the files and user the flags name. */
 export function etcdSecurity(o: {
   etcdCa?: string;
   etcdCert?: string;
   etcdKey?: string;
   etcdUser?: string;
   etcdPassword?: string;
-}): Partial<IOptions> | undefined {
-  const out: Partial<IOptions> = {};
+}): EtcdSecurity | undefined {
+  const out: EtcdSecurity = {};
   if (o.etcdCa || o.etcdCert || o.etcdKey) {
     if (!o.etcdCa) throw new Error("--etcd-cert/--etcd-key need --etcd-ca");
     if (!!o.etcdCert !== !!o.etcdKey) throw new Error("--etcd-cert and --etcd-key go together");

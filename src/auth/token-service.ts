@@ -9,7 +9,7 @@ import {
 } from "../../gen/crms/v1/admin_pb.js";
 import { CrmsError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { TokenRecord, TokenStore } from "./tokens.js";
+import type { TokenRecord, Tokens } from "./tokens.js";
 
 function toApi(r: TokenRecord): ApiToken {
   return create(ApiTokenSchema, {
@@ -26,7 +26,7 @@ function toApi(r: TokenRecord): ApiToken {
  * token yet): there the first token turns authentication on for everyone, so
  * it is only made when asked for deliberately (`bootstrap`).
  */
-export function createTokenService(tokens: TokenStore, log: Logger, isOpen: () => boolean = () => false) {
+export function createTokenService(tokens: Tokens, log: Logger, isOpen: () => boolean = () => false) {
   return {
     async createToken(req: CreateTokenRequest) {
       const bootstrap = isOpen();

@@ -15,7 +15,7 @@ import { Authorizer } from "../auth/policy.js";
 import { bootstrapAdminToken, exposure, type SecurityOptions, serverCredentials } from "../auth/server-security.js";
 import { StreamLimiter } from "../auth/stream-limit.js";
 import { createTokenService } from "../auth/token-service.js";
-import { TokenStore } from "../auth/tokens.js";
+import { Tokens } from "../auth/tokens.js";
 import { History } from "../history/history.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
 import { arrayIndex } from "../scheduler/arrays.js";
@@ -142,7 +142,7 @@ export class ControlPlane {
   /** The transport-free handlers, for other transports (the web gateway) to serve too. */
   handlers!: Handlers;
   /** The API tokens (watched copy). */
-  tokens!: TokenStore;
+  tokens!: Tokens;
   /** The one authorization check, for every transport. */
   authorize!: Authorize;
   /** The per-client cap on open streams. */
@@ -180,9 +180,8 @@ export class ControlPlane {
         });
       },
     );
-    this.tokens = new TokenStore(this.store.etcd, this.store.keys);
+    this.tokens = new Tokens(this.store.tokens);
     try {
-      await this.tokens.start();
       await bootstrapAdminToken(this.tokens, this.options, this.log);
     } catch (err) {
       await this.store.close();
@@ -190,7 +189,6 @@ export class ControlPlane {
     }
     const exposed = exposure(this.options, this.tokens.size);
     if (exposed.refuse) {
-      await this.tokens.close();
       await this.store.close();
       throw new Error(exposed.refuse);
     }
@@ -198,7 +196,6 @@ export class ControlPlane {
     try {
       this.history = await openHistory(this.store, this.options, this.log);
     } catch (err) {
-      await this.tokens.close();
       await this.store.close();
       throw err;
     }
@@ -349,7 +346,6 @@ export class ControlPlane {
       });
     });
     await this.election?.stop();
-    await this.tokens?.close();
     await this.store?.close();
     this.state = replicaTransition(this.state, "STOPPED");
   }

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { Compare } from "./batcher.js";
+import { internals, type StoreInternals } from "./internals.js";
 import type { Store } from "./store.js";
 
 export interface ElectionEvents {
@@ -21,9 +22,14 @@ export class Election extends EventEmitter<ElectionEvents> {
   leaderId = "";
   private stopped = false;
   private timer?: NodeJS.Timeout;
+  private readonly etcd: StoreInternals["etcd"];
+  private readonly key: string;
 
   constructor(private readonly store: Store) {
     super();
+    const { etcd, keys } = internals(store);
+    this.etcd = etcd;
+    this.key = keys.leader;
   }
 
   get isLeader(): boolean {
@@ -32,7 +38,7 @@ export class Election extends EventEmitter<ElectionEvents> {
 
   /** The compare a leader write must carry. */
   fence(): Compare[] {
-    return [{ key: this.store.keys.leader, target: "create", revision: this.token }];
+    return [{ key: this.key, target: "create", revision: this.token }];
   }
 
   /**
@@ -55,8 +61,8 @@ export class Election extends EventEmitter<ElectionEvents> {
   }
 
   private async campaign(): Promise<void> {
-    const key = this.store.keys.leader;
-    const res = await this.store.etcd.kv.txn({
+    const key = this.key;
+    const res = await this.etcd.kv.txn({
       compare: [{ key: Buffer.from(key), target: "Create", result: "Equal", create_revision: 0 }],
       success: [
         { request_put: { key: Buffer.from(key), value: Buffer.from(this.store.replicaId), lease: this.store.leaseId } },
@@ -90,8 +96,8 @@ export class Election extends EventEmitter<ElectionEvents> {
     this.stopped = true;
     clearTimeout(this.timer);
     if (this.token) {
-      const key = this.store.keys.leader;
-      await this.store.etcd.kv
+      const key = this.key;
+      await this.etcd.kv
         .txn({
           compare: [{ key: Buffer.from(key), target: "Create", result: "Equal", create_revision: this.token }],
           success: [{ request_delete_range: { key: Buffer.from(key) } }],

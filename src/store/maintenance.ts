@@ -5,6 +5,7 @@
  */
 import { CrmsError } from "../errors.js";
 import { toCrmsError } from "./errors.js";
+import { internals } from "./internals.js";
 import { type RetentionOptions, runRetention } from "./retention.js";
 import { memberStatus } from "./status.js";
 import type { Store } from "./store.js";
@@ -13,7 +14,7 @@ import type { Store } from "./store.js";
 export async function compact(store: Store, revision = 0): Promise<number> {
   const target = revision || (await store.revision());
   try {
-    await store.etcd.kv.compact({ revision: target, physical: true });
+    await internals(store).etcd.kv.compact({ revision: target, physical: true });
   } catch (err) {
     // Already compacted that far: nothing to do.
     if (toCrmsError(err).code !== "OUT_OF_RANGE") throw err;
@@ -36,7 +37,7 @@ export async function compactOnRequest(store: Store, revision: number): Promise<
   }
   if (revision === 0) return compact(store, head);
   try {
-    await store.etcd.kv.compact({ revision, physical: true });
+    await internals(store).etcd.kv.compact({ revision, physical: true });
     return revision;
   } catch (err) {
     if (toCrmsError(err).code !== "OUT_OF_RANGE") throw err;
@@ -50,8 +51,9 @@ export async function compactOnRequest(store: Store, revision: number): Promise<
 
 /** The revision etcd last compacted to (0 if never): the oldest revision still readable, found by bisection. */
 async function compactedRevision(store: Store, head: number): Promise<number> {
+  const { etcd, keys } = internals(store);
   const readable = (revision: number) =>
-    store.etcd.kv.range({ key: Buffer.from(store.keys.idseq), revision, count_only: true }).then(
+    etcd.kv.range({ key: Buffer.from(keys.idseq), revision, count_only: true }).then(
       () => true,
       (err) => {
         if (toCrmsError(err).code === "OUT_OF_RANGE") return false;
@@ -74,7 +76,9 @@ export async function defragment(store: Store, onMember?: (endpoint: string) => 
   for (const m of before) {
     if (m.error) continue;
     onMember?.(m.endpoint);
-    await store.memberClient(m.endpoint).maintenance.defragment({ deadline: Date.now() + 5 * 60_000 });
+    await internals(store)
+      .memberClient(m.endpoint)
+      .maintenance.defragment({ deadline: Date.now() + 5 * 60_000 });
   }
   const after = (await memberStatus(store)).members;
   return { before, after };
@@ -82,10 +86,11 @@ export async function defragment(store: Store, onMember?: (endpoint: string) => 
 
 /** Disarms every active alarm; returns the names of those disarmed. */
 export async function disarmAlarms(store: Store): Promise<string[]> {
-  const res = await store.etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
+  const { etcd } = internals(store);
+  const res = await etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
   const names = new Set<string>();
   for (const a of res.alarms) {
-    await store.etcd.maintenance.alarm({ action: "Deactivate", alarm: a.alarm, memberID: a.memberID });
+    await etcd.maintenance.alarm({ action: "Deactivate", alarm: a.alarm, memberID: a.memberID });
     names.add(String(a.alarm) === "1" || String(a.alarm) === "Nospace" ? "NOSPACE" : String(a.alarm).toUpperCase());
   }
   return [...names];
@@ -94,7 +99,8 @@ export async function disarmAlarms(store: Store): Promise<string[]> {
 /** True if a write goes through (used after recovery). */
 export async function canWrite(store: Store): Promise<boolean> {
   try {
-    await store.etcd.put(`${store.keys.prefix}health/write-check`).value(String(Date.now())).exec();
+    const { etcd, keys } = internals(store);
+    await etcd.put(`${keys.prefix}health/write-check`).value(String(Date.now())).exec();
     return true;
   } catch {
     return false;
@@ -123,7 +129,7 @@ export async function recover(store: Store, keepFinished?: number, confirm?: Ret
 
 /** Active alarm names across the cluster. */
 export async function activeAlarms(store: Store): Promise<string[]> {
-  const res = await store.etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
+  const res = await internals(store).etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
   return [
     ...new Set(
       res.alarms.map((a) => (String(a.alarm) === "1" || String(a.alarm) === "Nospace" ? "NOSPACE" : String(a.alarm))),

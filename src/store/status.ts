@@ -1,6 +1,7 @@
 /** etcd health as operators need it: each member's size, leader, raft index and alarms. */
 import { create } from "@bufbuild/protobuf";
 import { type EtcdMember, EtcdMemberSchema } from "../../gen/crms/v1/admin_pb.js";
+import { internals } from "./internals.js";
 import type { Store } from "./store.js";
 
 export interface MemberStatus {
@@ -20,8 +21,9 @@ const alarmNames: Record<string, string> = {
 
 /** Asks every member for its status, and the cluster for its alarms. */
 export async function memberStatus(store: Store): Promise<MemberStatus> {
-  const list = await store.etcd.cluster.memberList({});
-  const alarmRes = await store.etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
+  const { etcd, memberClient } = internals(store);
+  const list = await etcd.cluster.memberList({});
+  const alarmRes = await etcd.maintenance.alarm({ action: "Get", alarm: "None", memberID: "0" });
   const alarmsByMember = new Map<string, string[]>();
   for (const a of alarmRes.alarms) {
     const name = alarmNames[String(a.alarm)] ?? String(a.alarm);
@@ -35,7 +37,7 @@ export async function memberStatus(store: Store): Promise<MemberStatus> {
     const endpoint = m.clientURLs[0] ?? "";
     const member = create(EtcdMemberSchema, { endpoint, id, name: m.name, alarms: alarmsByMember.get(id) ?? [] });
     try {
-      const s = await store.memberClient(endpoint).maintenance.status({});
+      const s = await memberClient(endpoint).maintenance.status({});
       member.version = s.version;
       member.dbSize = BigInt(s.dbSize);
       member.dbSizeInUse = BigInt(s.dbSizeInUse || s.dbSize);

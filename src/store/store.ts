@@ -22,8 +22,16 @@ import { Batcher, type Compare, type Write } from "./batcher.js";
 import { type Entry, PrefixCache } from "./cache.js";
 import { decode, encode } from "./codec.js";
 import { EtcdHealth, notReachable } from "./health.js";
+import { registerInternals } from "./internals.js";
 import { JobIndex } from "./job-index.js";
 import { Keys } from "./keys.js";
+import { TokenRecords } from "./tokens.js";
+
+/** TLS and password auth towards etcd (etcd3's `credentials` and `auth` options). */
+export type EtcdSecurity = Partial<Pick<IOptions, "credentials" | "auth">>;
+
+/** What others may see of the group-commit batcher: its counters and its per-Txn notification, not `commit`. */
+export type BatcherView = Pick<Batcher, "stats" | "onTxn">;
 
 /** How to reach etcd and where crms keeps its keys. */
 export interface StoreOptions {
@@ -35,8 +43,8 @@ export interface StoreOptions {
   replicaId: string;
   /** TTL of the replica lease in seconds (default 10). */
   leaseTtl?: number;
-  /** Extra etcd3 options (TLS, auth). */
-  etcd?: Partial<IOptions>;
+  /** TLS and auth towards etcd. */
+  etcd?: EtcdSecurity;
 }
 
 /**
@@ -80,10 +88,19 @@ function backoff(attempt: number): Promise<void> | undefined {
 }
 const ID_BLOCK = 1000;
 
+/**
+ * The store. Its etcd client, key schema and batcher are private: other code
+ * reads and writes crms records through its methods and caches (the store's
+ * own election, maintenance and status modules reach them by `internals`).
+ */
 export class Store {
-  readonly etcd: Etcd3;
-  readonly keys: Keys;
-  readonly batcher: Batcher;
+  readonly #etcd: Etcd3;
+  readonly #keys: Keys;
+  readonly #batcher: Batcher;
+  /** The batcher's counters and Txn notification, for /metrics and benchmarks. */
+  readonly batcher: BatcherView;
+  /** The API token records (a watched copy, and etcd for changes). */
+  readonly tokens: TokenRecords;
   readonly jobs: PrefixCache<Job>;
   readonly workers: PrefixCache<Worker>;
   readonly jobIndex: JobIndex;
@@ -99,7 +116,7 @@ export class Store {
   readonly health: EtcdHealth;
 
   private constructor(private readonly options: StoreOptions) {
-    this.etcd = new Etcd3({
+    this.#etcd = new Etcd3({
       hosts: options.endpoints,
       dialTimeout: 5000,
       faultHandling: faultHandling(options.endpoints.length),
@@ -107,24 +124,35 @@ export class Store {
       grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 },
       ...options.etcd,
     });
-    this.keys = new Keys(options.prefix ?? "crms/");
+    this.#keys = new Keys(options.prefix ?? "crms/");
     this.replicaId = options.replicaId;
-    this.batcher = new Batcher(this.etcd);
+    this.#batcher = new Batcher(this.#etcd);
+    this.batcher = this.#batcher;
     this.health = new EtcdHealth((timeoutMs) =>
-      this.etcd.kv.range({ key: Buffer.from(this.keys.idseq), count_only: true }, { deadline: Date.now() + timeoutMs }),
+      this.#etcd.kv.range(
+        { key: Buffer.from(this.#keys.idseq), count_only: true },
+        { deadline: Date.now() + timeoutMs },
+      ),
     );
-    this.batcher.guard = (fn) => this.health.guard(fn);
-    this.batcher.blocked = () =>
+    this.#batcher.guard = (fn) => this.health.guard(fn);
+    this.#batcher.blocked = () =>
       this.health.reachable ? undefined : notReachable(this.health.last?.lostAt ?? new Date());
     this.health.on("restored", () => void this.checkLease());
     // Pending jobs (the backlog) are kept encoded: about 0.1 KB each instead of 2.5 KB.
-    this.jobs = new PrefixCache(this.etcd, this.keys.jobs, (b) => decode(JobSchema, b), {
+    this.jobs = new PrefixCache(this.#etcd, this.#keys.jobs, (b) => decode(JobSchema, b), {
       keep: (job) => job.state === JobState.PENDING,
       encode: (job) => encode(JobSchema, job),
       hot: 8192,
     });
-    this.workers = new PrefixCache(this.etcd, this.keys.workers, (b) => decode(WorkerSchema, b));
+    this.workers = new PrefixCache(this.#etcd, this.#keys.workers, (b) => decode(WorkerSchema, b));
     this.jobIndex = new JobIndex(this.jobs);
+    this.tokens = new TokenRecords(this.#etcd, this.#keys);
+    registerInternals(this, {
+      etcd: this.#etcd,
+      keys: this.#keys,
+      batcher: this.#batcher,
+      memberClient: (endpoint) => this.#memberClient(endpoint),
+    });
   }
 
   /**
@@ -137,7 +165,7 @@ export class Store {
     beforeLoad?.(store);
     try {
       await store.grantLease();
-      await Promise.all([store.jobs.start(), store.workers.start()]);
+      await Promise.all([store.jobs.start(), store.workers.start(), store.tokens.start()]);
       store.health.start();
       // The keep-alive may miss a revoked lease (etcd3's known weak spot): ask etcd now and then.
       store.leaseCheck = setInterval(() => {
@@ -145,7 +173,7 @@ export class Store {
       }, 5000);
       store.leaseCheck.unref();
     } catch (err) {
-      store.etcd.close();
+      store.#etcd.close();
       throw err;
     }
     return store;
@@ -157,10 +185,10 @@ export class Store {
   }
 
   private async grantLease(): Promise<void> {
-    const lease = this.etcd.lease(this.options.leaseTtl ?? 10);
+    const lease = this.#etcd.lease(this.options.leaseTtl ?? 10);
     this.leaseIdValue = await lease.grant();
     this.lease = lease;
-    await this.etcd.put(this.keys.replica(this.replicaId)).value(this.replicaId).lease(this.leaseIdValue).exec();
+    await this.#etcd.put(this.#keys.replica(this.replicaId)).value(this.replicaId).lease(this.leaseIdValue).exec();
     lease.on("lost", () => {
       if (this.closed) return;
       void this.renewLease();
@@ -203,7 +231,7 @@ export class Store {
   async checkLease(): Promise<void> {
     if (this.closed || this.renewing) return;
     try {
-      const res = await this.etcd.leaseClient.leaseTimeToLive({ ID: this.leaseIdValue });
+      const res = await this.#etcd.leaseClient.leaseTimeToLive({ ID: this.leaseIdValue });
       if (Number(res.TTL) > 0) return;
     } catch (err) {
       if (!(err instanceof EtcdLeaseInvalidError)) return; // etcd away again: the next return checks
@@ -220,7 +248,7 @@ export class Store {
   private members = new Map<string, Etcd3>();
 
   /** A client bound to one member, for per-member maintenance (status, defragment). */
-  memberClient(endpoint: string): Etcd3 {
+  #memberClient(endpoint: string): Etcd3 {
     let client = this.members.get(endpoint);
     if (!client) {
       client = new Etcd3({ ...this.options.etcd, hosts: [endpoint], dialTimeout: 3000 });
@@ -234,22 +262,22 @@ export class Store {
     this.health.stop();
     clearInterval(this.leaseCheck);
     for (const c of this.members.values()) c.close();
-    await Promise.all([this.jobs.close(), this.workers.close()]);
+    await Promise.all([this.jobs.close(), this.workers.close(), this.tokens.close()]);
     await this.lease?.revoke().catch(() => undefined);
-    this.etcd.close();
+    this.#etcd.close();
   }
 
   // ---- ids ----
 
   private async reserveIds(): Promise<void> {
     for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
-      const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(this.keys.idseq) }));
+      const res = await this.health.guard(() => this.#etcd.kv.range({ key: Buffer.from(this.#keys.idseq) }));
       const kv = res.kvs[0];
       const start = kv ? Number(kv.value.toString()) : 1;
       const mod = kv ? Number(kv.mod_revision) : 0;
-      const out = await this.batcher.commit(
-        [{ key: this.keys.idseq, target: "mod", revision: mod }],
-        [{ type: "put", key: this.keys.idseq, value: Buffer.from(String(start + ID_BLOCK)) }],
+      const out = await this.#batcher.commit(
+        [{ key: this.#keys.idseq, target: "mod", revision: mod }],
+        [{ type: "put", key: this.#keys.idseq, value: Buffer.from(String(start + ID_BLOCK)) }],
       );
       if (out.ok) {
         this.idNext = start;
@@ -291,13 +319,13 @@ export class Store {
       submitTime: timestampFromDate(new Date()),
       requestId,
     });
-    const compares: Compare[] = [{ key: this.keys.job(id), target: "create", revision: 0 }];
-    const writes: Write[] = [{ type: "put", key: this.keys.job(id), value: encode(JobSchema, job) }];
+    const compares: Compare[] = [{ key: this.#keys.job(id), target: "create", revision: 0 }];
+    const writes: Write[] = [{ type: "put", key: this.#keys.job(id), value: encode(JobSchema, job) }];
     if (requestId) {
-      compares.push({ key: this.keys.reqid(requestId), target: "create", revision: 0 });
-      writes.push({ type: "put", key: this.keys.reqid(requestId), value: Buffer.from(id) });
+      compares.push({ key: this.#keys.reqid(requestId), target: "create", revision: 0 });
+      writes.push({ type: "put", key: this.#keys.reqid(requestId), value: Buffer.from(id) });
     }
-    const out = await this.batcher.commit(compares, writes);
+    const out = await this.#batcher.commit(compares, writes);
     if (out.ok) {
       this.jobs.apply(id, { value: job, mod: out.revision, create: out.revision, lease: "0" });
       return { job, existing: false };
@@ -313,14 +341,14 @@ export class Store {
    * and the fence holds. False when a compare failed (nothing was written).
    */
   async createJobsWith(creator: Job, mod: number, jobs: Job[], fence: Compare[]): Promise<boolean> {
-    const key = this.keys.job(creator.id);
+    const key = this.#keys.job(creator.id);
     const compares: Compare[] = [{ key, target: "mod", revision: mod }, ...fence];
     const writes: Write[] = [{ type: "put", key, value: encode(JobSchema, creator) }];
     for (const job of jobs) {
-      compares.push({ key: this.keys.job(job.id), target: "create", revision: 0 });
-      writes.push({ type: "put", key: this.keys.job(job.id), value: encode(JobSchema, job) });
+      compares.push({ key: this.#keys.job(job.id), target: "create", revision: 0 });
+      writes.push({ type: "put", key: this.#keys.job(job.id), value: encode(JobSchema, job) });
     }
-    const out = await this.batcher.commit(compares, writes);
+    const out = await this.#batcher.commit(compares, writes);
     if (!out.ok) return false;
     const entry = this.jobs.entries.get(creator.id);
     this.jobs.apply(creator.id, {
@@ -336,7 +364,7 @@ export class Store {
 
   /** The job a request id created, if any (read from etcd). */
   async jobByRequestId(requestId: string): Promise<Job | undefined> {
-    const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(this.keys.reqid(requestId)) }));
+    const res = await this.health.guard(() => this.#etcd.kv.range({ key: Buffer.from(this.#keys.reqid(requestId)) }));
     const kv = res.kvs[0];
     if (!kv) return undefined;
     return (await this.fetchJob(kv.value.toString()))?.value;
@@ -349,7 +377,7 @@ export class Store {
 
   /** Reads a job from etcd (linearizable), bypassing the cache. */
   fetchJob(id: string): Promise<Entry<Job> | undefined> {
-    return this.readEntry(this.jobs, id, this.keys.job(id), JobSchema);
+    return this.readEntry(this.jobs, id, this.#keys.job(id), JobSchema);
   }
 
   /**
@@ -376,7 +404,7 @@ export class Store {
   }
 
   private tryUpdateJob(id: string, mutate: Mutation<Job>, fence: Compare[]): Promise<Job> {
-    const key = this.keys.job(id);
+    const key = this.#keys.job(id);
     return this.guaranteedUpdate(this.jobs, id, key, JobSchema, fence, `job ${id}`, "update", (entry): Step<Job> => {
       if (!entry) throw notFound(`job ${id} not found`);
       const next = mutate(entry.value);
@@ -393,12 +421,12 @@ export class Store {
 
   /** Deletes a job (and its request id) if `check` accepts the current record. */
   deleteJob(id: string, check: (job: Job) => void): Promise<void> {
-    const key = this.keys.job(id);
+    const key = this.#keys.job(id);
     return this.guaranteedUpdate(this.jobs, id, key, JobSchema, [], `job ${id}`, "delete", (entry) => {
       if (!entry) throw notFound(`job ${id} not found`);
       check(entry.value);
       const writes: Write[] = [{ type: "delete", key }];
-      if (entry.value.requestId) writes.push({ type: "delete", key: this.keys.reqid(entry.value.requestId) });
+      if (entry.value.requestId) writes.push({ type: "delete", key: this.#keys.reqid(entry.value.requestId) });
       return { writes, commit: (revision) => this.jobs.applyDelete(id, revision) };
     });
   }
@@ -442,7 +470,10 @@ export class Store {
         if (!fresh && (await reread())) continue;
         return next.done;
       }
-      const out = await this.batcher.commit([{ key, target: "mod", revision: entry?.mod ?? 0 }, ...fence], next.writes);
+      const out = await this.#batcher.commit(
+        [{ key, target: "mod", revision: entry?.mod ?? 0 }, ...fence],
+        next.writes,
+      );
       if (out.ok) return next.commit(out.revision);
       for (const f of fence) {
         const s = out.current.get(f.key);
@@ -466,7 +497,7 @@ export class Store {
     key: string,
     schema: D,
   ): Promise<Entry<MessageShape<D>> | undefined> {
-    const res = await this.health.guard(() => this.etcd.kv.range({ key: Buffer.from(key) }));
+    const res = await this.health.guard(() => this.#etcd.kv.range({ key: Buffer.from(key) }));
     const kv = res.kvs[0];
     if (!kv) return undefined;
     const entry = {
@@ -518,7 +549,7 @@ export class Store {
     leaseOf: (entry: Entry<Worker> | undefined) => string,
     fence: Compare[] = [],
   ): Promise<Worker | undefined> {
-    const key = this.keys.worker(name);
+    const key = this.#keys.worker(name);
     // Not with a lease known to be gone: wait for its successor (granted once etcd answers).
     if (this.renewing) {
       if (!this.health.reachable) throw notReachable(this.health.last?.lostAt ?? new Date());
@@ -553,8 +584,8 @@ export class Store {
 
   /** Deletes a worker record if it still has the mod revision `mod`. */
   async deleteWorker(name: string, mod: number): Promise<boolean> {
-    const key = this.keys.worker(name);
-    const out = await this.batcher.commit([{ key, target: "mod", revision: mod }], [{ type: "delete", key }]);
+    const key = this.#keys.worker(name);
+    const out = await this.#batcher.commit([{ key, target: "mod", revision: mod }], [{ type: "delete", key }]);
     if (out.ok) this.workers.applyDelete(name, out.revision);
     return out.ok;
   }
@@ -562,11 +593,11 @@ export class Store {
   /** Records that retention deleted jobs up to this id (for NOT_FOUND messages). */
   async noteExpired(id: string): Promise<void> {
     // Compare-and-put on the marker's mod revision: a concurrent lower id never overwrites a higher one.
-    const key = this.keys.expired;
+    const key = this.#keys.expired;
     for (let i = 0; i < MAX_UPDATE_TRIES; i++) {
-      const kv = (await this.etcd.kv.range({ key: Buffer.from(key) })).kvs[0];
+      const kv = (await this.#etcd.kv.range({ key: Buffer.from(key) })).kvs[0];
       if (compareIds(id, kv?.value.toString() ?? "0") <= 0) return;
-      const out = await this.batcher.commit(
+      const out = await this.#batcher.commit(
         [{ key, target: "mod", revision: kv ? Number(kv.mod_revision) : 0 }],
         [{ type: "put", key, value: Buffer.from(id) }],
       );
@@ -578,21 +609,21 @@ export class Store {
 
   /** True if retention has deleted jobs up to at least this id. */
   async mayHaveExpired(id: string): Promise<boolean> {
-    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.expired) });
+    const res = await this.#etcd.kv.range({ key: Buffer.from(this.#keys.expired) });
     const known = res.kvs[0]?.value.toString();
     return known !== undefined && compareIds(id, known) <= 0;
   }
 
   /** The current store revision (a cheap read). */
   async revision(): Promise<number> {
-    const res = await this.etcd.kv.range({ key: Buffer.from(this.keys.idseq), count_only: true });
+    const res = await this.#etcd.kv.range({ key: Buffer.from(this.#keys.idseq), count_only: true });
     return Number(res.header.revision);
   }
 
   /** Ids of the other live replicas (their lease-bound records under replicas/). */
   async otherReplicas(): Promise<string[]> {
-    const ids = await this.etcd.getAll().prefix(this.keys.replicas).keys();
-    return ids.map((k) => k.slice(this.keys.replicas.length)).filter((id) => id !== this.replicaId);
+    const ids = await this.#etcd.getAll().prefix(this.#keys.replicas).keys();
+    return ids.map((k) => k.slice(this.#keys.replicas.length)).filter((id) => id !== this.replicaId);
   }
 }
 

@@ -24,7 +24,7 @@ test("6. 50 concurrent attempts to assign the same job: exactly one succeeds, th
     if (!read) throw new Error("job not readable");
     t.is(read.value.state, JobState.PENDING);
     for (let i = 1; i < 50; i++) stores.push(await open(i));
-    const key = owner.keys.job(job.id);
+    const key = `crms/jobs/${job.id}`;
     // Each contender writes only if the job is still as it read it (mod revision), the scheduler's compare.
     const outcomes = await Promise.allSettled(
       stores.map((s, i) =>

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Etcd3 } from "etcd3";
 import { CrmsClient } from "../../clients/typescript/src/client.js";
 import { type ControlPlane, type ServerOptions, startServer } from "../../src/server/server.js";
 import { type EtcdInstance, startEtcd } from "./etcd.js";
@@ -39,6 +40,7 @@ export interface WorkerProcess {
 export class TestCluster {
   readonly workers: WorkerProcess[] = [];
   readonly clients: CrmsClient[] = [];
+  private raw?: Etcd3;
 
   private constructor(
     readonly etcd: EtcdInstance,
@@ -108,6 +110,12 @@ export class TestCluster {
     return worker;
   }
 
+  /** An etcd client of the test's own, for what a test does behind the store's back (raw reads, alarms). */
+  etcdClient(): Etcd3 {
+    this.raw ??= new Etcd3({ hosts: [this.etcd.endpoint] });
+    return this.raw;
+  }
+
   /** Polls a condition (for state that arrives by watch) until it holds. */
   async waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = "condition"): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -121,6 +129,7 @@ export class TestCluster {
     for (const c of this.clients) c.close();
     await Promise.all(this.workers.map((w) => w.stop("SIGTERM")));
     await this.server.stop();
+    this.raw?.close();
     await this.etcd.stop();
   }
 }
