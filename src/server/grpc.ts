@@ -1,21 +1,20 @@
 /**
  * grpc-js wiring for transport-free handlers: unary handlers return promises,
  * streaming handlers return async iterables. Every thrown error becomes a
- * status here, once: CrmsError by its code, anything else INTERNAL with a log line.
+ * status here, once: the call pipeline (src/rpc/pipeline.ts) maps it to a
+ * CrmsError, and grpcStatuses maps its code to grpc-js's.
  */
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescService, Message } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import type { StreamLimiter } from "../auth/stream-limit.js";
 import { type Code, invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
+import { eachHandler, type ServiceHandlers } from "../rpc/handlers.js";
+import { type Arrival, type Authorize, type CallRules, edgeFailure, streamCall, unaryCall } from "../rpc/pipeline.js";
 import { AsyncQueue } from "../services/async-queue.js";
-import type { CallContext, Identity } from "../services/context.js";
-import { toCrmsError } from "../store/errors.js";
-
-// biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
-type AnyHandler = (...args: any[]) => any;
+import type { CallContext } from "../services/context.js";
 
 /** crms's codes as grpc-js statuses: the gRPC transport's one table. */
 export const grpcStatuses: Record<Code, status> = {
@@ -39,30 +38,29 @@ function metadataOf(md: grpc.Metadata): Record<string, string> {
   return out;
 }
 
+/** The status of what a call failed with; details travel in an HTTP/2 trailer, kept well under its size limit. */
 function toStatus(err: unknown, log: Logger, method: string): Partial<grpc.StatusObject> {
-  const e = toCrmsError(err);
-  if (e.code === "INTERNAL")
-    log.error("internal error", { method, error: err instanceof Error ? err.stack : String(err) });
-  // Details travel in an HTTP/2 trailer: keep them well under its size limit.
+  const e = edgeFailure(err, log, method);
   const details = e.message.length > 1024 ? `${e.message.slice(0, 1024)}…` : e.message;
   return { code: grpcStatuses[e.code], details };
 }
 
 /** Throws INVALID_ARGUMENT for a request the deserializer could not decode. */
-function decoded(msg: unknown): unknown {
+function decoded(msg: unknown): Message {
   if (msg instanceof UndecodableRequest) throw invalid(msg.message);
-  return msg;
+  return msg as Message;
 }
 
 const CALL_CANCELLED = new Error("call cancelled by the client");
 const CALL_ENDED = new Error("call ended");
 
-function contextOf(
+/** What grpc-js tells of a call: its metadata, its peer, and a signal aborted when it ends. */
+function arrivalOf(
   call:
     | grpc.ServerUnaryCall<unknown, unknown>
     | grpc.ServerWritableStream<unknown, unknown>
     | grpc.ServerDuplexStream<unknown, unknown>,
-): CallContext {
+): Arrival {
   const controller = new AbortController();
   const emitter = call as unknown as NodeJS.EventEmitter;
   // One shared reason: abort() without one builds a DOMException (with a stack) per finished call.
@@ -98,108 +96,66 @@ async function pipeOut(
  * itself, does not cancel the call when the handler stops reading early
  * (the handler must still be able to end it with a status).
  */
-function inbound(call: grpc.ServerDuplexStream<unknown, unknown>): AsyncIterable<unknown> {
-  const q = new AsyncQueue<unknown>();
-  call.on("data", (msg) => (msg instanceof UndecodableRequest ? q.fail(invalid(msg.message)) : q.push(msg)));
+function inbound(call: grpc.ServerDuplexStream<unknown, unknown>): AsyncIterable<Message> {
+  const q = new AsyncQueue<Message>();
+  call.on("data", (msg) => (msg instanceof UndecodableRequest ? q.fail(invalid(msg.message)) : q.push(msg as Message)));
   call.on("end", () => q.end());
   call.on("error", () => q.end());
   (call as unknown as NodeJS.EventEmitter).on("cancelled", () => q.end());
   return q;
 }
 
-/** Authenticates and authorizes a call to "Service.Method" (src/auth/policy.ts); throws to refuse it. */
-export type Authorize = (method: string, metadata: Record<string, string>) => Identity | undefined;
-
-/** Runs the authorization check into the call's context. */
-function authorized(authorize: Authorize | undefined, method: string, ctx: CallContext): CallContext {
-  if (authorize) ctx.identity = authorize(method, ctx.metadata);
-  return ctx;
-}
-
-const ATTACH = new Set(["WorkerService.Attach", "crms.v1.WorkerService.Attach"]);
-
-/** Authorizes a stream and counts it against its client's cap until the call ends. */
-function admitted(
-  authorize: Authorize | undefined,
-  limiter: StreamLimiter | undefined,
+/** Serves a streaming call (server-streaming or bidi): the pipeline's messages written out, then the status. */
+function serveStream(
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  rules: CallRules,
   method: string,
-  ctx: CallContext,
-): CallContext {
-  authorized(authorize, method, ctx);
-  // A worker's Attach stream is not a client stream: there is one per worker
-  // name (a worker token binds it), and many workers may share one address
-  // behind a NAT or load balancer.
-  if (limiter && !ATTACH.has(method)) {
-    const release = limiter.acquire(ctx);
-    if (ctx.signal.aborted) release();
-    else ctx.signal.addEventListener("abort", release, { once: true });
-  }
-  return ctx;
+  open: (ctx: CallContext) => AsyncIterable<unknown>,
+): void {
+  const arrival = arrivalOf(call);
+  pipeOut(streamCall(rules, method, arrival, open), call, arrival.signal).then(
+    () => call.end(),
+    (err) => {
+      const st = toStatus(err, rules.log, method);
+      call.emit("error", Object.assign(new Error(st.details), st));
+    },
+  );
 }
 
-/** Adds a service to a grpc-js server with handlers keyed by the methods' local names. */
-export function addService(
+/**
+ * Adds a service to a grpc-js server: one handler per RPC, keyed by the
+ * methods' local names (a map that misses one does not type-check).
+ */
+export function addService<S extends DescService>(
   server: grpc.Server,
-  service: DescService,
-  handlers: Record<string, AnyHandler>,
+  service: S,
+  handlers: ServiceHandlers<S>,
   log: Logger,
   authorize?: Authorize,
-  limiter?: StreamLimiter,
+  streams?: StreamLimiter,
 ): void {
+  const rules: CallRules = { log, authorize, streams };
   const impl: grpc.UntypedServiceImplementation = {};
-  for (const method of service.methods) {
-    const handler = handlers[method.localName];
-    if (!handler) continue; // grpc-js answers UNIMPLEMENTED
-    const name = `${service.name}.${method.name}`;
-    switch (method.methodKind) {
-      case "unary":
-        impl[method.localName] = (
-          call: grpc.ServerUnaryCall<unknown, unknown>,
-          callback: grpc.sendUnaryData<unknown>,
-        ) => {
-          const ctx = contextOf(call);
-          Promise.resolve()
-            .then(() => authorized(authorize, name, ctx))
-            .then((c) => handler(decoded(call.request), c))
-            .then(
-              (res) => callback(null, res),
-              (err) => callback(toStatus(err, log, name)),
-            );
-        };
-        break;
-      case "server_streaming":
-        impl[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-          const ctx = contextOf(call);
-          Promise.resolve()
-            .then(() => admitted(authorize, limiter, name, ctx))
-            .then((c) => pipeOut(handler(decoded(call.request), c), call, ctx.signal))
-            .then(
-              () => call.end(),
-              (err) => {
-                const st = toStatus(err, log, name);
-                call.emit("error", Object.assign(new Error(st.details), st));
-              },
-            );
-        };
-        break;
-      case "bidi_streaming":
-        impl[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-          const ctx = contextOf(call);
-          Promise.resolve()
-            .then(() => admitted(authorize, limiter, name, ctx))
-            .then((c) => pipeOut(handler(inbound(call), c), call, ctx.signal))
-            .then(
-              () => call.end(),
-              (err) => {
-                const st = toStatus(err, log, name);
-                call.emit("error", Object.assign(new Error(st.details), st));
-              },
-            );
-        };
-        break;
-      default:
-        throw new Error(`client streaming is not used by crms (${name})`);
-    }
-  }
+  eachHandler(service, handlers, {
+    unary(name, method, handler) {
+      impl[method.localName] = (
+        call: grpc.ServerUnaryCall<unknown, unknown>,
+        callback: grpc.sendUnaryData<unknown>,
+      ) => {
+        unaryCall(rules, name, arrivalOf(call), (ctx) => handler(decoded(call.request), ctx)).then(
+          (res) => callback(null, res),
+          (err) => callback(toStatus(err, log, name)),
+        );
+      };
+    },
+    serverStreaming(name, method, handler) {
+      impl[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) =>
+        serveStream(call, rules, name, (ctx) => handler(decoded(call.request), ctx));
+    },
+    bidiStreaming(name, method, handler) {
+      impl[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) =>
+        serveStream(call, rules, name, (ctx) => handler(inbound(call), ctx));
+    },
+  });
   server.addService(serviceDefinition(service), impl);
 }

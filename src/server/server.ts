@@ -18,6 +18,7 @@ import { createTokenService } from "../auth/token-service.js";
 import { Tokens } from "../auth/tokens.js";
 import { History } from "../history/history.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
+import type { Authorize } from "../rpc/pipeline.js";
 import { arrayIndex } from "../scheduler/arrays.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
@@ -32,7 +33,7 @@ import { activeAlarms, Compactor, DEFAULT_COMPACTION } from "../store/maintenanc
 import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
 import { startWatchChecks } from "../store/watch-check.js";
-import { type Authorize, addService } from "./grpc.js";
+import { addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
 
 export interface ServerOptions extends SecurityOptions {
@@ -96,7 +97,7 @@ export interface ServerOptions extends SecurityOptions {
 /** The service handlers of a replica, keyed by service. */
 export interface Handlers {
   job: ReturnType<typeof createJobService>;
-  worker: ReturnType<typeof createWorkerService>;
+  worker: ReturnType<typeof createWorkerService> & ReturnType<typeof createLogService>;
   admin: ReturnType<typeof createAdminService> & ReturnType<typeof createTokenService>;
 }
 

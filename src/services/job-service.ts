@@ -1,14 +1,17 @@
 /** JobService handlers: plain functions over the store, free of transport details. */
 import { create } from "@bufbuild/protobuf";
 import {
+  type DeleteJobRequest,
   DeleteJobResponseSchema,
   type GetJobRequest,
+  type HoldJobRequest,
   type Job,
   JobState,
   JobStateSchema,
   type KillJobRequest,
   type ListJobsRequest,
   OutputStream,
+  type ReleaseJobRequest,
   type RequeueJobRequest,
   type RunJobRequest,
   type StreamOutputRequest,
@@ -337,11 +340,11 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       return { job: show(job) };
     },
 
-    async holdJob(req: GetJobRequest, ctx?: CallContext) {
+    async holdJob(req: HoldJobRequest, ctx?: CallContext) {
       return { job: await change(req.id, { type: "hold" }, ctx) };
     },
 
-    async releaseJob(req: GetJobRequest, ctx?: CallContext) {
+    async releaseJob(req: ReleaseJobRequest, ctx?: CallContext) {
       return { job: await change(req.id, { type: "release" }, ctx) };
     },
 
@@ -380,7 +383,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       return { job: show(job) };
     },
 
-    async deleteJob(req: GetJobRequest) {
+    async deleteJob(req: DeleteJobRequest) {
       checkJobId(req.id);
       const finished = (id: string) => (job: Job) => {
         if (!isFinal(job.state))

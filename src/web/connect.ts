@@ -1,10 +1,11 @@
 /**
  * Connect wiring for transport-free handlers: the same handler maps grpc-js
  * serves, registered on a Connect router so that a browser can call them over
- * HTTP/1.1. Every thrown error becomes a ConnectError here, once: CrmsError by
- * its code, anything else INTERNAL with a log line (as src/server/grpc.ts does).
+ * HTTP/1.1, through the same call pipeline (src/rpc/pipeline.ts). Every thrown
+ * error becomes a ConnectError here, once: the pipeline maps it to a CrmsError,
+ * and connectCodes maps its code to Connect's.
  */
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescService, Message } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -12,6 +13,7 @@ import {
   createContextKey,
   createContextValues,
   type HandlerContext,
+  type ServiceImpl,
 } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
@@ -20,17 +22,14 @@ import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import type { StreamLimiter } from "../auth/stream-limit.js";
 import type { Code as CrmsCode } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { Authorize } from "../server/grpc.js";
+import { eachHandler, type ServiceHandlers } from "../rpc/handlers.js";
+import { type Arrival, type Authorize, type CallRules, edgeFailure, streamCall, unaryCall } from "../rpc/pipeline.js";
 import type { Handlers } from "../server/server.js";
-import type { CallContext } from "../services/context.js";
-import { toCrmsError } from "../store/errors.js";
 
-// biome-ignore lint/suspicious/noExplicitAny: handler maps are checked where they are built.
-type AnyHandler = (...args: any[]) => any;
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;
 
-/** The one table from crms codes to Connect codes. */
-const codes: Record<CrmsCode, Code> = {
+/** crms's codes as Connect codes: the Connect transport's one table. */
+export const connectCodes: Record<CrmsCode, Code> = {
   INVALID_ARGUMENT: Code.InvalidArgument,
   NOT_FOUND: Code.NotFound,
   ALREADY_EXISTS: Code.AlreadyExists,
@@ -50,70 +49,55 @@ const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** The remote address of the HTTP connection, for CallContext.peer. */
 const peerKey = createContextKey("");
 
-/** Turns anything a handler throws into a ConnectError with the matching code. */
+/** Turns what a call failed with into a ConnectError with the matching code. */
 export function toConnectError(err: unknown, log: Logger, method: string): ConnectError {
   if (err instanceof ConnectError) return err;
-  const e = toCrmsError(err);
-  if (e.code === "INTERNAL")
-    log.error("internal error", { method, error: err instanceof Error ? err.stack : String(err) });
-  return new ConnectError(e.message, codes[e.code]);
+  const e = edgeFailure(err, log, method);
+  return new ConnectError(e.message, connectCodes[e.code]);
 }
 
-function contextOf(ctx: HandlerContext, method: string, authorize: Authorize | undefined): CallContext {
+/** What Connect tells of a call: its headers as metadata, its peer, and its signal. */
+function arrivalOf(ctx: HandlerContext): Arrival {
   const metadata: Record<string, string> = {};
   ctx.requestHeader.forEach((value, key) => {
     metadata[key] = value;
   });
-  const identity = authorize?.(method, metadata);
-  return { signal: ctx.signal, metadata, peer: ctx.values.get(peerKey), ...(identity ? { identity } : {}) };
+  return { signal: ctx.signal, metadata, peer: ctx.values.get(peerKey) };
 }
 
 /**
- * Adapts a handler map to Connect: unary handlers stay promises, server-streaming
- * ones become async generators. Client and bidi streaming (WorkerService.Attach)
- * are left out: a browser over HTTP/1.1 cannot carry them, Connect answers UNIMPLEMENTED.
+ * Adapts a handler map to Connect through the call pipeline: unary handlers
+ * stay promises, server-streaming ones become async generators. Client and
+ * bidi streaming (WorkerService.Attach) are left out: a browser over HTTP/1.1
+ * cannot carry them, Connect answers UNIMPLEMENTED.
  */
-export function adaptService(
-  service: DescService,
-  handlers: Record<string, AnyHandler>,
+export function adaptService<S extends DescService>(
+  service: S,
+  handlers: ServiceHandlers<S>,
   log: Logger,
   authorize?: Authorize,
   streams?: StreamLimiter,
-): Record<string, AnyHandler> {
-  const impl: Record<string, AnyHandler> = {};
-  for (const method of service.methods) {
-    const handler = handlers[method.localName];
-    if (!handler) continue;
-    const name = `${service.name}.${method.name}`;
-    switch (method.methodKind) {
-      case "unary":
-        impl[method.localName] = async (req: unknown, ctx: HandlerContext) => {
-          try {
-            return await handler(req, contextOf(ctx, name, authorize));
-          } catch (err) {
-            throw toConnectError(err, log, name);
-          }
-        };
-        break;
-      case "server_streaming":
-        impl[method.localName] = async function* (req: unknown, ctx: HandlerContext) {
-          let release: (() => void) | undefined;
-          try {
-            const c = contextOf(ctx, name, authorize);
-            release = streams?.acquire(c);
-            yield* handler(req, c) as AsyncIterable<unknown>;
-          } catch (err) {
-            throw toConnectError(err, log, name);
-          } finally {
-            release?.();
-          }
-        };
-        break;
-      default:
-        break;
-    }
-  }
-  return impl;
+): Partial<ServiceImpl<S>> {
+  const rules: CallRules = { log, authorize, streams };
+  const impl: Record<string, unknown> = {};
+  eachHandler(service, handlers, {
+    unary(name, method, handler) {
+      impl[method.localName] = (req: Message, ctx: HandlerContext) =>
+        unaryCall(rules, name, arrivalOf(ctx), (c) => handler(req, c)).catch((err) => {
+          throw toConnectError(err, log, name);
+        });
+    },
+    serverStreaming(name, method, handler) {
+      impl[method.localName] = async function* (req: Message, ctx: HandlerContext) {
+        try {
+          yield* streamCall(rules, name, arrivalOf(ctx), (c) => handler(req, c));
+        } catch (err) {
+          throw toConnectError(err, log, name);
+        }
+      };
+    },
+  });
+  return impl as Partial<ServiceImpl<S>>;
 }
 
 /** Registers the three crms services on a Connect router. */
