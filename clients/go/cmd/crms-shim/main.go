@@ -2,8 +2,10 @@
 // worker process that started it (as containerd-shim and Nomad's executor do
 // for their agents). The worker starts it in a session of its own with the
 // job's environment, working directory and output files (stdout and stderr);
-// the shim starts the job's command in a process group of its own and records
-// in the run directory:
+// the shim starts the job's command in a process group of its own, copies its
+// stdout and stderr to those files through pipes (see output.go: it keeps
+// the order the two were written in, in output.order), and records in the
+// run directory:
 //
 //	pid   {"pid":N,"start":TICKS,"shim":N,"started_ms":MS} once the command runs
 //	      (start is field 22 of /proc/N/stat: with pid, it names the process
@@ -327,12 +329,24 @@ func main() {
 	if err != nil {
 		finish(`"error":` + jsonString("cannot open /dev/null: "+err.Error()))
 	}
+	files := []uintptr{uintptr(devnull), 1, 2}
+	out, jobEnds := newOutput(&o)
+	if out != nil {
+		files[1], files[2] = uintptr(jobEnds[0]), uintptr(jobEnds[1])
+	}
 	pid, err := syscall.ForkExec(path, o.argv, &syscall.ProcAttr{
 		Env:   os.Environ(),
-		Files: []uintptr{uintptr(devnull), 1, 2},
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	_ = syscall.Close(devnull)
+	if out != nil {
+		_ = syscall.Close(jobEnds[0])
+		_ = syscall.Close(jobEnds[1])
+		if err == nil {
+			go out.run()
+		}
+	}
 	if err != nil {
 		msg := "cannot start " + o.argv[0] + ": " + err.Error()
 		if err == syscall.ENOENT {
@@ -412,6 +426,9 @@ wait:
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
+	}
+	if out != nil {
+		out.stop()
 	}
 	fields := ""
 	if ws.Signaled() {

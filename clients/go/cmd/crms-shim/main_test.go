@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,5 +97,96 @@ func TestLeaseFencesUnlessKeep(t *testing.T) {
 	runShim(t, dir, "-lease", lease, "-keep", "--", "sh", "-c", "sleep 1; exit 5")
 	if exit := readRec(t, dir, "exit"); exit["fenced"] != false || exit["exit_code"] != float64(5) {
 		t.Fatalf("keep: exit %v", exit)
+	}
+}
+
+// runWithFiles runs the shim with stdout and stderr files in dir, as a worker does.
+func runWithFiles(t *testing.T, dir string, args ...string) time.Duration {
+	t.Helper()
+	files := [2]*os.File{}
+	for i, name := range []string{"stdout", "stderr"} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files[i] = f
+	}
+	cmd := exec.Command(shimBin, append([]string{"-dir", dir}, args...)...)
+	cmd.Stdout, cmd.Stderr = files[0], files[1]
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("shim: %v", err)
+	}
+	return time.Since(t0)
+}
+
+// inOrder is the output of a run as the order index tells it.
+func inOrder(t *testing.T, dir string) []string {
+	t.Helper()
+	var streams [2][]byte
+	for i, name := range []string{"stdout", "stderr"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = b
+	}
+	index, err := os.ReadFile(filepath.Join(dir, orderFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(index)%orderRecordBytes != 0 {
+		t.Fatalf("order index of %d bytes", len(index))
+	}
+	var runs []string
+	var at [2]int64
+	for r := 0; r < len(index); r += orderRecordBytes {
+		s := int(index[r]) - 1
+		var end int64
+		for _, b := range index[r+1 : r+orderRecordBytes] {
+			end = end<<8 | int64(b)
+		}
+		if s < 0 || s > 1 || end < at[s] || end > int64(len(streams[s])) {
+			t.Fatalf("record %d: stream %d end %d (at %d of %d)", r/orderRecordBytes, s+1, end, at[s], len(streams[s]))
+		}
+		runs = append(runs, string(streams[s][at[s]:end]))
+		at[s] = end
+	}
+	if at[0] != int64(len(streams[0])) || at[1] != int64(len(streams[1])) {
+		t.Fatalf("index covers %v of %d and %d bytes", at, len(streams[0]), len(streams[1]))
+	}
+	return runs
+}
+
+func TestOutputKeepsTheOrderWritten(t *testing.T) {
+	dir := t.TempDir()
+	runWithFiles(t, dir, "--", "sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; echo c2; sleep 0.1; echo d >&2; exit 4")
+	if got := inOrder(t, dir); !slices.Equal(got, []string{"a\n", "b\n", "c\nc2\n", "d\n"}) {
+		t.Fatalf("runs %q", got)
+	}
+	if exit := readRec(t, dir, "exit"); exit["exit_code"] != float64(4) {
+		t.Fatalf("exit %v", exit)
+	}
+
+	// Much output on both streams at once: every byte reaches its file, and the index covers it.
+	runWithFiles(t, dir, "--", "sh", "-c", "head -c 3000000 /dev/zero & head -c 2000000 /dev/zero >&2; wait")
+	total := 0
+	for _, run := range inOrder(t, dir) {
+		total += len(run)
+	}
+	if total != 5_000_000 {
+		t.Fatalf("%d bytes copied", total)
+	}
+}
+
+func TestOutputEndsWithTheGroupEvenIfAnEscapedProcessHoldsIt(t *testing.T) {
+	dir := t.TempDir()
+	took := runWithFiles(t, dir, "--", "sh", "-c", "echo before; setsid sleep 5 & sleep 0.2; echo after >&2")
+	if took > 3*time.Second {
+		t.Fatalf("the shim waited %s for a process outside the group", took)
+	}
+	if got := inOrder(t, dir); !slices.Equal(got, []string{"before\n", "after\n"}) {
+		t.Fatalf("runs %q", got)
 	}
 }

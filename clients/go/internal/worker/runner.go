@@ -1,10 +1,8 @@
 package worker
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -575,83 +573,4 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 	}
 	r.mu.Unlock()
 	return out
-}
-
-// errRunNotFound: the run directory does not exist and the run is not starting.
-type errRunNotFound struct{ dir string }
-
-func (e errRunNotFound) Error() string {
-	return fmt.Sprintf("no output on this worker: %s does not exist", e.dir)
-}
-
-// readOutput reads a run's stdout and stderr from offset 0 in chunks of at
-// most 64 KiB, calling emit for each (emit returns false to stop). Without
-// follow it ends at the current end of both files; with follow it polls
-// until isEnded() holds, then reads what is left and ends. It returns nil
-// when done, ctx's error when stopped, or the error that stopped it.
-func readOutput(ctx context.Context, dir string, follow bool, isEnded func() bool, emit func(stream crmsv1.OutputStream, data []byte, offset int64) bool) error {
-	streams := [2]struct {
-		name   string
-		stream crmsv1.OutputStream
-		file   *os.File
-		offset int64
-	}{
-		{name: "stdout", stream: crmsv1.OutputStream_OUTPUT_STREAM_STDOUT},
-		{name: "stderr", stream: crmsv1.OutputStream_OUTPUT_STREAM_STDERR},
-	}
-	defer func() {
-		for _, s := range streams {
-			if s.file != nil {
-				s.file.Close()
-			}
-		}
-	}()
-	for {
-		// Sample "ended" before reading, so a final read always follows the end.
-		endedBefore := isEnded()
-		if _, err := os.Stat(dir); err != nil && endedBefore {
-			return errRunNotFound{dir: dir}
-		}
-		for i := range streams {
-			s := &streams[i]
-			if s.file == nil {
-				f, err := os.Open(filepath.Join(dir, s.name))
-				if err != nil {
-					continue // not created yet (or the run never started)
-				}
-				s.file = f
-			}
-			info, err := s.file.Stat()
-			if err != nil {
-				return err
-			}
-			size := info.Size()
-			for s.offset < size {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				buf := make([]byte, min(int64(maxChunkBytes), size-s.offset))
-				n, err := s.file.ReadAt(buf, s.offset)
-				if n == 0 {
-					if err != nil && !errors.Is(err, io.EOF) {
-						return err
-					}
-					break // truncated underneath us
-				}
-				offset := s.offset
-				s.offset += int64(n)
-				if !emit(s.stream, buf[:n], offset) {
-					return ctx.Err()
-				}
-			}
-		}
-		if !follow || endedBefore {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(followPoll):
-		}
-	}
 }
