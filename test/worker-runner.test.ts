@@ -313,3 +313,38 @@ test("through the shim, a command that ends at once is still reported started wi
     t.true(outcome.pid > 0);
   }
 });
+
+/** Writes apart by more than the shim takes to read them: it keeps the order it read in. */
+const INTERLEAVED = ["sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; sleep 0.1; echo d >&2"];
+const chunkList = (chunks: OutputChunk[]) => chunks.map((c) => [c.stream, text(c.data), c.offset]);
+
+test("through the shim, output is read back in the order it was written, finished or followed", async (t) => {
+  const s = started();
+  const r = await run(INTERLEAVED, { onStart: s.onStart, shim: { path: shimPath(), killGraceSeconds: 2 } });
+  await s.pid;
+  const followed = collect(readOutput(r.runDir, { follow: true, isEnded: () => r.ended }));
+  t.is((await r.done).exitCode, 0);
+  const want = [
+    ["stdout", "a\n", 0],
+    ["stderr", "b\n", 0],
+    ["stdout", "c\n", 2],
+    ["stderr", "d\n", 2],
+  ];
+  t.deepEqual(chunkList(await collect(readOutput(r.runDir))), want);
+  t.deepEqual(chunkList(await followed), want);
+  // From offsets: what is left of each stream, still in order.
+  t.deepEqual(chunkList(await collect(readOutput(r.runDir, { stdoutOffset: 2, stderrOffset: 1 }))), [
+    ["stderr", "\n", 1],
+    ["stdout", "c\n", 2],
+    ["stderr", "d\n", 2],
+  ]);
+});
+
+test("without the shim's order index, output is read as stdout, then stderr", async (t) => {
+  const r = await run(INTERLEAVED);
+  await r.done;
+  t.deepEqual(chunkList(await collect(readOutput(r.runDir))), [
+    ["stdout", "a\nc\n", 0],
+    ["stderr", "b\nd\n", 0],
+  ]);
+});

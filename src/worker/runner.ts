@@ -651,10 +651,17 @@ export class RunNotFoundError extends Error {
   }
 }
 
+/** The order index the run shim keeps beside the output files (clients/go/cmd/crms-shim/output.go). */
+const ORDER_FILE = "output.order";
+const ORDER_RECORD_BYTES = 8;
+const ORDER_STREAMS: Record<number, StreamName> = { 1: "stdout", 2: "stderr" };
+
 /**
- * Reads a run's stdout and stderr from the given offsets in chunks. Without
- * follow it ends at the current end of both files; with follow it polls until
- * the run has ended, then reads what is left and ends.
+ * Reads a run's stdout and stderr from the given offsets in chunks, in the
+ * order they were written when the run shim kept an order index, else
+ * stdout, then stderr. Without follow it ends at the current end of both
+ * files; with follow it polls until the run has ended, then reads what is
+ * left and ends.
  */
 export async function* readOutput(runDir: string, options: ReadOutputOptions = {}): AsyncGenerator<OutputChunk> {
   const isEnded = options.isEnded ?? (() => true);
@@ -665,7 +672,48 @@ export async function* readOutput(runDir: string, options: ReadOutputOptions = {
     stdout: options.stdoutOffset ?? 0,
     stderr: options.stderrOffset ?? 0,
   };
-  const handles: Partial<Record<StreamName, FileHandle>> = {};
+  const handles: Partial<Record<StreamName | typeof ORDER_FILE, FileHandle>> = {};
+  let orderOffset = 0;
+  const handleOf = async (name: StreamName | typeof ORDER_FILE): Promise<FileHandle | undefined> => {
+    try {
+      handles[name] ??= await open(path.join(runDir, name), "r");
+    } catch {
+      // not created yet (or the run never started, or ran without the shim's index)
+    }
+    return handles[name];
+  };
+  const sizeOf = async (stream: StreamName): Promise<number> => (await (await handleOf(stream))?.stat())?.size ?? 0;
+  /** The runs of bytes the order index added since the last call: [stream, offset where the run ends]. */
+  const newRuns = async (): Promise<[StreamName, number][]> => {
+    const order = await handleOf(ORDER_FILE);
+    if (!order) return [];
+    const { size } = await order.stat();
+    const length = Math.floor((size - orderOffset) / ORDER_RECORD_BYTES) * ORDER_RECORD_BYTES;
+    if (length <= 0) return [];
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await order.read(buf, 0, length, orderOffset);
+    const runs: [StreamName, number][] = [];
+    for (let i = 0; i + ORDER_RECORD_BYTES <= bytesRead; i += ORDER_RECORD_BYTES) {
+      const stream = ORDER_STREAMS[buf[i] ?? 0];
+      if (!stream) break; // not a record: read on as if there were no more
+      runs.push([stream, (buf[i + 1] ?? 0) * 2 ** 48 + buf.readUIntBE(i + 2, 6)]);
+      orderOffset += ORDER_RECORD_BYTES;
+    }
+    return runs;
+  };
+  /** Yields stream from its offset up to end. */
+  async function* upTo(stream: StreamName, end: number): AsyncGenerator<OutputChunk> {
+    const handle = offsets[stream] < end ? await handleOf(stream) : undefined;
+    while (handle && offsets[stream] < end && !signal?.aborted) {
+      const length = Math.min(chunkBytes, end - offsets[stream]);
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buf, 0, length, offsets[stream]);
+      if (bytesRead === 0) return; // truncated underneath us
+      const offset = offsets[stream];
+      offsets[stream] += bytesRead;
+      yield { stream, data: new Uint8Array(buf.buffer, buf.byteOffset, bytesRead), offset };
+    }
+  }
   try {
     for (;;) {
       // Sample "ended" before reading, so a final read always follows the end.
@@ -675,31 +723,14 @@ export async function* readOutput(runDir: string, options: ReadOutputOptions = {
       } catch {
         if (endedBefore) throw new RunNotFoundError(runDir);
       }
-      for (const stream of ["stdout", "stderr"] as const) {
-        if (!handles[stream]) {
-          try {
-            handles[stream] = await open(path.join(runDir, stream), "r");
-          } catch {
-            continue; // not created yet (or the run never started): nothing to read
-          }
-        }
-        const handle = handles[stream];
-        if (!handle) continue;
-        let { size } = await handle.stat();
-        while (offsets[stream] < size) {
-          if (signal?.aborted) return;
-          const length = Math.min(chunkBytes, size - offsets[stream]);
-          const buf = Buffer.alloc(length);
-          const { bytesRead } = await handle.read(buf, 0, length, offsets[stream]);
-          if (bytesRead === 0) {
-            size = offsets[stream]; // truncated underneath us
-            break;
-          }
-          const offset = offsets[stream];
-          offsets[stream] += bytesRead;
-          yield { stream, data: new Uint8Array(buf.buffer, buf.byteOffset, bytesRead), offset };
-        }
-      }
+      // The sizes before the index: a byte within them that no record covers
+      // yet belongs to the run of bytes being written now, which can only be
+      // one stream's (the shim records a run's end before the other stream's
+      // next bytes). Without an index this is stdout, then stderr.
+      const sizes = { stdout: await sizeOf("stdout"), stderr: await sizeOf("stderr") };
+      for (const [stream, end] of await newRuns()) yield* upTo(stream, end);
+      yield* upTo("stdout", sizes.stdout);
+      yield* upTo("stderr", sizes.stderr);
       if (!options.follow || endedBefore || signal?.aborted) return;
       try {
         await sleep(pollMs, undefined, signal ? { signal } : {});
