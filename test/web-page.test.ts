@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import anyTest, { type TestFn } from "ava";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
-import { JobState } from "../gen/crms/v1/job_pb.js";
+import { JobState, OutputStream } from "../gen/crms/v1/job_pb.js";
 import type { HttpEndpoint } from "../src/web/http.js";
 import { startHttp } from "../src/web/http.js";
 import { CREDENTIAL_NAME } from "../src/worker/runner.js";
@@ -225,6 +225,39 @@ test.serial(
     t.true(readFileSync(await full.path(), "utf8") === expected, "the downloaded file is seq 1 200000 in full");
     t.deepEqual(second.errors, []);
     await second.page.close();
+  },
+);
+
+test.serial(
+  "a finished job's output streams, and shows, stdout and stderr interleaved in the order written",
+  async (t) => {
+    const c = t.context.cluster.client();
+    // Writes apart by more than the run shim takes to read them (it keeps the order it read in).
+    const job = await c.submit({
+      command: ["sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; sleep 0.1; echo d >&2"],
+      name: "interleaved",
+    });
+    t.is((await c.wait(job.id)).state, JobState.SUCCEEDED);
+    const chunks: [OutputStream, string, bigint][] = [];
+    for await (const ch of c.output(job.id)) chunks.push([ch.stream, Buffer.from(ch.data).toString(), ch.offset]);
+    const { STDOUT, STDERR } = OutputStream;
+    t.deepEqual(chunks, [
+      [STDOUT, "a\n", 0n],
+      [STDERR, "b\n", 0n],
+      [STDOUT, "c\n", 2n],
+      [STDERR, "d\n", 2n],
+    ]);
+    const { page, errors } = await open(t, `#/jobs/${job.id}`);
+    await page.getByText("Output complete.").waitFor({ timeout: 20_000 });
+    const parts = page.getByLabel(`Output of job ${job.id}`, { exact: true }).locator("span");
+    t.deepEqual(await parts.evaluateAll((spans) => spans.map((s) => `${s.className}:${s.textContent}`)), [
+      "stdout:a\n",
+      "stderr:b\n",
+      "stdout:c\n",
+      "stderr:d\n",
+    ]);
+    t.deepEqual(errors, []);
+    await page.close();
   },
 );
 
