@@ -302,7 +302,10 @@ func main() {
 			syscall.CloseOnExec(fd)
 		}
 	}
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	// Caught and dropped rather than ignored: an ignored signal stays ignored
+	// across exec, and the job must get SIGPIPE (and SIGHUP) as it would
+	// anywhere else.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP, syscall.SIGPIPE)
 	stop := make(chan os.Signal, 2)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 

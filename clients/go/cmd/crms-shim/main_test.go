@@ -190,3 +190,14 @@ func TestOutputEndsWithTheGroupEvenIfAnEscapedProcessHoldsIt(t *testing.T) {
 		t.Fatalf("runs %q", got)
 	}
 }
+
+func TestTheJobGetsDefaultSignalDispositions(t *testing.T) {
+	dir := t.TempDir()
+	runWithFiles(t, dir, "--", "sh", "-c", "grep SigIgn /proc/self/status; yes | head -1")
+	if out, _ := os.ReadFile(filepath.Join(dir, "stdout")); string(out) != "SigIgn:\t0000000000000000\ny\n" {
+		t.Fatalf("stdout %q", out)
+	}
+	if errs, _ := os.ReadFile(filepath.Join(dir, "stderr")); len(errs) != 0 {
+		t.Fatalf("stderr %q", errs)
+	}
+}

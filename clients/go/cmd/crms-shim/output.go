@@ -17,7 +17,9 @@ import (
 //
 // The order is the order the shim read the bytes in: writes to the two
 // streams closer together than the shim wakes up (microseconds) come out
-// grouped by stream, as with any two pipes.
+// grouped by stream, as with any two pipes. The shim is the pipes' only
+// reader, so a job never waits on the worker; if the shim itself is killed,
+// the job's next write gets SIGPIPE.
 
 // orderFile is the order index in the run directory.
 const orderFile = "output.order"
