@@ -232,9 +232,14 @@ test.serial(
   "a finished job's output streams, and shows, stdout and stderr interleaved in the order written",
   async (t) => {
     const c = t.context.cluster.client();
-    // Writes apart by more than the run shim takes to read them (it keeps the order it read in).
+    // Each write waits until the one before reached its file in the run directory (the job's cwd):
+    // the run shim keeps the order it read in.
     const job = await c.submit({
-      command: ["sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; sleep 0.1; echo d >&2"],
+      command: [
+        "sh",
+        "-c",
+        "w() { while [ $(cat stdout stderr | wc -c) -lt $1 ]; do sleep 0.01; done; }; echo a; w 2; echo b >&2; w 4; echo c; w 6; echo d >&2",
+      ],
       name: "interleaved",
     });
     t.is((await c.wait(job.id)).state, JobState.SUCCEEDED);

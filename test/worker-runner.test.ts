@@ -314,8 +314,16 @@ test("through the shim, a command that ends at once is still reported started wi
   }
 });
 
-/** Writes apart by more than the shim takes to read them: it keeps the order it read in. */
-const INTERLEAVED = ["sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; sleep 0.1; echo d >&2"];
+/**
+ * Each write waits until the one before reached its file (the job's cwd is
+ * the run directory): the shim keeps the order it read in, which is the
+ * order written only for writes further apart than it takes to read them.
+ */
+const INTERLEAVED = [
+  "sh",
+  "-c",
+  "w() { while [ $(cat stdout stderr | wc -c) -lt $1 ]; do sleep 0.01; done; }; echo a; w 2; echo b >&2; w 4; echo c; w 6; echo d >&2",
+];
 const chunkList = (chunks: OutputChunk[]) => chunks.map((c) => [c.stream, text(c.data), c.offset]);
 
 test("through the shim, output is read back in the order it was written, finished or followed", async (t) => {

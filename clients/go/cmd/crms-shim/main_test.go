@@ -113,7 +113,7 @@ func runWithFiles(t *testing.T, dir string, args ...string) time.Duration {
 		files[i] = f
 	}
 	cmd := exec.Command(shimBin, append([]string{"-dir", dir}, args...)...)
-	cmd.Stdout, cmd.Stderr = files[0], files[1]
+	cmd.Stdout, cmd.Stderr, cmd.Dir = files[0], files[1], dir
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("shim: %v", err)
@@ -161,7 +161,9 @@ func inOrder(t *testing.T, dir string) []string {
 
 func TestOutputKeepsTheOrderWritten(t *testing.T) {
 	dir := t.TempDir()
-	runWithFiles(t, dir, "--", "sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; echo c2; sleep 0.1; echo d >&2; exit 4")
+	// Each write waits until the one before reached its file (the job's cwd is dir).
+	runWithFiles(t, dir, "--", "sh", "-c", "w() { while [ $(cat stdout stderr | wc -c) -lt $1 ]; do sleep 0.01; done; }; "+
+		"echo a; w 2; echo b >&2; w 4; echo c; echo c2; w 9; echo d >&2; exit 4")
 	if got := inOrder(t, dir); !slices.Equal(got, []string{"a\n", "b\n", "c\nc2\n", "d\n"}) {
 		t.Fatalf("runs %q", got)
 	}

@@ -29,9 +29,10 @@ func readChunks(r *Run, follow bool) ([]outputChunk, error) {
 	return got, err
 }
 
-// The writes are apart by more than the shim takes to read them: the order
-// the shim keeps is the order it read in (see cmd/crms-shim/output.go).
-var interleaved = []string{"sh", "-c", "echo a; sleep 0.1; echo b >&2; sleep 0.1; echo c; sleep 0.1; echo d >&2"}
+// Each write waits until the one before reached its file (the job's cwd is
+// the run directory): the shim keeps the order it read in, which is the
+// order written only for writes further apart than it takes to read them.
+var interleaved = []string{"sh", "-c", "w() { while [ $(cat stdout stderr | wc -c) -lt $1 ]; do sleep 0.01; done; }; echo a; w 2; echo b >&2; w 4; echo c; w 6; echo d >&2"}
 
 func TestReadOutputInWrittenOrderThroughTheShim(t *testing.T) {
 	shim := buildShim(t)
