@@ -45,7 +45,8 @@ export async function startControlPlane(
         { nodeArgs, logFile },
       );
   const client = new CrmsClient(address);
-  const deadline = Date.now() + 30_000;
+  // Generous: the embedded history compiles PGlite's WASM at start, 20 s and more on a busy 2-core machine.
+  const deadline = Date.now() + 90_000;
   for (;;) {
     try {
       const s = await client.clusterStatus({ timeoutMs: 1000 });
