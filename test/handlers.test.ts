@@ -32,7 +32,7 @@ import { type Arrival, type CallRules, streamCall, unaryCall } from "../src/rpc/
 import { addService, grpcStatuses } from "../src/server/grpc.js";
 import type { CallContext, ServiceDeps } from "../src/services/context.js";
 import { createJobService } from "../src/services/job-service.js";
-import type { Sessions } from "../src/services/sessions.js";
+import type { Sessions } from "../src/services/sessions/index.js";
 import { createWorkerService } from "../src/services/worker-service.js";
 import type { Store } from "../src/store/store.js";
 import { adaptService, connectCodes, toConnectError } from "../src/web/connect.js";

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import test from "ava";
 import { WorkerService } from "../gen/crms/v1/worker_pb.js";
-import { HELLO_TIMEOUT_MS } from "../src/services/sessions.js";
+import { HELLO_TIMEOUT_MS } from "../src/services/sessions/index.js";
 import { resolveRunAs } from "../src/worker/run-as.js";
 import { CRMS_BIN, TestCluster } from "./helpers/cluster.js";
 

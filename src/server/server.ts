@@ -25,7 +25,7 @@ import { createAdminService } from "../services/admin-service.js";
 import type { ServiceDeps } from "../services/context.js";
 import { createJobService } from "../services/job-service.js";
 import { createLogService, DEFAULT_OUTPUT_CAP } from "../services/log-service.js";
-import { Sessions } from "../services/sessions.js";
+import { Sessions } from "../services/sessions/index.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Admission, defaultMaxJobs } from "../store/admission.js";
 import { Election } from "../store/election.js";

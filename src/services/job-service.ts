@@ -36,7 +36,7 @@ import type { CallContext, ServiceDeps } from "./context.js";
 import { createHistoryService, lookUp } from "./history-service.js";
 import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
 import { keptOutput } from "./log-service.js";
-import type { Sessions } from "./sessions.js";
+import type { Sessions } from "./sessions/index.js";
 import {
   checkArray,
   checkDependencies,

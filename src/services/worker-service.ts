@@ -21,7 +21,7 @@ import { checkWorkerBinding } from "../auth/policy.js";
 import { CrmsError, notFound, precondition } from "../errors.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { CallContext, ServiceDeps } from "./context.js";
-import type { Sessions } from "./sessions.js";
+import type { Sessions } from "./sessions/index.js";
 import { checkPageToken, checkWorkerName, pageSize } from "./validate.js";
 
 export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {

@@ -1,6 +1,6 @@
 /**
  * One worker's Attach stream on this replica: the session state machine and
- * the outbound queue. The registry (sessions.ts) drives it.
+ * the outbound queue. The registry (sessions/registry.ts) drives it.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -44,7 +44,7 @@ export class WorkerSession {
   readonly killed = new Map<string, number>();
   /** jobId -> grace seconds last sent in a Kill (a shorter one is sent again). */
   readonly killGrace = new Map<string, number>();
-  /** jobId -> a start report received but not yet written (see Sessions.handle). */
+  /** jobId -> a start report received but not yet written (see sessions/reports.ts). */
   readonly starting = new Map<string, { attempt: number; pid: number }>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
   /** Why the session ended, recorded as the worker's down_reason ("stream ended" unless set). */
