@@ -3,8 +3,8 @@
  * (`bench/run.ts ... --instrumented`): the same startServer() the CLI's
  * `server` command runs, plus one JSON line a second with Batcher.stats,
  * Scheduler.stats, the distribution of Txn durations and batch sizes, and the
- * event loop's delay. It hooks the onTxn/onPlaced callbacks the store and
- * scheduler offer; it changes nothing else.
+ * event loop's delay. It subscribes to the batcher's `txn` and the
+ * scheduler's `placed` events; it changes nothing else.
  *
  *   tsx bench/server-instrumented.ts --listen H:P --etcd URL
  */
@@ -22,17 +22,11 @@ const cp = await startServer({
 const txnMs = new Histogram();
 const batch = new Histogram();
 const placed = new Histogram();
-const prevTxn = cp.store.batcher.onTxn;
-cp.store.batcher.onTxn = (seconds, size) => {
-  prevTxn?.(seconds, size);
+cp.store.batcher.events.on("txn", (seconds, size) => {
   txnMs.record(seconds * 1000);
   batch.record(size);
-};
-const prevPlaced = cp.scheduler.onPlaced;
-cp.scheduler.onPlaced = (seconds) => {
-  prevPlaced?.(seconds);
-  placed.record(seconds * 1000);
-};
+});
+cp.scheduler.events.on("placed", (seconds) => placed.record(seconds * 1000));
 const loop = monitorEventLoopDelay({ resolution: 10 });
 loop.enable();
 /** The same, reset every second. */

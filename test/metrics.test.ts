@@ -101,26 +101,23 @@ test.serial("/metrics counts jobs, placements, etcd writes and workers", async (
   t.is(post.status, 405);
 });
 
-test.serial("the single hook slots are chained, and restored on close", async (t) => {
+test.serial("the scheduler's and batcher's events reach every subscriber, and close unsubscribes", async (t) => {
   const { cluster, c } = t.context;
   const { store, scheduler } = cluster.server;
-  const httpTxn = store.batcher.onTxn;
-  const httpPlaced = scheduler.onPlaced;
-  t.truthy(httpTxn);
-  t.truthy(httpPlaced);
   let txns = 0;
   let placed = 0;
-  const spyTxn = (s: number, n: number) => {
-    txns++;
-    httpTxn?.(s, n);
-  };
-  const spyPlaced = (s: number) => {
-    placed++;
-    httpPlaced?.(s);
-  };
-  store.batcher.onTxn = spyTxn;
-  scheduler.onPlaced = spyPlaced;
+  const offTxn = store.batcher.events.on("txn", () => txns++);
+  const offPlaced = scheduler.events.on("placed", () => placed++);
   const metrics = createMetrics(cluster.server);
+  /** The count of a histogram of the second metrics, read even after close emptied its registry. */
+  const countOf = (name: string) => {
+    const metric = metrics.registry.getSingleMetric(name);
+    if (!metric) throw new Error(`no metric ${name}`);
+    return async () =>
+      (await metric.get()).values.find((v) => (v as { metricName?: string }).metricName === `${name}_count`)?.value;
+  };
+  const latencyCount = countOf("crms_scheduling_latency_seconds");
+  const batchCount = countOf("crms_etcd_txn_batch_size");
   try {
     const job = await c.submit({ command: ["true"] });
     await c.wait(job.id, { timeoutMs: 30_000 });
@@ -133,12 +130,18 @@ test.serial("the single hook slots are chained, and restored on close", async (t
   } finally {
     metrics.close();
   }
-  t.is(store.batcher.onTxn, spyTxn);
-  t.is(scheduler.onPlaced, spyPlaced);
-  store.batcher.onTxn = httpTxn;
-  scheduler.onPlaced = httpPlaced;
-  // The endpoint's metrics saw that job as well.
+  // Closed, the second metrics sees nothing more; the other subscribers still do.
+  const [latencyAtClose, batchAtClose, txnsAtClose] = [await latencyCount(), await batchCount(), txns];
+  const job = await c.submit({ command: ["true"] });
+  await c.wait(job.id, { timeoutMs: 30_000 });
+  t.is(placed, 2);
+  t.true(txns > txnsAtClose);
+  t.is(await latencyCount(), latencyAtClose);
+  t.is(await batchCount(), batchAtClose);
+  offTxn();
+  offPlaced();
+  // The endpoint's metrics saw both jobs as well.
   const { text } = await scrape(t.context.http);
-  t.is(sample(text, "crms_jobs_submitted_total"), 8);
-  t.is(sample(text, "crms_scheduling_latency_seconds_count"), 8);
+  t.is(sample(text, "crms_jobs_submitted_total"), 9);
+  t.is(sample(text, "crms_scheduling_latency_seconds_count"), 9);
 });

@@ -7,6 +7,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { Emitter, type Events } from "../events.js";
 import { isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
@@ -48,6 +49,11 @@ export interface SchedulerStats {
   conflicts: number;
 }
 
+/** What the scheduler announces: `placed` with the seconds from submit to assignment of each job it placed. */
+export interface SchedulerEvents {
+  placed: [seconds: number];
+}
+
 export class Scheduler {
   private readonly pending = new PendingQueue();
   private readonly inflight = new Map<string, number>();
@@ -64,8 +70,8 @@ export class Scheduler {
   private readonly materializing = new Set<string>();
   private readonly arrayAgain = new Set<string>();
   readonly stats: SchedulerStats = { passes: 0, placed: 0, lost: 0, conflicts: 0 };
-  /** Called with the seconds from submit to assignment of each placed job. */
-  onPlaced?: (seconds: number) => void;
+  private readonly emitter = new Emitter<SchedulerEvents>();
+  readonly events: Events<SchedulerEvents> = this.emitter;
 
   private readonly logError: (msg: string, fields?: Record<string, unknown>) => void;
 
@@ -265,8 +271,9 @@ export class Scheduler {
               if (job.state === JobState.PENDING) this.pending.add(job.id, job.spec?.priority ?? 0);
               if (job.state === JobState.ASSIGNED && job.worker === p.worker) {
                 this.stats.placed++;
-                if (job.submitTime && this.onPlaced) {
-                  this.onPlaced(Date.now() / 1000 - Number(job.submitTime.seconds) - job.submitTime.nanos / 1e9);
+                if (job.submitTime && this.emitter.has("placed")) {
+                  const seconds = Date.now() / 1000 - Number(job.submitTime.seconds) - job.submitTime.nanos / 1e9;
+                  this.emitter.emit("placed", seconds);
                 }
               }
             })

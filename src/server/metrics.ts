@@ -22,7 +22,7 @@ export interface Metrics {
   registry: Registry;
   /** Answers a scrape (GET or HEAD) with the text format. */
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
-  /** Stops observing (listeners and hooks removed) and empties the registry. */
+  /** Stops observing (its listeners unsubscribed) and empties the registry. */
   close(): void;
 }
 
@@ -158,7 +158,7 @@ export function createMetrics(cp: ControlPlane): Metrics {
   };
   store.jobs.on("put", onJob);
 
-  // ---- scheduler and etcd writes, from single hook slots (chained) ----
+  // ---- scheduler and etcd writes, from their events ----
 
   const schedulingLatency = new Histogram({
     name: "crms_scheduling_latency_seconds",
@@ -166,12 +166,7 @@ export function createMetrics(cp: ControlPlane): Metrics {
     buckets: LATENCY_BUCKETS,
     registers,
   });
-  const previousPlaced = scheduler.onPlaced;
-  const onPlaced = (s: number): void => {
-    if (!closed) schedulingLatency.observe(Math.max(0, s));
-    previousPlaced?.(s);
-  };
-  scheduler.onPlaced = onPlaced;
+  const unsubscribe = [scheduler.events.on("placed", (s) => schedulingLatency.observe(Math.max(0, s)))];
 
   const txnSeconds = new Histogram({
     name: "crms_etcd_txn_seconds",
@@ -185,15 +180,12 @@ export function createMetrics(cp: ControlPlane): Metrics {
     buckets: BATCH_BUCKETS,
     registers,
   });
-  const previousTxn = store.batcher.onTxn;
-  const onTxn = (s: number, size: number): void => {
-    if (!closed) {
+  unsubscribe.push(
+    store.batcher.events.on("txn", (s, size) => {
       txnSeconds.observe(s);
       txnBatch.observe(size);
-    }
-    previousTxn?.(s, size);
-  };
-  store.batcher.onTxn = onTxn;
+    }),
+  );
 
   // ---- workers and streams ----
 
@@ -202,7 +194,7 @@ export function createMetrics(cp: ControlPlane): Metrics {
     help: "Workers with a live Attach stream to this replica.",
     registers,
     collect() {
-      this.set(sessions.byName.size);
+      this.set(sessions.attachedCount);
     },
   });
   new Gauge({
@@ -222,12 +214,7 @@ export function createMetrics(cp: ControlPlane): Metrics {
     labelNames: ["kind"],
     registers,
     collect() {
-      let attach = 0;
-      let output = 0;
-      for (const s of sessions.byName.values()) {
-        if (s.open) attach++;
-        output += s.outputs.size;
-      }
+      const { attach, output } = sessions.openStreams();
       this.set({ kind: "attach" }, attach);
       this.set({ kind: "output" }, output);
     },
@@ -403,9 +390,7 @@ export function createMetrics(cp: ControlPlane): Metrics {
       if (closed) return;
       closed = true;
       store.jobs.off("put", onJob);
-      // Restore the hooks if nobody chained after us; else ours stay as pass-throughs.
-      if (scheduler.onPlaced === onPlaced) scheduler.onPlaced = previousPlaced;
-      if (store.batcher.onTxn === onTxn) store.batcher.onTxn = previousTxn;
+      for (const off of unsubscribe) off();
       registry.clear();
     },
   };

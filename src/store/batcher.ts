@@ -5,6 +5,7 @@
  * lost (and sees the current record) or should go again in the next batch.
  */
 import { type Etcd3, EtcdLeaseInvalidError, type ICompare, type IRequestOp } from "etcd3";
+import { Emitter, type Events } from "../events.js";
 
 /** A revision check on one key: its mod or create revision must equal `revision` (0: absent). */
 export interface Compare {
@@ -48,13 +49,18 @@ export interface BatcherStats {
   largest: number;
 }
 
+/** What the batcher announces: `txn` with each Txn's duration in seconds and number of transitions. */
+export interface BatcherEvents {
+  txn: [seconds: number, size: number];
+}
+
 export class Batcher {
   private queue: Pending[] = [];
   private inFlight = 0;
   private scheduled = false;
   readonly stats: BatcherStats = { txns: 0, transitions: 0, conflicts: 0, retries: 0, largest: 0 };
-  /** Called with each Txn's duration in seconds and number of transitions. */
-  onTxn?: (seconds: number, size: number) => void;
+  private readonly emitter = new Emitter<BatcherEvents>();
+  readonly events: Events<BatcherEvents> = this.emitter;
   /** Runs each commit while etcd answers (the store's health check); unset: always. */
   guard?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** An error while etcd does not answer: queued transitions are refused with it instead of sent late. */
@@ -186,7 +192,7 @@ export class Batcher {
     const failure: IRequestOp[] = readKeys.map((k) => ({ request_range: { key: Buffer.from(k) } }));
     const started = process.hrtime.bigint();
     const res = await this.etcd.kv.txn({ compare, success, failure });
-    this.onTxn?.(Number(process.hrtime.bigint() - started) / 1e9, batch.length);
+    this.emitter.emit("txn", Number(process.hrtime.bigint() - started) / 1e9, batch.length);
     this.stats.txns++;
     this.stats.transitions += batch.length;
     this.stats.largest = Math.max(this.stats.largest, batch.length);

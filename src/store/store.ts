@@ -30,8 +30,8 @@ import { TokenRecords } from "./tokens.js";
 /** TLS and password auth towards etcd (etcd3's `credentials` and `auth` options). */
 export type EtcdSecurity = Partial<Pick<IOptions, "credentials" | "auth">>;
 
-/** What others may see of the group-commit batcher: its counters and its per-Txn notification, not `commit`. */
-export type BatcherView = Pick<Batcher, "stats" | "onTxn">;
+/** What others may see of the group-commit batcher: its counters and its `txn` events, not `commit`. */
+export type BatcherView = Pick<Batcher, "stats" | "events">;
 
 /** How to reach etcd and where crms keeps its keys. */
 export interface StoreOptions {
@@ -97,7 +97,7 @@ export class Store {
   readonly #etcd: Etcd3;
   readonly #keys: Keys;
   readonly #batcher: Batcher;
-  /** The batcher's counters and Txn notification, for /metrics and benchmarks. */
+  /** The batcher's counters and Txn events, for /metrics and benchmarks. */
   readonly batcher: BatcherView;
   /** The API token records (a watched copy, and etcd for changes). */
   readonly tokens: TokenRecords;
