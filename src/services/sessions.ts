@@ -28,7 +28,7 @@ import type { CallContext, ServiceDeps } from "./context.js";
 import { checkEnum, checkWorkerName, LIMITS } from "./validate.js";
 import { WorkerSession } from "./worker-session.js";
 
-/** How long a start report waits for its run's finish report, to write both at once (short jobs). */
+/** How long a start report waits for its run's finish report under load, to write both at once (short jobs). */
 const START_DELAY_MS = 5;
 /** The down_reason of a worker that StopWorker ended. */
 export const STOPPED = "stopped by an operator";
@@ -38,6 +38,8 @@ export const HELLO_TIMEOUT_MS = 5_000;
 export class Sessions {
   readonly byName = new Map<string, WorkerSession>();
   private nextRequestId = 1n;
+  /** Worker reports (starts, finishes) being written now; none: a start is written without waiting. */
+  private reportsWriting = 0;
   private watchdog: NodeJS.Timeout;
 
   constructor(private readonly deps: ServiceDeps) {
@@ -272,17 +274,22 @@ export class Sessions {
         return;
       // Reports are applied concurrently, not one after another: the store keeps the
       // writes of one job in order, and a worker's jobs are independent of each other.
-      // A start is written START_DELAY_MS later: if its run's finish arrives by then (a short
-      // job), one transition records both (3 writes per job instead of 4).
+      // Under load (other reports being written) a start is written START_DELAY_MS later: if
+      // its run's finish arrives by then (a short job), one transition records both (3 writes
+      // per job instead of 4). Idle, it waits only for the messages already received.
       case "started": {
         session.lastHeartbeat = Date.now();
         const { jobId, attempt, pid } = msg.value;
         session.starting.set(jobId, { attempt, pid });
-        setTimeout(() => {
+        const write = () => {
           if (session.starting.get(jobId)?.attempt !== attempt) return;
           session.starting.delete(jobId);
-          void this.started(session, jobId, attempt, pid).catch((err) => this.reportFailed(session, jobId, err));
-        }, START_DELAY_MS);
+          void this.writing(this.started(session, jobId, attempt, pid)).catch((err) =>
+            this.reportFailed(session, jobId, err),
+          );
+        };
+        if (this.reportsWriting > 0) setTimeout(write, START_DELAY_MS);
+        else setImmediate(write);
         return;
       }
       case "finished": {
@@ -291,7 +298,9 @@ export class Sessions {
         const start = session.starting.get(jobId);
         const pid = start?.attempt === attempt ? start.pid : undefined;
         if (pid !== undefined) session.starting.delete(jobId);
-        void this.finished(session, msg.value, pid).catch((err) => this.reportFailed(session, jobId, err));
+        void this.writing(this.finished(session, msg.value, pid)).catch((err) =>
+          this.reportFailed(session, jobId, err),
+        );
         return;
       }
       case "output":
@@ -299,6 +308,12 @@ export class Sessions {
       default:
         return;
     }
+  }
+
+  /** Counts a report's write in reportsWriting while it lasts. */
+  private writing(write: Promise<void>): Promise<void> {
+    this.reportsWriting++;
+    return write.finally(() => this.reportsWriting--);
   }
 
   private reportFailed(session: WorkerSession, jobId: string, err: unknown): void {
