@@ -12,8 +12,8 @@
  * Waits for {"cmd":"go"}; prints {"type":"final", ...} with histograms (JSON)
  * of every hop: submit RPC, stored (submit_time) → assigned (the attempt's
  * assign_time, the scheduler's clock), assigned → started (start_time, the
- * worker's clock after the process started: delivery plus spawn), started →
- * RUNNING seen by this client.
+ * control plane's clock when it writes the worker's start report: delivery,
+ * spawn and the report's way back), started → RUNNING seen by this client.
  */
 import { Etcd3 } from "etcd3";
 import { CrmsClient } from "../clients/typescript/src/client.js";

@@ -390,11 +390,11 @@ async function withEtcdAndServer<T>(
   }
 }
 
-function serverUsage(pid: number): { rssBytes: number; cpuSeconds: number; childCpuSeconds: number } {
+function serverUsage(pid: number): ReturnType<typeof procStatus> {
   try {
     return procStatus(pid);
   } catch {
-    return { rssBytes: 0, cpuSeconds: 0, childCpuSeconds: 0 };
+    return { rssBytes: 0, anonBytes: 0, cpuSeconds: 0, childCpuSeconds: 0 };
   }
 }
 
@@ -1256,6 +1256,7 @@ async function paced(ctx: Ctx): Promise<Outcome> {
     await sleep(2000);
     const rss = (ps: Proc[]) => ps.map((p) => serverUsage(p.pid).rssBytes).filter((b) => b > 0);
     const idleRss = rss(procs);
+    const idleAnon = procs.map((p) => serverUsage(p.pid).anonBytes).filter((b) => b > 0);
     const client = startScript("paced-client", "paced-client.ts", [
       "--server",
       server.address,
@@ -1320,6 +1321,7 @@ async function paced(ctx: Ctx): Promise<Outcome> {
       hop_started_to_seen_p99_ms: round(hist("startedToSeen").quantile(0.99)),
       server_cpu_ms_per_job: round(cpuMsPerJob),
       worker_rss_idle_mb: round(mean(idleRss) / 2 ** 20),
+      worker_rss_anon_idle_mb: round(mean(idleAnon) / 2 ** 20),
       worker_rss_end_mb: round(mean(endRss) / 2 ** 20),
       seen: final.seen,
       failed: final.failed,
@@ -1352,10 +1354,11 @@ async function paced(ctx: Ctx): Promise<Outcome> {
           `${fmt(figures.worker_rss_idle_mb)} / ${fmt(figures.worker_rss_end_mb)} MB`,
           "≤ 30 MB (GoCRMS: 13)",
         ],
+        [`${kind} worker RssAnon idle (its own pages)`, fmt(figures.worker_rss_anon_idle_mb, " MB"), ""],
         ["CPU % of one core during the run", cpuText(cpuPct), "2 cores = 200 %"],
       ],
       notes: [
-        "Hops use the job record's timestamps (submit_time and the attempt's assign_time from the control plane, start_time from the worker) against the client's clock; all on one machine, one clock.",
+        "Hops use the job record's timestamps against the client's clock (all on one machine, one clock): submit_time, the attempt's assign_time and start_time are the control plane's, start_time taken when it writes the worker's start report (so assigned → started is delivery, spawn, the report's trip back and any wait before it is written).",
       ],
     };
   });

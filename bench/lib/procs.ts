@@ -232,9 +232,16 @@ export function removeTempDirs(): void {
 }
 
 /** Memory and CPU of a process from /proc. */
-export function procStatus(pid: number): { rssBytes: number; cpuSeconds: number; childCpuSeconds: number } {
+export function procStatus(pid: number): {
+  rssBytes: number;
+  anonBytes: number;
+  cpuSeconds: number;
+  childCpuSeconds: number;
+} {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const rss = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+  // The process's own memory: RSS also counts the pages of its executable, shared by every process running it.
+  const anon = /RssAnon:\s+(\d+)\s+kB/.exec(status);
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // Fields after the command name (which may contain spaces) start at ") ".
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
@@ -244,6 +251,7 @@ export function procStatus(pid: number): { rssBytes: number; cpuSeconds: number;
   const children = Number(fields[13]) + Number(fields[14]);
   return {
     rssBytes: Number(rss?.[1] ?? 0) * 1024,
+    anonBytes: Number(anon?.[1] ?? 0) * 1024,
     cpuSeconds: (utime + stime) / CLK_TCK,
     childCpuSeconds: children / CLK_TCK,
   };

@@ -87,13 +87,21 @@ export class Batcher {
     return this.guard ? this.guard(queued) : queued();
   }
 
+  /**
+   * Idle (no Txn in flight), the queue goes out once the current job of the
+   * event loop is done (a microtask: what that job queued joins, nothing waits
+   * for I/O). Under load it goes out after the I/O callbacks that are ready
+   * (setImmediate), so the transitions they queue join the same Txn.
+   */
   private schedule(): void {
     if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return;
     this.scheduled = true;
-    setImmediate(() => {
+    const flushAll = () => {
       this.scheduled = false;
       while (this.inFlight < this.maxInFlight && this.queue.length > 0) this.flush();
-    });
+    };
+    if (this.inFlight === 0) queueMicrotask(flushAll);
+    else setImmediate(flushAll);
   }
 
   /**

@@ -5,10 +5,10 @@
  * output files back from offsets, optionally following them while it runs.
  */
 import { spawn } from "node:child_process";
-import { chown, type FileHandle, mkdir, open, readdir, readFile, stat } from "node:fs/promises";
+import { chownSync, closeSync, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
+import { type FileHandle, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { execa } from "execa";
 import type { RunAs } from "./run-as.js";
 import {
   type ExitRecord,
@@ -175,13 +175,13 @@ async function waitGroupGone(pgid: number, deadline: number): Promise<boolean> {
   }
 }
 
-/** The last `bytes` bytes of an open file. */
-async function tailOf(handle: FileHandle, bytes: number): Promise<Uint8Array> {
-  const { size } = await handle.stat();
+/** The last `bytes` bytes (a few KiB) of an open file. */
+function tailOf(fd: number, bytes: number): Uint8Array {
+  const { size } = fstatSync(fd);
   const length = Math.min(size, bytes);
   if (length === 0) return new Uint8Array(0);
   const buf = Buffer.alloc(length);
-  const { bytesRead } = await handle.read(buf, 0, length, size - length);
+  const bytesRead = readSync(fd, buf, 0, length, size - length);
   return new Uint8Array(buf.buffer, buf.byteOffset, bytesRead);
 }
 
@@ -201,13 +201,13 @@ function spawnError(program: string, code: string | undefined, message: string):
   }
 }
 
-/** Creates (truncates) both output files, opened for reading too so the tails come from the same handles. */
-async function openOutputFiles(runDir: string): Promise<[FileHandle, FileHandle]> {
-  const stdout = await open(path.join(runDir, "stdout"), "w+");
+/** Creates (truncates) both output files, opened for reading too so the tails come from the same descriptors. */
+function openOutputFiles(runDir: string): [number, number] {
+  const stdout = openSync(path.join(runDir, "stdout"), "w+");
   try {
-    return [stdout, await open(path.join(runDir, "stderr"), "w+")];
+    return [stdout, openSync(path.join(runDir, "stderr"), "w+")];
   } catch (err) {
-    await stdout.close();
+    closeSync(stdout);
     throw err;
   }
 }
@@ -322,10 +322,14 @@ export class Run {
     const outcome = (fields: Partial<RunOutcome>): RunOutcome => this.#outcome(fields);
     const program = spec.command[0];
     if (program === undefined || program === "") return outcome({ error: "empty command" });
+    // From here to the spawn, the file system calls are synchronous: each is one
+    // local syscall of a few microseconds, where the promise form costs a
+    // thread-pool round trip and an event-loop turn each, on a busy machine
+    // milliseconds before the job starts.
     try {
-      await mkdir(this.runDir, { recursive: true });
+      mkdirSync(this.runDir, { recursive: true });
       const runAs = this.#options.runAs;
-      if (runAs) await chown(this.runDir, runAs.uid, runAs.gid);
+      if (runAs) chownSync(this.runDir, runAs.uid, runAs.gid);
     } catch (err) {
       return outcome({ error: `cannot create run directory ${this.runDir}: ${errnoOf(err) ?? String(err)}` });
     }
@@ -343,23 +347,25 @@ export class Run {
         });
       }
     }
+    // Never spawned within the caller's turn: a kill() right after startRun means it never starts.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     if (this.#killDeadline !== 0) return outcome({ error: "killed before it started" });
 
-    let files: [FileHandle, FileHandle];
+    let files: [number, number];
     try {
-      files = await openOutputFiles(this.runDir);
+      files = openOutputFiles(this.runDir);
     } catch (err) {
       return outcome({ error: `cannot create output files in ${this.runDir}: ${errnoOf(err) ?? String(err)}` });
     }
     const [stdout, stderr] = files;
     try {
       const fields = this.#options.shim
-        ? await this.#spawnShimAndWait(this.#options.shim, cwd, stdout.fd, stderr.fd)
-        : await this.#spawnAndWait(program, cwd, stdout.fd, stderr.fd);
-      const [stdoutTail, stderrTail] = await Promise.all([tailOf(stdout, tailBytes), tailOf(stderr, tailBytes)]);
-      return outcome({ ...fields, stdoutTail, stderrTail });
+        ? await this.#spawnShimAndWait(this.#options.shim, cwd, stdout, stderr)
+        : await this.#spawnAndWait(program, cwd, stdout, stderr);
+      return outcome({ ...fields, stdoutTail: tailOf(stdout, tailBytes), stderrTail: tailOf(stderr, tailBytes) });
     } finally {
-      await Promise.all([stdout.close(), stderr.close()]);
+      closeSync(stdout);
+      closeSync(stderr);
     }
   }
 
@@ -401,9 +407,9 @@ export class Run {
       args.push("-timeout", String(spec.timeoutSeconds), "-timeout-grace", String(grace));
     }
     args.push("--", ...spec.command);
-    let dirFd: FileHandle;
+    let dirFd: number;
     try {
-      dirFd = await open(this.runDir, "r");
+      dirFd = openSync(this.runDir, "r");
     } catch (err) {
       return { error: `cannot open the run directory ${this.runDir}: ${errnoOf(err) ?? String(err)}` };
     }
@@ -415,7 +421,7 @@ export class Run {
         env: this.#env(),
         ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
         detached: true,
-        stdio: ["ignore", stdoutFd, stderrFd, "pipe", dirFd.fd],
+        stdio: ["ignore", stdoutFd, stderrFd, "pipe", dirFd],
       });
       // Listened for before any await: a shim that ends at once (command not found) must not be missed.
       const spawned = child;
@@ -424,7 +430,7 @@ export class Run {
         spawned.once("exit", (code) => resolve({ code }));
       });
     } finally {
-      await dirFd.close();
+      closeSync(dirFd);
     }
     this.#unrefs.push(() => {
       child.unref();
@@ -506,73 +512,53 @@ export class Run {
       });
     }
     clearTimeout(this.#killTimer);
-    const tails = await Promise.all(
-      (["stdout", "stderr"] as const).map(async (stream) => {
+    const tails = (["stdout", "stderr"] as const).map((stream) => {
+      try {
+        const fd = openSync(path.join(this.runDir, stream), "r");
         try {
-          const handle = await open(path.join(this.runDir, stream), "r");
-          try {
-            return await tailOf(handle, tailBytes);
-          } finally {
-            await handle.close();
-          }
-        } catch {
-          return new Uint8Array(0);
+          return tailOf(fd, tailBytes);
+        } finally {
+          closeSync(fd);
         }
-      }),
-    );
+      } catch {
+        return new Uint8Array(0);
+      }
+    });
     return this.#outcome({ ...fields, stdoutTail: tails[0], stderrTail: tails[1] });
   }
 
   /** Spawns the process on the given output fds and waits until it and its group are gone. */
   async #spawnAndWait(program: string, cwd: string, stdoutFd: number, stderrFd: number): Promise<Partial<RunOutcome>> {
     const { spec, runAs } = this.#options;
-    const env = this.#env();
-
-    // File descriptors, not execa's {file} targets: those are piped through
-    // this process, which costs a copy per byte and keeps execa waiting for
-    // any background process that still holds the pipe.
-    const subprocess = execa(program, spec.command.slice(1), {
-      cwd,
-      env,
-      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-      extendEnv: false,
-      detached: true,
-      stdin: "ignore",
-      // execa's types only list fds 3 to 9; any open fd is passed to spawn as is.
-      stdout: stdoutFd as 3,
-      stderr: stderrFd as 3,
-      reject: false,
-      shell: false,
-      cleanup: false,
-    });
-
-    if (subprocess.pid !== undefined) {
-      const pid = subprocess.pid;
-      this.pid = pid;
-      if (this.#killDeadline !== 0) {
-        this.#terminate((this.#killDeadline - Date.now()) / 1000);
-      } else if ((spec.timeoutSeconds ?? 0) > 0) {
-        this.#timeoutTimer = setTimeout(
-          () => {
-            if (this.#killed || this.ended) return;
-            this.#timedOut = true;
-            this.#terminate(this.#options.timeoutGraceSeconds ?? DEFAULT_TIMEOUT_GRACE_SECONDS);
-          },
-          (spec.timeoutSeconds ?? 0) * 1000,
-        );
-      }
+    // Plain spawn on the output files' descriptors (nothing is piped through
+    // this process), in a process group of its own. No execa: its hundred-odd
+    // modules were a sixth of an idle worker's own memory, and it adds work to
+    // every spawn.
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: unknown }>((resolve) => {
+      let child: ReturnType<typeof spawn>;
       try {
-        this.#options.onStart?.(pid);
-      } catch {
-        // A failing observer must not lose the run.
+        child = spawn(program, spec.command.slice(1), {
+          cwd,
+          env: this.#env(),
+          ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+          detached: true,
+          stdio: ["ignore", stdoutFd, stderrFd],
+        });
+      } catch (error) {
+        resolve({ code: null, signal: null, error });
+        return;
       }
-    }
-
-    const result = await subprocess;
+      // Listened for before anything else: a command that cannot start reports it here, at once.
+      child.once("error", (error) => resolve({ code: null, signal: null, error }));
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      if (child.pid !== undefined) this.#spawned(child.pid);
+    });
+    const result = await exited;
     clearTimeout(this.#timeoutTimer);
 
     if (this.pid === 0) {
-      return { error: spawnError(program, errnoOf(result) ?? errnoOf(result.cause), result.message ?? "") };
+      const err = result.error as Error | undefined;
+      return { error: spawnError(program, errnoOf(err), err?.message ?? "") };
     }
     // The leader is gone; no process of its group may outlive the run.
     if (await processGroupAlive(this.pid)) {
@@ -590,10 +576,33 @@ export class Run {
     else if (this.#killed) error = this.#killReason;
     else if (this.#fenced) error = FENCED_ERROR;
     return {
-      ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}),
+      ...(result.code !== null ? { exitCode: result.code } : {}),
       signal: result.signal ?? "",
       error,
     };
+  }
+
+  /** The process exists (spawned without the shim): kill or timeout as asked, then tell onStart. */
+  #spawned(pid: number): void {
+    const { spec } = this.#options;
+    this.pid = pid;
+    if (this.#killDeadline !== 0) {
+      this.#terminate((this.#killDeadline - Date.now()) / 1000);
+    } else if ((spec.timeoutSeconds ?? 0) > 0) {
+      this.#timeoutTimer = setTimeout(
+        () => {
+          if (this.#killed || this.ended) return;
+          this.#timedOut = true;
+          this.#terminate(this.#options.timeoutGraceSeconds ?? DEFAULT_TIMEOUT_GRACE_SECONDS);
+        },
+        (spec.timeoutSeconds ?? 0) * 1000,
+      );
+    }
+    try {
+      this.#options.onStart?.(pid);
+    } catch {
+      // A failing observer must not lose the run.
+    }
   }
 
   #outcome(fields: Partial<RunOutcome>): RunOutcome {
