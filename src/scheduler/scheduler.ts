@@ -7,6 +7,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { type Logger, silentLogger } from "../log.js";
 import { isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
@@ -35,9 +36,8 @@ export interface SchedulerOptions {
   graceSeconds?: number;
   /** Most jobs looked at in one pass. */
   passSize?: number;
-  log?: (msg: string, fields?: Record<string, unknown>) => void;
-  /** Where failures go (a write that failed, not a normal event); default `log`. */
-  logError?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Events at info (a worker lost), failures at error (a write that failed); default: none. */
+  log?: Logger;
 }
 
 /** Counters for benchmarks and /metrics. */
@@ -67,14 +67,14 @@ export class Scheduler {
   /** Called with the seconds from submit to assignment of each placed job. */
   onPlaced?: (seconds: number) => void;
 
-  private readonly logError: (msg: string, fields?: Record<string, unknown>) => void;
+  private readonly log: Logger;
 
   constructor(
     private readonly store: Store,
     private readonly election: Election,
     private readonly options: SchedulerOptions = {},
   ) {
-    this.logError = options.logError ?? options.log ?? (() => undefined);
+    this.log = options.log ?? silentLogger;
     this.graceMs = (options.graceSeconds ?? 10) * 1000;
     this.arrays = arrayIndex(store);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
@@ -220,7 +220,7 @@ export class Scheduler {
             writes.push(
               this.store
                 .updateJob(id, (j) => transition(j, { type: "unmet", reason: v.reason, now: new Date() }), fence)
-                .catch((err) => this.logError("failing a job failed", { job: id, error: String(err) })),
+                .catch((err) => this.log.error("failing a job failed", { job: id, error: String(err) })),
             );
           }
           if (v.kind !== "ready") return false;
@@ -276,7 +276,7 @@ export class Scheduler {
               setTimeout(() => this.kick(), 1000).unref();
               const job = this.store.job(p.jobId);
               if (job?.state === JobState.PENDING) this.pending.add(p.jobId, job.spec?.priority ?? 0);
-              this.logError("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
+              this.log.error("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
             })
             .finally(() => {
               const n = (this.inflight.get(p.worker) ?? 1) - 1;
@@ -324,7 +324,7 @@ export class Scheduler {
           );
         }
       } catch (err) {
-        this.logError("array task creation failed", { job: parentId, error: String(err) });
+        this.log.error("array task creation failed", { job: parentId, error: String(err) });
         setTimeout(() => this.arrayWork(parentId), 1000).unref();
       } finally {
         this.materializing.delete(parentId);
@@ -399,9 +399,9 @@ export class Scheduler {
         this.stats.lost += ids.length;
         await this.markDown(name, ids, fence);
         this.goneSince.delete(name);
-        if (ids.length) this.options.log?.("worker lost", { worker: name, jobs: ids.length });
+        if (ids.length) this.log.info("worker lost", { worker: name, jobs: ids.length });
       } catch (err) {
-        this.logError("marking jobs lost failed", { worker: name, error: String(err) });
+        this.log.error("marking jobs lost failed", { worker: name, error: String(err) });
       }
     }
   }

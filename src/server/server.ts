@@ -206,8 +206,7 @@ export class ControlPlane {
     this.election = new Election(this.store);
     this.scheduler = new Scheduler(this.store, this.election, {
       graceSeconds: this.options.graceSeconds,
-      log: (msg, fields) => this.log.info(msg, fields),
-      logError: (msg, fields) => this.log.error(msg, fields),
+      log: this.log,
     });
     this.log.info("admission control", {
       maxJobs: this.admission.limits.maxJobs,
@@ -248,7 +247,7 @@ export class ControlPlane {
         confirm: this.history ? (jobs) => (this.history as History).confirm(jobs) : undefined,
       },
       (o.retentionIntervalSeconds ?? 30) * 1000,
-      (msg, fields) => this.log.info(msg, fields),
+      this.log,
     );
     this.compactor = new Compactor(
       this.store,
@@ -260,7 +259,7 @@ export class ControlPlane {
         quotaBytes: deps.options.quotaBytes,
       },
       () => this.retention.runNow(),
-      (msg, fields) => this.log.info(msg, fields),
+      this.log,
     );
     if (this.history) {
       archiveOnLeader(this.store, this.election, this.history, this.log);
@@ -299,7 +298,7 @@ export class ControlPlane {
     this.health = addIntrospection(this.server);
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
-    this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, (m, f) => this.log.warn(m, f));
+    this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, this.log);
     this.port = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
         err ? reject(err) : resolve(port),

@@ -7,6 +7,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { compareIds } from "../ids.js";
+import type { Logger } from "../log.js";
 import { isFinal } from "../rpc/states.js";
 import { byEnd, endMs } from "./job-index.js";
 import type { Store } from "./store.js";
@@ -157,7 +158,7 @@ export class Retention {
     private readonly store: Store,
     readonly options: RetentionOptions,
     private readonly intervalMs: number,
-    private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly log?: Logger,
   ) {}
 
   start(): void {
@@ -197,24 +198,26 @@ export class Retention {
     try {
       const n = await runRetention(this.store, this.options);
       const workers = await runWorkerRetention(this.store, this.options);
-      if (workers) this.log?.("retention deleted down worker records", { deleted: workers });
-      if (this.waiting) this.log?.("retention resumes: the history confirmed the jobs it deletes", { deleted: n });
+      if (workers) this.log?.info("retention deleted down worker records", { deleted: workers });
+      if (this.waiting) this.log?.info("retention resumes: the history confirmed the jobs it deletes", { deleted: n });
       this.waiting = "";
       this.waitingSince = 0;
       this.runs++;
       this.deleted += n;
-      if (n) this.log?.("retention deleted finished jobs", { deleted: n });
+      if (n) this.log?.info("retention deleted finished jobs", { deleted: n });
       return n;
     } catch (err) {
       if (err instanceof HistoryWait) {
         if (!this.waiting)
-          this.log?.("retention waits: no finished job is deleted until the history has it", { error: err.message });
+          this.log?.info("retention waits: no finished job is deleted until the history has it", {
+            error: err.message,
+          });
         this.waiting = err.message;
         this.waitingSince ||= Date.now();
         this.runs++;
         return 0;
       }
-      this.log?.("retention failed", { error: String(err) });
+      this.log?.info("retention failed", { error: String(err) });
       throw err;
     }
   }
