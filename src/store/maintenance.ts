@@ -154,13 +154,6 @@ export interface CompactionOptions {
   checkMs?: number;
 }
 
-export const DEFAULT_COMPACTION: Omit<CompactionOptions, "quotaBytes"> = {
-  intervalMs: 300_000,
-  revisions: 100_000,
-  keepRevisions: 10_000,
-  dbFraction: 0.5,
-};
-
 /**
  * Compaction by the leader. Periodically, kube-apiserver style: every interval,
  * compact to the revision seen one interval earlier, so watchers always have an

@@ -34,7 +34,6 @@ export interface RetentionOptions {
 /** Retention is holding back: the history could not confirm the jobs it would delete. */
 export class HistoryWait extends Error {}
 
-export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
 /** Default age and count of kept DOWN worker records. */
 export const DEFAULT_DOWN_WORKER_RETENTION = { ageSeconds: 7 * 24 * 3600, count: 1000 };
 

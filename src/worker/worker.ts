@@ -27,12 +27,13 @@ import {
   type Welcome,
   WorkerService,
 } from "../../gen/crms/v1/worker_pb.js";
+import { WORKER_DEFAULTS } from "../config.js";
 import { createTextLogger, type Logger } from "../log.js";
 import { workerNameProblem } from "../rpc/names.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
 import { ACKED_FILE, findShim, Lease, type PidRecord, readExitRecord, readPidRecord, SHIM_INSTALL } from "./shim.js";
-import { DEFAULT_SHIP_CAP, shipOutput } from "./ship-output.js";
+import { shipOutput } from "./ship-output.js";
 
 /** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
 export type WorkerLifecycleState = "INITIALIZED" | "CONNECTING" | "RUNNING" | "DRAINING" | "STOPPING" | "STOPPED";
@@ -83,7 +84,7 @@ export interface WorkerOptions {
   version: string;
   /** Host name reported in Hello; default os.hostname(). */
   hostname?: string;
-  /** Bytes of each stream sent as tails in JobFinished; default 2048. */
+  /** Bytes of each stream sent as tails in JobFinished; default WORKER_DEFAULTS.tailBytes (2048). */
   tailBytes?: number;
   /** Seconds between heartbeats; default 5 (a smaller value in Welcome wins). */
   heartbeatSeconds?: number;
@@ -896,7 +897,7 @@ export class Worker extends EventEmitter {
 
   /** Sends the run's full output to the control plane it is attached to (best effort, logged). */
   #shipOutput(jobId: string, attempt: number): void {
-    const cap = this.#options.shipOutputBytes ?? DEFAULT_SHIP_CAP;
+    const cap = this.#options.shipOutputBytes ?? WORKER_DEFAULTS.shipOutputBytes;
     const target = this.attachedTo;
     if (cap <= 0 || !target) return;
     const runDir = runDirOf(this.#options.dataDir, jobId, attempt);
