@@ -19,3 +19,6 @@ export function workerNameProblem(name: string): string | undefined {
   if (!/^[A-Za-z0-9]/.test(name)) return "must start with a letter or a digit";
   return undefined;
 }
+
+/** The reserved job label naming a job's owner (the server sets it from the caller's token). */
+export const OWNER_LABEL = "crms.io/owner";
