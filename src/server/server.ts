@@ -19,7 +19,6 @@ import { Tokens } from "../auth/tokens.js";
 import { SERVER_DEFAULTS as D } from "../config.js";
 import { History } from "../history/history.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
-import type { Authorize } from "../rpc/pipeline.js";
 import { arrayIndex } from "../scheduler/arrays.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
@@ -36,6 +35,7 @@ import { Store } from "../store/store.js";
 import { startWatchChecks } from "../store/watch-check.js";
 import { addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
+import type { Authorize } from "./pipeline.js";
 
 export interface ServerOptions extends SecurityOptions {
   /** Streams one client (token identity, else IP) may hold open at once (default 1000). */
