@@ -3,9 +3,10 @@
  * `import`/`export ... from` and `import()` in src/ (and the TypeScript
  * client): entry points (cli, web, cmd) → server → services (auth beside
  * them) → scheduler → store (the only importer of etcd3); src/errors.ts,
- * src/log.ts, src/config.ts, src/rpc and gen are leaves anyone may import;
- * nothing imports upward and no files import each other in a cycle. Type-only
- * imports count: a layer that names another's types depends on it.
+ * src/log.ts, src/config.ts, src/ids.ts, src/rpc and gen are leaves anyone
+ * may import; nothing imports upward and no files import each other in a
+ * cycle. Type-only imports count: a layer that names another's types depends
+ * on it.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
@@ -64,10 +65,13 @@ const PACKAGE_RULES: Array<{ pkg: string; only?: Part[]; never?: Part[]; why: st
   { pkg: "@connectrpc/", never: ["store", "services", "scheduler"], why: "no transport below the server" },
 ];
 
-/** Files private to their folder: the etcd key schema is the store's alone. */
-const PRIVATE_FILES: Record<string, string> = { "src/store/keys.ts": "src/store/" };
+/** Files private to their folder: the etcd key schema and the store's etcd internals are the store's alone. */
+const PRIVATE_FILES: Record<string, string> = {
+  "src/store/keys.ts": "src/store/",
+  "src/store/internals.ts": "src/store/",
+};
 
-const LEAF_FILES = new Set(["src/errors.ts", "src/log.ts", "src/config.ts"]);
+const LEAF_FILES = new Set(["src/errors.ts", "src/log.ts", "src/config.ts", "src/ids.ts"]);
 
 /** The part a file belongs to; undefined for a file no rule places (itself a failure). */
 function partOf(file: string): Part | undefined {
@@ -154,14 +158,14 @@ test("nothing imports upward: each part imports only itself, the parts below it 
   t.deepEqual(bad, []);
 });
 
-test("the store's key schema (src/store/keys.ts) is imported only inside src/store", (t) => {
+test("the store's key schema and internals (src/store/keys.ts, internals.ts) are imported only inside src/store", (t) => {
   const bad = imports
     .filter((i) => i.to in PRIVATE_FILES && !i.from.startsWith(PRIVATE_FILES[i.to] as string))
     .map(show);
   t.deepEqual(bad, []);
 });
 
-test("leaves import only leaves (src/errors.ts, src/log.ts, src/config.ts, src/rpc, gen)", (t) => {
+test("leaves import only leaves (src/errors.ts, src/log.ts, src/config.ts, src/ids.ts, src/rpc, gen)", (t) => {
   const bad = imports.filter((i) => local(i) && partOf(i.from) === "leaf" && partOf(i.to) !== "leaf").map(show);
   t.deepEqual(bad, []);
 });
