@@ -1,4 +1,4 @@
-/** The one structured logger every layer is given: JSON lines on stderr, levels validated. */
+/** The one logger every layer is given (server, services, store, scheduler, worker); levels validated. */
 /** A structured log function: a message and fields (job, worker, error...). */
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -16,14 +16,39 @@ export function parseLogLevel(name: string): LogLevel {
   throw new Error(`log level must be one of ${Object.keys(levels).join(", ")} (got ${JSON.stringify(name)})`);
 }
 
-/** A JSON-lines logger on stderr. */
-export function createLogger(level: LogLevel = "info", base: Record<string, unknown> = {}): Logger {
+/** A logger that writes each line at `level` or above through `write`. */
+function leveled(
+  level: LogLevel,
+  write: (level: Exclude<LogLevel, "silent">, msg: string, fields?: Record<string, unknown>) => void,
+): Logger {
   const min = levels[parseLogLevel(level)];
-  const line = (lvl: Exclude<LogLevel, "silent">) => (msg: string, fields?: Record<string, unknown>) => {
-    if (levels[lvl] < min) return;
+  const at = (lvl: Exclude<LogLevel, "silent">) => (msg: string, fields?: Record<string, unknown>) => {
+    if (levels[lvl] >= min) write(lvl, msg, fields);
+  };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
+/** A JSON-lines logger on stderr (the control plane's). */
+export function createLogger(level: LogLevel = "info", base: Record<string, unknown> = {}): Logger {
+  return leveled(level, (lvl, msg, fields) =>
     process.stderr.write(
       `${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields })}\n`,
-    );
-  };
-  return { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
+    ),
+  );
 }
+
+/**
+ * A logger for people on stderr (the worker's): `<time> <prefix>: <msg>`, then
+ * the fields as ` key=value`.
+ */
+export function createTextLogger(level: LogLevel = "info", prefix = ""): Logger {
+  return leveled(level, (_lvl, msg, fields) => {
+    const extra = Object.entries(fields ?? {})
+      .map(([k, v]) => ` ${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join("");
+    process.stderr.write(`${new Date().toISOString()} ${prefix ? `${prefix}: ` : ""}${msg}${extra}\n`);
+  });
+}
+
+/** A logger that drops everything (the default of parts built without one, as in tests). */
+export const silentLogger: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };

@@ -1,7 +1,7 @@
 /**
  * The handlers and the call pipeline without etcd, as connect-es tests its
  * handlers: called directly with a test context, through the pipeline
- * (src/rpc/pipeline.ts), and through the Connect and grpc-js adapters. The
+ * (src/server/pipeline.ts), and through the Connect and grpc-js adapters. The
  * store is a stand-in with empty caches, so only the logic that needs no etcd
  * runs: request checks, authorization, the stream cap and error mapping.
  * The type-level checks at the end fail `tsc`, not ava, if the typing breaks.
@@ -28,8 +28,8 @@ import { type Code, CrmsError } from "../src/errors.js";
 import type { Logger } from "../src/log.js";
 import { serviceDefinition } from "../src/rpc/definition.js";
 import type { ServiceHandlers } from "../src/rpc/handlers.js";
-import { type Arrival, type CallRules, streamCall, unaryCall } from "../src/rpc/pipeline.js";
 import { addService, grpcStatuses } from "../src/server/grpc.js";
+import { type Arrival, type CallRules, streamCall, unaryCall } from "../src/server/pipeline.js";
 import type { CallContext, ServiceDeps } from "../src/services/context.js";
 import { createJobService } from "../src/services/job-service.js";
 import type { Sessions } from "../src/services/sessions/index.js";

@@ -25,8 +25,12 @@ test("an assignment whose fencing check fails is logged at error", async (t) => 
   } as unknown as Election;
   const lines: Array<[string, string]> = [];
   const scheduler = new Scheduler(store, election, {
-    log: (msg) => lines.push(["info", msg]),
-    logError: (msg) => lines.push(["error", msg]),
+    log: {
+      debug: (msg) => lines.push(["debug", msg]),
+      info: (msg) => lines.push(["info", msg]),
+      warn: (msg) => lines.push(["warn", msg]),
+      error: (msg) => lines.push(["error", msg]),
+    },
   });
   await store.updateWorker("w1", () => create(WorkerSchema, { name: "w1", slots: 1, state: WorkerState.UP }), true);
   await store.createJob(create(JobSpecSchema, { command: ["true"] }), "");

@@ -141,6 +141,9 @@ async function setup(
   const planes = await Promise.all(Array.from({ length: servers }, () => new FakeControlPlane().listen()));
   const dataDir = await mkdtemp(path.join(tmpdir(), "crms-worker-"));
   const logs: string[] = [];
+  const push = (line: string) => {
+    logs.push(line);
+  };
   const worker = createWorker({
     name: `w-${Math.random().toString(36).slice(2, 8)}`,
     slots: 4,
@@ -152,7 +155,7 @@ async function setup(
     reconnectInitialMs: 20,
     reconnectMaxMs: 100,
     ackTimeoutMs: 500,
-    log: (line) => logs.push(line),
+    log: { debug: push, info: push, warn: push, error: push },
     ...options,
   });
   cleanups.push(async () => {

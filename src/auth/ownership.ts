@@ -5,10 +5,8 @@
  */
 import type { Job, JobSpec } from "../../gen/crms/v1/job_pb.js";
 import { CrmsError } from "../errors.js";
-import type { Identity } from "../services/context.js";
-
-/** The reserved label naming a job's owner. */
-export const OWNER_LABEL = "crms.io/owner";
+import type { Identity } from "../rpc/context.js";
+import { OWNER_LABEL } from "../rpc/names.js";
 
 /** The spec with its owner label set to the caller (any value the caller gave is replaced). */
 export function stampOwner(spec: JobSpec, identity: Identity | undefined): JobSpec {

@@ -5,7 +5,7 @@
  */
 
 import { CrmsError } from "../errors.js";
-import type { Identity } from "../services/context.js";
+import type { Identity } from "../rpc/context.js";
 import type { Role, Tokens } from "./tokens.js";
 
 const READ: Role[] = ["admin", "submitter", "reader"];

@@ -9,7 +9,7 @@
  */
 
 import { CrmsError } from "../errors.js";
-import type { CallContext } from "../services/context.js";
+import type { CallContext } from "../rpc/context.js";
 
 /** Default cap per client. */
 export const DEFAULT_MAX_STREAMS_PER_CLIENT = 1000;

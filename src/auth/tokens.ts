@@ -6,8 +6,8 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { CrmsError, invalid, notFound } from "../errors.js";
-import type { Identity } from "../services/context.js";
-import { checkWorkerName } from "../services/validate.js";
+import type { Identity } from "../rpc/context.js";
+import { checkWorkerName } from "../rpc/names.js";
 import type { TokenRecord, TokenRecords } from "../store/tokens.js";
 
 export type { TokenRecord };

@@ -2,20 +2,18 @@
  * Help for one command (`crms CMD --help`, `crms help CMD`) cut from the
  * usage text, and shell completion scripts built from the command table.
  */
+import { COMMON_FLAGS, DEV_FLAGS, type Flags, flagNames, SERVER_FLAGS, WORKER_FLAGS } from "../config.js";
 
-/** The global options: taken before or after the command. */
-export const GLOBAL_VALUE_OPTIONS = [
-  "--server",
-  "--ca",
-  "--cert",
-  "--key",
-  "--token",
-  "--token-file",
-  "--output",
-  "-o",
-  "--connect-timeout",
-];
-export const GLOBAL_FLAGS = ["--tls", "--help", "-h"];
+/** The options of a table of one type, long and short forms: `--output`, `-o`. */
+function spellings(type: "string" | "boolean"): string[] {
+  return Object.entries(COMMON_FLAGS as Flags)
+    .filter(([, o]) => o.type === type)
+    .flatMap(([name, o]) => [`--${name}`, ...(o.short ? [`-${o.short}`] : [])]);
+}
+
+/** The global options (taking a value, and flags): taken before or after the command. */
+export const GLOBAL_VALUE_OPTIONS = spellings("string");
+export const GLOBAL_FLAGS = spellings("boolean");
 
 /** Each command with its own options (for completion; the parsers check them). */
 export const COMMANDS: Record<string, string[]> = {
@@ -48,46 +46,13 @@ export const COMMANDS: Record<string, string[]> = {
   hold: [],
   delete: [],
   workers: ["--watch", "-w"],
-  worker: ["--name", "--slots", "--label", "--data-dir", "--run-as", "--output-cap", "--shim"],
+  worker: flagNames(WORKER_FLAGS),
   drain: [],
   resume: [],
   stop: ["--keep-runs"],
   admin: ["--keep-finished", "--name", "--role", "--worker", "--bootstrap"],
-  server: [
-    "--listen",
-    "--etcd",
-    "--prefix",
-    "--grace",
-    "--log-level",
-    "--http",
-    "--tls-cert",
-    "--tls-key",
-    "--client-ca",
-    "--insecure",
-    "--admin-token-file",
-    "--etcd-ca",
-    "--etcd-cert",
-    "--etcd-key",
-    "--etcd-user",
-    "--compaction-interval",
-    "--compaction-revisions",
-    "--compaction-keep-revisions",
-    "--compaction-db-fraction",
-    "--retention-interval",
-    "--retention-age",
-    "--retention-count",
-    "--quota-bytes",
-    "--tail-bytes",
-    "--max-jobs",
-    "--max-jobs-per-user",
-    "--data-dir",
-    "--history",
-    "--no-history",
-    "--output-cap",
-    "--logs-retention-age",
-    "--logs-retention-bytes",
-  ],
-  dev: ["--port", "--http-port"],
+  server: flagNames(SERVER_FLAGS),
+  dev: flagNames(DEV_FLAGS),
   completion: [],
   help: [],
   version: [],

@@ -5,7 +5,7 @@
  */
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
-import { OWNER_LABEL } from "../auth/ownership.js";
+import { OWNER_LABEL } from "../rpc/names.js";
 import { jobState, table } from "./format.js";
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };

@@ -2,21 +2,24 @@
  * `crms`: the command line. Tables for people, `-o json` for scripts, one
  * clear line and a non-zero exit on failure.
  */
-import { cpus, hostname } from "node:os";
-import { type ParseArgsConfig, parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
 import { status as grpcStatus } from "@grpc/grpc-js";
-import { type ClientSecurity, CrmsClient, defaultServer, type Worker } from "../../clients/typescript/src/client.js";
+import { CrmsClient, defaultServer, type Worker } from "../../clients/typescript/src/client.js";
 import { GetClusterStatusResponseSchema } from "../../gen/crms/v1/admin_pb.js";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
-import { arraySize, parseArraySpec } from "../scheduler/arrays.js";
+import { CliError, cliParse, int, keyValues, parse, securityOf } from "../cmd/flags.js";
+import { SERVER_DEFAULTS as D, type Flags, VERSION, WORKER_DEFAULTS } from "../config.js";
+import { arraySize } from "../rpc/states.js";
+import { parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
 import { etcdOutage, jobDetail, jobState, jobsTable, table, workerDetail, workersTable } from "./format.js";
 import { completionScript, hoistGlobals, usageOf, wantsHelp } from "./help.js";
 import { csvHeader, csvRow, historyTable, parseWhen } from "./history-format.js";
-import { emit, jobJson, type Output, outputOf, waitExitCode, workerJson } from "./output.js";
+import { emit, jobJson, type Output, waitExitCode, workerJson } from "./output.js";
 
-export const VERSION = "0.1.0";
+const MiB = 1024 ** 2;
+const GiB = 1024 ** 3;
+const DAY = 24 * 3600;
 
 const USAGE = `crms — cluster resource manager
 
@@ -74,20 +77,20 @@ Admin:
                                     token of an open server needs --bootstrap: it turns tokens on
   admin token list | admin token revoke ID
 Processes:
-  server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--heartbeat S (5)] [--prefix P] [--log-level L]
-         [--compaction-interval S (300; 0 off)] [--compaction-revisions N (100000; 0 off)]
-         [--compaction-keep-revisions N (10000)] [--compaction-db-fraction F (0.5 of --quota-bytes; 0 off)]
-         [--retention-age S (86400)] [--retention-count N (100000)] [--retention-interval S (30)]
-         [--quota-bytes N] [--tail-bytes N (2048 per stream)] [--http HOST:PORT (web page)]
+  server --listen HOST:PORT --etcd URL[,URL...] [--grace S] [--heartbeat S (${D.heartbeatSeconds})] [--prefix P] [--log-level L]
+         [--compaction-interval S (${D.compactionIntervalSeconds}; 0 off)] [--compaction-revisions N (${D.compactionRevisions}; 0 off)]
+         [--compaction-keep-revisions N (${D.compactionKeepRevisions})] [--compaction-db-fraction F (${D.compactionDbFraction} of --quota-bytes; 0 off)]
+         [--retention-age S (${D.retentionAgeSeconds})] [--retention-count N (${D.retentionCount})] [--retention-interval S (${D.retentionIntervalSeconds})]
+         [--quota-bytes N] [--tail-bytes N (${D.tailBytes} per stream)] [--http HOST:PORT (web page)]
          [--data-dir DIR (job history embedded in DIR/history)] [--history postgres://U:P@HOST:PORT/DB]
-         [--no-history] [--output-cap BYTES (64 MiB kept per job)]
-         [--logs-retention-age S (30 days)] [--logs-retention-bytes N (10 GiB, compressed)]
+         [--no-history] [--output-cap BYTES (${D.outputCapBytes / MiB} MiB kept per job)]
+         [--logs-retention-age S (${D.logsRetentionAgeSeconds / DAY} days)] [--logs-retention-bytes N (${D.logsRetentionBytes / GiB} GiB, compressed)]
          [--max-jobs N (unfinished jobs, array tasks included; default from the heap limit; 0 off)]
          [--max-jobs-per-user N (0 off)]
          [--tls-cert F --tls-key F [--client-ca F]] [--admin-token-file F] [--insecure]
          [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
-         [--run-as USER] [--output-cap BYTES (64 MiB of output shipped at job end; 0: none)]
+         [--run-as USER] [--output-cap BYTES (${WORKER_DEFAULTS.shipOutputBytes / MiB} MiB of output shipped at job end; 0: none)]
          [--shim PATH (default bin/crms-shim; $CRMS_SHIM)]
          SIGTERM/SIGINT: kill runs and exit; SIGUSR2: exit leaving runs to the next worker
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
@@ -111,98 +114,6 @@ Exit codes: 0 ok; 1 failed (server error, job did not succeed); 2 usage error. s
         (137 SIGKILL, 143 SIGTERM, as \`crms kill\`); 127 when its command could not start.
 `;
 
-/** A user-facing failure: printed as one line, exit code 1 (or `exitCode`). */
-export class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-  }
-}
-
-type Options = ParseArgsConfig["options"];
-
-const common: Options = {
-  server: { type: "string" },
-  ca: { type: "string" },
-  cert: { type: "string" },
-  key: { type: "string" },
-  tls: { type: "boolean" },
-  token: { type: "string" },
-  "token-file": { type: "string" },
-  output: { type: "string", short: "o" },
-  help: { type: "boolean", short: "h" },
-  "connect-timeout": { type: "string" },
-};
-
-/**
- * `--priority -5`: a value that looks like a negative number (and any value of
- * --sort, whose "-" means descending) is the option's value, not an option.
- */
-export function joinValues(args: string[], options: NonNullable<Options>): string[] {
-  const long = new Map<string, string>();
-  for (const [name, o] of Object.entries(options)) {
-    if (o.type !== "string") continue;
-    long.set(`--${name}`, name);
-    if (o.short) long.set(`-${o.short}`, name);
-  }
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string;
-    if (a === "--") {
-      out.push(...args.slice(i));
-      break;
-    }
-    const name = long.get(a);
-    const next = args[i + 1];
-    if (name && next?.startsWith("-") && (/^-\d/.test(next) || name === "sort")) {
-      out.push(`--${name}=${next}`);
-      i++;
-    } else out.push(a);
-  }
-  return out;
-}
-
-/** Parses a command's arguments; `-o` must be one of OUTPUTS or of `outputs` (e.g. history's csv). */
-function parse(args: string[], options: Options = {}, outputs: string[] = []) {
-  const all = { ...common, ...options };
-  let parsed: ReturnType<typeof parseArgs<{ options: typeof all; allowPositionals: true; strict: true }>>;
-  try {
-    parsed = parseArgs({ args: joinValues(args, all), options: all, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new CliError(err instanceof Error ? err.message : String(err), 2);
-  }
-  if (!outputs.includes(parsed.values.output as string)) {
-    cliParse(() => outputOf(parsed.values.output, outputs));
-  }
-  return parsed;
-}
-
-function keyValues(list: unknown, what: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const item of (list as string[] | undefined) ?? []) {
-    const i = item.indexOf("=");
-    if (i <= 0) throw new CliError(`${what} must be KEY=VALUE (got ${JSON.stringify(item)})`, 2);
-    out[item.slice(0, i)] = item.slice(i + 1);
-  }
-  return out;
-}
-
-function int(value: unknown, what: string, fallback = 0): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new CliError(`${what} must be a whole number ≥ 0 (got ${value})`, 2);
-  return n;
-}
-
-function fraction(value: unknown, what: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!(n >= 0 && n < 1)) throw new CliError(`${what} must be a fraction from 0 to below 1 (got ${value})`, 2);
-  return n;
-}
-
 function one(positionals: string[], what: string): string {
   const [first, ...rest] = positionals;
   if (!first || rest.length) throw new CliError(`expected exactly one ${what}`, 2);
@@ -224,18 +135,6 @@ function stateOf(name: string): JobState {
 
 const print = (s: string) => process.stdout.write(`${s}\n`);
 const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
-
-/** The TLS and token options of the command line (the environment fills the rest). */
-function securityOf(v: Record<string, unknown>): ClientSecurity {
-  return {
-    ca: v.ca as string | undefined,
-    cert: v.cert as string | undefined,
-    key: v.key as string | undefined,
-    tls: v.tls as boolean | undefined,
-    token: v.token as string | undefined,
-    tokenFile: v["token-file"] as string | undefined,
-  };
-}
 
 /** Waits until one address of the client answers, else a clear "cannot reach" after `seconds`. */
 async function reachable(client: CrmsClient, target: string, seconds: number): Promise<void> {
@@ -277,15 +176,6 @@ async function withClient<T>(v: Record<string, unknown>, fn: (c: CrmsClient) => 
     return await fn(client);
   } finally {
     client.close();
-  }
-}
-
-/** Runs a parser of an option's text; its error becomes a usage error (exit 2). */
-function cliParse<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw new CliError((err as Error).message, 2);
   }
 }
 
@@ -651,7 +541,7 @@ async function logs(args: string[]): Promise<number> {
 }
 
 async function workerCommand(cmd: string, args: string[]): Promise<number> {
-  const own: Options =
+  const own: Flags =
     cmd === "stop"
       ? { "keep-runs": { type: "boolean" } }
       : cmd === "workers"
@@ -863,177 +753,6 @@ async function admin(args: string[]): Promise<number> {
   });
 }
 
-function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const on = (sig: string) => () => resolve(sig);
-    process.once("SIGINT", on("SIGINT"));
-    process.once("SIGTERM", on("SIGTERM"));
-  });
-}
-
-async function server(args: string[]): Promise<number> {
-  const { values: v } = parse(args, {
-    listen: { type: "string" },
-    etcd: { type: "string" },
-    prefix: { type: "string" },
-    grace: { type: "string" },
-    heartbeat: { type: "string" },
-    "log-level": { type: "string" },
-    "compaction-interval": { type: "string" },
-    "compaction-revisions": { type: "string" },
-    "compaction-keep-revisions": { type: "string" },
-    "compaction-db-fraction": { type: "string" },
-    "retention-interval": { type: "string" },
-    "retention-age": { type: "string" },
-    "retention-count": { type: "string" },
-    "quota-bytes": { type: "string" },
-    "tail-bytes": { type: "string" },
-    "max-jobs": { type: "string" },
-    "max-jobs-per-user": { type: "string" },
-    http: { type: "string" },
-    "tls-cert": { type: "string" },
-    "tls-key": { type: "string" },
-    "client-ca": { type: "string" },
-    insecure: { type: "boolean" },
-    "admin-token-file": { type: "string" },
-    "etcd-ca": { type: "string" },
-    "etcd-cert": { type: "string" },
-    "etcd-key": { type: "string" },
-    "etcd-user": { type: "string" },
-    "data-dir": { type: "string" },
-    history: { type: "string" },
-    "no-history": { type: "boolean" },
-    "output-cap": { type: "string" },
-    "logs-retention-age": { type: "string" },
-    "logs-retention-bytes": { type: "string" },
-  });
-  const { startServer } = await import("../server/server.js");
-  const { etcdSecurity } = await import("../auth/server-security.js");
-  const { parseLogLevel } = await import("../log.js");
-  const logLevel = cliParse(() => parseLogLevel((v["log-level"] as string | undefined) ?? "info"));
-  const str = (k: string) => (v[k] as string | undefined) || undefined;
-  let etcdTls: ReturnType<typeof etcdSecurity>;
-  try {
-    etcdTls = etcdSecurity({
-      etcdCa: str("etcd-ca"),
-      etcdCert: str("etcd-cert"),
-      etcdKey: str("etcd-key"),
-      etcdUser: str("etcd-user"),
-      etcdPassword: process.env.CRMS_ETCD_PASSWORD,
-    });
-  } catch (err) {
-    throw new CliError((err as Error).message, 2);
-  }
-  const cp = await startServer({
-    tlsCert: str("tls-cert"),
-    tlsKey: str("tls-key"),
-    clientCa: str("client-ca"),
-    insecure: v.insecure as boolean | undefined,
-    adminTokenFile: str("admin-token-file"),
-    etcdTls,
-    listen: (v.listen as string) ?? "localhost:7070",
-    etcd: ((v.etcd as string) ?? "http://127.0.0.1:2379").split(","),
-    prefix: v.prefix as string | undefined,
-    graceSeconds: int(v.grace, "--grace", 10),
-    heartbeatSeconds: int(v.heartbeat, "--heartbeat", 5) || 5,
-    logLevel,
-    compactionIntervalSeconds: int(v["compaction-interval"], "--compaction-interval", 300),
-    retentionAgeSeconds: int(v["retention-age"], "--retention-age", 24 * 3600),
-    retentionCount: int(v["retention-count"], "--retention-count", 100_000),
-    retentionIntervalSeconds: int(v["retention-interval"], "--retention-interval", 30),
-    compactionRevisions: int(v["compaction-revisions"], "--compaction-revisions", 100_000),
-    compactionKeepRevisions: int(v["compaction-keep-revisions"], "--compaction-keep-revisions", 10_000),
-    compactionDbFraction: fraction(v["compaction-db-fraction"], "--compaction-db-fraction", 0.5),
-    quotaBytes: int(v["quota-bytes"], "--quota-bytes", 2 * 1024 ** 3),
-    tailBytes: int(v["tail-bytes"], "--tail-bytes", 2048),
-    ...(await historyOptions(v)),
-    outputCapBytes: int(v["output-cap"], "--output-cap", 64 * 1024 * 1024),
-    logsRetentionAgeSeconds: int(v["logs-retention-age"], "--logs-retention-age", 30 * 86400),
-    logsRetentionBytes: int(v["logs-retention-bytes"], "--logs-retention-bytes", 10 * 1024 ** 3),
-    maxJobs: v["max-jobs"] === undefined ? undefined : int(v["max-jobs"], "--max-jobs", 0),
-    maxJobsPerUser: int(v["max-jobs-per-user"], "--max-jobs-per-user", 0),
-  });
-  const { startHttp } = await import("../web/http.js");
-  const web = v.http ? await startHttp(cp, v.http as string) : undefined;
-  if (web) cp.log.info("web dashboard and Connect API serving", { url: web.url });
-  await untilSignal();
-  await web?.close();
-  await cp.stop();
-  return 0;
-}
-
-/** --history URL (PostgreSQL), else embedded under --data-dir (default: the state dir's "server"). */
-async function historyOptions(v: Record<string, unknown>): Promise<{ dataDir?: string; history?: string }> {
-  const url = v.history as string | undefined;
-  if (v["no-history"]) {
-    if (url) throw new CliError("--history and --no-history exclude each other", 2);
-    return {};
-  }
-  if (url !== undefined && !/^postgres(ql)?:\/\/\S+$/.test(url))
-    throw new CliError(
-      `--history must be a postgres:// URL (got ${JSON.stringify(url)}); without it the history is embedded under --data-dir`,
-      2,
-    );
-  const { defaultDataDir } = await import("./paths.js");
-  return { dataDir: (v["data-dir"] as string | undefined) ?? defaultDataDir("server"), history: url };
-}
-
-async function worker(args: string[]): Promise<number> {
-  const { values: v } = parse(args, {
-    name: { type: "string" },
-    slots: { type: "string" },
-    label: { type: "string", multiple: true },
-    "data-dir": { type: "string" },
-    "run-as": { type: "string" },
-    "output-cap": { type: "string" },
-    shim: { type: "string" },
-  });
-  const { createWorker } = await import("../worker/worker.js");
-  const { resolveRunAs, checkCanRunAs } = await import("../worker/run-as.js");
-  const { authMetadata, channelCredentials, securityFromEnv } = await import(
-    "../../clients/typescript/src/security.js"
-  );
-  let security: { credentials: import("@grpc/grpc-js").ChannelCredentials; metadata: Record<string, string> };
-  let runAs: import("../worker/run-as.js").RunAs | undefined;
-  try {
-    const sec = securityFromEnv(securityOf(v));
-    security = { credentials: channelCredentials(sec), metadata: authMetadata(sec) };
-    if (v["run-as"]) {
-      runAs = resolveRunAs(v["run-as"] as string);
-      checkCanRunAs(runAs);
-    }
-  } catch (err) {
-    throw new CliError((err as Error).message, 2);
-  }
-  const { defaultDataDir } = await import("./paths.js");
-  const name = (v.name as string) ?? hostname();
-  let w: ReturnType<typeof createWorker>;
-  try {
-    w = createWorker({
-      name,
-      slots: int(v.slots, "--slots", cpus().length),
-      servers: ((v.server as string) ?? defaultServer()).split(","),
-      labels: keyValues(v.label, "--label"),
-      dataDir: (v["data-dir"] as string) ?? defaultDataDir(`worker-${name}`),
-      version: VERSION,
-      ...security,
-      ...(runAs ? { runAs } : {}),
-      shipOutputBytes: int(v["output-cap"], "--output-cap", 64 * 1024 * 1024),
-      ...(v.shim !== undefined ? { shim: v.shim as string } : {}),
-    });
-  } catch (err) {
-    throw new CliError(`--name: ${(err as Error).message}`, 2);
-  }
-  await w.start();
-  // SIGUSR2: exit at once and leave the runs to the next worker with this name and data dir (an upgrade).
-  const leave = new Promise<string>((resolve) => process.once("SIGUSR2", () => resolve("SIGUSR2")));
-  const sig = await Promise.race([untilSignal(), leave, w.stopped.then(() => "stopped")]);
-  if (sig === "SIGUSR2") await w.stop({ killRuns: false, keepRuns: true, reason: "SIGUSR2" });
-  else if (sig !== "stopped") await w.stop({ killRuns: true });
-  if (w.refusal) throw new CliError(w.refusal, 1);
-  return 0;
-}
-
 /** Runs the CLI with argv (without node and script) and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const { cmd, args } = hoistGlobals(argv);
@@ -1090,7 +809,10 @@ export async function main(argv: string[]): Promise<number> {
       return history(args);
     case "workers":
     case "worker":
-      if (cmd === "worker" && (args.length === 0 || args[0]?.startsWith("-"))) return worker(args);
+      if (cmd === "worker" && (args.length === 0 || args[0]?.startsWith("-"))) {
+        const { worker } = await import("../cmd/worker.js");
+        return worker(args);
+      }
       return workerCommand(cmd, args);
     case "drain":
     case "resume":
@@ -1098,10 +820,12 @@ export async function main(argv: string[]): Promise<number> {
       return workerCommand(cmd, args);
     case "admin":
       return admin(args);
-    case "server":
+    case "server": {
+      const { server } = await import("../cmd/server.js");
       return server(args);
+    }
     case "dev": {
-      const { dev } = await import("./dev.js");
+      const { dev } = await import("../cmd/dev.js");
       return dev(args);
     }
     default:

@@ -9,18 +9,9 @@ import pc from "picocolors";
 import YAML from "yaml";
 import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
+import type { Output } from "../cmd/flags.js";
 
-export const OUTPUTS = ["table", "wide", "json", "yaml", "name"] as const;
-export type Output = (typeof OUTPUTS)[number];
-
-/** `-o` checked against the choices; undefined means the table. */
-export function outputOf(value: unknown, extra: string[] = []): Output | undefined {
-  if (value === undefined) return undefined;
-  if (!OUTPUTS.includes(value as Output) && !extra.includes(value as string)) {
-    throw new Error(`-o must be one of ${[...OUTPUTS, ...extra].join(", ")} (got ${JSON.stringify(value)})`);
-  }
-  return value as Output;
-}
+export type { Output };
 
 /**
  * Colour for people only: on when the stream is a terminal (or FORCE_COLOR is

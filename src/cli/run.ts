@@ -1,5 +1,6 @@
 /** Entry point of the `crms` binary. */
-import { CliError, describeError, main } from "./main.js";
+import { CliError } from "../cmd/flags.js";
+import { describeError, main } from "./main.js";
 import { quietOnEpipe } from "./output.js";
 
 quietOnEpipe();

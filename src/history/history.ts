@@ -9,8 +9,9 @@ import { gunzip, gzip } from "node:zlib";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
-import { OWNER_LABEL } from "../auth/ownership.js";
 import { invalid } from "../errors.js";
+import type { Logger } from "../log.js";
+import { OWNER_LABEL } from "../rpc/names.js";
 import { isFinal } from "../rpc/states.js";
 import { migrate } from "./migrations.js";
 import { openEmbedded, openPostgres, type SqlDb } from "./sql.js";
@@ -23,12 +24,6 @@ const WRITE_BATCH = 250;
 /** Archiver: flush this often, and retry this long after a failure. */
 const FLUSH_MS = 100;
 const RETRY_MS = 1000;
-
-/** Where the history says the database went down and came back. */
-export interface HistoryLog {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-}
 
 /** One stream of a run's output as kept by the history. */
 export interface KeptOutput {
@@ -120,11 +115,11 @@ export class History {
   private constructor(
     readonly db: SqlDb,
     readonly schemaVersion: number,
-    private readonly log?: HistoryLog,
+    private readonly log?: Logger,
   ) {}
 
   /** Opens (and migrates) the history: a postgres:// URL, else an embedded database in that directory. */
-  static async open(target: string, log?: HistoryLog): Promise<History> {
+  static async open(target: string, log?: Logger): Promise<History> {
     const db = /^postgres(ql)?:\/\//.test(target)
       ? await openPostgres(target)
       : await openEmbedded(target || undefined);

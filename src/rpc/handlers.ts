@@ -16,7 +16,7 @@ import type {
   MessageInitShape,
   MessageShape,
 } from "@bufbuild/protobuf";
-import type { CallContext } from "../services/context.js";
+import type { CallContext } from "./context.js";
 
 /** A unary RPC: one request, one response. */
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (

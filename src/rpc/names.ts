@@ -4,6 +4,8 @@
  * shared by the server (INVALID_ARGUMENT) and the TypeScript worker (refuses to
  * start), so a worker never creates a directory for a name the server refuses.
  */
+import { invalid } from "../errors.js";
+
 export const WORKER_NAME_MAX_BYTES = 128;
 
 /** What is wrong with a worker name, in words for the user; undefined if it is one. */
@@ -18,4 +20,13 @@ export function workerNameProblem(name: string): string | undefined {
   }
   if (!/^[A-Za-z0-9]/.test(name)) return "must start with a letter or a digit";
   return undefined;
+}
+
+/** The reserved job label naming a job's owner (the server sets it from the caller's token). */
+export const OWNER_LABEL = "crms.io/owner";
+
+/** Checks a worker name: safe characters, bounded length (the rule the workers check too). */
+export function checkWorkerName(name: string, what = "worker name"): void {
+  const problem = workerNameProblem(name);
+  if (problem) throw invalid(name ? `${what} ${JSON.stringify(name.slice(0, 40))} ${problem}` : `${what} ${problem}`);
 }

@@ -21,7 +21,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ArrayCounts, ArrayCountsSchema, type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
-import { isFinal } from "../rpc/states.js";
+import { arraySize, isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
 import type { Store } from "../store/store.js";
@@ -34,13 +34,6 @@ const TASK_BATCH_BYTES = 1024 * 1024;
 export const MAX_ARRAY_TASKS = 100_000;
 /** Unfinished task records kept ahead per array; more are created as tasks end. */
 export const MATERIALIZE_AHEAD = 5_000;
-
-export const isArrayParent = (job: Job): boolean => job.spec?.array !== undefined;
-
-export function arraySize(job: Job): number {
-  const a = job.spec?.array;
-  return a ? a.last - a.first + 1 : 0;
-}
 
 interface Tasks {
   states: Map<string, JobState>;

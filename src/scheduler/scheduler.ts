@@ -8,12 +8,13 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { Emitter, type Events } from "../events.js";
-import { isFinal } from "../rpc/states.js";
+import { type Logger, silentLogger } from "../log.js";
+import { isArrayParent, isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
-import { type ArrayIndex, arrayIndex, isArrayParent, materializeBatch } from "./arrays.js";
+import { type ArrayIndex, arrayIndex, materializeBatch } from "./arrays.js";
 import { evaluate } from "./dependencies.js";
 import { transition } from "./job-machine.js";
 import { PendingQueue } from "./pending-queue.js";
@@ -36,9 +37,8 @@ export interface SchedulerOptions {
   graceSeconds?: number;
   /** Most jobs looked at in one pass. */
   passSize?: number;
-  log?: (msg: string, fields?: Record<string, unknown>) => void;
-  /** Where failures go (a write that failed, not a normal event); default `log`. */
-  logError?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Events at info (a worker lost), failures at error (a write that failed); default: none. */
+  log?: Logger;
 }
 
 /** Counters for benchmarks and /metrics. */
@@ -73,14 +73,14 @@ export class Scheduler {
   private readonly emitter = new Emitter<SchedulerEvents>();
   readonly events: Events<SchedulerEvents> = this.emitter;
 
-  private readonly logError: (msg: string, fields?: Record<string, unknown>) => void;
+  private readonly log: Logger;
 
   constructor(
     private readonly store: Store,
     private readonly election: Election,
     private readonly options: SchedulerOptions = {},
   ) {
-    this.logError = options.logError ?? options.log ?? (() => undefined);
+    this.log = options.log ?? silentLogger;
     this.graceMs = (options.graceSeconds ?? 10) * 1000;
     this.arrays = arrayIndex(store);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
@@ -226,7 +226,7 @@ export class Scheduler {
             writes.push(
               this.store
                 .updateJob(id, (j) => transition(j, { type: "unmet", reason: v.reason, now: new Date() }), fence)
-                .catch((err) => this.logError("failing a job failed", { job: id, error: String(err) })),
+                .catch((err) => this.log.error("failing a job failed", { job: id, error: String(err) })),
             );
           }
           if (v.kind !== "ready") return false;
@@ -283,7 +283,7 @@ export class Scheduler {
               setTimeout(() => this.kick(), 1000).unref();
               const job = this.store.job(p.jobId);
               if (job?.state === JobState.PENDING) this.pending.add(p.jobId, job.spec?.priority ?? 0);
-              this.logError("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
+              this.log.error("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
             })
             .finally(() => {
               const n = (this.inflight.get(p.worker) ?? 1) - 1;
@@ -331,7 +331,7 @@ export class Scheduler {
           );
         }
       } catch (err) {
-        this.logError("array task creation failed", { job: parentId, error: String(err) });
+        this.log.error("array task creation failed", { job: parentId, error: String(err) });
         setTimeout(() => this.arrayWork(parentId), 1000).unref();
       } finally {
         this.materializing.delete(parentId);
@@ -406,9 +406,9 @@ export class Scheduler {
         this.stats.lost += ids.length;
         await this.markDown(name, ids, fence);
         this.goneSince.delete(name);
-        if (ids.length) this.options.log?.("worker lost", { worker: name, jobs: ids.length });
+        if (ids.length) this.log.info("worker lost", { worker: name, jobs: ids.length });
       } catch (err) {
-        this.logError("marking jobs lost failed", { worker: name, error: String(err) });
+        this.log.error("marking jobs lost failed", { worker: name, error: String(err) });
       }
     }
   }

@@ -1,7 +1,7 @@
 /**
  * grpc-js wiring for transport-free handlers: unary handlers return promises,
  * streaming handlers return async iterables. Every thrown error becomes a
- * status here, once: the call pipeline (src/rpc/pipeline.ts) maps it to a
+ * status here, once: the call pipeline (src/server/pipeline.ts) maps it to a
  * CrmsError, and grpcStatuses maps its code to grpc-js's.
  */
 import type { DescService, Message } from "@bufbuild/protobuf";
@@ -12,9 +12,9 @@ import { type Code, invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
 import { eachHandler, type ServiceHandlers } from "../rpc/handlers.js";
-import { type Arrival, type Authorize, type CallRules, edgeFailure, streamCall, unaryCall } from "../rpc/pipeline.js";
 import { AsyncQueue } from "../services/async-queue.js";
 import type { CallContext } from "../services/context.js";
+import { type Arrival, type Authorize, type CallRules, edgeFailure, streamCall, unaryCall } from "./pipeline.js";
 
 /** crms's codes as grpc-js statuses: the gRPC transport's one table. */
 export const grpcStatuses: Record<Code, status> = {

@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { DEFAULT_QUOTA_BYTES } from "../config.js";
 import { isFinal } from "../rpc/states.js";
 import type { Entry } from "../store/cache.js";
 import { memberStatus } from "../store/status.js";
@@ -29,8 +30,6 @@ export interface Metrics {
 /** How often a scrape may ask etcd for member status, and how long it waits. */
 const STATUS_EVERY_MS = 5000;
 const STATUS_TIMEOUT_MS = 3000;
-/** The quota the replica assumes when none was configured (as in ControlPlane.start). */
-const DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024;
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
 const TXN_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];

@@ -16,25 +16,26 @@ import { bootstrapAdminToken, exposure, type SecurityOptions, serverCredentials 
 import { StreamLimiter } from "../auth/stream-limit.js";
 import { createTokenService } from "../auth/token-service.js";
 import { Tokens } from "../auth/tokens.js";
+import { SERVER_DEFAULTS as D } from "../config.js";
 import { History } from "../history/history.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
-import type { Authorize } from "../rpc/pipeline.js";
 import { arrayIndex } from "../scheduler/arrays.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
 import type { ServiceDeps } from "../services/context.js";
 import { createJobService } from "../services/job-service.js";
-import { createLogService, DEFAULT_OUTPUT_CAP } from "../services/log-service.js";
+import { createLogService } from "../services/log-service.js";
 import { Sessions } from "../services/sessions/index.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Admission, defaultMaxJobs } from "../store/admission.js";
 import { Election } from "../store/election.js";
-import { activeAlarms, Compactor, DEFAULT_COMPACTION } from "../store/maintenance.js";
-import { DEFAULT_RETENTION, Retention } from "../store/retention.js";
+import { activeAlarms, Compactor } from "../store/maintenance.js";
+import { Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
 import { startWatchChecks } from "../store/watch-check.js";
 import { addService } from "./grpc.js";
 import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
+import type { Authorize } from "./pipeline.js";
 
 export interface ServerOptions extends SecurityOptions {
   /** Streams one client (token identity, else IP) may hold open at once (default 1000). */
@@ -154,7 +155,7 @@ export class ControlPlane {
 
   constructor(readonly options: ServerOptions) {
     this.replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-    this.log = options.log ?? createLogger(options.logLevel ?? "info", { replica: this.replicaId });
+    this.log = options.log ?? createLogger(options.logLevel ?? D.logLevel, { replica: this.replicaId });
   }
 
   /** The address clients use (host:port). */
@@ -177,7 +178,7 @@ export class ControlPlane {
         arrayIndex(store);
         this.admission = new Admission(store.jobs, {
           maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
-          maxJobsPerUser: this.options.maxJobsPerUser ?? 0,
+          maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
         });
       },
     );
@@ -206,8 +207,7 @@ export class ControlPlane {
     this.election = new Election(this.store);
     this.scheduler = new Scheduler(this.store, this.election, {
       graceSeconds: this.options.graceSeconds,
-      log: (msg, fields) => this.log.info(msg, fields),
-      logError: (msg, fields) => this.log.error(msg, fields),
+      log: this.log,
     });
     this.log.info("admission control", {
       maxJobs: this.admission.limits.maxJobs,
@@ -228,11 +228,11 @@ export class ControlPlane {
       election: this.election,
       log: this.log,
       options: {
-        heartbeatSeconds: this.options.heartbeatSeconds ?? 5,
+        heartbeatSeconds: this.options.heartbeatSeconds ?? D.heartbeatSeconds,
         killGraceSeconds: 10,
-        graceSeconds: this.options.graceSeconds ?? 10,
-        quotaBytes: this.options.quotaBytes ?? 2 * 1024 * 1024 * 1024,
-        tailBytes: this.options.tailBytes ?? 2048,
+        graceSeconds: this.options.graceSeconds ?? D.graceSeconds,
+        quotaBytes: this.options.quotaBytes ?? D.quotaBytes,
+        tailBytes: this.options.tailBytes ?? D.tailBytes,
       },
       history: this.history,
     };
@@ -241,30 +241,30 @@ export class ControlPlane {
     this.retention = new Retention(
       this.store,
       {
-        maxAgeSeconds: o.retentionAgeSeconds ?? DEFAULT_RETENTION.maxAgeSeconds,
-        maxCount: o.retentionCount ?? DEFAULT_RETENTION.maxCount,
+        maxAgeSeconds: o.retentionAgeSeconds ?? D.retentionAgeSeconds,
+        maxCount: o.retentionCount ?? D.retentionCount,
         downWorkerAgeSeconds: o.downWorkerRetentionSeconds,
         downWorkerCount: o.downWorkerRetentionCount,
         confirm: this.history ? (jobs) => (this.history as History).confirm(jobs) : undefined,
       },
-      (o.retentionIntervalSeconds ?? 30) * 1000,
-      (msg, fields) => this.log.info(msg, fields),
+      (o.retentionIntervalSeconds ?? D.retentionIntervalSeconds) * 1000,
+      this.log,
     );
     this.compactor = new Compactor(
       this.store,
       {
-        intervalMs: (o.compactionIntervalSeconds ?? DEFAULT_COMPACTION.intervalMs / 1000) * 1000,
-        revisions: o.compactionRevisions ?? DEFAULT_COMPACTION.revisions,
-        keepRevisions: o.compactionKeepRevisions ?? DEFAULT_COMPACTION.keepRevisions,
-        dbFraction: o.compactionDbFraction ?? DEFAULT_COMPACTION.dbFraction,
+        intervalMs: (o.compactionIntervalSeconds ?? D.compactionIntervalSeconds) * 1000,
+        revisions: o.compactionRevisions ?? D.compactionRevisions,
+        keepRevisions: o.compactionKeepRevisions ?? D.compactionKeepRevisions,
+        dbFraction: o.compactionDbFraction ?? D.compactionDbFraction,
         quotaBytes: deps.options.quotaBytes,
       },
       () => this.retention.runNow(),
-      (msg, fields) => this.log.info(msg, fields),
+      this.log,
     );
     if (this.history) {
       archiveOnLeader(this.store, this.election, this.history, this.log);
-      const every = (o.retentionIntervalSeconds ?? 30) * 1000;
+      const every = (o.retentionIntervalSeconds ?? D.retentionIntervalSeconds) * 1000;
       ({ run: this.logRetention, timer: this.logRetentionTimer } = logRetentionOnLeader(
         this.election,
         this.history,
@@ -285,7 +285,7 @@ export class ControlPlane {
       job: createJobService(deps, this.sessions),
       worker: {
         ...createWorkerService(deps, this.sessions),
-        ...createLogService(deps, o.outputCapBytes ?? DEFAULT_OUTPUT_CAP),
+        ...createLogService(deps, o.outputCapBytes ?? D.outputCapBytes),
       },
       admin: {
         ...createAdminService(deps, this.retention),
@@ -299,7 +299,7 @@ export class ControlPlane {
     this.health = addIntrospection(this.server);
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
-    this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, (m, f) => this.log.warn(m, f));
+    this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, this.log);
     this.port = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
         err ? reject(err) : resolve(port),
@@ -407,7 +407,10 @@ function logRetentionOnLeader(
   log: Logger,
 ): { run: () => Promise<number>; timer?: NodeJS.Timeout } {
   const run = async () => {
-    const n = await history.pruneLogs(o.logsRetentionAgeSeconds ?? 30 * 86400, o.logsRetentionBytes ?? 10 * 1024 ** 3);
+    const n = await history.pruneLogs(
+      o.logsRetentionAgeSeconds ?? D.logsRetentionAgeSeconds,
+      o.logsRetentionBytes ?? D.logsRetentionBytes,
+    );
     if (n) log.info("log retention deleted kept output", { streams: n });
     return n;
   };

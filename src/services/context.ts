@@ -5,24 +5,7 @@ import type { Admission } from "../store/admission.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 
-/** Per-call context given to every handler, free of transport details. */
-export interface CallContext {
-  /** Aborted when the client goes away. */
-  signal: AbortSignal;
-  /** Request metadata, lower-case keys. */
-  metadata: Record<string, string>;
-  /** The peer address. */
-  peer: string;
-  /** Who calls, once authenticated (undefined when authentication is off). */
-  identity?: Identity;
-}
-
-/** An authenticated caller: the token's name and role, and for a worker token its worker name. */
-export interface Identity {
-  name: string;
-  role: "admin" | "submitter" | "reader" | "worker";
-  worker?: string;
-}
+export type { CallContext, Identity } from "../rpc/context.js";
 
 export interface ServiceOptions {
   /** Seconds between worker heartbeats (told to workers in Welcome). */

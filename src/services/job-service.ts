@@ -23,11 +23,12 @@ import {
   type WatchJobsResponse,
   WatchJobsResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
-import { checkOwner, OWNER_LABEL, stampOwner } from "../auth/ownership.js";
+import { checkOwner, stampOwner } from "../auth/ownership.js";
 import { CrmsError, invalid, notFound, precondition } from "../errors.js";
 import { compareIds } from "../ids.js";
-import { isFinal } from "../rpc/states.js";
-import { arrayIndex, isArrayParent } from "../scheduler/arrays.js";
+import { OWNER_LABEL } from "../rpc/names.js";
+import { isArrayParent, isFinal } from "../rpc/states.js";
+import { arrayIndex } from "../scheduler/arrays.js";
 import { evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";

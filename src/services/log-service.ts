@@ -12,13 +12,13 @@ import {
   StreamOutputResponseSchema,
 } from "../../gen/crms/v1/job_pb.js";
 import type { UploadOutputRequest } from "../../gen/crms/v1/worker_pb.js";
+import { DEFAULT_OUTPUT_CAP } from "../config.js";
 import { CrmsError, invalid, notFound, precondition } from "../errors.js";
 import type { CallContext, ServiceDeps } from "./context.js";
 import { historyJob, unavailable } from "./history-service.js";
 import { checkJobId } from "./validate.js";
 
 /** The per-job cap on kept output (both streams), default 64 MiB. */
-export const DEFAULT_OUTPUT_CAP = 64 * 1024 * 1024;
 const MAX_CHUNK = 4 * 1024 * 1024;
 /** An upload left unfinished this long is dropped. */
 const STALE_MS = 10 * 60_000;

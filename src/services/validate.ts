@@ -2,9 +2,12 @@
 import type { DescEnum } from "@bufbuild/protobuf";
 import { type Dependency, DependencyConditionSchema, type JobSpec } from "../../gen/crms/v1/job_pb.js";
 import { invalid } from "../errors.js";
-import { WORKER_NAME_MAX_BYTES, workerNameProblem } from "../rpc/names.js";
+import { checkWorkerName, WORKER_NAME_MAX_BYTES, workerNameProblem } from "../rpc/names.js";
 import { MAX_ARRAY_TASKS } from "../scheduler/arrays.js";
 import { MAX_DEPENDENCIES } from "../scheduler/dependencies.js";
+
+/** The worker-name check lives with the name rule (src/rpc/names.ts), where src/auth can use it too. */
+export { checkWorkerName };
 
 export const LIMITS = {
   argvItems: 1024,
@@ -51,12 +54,6 @@ function checkMap(
     total += bytes(k) + bytes(v);
   }
   if (total > maxBytes) throw invalid(`${what}: at most ${maxBytes} bytes in total (got ${total})`);
-}
-
-/** Checks a worker name: safe characters, bounded length (the rule the workers check too). */
-export function checkWorkerName(name: string, what = "worker name"): void {
-  const problem = workerNameProblem(name);
-  if (problem) throw invalid(name ? `${what} ${JSON.stringify(name.slice(0, 40))} ${problem}` : `${what} ${problem}`);
 }
 
 /** Checks a job id's form (NOT_FOUND comes later for well-formed unknown ids). */

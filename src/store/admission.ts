@@ -10,10 +10,9 @@
  */
 import { getHeapStatistics } from "node:v8";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
-import { OWNER_LABEL } from "../auth/ownership.js";
 import { CrmsError } from "../errors.js";
-import { isFinal } from "../rpc/states.js";
-import { arraySize, isArrayParent } from "../scheduler/arrays.js";
+import { OWNER_LABEL } from "../rpc/names.js";
+import { arraySize, isArrayParent, isFinal } from "../rpc/states.js";
 import type { Entry, PrefixCache } from "./cache.js";
 
 /** Replica memory budgeted per unfinished job when the cap is derived from the heap limit. */

@@ -6,7 +6,6 @@
 import type { Etcd3 } from "etcd3";
 import type { Batcher } from "./batcher.js";
 import type { Keys } from "./keys.js";
-import type { Store } from "./store.js";
 
 export interface StoreInternals {
   readonly etcd: Etcd3;
@@ -16,15 +15,16 @@ export interface StoreInternals {
   memberClient(endpoint: string): Etcd3;
 }
 
-const byStore = new WeakMap<Store, StoreInternals>();
+/** Keyed by the Store object (typed `object` so this module need not import store.ts, which imports it). */
+const byStore = new WeakMap<object, StoreInternals>();
 
 /** Called once by the Store's constructor. */
-export function registerInternals(store: Store, internals: StoreInternals): void {
+export function registerInternals(store: object, internals: StoreInternals): void {
   byStore.set(store, internals);
 }
 
 /** The etcd side of a store. */
-export function internals(store: Store): StoreInternals {
+export function internals(store: object): StoreInternals {
   const found = byStore.get(store);
   if (!found) throw new Error("not a Store");
   return found;

@@ -4,6 +4,7 @@
  * then prove a write works), as GoCRMS's author needed and could not do.
  */
 import { CrmsError } from "../errors.js";
+import type { Logger } from "../log.js";
 import { toCrmsError } from "./errors.js";
 import { internals } from "./internals.js";
 import { type RetentionOptions, runRetention } from "./retention.js";
@@ -153,13 +154,6 @@ export interface CompactionOptions {
   checkMs?: number;
 }
 
-export const DEFAULT_COMPACTION: Omit<CompactionOptions, "quotaBytes"> = {
-  intervalMs: 300_000,
-  revisions: 100_000,
-  keepRevisions: 10_000,
-  dbFraction: 0.5,
-};
-
 /**
  * Compaction by the leader. Periodically, kube-apiserver style: every interval,
  * compact to the revision seen one interval earlier, so watchers always have an
@@ -187,7 +181,7 @@ export class Compactor {
     private readonly store: Store,
     readonly options: CompactionOptions,
     private readonly onDbPressure?: () => Promise<unknown>,
-    private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly log?: Logger,
   ) {}
 
   start(): void {
@@ -214,7 +208,7 @@ export class Compactor {
       if (this.previous > 0) await this.compactTo(this.previous, "interval");
       this.previous = now;
     } catch (err) {
-      this.log?.("compaction failed", { error: String(err) });
+      this.log?.info("compaction failed", { error: String(err) });
     }
   }
 
@@ -235,14 +229,14 @@ export class Compactor {
         const { members } = await memberStatus(this.store);
         const inUse = Math.max(0, ...members.map((m) => Number(m.dbSizeInUse)));
         if (inUse > o.dbFraction * o.quotaBytes) {
-          this.log?.("etcd db in use past its threshold", { inUse, quota: o.quotaBytes });
+          this.log?.info("etcd db in use past its threshold", { inUse, quota: o.quotaBytes });
           await this.onDbPressure?.().catch(() => undefined);
           // Space first: keep only what came since the previous check (a watcher further behind relists).
           await this.compactTo(Math.max(lastCheck, now - o.keepRevisions), "db size");
         }
       }
     } catch (err) {
-      this.log?.("compaction failed", { error: String(err) });
+      this.log?.info("compaction failed", { error: String(err) });
     } finally {
       this.checking = false;
     }
@@ -256,7 +250,7 @@ export class Compactor {
       this.compacted = revision;
       this.runs++;
       if (reason !== "interval") this.triggered++;
-      this.log?.("compacted etcd", { revision, reason });
+      this.log?.info("compacted etcd", { revision, reason });
     } finally {
       this.busy = false;
     }

@@ -7,6 +7,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { compareIds } from "../ids.js";
+import type { Logger } from "../log.js";
 import { isFinal } from "../rpc/states.js";
 import { byEnd, endMs } from "./job-index.js";
 import type { Store } from "./store.js";
@@ -33,7 +34,6 @@ export interface RetentionOptions {
 /** Retention is holding back: the history could not confirm the jobs it would delete. */
 export class HistoryWait extends Error {}
 
-export const DEFAULT_RETENTION: RetentionOptions = { maxAgeSeconds: 24 * 3600, maxCount: 100_000 };
 /** Default age and count of kept DOWN worker records. */
 export const DEFAULT_DOWN_WORKER_RETENTION = { ageSeconds: 7 * 24 * 3600, count: 1000 };
 
@@ -157,7 +157,7 @@ export class Retention {
     private readonly store: Store,
     readonly options: RetentionOptions,
     private readonly intervalMs: number,
-    private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly log?: Logger,
   ) {}
 
   start(): void {
@@ -197,24 +197,26 @@ export class Retention {
     try {
       const n = await runRetention(this.store, this.options);
       const workers = await runWorkerRetention(this.store, this.options);
-      if (workers) this.log?.("retention deleted down worker records", { deleted: workers });
-      if (this.waiting) this.log?.("retention resumes: the history confirmed the jobs it deletes", { deleted: n });
+      if (workers) this.log?.info("retention deleted down worker records", { deleted: workers });
+      if (this.waiting) this.log?.info("retention resumes: the history confirmed the jobs it deletes", { deleted: n });
       this.waiting = "";
       this.waitingSince = 0;
       this.runs++;
       this.deleted += n;
-      if (n) this.log?.("retention deleted finished jobs", { deleted: n });
+      if (n) this.log?.info("retention deleted finished jobs", { deleted: n });
       return n;
     } catch (err) {
       if (err instanceof HistoryWait) {
         if (!this.waiting)
-          this.log?.("retention waits: no finished job is deleted until the history has it", { error: err.message });
+          this.log?.info("retention waits: no finished job is deleted until the history has it", {
+            error: err.message,
+          });
         this.waiting = err.message;
         this.waitingSince ||= Date.now();
         this.runs++;
         return 0;
       }
-      this.log?.("retention failed", { error: String(err) });
+      this.log?.info("retention failed", { error: String(err) });
       throw err;
     }
   }

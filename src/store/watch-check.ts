@@ -5,12 +5,13 @@
  * etcd whether its prefix changed past the cache's revision; if so it relists
  * and rewatches (PrefixCache.checkProgress), so the copy equals etcd again.
  */
+import type { Logger } from "../log.js";
 import type { PrefixCache } from "./cache.js";
 
 export function startWatchChecks(
   caches: PrefixCache<unknown>[],
   options: { intervalMs?: number; silentMs?: number } = {},
-  log?: (msg: string, fields: Record<string, unknown>) => void,
+  log?: Logger,
 ): () => void {
   let running = false;
   const timer = setInterval(async () => {
@@ -19,7 +20,7 @@ export function startWatchChecks(
     try {
       for (const cache of caches) {
         const relisted = await cache.checkProgress(options.silentMs ?? 15_000).catch(() => false);
-        if (relisted) log?.("watch was silent while etcd changed: relisted", { prefix: cache.prefix });
+        if (relisted) log?.warn("watch was silent while etcd changed: relisted", { prefix: cache.prefix });
       }
     } finally {
       running = false;

@@ -1,7 +1,7 @@
 /**
  * Connect wiring for transport-free handlers: the same handler maps grpc-js
  * serves, registered on a Connect router so that a browser can call them over
- * HTTP/1.1, through the same call pipeline (src/rpc/pipeline.ts). Every thrown
+ * HTTP/1.1, through the same call pipeline (src/server/pipeline.ts). Every thrown
  * error becomes a ConnectError here, once: the pipeline maps it to a CrmsError,
  * and connectCodes maps its code to Connect's.
  */
@@ -23,7 +23,14 @@ import type { StreamLimiter } from "../auth/stream-limit.js";
 import type { Code as CrmsCode } from "../errors.js";
 import type { Logger } from "../log.js";
 import { eachHandler, type ServiceHandlers } from "../rpc/handlers.js";
-import { type Arrival, type Authorize, type CallRules, edgeFailure, streamCall, unaryCall } from "../rpc/pipeline.js";
+import {
+  type Arrival,
+  type Authorize,
+  type CallRules,
+  edgeFailure,
+  streamCall,
+  unaryCall,
+} from "../server/pipeline.js";
 import type { Handlers } from "../server/server.js";
 
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;

@@ -9,6 +9,7 @@ import { chownSync, closeSync, fstatSync, mkdirSync, openSync, readSync } from "
 import { type FileHandle, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { WORKER_DEFAULTS } from "../config.js";
 import type { RunAs } from "./run-as.js";
 import {
   type ExitRecord,
@@ -42,7 +43,7 @@ export interface RunOptions {
   dataDir: string;
   /** Name of the worker, given to the job as CRMS_WORKER. */
   workerName: string;
-  /** Bytes kept of each stream for the outcome's tails; default 2048. */
+  /** Bytes kept of each stream for the outcome's tails; default WORKER_DEFAULTS.tailBytes (2048). */
   tailBytes?: number;
   /** Base environment before filtering; default process.env. */
   baseEnv?: NodeJS.ProcessEnv;
@@ -86,7 +87,6 @@ export type StreamName = "stdout" | "stderr";
 /** Environment variable names the worker never passes on to jobs. */
 export const CREDENTIAL_NAME = /TOKEN|SECRET|PASSWORD|KEY|CRMS_/i;
 
-const DEFAULT_TAIL_BYTES = 2048;
 const DEFAULT_TIMEOUT_GRACE_SECONDS = 5;
 /** How long leftovers of a group whose leader exited on its own get after SIGTERM. */
 const LEFTOVER_GRACE_MS = 2_000;
@@ -318,7 +318,7 @@ export class Run {
   }
 
   async #execute(): Promise<RunOutcome> {
-    const { spec, tailBytes = DEFAULT_TAIL_BYTES } = this.#options;
+    const { spec, tailBytes = WORKER_DEFAULTS.tailBytes } = this.#options;
     const outcome = (fields: Partial<RunOutcome>): RunOutcome => this.#outcome(fields);
     const program = spec.command[0];
     if (program === undefined || program === "") return outcome({ error: "empty command" });
@@ -484,7 +484,7 @@ export class Run {
 
   /** Follows a re-adopted run until its shim records the end (or is found gone without a record). */
   async #watchAdopted(rec: PidRecord): Promise<RunOutcome> {
-    const { tailBytes = DEFAULT_TAIL_BYTES } = this.#options;
+    const { tailBytes = WORKER_DEFAULTS.tailBytes } = this.#options;
     let fields: Partial<RunOutcome> | undefined;
     for (;;) {
       const record = await readExitRecord(this.runDir);

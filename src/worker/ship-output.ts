@@ -10,8 +10,8 @@ import path from "node:path";
 import type { ServiceTransport } from "../../clients/typescript/src/transport.js";
 import { OutputStream } from "../../gen/crms/v1/job_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import { WORKER_DEFAULTS } from "../config.js";
 
-export const DEFAULT_SHIP_CAP = 64 * 1024 * 1024;
 const CHUNK = 4 * 1024 * 1024;
 
 async function sizeOf(file: string): Promise<number> {
@@ -33,7 +33,7 @@ export async function shipOutput(
   jobId: string,
   attempt: number,
   runDir: string,
-  cap = DEFAULT_SHIP_CAP,
+  cap = WORKER_DEFAULTS.shipOutputBytes,
 ): Promise<void> {
   const files = [path.join(runDir, "stdout"), path.join(runDir, "stderr")];
   const sizes = await Promise.all(files.map(sizeOf));

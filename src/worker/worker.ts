@@ -27,11 +27,13 @@ import {
   type Welcome,
   WorkerService,
 } from "../../gen/crms/v1/worker_pb.js";
+import { WORKER_DEFAULTS } from "../config.js";
+import { createTextLogger, type Logger } from "../log.js";
 import { workerNameProblem } from "../rpc/names.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
 import { ACKED_FILE, findShim, Lease, type PidRecord, readExitRecord, readPidRecord, SHIM_INSTALL } from "./shim.js";
-import { DEFAULT_SHIP_CAP, shipOutput } from "./ship-output.js";
+import { shipOutput } from "./ship-output.js";
 
 /** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
 export type WorkerLifecycleState = "INITIALIZED" | "CONNECTING" | "RUNNING" | "DRAINING" | "STOPPING" | "STOPPED";
@@ -66,9 +68,6 @@ export function nextWorkerState(from: WorkerLifecycleState, to: WorkerLifecycleS
   return to;
 }
 
-/** "info" lines are session and lifecycle events; "debug" lines are per job. */
-export type LogLevel = "info" | "debug";
-
 /** Options of createWorker. */
 export interface WorkerOptions {
   /** Unique worker name. */
@@ -85,12 +84,15 @@ export interface WorkerOptions {
   version: string;
   /** Host name reported in Hello; default os.hostname(). */
   hostname?: string;
-  /** Bytes of each stream sent as tails in JobFinished; default 2048. */
+  /** Bytes of each stream sent as tails in JobFinished; default WORKER_DEFAULTS.tailBytes (2048). */
   tailBytes?: number;
   /** Seconds between heartbeats; default 5 (a smaller value in Welcome wins). */
   heartbeatSeconds?: number;
-  /** Receives every log line; default: "info" lines to stderr with a timestamp. */
-  log?: (line: string, level: LogLevel) => void;
+  /**
+   * Receives every log line: info for session and lifecycle events, debug per job; default:
+   * info and above to stderr, as `<time> worker <name>: <line>`.
+   */
+  log?: Logger;
   /** First reconnect delay in ms, doubled per failure; default 200. */
   reconnectInitialMs?: number;
   /** Largest reconnect delay in ms; default 5000. */
@@ -189,7 +191,7 @@ export class Worker extends EventEmitter {
   refusal: string | undefined;
 
   readonly #options: WorkerOptions;
-  readonly #log: (line: string, level: LogLevel) => void;
+  readonly #log: Logger;
   #state: WorkerLifecycleState = "INITIALIZED";
   #drainRequested = false;
   #closing = false;
@@ -225,11 +227,7 @@ export class Worker extends EventEmitter {
     if (options.servers.length === 0) throw new Error("no server address given");
     this.#options = options;
     this.name = options.name;
-    this.#log =
-      options.log ??
-      ((line, level) => {
-        if (level === "info") console.error(`${new Date().toISOString()} worker ${options.name}: ${line}`);
-      });
+    this.#log = options.log ?? createTextLogger("info", `worker ${options.name}`);
     this.stopped = new Promise<void>((resolve) => {
       this.#resolveStopped = resolve;
     });
@@ -269,12 +267,12 @@ export class Worker extends EventEmitter {
       }
       throw err;
     }
-    this.#log(`starting: ${this.#options.slots} slots, servers ${this.#options.servers.join(", ")}`, "info");
+    this.#log.info(`starting: ${this.#options.slots} slots, servers ${this.#options.servers.join(", ")}`);
     if (this.#shim) {
       const { adopted, ended } = await this.#recover();
-      this.#log(`re-adopted ${adopted} runs, reported ${ended} ended`, "info");
+      this.#log.info(`re-adopted ${adopted} runs, reported ${ended} ended`);
     } else {
-      this.#log(`no run shim (${SHIM_INSTALL}): runs end with this process and cannot be re-adopted`, "info");
+      this.#log.info(`no run shim (${SHIM_INSTALL}): runs end with this process and cannot be re-adopted`);
     }
     if (this.#state === "CONNECTING") this.#connect();
   }
@@ -317,9 +315,8 @@ export class Worker extends EventEmitter {
         if (found === "live") adopted++;
         else if (found === "ended") ended++;
         else {
-          this.#log(
+          this.#log.debug(
             `${label(jobId, attempt)} never started (its worker stopped first); left to the control plane`,
-            "debug",
           );
           await writeFile(path.join(runDirOf(this.#options.dataDir, jobId, attempt), ACKED_FILE), "").catch(() => {});
         }
@@ -356,7 +353,7 @@ export class Worker extends EventEmitter {
       await run.done;
       return "ended";
     }
-    this.#log(`${label(jobId, attempt)} re-adopted, pid ${record.pid}`, "debug");
+    this.#log.debug(`${label(jobId, attempt)} re-adopted, pid ${record.pid}`);
     return "live";
   }
 
@@ -387,11 +384,11 @@ export class Worker extends EventEmitter {
     }
     this.#transition("STOPPING");
     if (options.keepRuns && this.#shim) {
-      this.#log(`stopping (${reason}), leaving ${this.#runs.size} runs to the next worker named ${this.name}`, "info");
+      this.#log.info(`stopping (${reason}), leaving ${this.#runs.size} runs to the next worker named ${this.name}`);
       this.#stopping = this.#leave();
       return this.#stopping;
     }
-    this.#log(`stopping (${reason})${options.killRuns ? `, killing ${this.#runs.size} runs` : ""}`, "info");
+    this.#log.info(`stopping (${reason})${options.killRuns ? `, killing ${this.#runs.size} runs` : ""}`);
     this.#stopping = this.#stop(options.killRuns, reason);
     return this.#stopping;
   }
@@ -412,10 +409,10 @@ export class Worker extends EventEmitter {
 
   async #stop(killRuns: boolean, reason: string): Promise<void> {
     if (killRuns) this.#killAll(reason);
-    if (this.#runs.size > 0) this.#log(`waiting for ${this.#runs.size} runs to end`, "info");
+    if (this.#runs.size > 0) this.#log.info(`waiting for ${this.#runs.size} runs to end`);
     await this.#waitFor(() => this.#runs.size === 0);
     const acked = await this.#waitFor(() => this.#unacked.size === 0, this.#options.ackTimeoutMs ?? 5_000);
-    if (!acked) this.#log(`${this.#unacked.size} finished reports were not acknowledged`, "info");
+    if (!acked) this.#log.info(`${this.#unacked.size} finished reports were not acknowledged`);
     this.#closing = true;
     clearTimeout(this.#reconnectTimer);
     const session = this.#session;
@@ -435,7 +432,7 @@ export class Worker extends EventEmitter {
     for (const transport of this.#transports.values()) transport.close();
     this.#transports.clear();
     this.#transition("STOPPED");
-    this.#log("stopped", "info");
+    this.#log.info("stopped");
     this.#resolveStopped();
     this.emit("stopped");
   }
@@ -488,7 +485,7 @@ export class Worker extends EventEmitter {
   #refused(session: Session, err: unknown): void {
     if (this.refusal) return;
     this.refusal = `${session.target} refused this worker: ${errorText(err)}; not retrying`;
-    this.#log(this.refusal, "info");
+    this.#log.info(this.refusal);
     if (this.#state !== "STOPPING" && this.#state !== "STOPPED") {
       void this.stop({ killRuns: true, reason: "refused by the control plane" });
     }
@@ -512,7 +509,7 @@ export class Worker extends EventEmitter {
     try {
       call = this.#transportFor(target).bidiStream(WorkerService.method.attach);
     } catch (err) {
-      this.#log(`cannot open a stream to ${target}: ${errorText(err)}`, "info");
+      this.#log.info(`cannot open a stream to ${target}: ${errorText(err)}`);
       this.#scheduleReconnect();
       return;
     }
@@ -531,7 +528,7 @@ export class Worker extends EventEmitter {
       try {
         this.#onMessage(session, msg);
       } catch (err) {
-        this.#log(`error handling ${msg.msg.case ?? "empty"} message: ${errorText(err)}`, "info");
+        this.#log.info(`error handling ${msg.msg.case ?? "empty"} message: ${errorText(err)}`);
       }
     });
     call.on("error", (err) => {
@@ -540,7 +537,7 @@ export class Worker extends EventEmitter {
     });
     call.on("end", () => this.#onSessionEnd(session, "stream ended by the server"));
     session.welcomeTimer = setTimeout(() => {
-      this.#log(`no Welcome from ${target} within ${this.#welcomeTimeoutMs()} ms`, "info");
+      this.#log.info(`no Welcome from ${target} within ${this.#welcomeTimeoutMs()} ms`);
       call.cancel();
     }, this.#welcomeTimeoutMs());
 
@@ -566,9 +563,8 @@ export class Worker extends EventEmitter {
         },
       },
     });
-    this.#log(
+    this.#log.debug(
       `connecting to ${target} (${running.length} running, ${this.#unacked.size} unacknowledged reports)`,
-      "debug",
     );
   }
 
@@ -601,7 +597,7 @@ export class Worker extends EventEmitter {
       // already closed
     }
     if (this.#session === session) this.#session = undefined;
-    if (!this.#closing) this.#log(`disconnected from ${session.target}: ${why}`, "info");
+    if (!this.#closing) this.#log.info(`disconnected from ${session.target}: ${why}`);
     if (this.#state === "RUNNING" || this.#state === "DRAINING") this.#transition("CONNECTING");
     this.#notify();
     this.#scheduleReconnect();
@@ -620,7 +616,7 @@ export class Worker extends EventEmitter {
     try {
       return session.call.write(create(AttachRequestSchema, message as AttachRequestInit));
     } catch (err) {
-      this.#log(`write to ${session.target} failed: ${errorText(err)}`, "info");
+      this.#log.info(`write to ${session.target} failed: ${errorText(err)}`);
       return true;
     }
   }
@@ -652,23 +648,23 @@ export class Worker extends EventEmitter {
       case "drain":
         this.#drainRequested = true;
         if (this.#state === "RUNNING") {
-          this.#log("draining: no new jobs", "info");
+          this.#log.info("draining: no new jobs");
           this.#transition("DRAINING");
         }
         break;
       case "resume":
         this.#drainRequested = false;
         if (this.#state === "DRAINING") {
-          this.#log("resumed: taking new jobs", "info");
+          this.#log.info("resumed: taking new jobs");
           this.#transition("RUNNING");
         }
         break;
       case "shutdown":
-        this.#log(`shutdown requested${msg.value.reason ? `: ${msg.value.reason}` : ""}`, "info");
+        this.#log.info(`shutdown requested${msg.value.reason ? `: ${msg.value.reason}` : ""}`);
         if (this.#state !== "STOPPING" && this.#state !== "STOPPED") {
           const reason = msg.value.reason || "worker shut down";
           this.stop({ killRuns: !msg.value.keepRuns, keepRuns: msg.value.keepRuns, reason }).catch((err: unknown) =>
-            this.#log(`stop failed: ${errorText(err)}`, "info"),
+            this.#log.info(`stop failed: ${errorText(err)}`),
           );
         }
         break;
@@ -680,7 +676,7 @@ export class Worker extends EventEmitter {
         session.outputs.delete(msg.value.requestId);
         break;
       default:
-        this.#log("ignoring an empty message from the server", "debug");
+        this.#log.debug("ignoring an empty message from the server");
     }
   }
 
@@ -691,9 +687,8 @@ export class Worker extends EventEmitter {
     this.#failures = 0;
     if (welcome.draining) this.#drainRequested = true;
     if (this.#state === "CONNECTING") this.#transition(this.#drainRequested ? "DRAINING" : "RUNNING");
-    this.#log(
+    this.#log.info(
       `attached to ${session.target}${welcome.replica ? ` (replica ${welcome.replica})` : ""}${this.#drainRequested ? ", draining" : ""}`,
-      "info",
     );
     this.#graceSeconds = welcome.graceSeconds;
     this.#extendLease();
@@ -723,7 +718,7 @@ export class Worker extends EventEmitter {
     try {
       this.#lease.extend(Date.now() + this.#graceSeconds * 1000, this.#shim !== undefined);
     } catch (err) {
-      this.#log(`cannot write the lease file ${this.#lease.file}: ${errorText(err)}`, "info");
+      this.#log.info(`cannot write the lease file ${this.#lease.file}: ${errorText(err)}`);
     }
   }
 
@@ -740,9 +735,8 @@ export class Worker extends EventEmitter {
     for (const run of this.#runs.values()) {
       // A re-adopted run's shim knows whether to fence it (keep_on_disconnect), and does.
       if (!run.fenced || run.stopping || run.adopted) continue;
-      this.#log(
+      this.#log.info(
         `fencing ${label(run.jobId, run.attempt)}: cut off from the control plane for ${this.#graceSeconds}s`,
-        "info",
       );
       run.fence(SHUTDOWN_GRACE_SECONDS);
     }
@@ -792,10 +786,10 @@ export class Worker extends EventEmitter {
       const found = await this.#recoverRun(jobId, attempt);
       if (found === "live") {
         const run = this.#runs.get(key);
-        this.#log(`${label(jobId, attempt)} already has a run here; adopted, not started again`, "info");
+        this.#log.info(`${label(jobId, attempt)} already has a run here; adopted, not started again`);
         if (run?.pid) this.#send({ msg: { case: "started", value: { jobId, attempt, pid: run.pid } } });
       } else if (found === "none") {
-        this.#log(`${label(jobId, attempt)} already has a run directory here; not started again`, "info");
+        this.#log.info(`${label(jobId, attempt)} already has a run directory here; not started again`);
         this.#report(
           create(JobFinishedSchema, {
             jobId,
@@ -804,7 +798,7 @@ export class Worker extends EventEmitter {
           }),
         );
       } else {
-        this.#log(`${label(jobId, attempt)} already ran here; its end reported again`, "info");
+        this.#log.info(`${label(jobId, attempt)} already ran here; its end reported again`);
       }
     } finally {
       this.#recovering.delete(key);
@@ -817,22 +811,22 @@ export class Worker extends EventEmitter {
     const existing = this.#runs.get(key);
     if (existing) {
       // A repeated Assign means the control plane may have missed JobStarted.
-      this.#log(`${label(jobId, attempt)} is already running; assignment ignored`, "info");
+      this.#log.info(`${label(jobId, attempt)} is already running; assignment ignored`);
       if (existing.pid) this.#send({ msg: { case: "started", value: { jobId, attempt, pid: existing.pid } } });
       return;
     }
     const finished = this.#unacked.get(key);
     if (finished) {
-      this.#log(`${label(jobId, attempt)} already ended; assignment ignored, report sent again`, "info");
+      this.#log.info(`${label(jobId, attempt)} already ended; assignment ignored, report sent again`);
       this.#send({ msg: { case: "finished", value: finished } });
       return;
     }
     if (this.#state === "STOPPING" || this.#state === "STOPPED") {
       // Not refused with a report: once the stream closes the job is LOST and requeued, which is what happened.
-      this.#log(`${label(jobId, attempt)} assigned while stopping; not started`, "info");
+      this.#log.info(`${label(jobId, attempt)} assigned while stopping; not started`);
       return;
     }
-    if (this.#state === "DRAINING") this.#log(`${label(jobId, attempt)} assigned while draining; running it`, "info");
+    if (this.#state === "DRAINING") this.#log.info(`${label(jobId, attempt)} assigned while draining; running it`);
     if (this.#recovering.has(key)) return;
     let runDir: string;
     try {
@@ -846,7 +840,7 @@ export class Worker extends EventEmitter {
       return;
     }
     if (this.#runs.size >= this.#options.slots) {
-      this.#log(`${label(jobId, attempt)} exceeds ${this.#options.slots} slots; running it anyway`, "info");
+      this.#log.info(`${label(jobId, attempt)} exceeds ${this.#options.slots} slots; running it anyway`);
     }
     const spec = assign.spec ?? { command: [], env: {}, workingDir: "", timeoutSeconds: 0, keepOnDisconnect: false };
     let run: Run;
@@ -869,7 +863,7 @@ export class Worker extends EventEmitter {
             }
           : {}),
         onStart: (pid) => {
-          this.#log(`${label(jobId, attempt)} started, pid ${pid}`, "debug");
+          this.#log.debug(`${label(jobId, attempt)} started, pid ${pid}`);
           this.#send({ msg: { case: "started", value: { jobId, attempt, pid } } });
         },
       });
@@ -882,7 +876,7 @@ export class Worker extends EventEmitter {
 
   #onRunEnd(key: string, run: Run, outcome: RunOutcome): void {
     this.#runs.delete(key);
-    this.#log(`${label(run.jobId, run.attempt)} finished: ${describe(outcome)}`, "debug");
+    this.#log.debug(`${label(run.jobId, run.attempt)} finished: ${describe(outcome)}`);
     this.#report(
       create(JobFinishedSchema, {
         jobId: run.jobId,
@@ -903,12 +897,12 @@ export class Worker extends EventEmitter {
 
   /** Sends the run's full output to the control plane it is attached to (best effort, logged). */
   #shipOutput(jobId: string, attempt: number): void {
-    const cap = this.#options.shipOutputBytes ?? DEFAULT_SHIP_CAP;
+    const cap = this.#options.shipOutputBytes ?? WORKER_DEFAULTS.shipOutputBytes;
     const target = this.attachedTo;
     if (cap <= 0 || !target) return;
     const runDir = runDirOf(this.#options.dataDir, jobId, attempt);
     shipOutput(this.#transportFor(target), jobId, attempt, runDir, cap).catch((err) =>
-      this.#log(`${label(jobId, attempt)} output not kept by the control plane: ${errorText(err)}`, "debug"),
+      this.#log.debug(`${label(jobId, attempt)} output not kept by the control plane: ${errorText(err)}`),
     );
   }
 
@@ -924,9 +918,8 @@ export class Worker extends EventEmitter {
     const key = keyOf(jobId, attempt);
     const run = this.#runs.get(key);
     if (run) {
-      this.#log(
+      this.#log.info(
         `killing ${label(jobId, attempt)} (grace ${kill.graceSeconds}s)${kill.reason ? `: ${kill.reason}` : ""}`,
-        "info",
       );
       run.kill(kill.graceSeconds, kill.reason || "killed");
       return;
@@ -936,7 +929,7 @@ export class Worker extends EventEmitter {
       this.#send({ msg: { case: "finished", value: finished } });
       return;
     }
-    this.#log(`kill for ${label(jobId, attempt)}, which is not running here`, "info");
+    this.#log.info(`kill for ${label(jobId, attempt)}, which is not running here`);
     this.#report(create(JobFinishedSchema, { jobId, attempt, killed: true, error: "killed before it started" }));
   }
 

@@ -8,10 +8,11 @@ import { mkdirSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { DEV_FLAGS, VERSION } from "../config.js";
 import { startServer } from "../server/server.js";
 import { startHttp } from "../web/http.js";
 import { createWorker } from "../worker/worker.js";
-import { CliError, VERSION } from "./main.js";
+import { CliError } from "./flags.js";
 import { stateDir } from "./paths.js";
 
 function which(bin: string): string | undefined {
@@ -32,16 +33,11 @@ async function waitHealthy(endpoint: string, exited: () => boolean, log: () => s
   }
 }
 
+/** Runs `crms dev ARGS` until Ctrl-C or until etcd exits; the exit code. */
 export async function dev(args: string[]): Promise<number> {
   const { values: v } = parseArgs({
     args,
-    options: {
-      port: { type: "string", default: "7070" },
-      "http-port": { type: "string", default: "7080" },
-      "etcd-port": { type: "string", default: "23790" },
-      slots: { type: "string" },
-      "data-dir": { type: "string" },
-    },
+    options: DEV_FLAGS,
     strict: true,
   });
   const etcdBin = process.env.ETCD_BIN || which("etcd") || (which("/usr/bin/etcd") ? "/usr/bin/etcd" : undefined);

@@ -10,7 +10,7 @@
 import type { StreamLimiter } from "../auth/stream-limit.js";
 import { CrmsError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { CallContext, Identity } from "../services/context.js";
+import type { CallContext, Identity } from "../rpc/context.js";
 import { toCrmsError } from "../store/errors.js";
 
 /** Authenticates and authorizes a call to "Service.Method" (src/auth/policy.ts); throws to refuse it. */

@@ -1,0 +1,56 @@
+/**
+ * `crms worker`: runs assigned jobs in its slots until SIGINT or SIGTERM
+ * (which kill its runs), SIGUSR2 (which leaves them to the next worker with
+ * this name and data dir), or the control plane's refusal.
+ */
+import { cpus, hostname } from "node:os";
+import { defaultServer } from "../../clients/typescript/src/client.js";
+import { authMetadata, channelCredentials, securityFromEnv } from "../../clients/typescript/src/security.js";
+import { VERSION, WORKER_DEFAULTS, WORKER_FLAGS } from "../config.js";
+import { checkCanRunAs, type RunAs, resolveRunAs } from "../worker/run-as.js";
+import { createWorker, type Worker, type WorkerOptions } from "../worker/worker.js";
+import { CliError, int, keyValues, parse, securityOf, untilSignal } from "./flags.js";
+import { defaultDataDir } from "./paths.js";
+
+/** Runs `crms worker ARGS` until it stops; the exit code. */
+export async function worker(args: string[]): Promise<number> {
+  const { values: v } = parse(args, WORKER_FLAGS);
+  let security: Pick<WorkerOptions, "credentials" | "metadata">;
+  let runAs: RunAs | undefined;
+  try {
+    const sec = securityFromEnv(securityOf(v));
+    security = { credentials: channelCredentials(sec), metadata: authMetadata(sec) };
+    if (v["run-as"]) {
+      runAs = resolveRunAs(v["run-as"] as string);
+      checkCanRunAs(runAs);
+    }
+  } catch (err) {
+    throw new CliError((err as Error).message, 2);
+  }
+  const name = (v.name as string) ?? hostname();
+  let w: Worker;
+  try {
+    w = createWorker({
+      name,
+      slots: int(v.slots, "--slots", cpus().length),
+      servers: ((v.server as string) ?? defaultServer()).split(","),
+      labels: keyValues(v.label, "--label"),
+      dataDir: (v["data-dir"] as string) ?? defaultDataDir(`worker-${name}`),
+      version: VERSION,
+      ...security,
+      ...(runAs ? { runAs } : {}),
+      shipOutputBytes: int(v["output-cap"], "--output-cap", WORKER_DEFAULTS.shipOutputBytes),
+      ...(v.shim !== undefined ? { shim: v.shim as string } : {}),
+    });
+  } catch (err) {
+    throw new CliError(`--name: ${(err as Error).message}`, 2);
+  }
+  await w.start();
+  // SIGUSR2: exit at once and leave the runs to the next worker with this name and data dir (an upgrade).
+  const leave = new Promise<string>((resolve) => process.once("SIGUSR2", () => resolve("SIGUSR2")));
+  const sig = await Promise.race([untilSignal(), leave, w.stopped.then(() => "stopped")]);
+  if (sig === "SIGUSR2") await w.stop({ killRuns: false, keepRuns: true, reason: "SIGUSR2" });
+  else if (sig !== "stopped") await w.stop({ killRuns: true });
+  if (w.refusal) throw new CliError(w.refusal, 1);
+  return 0;
+}
