@@ -1,6 +1,6 @@
 /**
  * Typed events, in place of single callback slots that only one listener can
- * hold (etcd3 announces `lease.on("lost")` the same way). A module keeps an
+ * hold (the etcd client announces a lost lease the same way). A module keeps an
  * `Emitter` and publishes it as `Events`, so others can subscribe but not emit.
  */
 
