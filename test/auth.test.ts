@@ -111,74 +111,79 @@ test.serial(
     const s = await setup(t);
     const roleOf: Record<string, string> = { admin: "admin", alice: "submitter", rita: "reader", w1: "worker" };
     let checked = 0;
-    for (const service of [JobService, WorkerService, AdminService]) {
-      for (const m of service.methods) {
-        const rpc = `${service.name}.${m.name}`;
-        t.truthy(POLICY[rpc] || service === AdminService, `${rpc} has a policy entry`);
-        for (const caller of ["admin", "alice", "rita", "w1"]) {
-          const role = roleOf[caller] as string;
-          const c = s.client(s.tokens[caller] as string);
-          // A fresh job of the caller's own (or admin's, for roles that cannot submit), for the job RPCs.
-          const owner = role === "submitter" ? c : s.admin;
-          const held = await owner.submit({ command: ["true"], hold: true });
-          const pending = await owner.submit({ command: ["true"], constraints: { nowhere: "1" } });
-          const finished = await owner.kill((await owner.submit({ command: ["true"], hold: true })).id);
-          const requests: Record<string, [object, number]> = {
-            SubmitJob: [{ spec: { command: ["true"], hold: true } }, status.OK],
-            GetJob: [{ id: held.id }, status.OK],
-            ListJobs: [{}, status.OK],
-            // This cluster keeps no history database.
-            ListHistory: [{}, status.FAILED_PRECONDITION],
-            UploadOutput: [{ jobId: finished.id, attempt: 1, stream: 1, last: true }, status.FAILED_PRECONDITION],
-            WatchJobs: [{ ids: [held.id] }, status.OK],
-            KillJob: [{ id: held.id }, status.OK],
-            HoldJob: [{ id: pending.id }, status.OK],
-            ReleaseJob: [{ id: held.id }, status.OK],
-            DeleteJob: [{ id: finished.id }, status.OK],
-            StreamOutput: [{ id: held.id }, status.OK],
-            Attach: [
-              { msg: { case: "hello", value: { name: "w1", slots: 1, hostname: "h", version: "t" } } },
-              status.OK,
-            ],
-            ListWorkers: [{}, status.OK],
-            GetWorker: [{ name: "nope" }, status.NOT_FOUND],
-            WatchWorkers: [{}, status.OK],
-            DrainWorker: [{ name: "nope" }, status.NOT_FOUND],
-            StopWorker: [{ name: "nope" }, status.NOT_FOUND],
-            ResumeWorker: [{ name: "nope" }, status.NOT_FOUND],
-            // A worker token may forget only the worker it is bound to (w1).
-            ForgetWorker: [{ name: "nope" }, role === "worker" ? status.PERMISSION_DENIED : status.NOT_FOUND],
-            RunJob: [{ id: held.id, worker: "nope" }, status.NOT_FOUND],
-            RequeueJob: [{ id: finished.id }, status.OK],
-            GetClusterStatus: [{}, status.OK],
-            Compact: [{}, status.OK],
-            Defragment: [{}, status.OK],
-            DisarmAlarms: [{}, status.OK],
-            Recover: [{}, status.OK],
-            RunRetention: [{}, status.OK],
-            CreateToken: [{ name: `made-by-${caller}`, role: "reader" }, status.OK],
-            ListTokens: [{}, status.OK],
-            RevokeToken: [{ id: "0123456789abcdef" }, status.NOT_FOUND],
-          };
-          const [req, expected] = requests[m.name] ?? [{}, status.OK];
-          t.truthy(requests[m.name], `a request for ${rpc}`);
-          const allowed = (POLICY[rpc] ?? ["admin"]).includes(role as never);
-          const before = allowed ? undefined : await snapshot(s.cluster);
-          const code = await callRpc(c, m, req);
-          if (allowed) {
-            t.is(code, expected, `${role} calling ${rpc}: ${status[code]}`);
-          } else {
-            t.is(code, status.PERMISSION_DENIED, `${role} calling ${rpc} must be denied, got ${status[code]}`);
-            t.deepEqual(await snapshot(s.cluster), before, `${role} calling ${rpc} changed etcd`);
-          }
-          checked++;
-          if (m.name === "Attach" && allowed) {
-            // Let the session close before the next caller attaches as w1.
-            await s.cluster.waitFor(() => !s.cluster.server.sessions.byName.get("w1")?.open, 10_000, "w1 detached");
+    // Every refused call first, then every allowed one: an allowed call sets things moving
+    // (an attached w1 is given a job, then detaches and later goes DOWN), which a refused
+    // call's before/after comparison of etcd would otherwise see.
+    for (const pass of ["refused", "allowed"] as const)
+      for (const service of [JobService, WorkerService, AdminService]) {
+        for (const m of service.methods) {
+          const rpc = `${service.name}.${m.name}`;
+          t.truthy(POLICY[rpc] || service === AdminService, `${rpc} has a policy entry`);
+          for (const caller of ["admin", "alice", "rita", "w1"]) {
+            const role = roleOf[caller] as string;
+            const allowed = (POLICY[rpc] ?? ["admin"]).includes(role as never);
+            if (allowed !== (pass === "allowed")) continue;
+            const c = s.client(s.tokens[caller] as string);
+            // A fresh job of the caller's own (or admin's, for roles that cannot submit), for the job RPCs.
+            const owner = role === "submitter" ? c : s.admin;
+            const held = await owner.submit({ command: ["true"], hold: true });
+            const pending = await owner.submit({ command: ["true"], constraints: { nowhere: "1" } });
+            const finished = await owner.kill((await owner.submit({ command: ["true"], hold: true })).id);
+            const requests: Record<string, [object, number]> = {
+              SubmitJob: [{ spec: { command: ["true"], hold: true } }, status.OK],
+              GetJob: [{ id: held.id }, status.OK],
+              ListJobs: [{}, status.OK],
+              // This cluster keeps no history database.
+              ListHistory: [{}, status.FAILED_PRECONDITION],
+              UploadOutput: [{ jobId: finished.id, attempt: 1, stream: 1, last: true }, status.FAILED_PRECONDITION],
+              WatchJobs: [{ ids: [held.id] }, status.OK],
+              KillJob: [{ id: held.id }, status.OK],
+              HoldJob: [{ id: pending.id }, status.OK],
+              ReleaseJob: [{ id: held.id }, status.OK],
+              DeleteJob: [{ id: finished.id }, status.OK],
+              StreamOutput: [{ id: held.id }, status.OK],
+              Attach: [
+                { msg: { case: "hello", value: { name: "w1", slots: 1, hostname: "h", version: "t" } } },
+                status.OK,
+              ],
+              ListWorkers: [{}, status.OK],
+              GetWorker: [{ name: "nope" }, status.NOT_FOUND],
+              WatchWorkers: [{}, status.OK],
+              DrainWorker: [{ name: "nope" }, status.NOT_FOUND],
+              StopWorker: [{ name: "nope" }, status.NOT_FOUND],
+              ResumeWorker: [{ name: "nope" }, status.NOT_FOUND],
+              // A worker token may forget only the worker it is bound to (w1).
+              ForgetWorker: [{ name: "nope" }, role === "worker" ? status.PERMISSION_DENIED : status.NOT_FOUND],
+              RunJob: [{ id: held.id, worker: "nope" }, status.NOT_FOUND],
+              RequeueJob: [{ id: finished.id }, status.OK],
+              GetClusterStatus: [{}, status.OK],
+              Compact: [{}, status.OK],
+              Defragment: [{}, status.OK],
+              DisarmAlarms: [{}, status.OK],
+              Recover: [{}, status.OK],
+              RunRetention: [{}, status.OK],
+              CreateToken: [{ name: `made-by-${caller}`, role: "reader" }, status.OK],
+              ListTokens: [{}, status.OK],
+              RevokeToken: [{ id: "0123456789abcdef" }, status.NOT_FOUND],
+            };
+            const [req, expected] = requests[m.name] ?? [{}, status.OK];
+            t.truthy(requests[m.name], `a request for ${rpc}`);
+            const before = allowed ? undefined : await snapshot(s.cluster);
+            const code = await callRpc(c, m, req);
+            if (allowed) {
+              t.is(code, expected, `${role} calling ${rpc}: ${status[code]}`);
+            } else {
+              t.is(code, status.PERMISSION_DENIED, `${role} calling ${rpc} must be denied, got ${status[code]}`);
+              t.deepEqual(await snapshot(s.cluster), before, `${role} calling ${rpc} changed etcd`);
+            }
+            checked++;
+            if (m.name === "Attach" && allowed) {
+              // Let the session close before the next caller attaches as w1.
+              await s.cluster.waitFor(() => !s.cluster.server.sessions.byName.get("w1")?.open, 10_000, "w1 detached");
+            }
           }
         }
       }
-    }
     t.log(`${checked} role x RPC combinations checked`);
     t.true(checked >= 24 * 4);
   },
