@@ -3,6 +3,10 @@ package crms_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,15 +77,17 @@ func TestGoWorkerOutputIsKeptAfterTheWorkerIsGone(t *testing.T) {
 		t.Fatalf("wait: %v %+v", err, j)
 	}
 	want := bytes.Repeat([]byte("123456789\n"), 2000)
-	// The upload goes on after the finish report: poll until the control plane
-	// has it, then take the worker away and read again.
+	// The upload goes on after the finish report: wait until the worker says
+	// the control plane has kept the output (its --verbose log), then take
+	// the worker away and read again.
+	kept := fmt.Sprintf("job %s attempt 1 output kept by the control plane", job.ID)
 	for {
-		wk, err := client.Worker(ctx, name)
-		if err == nil && wk.State == crms.WorkerUp {
+		logText, _ := os.ReadFile(filepath.Join(tmpDir, name+".log"))
+		if strings.Contains(string(logText), kept) {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("worker %s not up: %v", name, err)
+			t.Fatalf("worker %s never shipped the output (%q not in its log):\n%s", name, kept, logText)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -1220,6 +1220,8 @@ func (w *Worker) shipOutputLocked(jobID string, attempt uint32) {
 	go func() {
 		if err := shipOutput(w.ctx, client, jobID, attempt, dir, limit); err != nil {
 			w.dbgf("%s output not kept by the control plane: %s", label(jobID, attempt), errorText(err))
+		} else {
+			w.dbgf("%s output kept by the control plane", label(jobID, attempt))
 		}
 	}()
 }
