@@ -1,7 +1,7 @@
 /**
  * The report applier: writes a worker's start and finish reports to the store.
- * Under load a start waits START_DELAY_MS for its run's finish so that a short
- * job's two reports become one transition (idle, it is written at once); a report etcd could not take is retried while
+ * A start waits START_DELAY_MS for its run's finish so that a short job's two
+ * reports become one transition; a report etcd could not take is retried while
  * the session lasts; a report for a run that is no longer current is refused
  * and that run killed.
  */
@@ -12,13 +12,10 @@ import { toCrmsError } from "../../store/errors.js";
 import type { ServiceDeps } from "../context.js";
 import type { WorkerSession } from "../worker-session.js";
 
-/** How long a start report waits for its run's finish report under load, to write both at once (short jobs). */
+/** How long a start report waits for its run's finish report, to write both at once (short jobs). */
 const START_DELAY_MS = 5;
 
 export class ReportApplier {
-  /** Reports (starts, finishes) being written now; none: a start is written without waiting. */
-  #writing = 0;
-
   /** `current`: whether a session still holds its worker here (else its retries stop). */
   constructor(
     private readonly deps: ServiceDeps,
@@ -27,23 +24,18 @@ export class ReportApplier {
 
   // Reports are applied concurrently, not one after another: the store keeps the
   // writes of one job in order, and a worker's jobs are independent of each other.
-  // Under load (other reports being written) a start is written START_DELAY_MS later: if
-  // its run's finish arrives by then (a short job), one transition records both (3 writes
-  // per job instead of 4). Idle, it waits only for the messages already received.
+  // A start is written START_DELAY_MS later: if its run's finish arrives by then (a short
+  // job), one transition records both (3 writes per job instead of 4).
 
-  /** A start report from the stream: written after the messages already received, START_DELAY_MS later under load. */
+  /** A start report from the stream: written START_DELAY_MS later, unless its finish came first. */
   started(session: WorkerSession, report: JobStarted): void {
     const { jobId, attempt, pid } = report;
     session.starting.set(jobId, { attempt, pid });
-    const write = () => {
+    setTimeout(() => {
       if (session.starting.get(jobId)?.attempt !== attempt) return;
       session.starting.delete(jobId);
-      void this.#counted(this.writeStart(session, jobId, attempt, pid)).catch((err) =>
-        this.reportFailed(session, jobId, err),
-      );
-    };
-    if (this.#writing > 0) setTimeout(write, START_DELAY_MS);
-    else setImmediate(write);
+      void this.writeStart(session, jobId, attempt, pid).catch((err) => this.reportFailed(session, jobId, err));
+    }, START_DELAY_MS);
   }
 
   /** A finish report from the stream: written with its run's start if that is still waiting. */
@@ -52,13 +44,7 @@ export class ReportApplier {
     const start = session.starting.get(jobId);
     const pid = start?.attempt === attempt ? start.pid : undefined;
     if (pid !== undefined) session.starting.delete(jobId);
-    void this.#counted(this.finish(session, report, pid)).catch((err) => this.reportFailed(session, jobId, err));
-  }
-
-  /** Counts a report's write in #writing while it lasts. */
-  #counted(write: Promise<void>): Promise<void> {
-    this.#writing++;
-    return write.finally(() => this.#writing--);
+    void this.finish(session, report, pid).catch((err) => this.reportFailed(session, jobId, err));
   }
 
   private reportFailed(session: WorkerSession, jobId: string, err: unknown): void {
