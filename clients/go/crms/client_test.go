@@ -178,8 +178,18 @@ func TestHoldReleaseDelete(t *testing.T) {
 	if err := client.Delete(ctx, job.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.GetJob(ctx, job.ID); !errors.Is(err, crms.ErrNotFound) {
+	// Gone from etcd; GetJob may still answer from the job history (archived
+	// before the delete), then with the same finished job. A second delete is
+	// NOT_FOUND either way.
+	if kept, err := client.GetJob(ctx, job.ID); err == nil {
+		if kept.ID != job.ID || kept.State != done.State {
+			t.Fatalf("GetJob after delete: %+v", kept)
+		}
+	} else if !errors.Is(err, crms.ErrNotFound) {
 		t.Fatalf("GetJob after delete: %v", err)
+	}
+	if err := client.Delete(ctx, job.ID); !errors.Is(err, crms.ErrNotFound) {
+		t.Fatalf("second delete: %v, want ErrNotFound", err)
 	}
 }
 
