@@ -10,10 +10,10 @@ import { status } from "@grpc/grpc-js";
 import type { StreamLimiter } from "../auth/stream-limit.js";
 import { type Code, invalid } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { CallContext } from "../rpc/context.js";
 import { serviceDefinition, UndecodableRequest } from "../rpc/definition.js";
 import { eachHandler, type ServiceHandlers } from "../rpc/handlers.js";
 import { AsyncQueue } from "../services/async-queue.js";
-import type { CallContext } from "../services/context.js";
 import { type Arrival, type Authorize, type CallRules, edgeFailure, streamCall, unaryCall } from "./pipeline.js";
 
 /** crms's codes as grpc-js statuses: the gRPC transport's one table. */

@@ -5,8 +5,6 @@ import type { Admission } from "../store/admission.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 
-export type { CallContext, Identity } from "../rpc/context.js";
-
 export interface ServiceOptions {
   /** Seconds between worker heartbeats (told to workers in Welcome). */
   heartbeatSeconds: number;

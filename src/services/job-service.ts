@@ -26,6 +26,7 @@ import {
 import { checkOwner, stampOwner } from "../auth/ownership.js";
 import { CrmsError, invalid, notFound, precondition } from "../errors.js";
 import { compareIds } from "../ids.js";
+import type { CallContext } from "../rpc/context.js";
 import { OWNER_LABEL } from "../rpc/names.js";
 import { isArrayParent, isFinal } from "../rpc/states.js";
 import { arrayIndex } from "../scheduler/arrays.js";
@@ -33,7 +34,7 @@ import { evaluate } from "../scheduler/dependencies.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
 import { AsyncQueue } from "./async-queue.js";
-import type { CallContext, ServiceDeps } from "./context.js";
+import type { ServiceDeps } from "./context.js";
 import { createHistoryService, lookUp } from "./history-service.js";
 import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
 import { keptOutput } from "./log-service.js";

@@ -14,7 +14,8 @@ import {
 import type { UploadOutputRequest } from "../../gen/crms/v1/worker_pb.js";
 import { DEFAULT_OUTPUT_CAP } from "../config.js";
 import { CrmsError, invalid, notFound, precondition } from "../errors.js";
-import type { CallContext, ServiceDeps } from "./context.js";
+import type { CallContext } from "../rpc/context.js";
+import type { ServiceDeps } from "./context.js";
 import { historyJob, unavailable } from "./history-service.js";
 import { checkJobId } from "./validate.js";
 

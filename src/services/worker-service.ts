@@ -19,8 +19,9 @@ import {
 } from "../../gen/crms/v1/worker_pb.js";
 import { checkWorkerBinding } from "../auth/policy.js";
 import { CrmsError, notFound, precondition } from "../errors.js";
+import type { CallContext } from "../rpc/context.js";
 import { AsyncQueue } from "./async-queue.js";
-import type { CallContext, ServiceDeps } from "./context.js";
+import type { ServiceDeps } from "./context.js";
 import type { Sessions } from "./sessions/index.js";
 import { checkPageToken, checkWorkerName, pageSize } from "./validate.js";
 

@@ -10,8 +10,8 @@ import {
   type Worker,
 } from "../../gen/crms/v1/worker_pb.js";
 import { CrmsError } from "../errors.js";
+import type { Identity } from "../rpc/context.js";
 import { AsyncQueue } from "./async-queue.js";
-import type { Identity } from "./context.js";
 
 /** Session states: waiting for Hello, attached (maybe draining), closed. */
 export type SessionState = "AWAITING_HELLO" | "ATTACHED" | "DRAINING" | "CLOSED";

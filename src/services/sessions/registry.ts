@@ -19,10 +19,11 @@ import {
 } from "../../../gen/crms/v1/worker_pb.js";
 import { checkWorkerBinding } from "../../auth/policy.js";
 import { CrmsError, invalid } from "../../errors.js";
+import type { CallContext } from "../../rpc/context.js";
 import { transition } from "../../scheduler/job-machine.js";
 import { toCrmsError } from "../../store/errors.js";
 import type { AsyncQueue } from "../async-queue.js";
-import type { CallContext, ServiceDeps } from "../context.js";
+import type { ServiceDeps } from "../context.js";
 import { checkWorkerName, LIMITS } from "../validate.js";
 import { WorkerSession } from "../worker-session.js";
 import { pushJob, pushWorker } from "./pushes.js";
