@@ -1,6 +1,6 @@
 /** JobService.ListHistory and the history side of GetJob: reads from the job history database. */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type Job, JobState, type ListHistoryRequest } from "../../gen/crms/v1/job_pb.js";
+import { type GetUsageRequest, type Job, JobState, type ListHistoryRequest } from "../../gen/crms/v1/job_pb.js";
 import { CrmsError, invalid, precondition } from "../errors.js";
 import type { History } from "../history/history.js";
 import { isFinal } from "../rpc/states.js";
@@ -34,6 +34,9 @@ export async function lookUp(deps: ServiceDeps, id: string): Promise<{ job?: Job
 
 export function createHistoryService(deps: ServiceDeps) {
   return {
+    async getUsage(_req: GetUsageRequest): Promise<never> {
+      throw precondition("GetUsage is not implemented yet");
+    },
     async listHistory(req: ListHistoryRequest) {
       const history = deps.history;
       if (!history)

@@ -15,7 +15,96 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crms/v1/job.proto.
  */
 export const file_crms_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChFjcm1zL3YxL2pvYi5wcm90bxIHY3Jtcy52MSLXBAoHSm9iU3BlYxIPCgdjb21tYW5kGAEgAygJEgwKBG5hbWUYAiABKAkSJgoDZW52GAMgAygLMhkuY3Jtcy52MS5Kb2JTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAQgASgJEiwKBmxhYmVscxgFIAMoCzIcLmNybXMudjEuSm9iU3BlYy5MYWJlbHNFbnRyeRI2Cgtjb25zdHJhaW50cxgGIAMoCzIhLmNybXMudjEuSm9iU3BlYy5Db25zdHJhaW50c0VudHJ5EhUKDXRhcmdldF93b3JrZXIYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSEwoLbWF4X3JldHJpZXMYCSABKA0SFwoPdGltZW91dF9zZWNvbmRzGAogASgNEgwKBGhvbGQYCyABKAgSGAoQbWF4X2xvc3RfcmV0cmllcxgMIAEoDRIZChFyZXRlbnRpb25fc2Vjb25kcxgNIAEoDRIhCgVhcnJheRgOIAEoCzISLmNybXMudjEuQXJyYXlTcGVjEiIKBWFmdGVyGA8gAygLMhMuY3Jtcy52MS5EZXBlbmRlbmN5EhoKEmtlZXBfb25fZGlzY29ubmVjdBgQIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMgoQQ29uc3RyYWludHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj0KCUFycmF5U3BlYxINCgVmaXJzdBgBIAEoDRIMCgRsYXN0GAIgASgNEhMKC21heF9ydW5uaW5nGAMgASgNIk0KCkRlcGVuZGVuY3kSDgoGam9iX2lkGAEgASgJEi8KCWNvbmRpdGlvbhgCIAEoDjIcLmNybXMudjEuRGVwZW5kZW5jeUNvbmRpdGlvbiKeAQoLQXJyYXlDb3VudHMSDQoFdG90YWwYASABKA0SDwoHY3JlYXRlZBgCIAEoDRIPCgdwZW5kaW5nGAMgASgNEgwKBGhlbGQYBCABKA0SDwoHcnVubmluZxgFIAEoDRIRCglzdWNjZWVkZWQYBiABKA0SDgoGZmFpbGVkGAcgASgNEg4KBmtpbGxlZBgIIAEoDRIMCgRsb3N0GAkgASgNIrQCCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIOCgZ3b3JrZXIYAiABKAkSLwoLYXNzaWduX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIiCgdvdXRjb21lGAYgASgOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAkSEQoJdGltZWRfb3V0GAogASgIQgwKCl9leGl0X2NvZGUizQUKA0pvYhIKCgJpZBgBIAEoCRIeCgRzcGVjGAIgASgLMhAuY3Jtcy52MS5Kb2JTcGVjEiAKBXN0YXRlGAMgASgOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIPCgdhdHRlbXB0GAQgASgNEg4KBndvcmtlchgFIAEoCRILCgNwaWQYBiABKAUSFgoJZXhpdF9jb2RlGAcgASgFSACIAQESDgoGc2lnbmFsGAggASgJEg0KBWVycm9yGAkgASgJEhYKDnBlbmRpbmdfcmVhc29uGAogASgJEi8KC3N1Ym1pdF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLc3Rkb3V0X3RhaWwYDiABKAwSEwoLc3RkZXJyX3RhaWwYDyABKAwSIgoIYXR0ZW1wdHMYECADKAsyEC5jcm1zLnYxLkF0dGVtcHQSEAoIZmFpbHVyZXMYESABKA0SEgoKbG9zdF9jb3VudBgSIAEoDRISCgpyZXF1ZXN0X2lkGBMgASgJEhYKDmtpbGxfcmVxdWVzdGVkGBQgASgIEhoKEmtpbGxfZ3JhY2Vfc2Vjb25kcxgVIAEoDRIUCgxhcnJheV9wYXJlbnQYFiABKAkSEwoLYXJyYXlfaW5kZXgYFyABKA0SKgoMYXJyYXlfY291bnRzGBggASgLMhQuY3Jtcy52MS5BcnJheUNvdW50cxIVCg1hcnJheV9jcmVhdGVkGBkgASgNEg4KBnJ1bl9vbhgaIAEoCRISCgpraWxsX2ZvcmNlGBsgASgIEhAKCHJlcXVldWVzGBwgASgNQgwKCl9leGl0X2NvZGUiRgoQU3VibWl0Sm9iUmVxdWVzdBIeCgRzcGVjGAEgASgLMhAuY3Jtcy52MS5Kb2JTcGVjEhIKCnJlcXVlc3RfaWQYAiABKAkiQAoRU3VibWl0Sm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2ISEAoIZXhpc3RpbmcYAiABKAgiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIrCg5HZXRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiKPAgoPTGlzdEpvYnNSZXF1ZXN0EiEKBnN0YXRlcxgBIAMoDjIRLmNybXMudjEuSm9iU3RhdGUSDgoGd29ya2VyGAIgASgJEjQKBmxhYmVscxgDIAMoCzIkLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0LkxhYmVsc0VudHJ5EhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEhQKDGFycmF5X3BhcmVudBgGIAEoCRIVCg1pbmNsdWRlX3Rhc2tzGAcgASgIEhAKCG9yZGVyX2J5GAggASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWwoQTGlzdEpvYnNSZXNwb25zZRIaCgRqb2JzGAEgAygLMgwuY3Jtcy52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKA0iNwoQV2F0Y2hKb2JzUmVxdWVzdBILCgNpZHMYASADKAkSFgoOYWZ0ZXJfcmV2aXNpb24YAiABKAMiZwoRV2F0Y2hKb2JzUmVzcG9uc2USJQoEdHlwZRgBIAEoDjIXLmNybXMudjEuV2F0Y2hFdmVudFR5cGUSGQoDam9iGAIgASgLMgwuY3Jtcy52MS5Kb2ISEAoIcmV2aXNpb24YAyABKAMiQgoOS2lsbEpvYlJlcXVlc3QSCgoCaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoDRINCgVmb3JjZRgDIAEoCCIsCg9LaWxsSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiHAoOSG9sZEpvYlJlcXVlc3QSCgoCaWQYASABKAkiLAoPSG9sZEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIh8KEVJlbGVhc2VKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIi8KElJlbGVhc2VKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIrCg1SdW5Kb2JSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBndvcmtlchgCIAEoCSIrCg5SdW5Kb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiI0ChFSZXF1ZXVlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtmYWlsZWRfb25seRgCIAEoCCIvChJSZXF1ZXVlSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSIxChNTdHJlYW1PdXRwdXRSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBmZvbGxvdxgCIAEoCCJuChRTdHJlYW1PdXRwdXRSZXNwb25zZRIlCgZzdHJlYW0YASABKA4yFS5jcm1zLnYxLk91dHB1dFN0cmVhbRIMCgRkYXRhGAIgASgMEg4KBm9mZnNldBgDIAEoAxIRCgl0cnVuY2F0ZWQYBCABKAgi3QIKEkxpc3RIaXN0b3J5UmVxdWVzdBIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiEKBnN0YXRlcxgDIAMoDjIRLmNybXMudjEuSm9iU3RhdGUSDQoFb3duZXIYBCABKAkSDQoFcXVldWUYBSABKAkSDgoGd29ya2VyGAYgASgJEhEKCW5hbWVfZ2xvYhgHIAEoCRI3CgZsYWJlbHMYCCADKAsyJy5jcm1zLnYxLkxpc3RIaXN0b3J5UmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwYWdlX3NpemUYCSABKA0SEgoKcGFnZV90b2tlbhgKIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkoKE0xpc3RIaXN0b3J5UmVzcG9uc2USGgoEam9icxgBIAMoCzIMLmNybXMudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSrYAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARISCg5KT0JfU1RBVEVfSEVMRBACEhYKEkpPQl9TVEFURV9BU1NJR05FRBADEhUKEUpPQl9TVEFURV9SVU5OSU5HEAQSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAFEhQKEEpPQl9TVEFURV9GQUlMRUQQBhIUChBKT0JfU1RBVEVfS0lMTEVEEAcSEgoOSk9CX1NUQVRFX0xPU1QQCCqjAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NVQ0NFRURFRBABEh8KG0RFUEVOREVOQ1lfQ09ORElUSU9OX0ZBSUxFRBACEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0ZJTklTSEVEEAMqpgEKDldhdGNoRXZlbnRUeXBlEiAKHFdBVENIX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIdChlXQVRDSF9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGwoXV0FUQ0hfRVZFTlRfVFlQRV9TWU5DRUQQAhIYChRXQVRDSF9FVkVOVF9UWVBFX1BVVBADEhwKGFdBVENIX0VWRU5UX1RZUEVfREVMRVRFRBAEKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACMrQGCgpKb2JTZXJ2aWNlEkIKCVN1Ym1pdEpvYhIZLmNybXMudjEuU3VibWl0Sm9iUmVxdWVzdBoaLmNybXMudjEuU3VibWl0Sm9iUmVzcG9uc2USOQoGR2V0Sm9iEhYuY3Jtcy52MS5HZXRKb2JSZXF1ZXN0GhcuY3Jtcy52MS5HZXRKb2JSZXNwb25zZRI/CghMaXN0Sm9icxIYLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0GhkuY3Jtcy52MS5MaXN0Sm9ic1Jlc3BvbnNlEkQKCVdhdGNoSm9icxIZLmNybXMudjEuV2F0Y2hKb2JzUmVxdWVzdBoaLmNybXMudjEuV2F0Y2hKb2JzUmVzcG9uc2UwARI8CgdLaWxsSm9iEhcuY3Jtcy52MS5LaWxsSm9iUmVxdWVzdBoYLmNybXMudjEuS2lsbEpvYlJlc3BvbnNlEjwKB0hvbGRKb2ISFy5jcm1zLnYxLkhvbGRKb2JSZXF1ZXN0GhguY3Jtcy52MS5Ib2xkSm9iUmVzcG9uc2USRQoKUmVsZWFzZUpvYhIaLmNybXMudjEuUmVsZWFzZUpvYlJlcXVlc3QaGy5jcm1zLnYxLlJlbGVhc2VKb2JSZXNwb25zZRI5CgZSdW5Kb2ISFi5jcm1zLnYxLlJ1bkpvYlJlcXVlc3QaFy5jcm1zLnYxLlJ1bkpvYlJlc3BvbnNlEkUKClJlcXVldWVKb2ISGi5jcm1zLnYxLlJlcXVldWVKb2JSZXF1ZXN0GhsuY3Jtcy52MS5SZXF1ZXVlSm9iUmVzcG9uc2USQgoJRGVsZXRlSm9iEhkuY3Jtcy52MS5EZWxldGVKb2JSZXF1ZXN0GhouY3Jtcy52MS5EZWxldGVKb2JSZXNwb25zZRJNCgxTdHJlYW1PdXRwdXQSHC5jcm1zLnYxLlN0cmVhbU91dHB1dFJlcXVlc3QaHS5jcm1zLnYxLlN0cmVhbU91dHB1dFJlc3BvbnNlMAESSAoLTGlzdEhpc3RvcnkSGy5jcm1zLnYxLkxpc3RIaXN0b3J5UmVxdWVzdBocLmNybXMudjEuTGlzdEhpc3RvcnlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChFjcm1zL3YxL2pvYi5wcm90bxIHY3Jtcy52MSKZAQoJUmVzb3VyY2VzEgwKBGNwdXMYASABKA0SFAoMbWVtb3J5X2J5dGVzGAIgASgEEgwKBGdwdXMYAyABKA0SLAoFbmFtZWQYBCADKAsyHS5jcm1zLnYxLlJlc291cmNlcy5OYW1lZEVudHJ5GiwKCk5hbWVkRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASJeCgVVc2FnZRITCgtjcHVfc2Vjb25kcxgBIAEoARIVCg1tYXhfcnNzX2J5dGVzGAIgASgEEhQKDHdhbGxfc2Vjb25kcxgDIAEoARITCgtncHVfc2Vjb25kcxgEIAEoASKiBQoHSm9iU3BlYxIPCgdjb21tYW5kGAEgAygJEgwKBG5hbWUYAiABKAkSJgoDZW52GAMgAygLMhkuY3Jtcy52MS5Kb2JTcGVjLkVudkVudHJ5EhMKC3dvcmtpbmdfZGlyGAQgASgJEiwKBmxhYmVscxgFIAMoCzIcLmNybXMudjEuSm9iU3BlYy5MYWJlbHNFbnRyeRI2Cgtjb25zdHJhaW50cxgGIAMoCzIhLmNybXMudjEuSm9iU3BlYy5Db25zdHJhaW50c0VudHJ5EhUKDXRhcmdldF93b3JrZXIYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSEwoLbWF4X3JldHJpZXMYCSABKA0SFwoPdGltZW91dF9zZWNvbmRzGAogASgNEgwKBGhvbGQYCyABKAgSGAoQbWF4X2xvc3RfcmV0cmllcxgMIAEoDRIZChFyZXRlbnRpb25fc2Vjb25kcxgNIAEoDRIhCgVhcnJheRgOIAEoCzISLmNybXMudjEuQXJyYXlTcGVjEiIKBWFmdGVyGA8gAygLMhMuY3Jtcy52MS5EZXBlbmRlbmN5EhoKEmtlZXBfb25fZGlzY29ubmVjdBgQIAEoCBIlCglyZXNvdXJjZXMYESABKAsyEi5jcm1zLnYxLlJlc291cmNlcxINCgVxdWV1ZRgSIAEoCRITCgtwcmVlbXB0aWJsZRgTIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMgoQQ29uc3RyYWludHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj0KCUFycmF5U3BlYxINCgVmaXJzdBgBIAEoDRIMCgRsYXN0GAIgASgNEhMKC21heF9ydW5uaW5nGAMgASgNIk0KCkRlcGVuZGVuY3kSDgoGam9iX2lkGAEgASgJEi8KCWNvbmRpdGlvbhgCIAEoDjIcLmNybXMudjEuRGVwZW5kZW5jeUNvbmRpdGlvbiKeAQoLQXJyYXlDb3VudHMSDQoFdG90YWwYASABKA0SDwoHY3JlYXRlZBgCIAEoDRIPCgdwZW5kaW5nGAMgASgNEgwKBGhlbGQYBCABKA0SDwoHcnVubmluZxgFIAEoDRIRCglzdWNjZWVkZWQYBiABKA0SDgoGZmFpbGVkGAcgASgNEg4KBmtpbGxlZBgIIAEoDRIMCgRsb3N0GAkgASgNIugCCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIOCgZ3b3JrZXIYAiABKAkSLwoLYXNzaWduX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIiCgdvdXRjb21lGAYgASgOMhEuY3Jtcy52MS5Kb2JTdGF0ZRIWCglleGl0X2NvZGUYByABKAVIAIgBARIOCgZzaWduYWwYCCABKAkSDQoFZXJyb3IYCSABKAkSEQoJdGltZWRfb3V0GAogASgIEh0KBXVzYWdlGAsgASgLMg4uY3Jtcy52MS5Vc2FnZRITCgtncHVfaW5kaWNlcxgMIAMoDUIMCgpfZXhpdF9jb2RlItEGCgNKb2ISCgoCaWQYASABKAkSHgoEc3BlYxgCIAEoCzIQLmNybXMudjEuSm9iU3BlYxIgCgVzdGF0ZRgDIAEoDjIRLmNybXMudjEuSm9iU3RhdGUSDwoHYXR0ZW1wdBgEIAEoDRIOCgZ3b3JrZXIYBSABKAkSCwoDcGlkGAYgASgFEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEg4KBnNpZ25hbBgIIAEoCRINCgVlcnJvchgJIAEoCRIWCg5wZW5kaW5nX3JlYXNvbhgKIAEoCRIvCgtzdWJtaXRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0ZG91dF90YWlsGA4gASgMEhMKC3N0ZGVycl90YWlsGA8gASgMEiIKCGF0dGVtcHRzGBAgAygLMhAuY3Jtcy52MS5BdHRlbXB0EhAKCGZhaWx1cmVzGBEgASgNEhIKCmxvc3RfY291bnQYEiABKA0SEgoKcmVxdWVzdF9pZBgTIAEoCRIWCg5raWxsX3JlcXVlc3RlZBgUIAEoCBIaChJraWxsX2dyYWNlX3NlY29uZHMYFSABKA0SFAoMYXJyYXlfcGFyZW50GBYgASgJEhMKC2FycmF5X2luZGV4GBcgASgNEioKDGFycmF5X2NvdW50cxgYIAEoCzIULmNybXMudjEuQXJyYXlDb3VudHMSFQoNYXJyYXlfY3JlYXRlZBgZIAEoDRIOCgZydW5fb24YGiABKAkSEgoKa2lsbF9mb3JjZRgbIAEoCBIQCghyZXF1ZXVlcxgcIAEoDRIMCgR1c2VyGB0gASgJEg0KBXF1ZXVlGB4gASgJEh0KBXVzYWdlGB8gASgLMg4uY3Jtcy52MS5Vc2FnZRIZChFwcmVlbXB0X3JlcXVlc3RlZBggIAEoCBITCgtwcmVlbXB0aW9ucxghIAEoDRIWCg5xdWV1ZV9wb3NpdGlvbhgiIAEoBEIMCgpfZXhpdF9jb2RlIkYKEFN1Ym1pdEpvYlJlcXVlc3QSHgoEc3BlYxgBIAEoCzIQLmNybXMudjEuSm9iU3BlYxISCgpyZXF1ZXN0X2lkGAIgASgJIkAKEVN1Ym1pdEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iEhAKCGV4aXN0aW5nGAIgASgIIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiKwoOR2V0Sm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IijwIKD0xpc3RKb2JzUmVxdWVzdBIhCgZzdGF0ZXMYASADKA4yES5jcm1zLnYxLkpvYlN0YXRlEg4KBndvcmtlchgCIAEoCRI0CgZsYWJlbHMYAyADKAsyJC5jcm1zLnYxLkxpc3RKb2JzUmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwYWdlX3NpemUYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCRIUCgxhcnJheV9wYXJlbnQYBiABKAkSFQoNaW5jbHVkZV90YXNrcxgHIAEoCBIQCghvcmRlcl9ieRgIIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlsKEExpc3RKb2JzUmVzcG9uc2USGgoEam9icxgBIAMoCzIMLmNybXMudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgNIjcKEFdhdGNoSm9ic1JlcXVlc3QSCwoDaWRzGAEgAygJEhYKDmFmdGVyX3JldmlzaW9uGAIgASgDImcKEVdhdGNoSm9ic1Jlc3BvbnNlEiUKBHR5cGUYASABKA4yFy5jcm1zLnYxLldhdGNoRXZlbnRUeXBlEhkKA2pvYhgCIAEoCzIMLmNybXMudjEuSm9iEhAKCHJldmlzaW9uGAMgASgDIkIKDktpbGxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhUKDWdyYWNlX3NlY29uZHMYAiABKA0SDQoFZm9yY2UYAyABKAgiLAoPS2lsbEpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIhwKDkhvbGRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIiwKD0hvbGRKb2JSZXNwb25zZRIZCgNqb2IYASABKAsyDC5jcm1zLnYxLkpvYiIfChFSZWxlYXNlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIvChJSZWxlYXNlSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiKwoNUnVuSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZ3b3JrZXIYAiABKAkiKwoOUnVuSm9iUmVzcG9uc2USGQoDam9iGAEgASgLMgwuY3Jtcy52MS5Kb2IiNAoRUmVxdWV1ZUpvYlJlcXVlc3QSCgoCaWQYASABKAkSEwoLZmFpbGVkX29ubHkYAiABKAgiLwoSUmVxdWV1ZUpvYlJlc3BvbnNlEhkKA2pvYhgBIAEoCzIMLmNybXMudjEuSm9iIh4KEERlbGV0ZUpvYlJlcXVlc3QSCgoCaWQYASABKAkiEwoRRGVsZXRlSm9iUmVzcG9uc2UiMQoTU3RyZWFtT3V0cHV0UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZmb2xsb3cYAiABKAgibgoUU3RyZWFtT3V0cHV0UmVzcG9uc2USJQoGc3RyZWFtGAEgASgOMhUuY3Jtcy52MS5PdXRwdXRTdHJlYW0SDAoEZGF0YRgCIAEoDBIOCgZvZmZzZXQYAyABKAMSEQoJdHJ1bmNhdGVkGAQgASgIImYKD0dldFVzYWdlUmVxdWVzdBIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoIZ3JvdXBfYnkYAiABKA4yFi5jcm1zLnYxLlVzYWdlR3JvdXBpbmciqQEKCFVzYWdlUm93EgsKA2tleRgBIAEoCRIMCgRqb2JzGAIgASgEEhEKCXN1Y2NlZWRlZBgDIAEoBBIOCgZmYWlsZWQYBCABKAQSDgoGa2lsbGVkGAUgASgEEhEKCWNwdV9ob3VycxgGIAEoARIRCglncHVfaG91cnMYByABKAESEgoKd2FsbF9ob3VycxgIIAEoARIVCg1tYXhfcnNzX2J5dGVzGAkgASgEIl4KEEdldFVzYWdlUmVzcG9uc2USHwoEcm93cxgBIAMoCzIRLmNybXMudjEuVXNhZ2VSb3cSKQoFc2luY2UYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIt0CChJMaXN0SGlzdG9yeVJlcXVlc3QSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIhCgZzdGF0ZXMYAyADKA4yES5jcm1zLnYxLkpvYlN0YXRlEg0KBW93bmVyGAQgASgJEg0KBXF1ZXVlGAUgASgJEg4KBndvcmtlchgGIAEoCRIRCgluYW1lX2dsb2IYByABKAkSNwoGbGFiZWxzGAggAygLMicuY3Jtcy52MS5MaXN0SGlzdG9yeVJlcXVlc3QuTGFiZWxzRW50cnkSEQoJcGFnZV9zaXplGAkgASgNEhIKCnBhZ2VfdG9rZW4YCiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChNMaXN0SGlzdG9yeVJlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5jcm1zLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkq8QEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESEgoOSk9CX1NUQVRFX0hFTEQQAhIWChJKT0JfU1RBVEVfQVNTSUdORUQQAxIVChFKT0JfU1RBVEVfUlVOTklORxAEEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQBRIUChBKT0JfU1RBVEVfRkFJTEVEEAYSFAoQSk9CX1NUQVRFX0tJTExFRBAHEhIKDkpPQl9TVEFURV9MT1NUEAgSFwoTSk9CX1NUQVRFX1BSRUVNUFRFRBAJKqMBChNEZXBlbmRlbmN5Q29uZGl0aW9uEiQKIERFUEVOREVOQ1lfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASIgoeREVQRU5ERU5DWV9DT05ESVRJT05fU1VDQ0VFREVEEAESHwobREVQRU5ERU5DWV9DT05ESVRJT05fRkFJTEVEEAISIQodREVQRU5ERU5DWV9DT05ESVRJT05fRklOSVNIRUQQAyqmAQoOV2F0Y2hFdmVudFR5cGUSIAocV0FUQ0hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh0KGVdBVENIX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIbChdXQVRDSF9FVkVOVF9UWVBFX1NZTkNFRBACEhgKFFdBVENIX0VWRU5UX1RZUEVfUFVUEAMSHAoYV0FUQ0hfRVZFTlRfVFlQRV9ERUxFVEVEEAQqYQoMT3V0cHV0U3RyZWFtEh0KGU9VVFBVVF9TVFJFQU1fVU5TUEVDSUZJRUQQABIYChRPVVRQVVRfU1RSRUFNX1NURE9VVBABEhgKFE9VVFBVVF9TVFJFQU1fU1RERVJSEAIqfQoNVXNhZ2VHcm91cGluZxIeChpVU0FHRV9HUk9VUElOR19VTlNQRUNJRklFRBAAEhcKE1VTQUdFX0dST1VQSU5HX1VTRVIQARIYChRVU0FHRV9HUk9VUElOR19RVUVVRRACEhkKFVVTQUdFX0dST1VQSU5HX1dPUktFUhADMvUGCgpKb2JTZXJ2aWNlEkIKCVN1Ym1pdEpvYhIZLmNybXMudjEuU3VibWl0Sm9iUmVxdWVzdBoaLmNybXMudjEuU3VibWl0Sm9iUmVzcG9uc2USOQoGR2V0Sm9iEhYuY3Jtcy52MS5HZXRKb2JSZXF1ZXN0GhcuY3Jtcy52MS5HZXRKb2JSZXNwb25zZRI/CghMaXN0Sm9icxIYLmNybXMudjEuTGlzdEpvYnNSZXF1ZXN0GhkuY3Jtcy52MS5MaXN0Sm9ic1Jlc3BvbnNlEkQKCVdhdGNoSm9icxIZLmNybXMudjEuV2F0Y2hKb2JzUmVxdWVzdBoaLmNybXMudjEuV2F0Y2hKb2JzUmVzcG9uc2UwARI8CgdLaWxsSm9iEhcuY3Jtcy52MS5LaWxsSm9iUmVxdWVzdBoYLmNybXMudjEuS2lsbEpvYlJlc3BvbnNlEjwKB0hvbGRKb2ISFy5jcm1zLnYxLkhvbGRKb2JSZXF1ZXN0GhguY3Jtcy52MS5Ib2xkSm9iUmVzcG9uc2USRQoKUmVsZWFzZUpvYhIaLmNybXMudjEuUmVsZWFzZUpvYlJlcXVlc3QaGy5jcm1zLnYxLlJlbGVhc2VKb2JSZXNwb25zZRI5CgZSdW5Kb2ISFi5jcm1zLnYxLlJ1bkpvYlJlcXVlc3QaFy5jcm1zLnYxLlJ1bkpvYlJlc3BvbnNlEkUKClJlcXVldWVKb2ISGi5jcm1zLnYxLlJlcXVldWVKb2JSZXF1ZXN0GhsuY3Jtcy52MS5SZXF1ZXVlSm9iUmVzcG9uc2USQgoJRGVsZXRlSm9iEhkuY3Jtcy52MS5EZWxldGVKb2JSZXF1ZXN0GhouY3Jtcy52MS5EZWxldGVKb2JSZXNwb25zZRJNCgxTdHJlYW1PdXRwdXQSHC5jcm1zLnYxLlN0cmVhbU91dHB1dFJlcXVlc3QaHS5jcm1zLnYxLlN0cmVhbU91dHB1dFJlc3BvbnNlMAESSAoLTGlzdEhpc3RvcnkSGy5jcm1zLnYxLkxpc3RIaXN0b3J5UmVxdWVzdBocLmNybXMudjEuTGlzdEhpc3RvcnlSZXNwb25zZRI/CghHZXRVc2FnZRIYLmNybXMudjEuR2V0VXNhZ2VSZXF1ZXN0GhkuY3Jtcy52MS5HZXRVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+
+/**
+ * Resources are what a worker offers and what a job asks for. Placement fits
+ * every one: a job runs on a worker only where each requested amount is free.
+ *
+ * @generated from message crms.v1.Resources
+ */
+export type Resources = Message<"crms.v1.Resources"> & {
+  /**
+   * Whole CPUs. In a JobSpec 0 means the default, 1.
+   *
+   * @generated from field: uint32 cpus = 1;
+   */
+  cpus: number;
+
+  /**
+   * Memory in bytes. In a JobSpec 0 means no reservation; the worker enforces
+   * a reservation as the job's memory limit (cgroup v2 memory.max where
+   * writable, else an address-space limit, best effort).
+   *
+   * @generated from field: uint64 memory_bytes = 2;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * GPUs. A job gets CUDA_VISIBLE_DEVICES with the indices reserved for it.
+   *
+   * @generated from field: uint32 gpus = 3;
+   */
+  gpus: number;
+
+  /**
+   * Named countable resources (licenses, scratch disks...): name -> amount.
+   * Names are 1 to 63 of [a-z0-9_.-].
+   *
+   * @generated from field: map<string, uint64> named = 4;
+   */
+  named: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message crms.v1.Resources.
+ * Use `create(ResourcesSchema)` to create a new message.
+ */
+export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 0);
+
+/**
+ * Usage is what a run (or every run of a job, summed) used, measured by the
+ * worker from the operating system (wait4 rusage of the job's process tree).
+ *
+ * @generated from message crms.v1.Usage
+ */
+export type Usage = Message<"crms.v1.Usage"> & {
+  /**
+   * User plus system CPU time, in seconds.
+   *
+   * @generated from field: double cpu_seconds = 1;
+   */
+  cpuSeconds: number;
+
+  /**
+   * Largest resident set of the job's processes, in bytes.
+   *
+   * @generated from field: uint64 max_rss_bytes = 2;
+   */
+  maxRssBytes: bigint;
+
+  /**
+   * Wall-clock time from start to end, in seconds.
+   *
+   * @generated from field: double wall_seconds = 3;
+   */
+  wallSeconds: number;
+
+  /**
+   * GPUs reserved times wall seconds.
+   *
+   * @generated from field: double gpu_seconds = 4;
+   */
+  gpuSeconds: number;
+};
+
+/**
+ * Describes the message crms.v1.Usage.
+ * Use `create(UsageSchema)` to create a new message.
+ */
+export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 1);
 
 /**
  * JobSpec is what a user asks for. It never changes after submit.
@@ -151,6 +240,33 @@ export type JobSpec = Message<"crms.v1.JobSpec"> & {
    * @generated from field: bool keep_on_disconnect = 16;
    */
   keepOnDisconnect: boolean;
+
+  /**
+   * What one run needs; unset means 1 cpu, no memory reservation, no GPU. A
+   * request no attached or DOWN worker could ever hold is refused at submit
+   * (INVALID_ARGUMENT naming the largest worker).
+   *
+   * @generated from field: crms.v1.Resources resources = 17;
+   */
+  resources?: Resources | undefined;
+
+  /**
+   * The queue it is submitted to (see QueueService); empty means "default".
+   * NOT_FOUND for a queue that does not exist.
+   *
+   * @generated from field: string queue = 18;
+   */
+  queue: string;
+
+  /**
+   * The scheduler may stop this job to give a queue below its fair share its
+   * resources: the run gets SIGTERM, then SIGKILL after the grace, and the job
+   * goes back to PENDING with an attempt whose outcome is PREEMPTED. A queue
+   * may make all its jobs preemptible (Queue.preemptible).
+   *
+   * @generated from field: bool preemptible = 19;
+   */
+  preemptible: boolean;
 };
 
 /**
@@ -158,7 +274,7 @@ export type JobSpec = Message<"crms.v1.JobSpec"> & {
  * Use `create(JobSpecSchema)` to create a new message.
  */
 export const JobSpecSchema: GenMessage<JobSpec> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 0);
+  messageDesc(file_crms_v1_job, 2);
 
 /**
  * ArraySpec is the index range of an array job, like Slurm's --array 1-1000%50.
@@ -194,7 +310,7 @@ export type ArraySpec = Message<"crms.v1.ArraySpec"> & {
  * Use `create(ArraySpecSchema)` to create a new message.
  */
 export const ArraySpecSchema: GenMessage<ArraySpec> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 1);
+  messageDesc(file_crms_v1_job, 3);
 
 /**
  * Dependency is one job another waits for.
@@ -222,7 +338,7 @@ export type Dependency = Message<"crms.v1.Dependency"> & {
  * Use `create(DependencySchema)` to create a new message.
  */
 export const DependencySchema: GenMessage<Dependency> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 2);
+  messageDesc(file_crms_v1_job, 4);
 
 /**
  * ArrayCounts summarises the tasks of an array job by state.
@@ -299,7 +415,7 @@ export type ArrayCounts = Message<"crms.v1.ArrayCounts"> & {
  * Use `create(ArrayCountsSchema)` to create a new message.
  */
 export const ArrayCountsSchema: GenMessage<ArrayCounts> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 3);
+  messageDesc(file_crms_v1_job, 5);
 
 /**
  * Attempt is one run of a job on a worker.
@@ -377,6 +493,21 @@ export type Attempt = Message<"crms.v1.Attempt"> & {
    * @generated from field: bool timed_out = 10;
    */
   timedOut: boolean;
+
+  /**
+   * What the run used, as its worker measured it; unset while it runs or when
+   * the worker could not tell (a lost run).
+   *
+   * @generated from field: crms.v1.Usage usage = 11;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * GPU indices reserved for the run (its CUDA_VISIBLE_DEVICES).
+   *
+   * @generated from field: repeated uint32 gpu_indices = 12;
+   */
+  gpuIndices: number[];
 };
 
 /**
@@ -384,7 +515,7 @@ export type Attempt = Message<"crms.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 4);
+  messageDesc(file_crms_v1_job, 6);
 
 /**
  * Job is a submitted job and its current status.
@@ -593,6 +724,53 @@ export type Job = Message<"crms.v1.Job"> & {
    * @generated from field: uint32 requeues = 28;
    */
   requeues: number;
+
+  /**
+   * Who submitted it: the token's name, or on a server without
+   * authentication the crms.io/owner label the client set (the CLI sets the
+   * OS user); empty when neither. Fair share is between these users.
+   *
+   * @generated from field: string user = 29;
+   */
+  user: string;
+
+  /**
+   * The queue it is in ("default" when the spec named none).
+   *
+   * @generated from field: string queue = 30;
+   */
+  queue: string;
+
+  /**
+   * What every run so far used, summed (Attempt.usage of each).
+   *
+   * @generated from field: crms.v1.Usage usage = 31;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * The scheduler is stopping this run to give another queue its share; the
+   * job goes back to PENDING when the worker reports the end.
+   *
+   * @generated from field: bool preempt_requested = 32;
+   */
+  preemptRequested: boolean;
+
+  /**
+   * Runs preempted so far (counted against no retry budget).
+   *
+   * @generated from field: uint32 preemptions = 33;
+   */
+  preemptions: number;
+
+  /**
+   * For a PENDING job, computed when read: its place among the pending jobs
+   * of its queue in the order they will be considered (1 = next); 0 when not
+   * pending or not known on this replica.
+   *
+   * @generated from field: uint64 queue_position = 34;
+   */
+  queuePosition: bigint;
 };
 
 /**
@@ -600,7 +778,7 @@ export type Job = Message<"crms.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 5);
+  messageDesc(file_crms_v1_job, 7);
 
 /**
  * SubmitJobRequest asks for a new job.
@@ -629,7 +807,7 @@ export type SubmitJobRequest = Message<"crms.v1.SubmitJobRequest"> & {
  * Use `create(SubmitJobRequestSchema)` to create a new message.
  */
 export const SubmitJobRequestSchema: GenMessage<SubmitJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 6);
+  messageDesc(file_crms_v1_job, 8);
 
 /**
  * SubmitJobResponse carries the new (or already existing) job.
@@ -657,7 +835,7 @@ export type SubmitJobResponse = Message<"crms.v1.SubmitJobResponse"> & {
  * Use `create(SubmitJobResponseSchema)` to create a new message.
  */
 export const SubmitJobResponseSchema: GenMessage<SubmitJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 7);
+  messageDesc(file_crms_v1_job, 9);
 
 /**
  * GetJobRequest names a job.
@@ -678,7 +856,7 @@ export type GetJobRequest = Message<"crms.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 8);
+  messageDesc(file_crms_v1_job, 10);
 
 /**
  * GetJobResponse carries the job.
@@ -699,7 +877,7 @@ export type GetJobResponse = Message<"crms.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 9);
+  messageDesc(file_crms_v1_job, 11);
 
 /**
  * ListJobsRequest filters and pages the job list.
@@ -777,7 +955,7 @@ export type ListJobsRequest = Message<"crms.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 10);
+  messageDesc(file_crms_v1_job, 12);
 
 /**
  * ListJobsResponse is one page of jobs, in the order asked for.
@@ -812,7 +990,7 @@ export type ListJobsResponse = Message<"crms.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 11);
+  messageDesc(file_crms_v1_job, 13);
 
 /**
  * WatchJobsRequest starts a watch on jobs.
@@ -843,7 +1021,7 @@ export type WatchJobsRequest = Message<"crms.v1.WatchJobsRequest"> & {
  * Use `create(WatchJobsRequestSchema)` to create a new message.
  */
 export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 12);
+  messageDesc(file_crms_v1_job, 14);
 
 /**
  * WatchJobsResponse is one watch event.
@@ -878,7 +1056,7 @@ export type WatchJobsResponse = Message<"crms.v1.WatchJobsResponse"> & {
  * Use `create(WatchJobsResponseSchema)` to create a new message.
  */
 export const WatchJobsResponseSchema: GenMessage<WatchJobsResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 13);
+  messageDesc(file_crms_v1_job, 15);
 
 /**
  * KillJobRequest names the job to kill.
@@ -915,7 +1093,7 @@ export type KillJobRequest = Message<"crms.v1.KillJobRequest"> & {
  * Use `create(KillJobRequestSchema)` to create a new message.
  */
 export const KillJobRequestSchema: GenMessage<KillJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 14);
+  messageDesc(file_crms_v1_job, 16);
 
 /**
  * KillJobResponse carries the job after the request.
@@ -937,7 +1115,7 @@ export type KillJobResponse = Message<"crms.v1.KillJobResponse"> & {
  * Use `create(KillJobResponseSchema)` to create a new message.
  */
 export const KillJobResponseSchema: GenMessage<KillJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 15);
+  messageDesc(file_crms_v1_job, 17);
 
 /**
  * HoldJobRequest names the job to hold.
@@ -958,7 +1136,7 @@ export type HoldJobRequest = Message<"crms.v1.HoldJobRequest"> & {
  * Use `create(HoldJobRequestSchema)` to create a new message.
  */
 export const HoldJobRequestSchema: GenMessage<HoldJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 16);
+  messageDesc(file_crms_v1_job, 18);
 
 /**
  * HoldJobResponse carries the held job.
@@ -979,7 +1157,7 @@ export type HoldJobResponse = Message<"crms.v1.HoldJobResponse"> & {
  * Use `create(HoldJobResponseSchema)` to create a new message.
  */
 export const HoldJobResponseSchema: GenMessage<HoldJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 17);
+  messageDesc(file_crms_v1_job, 19);
 
 /**
  * ReleaseJobRequest names the job to release. To release it onto a named
@@ -1001,7 +1179,7 @@ export type ReleaseJobRequest = Message<"crms.v1.ReleaseJobRequest"> & {
  * Use `create(ReleaseJobRequestSchema)` to create a new message.
  */
 export const ReleaseJobRequestSchema: GenMessage<ReleaseJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 18);
+  messageDesc(file_crms_v1_job, 20);
 
 /**
  * ReleaseJobResponse carries the released job.
@@ -1022,7 +1200,7 @@ export type ReleaseJobResponse = Message<"crms.v1.ReleaseJobResponse"> & {
  * Use `create(ReleaseJobResponseSchema)` to create a new message.
  */
 export const ReleaseJobResponseSchema: GenMessage<ReleaseJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 19);
+  messageDesc(file_crms_v1_job, 21);
 
 /**
  * RunJobRequest names a job and the worker to run it on (GoCRMS's
@@ -1051,7 +1229,7 @@ export type RunJobRequest = Message<"crms.v1.RunJobRequest"> & {
  * Use `create(RunJobRequestSchema)` to create a new message.
  */
 export const RunJobRequestSchema: GenMessage<RunJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 20);
+  messageDesc(file_crms_v1_job, 22);
 
 /**
  * RunJobResponse carries the job.
@@ -1073,7 +1251,7 @@ export type RunJobResponse = Message<"crms.v1.RunJobResponse"> & {
  * Use `create(RunJobResponseSchema)` to create a new message.
  */
 export const RunJobResponseSchema: GenMessage<RunJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 21);
+  messageDesc(file_crms_v1_job, 23);
 
 /**
  * RequeueJobRequest names a finished job (or array) to run again.
@@ -1101,7 +1279,7 @@ export type RequeueJobRequest = Message<"crms.v1.RequeueJobRequest"> & {
  * Use `create(RequeueJobRequestSchema)` to create a new message.
  */
 export const RequeueJobRequestSchema: GenMessage<RequeueJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 22);
+  messageDesc(file_crms_v1_job, 24);
 
 /**
  * RequeueJobResponse carries the job.
@@ -1122,7 +1300,7 @@ export type RequeueJobResponse = Message<"crms.v1.RequeueJobResponse"> & {
  * Use `create(RequeueJobResponseSchema)` to create a new message.
  */
 export const RequeueJobResponseSchema: GenMessage<RequeueJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 23);
+  messageDesc(file_crms_v1_job, 25);
 
 /**
  * DeleteJobRequest names the job to delete.
@@ -1143,7 +1321,7 @@ export type DeleteJobRequest = Message<"crms.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 24);
+  messageDesc(file_crms_v1_job, 26);
 
 /**
  * DeleteJobResponse is empty.
@@ -1158,7 +1336,7 @@ export type DeleteJobResponse = Message<"crms.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 25);
+  messageDesc(file_crms_v1_job, 27);
 
 /**
  * StreamOutputRequest asks for a job's output.
@@ -1187,7 +1365,7 @@ export type StreamOutputRequest = Message<"crms.v1.StreamOutputRequest"> & {
  * Use `create(StreamOutputRequestSchema)` to create a new message.
  */
 export const StreamOutputRequestSchema: GenMessage<StreamOutputRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 26);
+  messageDesc(file_crms_v1_job, 28);
 
 /**
  * StreamOutputResponse is one chunk of output.
@@ -1230,7 +1408,140 @@ export type StreamOutputResponse = Message<"crms.v1.StreamOutputResponse"> & {
  * Use `create(StreamOutputResponseSchema)` to create a new message.
  */
 export const StreamOutputResponseSchema: GenMessage<StreamOutputResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 27);
+  messageDesc(file_crms_v1_job, 29);
+
+/**
+ * GetUsageRequest selects the finished jobs to sum.
+ *
+ * @generated from message crms.v1.GetUsageRequest
+ */
+export type GetUsageRequest = Message<"crms.v1.GetUsageRequest"> & {
+  /**
+   * Only jobs that ended at or after this time; unset means the last 7 days.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 1;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * What to group by.
+   *
+   * @generated from field: crms.v1.UsageGrouping group_by = 2;
+   */
+  groupBy: UsageGrouping;
+};
+
+/**
+ * Describes the message crms.v1.GetUsageRequest.
+ * Use `create(GetUsageRequestSchema)` to create a new message.
+ */
+export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 30);
+
+/**
+ * UsageRow is the sum over one group's finished jobs.
+ *
+ * @generated from message crms.v1.UsageRow
+ */
+export type UsageRow = Message<"crms.v1.UsageRow"> & {
+  /**
+   * The user, queue or worker name ("" for jobs without one).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Finished jobs.
+   *
+   * @generated from field: uint64 jobs = 2;
+   */
+  jobs: bigint;
+
+  /**
+   * Of which SUCCEEDED.
+   *
+   * @generated from field: uint64 succeeded = 3;
+   */
+  succeeded: bigint;
+
+  /**
+   * Of which FAILED (final LOST counts here too).
+   *
+   * @generated from field: uint64 failed = 4;
+   */
+  failed: bigint;
+
+  /**
+   * Of which KILLED.
+   *
+   * @generated from field: uint64 killed = 5;
+   */
+  killed: bigint;
+
+  /**
+   * CPU time (user + system) of every run, in hours.
+   *
+   * @generated from field: double cpu_hours = 6;
+   */
+  cpuHours: number;
+
+  /**
+   * GPUs reserved times wall time, in hours.
+   *
+   * @generated from field: double gpu_hours = 7;
+   */
+  gpuHours: number;
+
+  /**
+   * Wall time of every run, in hours.
+   *
+   * @generated from field: double wall_hours = 8;
+   */
+  wallHours: number;
+
+  /**
+   * The largest max RSS of any run, in bytes.
+   *
+   * @generated from field: uint64 max_rss_bytes = 9;
+   */
+  maxRssBytes: bigint;
+};
+
+/**
+ * Describes the message crms.v1.UsageRow.
+ * Use `create(UsageRowSchema)` to create a new message.
+ */
+export const UsageRowSchema: GenMessage<UsageRow> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 31);
+
+/**
+ * GetUsageResponse carries one row per group, largest CPU hours first.
+ *
+ * @generated from message crms.v1.GetUsageResponse
+ */
+export type GetUsageResponse = Message<"crms.v1.GetUsageResponse"> & {
+  /**
+   * The rows.
+   *
+   * @generated from field: repeated crms.v1.UsageRow rows = 1;
+   */
+  rows: UsageRow[];
+
+  /**
+   * The lower bound used.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message crms.v1.GetUsageResponse.
+ * Use `create(GetUsageResponseSchema)` to create a new message.
+ */
+export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
+  messageDesc(file_crms_v1_job, 32);
 
 /**
  * ListHistoryRequest filters the job history. Every filter set must hold.
@@ -1314,7 +1625,7 @@ export type ListHistoryRequest = Message<"crms.v1.ListHistoryRequest"> & {
  * Use `create(ListHistoryRequestSchema)` to create a new message.
  */
 export const ListHistoryRequestSchema: GenMessage<ListHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 28);
+  messageDesc(file_crms_v1_job, 33);
 
 /**
  * ListHistoryResponse is one page of finished jobs, newest end time first.
@@ -1342,7 +1653,7 @@ export type ListHistoryResponse = Message<"crms.v1.ListHistoryResponse"> & {
  * Use `create(ListHistoryResponseSchema)` to create a new message.
  */
 export const ListHistoryResponseSchema: GenMessage<ListHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_crms_v1_job, 29);
+  messageDesc(file_crms_v1_job, 34);
 
 /**
  * JobState is where a job is in its life. See design.md for the transitions:
@@ -1416,6 +1727,16 @@ export enum JobState {
    * @generated from enum value: JOB_STATE_LOST = 8;
    */
   LOST = 8,
+
+  /**
+   * Only an attempt's outcome (Attempt.outcome), never a job's state: the run
+   * was stopped by the scheduler to give a queue below its fair share its
+   * resources, and the job went back to PENDING. Counted against neither
+   * max_retries nor max_lost_retries.
+   *
+   * @generated from enum value: JOB_STATE_PREEMPTED = 9;
+   */
+  PREEMPTED = 9,
 }
 
 /**
@@ -1547,6 +1868,47 @@ export enum OutputStream {
  */
 export const OutputStreamSchema: GenEnum<OutputStream> = /*@__PURE__*/
   enumDesc(file_crms_v1_job, 3);
+
+/**
+ * UsageGrouping says what GetUsage groups by.
+ *
+ * @generated from enum crms.v1.UsageGrouping
+ */
+export enum UsageGrouping {
+  /**
+   * Same as USER.
+   *
+   * @generated from enum value: USAGE_GROUPING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * By Job.user.
+   *
+   * @generated from enum value: USAGE_GROUPING_USER = 1;
+   */
+  USER = 1,
+
+  /**
+   * By Job.queue.
+   *
+   * @generated from enum value: USAGE_GROUPING_QUEUE = 2;
+   */
+  QUEUE = 2,
+
+  /**
+   * By the worker of the last attempt.
+   *
+   * @generated from enum value: USAGE_GROUPING_WORKER = 3;
+   */
+  WORKER = 3,
+}
+
+/**
+ * Describes the enum crms.v1.UsageGrouping.
+ */
+export const UsageGroupingSchema: GenEnum<UsageGrouping> = /*@__PURE__*/
+  enumDesc(file_crms_v1_job, 4);
 
 /**
  * JobService submits, inspects and controls jobs.
@@ -1686,6 +2048,19 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof ListHistoryRequestSchema;
     output: typeof ListHistoryResponseSchema;
+  },
+  /**
+   * Sums what finished jobs used, grouped by user, queue or worker, from the
+   * job history database (jobs that ended since the given time).
+   * FAILED_PRECONDITION when the control plane runs without history,
+   * UNAVAILABLE when it cannot be reached.
+   *
+   * @generated from rpc crms.v1.JobService.GetUsage
+   */
+  getUsage: {
+    methodKind: "unary";
+    input: typeof GetUsageRequestSchema;
+    output: typeof GetUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crms_v1_job, 0);

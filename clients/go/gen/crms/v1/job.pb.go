@@ -51,6 +51,11 @@ const (
 	// The worker running it went away past its grace period. Requeued to PENDING
 	// while lost attempts remain, else final.
 	JobState_JOB_STATE_LOST JobState = 8
+	// Only an attempt's outcome (Attempt.outcome), never a job's state: the run
+	// was stopped by the scheduler to give a queue below its fair share its
+	// resources, and the job went back to PENDING. Counted against neither
+	// max_retries nor max_lost_retries.
+	JobState_JOB_STATE_PREEMPTED JobState = 9
 )
 
 // Enum value maps for JobState.
@@ -65,6 +70,7 @@ var (
 		6: "JOB_STATE_FAILED",
 		7: "JOB_STATE_KILLED",
 		8: "JOB_STATE_LOST",
+		9: "JOB_STATE_PREEMPTED",
 	}
 	JobState_value = map[string]int32{
 		"JOB_STATE_UNSPECIFIED": 0,
@@ -76,6 +82,7 @@ var (
 		"JOB_STATE_FAILED":      6,
 		"JOB_STATE_KILLED":      7,
 		"JOB_STATE_LOST":        8,
+		"JOB_STATE_PREEMPTED":   9,
 	}
 )
 
@@ -278,6 +285,214 @@ func (OutputStream) EnumDescriptor() ([]byte, []int) {
 	return file_crms_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
+// UsageGrouping says what GetUsage groups by.
+type UsageGrouping int32
+
+const (
+	// Same as USER.
+	UsageGrouping_USAGE_GROUPING_UNSPECIFIED UsageGrouping = 0
+	// By Job.user.
+	UsageGrouping_USAGE_GROUPING_USER UsageGrouping = 1
+	// By Job.queue.
+	UsageGrouping_USAGE_GROUPING_QUEUE UsageGrouping = 2
+	// By the worker of the last attempt.
+	UsageGrouping_USAGE_GROUPING_WORKER UsageGrouping = 3
+)
+
+// Enum value maps for UsageGrouping.
+var (
+	UsageGrouping_name = map[int32]string{
+		0: "USAGE_GROUPING_UNSPECIFIED",
+		1: "USAGE_GROUPING_USER",
+		2: "USAGE_GROUPING_QUEUE",
+		3: "USAGE_GROUPING_WORKER",
+	}
+	UsageGrouping_value = map[string]int32{
+		"USAGE_GROUPING_UNSPECIFIED": 0,
+		"USAGE_GROUPING_USER":        1,
+		"USAGE_GROUPING_QUEUE":       2,
+		"USAGE_GROUPING_WORKER":      3,
+	}
+)
+
+func (x UsageGrouping) Enum() *UsageGrouping {
+	p := new(UsageGrouping)
+	*p = x
+	return p
+}
+
+func (x UsageGrouping) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UsageGrouping) Descriptor() protoreflect.EnumDescriptor {
+	return file_crms_v1_job_proto_enumTypes[4].Descriptor()
+}
+
+func (UsageGrouping) Type() protoreflect.EnumType {
+	return &file_crms_v1_job_proto_enumTypes[4]
+}
+
+func (x UsageGrouping) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UsageGrouping.Descriptor instead.
+func (UsageGrouping) EnumDescriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+// Resources are what a worker offers and what a job asks for. Placement fits
+// every one: a job runs on a worker only where each requested amount is free.
+type Resources struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whole CPUs. In a JobSpec 0 means the default, 1.
+	Cpus uint32 `protobuf:"varint,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// Memory in bytes. In a JobSpec 0 means no reservation; the worker enforces
+	// a reservation as the job's memory limit (cgroup v2 memory.max where
+	// writable, else an address-space limit, best effort).
+	MemoryBytes uint64 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// GPUs. A job gets CUDA_VISIBLE_DEVICES with the indices reserved for it.
+	Gpus uint32 `protobuf:"varint,3,opt,name=gpus,proto3" json:"gpus,omitempty"`
+	// Named countable resources (licenses, scratch disks...): name -> amount.
+	// Names are 1 to 63 of [a-z0-9_.-].
+	Named         map[string]uint64 `protobuf:"bytes,4,rep,name=named,proto3" json:"named,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resources) Reset() {
+	*x = Resources{}
+	mi := &file_crms_v1_job_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resources) ProtoMessage() {}
+
+func (x *Resources) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resources.ProtoReflect.Descriptor instead.
+func (*Resources) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Resources) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *Resources) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Resources) GetGpus() uint32 {
+	if x != nil {
+		return x.Gpus
+	}
+	return 0
+}
+
+func (x *Resources) GetNamed() map[string]uint64 {
+	if x != nil {
+		return x.Named
+	}
+	return nil
+}
+
+// Usage is what a run (or every run of a job, summed) used, measured by the
+// worker from the operating system (wait4 rusage of the job's process tree).
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// User plus system CPU time, in seconds.
+	CpuSeconds float64 `protobuf:"fixed64,1,opt,name=cpu_seconds,json=cpuSeconds,proto3" json:"cpu_seconds,omitempty"`
+	// Largest resident set of the job's processes, in bytes.
+	MaxRssBytes uint64 `protobuf:"varint,2,opt,name=max_rss_bytes,json=maxRssBytes,proto3" json:"max_rss_bytes,omitempty"`
+	// Wall-clock time from start to end, in seconds.
+	WallSeconds float64 `protobuf:"fixed64,3,opt,name=wall_seconds,json=wallSeconds,proto3" json:"wall_seconds,omitempty"`
+	// GPUs reserved times wall seconds.
+	GpuSeconds    float64 `protobuf:"fixed64,4,opt,name=gpu_seconds,json=gpuSeconds,proto3" json:"gpu_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_crms_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Usage) GetCpuSeconds() float64 {
+	if x != nil {
+		return x.CpuSeconds
+	}
+	return 0
+}
+
+func (x *Usage) GetMaxRssBytes() uint64 {
+	if x != nil {
+		return x.MaxRssBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetWallSeconds() float64 {
+	if x != nil {
+		return x.WallSeconds
+	}
+	return 0
+}
+
+func (x *Usage) GetGpuSeconds() float64 {
+	if x != nil {
+		return x.GpuSeconds
+	}
+	return 0
+}
+
 // JobSpec is what a user asks for. It never changes after submit.
 type JobSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -330,13 +545,25 @@ type JobSpec struct {
 	// elsewhere meanwhile, and when its worker comes back the superseded run is
 	// killed and its report refused.
 	KeepOnDisconnect bool `protobuf:"varint,16,opt,name=keep_on_disconnect,json=keepOnDisconnect,proto3" json:"keep_on_disconnect,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What one run needs; unset means 1 cpu, no memory reservation, no GPU. A
+	// request no attached or DOWN worker could ever hold is refused at submit
+	// (INVALID_ARGUMENT naming the largest worker).
+	Resources *Resources `protobuf:"bytes,17,opt,name=resources,proto3" json:"resources,omitempty"`
+	// The queue it is submitted to (see QueueService); empty means "default".
+	// NOT_FOUND for a queue that does not exist.
+	Queue string `protobuf:"bytes,18,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The scheduler may stop this job to give a queue below its fair share its
+	// resources: the run gets SIGTERM, then SIGKILL after the grace, and the job
+	// goes back to PENDING with an attempt whose outcome is PREEMPTED. A queue
+	// may make all its jobs preemptible (Queue.preemptible).
+	Preemptible   bool `protobuf:"varint,19,opt,name=preemptible,proto3" json:"preemptible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
 	*x = JobSpec{}
-	mi := &file_crms_v1_job_proto_msgTypes[0]
+	mi := &file_crms_v1_job_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +575,7 @@ func (x *JobSpec) String() string {
 func (*JobSpec) ProtoMessage() {}
 
 func (x *JobSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[0]
+	mi := &file_crms_v1_job_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +588,7 @@ func (x *JobSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSpec.ProtoReflect.Descriptor instead.
 func (*JobSpec) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{0}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JobSpec) GetCommand() []string {
@@ -476,6 +703,27 @@ func (x *JobSpec) GetKeepOnDisconnect() bool {
 	return false
 }
 
+func (x *JobSpec) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *JobSpec) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *JobSpec) GetPreemptible() bool {
+	if x != nil {
+		return x.Preemptible
+	}
+	return false
+}
+
 // ArraySpec is the index range of an array job, like Slurm's --array 1-1000%50.
 type ArraySpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -492,7 +740,7 @@ type ArraySpec struct {
 
 func (x *ArraySpec) Reset() {
 	*x = ArraySpec{}
-	mi := &file_crms_v1_job_proto_msgTypes[1]
+	mi := &file_crms_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +752,7 @@ func (x *ArraySpec) String() string {
 func (*ArraySpec) ProtoMessage() {}
 
 func (x *ArraySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[1]
+	mi := &file_crms_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +765,7 @@ func (x *ArraySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArraySpec.ProtoReflect.Descriptor instead.
 func (*ArraySpec) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ArraySpec) GetFirst() uint32 {
@@ -554,7 +802,7 @@ type Dependency struct {
 
 func (x *Dependency) Reset() {
 	*x = Dependency{}
-	mi := &file_crms_v1_job_proto_msgTypes[2]
+	mi := &file_crms_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +814,7 @@ func (x *Dependency) String() string {
 func (*Dependency) ProtoMessage() {}
 
 func (x *Dependency) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[2]
+	mi := &file_crms_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +827,7 @@ func (x *Dependency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dependency.ProtoReflect.Descriptor instead.
 func (*Dependency) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Dependency) GetJobId() string {
@@ -623,7 +871,7 @@ type ArrayCounts struct {
 
 func (x *ArrayCounts) Reset() {
 	*x = ArrayCounts{}
-	mi := &file_crms_v1_job_proto_msgTypes[3]
+	mi := &file_crms_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +883,7 @@ func (x *ArrayCounts) String() string {
 func (*ArrayCounts) ProtoMessage() {}
 
 func (x *ArrayCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[3]
+	mi := &file_crms_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +896,7 @@ func (x *ArrayCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArrayCounts.ProtoReflect.Descriptor instead.
 func (*ArrayCounts) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ArrayCounts) GetTotal() uint32 {
@@ -737,14 +985,19 @@ type Attempt struct {
 	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
 	// The run was killed for passing JobSpec.timeout_seconds (outcome FAILED;
 	// it counts against max_retries).
-	TimedOut      bool `protobuf:"varint,10,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	TimedOut bool `protobuf:"varint,10,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	// What the run used, as its worker measured it; unset while it runs or when
+	// the worker could not tell (a lost run).
+	Usage *Usage `protobuf:"bytes,11,opt,name=usage,proto3" json:"usage,omitempty"`
+	// GPU indices reserved for the run (its CUDA_VISIBLE_DEVICES).
+	GpuIndices    []uint32 `protobuf:"varint,12,rep,packed,name=gpu_indices,json=gpuIndices,proto3" json:"gpu_indices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_crms_v1_job_proto_msgTypes[4]
+	mi := &file_crms_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +1009,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[4]
+	mi := &file_crms_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +1022,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Attempt) GetNumber() uint32 {
@@ -842,6 +1095,20 @@ func (x *Attempt) GetTimedOut() bool {
 	return false
 }
 
+func (x *Attempt) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *Attempt) GetGpuIndices() []uint32 {
+	if x != nil {
+		return x.GpuIndices
+	}
+	return nil
+}
+
 // Job is a submitted job and its current status.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -906,14 +1173,31 @@ type Job struct {
 	// The requested kill is immediate (KillJobRequest.force): SIGKILL, no grace.
 	KillForce bool `protobuf:"varint,27,opt,name=kill_force,json=killForce,proto3" json:"kill_force,omitempty"`
 	// How many times RequeueJob ran this job again after it had ended.
-	Requeues      uint32 `protobuf:"varint,28,opt,name=requeues,proto3" json:"requeues,omitempty"`
+	Requeues uint32 `protobuf:"varint,28,opt,name=requeues,proto3" json:"requeues,omitempty"`
+	// Who submitted it: the token's name, or on a server without
+	// authentication the crms.io/owner label the client set (the CLI sets the
+	// OS user); empty when neither. Fair share is between these users.
+	User string `protobuf:"bytes,29,opt,name=user,proto3" json:"user,omitempty"`
+	// The queue it is in ("default" when the spec named none).
+	Queue string `protobuf:"bytes,30,opt,name=queue,proto3" json:"queue,omitempty"`
+	// What every run so far used, summed (Attempt.usage of each).
+	Usage *Usage `protobuf:"bytes,31,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The scheduler is stopping this run to give another queue its share; the
+	// job goes back to PENDING when the worker reports the end.
+	PreemptRequested bool `protobuf:"varint,32,opt,name=preempt_requested,json=preemptRequested,proto3" json:"preempt_requested,omitempty"`
+	// Runs preempted so far (counted against no retry budget).
+	Preemptions uint32 `protobuf:"varint,33,opt,name=preemptions,proto3" json:"preemptions,omitempty"`
+	// For a PENDING job, computed when read: its place among the pending jobs
+	// of its queue in the order they will be considered (1 = next); 0 when not
+	// pending or not known on this replica.
+	QueuePosition uint64 `protobuf:"varint,34,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_crms_v1_job_proto_msgTypes[5]
+	mi := &file_crms_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1209,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[5]
+	mi := &file_crms_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1222,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Job) GetId() string {
@@ -1137,6 +1421,48 @@ func (x *Job) GetRequeues() uint32 {
 	return 0
 }
 
+func (x *Job) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Job) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *Job) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *Job) GetPreemptRequested() bool {
+	if x != nil {
+		return x.PreemptRequested
+	}
+	return false
+}
+
+func (x *Job) GetPreemptions() uint32 {
+	if x != nil {
+		return x.Preemptions
+	}
+	return 0
+}
+
+func (x *Job) GetQueuePosition() uint64 {
+	if x != nil {
+		return x.QueuePosition
+	}
+	return 0
+}
+
 // SubmitJobRequest asks for a new job.
 type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1151,7 +1477,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[6]
+	mi := &file_crms_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1489,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[6]
+	mi := &file_crms_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1502,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -1206,7 +1532,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[7]
+	mi := &file_crms_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1544,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[7]
+	mi := &file_crms_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1557,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -1259,7 +1585,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[8]
+	mi := &file_crms_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1597,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[8]
+	mi := &file_crms_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1610,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1305,7 +1631,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[9]
+	mi := &file_crms_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1643,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[9]
+	mi := &file_crms_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1656,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1373,7 +1699,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[10]
+	mi := &file_crms_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1711,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[10]
+	mi := &file_crms_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1724,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1472,7 +1798,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[11]
+	mi := &file_crms_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1810,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[11]
+	mi := &file_crms_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1823,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1537,7 +1863,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[12]
+	mi := &file_crms_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1875,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[12]
+	mi := &file_crms_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1888,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchJobsRequest) GetIds() []string {
@@ -1594,7 +1920,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[13]
+	mi := &file_crms_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1932,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[13]
+	mi := &file_crms_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1945,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchJobsResponse) GetType() WatchEventType {
@@ -1660,7 +1986,7 @@ type KillJobRequest struct {
 
 func (x *KillJobRequest) Reset() {
 	*x = KillJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[14]
+	mi := &file_crms_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1998,7 @@ func (x *KillJobRequest) String() string {
 func (*KillJobRequest) ProtoMessage() {}
 
 func (x *KillJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[14]
+	mi := &file_crms_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +2011,7 @@ func (x *KillJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillJobRequest.ProtoReflect.Descriptor instead.
 func (*KillJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KillJobRequest) GetId() string {
@@ -1721,7 +2047,7 @@ type KillJobResponse struct {
 
 func (x *KillJobResponse) Reset() {
 	*x = KillJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[15]
+	mi := &file_crms_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +2059,7 @@ func (x *KillJobResponse) String() string {
 func (*KillJobResponse) ProtoMessage() {}
 
 func (x *KillJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[15]
+	mi := &file_crms_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +2072,7 @@ func (x *KillJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillJobResponse.ProtoReflect.Descriptor instead.
 func (*KillJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KillJobResponse) GetJob() *Job {
@@ -1767,7 +2093,7 @@ type HoldJobRequest struct {
 
 func (x *HoldJobRequest) Reset() {
 	*x = HoldJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[16]
+	mi := &file_crms_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +2105,7 @@ func (x *HoldJobRequest) String() string {
 func (*HoldJobRequest) ProtoMessage() {}
 
 func (x *HoldJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[16]
+	mi := &file_crms_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +2118,7 @@ func (x *HoldJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldJobRequest.ProtoReflect.Descriptor instead.
 func (*HoldJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HoldJobRequest) GetId() string {
@@ -1813,7 +2139,7 @@ type HoldJobResponse struct {
 
 func (x *HoldJobResponse) Reset() {
 	*x = HoldJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[17]
+	mi := &file_crms_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2151,7 @@ func (x *HoldJobResponse) String() string {
 func (*HoldJobResponse) ProtoMessage() {}
 
 func (x *HoldJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[17]
+	mi := &file_crms_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2164,7 @@ func (x *HoldJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldJobResponse.ProtoReflect.Descriptor instead.
 func (*HoldJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HoldJobResponse) GetJob() *Job {
@@ -1860,7 +2186,7 @@ type ReleaseJobRequest struct {
 
 func (x *ReleaseJobRequest) Reset() {
 	*x = ReleaseJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[18]
+	mi := &file_crms_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +2198,7 @@ func (x *ReleaseJobRequest) String() string {
 func (*ReleaseJobRequest) ProtoMessage() {}
 
 func (x *ReleaseJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[18]
+	mi := &file_crms_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +2211,7 @@ func (x *ReleaseJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseJobRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReleaseJobRequest) GetId() string {
@@ -1906,7 +2232,7 @@ type ReleaseJobResponse struct {
 
 func (x *ReleaseJobResponse) Reset() {
 	*x = ReleaseJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[19]
+	mi := &file_crms_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2244,7 @@ func (x *ReleaseJobResponse) String() string {
 func (*ReleaseJobResponse) ProtoMessage() {}
 
 func (x *ReleaseJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[19]
+	mi := &file_crms_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2257,7 @@ func (x *ReleaseJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseJobResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReleaseJobResponse) GetJob() *Job {
@@ -1955,7 +2281,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[20]
+	mi := &file_crms_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2293,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[20]
+	mi := &file_crms_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2306,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunJobRequest) GetId() string {
@@ -2009,7 +2335,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[21]
+	mi := &file_crms_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2347,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[21]
+	mi := &file_crms_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2360,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunJobResponse) GetJob() *Job {
@@ -2057,7 +2383,7 @@ type RequeueJobRequest struct {
 
 func (x *RequeueJobRequest) Reset() {
 	*x = RequeueJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[22]
+	mi := &file_crms_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2395,7 @@ func (x *RequeueJobRequest) String() string {
 func (*RequeueJobRequest) ProtoMessage() {}
 
 func (x *RequeueJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[22]
+	mi := &file_crms_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2408,7 @@ func (x *RequeueJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueJobRequest.ProtoReflect.Descriptor instead.
 func (*RequeueJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RequeueJobRequest) GetId() string {
@@ -2110,7 +2436,7 @@ type RequeueJobResponse struct {
 
 func (x *RequeueJobResponse) Reset() {
 	*x = RequeueJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[23]
+	mi := &file_crms_v1_job_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2448,7 @@ func (x *RequeueJobResponse) String() string {
 func (*RequeueJobResponse) ProtoMessage() {}
 
 func (x *RequeueJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[23]
+	mi := &file_crms_v1_job_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2461,7 @@ func (x *RequeueJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueJobResponse.ProtoReflect.Descriptor instead.
 func (*RequeueJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RequeueJobResponse) GetJob() *Job {
@@ -2156,7 +2482,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[24]
+	mi := &file_crms_v1_job_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2494,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[24]
+	mi := &file_crms_v1_job_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2507,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{24}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteJobRequest) GetId() string {
@@ -2200,7 +2526,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[25]
+	mi := &file_crms_v1_job_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2538,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[25]
+	mi := &file_crms_v1_job_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2551,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{27}
 }
 
 // StreamOutputRequest asks for a job's output.
@@ -2242,7 +2568,7 @@ type StreamOutputRequest struct {
 
 func (x *StreamOutputRequest) Reset() {
 	*x = StreamOutputRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[26]
+	mi := &file_crms_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2580,7 @@ func (x *StreamOutputRequest) String() string {
 func (*StreamOutputRequest) ProtoMessage() {}
 
 func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[26]
+	mi := &file_crms_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2593,7 @@ func (x *StreamOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputRequest.ProtoReflect.Descriptor instead.
 func (*StreamOutputRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StreamOutputRequest) GetId() string {
@@ -2302,7 +2628,7 @@ type StreamOutputResponse struct {
 
 func (x *StreamOutputResponse) Reset() {
 	*x = StreamOutputResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[27]
+	mi := &file_crms_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2640,7 @@ func (x *StreamOutputResponse) String() string {
 func (*StreamOutputResponse) ProtoMessage() {}
 
 func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[27]
+	mi := &file_crms_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2653,7 @@ func (x *StreamOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOutputResponse.ProtoReflect.Descriptor instead.
 func (*StreamOutputResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StreamOutputResponse) GetStream() OutputStream {
@@ -2356,6 +2682,234 @@ func (x *StreamOutputResponse) GetTruncated() bool {
 		return x.Truncated
 	}
 	return false
+}
+
+// GetUsageRequest selects the finished jobs to sum.
+type GetUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only jobs that ended at or after this time; unset means the last 7 days.
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// What to group by.
+	GroupBy       UsageGrouping `protobuf:"varint,2,opt,name=group_by,json=groupBy,proto3,enum=crms.v1.UsageGrouping" json:"group_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_crms_v1_job_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetUsageRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetUsageRequest) GetGroupBy() UsageGrouping {
+	if x != nil {
+		return x.GroupBy
+	}
+	return UsageGrouping_USAGE_GROUPING_UNSPECIFIED
+}
+
+// UsageRow is the sum over one group's finished jobs.
+type UsageRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user, queue or worker name ("" for jobs without one).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Finished jobs.
+	Jobs uint64 `protobuf:"varint,2,opt,name=jobs,proto3" json:"jobs,omitempty"`
+	// Of which SUCCEEDED.
+	Succeeded uint64 `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// Of which FAILED (final LOST counts here too).
+	Failed uint64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Of which KILLED.
+	Killed uint64 `protobuf:"varint,5,opt,name=killed,proto3" json:"killed,omitempty"`
+	// CPU time (user + system) of every run, in hours.
+	CpuHours float64 `protobuf:"fixed64,6,opt,name=cpu_hours,json=cpuHours,proto3" json:"cpu_hours,omitempty"`
+	// GPUs reserved times wall time, in hours.
+	GpuHours float64 `protobuf:"fixed64,7,opt,name=gpu_hours,json=gpuHours,proto3" json:"gpu_hours,omitempty"`
+	// Wall time of every run, in hours.
+	WallHours float64 `protobuf:"fixed64,8,opt,name=wall_hours,json=wallHours,proto3" json:"wall_hours,omitempty"`
+	// The largest max RSS of any run, in bytes.
+	MaxRssBytes   uint64 `protobuf:"varint,9,opt,name=max_rss_bytes,json=maxRssBytes,proto3" json:"max_rss_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRow) Reset() {
+	*x = UsageRow{}
+	mi := &file_crms_v1_job_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRow) ProtoMessage() {}
+
+func (x *UsageRow) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
+func (*UsageRow) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UsageRow) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageRow) GetJobs() uint64 {
+	if x != nil {
+		return x.Jobs
+	}
+	return 0
+}
+
+func (x *UsageRow) GetSucceeded() uint64 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *UsageRow) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *UsageRow) GetKilled() uint64 {
+	if x != nil {
+		return x.Killed
+	}
+	return 0
+}
+
+func (x *UsageRow) GetCpuHours() float64 {
+	if x != nil {
+		return x.CpuHours
+	}
+	return 0
+}
+
+func (x *UsageRow) GetGpuHours() float64 {
+	if x != nil {
+		return x.GpuHours
+	}
+	return 0
+}
+
+func (x *UsageRow) GetWallHours() float64 {
+	if x != nil {
+		return x.WallHours
+	}
+	return 0
+}
+
+func (x *UsageRow) GetMaxRssBytes() uint64 {
+	if x != nil {
+		return x.MaxRssBytes
+	}
+	return 0
+}
+
+// GetUsageResponse carries one row per group, largest CPU hours first.
+type GetUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rows.
+	Rows []*UsageRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	// The lower bound used.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_crms_v1_job_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crms_v1_job_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetUsageResponse) GetRows() []*UsageRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
 }
 
 // ListHistoryRequest filters the job history. Every filter set must hold.
@@ -2387,7 +2941,7 @@ type ListHistoryRequest struct {
 
 func (x *ListHistoryRequest) Reset() {
 	*x = ListHistoryRequest{}
-	mi := &file_crms_v1_job_proto_msgTypes[28]
+	mi := &file_crms_v1_job_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2953,7 @@ func (x *ListHistoryRequest) String() string {
 func (*ListHistoryRequest) ProtoMessage() {}
 
 func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[28]
+	mi := &file_crms_v1_job_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2966,7 @@ func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{28}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListHistoryRequest) GetSince() *timestamppb.Timestamp {
@@ -2498,7 +3052,7 @@ type ListHistoryResponse struct {
 
 func (x *ListHistoryResponse) Reset() {
 	*x = ListHistoryResponse{}
-	mi := &file_crms_v1_job_proto_msgTypes[29]
+	mi := &file_crms_v1_job_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +3064,7 @@ func (x *ListHistoryResponse) String() string {
 func (*ListHistoryResponse) ProtoMessage() {}
 
 func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crms_v1_job_proto_msgTypes[29]
+	mi := &file_crms_v1_job_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +3077,7 @@ func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_crms_v1_job_proto_rawDescGZIP(), []int{29}
+	return file_crms_v1_job_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListHistoryResponse) GetJobs() []*Job {
@@ -2544,7 +3098,23 @@ var File_crms_v1_job_proto protoreflect.FileDescriptor
 
 const file_crms_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x11crms/v1/job.proto\x12\acrms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x06\n" +
+	"\x11crms/v1/job.proto\x12\acrms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x01\n" +
+	"\tResources\x12\x12\n" +
+	"\x04cpus\x18\x01 \x01(\rR\x04cpus\x12!\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12\x12\n" +
+	"\x04gpus\x18\x03 \x01(\rR\x04gpus\x123\n" +
+	"\x05named\x18\x04 \x03(\v2\x1d.crms.v1.Resources.NamedEntryR\x05named\x1a8\n" +
+	"\n" +
+	"NamedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05Usage\x12\x1f\n" +
+	"\vcpu_seconds\x18\x01 \x01(\x01R\n" +
+	"cpuSeconds\x12\"\n" +
+	"\rmax_rss_bytes\x18\x02 \x01(\x04R\vmaxRssBytes\x12!\n" +
+	"\fwall_seconds\x18\x03 \x01(\x01R\vwallSeconds\x12\x1f\n" +
+	"\vgpu_seconds\x18\x04 \x01(\x01R\n" +
+	"gpuSeconds\"\x96\a\n" +
 	"\aJobSpec\x12\x18\n" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -2564,7 +3134,10 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x11retention_seconds\x18\r \x01(\rR\x10retentionSeconds\x12(\n" +
 	"\x05array\x18\x0e \x01(\v2\x12.crms.v1.ArraySpecR\x05array\x12)\n" +
 	"\x05after\x18\x0f \x03(\v2\x13.crms.v1.DependencyR\x05after\x12,\n" +
-	"\x12keep_on_disconnect\x18\x10 \x01(\bR\x10keepOnDisconnect\x1a6\n" +
+	"\x12keep_on_disconnect\x18\x10 \x01(\bR\x10keepOnDisconnect\x120\n" +
+	"\tresources\x18\x11 \x01(\v2\x12.crms.v1.ResourcesR\tresources\x12\x14\n" +
+	"\x05queue\x18\x12 \x01(\tR\x05queue\x12 \n" +
+	"\vpreemptible\x18\x13 \x01(\bR\vpreemptible\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2592,7 +3165,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\tsucceeded\x18\x06 \x01(\rR\tsucceeded\x12\x16\n" +
 	"\x06failed\x18\a \x01(\rR\x06failed\x12\x16\n" +
 	"\x06killed\x18\b \x01(\rR\x06killed\x12\x12\n" +
-	"\x04lost\x18\t \x01(\rR\x04lost\"\x90\x03\n" +
+	"\x04lost\x18\t \x01(\rR\x04lost\"\xd7\x03\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\rR\x06number\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12;\n" +
@@ -2606,9 +3179,12 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x06signal\x18\b \x01(\tR\x06signal\x12\x14\n" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x1b\n" +
 	"\ttimed_out\x18\n" +
-	" \x01(\bR\btimedOutB\f\n" +
+	" \x01(\bR\btimedOut\x12$\n" +
+	"\x05usage\x18\v \x01(\v2\x0e.crms.v1.UsageR\x05usage\x12\x1f\n" +
+	"\vgpu_indices\x18\f \x03(\rR\n" +
+	"gpuIndicesB\f\n" +
 	"\n" +
-	"_exit_code\"\xef\a\n" +
+	"_exit_code\"\xb5\t\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12$\n" +
 	"\x04spec\x18\x02 \x01(\v2\x10.crms.v1.JobSpecR\x04spec\x12'\n" +
@@ -2646,7 +3222,13 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x06run_on\x18\x1a \x01(\tR\x05runOn\x12\x1d\n" +
 	"\n" +
 	"kill_force\x18\x1b \x01(\bR\tkillForce\x12\x1a\n" +
-	"\brequeues\x18\x1c \x01(\rR\brequeuesB\f\n" +
+	"\brequeues\x18\x1c \x01(\rR\brequeues\x12\x12\n" +
+	"\x04user\x18\x1d \x01(\tR\x04user\x12\x14\n" +
+	"\x05queue\x18\x1e \x01(\tR\x05queue\x12$\n" +
+	"\x05usage\x18\x1f \x01(\v2\x0e.crms.v1.UsageR\x05usage\x12+\n" +
+	"\x11preempt_requested\x18  \x01(\bR\x10preemptRequested\x12 \n" +
+	"\vpreemptions\x18! \x01(\rR\vpreemptions\x12%\n" +
+	"\x0equeue_position\x18\" \x01(\x04R\rqueuePositionB\f\n" +
 	"\n" +
 	"_exit_code\"W\n" +
 	"\x10SubmitJobRequest\x12$\n" +
@@ -2720,7 +3302,24 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\x0e2\x15.crms.v1.OutputStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1c\n" +
-	"\ttruncated\x18\x04 \x01(\bR\ttruncated\"\xbc\x03\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\"v\n" +
+	"\x0fGetUsageRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x121\n" +
+	"\bgroup_by\x18\x02 \x01(\x0e2\x16.crms.v1.UsageGroupingR\agroupBy\"\xfb\x01\n" +
+	"\bUsageRow\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04jobs\x18\x02 \x01(\x04R\x04jobs\x12\x1c\n" +
+	"\tsucceeded\x18\x03 \x01(\x04R\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x04R\x06failed\x12\x16\n" +
+	"\x06killed\x18\x05 \x01(\x04R\x06killed\x12\x1b\n" +
+	"\tcpu_hours\x18\x06 \x01(\x01R\bcpuHours\x12\x1b\n" +
+	"\tgpu_hours\x18\a \x01(\x01R\bgpuHours\x12\x1d\n" +
+	"\n" +
+	"wall_hours\x18\b \x01(\x01R\twallHours\x12\"\n" +
+	"\rmax_rss_bytes\x18\t \x01(\x04R\vmaxRssBytes\"k\n" +
+	"\x10GetUsageResponse\x12%\n" +
+	"\x04rows\x18\x01 \x03(\v2\x11.crms.v1.UsageRowR\x04rows\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xbc\x03\n" +
 	"\x12ListHistoryRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12)\n" +
@@ -2739,7 +3338,7 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
 	"\x13ListHistoryResponse\x12 \n" +
 	"\x04jobs\x18\x01 \x03(\v2\f.crms.v1.JobR\x04jobs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xd8\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xf1\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x12\n" +
@@ -2749,7 +3348,8 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\x13JOB_STATE_SUCCEEDED\x10\x05\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x06\x12\x14\n" +
 	"\x10JOB_STATE_KILLED\x10\a\x12\x12\n" +
-	"\x0eJOB_STATE_LOST\x10\b*\xa3\x01\n" +
+	"\x0eJOB_STATE_LOST\x10\b\x12\x17\n" +
+	"\x13JOB_STATE_PREEMPTED\x10\t*\xa3\x01\n" +
 	"\x13DependencyCondition\x12$\n" +
 	" DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eDEPENDENCY_CONDITION_SUCCEEDED\x10\x01\x12\x1f\n" +
@@ -2764,7 +3364,12 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x022\xb4\x06\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*}\n" +
+	"\rUsageGrouping\x12\x1e\n" +
+	"\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13USAGE_GROUPING_USER\x10\x01\x12\x18\n" +
+	"\x14USAGE_GROUPING_QUEUE\x10\x02\x12\x19\n" +
+	"\x15USAGE_GROUPING_WORKER\x10\x032\xf5\x06\n" +
 	"\n" +
 	"JobService\x12B\n" +
 	"\tSubmitJob\x12\x19.crms.v1.SubmitJobRequest\x1a\x1a.crms.v1.SubmitJobResponse\x129\n" +
@@ -2780,7 +3385,8 @@ const file_crms_v1_job_proto_rawDesc = "" +
 	"RequeueJob\x12\x1a.crms.v1.RequeueJobRequest\x1a\x1b.crms.v1.RequeueJobResponse\x12B\n" +
 	"\tDeleteJob\x12\x19.crms.v1.DeleteJobRequest\x1a\x1a.crms.v1.DeleteJobResponse\x12M\n" +
 	"\fStreamOutput\x12\x1c.crms.v1.StreamOutputRequest\x1a\x1d.crms.v1.StreamOutputResponse0\x01\x12H\n" +
-	"\vListHistory\x12\x1b.crms.v1.ListHistoryRequest\x1a\x1c.crms.v1.ListHistoryResponseB\x8c\x01\n" +
+	"\vListHistory\x12\x1b.crms.v1.ListHistoryRequest\x1a\x1c.crms.v1.ListHistoryResponse\x12?\n" +
+	"\bGetUsage\x12\x18.crms.v1.GetUsageRequest\x1a\x19.crms.v1.GetUsageResponseB\x8c\x01\n" +
 	"\vcom.crms.v1B\bJobProtoP\x01Z6github.com/crms-dev/crms/clients/go/gen/crms/v1;crmsv1\xa2\x02\x03CXX\xaa\x02\aCrms.V1\xca\x02\aCrms\\V1\xe2\x02\x13Crms\\V1\\GPBMetadata\xea\x02\bCrms::V1b\x06proto3"
 
 var (
@@ -2795,116 +3401,133 @@ func file_crms_v1_job_proto_rawDescGZIP() []byte {
 	return file_crms_v1_job_proto_rawDescData
 }
 
-var file_crms_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_crms_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_crms_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_crms_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: crms.v1.JobState
 	(DependencyCondition)(0),      // 1: crms.v1.DependencyCondition
 	(WatchEventType)(0),           // 2: crms.v1.WatchEventType
 	(OutputStream)(0),             // 3: crms.v1.OutputStream
-	(*JobSpec)(nil),               // 4: crms.v1.JobSpec
-	(*ArraySpec)(nil),             // 5: crms.v1.ArraySpec
-	(*Dependency)(nil),            // 6: crms.v1.Dependency
-	(*ArrayCounts)(nil),           // 7: crms.v1.ArrayCounts
-	(*Attempt)(nil),               // 8: crms.v1.Attempt
-	(*Job)(nil),                   // 9: crms.v1.Job
-	(*SubmitJobRequest)(nil),      // 10: crms.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 11: crms.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 12: crms.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 13: crms.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 14: crms.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 15: crms.v1.ListJobsResponse
-	(*WatchJobsRequest)(nil),      // 16: crms.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),     // 17: crms.v1.WatchJobsResponse
-	(*KillJobRequest)(nil),        // 18: crms.v1.KillJobRequest
-	(*KillJobResponse)(nil),       // 19: crms.v1.KillJobResponse
-	(*HoldJobRequest)(nil),        // 20: crms.v1.HoldJobRequest
-	(*HoldJobResponse)(nil),       // 21: crms.v1.HoldJobResponse
-	(*ReleaseJobRequest)(nil),     // 22: crms.v1.ReleaseJobRequest
-	(*ReleaseJobResponse)(nil),    // 23: crms.v1.ReleaseJobResponse
-	(*RunJobRequest)(nil),         // 24: crms.v1.RunJobRequest
-	(*RunJobResponse)(nil),        // 25: crms.v1.RunJobResponse
-	(*RequeueJobRequest)(nil),     // 26: crms.v1.RequeueJobRequest
-	(*RequeueJobResponse)(nil),    // 27: crms.v1.RequeueJobResponse
-	(*DeleteJobRequest)(nil),      // 28: crms.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),     // 29: crms.v1.DeleteJobResponse
-	(*StreamOutputRequest)(nil),   // 30: crms.v1.StreamOutputRequest
-	(*StreamOutputResponse)(nil),  // 31: crms.v1.StreamOutputResponse
-	(*ListHistoryRequest)(nil),    // 32: crms.v1.ListHistoryRequest
-	(*ListHistoryResponse)(nil),   // 33: crms.v1.ListHistoryResponse
-	nil,                           // 34: crms.v1.JobSpec.EnvEntry
-	nil,                           // 35: crms.v1.JobSpec.LabelsEntry
-	nil,                           // 36: crms.v1.JobSpec.ConstraintsEntry
-	nil,                           // 37: crms.v1.ListJobsRequest.LabelsEntry
-	nil,                           // 38: crms.v1.ListHistoryRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(UsageGrouping)(0),            // 4: crms.v1.UsageGrouping
+	(*Resources)(nil),             // 5: crms.v1.Resources
+	(*Usage)(nil),                 // 6: crms.v1.Usage
+	(*JobSpec)(nil),               // 7: crms.v1.JobSpec
+	(*ArraySpec)(nil),             // 8: crms.v1.ArraySpec
+	(*Dependency)(nil),            // 9: crms.v1.Dependency
+	(*ArrayCounts)(nil),           // 10: crms.v1.ArrayCounts
+	(*Attempt)(nil),               // 11: crms.v1.Attempt
+	(*Job)(nil),                   // 12: crms.v1.Job
+	(*SubmitJobRequest)(nil),      // 13: crms.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 14: crms.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),         // 15: crms.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 16: crms.v1.GetJobResponse
+	(*ListJobsRequest)(nil),       // 17: crms.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 18: crms.v1.ListJobsResponse
+	(*WatchJobsRequest)(nil),      // 19: crms.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),     // 20: crms.v1.WatchJobsResponse
+	(*KillJobRequest)(nil),        // 21: crms.v1.KillJobRequest
+	(*KillJobResponse)(nil),       // 22: crms.v1.KillJobResponse
+	(*HoldJobRequest)(nil),        // 23: crms.v1.HoldJobRequest
+	(*HoldJobResponse)(nil),       // 24: crms.v1.HoldJobResponse
+	(*ReleaseJobRequest)(nil),     // 25: crms.v1.ReleaseJobRequest
+	(*ReleaseJobResponse)(nil),    // 26: crms.v1.ReleaseJobResponse
+	(*RunJobRequest)(nil),         // 27: crms.v1.RunJobRequest
+	(*RunJobResponse)(nil),        // 28: crms.v1.RunJobResponse
+	(*RequeueJobRequest)(nil),     // 29: crms.v1.RequeueJobRequest
+	(*RequeueJobResponse)(nil),    // 30: crms.v1.RequeueJobResponse
+	(*DeleteJobRequest)(nil),      // 31: crms.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),     // 32: crms.v1.DeleteJobResponse
+	(*StreamOutputRequest)(nil),   // 33: crms.v1.StreamOutputRequest
+	(*StreamOutputResponse)(nil),  // 34: crms.v1.StreamOutputResponse
+	(*GetUsageRequest)(nil),       // 35: crms.v1.GetUsageRequest
+	(*UsageRow)(nil),              // 36: crms.v1.UsageRow
+	(*GetUsageResponse)(nil),      // 37: crms.v1.GetUsageResponse
+	(*ListHistoryRequest)(nil),    // 38: crms.v1.ListHistoryRequest
+	(*ListHistoryResponse)(nil),   // 39: crms.v1.ListHistoryResponse
+	nil,                           // 40: crms.v1.Resources.NamedEntry
+	nil,                           // 41: crms.v1.JobSpec.EnvEntry
+	nil,                           // 42: crms.v1.JobSpec.LabelsEntry
+	nil,                           // 43: crms.v1.JobSpec.ConstraintsEntry
+	nil,                           // 44: crms.v1.ListJobsRequest.LabelsEntry
+	nil,                           // 45: crms.v1.ListHistoryRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
 }
 var file_crms_v1_job_proto_depIdxs = []int32{
-	34, // 0: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
-	35, // 1: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
-	36, // 2: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
-	5,  // 3: crms.v1.JobSpec.array:type_name -> crms.v1.ArraySpec
-	6,  // 4: crms.v1.JobSpec.after:type_name -> crms.v1.Dependency
-	1,  // 5: crms.v1.Dependency.condition:type_name -> crms.v1.DependencyCondition
-	39, // 6: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
-	39, // 7: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	39, // 8: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 9: crms.v1.Attempt.outcome:type_name -> crms.v1.JobState
-	4,  // 10: crms.v1.Job.spec:type_name -> crms.v1.JobSpec
-	0,  // 11: crms.v1.Job.state:type_name -> crms.v1.JobState
-	39, // 12: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
-	39, // 13: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	39, // 14: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
-	8,  // 15: crms.v1.Job.attempts:type_name -> crms.v1.Attempt
-	7,  // 16: crms.v1.Job.array_counts:type_name -> crms.v1.ArrayCounts
-	4,  // 17: crms.v1.SubmitJobRequest.spec:type_name -> crms.v1.JobSpec
-	9,  // 18: crms.v1.SubmitJobResponse.job:type_name -> crms.v1.Job
-	9,  // 19: crms.v1.GetJobResponse.job:type_name -> crms.v1.Job
-	0,  // 20: crms.v1.ListJobsRequest.states:type_name -> crms.v1.JobState
-	37, // 21: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
-	9,  // 22: crms.v1.ListJobsResponse.jobs:type_name -> crms.v1.Job
-	2,  // 23: crms.v1.WatchJobsResponse.type:type_name -> crms.v1.WatchEventType
-	9,  // 24: crms.v1.WatchJobsResponse.job:type_name -> crms.v1.Job
-	9,  // 25: crms.v1.KillJobResponse.job:type_name -> crms.v1.Job
-	9,  // 26: crms.v1.HoldJobResponse.job:type_name -> crms.v1.Job
-	9,  // 27: crms.v1.ReleaseJobResponse.job:type_name -> crms.v1.Job
-	9,  // 28: crms.v1.RunJobResponse.job:type_name -> crms.v1.Job
-	9,  // 29: crms.v1.RequeueJobResponse.job:type_name -> crms.v1.Job
-	3,  // 30: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
-	39, // 31: crms.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	39, // 32: crms.v1.ListHistoryRequest.until:type_name -> google.protobuf.Timestamp
-	0,  // 33: crms.v1.ListHistoryRequest.states:type_name -> crms.v1.JobState
-	38, // 34: crms.v1.ListHistoryRequest.labels:type_name -> crms.v1.ListHistoryRequest.LabelsEntry
-	9,  // 35: crms.v1.ListHistoryResponse.jobs:type_name -> crms.v1.Job
-	10, // 36: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
-	12, // 37: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
-	14, // 38: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
-	16, // 39: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
-	18, // 40: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
-	20, // 41: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
-	22, // 42: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
-	24, // 43: crms.v1.JobService.RunJob:input_type -> crms.v1.RunJobRequest
-	26, // 44: crms.v1.JobService.RequeueJob:input_type -> crms.v1.RequeueJobRequest
-	28, // 45: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
-	30, // 46: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
-	32, // 47: crms.v1.JobService.ListHistory:input_type -> crms.v1.ListHistoryRequest
-	11, // 48: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
-	13, // 49: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
-	15, // 50: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
-	17, // 51: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
-	19, // 52: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
-	21, // 53: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
-	23, // 54: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
-	25, // 55: crms.v1.JobService.RunJob:output_type -> crms.v1.RunJobResponse
-	27, // 56: crms.v1.JobService.RequeueJob:output_type -> crms.v1.RequeueJobResponse
-	29, // 57: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
-	31, // 58: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
-	33, // 59: crms.v1.JobService.ListHistory:output_type -> crms.v1.ListHistoryResponse
-	48, // [48:60] is the sub-list for method output_type
-	36, // [36:48] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	40, // 0: crms.v1.Resources.named:type_name -> crms.v1.Resources.NamedEntry
+	41, // 1: crms.v1.JobSpec.env:type_name -> crms.v1.JobSpec.EnvEntry
+	42, // 2: crms.v1.JobSpec.labels:type_name -> crms.v1.JobSpec.LabelsEntry
+	43, // 3: crms.v1.JobSpec.constraints:type_name -> crms.v1.JobSpec.ConstraintsEntry
+	8,  // 4: crms.v1.JobSpec.array:type_name -> crms.v1.ArraySpec
+	9,  // 5: crms.v1.JobSpec.after:type_name -> crms.v1.Dependency
+	5,  // 6: crms.v1.JobSpec.resources:type_name -> crms.v1.Resources
+	1,  // 7: crms.v1.Dependency.condition:type_name -> crms.v1.DependencyCondition
+	46, // 8: crms.v1.Attempt.assign_time:type_name -> google.protobuf.Timestamp
+	46, // 9: crms.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	46, // 10: crms.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: crms.v1.Attempt.outcome:type_name -> crms.v1.JobState
+	6,  // 12: crms.v1.Attempt.usage:type_name -> crms.v1.Usage
+	7,  // 13: crms.v1.Job.spec:type_name -> crms.v1.JobSpec
+	0,  // 14: crms.v1.Job.state:type_name -> crms.v1.JobState
+	46, // 15: crms.v1.Job.submit_time:type_name -> google.protobuf.Timestamp
+	46, // 16: crms.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	46, // 17: crms.v1.Job.end_time:type_name -> google.protobuf.Timestamp
+	11, // 18: crms.v1.Job.attempts:type_name -> crms.v1.Attempt
+	10, // 19: crms.v1.Job.array_counts:type_name -> crms.v1.ArrayCounts
+	6,  // 20: crms.v1.Job.usage:type_name -> crms.v1.Usage
+	7,  // 21: crms.v1.SubmitJobRequest.spec:type_name -> crms.v1.JobSpec
+	12, // 22: crms.v1.SubmitJobResponse.job:type_name -> crms.v1.Job
+	12, // 23: crms.v1.GetJobResponse.job:type_name -> crms.v1.Job
+	0,  // 24: crms.v1.ListJobsRequest.states:type_name -> crms.v1.JobState
+	44, // 25: crms.v1.ListJobsRequest.labels:type_name -> crms.v1.ListJobsRequest.LabelsEntry
+	12, // 26: crms.v1.ListJobsResponse.jobs:type_name -> crms.v1.Job
+	2,  // 27: crms.v1.WatchJobsResponse.type:type_name -> crms.v1.WatchEventType
+	12, // 28: crms.v1.WatchJobsResponse.job:type_name -> crms.v1.Job
+	12, // 29: crms.v1.KillJobResponse.job:type_name -> crms.v1.Job
+	12, // 30: crms.v1.HoldJobResponse.job:type_name -> crms.v1.Job
+	12, // 31: crms.v1.ReleaseJobResponse.job:type_name -> crms.v1.Job
+	12, // 32: crms.v1.RunJobResponse.job:type_name -> crms.v1.Job
+	12, // 33: crms.v1.RequeueJobResponse.job:type_name -> crms.v1.Job
+	3,  // 34: crms.v1.StreamOutputResponse.stream:type_name -> crms.v1.OutputStream
+	46, // 35: crms.v1.GetUsageRequest.since:type_name -> google.protobuf.Timestamp
+	4,  // 36: crms.v1.GetUsageRequest.group_by:type_name -> crms.v1.UsageGrouping
+	36, // 37: crms.v1.GetUsageResponse.rows:type_name -> crms.v1.UsageRow
+	46, // 38: crms.v1.GetUsageResponse.since:type_name -> google.protobuf.Timestamp
+	46, // 39: crms.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	46, // 40: crms.v1.ListHistoryRequest.until:type_name -> google.protobuf.Timestamp
+	0,  // 41: crms.v1.ListHistoryRequest.states:type_name -> crms.v1.JobState
+	45, // 42: crms.v1.ListHistoryRequest.labels:type_name -> crms.v1.ListHistoryRequest.LabelsEntry
+	12, // 43: crms.v1.ListHistoryResponse.jobs:type_name -> crms.v1.Job
+	13, // 44: crms.v1.JobService.SubmitJob:input_type -> crms.v1.SubmitJobRequest
+	15, // 45: crms.v1.JobService.GetJob:input_type -> crms.v1.GetJobRequest
+	17, // 46: crms.v1.JobService.ListJobs:input_type -> crms.v1.ListJobsRequest
+	19, // 47: crms.v1.JobService.WatchJobs:input_type -> crms.v1.WatchJobsRequest
+	21, // 48: crms.v1.JobService.KillJob:input_type -> crms.v1.KillJobRequest
+	23, // 49: crms.v1.JobService.HoldJob:input_type -> crms.v1.HoldJobRequest
+	25, // 50: crms.v1.JobService.ReleaseJob:input_type -> crms.v1.ReleaseJobRequest
+	27, // 51: crms.v1.JobService.RunJob:input_type -> crms.v1.RunJobRequest
+	29, // 52: crms.v1.JobService.RequeueJob:input_type -> crms.v1.RequeueJobRequest
+	31, // 53: crms.v1.JobService.DeleteJob:input_type -> crms.v1.DeleteJobRequest
+	33, // 54: crms.v1.JobService.StreamOutput:input_type -> crms.v1.StreamOutputRequest
+	38, // 55: crms.v1.JobService.ListHistory:input_type -> crms.v1.ListHistoryRequest
+	35, // 56: crms.v1.JobService.GetUsage:input_type -> crms.v1.GetUsageRequest
+	14, // 57: crms.v1.JobService.SubmitJob:output_type -> crms.v1.SubmitJobResponse
+	16, // 58: crms.v1.JobService.GetJob:output_type -> crms.v1.GetJobResponse
+	18, // 59: crms.v1.JobService.ListJobs:output_type -> crms.v1.ListJobsResponse
+	20, // 60: crms.v1.JobService.WatchJobs:output_type -> crms.v1.WatchJobsResponse
+	22, // 61: crms.v1.JobService.KillJob:output_type -> crms.v1.KillJobResponse
+	24, // 62: crms.v1.JobService.HoldJob:output_type -> crms.v1.HoldJobResponse
+	26, // 63: crms.v1.JobService.ReleaseJob:output_type -> crms.v1.ReleaseJobResponse
+	28, // 64: crms.v1.JobService.RunJob:output_type -> crms.v1.RunJobResponse
+	30, // 65: crms.v1.JobService.RequeueJob:output_type -> crms.v1.RequeueJobResponse
+	32, // 66: crms.v1.JobService.DeleteJob:output_type -> crms.v1.DeleteJobResponse
+	34, // 67: crms.v1.JobService.StreamOutput:output_type -> crms.v1.StreamOutputResponse
+	39, // 68: crms.v1.JobService.ListHistory:output_type -> crms.v1.ListHistoryResponse
+	37, // 69: crms.v1.JobService.GetUsage:output_type -> crms.v1.GetUsageResponse
+	57, // [57:70] is the sub-list for method output_type
+	44, // [44:57] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_job_proto_init() }
@@ -2912,15 +3535,15 @@ func file_crms_v1_job_proto_init() {
 	if File_crms_v1_job_proto != nil {
 		return
 	}
-	file_crms_v1_job_proto_msgTypes[4].OneofWrappers = []any{}
-	file_crms_v1_job_proto_msgTypes[5].OneofWrappers = []any{}
+	file_crms_v1_job_proto_msgTypes[6].OneofWrappers = []any{}
+	file_crms_v1_job_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crms_v1_job_proto_rawDesc), len(file_crms_v1_job_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   35,
+			NumEnums:      5,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

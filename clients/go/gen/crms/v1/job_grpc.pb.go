@@ -34,6 +34,7 @@ const (
 	JobService_DeleteJob_FullMethodName    = "/crms.v1.JobService/DeleteJob"
 	JobService_StreamOutput_FullMethodName = "/crms.v1.JobService/StreamOutput"
 	JobService_ListHistory_FullMethodName  = "/crms.v1.JobService/ListHistory"
+	JobService_GetUsage_FullMethodName     = "/crms.v1.JobService/GetUsage"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -79,6 +80,11 @@ type JobServiceClient interface {
 	// the history database cannot be reached; FAILED_PRECONDITION when the
 	// control plane runs without history.
 	ListHistory(ctx context.Context, in *ListHistoryRequest, opts ...grpc.CallOption) (*ListHistoryResponse, error)
+	// Sums what finished jobs used, grouped by user, queue or worker, from the
+	// job history database (jobs that ended since the given time).
+	// FAILED_PRECONDITION when the control plane runs without history,
+	// UNAVAILABLE when it cannot be reached.
+	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
 }
 
 type jobServiceClient struct {
@@ -227,6 +233,16 @@ func (c *jobServiceClient) ListHistory(ctx context.Context, in *ListHistoryReque
 	return out, nil
 }
 
+func (c *jobServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUsageResponse)
+	err := c.cc.Invoke(ctx, JobService_GetUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -270,6 +286,11 @@ type JobServiceServer interface {
 	// the history database cannot be reached; FAILED_PRECONDITION when the
 	// control plane runs without history.
 	ListHistory(context.Context, *ListHistoryRequest) (*ListHistoryResponse, error)
+	// Sums what finished jobs used, grouped by user, queue or worker, from the
+	// job history database (jobs that ended since the given time).
+	// FAILED_PRECONDITION when the control plane runs without history,
+	// UNAVAILABLE when it cannot be reached.
+	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -315,6 +336,9 @@ func (UnimplementedJobServiceServer) StreamOutput(*StreamOutputRequest, grpc.Ser
 }
 func (UnimplementedJobServiceServer) ListHistory(context.Context, *ListHistoryRequest) (*ListHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHistory not implemented")
+}
+func (UnimplementedJobServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -539,6 +563,24 @@ func _JobService_ListHistory_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).GetUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_GetUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).GetUsage(ctx, req.(*GetUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -585,6 +627,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHistory",
 			Handler:    _JobService_ListHistory_Handler,
+		},
+		{
+			MethodName: "GetUsage",
+			Handler:    _JobService_GetUsage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

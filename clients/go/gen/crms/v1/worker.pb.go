@@ -129,7 +129,11 @@ type Worker struct {
 	Incarnation string `protobuf:"bytes,17,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// StopWorker was called with keep_runs: the worker exits leaving its runs
 	// to the next process started with its name and data directory.
-	StopKeepRuns  bool `protobuf:"varint,18,opt,name=stop_keep_runs,json=stopKeepRuns,proto3" json:"stop_keep_runs,omitempty"`
+	StopKeepRuns bool `protobuf:"varint,18,opt,name=stop_keep_runs,json=stopKeepRuns,proto3" json:"stop_keep_runs,omitempty"`
+	// What the worker offers (detected at start, or set by its flags).
+	Capacity *Resources `protobuf:"bytes,19,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// What the jobs it runs (and those assigned to it) have reserved.
+	Allocated     *Resources `protobuf:"bytes,20,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -290,6 +294,20 @@ func (x *Worker) GetStopKeepRuns() bool {
 	return false
 }
 
+func (x *Worker) GetCapacity() *Resources {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+func (x *Worker) GetAllocated() *Resources {
+	if x != nil {
+		return x.Allocated
+	}
+	return nil
+}
+
 // RunningJob is a run a worker reports as still in progress.
 type RunningJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -389,6 +407,10 @@ type Hello struct {
 	// Answer each Heartbeat with a HeartbeatAck: the worker counts the grace
 	// from its last acknowledged heartbeat and kills its runs when cut off.
 	HeartbeatAcks bool `protobuf:"varint,9,opt,name=heartbeat_acks,json=heartbeatAcks,proto3" json:"heartbeat_acks,omitempty"`
+	// What the worker offers: cpus (nproc), memory (total), gpus (nvidia-smi -L,
+	// else 0) and named resources, each overridable by a flag. Unset (an older
+	// worker): as many cpus as slots, unlimited memory, no GPU.
+	Resources     *Resources `protobuf:"bytes,10,opt,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -484,6 +506,13 @@ func (x *Hello) GetHeartbeatAcks() bool {
 		return x.HeartbeatAcks
 	}
 	return false
+}
+
+func (x *Hello) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
 }
 
 // Heartbeat tells the control plane the worker is alive.
@@ -621,7 +650,10 @@ type JobFinished struct {
 	Pid int32 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
 	// The worker (or its run shim) ended the run because the worker was cut off
 	// from the control plane for the grace period: the run is LOST, not failed.
-	Fenced        bool `protobuf:"varint,11,opt,name=fenced,proto3" json:"fenced,omitempty"`
+	Fenced bool `protobuf:"varint,11,opt,name=fenced,proto3" json:"fenced,omitempty"`
+	// What the run used, from the operating system (wait4 rusage of the run's
+	// process); wall time from the worker's clock.
+	Usage         *Usage `protobuf:"bytes,12,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +763,13 @@ func (x *JobFinished) GetFenced() bool {
 		return x.Fenced
 	}
 	return false
+}
+
+func (x *JobFinished) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
 }
 
 // OutputData answers an OutputRequest with a chunk of a job's output.
@@ -1082,7 +1121,10 @@ type Assign struct {
 	// Attempt number; quote it in JobStarted and JobFinished.
 	Attempt uint32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// What to run.
-	Spec          *JobSpec `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	Spec *JobSpec `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The GPU indices reserved for this run: the worker sets
+	// CUDA_VISIBLE_DEVICES to them (comma-separated) when any.
+	GpuIndices    []uint32 `protobuf:"varint,4,rep,packed,name=gpu_indices,json=gpuIndices,proto3" json:"gpu_indices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1134,6 +1176,13 @@ func (x *Assign) GetAttempt() uint32 {
 func (x *Assign) GetSpec() *JobSpec {
 	if x != nil {
 		return x.Spec
+	}
+	return nil
+}
+
+func (x *Assign) GetGpuIndices() []uint32 {
+	if x != nil {
+		return x.GpuIndices
 	}
 	return nil
 }
@@ -2554,7 +2603,7 @@ var File_crms_v1_worker_proto protoreflect.FileDescriptor
 
 const file_crms_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x14crms/v1/worker.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x06\n" +
+	"\x14crms/v1/worker.proto\x12\acrms.v1\x1a\x11crms/v1/job.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x06\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x123\n" +
@@ -2577,7 +2626,9 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"downReason\x12\x1b\n" +
 	"\tlast_jobs\x18\x10 \x03(\tR\blastJobs\x12 \n" +
 	"\vincarnation\x18\x11 \x01(\tR\vincarnation\x12$\n" +
-	"\x0estop_keep_runs\x18\x12 \x01(\bR\fstopKeepRuns\x1a9\n" +
+	"\x0estop_keep_runs\x18\x12 \x01(\bR\fstopKeepRuns\x12.\n" +
+	"\bcapacity\x18\x13 \x01(\v2\x12.crms.v1.ResourcesR\bcapacity\x120\n" +
+	"\tallocated\x18\x14 \x01(\v2\x12.crms.v1.ResourcesR\tallocated\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
@@ -2586,7 +2637,7 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x18\n" +
-	"\aadopted\x18\x04 \x01(\bR\aadopted\"\x80\x03\n" +
+	"\aadopted\x18\x04 \x01(\bR\aadopted\"\xb2\x03\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x122\n" +
@@ -2596,7 +2647,9 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\arunning\x18\x06 \x03(\v2\x13.crms.v1.RunningJobR\arunning\x120\n" +
 	"\bfinished\x18\a \x03(\v2\x14.crms.v1.JobFinishedR\bfinished\x12 \n" +
 	"\vincarnation\x18\b \x01(\tR\vincarnation\x12%\n" +
-	"\x0eheartbeat_acks\x18\t \x01(\bR\rheartbeatAcks\x1a9\n" +
+	"\x0eheartbeat_acks\x18\t \x01(\bR\rheartbeatAcks\x120\n" +
+	"\tresources\x18\n" +
+	" \x01(\v2\x12.crms.v1.ResourcesR\tresources\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"%\n" +
@@ -2606,7 +2659,7 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"JobStarted\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\xbd\x02\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\xe3\x02\n" +
 	"\vJobFinished\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12 \n" +
@@ -2621,7 +2674,8 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x06killed\x18\t \x01(\bR\x06killed\x12\x10\n" +
 	"\x03pid\x18\n" +
 	" \x01(\x05R\x03pid\x12\x16\n" +
-	"\x06fenced\x18\v \x01(\bR\x06fencedB\f\n" +
+	"\x06fenced\x18\v \x01(\bR\x06fenced\x12$\n" +
+	"\x05usage\x18\f \x01(\v2\x0e.crms.v1.UsageR\x05usageB\f\n" +
 	"\n" +
 	"_exit_code\"\xae\x01\n" +
 	"\n" +
@@ -2645,11 +2699,13 @@ const file_crms_v1_worker_proto_rawDesc = "" +
 	"\x11heartbeat_seconds\x18\x02 \x01(\rR\x10heartbeatSeconds\x12\x1a\n" +
 	"\bdraining\x18\x03 \x01(\bR\bdraining\x12#\n" +
 	"\rgrace_seconds\x18\x04 \x01(\rR\fgraceSeconds\"\x0e\n" +
-	"\fHeartbeatAck\"_\n" +
+	"\fHeartbeatAck\"\x80\x01\n" +
 	"\x06Assign\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12$\n" +
-	"\x04spec\x18\x03 \x01(\v2\x10.crms.v1.JobSpecR\x04spec\"t\n" +
+	"\x04spec\x18\x03 \x01(\v2\x10.crms.v1.JobSpecR\x04spec\x12\x1f\n" +
+	"\vgpu_indices\x18\x04 \x03(\rR\n" +
+	"gpuIndices\"t\n" +
 	"\x04Kill\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12#\n" +
@@ -2799,9 +2855,11 @@ var file_crms_v1_worker_proto_goTypes = []any{
 	nil,                           // 36: crms.v1.Worker.LabelsEntry
 	nil,                           // 37: crms.v1.Hello.LabelsEntry
 	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(OutputStream)(0),             // 39: crms.v1.OutputStream
-	(*JobSpec)(nil),               // 40: crms.v1.JobSpec
-	(WatchEventType)(0),           // 41: crms.v1.WatchEventType
+	(*Resources)(nil),             // 39: crms.v1.Resources
+	(*Usage)(nil),                 // 40: crms.v1.Usage
+	(OutputStream)(0),             // 41: crms.v1.OutputStream
+	(*JobSpec)(nil),               // 42: crms.v1.JobSpec
+	(WatchEventType)(0),           // 43: crms.v1.WatchEventType
 }
 var file_crms_v1_worker_proto_depIdxs = []int32{
 	36, // 0: crms.v1.Worker.labels:type_name -> crms.v1.Worker.LabelsEntry
@@ -2810,56 +2868,60 @@ var file_crms_v1_worker_proto_depIdxs = []int32{
 	38, // 3: crms.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
 	38, // 4: crms.v1.Worker.disconnect_time:type_name -> google.protobuf.Timestamp
 	38, // 5: crms.v1.Worker.down_time:type_name -> google.protobuf.Timestamp
-	37, // 6: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
-	2,  // 7: crms.v1.Hello.running:type_name -> crms.v1.RunningJob
-	6,  // 8: crms.v1.Hello.finished:type_name -> crms.v1.JobFinished
-	39, // 9: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
-	3,  // 10: crms.v1.AttachRequest.hello:type_name -> crms.v1.Hello
-	4,  // 11: crms.v1.AttachRequest.heartbeat:type_name -> crms.v1.Heartbeat
-	5,  // 12: crms.v1.AttachRequest.started:type_name -> crms.v1.JobStarted
-	6,  // 13: crms.v1.AttachRequest.finished:type_name -> crms.v1.JobFinished
-	7,  // 14: crms.v1.AttachRequest.output:type_name -> crms.v1.OutputData
-	40, // 15: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
-	9,  // 16: crms.v1.AttachResponse.welcome:type_name -> crms.v1.Welcome
-	11, // 17: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
-	12, // 18: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
-	13, // 19: crms.v1.AttachResponse.ack:type_name -> crms.v1.Ack
-	14, // 20: crms.v1.AttachResponse.drain:type_name -> crms.v1.Drain
-	16, // 21: crms.v1.AttachResponse.shutdown:type_name -> crms.v1.Shutdown
-	17, // 22: crms.v1.AttachResponse.output_request:type_name -> crms.v1.OutputRequest
-	18, // 23: crms.v1.AttachResponse.output_cancel:type_name -> crms.v1.OutputCancel
-	15, // 24: crms.v1.AttachResponse.resume:type_name -> crms.v1.Resume
-	10, // 25: crms.v1.AttachResponse.heartbeat_ack:type_name -> crms.v1.HeartbeatAck
-	1,  // 26: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
-	1,  // 27: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
-	41, // 28: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
-	1,  // 29: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
-	1,  // 30: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
-	1,  // 31: crms.v1.ResumeWorkerResponse.worker:type_name -> crms.v1.Worker
-	39, // 32: crms.v1.UploadOutputRequest.stream:type_name -> crms.v1.OutputStream
-	8,  // 33: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
-	20, // 34: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
-	22, // 35: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
-	24, // 36: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
-	26, // 37: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
-	28, // 38: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
-	30, // 39: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
-	32, // 40: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
-	34, // 41: crms.v1.WorkerService.UploadOutput:input_type -> crms.v1.UploadOutputRequest
-	19, // 42: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
-	21, // 43: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
-	23, // 44: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
-	25, // 45: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
-	27, // 46: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
-	29, // 47: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
-	31, // 48: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
-	33, // 49: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
-	35, // 50: crms.v1.WorkerService.UploadOutput:output_type -> crms.v1.UploadOutputResponse
-	42, // [42:51] is the sub-list for method output_type
-	33, // [33:42] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	39, // 6: crms.v1.Worker.capacity:type_name -> crms.v1.Resources
+	39, // 7: crms.v1.Worker.allocated:type_name -> crms.v1.Resources
+	37, // 8: crms.v1.Hello.labels:type_name -> crms.v1.Hello.LabelsEntry
+	2,  // 9: crms.v1.Hello.running:type_name -> crms.v1.RunningJob
+	6,  // 10: crms.v1.Hello.finished:type_name -> crms.v1.JobFinished
+	39, // 11: crms.v1.Hello.resources:type_name -> crms.v1.Resources
+	40, // 12: crms.v1.JobFinished.usage:type_name -> crms.v1.Usage
+	41, // 13: crms.v1.OutputData.stream:type_name -> crms.v1.OutputStream
+	3,  // 14: crms.v1.AttachRequest.hello:type_name -> crms.v1.Hello
+	4,  // 15: crms.v1.AttachRequest.heartbeat:type_name -> crms.v1.Heartbeat
+	5,  // 16: crms.v1.AttachRequest.started:type_name -> crms.v1.JobStarted
+	6,  // 17: crms.v1.AttachRequest.finished:type_name -> crms.v1.JobFinished
+	7,  // 18: crms.v1.AttachRequest.output:type_name -> crms.v1.OutputData
+	42, // 19: crms.v1.Assign.spec:type_name -> crms.v1.JobSpec
+	9,  // 20: crms.v1.AttachResponse.welcome:type_name -> crms.v1.Welcome
+	11, // 21: crms.v1.AttachResponse.assign:type_name -> crms.v1.Assign
+	12, // 22: crms.v1.AttachResponse.kill:type_name -> crms.v1.Kill
+	13, // 23: crms.v1.AttachResponse.ack:type_name -> crms.v1.Ack
+	14, // 24: crms.v1.AttachResponse.drain:type_name -> crms.v1.Drain
+	16, // 25: crms.v1.AttachResponse.shutdown:type_name -> crms.v1.Shutdown
+	17, // 26: crms.v1.AttachResponse.output_request:type_name -> crms.v1.OutputRequest
+	18, // 27: crms.v1.AttachResponse.output_cancel:type_name -> crms.v1.OutputCancel
+	15, // 28: crms.v1.AttachResponse.resume:type_name -> crms.v1.Resume
+	10, // 29: crms.v1.AttachResponse.heartbeat_ack:type_name -> crms.v1.HeartbeatAck
+	1,  // 30: crms.v1.ListWorkersResponse.workers:type_name -> crms.v1.Worker
+	1,  // 31: crms.v1.GetWorkerResponse.worker:type_name -> crms.v1.Worker
+	43, // 32: crms.v1.WatchWorkersResponse.type:type_name -> crms.v1.WatchEventType
+	1,  // 33: crms.v1.WatchWorkersResponse.worker:type_name -> crms.v1.Worker
+	1,  // 34: crms.v1.DrainWorkerResponse.worker:type_name -> crms.v1.Worker
+	1,  // 35: crms.v1.ResumeWorkerResponse.worker:type_name -> crms.v1.Worker
+	41, // 36: crms.v1.UploadOutputRequest.stream:type_name -> crms.v1.OutputStream
+	8,  // 37: crms.v1.WorkerService.Attach:input_type -> crms.v1.AttachRequest
+	20, // 38: crms.v1.WorkerService.ListWorkers:input_type -> crms.v1.ListWorkersRequest
+	22, // 39: crms.v1.WorkerService.GetWorker:input_type -> crms.v1.GetWorkerRequest
+	24, // 40: crms.v1.WorkerService.WatchWorkers:input_type -> crms.v1.WatchWorkersRequest
+	26, // 41: crms.v1.WorkerService.DrainWorker:input_type -> crms.v1.DrainWorkerRequest
+	28, // 42: crms.v1.WorkerService.StopWorker:input_type -> crms.v1.StopWorkerRequest
+	30, // 43: crms.v1.WorkerService.ResumeWorker:input_type -> crms.v1.ResumeWorkerRequest
+	32, // 44: crms.v1.WorkerService.ForgetWorker:input_type -> crms.v1.ForgetWorkerRequest
+	34, // 45: crms.v1.WorkerService.UploadOutput:input_type -> crms.v1.UploadOutputRequest
+	19, // 46: crms.v1.WorkerService.Attach:output_type -> crms.v1.AttachResponse
+	21, // 47: crms.v1.WorkerService.ListWorkers:output_type -> crms.v1.ListWorkersResponse
+	23, // 48: crms.v1.WorkerService.GetWorker:output_type -> crms.v1.GetWorkerResponse
+	25, // 49: crms.v1.WorkerService.WatchWorkers:output_type -> crms.v1.WatchWorkersResponse
+	27, // 50: crms.v1.WorkerService.DrainWorker:output_type -> crms.v1.DrainWorkerResponse
+	29, // 51: crms.v1.WorkerService.StopWorker:output_type -> crms.v1.StopWorkerResponse
+	31, // 52: crms.v1.WorkerService.ResumeWorker:output_type -> crms.v1.ResumeWorkerResponse
+	33, // 53: crms.v1.WorkerService.ForgetWorker:output_type -> crms.v1.ForgetWorkerResponse
+	35, // 54: crms.v1.WorkerService.UploadOutput:output_type -> crms.v1.UploadOutputResponse
+	46, // [46:55] is the sub-list for method output_type
+	37, // [37:46] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_crms_v1_worker_proto_init() }

@@ -21,6 +21,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_KILLED: _ClassVar[JobState]
     JOB_STATE_LOST: _ClassVar[JobState]
+    JOB_STATE_PREEMPTED: _ClassVar[JobState]
 
 class DependencyCondition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,13 @@ class OutputStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_STREAM_UNSPECIFIED: _ClassVar[OutputStream]
     OUTPUT_STREAM_STDOUT: _ClassVar[OutputStream]
     OUTPUT_STREAM_STDERR: _ClassVar[OutputStream]
+
+class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_GROUPING_UNSPECIFIED: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_USER: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_QUEUE: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_WORKER: _ClassVar[UsageGrouping]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_HELD: JobState
@@ -51,6 +59,7 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_KILLED: JobState
 JOB_STATE_LOST: JobState
+JOB_STATE_PREEMPTED: JobState
 DEPENDENCY_CONDITION_UNSPECIFIED: DependencyCondition
 DEPENDENCY_CONDITION_SUCCEEDED: DependencyCondition
 DEPENDENCY_CONDITION_FAILED: DependencyCondition
@@ -63,9 +72,44 @@ WATCH_EVENT_TYPE_DELETED: WatchEventType
 OUTPUT_STREAM_UNSPECIFIED: OutputStream
 OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping
+USAGE_GROUPING_USER: UsageGrouping
+USAGE_GROUPING_QUEUE: UsageGrouping
+USAGE_GROUPING_WORKER: UsageGrouping
+
+class Resources(_message.Message):
+    __slots__ = ("cpus", "memory_bytes", "gpus", "named")
+    class NamedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    NAMED_FIELD_NUMBER: _ClassVar[int]
+    cpus: int
+    memory_bytes: int
+    gpus: int
+    named: _containers.ScalarMap[str, int]
+    def __init__(self, cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., named: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("cpu_seconds", "max_rss_bytes", "wall_seconds", "gpu_seconds")
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    cpu_seconds: float
+    max_rss_bytes: int
+    wall_seconds: float
+    gpu_seconds: float
+    def __init__(self, cpu_seconds: _Optional[float] = ..., max_rss_bytes: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., gpu_seconds: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("command", "name", "env", "working_dir", "labels", "constraints", "target_worker", "priority", "max_retries", "timeout_seconds", "hold", "max_lost_retries", "retention_seconds", "array", "after", "keep_on_disconnect")
+    __slots__ = ("command", "name", "env", "working_dir", "labels", "constraints", "target_worker", "priority", "max_retries", "timeout_seconds", "hold", "max_lost_retries", "retention_seconds", "array", "after", "keep_on_disconnect", "resources", "queue", "preemptible")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +147,9 @@ class JobSpec(_message.Message):
     ARRAY_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     KEEP_ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     name: str
     env: _containers.ScalarMap[str, str]
@@ -119,7 +166,10 @@ class JobSpec(_message.Message):
     array: ArraySpec
     after: _containers.RepeatedCompositeFieldContainer[Dependency]
     keep_on_disconnect: bool
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., target_worker: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., hold: _Optional[bool] = ..., max_lost_retries: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., array: _Optional[_Union[ArraySpec, _Mapping]] = ..., after: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., keep_on_disconnect: _Optional[bool] = ...) -> None: ...
+    resources: Resources
+    queue: str
+    preemptible: bool
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., target_worker: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., hold: _Optional[bool] = ..., max_lost_retries: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., array: _Optional[_Union[ArraySpec, _Mapping]] = ..., after: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., keep_on_disconnect: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., queue: _Optional[str] = ..., preemptible: _Optional[bool] = ...) -> None: ...
 
 class ArraySpec(_message.Message):
     __slots__ = ("first", "last", "max_running")
@@ -162,7 +212,7 @@ class ArrayCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., created: _Optional[int] = ..., pending: _Optional[int] = ..., held: _Optional[int] = ..., running: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., killed: _Optional[int] = ..., lost: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "worker", "assign_time", "start_time", "end_time", "outcome", "exit_code", "signal", "error", "timed_out")
+    __slots__ = ("number", "worker", "assign_time", "start_time", "end_time", "outcome", "exit_code", "signal", "error", "timed_out", "usage", "gpu_indices")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +223,8 @@ class Attempt(_message.Message):
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     number: int
     worker: str
     assign_time: _timestamp_pb2.Timestamp
@@ -183,10 +235,12 @@ class Attempt(_message.Message):
     signal: str
     error: str
     timed_out: bool
-    def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+    usage: Usage
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, number: _Optional[int] = ..., worker: _Optional[str] = ..., assign_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., timed_out: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., gpu_indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds", "array_parent", "array_index", "array_counts", "array_created", "run_on", "kill_force", "requeues")
+    __slots__ = ("id", "spec", "state", "attempt", "worker", "pid", "exit_code", "signal", "error", "pending_reason", "submit_time", "start_time", "end_time", "stdout_tail", "stderr_tail", "attempts", "failures", "lost_count", "request_id", "kill_requested", "kill_grace_seconds", "array_parent", "array_index", "array_counts", "array_created", "run_on", "kill_force", "requeues", "user", "queue", "usage", "preempt_requested", "preemptions", "queue_position")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +269,12 @@ class Job(_message.Message):
     RUN_ON_FIELD_NUMBER: _ClassVar[int]
     KILL_FORCE_FIELD_NUMBER: _ClassVar[int]
     REQUEUES_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    PREEMPT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -243,7 +303,13 @@ class Job(_message.Message):
     run_on: str
     kill_force: bool
     requeues: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., failures: _Optional[int] = ..., lost_count: _Optional[int] = ..., request_id: _Optional[str] = ..., kill_requested: _Optional[bool] = ..., kill_grace_seconds: _Optional[int] = ..., array_parent: _Optional[str] = ..., array_index: _Optional[int] = ..., array_counts: _Optional[_Union[ArrayCounts, _Mapping]] = ..., array_created: _Optional[int] = ..., run_on: _Optional[str] = ..., kill_force: _Optional[bool] = ..., requeues: _Optional[int] = ...) -> None: ...
+    user: str
+    queue: str
+    usage: Usage
+    preempt_requested: bool
+    preemptions: int
+    queue_position: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., submit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., failures: _Optional[int] = ..., lost_count: _Optional[int] = ..., request_id: _Optional[str] = ..., kill_requested: _Optional[bool] = ..., kill_grace_seconds: _Optional[int] = ..., array_parent: _Optional[str] = ..., array_index: _Optional[int] = ..., array_counts: _Optional[_Union[ArrayCounts, _Mapping]] = ..., array_created: _Optional[int] = ..., run_on: _Optional[str] = ..., kill_force: _Optional[bool] = ..., requeues: _Optional[int] = ..., user: _Optional[str] = ..., queue: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., preempt_requested: _Optional[bool] = ..., preemptions: _Optional[int] = ..., queue_position: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -425,6 +491,44 @@ class StreamOutputResponse(_message.Message):
     offset: int
     truncated: bool
     def __init__(self, stream: _Optional[_Union[OutputStream, str]] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("since", "group_by")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    group_by: UsageGrouping
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("key", "jobs", "succeeded", "failed", "killed", "cpu_hours", "gpu_hours", "wall_hours", "max_rss_bytes")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    CPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    WALL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    jobs: int
+    succeeded: int
+    failed: int
+    killed: int
+    cpu_hours: float
+    gpu_hours: float
+    wall_hours: float
+    max_rss_bytes: int
+    def __init__(self, key: _Optional[str] = ..., jobs: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., killed: _Optional[int] = ..., cpu_hours: _Optional[float] = ..., gpu_hours: _Optional[float] = ..., wall_hours: _Optional[float] = ..., max_rss_bytes: _Optional[int] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("rows", "since")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListHistoryRequest(_message.Message):
     __slots__ = ("since", "until", "states", "owner", "queue", "worker", "name_glob", "labels", "page_size", "page_token")

@@ -70,6 +70,11 @@ class JobServiceStub:
             request_serializer=crms_dot_v1_dot_job__pb2.ListHistoryRequest.SerializeToString,
             response_deserializer=crms_dot_v1_dot_job__pb2.ListHistoryResponse.FromString,
         )
+        self.GetUsage = channel.unary_unary(
+            '/crms.v1.JobService/GetUsage',
+            request_serializer=crms_dot_v1_dot_job__pb2.GetUsageRequest.SerializeToString,
+            response_deserializer=crms_dot_v1_dot_job__pb2.GetUsageResponse.FromString,
+        )
 
 
 class JobServiceServicer:
@@ -131,6 +136,11 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListHistory(self, request, context):
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -197,6 +207,11 @@ def add_JobServiceServicer_to_server(servicer, server):
             servicer.ListHistory,
             request_deserializer=crms_dot_v1_dot_job__pb2.ListHistoryRequest.FromString,
             response_serializer=crms_dot_v1_dot_job__pb2.ListHistoryResponse.SerializeToString,
+        ),
+        'GetUsage': grpc.unary_unary_rpc_method_handler(
+            servicer.GetUsage,
+            request_deserializer=crms_dot_v1_dot_job__pb2.GetUsageRequest.FromString,
+            response_serializer=crms_dot_v1_dot_job__pb2.GetUsageResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler('crms.v1.JobService', handlers),))

@@ -25,7 +25,7 @@ WORKER_STATE_DISCONNECTED: WorkerState
 WORKER_STATE_DOWN: WorkerState
 
 class Worker(_message.Message):
-    __slots__ = ("name", "slots", "labels", "hostname", "version", "state", "used_slots", "running_jobs", "attach_time", "last_heartbeat", "disconnect_time", "replica", "stop_requested", "down_time", "down_reason", "last_jobs", "incarnation", "stop_keep_runs")
+    __slots__ = ("name", "slots", "labels", "hostname", "version", "state", "used_slots", "running_jobs", "attach_time", "last_heartbeat", "disconnect_time", "replica", "stop_requested", "down_time", "down_reason", "last_jobs", "incarnation", "stop_keep_runs", "capacity", "allocated")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class Worker(_message.Message):
     LAST_JOBS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     STOP_KEEP_RUNS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     slots: int
     labels: _containers.ScalarMap[str, str]
@@ -69,7 +71,9 @@ class Worker(_message.Message):
     last_jobs: _containers.RepeatedScalarFieldContainer[str]
     incarnation: str
     stop_keep_runs: bool
-    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., used_slots: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disconnect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica: _Optional[str] = ..., stop_requested: _Optional[bool] = ..., down_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., down_reason: _Optional[str] = ..., last_jobs: _Optional[_Iterable[str]] = ..., incarnation: _Optional[str] = ..., stop_keep_runs: _Optional[bool] = ...) -> None: ...
+    capacity: _job_pb2.Resources
+    allocated: _job_pb2.Resources
+    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., used_slots: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., attach_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disconnect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica: _Optional[str] = ..., stop_requested: _Optional[bool] = ..., down_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., down_reason: _Optional[str] = ..., last_jobs: _Optional[_Iterable[str]] = ..., incarnation: _Optional[str] = ..., stop_keep_runs: _Optional[bool] = ..., capacity: _Optional[_Union[_job_pb2.Resources, _Mapping]] = ..., allocated: _Optional[_Union[_job_pb2.Resources, _Mapping]] = ...) -> None: ...
 
 class RunningJob(_message.Message):
     __slots__ = ("job_id", "attempt", "pid", "adopted")
@@ -84,7 +88,7 @@ class RunningJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., pid: _Optional[int] = ..., adopted: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("name", "slots", "labels", "hostname", "version", "running", "finished", "incarnation", "heartbeat_acks")
+    __slots__ = ("name", "slots", "labels", "hostname", "version", "running", "finished", "incarnation", "heartbeat_acks", "resources")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +105,7 @@ class Hello(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACKS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     slots: int
     labels: _containers.ScalarMap[str, str]
@@ -110,7 +115,8 @@ class Hello(_message.Message):
     finished: _containers.RepeatedCompositeFieldContainer[JobFinished]
     incarnation: str
     heartbeat_acks: bool
-    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[JobFinished, _Mapping]]] = ..., incarnation: _Optional[str] = ..., heartbeat_acks: _Optional[bool] = ...) -> None: ...
+    resources: _job_pb2.Resources
+    def __init__(self, name: _Optional[str] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningJob, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[JobFinished, _Mapping]]] = ..., incarnation: _Optional[str] = ..., heartbeat_acks: _Optional[bool] = ..., resources: _Optional[_Union[_job_pb2.Resources, _Mapping]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("running",)
@@ -129,7 +135,7 @@ class JobStarted(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class JobFinished(_message.Message):
-    __slots__ = ("job_id", "attempt", "exit_code", "signal", "error", "stdout_tail", "stderr_tail", "timed_out", "killed", "pid", "fenced")
+    __slots__ = ("job_id", "attempt", "exit_code", "signal", "error", "stdout_tail", "stderr_tail", "timed_out", "killed", "pid", "fenced", "usage")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +147,7 @@ class JobFinished(_message.Message):
     KILLED_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     exit_code: int
@@ -152,7 +159,8 @@ class JobFinished(_message.Message):
     killed: bool
     pid: int
     fenced: bool
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., timed_out: _Optional[bool] = ..., killed: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ...) -> None: ...
+    usage: _job_pb2.Usage
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., timed_out: _Optional[bool] = ..., killed: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ..., usage: _Optional[_Union[_job_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class OutputData(_message.Message):
     __slots__ = ("request_id", "stream", "data", "offset", "eof", "error")
@@ -201,14 +209,16 @@ class HeartbeatAck(_message.Message):
     def __init__(self) -> None: ...
 
 class Assign(_message.Message):
-    __slots__ = ("job_id", "attempt", "spec")
+    __slots__ = ("job_id", "attempt", "spec", "gpu_indices")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     spec: _job_pb2.JobSpec
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ...) -> None: ...
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ..., gpu_indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Kill(_message.Message):
     __slots__ = ("job_id", "attempt", "grace_seconds", "reason")
