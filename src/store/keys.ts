@@ -9,6 +9,8 @@
  *   <prefix>idseq                next free job id (blocks are reserved from it)
  *   <prefix>expired              highest job id deleted by retention
  *   <prefix>tokens/<sha256>      API token record (JSON), keyed by the hash of its secret
+ *   <prefix>queues/<name>        Queue settings (protobuf binary)
+ *   <prefix>fairshare            decayed fair-share usage per queue and user (JSON), saved by the leader
  */
 export class Keys {
   constructor(readonly prefix: string) {}
@@ -51,5 +53,14 @@ export class Keys {
   }
   token(hash: string): string {
     return `${this.tokens}${hash}`;
+  }
+  get queues(): string {
+    return `${this.prefix}queues/`;
+  }
+  queue(name: string): string {
+    return `${this.queues}${name}`;
+  }
+  get fairShare(): string {
+    return `${this.prefix}fairshare`;
   }
 }

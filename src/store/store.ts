@@ -25,6 +25,7 @@ import { EtcdHealth, notReachable } from "./health.js";
 import { registerInternals } from "./internals.js";
 import { JobIndex } from "./job-index.js";
 import { Keys } from "./keys.js";
+import { QueueRecords } from "./queues.js";
 import { TokenRecords } from "./tokens.js";
 
 /** TLS and password auth towards etcd (etcd3's `credentials` and `auth` options). */
@@ -101,6 +102,7 @@ export class Store {
   readonly batcher: BatcherView;
   /** The API token records (a watched copy, and etcd for changes). */
   readonly tokens: TokenRecords;
+  readonly queues: QueueRecords;
   readonly jobs: PrefixCache<Job>;
   readonly workers: PrefixCache<Worker>;
   readonly jobIndex: JobIndex;
@@ -147,6 +149,7 @@ export class Store {
     this.workers = new PrefixCache(this.#etcd, this.#keys.workers, (b) => decode(WorkerSchema, b));
     this.jobIndex = new JobIndex(this.jobs);
     this.tokens = new TokenRecords(this.#etcd, this.#keys);
+    this.queues = new QueueRecords(this.#etcd, this.#keys);
     registerInternals(this, {
       etcd: this.#etcd,
       keys: this.#keys,
@@ -165,7 +168,7 @@ export class Store {
     beforeLoad?.(store);
     try {
       await store.grantLease();
-      await Promise.all([store.jobs.start(), store.workers.start(), store.tokens.start()]);
+      await Promise.all([store.jobs.start(), store.workers.start(), store.tokens.start(), store.queues.start()]);
       store.health.start();
       // The keep-alive may miss a revoked lease (etcd3's known weak spot): ask etcd now and then.
       store.leaseCheck = setInterval(() => {
@@ -262,7 +265,7 @@ export class Store {
     this.health.stop();
     clearInterval(this.leaseCheck);
     for (const c of this.members.values()) c.close();
-    await Promise.all([this.jobs.close(), this.workers.close(), this.tokens.close()]);
+    await Promise.all([this.jobs.close(), this.workers.close(), this.tokens.close(), this.queues.close()]);
     await this.lease?.revoke().catch(() => undefined);
     this.#etcd.close();
   }
