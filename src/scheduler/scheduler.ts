@@ -16,6 +16,7 @@ import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 import { type ArrayIndex, arrayIndex, materializeBatch } from "./arrays.js";
 import { evaluate } from "./dependencies.js";
+import { FairShare } from "./fair-share.js";
 import { transition } from "./job-machine.js";
 import { PendingQueue } from "./pending-queue.js";
 import { type Candidate, place, type WorkerSlots } from "./placement.js";
@@ -39,6 +40,8 @@ export interface SchedulerOptions {
   passSize?: number;
   /** Events at info (a worker lost), failures at error (a write that failed); default: none. */
   log?: Logger;
+  /** Half-life of users' decayed usage in fair share, seconds (default 1 day). */
+  fairShareHalfLifeSeconds?: number;
 }
 
 /** Counters for benchmarks and /metrics. */
@@ -74,6 +77,8 @@ export class Scheduler {
   readonly events: Events<SchedulerEvents> = this.emitter;
 
   private readonly log: Logger;
+  /** Queues' and users' loads, shares and decayed usage (kept on every replica). */
+  readonly fairShare: FairShare;
 
   constructor(
     private readonly store: Store,
@@ -83,6 +88,7 @@ export class Scheduler {
     this.log = options.log ?? silentLogger;
     this.graceMs = (options.graceSeconds ?? 10) * 1000;
     this.arrays = arrayIndex(store);
+    this.fairShare = new FairShare(store, options.fairShareHalfLifeSeconds);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
     store.jobs.on("delete", (id) => this.pending.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));

@@ -224,6 +224,7 @@ export class ControlPlane {
     }
     const deps: ServiceDeps = {
       admission: this.admission,
+      fairShare: this.scheduler.fairShare,
       store: this.store,
       election: this.election,
       log: this.log,

@@ -1,6 +1,7 @@
 /** What the service handlers share: the store, the election and this replica's sessions. */
 import type { History } from "../history/history.js";
 import type { Logger } from "../log.js";
+import type { FairShare } from "../scheduler/fair-share.js";
 import type { Admission } from "../store/admission.js";
 import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
@@ -27,4 +28,6 @@ export interface ServiceDeps {
   history?: History;
   /** The cap on unfinished jobs (absent: no cap). */
   admission?: Admission;
+  /** Queues' and users' loads and shares (absent in tests that build services alone). */
+  fairShare?: FairShare;
 }
