@@ -174,6 +174,8 @@ function taskOf(parent: Job, id: string, index: number, now: Date): Job {
     submitTime: timestampFromDate(now),
     arrayParent: parent.id,
     arrayIndex: index,
+    user: parent.user,
+    queue: parent.queue,
   });
 }
 

@@ -9,7 +9,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type Attempt, AttemptSchema, type Job, JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Attempt, AttemptSchema, type Job, JobState, type Usage, UsageSchema } from "../../gen/crms/v1/job_pb.js";
 import type { JobFinished } from "../../gen/crms/v1/worker_pb.js";
 import { precondition } from "../errors.js";
 import { isActive, isFinal } from "../rpc/states.js";
@@ -18,11 +18,13 @@ import { isActive, isFinal } from "../rpc/states.js";
 export const DEFAULT_MAX_LOST_RETRIES = 3;
 
 export type JobEvent =
-  | { type: "assign"; worker: string; now: Date }
+  | { type: "assign"; worker: string; now: Date; gpus?: number[] }
   | { type: "started"; worker: string; attempt: number; pid: number; now: Date }
   | { type: "finished"; worker: string; report: JobFinished; now: Date }
   | { type: "lost"; worker: string; attempt: number; reason: string; now: Date }
   | { type: "kill"; now: Date }
+  /** The scheduler stops the run for another queue's share: SIGTERM, the grace, SIGKILL; then PENDING again. */
+  | { type: "preempt"; graceSeconds: number }
   | { type: "hold" }
   | { type: "release" }
   /** RunJob: a HELD or PENDING job is to run on this worker (released if HELD). */
@@ -50,6 +52,24 @@ function sameRun(job: Job, worker: string, attempt: number): boolean {
   return isActive(job.state) && job.worker === worker && job.attempt === attempt;
 }
 
+/** Adds a run's usage to the job's total. */
+function addUsage(total: Usage | undefined, run: Usage): Usage {
+  return create(UsageSchema, {
+    cpuSeconds: (total?.cpuSeconds ?? 0) + run.cpuSeconds,
+    maxRssBytes: (total?.maxRssBytes ?? 0n) > run.maxRssBytes ? total?.maxRssBytes : run.maxRssBytes,
+    wallSeconds: (total?.wallSeconds ?? 0) + run.wallSeconds,
+    gpuSeconds: (total?.gpuSeconds ?? 0) + run.gpuSeconds,
+  });
+}
+
+/** Clears what a kill request left on a job that goes back to PENDING. */
+function clearKill(job: Job): void {
+  job.killRequested = false;
+  job.killForce = false;
+  job.killGraceSeconds = 0;
+  job.preemptRequested = false;
+}
+
 /** Ends the current attempt of a draft (a copy) and decides where the job goes next. */
 function endAttempt(
   job: Job,
@@ -69,6 +89,14 @@ function endAttempt(
   job.exitCode = fields.exitCode;
   job.signal = fields.signal ?? "";
   job.error = fields.error ?? "";
+  if (outcome === JobState.PREEMPTED) {
+    // Charged to neither retry budget.
+    job.preemptions++;
+    clearKill(job);
+    job.state = JobState.PENDING;
+    job.pendingReason = `preempted ${job.preemptions} time(s) for another queue's fair share; waiting to run again`;
+    return job;
+  }
   if (outcome === JobState.FAILED) {
     job.failures++;
     if (job.failures <= (job.spec?.maxRetries ?? 0) && !job.killRequested) {
@@ -109,7 +137,12 @@ export function transition(current: Readonly<Job>, event: JobEvent): Job | undef
       job.pendingReason = "";
       job.attempts = [
         ...job.attempts,
-        create(AttemptSchema, { number: job.attempt, worker: event.worker, assignTime: timestampFromDate(event.now) }),
+        create(AttemptSchema, {
+          number: job.attempt,
+          worker: event.worker,
+          assignTime: timestampFromDate(event.now),
+          gpuIndices: event.gpus ?? [],
+        }),
       ];
       return job;
     }
@@ -137,7 +170,21 @@ export function transition(current: Readonly<Job>, event: JobEvent): Job | undef
       if (r.pid) job.pid = r.pid;
       job.stdoutTail = r.stdoutTail;
       job.stderrTail = r.stderrTail;
+      if (r.usage) {
+        const attempt = ownAttempt(job);
+        if (attempt) attempt.usage = r.usage;
+        job.usage = addUsage(job.usage, r.usage);
+      }
       const fields = { exitCode: r.exitCode, signal: r.signal, error: r.error };
+      // Stopped for another queue's share (unless it ended well on its own first).
+      if (job.preemptRequested && !(r.exitCode === 0 && !r.error && !r.signal)) {
+        return endAttempt(
+          job,
+          JobState.PREEMPTED,
+          { ...fields, error: "preempted for another queue's fair share" },
+          event.now,
+        );
+      }
       if (r.killed || (job.killRequested && r.exitCode !== 0)) {
         return endAttempt(job, JobState.KILLED, { ...fields, error: r.error || "killed by request" }, event.now);
       }
@@ -157,6 +204,7 @@ export function transition(current: Readonly<Job>, event: JobEvent): Job | undef
     }
     case "lost": {
       if (!sameRun(job, event.worker, event.attempt)) return undefined;
+      if (job.preemptRequested) return endAttempt(job, JobState.PREEMPTED, { error: event.reason }, event.now);
       return endAttempt(job, JobState.LOST, { error: event.reason }, event.now);
     }
     case "kill": {
@@ -168,8 +216,17 @@ export function transition(current: Readonly<Job>, event: JobEvent): Job | undef
         job.killRequested = true;
         return job;
       }
-      if (job.killRequested) return undefined;
+      if (job.killRequested && !job.preemptRequested) return undefined;
+      // A requested kill wins over a preemption in progress: the job ends KILLED.
       job.killRequested = true;
+      job.preemptRequested = false;
+      return job;
+    }
+    case "preempt": {
+      if (!isActive(job.state) || job.killRequested) return undefined;
+      job.killRequested = true;
+      job.preemptRequested = true;
+      job.killGraceSeconds = event.graceSeconds;
       return job;
     }
     case "hold": {
@@ -209,9 +266,7 @@ export function transition(current: Readonly<Job>, event: JobEvent): Job | undef
       job.error = "";
       job.pendingReason = "";
       job.endTime = undefined;
-      job.killRequested = false;
-      job.killForce = false;
-      job.killGraceSeconds = 0;
+      clearKill(job);
       job.stdoutTail = new Uint8Array();
       job.stderrTail = new Uint8Array();
       return job;

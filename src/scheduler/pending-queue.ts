@@ -12,8 +12,8 @@
  * live ones. So taking from the front and skipping are O(1) amortized, an add
  * is O(log n + CHUNK), and nothing moves the whole backlog per pass.
  *
- * The lane key is the priority today; #17 (queues, fair share) will key lanes
- * by more than that, which is why the lane is its own class.
+ * A PendingQueue holds the jobs of one user in one queue; FairQueue keeps one
+ * per (queue, user) for fair share, which takes from them in turn.
  */
 import { compareIds } from "../ids.js";
 
@@ -199,6 +199,63 @@ export class PendingQueue {
     }
   }
 
+  /** Live ids in order, lazily (stale entries at a lane's front are dropped on the way). Do not change the queue while iterating. */
+  *iterate(): Generator<string> {
+    for (const lane of this.order) {
+      for (let id = lane.front(); id !== undefined && !this.isLive(id, lane); id = lane.front()) {
+        this.dropped(id, lane);
+        lane.shift();
+      }
+      let previous: string | undefined;
+      for (const id of lane.ids()) {
+        if (id === previous || !this.isLive(id, lane)) continue;
+        previous = id;
+        yield id;
+      }
+    }
+  }
+
+  /** How many live ids come before `id` (at most `cap` are counted); undefined when it is not queued. */
+  ahead(id: string, cap: number): number | undefined {
+    const p = this.members.get(id);
+    if (p === undefined) return undefined;
+    let n = 0;
+    for (const lane of this.order) {
+      if (lane.priority > p) {
+        n += lane.live;
+        continue;
+      }
+      if (lane.priority < p) break;
+      for (const x of lane.ids()) {
+        if (n >= cap || x === id) break;
+        if (this.isLive(x, lane)) n++;
+      }
+    }
+    return Math.min(n, cap);
+  }
+
+  /** How many live ids come before `id` if it were queued at priority `p` (for other users' queues). */
+  before(id: string, p: number, cap: number): number {
+    let n = 0;
+    for (const lane of this.order) {
+      if (n >= cap || lane.priority < p) break;
+      if (lane.priority > p) {
+        n += lane.live;
+        continue;
+      }
+      for (const x of lane.ids()) {
+        if (n >= cap || compareIds(x, id) >= 0) break;
+        if (this.isLive(x, lane)) n++;
+      }
+    }
+    return Math.min(n, cap);
+  }
+
+  /** The priority an id is queued at. */
+  priorityOf(id: string): number | undefined {
+    return this.members.get(id);
+  }
+
   /**
    * Up to `limit` ids in order. With `eligible`, ids it refuses stay queued
    * but are passed over without counting against `limit` (jobs waiting for
@@ -208,22 +265,78 @@ export class PendingQueue {
   head(limit: number, eligible?: (id: string) => boolean, maxScan = Number.POSITIVE_INFINITY): string[] {
     const out: string[] = [];
     let scanned = 0;
-    for (const lane of this.order) {
+    for (const id of this.iterate()) {
       if (out.length >= limit || scanned >= maxScan) break;
-      // Stale entries at the front go for good.
-      for (let id = lane.front(); id !== undefined && !this.isLive(id, lane); id = lane.front()) {
-        this.dropped(id, lane);
-        lane.shift();
-      }
-      let previous: string | undefined;
-      for (const id of lane.ids()) {
-        if (out.length >= limit || scanned >= maxScan) break;
-        if (id === previous || !this.isLive(id, lane)) continue;
-        previous = id;
-        scanned++;
-        if (!eligible || eligible(id)) out.push(id);
-      }
+      scanned++;
+      if (!eligible || eligible(id)) out.push(id);
     }
     return out;
+  }
+}
+
+/** Where a pending job is queued: its queue and user. */
+interface Group {
+  queue: string;
+  user: string;
+}
+
+/** Pending jobs by queue, then user, each user's in priority then submit order. */
+export class FairQueue {
+  readonly queues = new Map<string, Map<string, PendingQueue>>();
+  private readonly where = new Map<string, Group>();
+
+  get size(): number {
+    return this.where.size;
+  }
+
+  has(id: string): boolean {
+    return this.where.has(id);
+  }
+
+  add(id: string, priority: number, queue: string, user: string): void {
+    const w = this.where.get(id);
+    if (w && (w.queue !== queue || w.user !== user)) this.delete(id);
+    let users = this.queues.get(queue);
+    if (!users) {
+      users = new Map();
+      this.queues.set(queue, users);
+    }
+    let q = users.get(user);
+    if (!q) {
+      q = new PendingQueue();
+      users.set(user, q);
+    }
+    q.add(id, priority);
+    if (!w || w.queue !== queue || w.user !== user) this.where.set(id, { queue, user });
+  }
+
+  delete(id: string): void {
+    const w = this.where.get(id);
+    if (!w) return;
+    this.where.delete(id);
+    const users = this.queues.get(w.queue);
+    const q = users?.get(w.user);
+    if (!users || !q) return;
+    q.delete(id);
+    if (q.size === 0) {
+      users.delete(w.user);
+      if (users.size === 0) this.queues.delete(w.queue);
+    }
+  }
+
+  /**
+   * A pending job's place in its queue (1 = next): the jobs of every user of
+   * its queue at a higher priority, or at its priority and submitted before
+   * it, come first. Counts at most `cap`.
+   */
+  position(id: string, cap = 100_000): number | undefined {
+    const w = this.where.get(id);
+    const users = w && this.queues.get(w.queue);
+    const own = users?.get(w?.user ?? "");
+    const p = own?.priorityOf(id);
+    if (!w || !users || !own || p === undefined) return undefined;
+    let n = own.ahead(id, cap) ?? 0;
+    for (const [user, q] of users) if (user !== w.user && n < cap) n += q.before(id, p, cap - n);
+    return Math.min(n, cap) + 1;
   }
 }

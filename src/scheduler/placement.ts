@@ -1,8 +1,17 @@
 /**
- * Placement: a pure function from ordered pending jobs and workers' free slots
- * to assignments. FIFO within priority is the caller's order; a job that
- * cannot be placed (constraints, target) does not block the ones behind it.
+ * Placement: pure functions from pending jobs and workers' free slots and
+ * resources to assignments. The caller decides the order (fair share, then
+ * priority, then submit order); a job that cannot be placed (constraints,
+ * target, resources) does not block the ones behind it.
  */
+
+/** Amounts of each resource; memory in bytes. */
+export interface Amounts {
+  cpus: number;
+  memory: number;
+  gpus: number;
+  named: { [k: string]: number };
+}
 
 /** A worker as placement sees it. */
 export interface WorkerSlots {
@@ -10,6 +19,10 @@ export interface WorkerSlots {
   /** Free slots now (may be 0: the worker still counts for reasons). */
   free: number;
   labels: { [k: string]: string };
+  /** Free resources now; unset: unlimited (only slots count). */
+  resources?: Amounts;
+  /** Free GPU indices (as many as resources.gpus). */
+  gpuIndices?: number[];
 }
 
 /** A pending job as placement sees it. */
@@ -17,10 +30,12 @@ export interface Candidate {
   id: string;
   targetWorker: string;
   constraints: { [k: string]: string };
+  /** What it asks for; unset: one slot and nothing else. */
+  request?: Amounts;
 }
 
 export interface PlacementResult {
-  placed: Array<{ jobId: string; worker: string }>;
+  placed: Array<{ jobId: string; worker: string; gpus?: number[] }>;
   /** Jobs that cannot run on any attached worker as things are, with why. */
   unplaced: Array<{ jobId: string; reason: string }>;
 }
@@ -39,52 +54,120 @@ function describe(constraints: { [k: string]: string }): string {
     .join(",");
 }
 
-/** Places jobs in the order given. Unconstrained jobs are spread round-robin. */
-export function place(jobs: Candidate[], workers: WorkerSlots[]): PlacementResult {
-  const byName = new Map(workers.map((w) => [w.name, { ...w }]));
-  const free = [...byName.values()].filter((w) => w.free > 0);
-  let cursor = 0;
-  let totalFree = free.reduce((n, w) => n + w.free, 0);
-  const placed: PlacementResult["placed"] = [];
-  const unplaced: PlacementResult["unplaced"] = [];
-  const take = (w: WorkerSlots, jobId: string) => {
+/** The first resource `have` lacks for `want`, or undefined when everything fits. */
+export function shortfall(want: Amounts, have: Amounts): keyof Amounts | `named:${string}` | undefined {
+  if (want.cpus > have.cpus) return "cpus";
+  if (want.memory > have.memory) return "memory";
+  if (want.gpus > have.gpus) return "gpus";
+  for (const k in want.named) if ((want.named[k] as number) > (have.named[k] ?? 0)) return `named:${k}`;
+  return undefined;
+}
+
+/** "2 cpus", "4 GiB of memory", "1 gpus", "license=2". */
+export function amountText(what: keyof Amounts | `named:${string}`, a: Amounts): string {
+  if (what === "memory") return `${(a.memory / 2 ** 30).toFixed(a.memory % 2 ** 30 === 0 ? 0 : 2)} GiB of memory`;
+  if (what === "cpus") return `${a.cpus} cpus`;
+  if (what === "gpus") return `${a.gpus} gpus`;
+  const k = what.slice("named:".length);
+  return `${k}=${a.named[k] ?? 0}`;
+}
+
+/**
+ * Places jobs one at a time as the caller offers them, taking slots and
+ * resources from its copy of the workers. Unconstrained jobs are spread
+ * round-robin over workers with free slots.
+ */
+export class Placer {
+  private readonly byName: Map<string, WorkerSlots>;
+  private readonly open: WorkerSlots[];
+  private cursor = 0;
+  /** Free slots over all workers. */
+  totalFree: number;
+
+  constructor(workers: WorkerSlots[]) {
+    this.byName = new Map(
+      workers.map((w) => [
+        w.name,
+        {
+          ...w,
+          resources: w.resources && { ...w.resources, named: { ...w.resources.named } },
+          gpuIndices: w.gpuIndices && [...w.gpuIndices],
+        },
+      ]),
+    );
+    this.open = [...this.byName.values()].filter((w) => w.free > 0);
+    this.totalFree = this.open.reduce((n, w) => n + w.free, 0);
+  }
+
+  private fits(w: WorkerSlots, c: Candidate): boolean {
+    if (w.free <= 0) return false;
+    if (!c.request || !w.resources) return true;
+    return shortfall(c.request, w.resources) === undefined;
+  }
+
+  private take(w: WorkerSlots, c: Candidate): { worker: string; gpus?: number[] } {
     w.free--;
-    totalFree--;
-    placed.push({ jobId, worker: w.name });
-  };
-  for (const job of jobs) {
-    if (job.targetWorker) {
-      const w = byName.get(job.targetWorker);
-      if (!w) unplaced.push({ jobId: job.id, reason: `target worker ${job.targetWorker} is not attached` });
-      else if (!matches(w.labels, job.constraints))
-        unplaced.push({ jobId: job.id, reason: `target worker ${w.name} lacks labels ${describe(job.constraints)}` });
-      else if (w.free > 0) take(w, job.id);
-      continue;
+    this.totalFree--;
+    let gpus: number[] | undefined;
+    if (c.request && w.resources) {
+      const r = w.resources;
+      r.cpus -= c.request.cpus;
+      r.memory -= c.request.memory;
+      r.gpus -= c.request.gpus;
+      for (const k in c.request.named) r.named[k] = (r.named[k] ?? 0) - (c.request.named[k] as number);
+      if (c.request.gpus > 0) gpus = (w.gpuIndices ?? []).splice(0, c.request.gpus);
     }
-    const constrained = Object.keys(job.constraints).length > 0;
-    if (!constrained) {
-      if (totalFree === 0) continue;
+    return gpus ? { worker: w.name, gpus } : { worker: w.name };
+  }
+
+  /**
+   * Places one job: the worker it goes to, a reason it cannot run on any
+   * attached worker as things are (written to the job), or "wait" when it
+   * only waits for slots or resources to free up.
+   */
+  try(c: Candidate): { worker: string; gpus?: number[] } | { reason: string } | "wait" {
+    if (c.targetWorker) {
+      const w = this.byName.get(c.targetWorker);
+      if (!w) return { reason: `target worker ${c.targetWorker} is not attached` };
+      if (!matches(w.labels, c.constraints))
+        return { reason: `target worker ${w.name} lacks labels ${describe(c.constraints)}` };
+      return this.fits(w, c) ? this.take(w, c) : "wait";
+    }
+    if (Object.keys(c.constraints).length === 0) {
+      if (this.totalFree <= 0) return "wait";
       // Round-robin over workers with free slots, skipping exhausted ones.
-      for (let n = 0; n < free.length; n++) {
-        const w = free[(cursor + n) % free.length] as WorkerSlots;
-        if (w.free > 0) {
-          take(w, job.id);
-          cursor = (cursor + n + 1) % free.length;
-          break;
+      const n = this.open.length;
+      for (let k = 0; k < n; k++) {
+        const w = this.open[(this.cursor + k) % n] as WorkerSlots;
+        if (this.fits(w, c)) {
+          this.cursor = (this.cursor + k + 1) % n;
+          return this.take(w, c);
         }
       }
-      continue;
+      return "wait";
     }
     let best: WorkerSlots | undefined;
     let any = false;
-    for (const w of byName.values()) {
-      if (!matches(w.labels, job.constraints)) continue;
+    for (const w of this.byName.values()) {
+      if (!matches(w.labels, c.constraints)) continue;
       any = true;
-      if (w.free > 0 && (!best || w.free > best.free)) best = w;
+      if (this.fits(w, c) && (!best || w.free > best.free)) best = w;
     }
-    if (best) take(best, job.id);
-    else if (!any)
-      unplaced.push({ jobId: job.id, reason: `no attached worker has labels ${describe(job.constraints)}` });
+    if (best) return this.take(best, c);
+    return any ? "wait" : { reason: `no attached worker has labels ${describe(c.constraints)}` };
+  }
+}
+
+/** Places jobs in the order given (see Placer). */
+export function place(jobs: Candidate[], workers: WorkerSlots[]): PlacementResult {
+  const placer = new Placer(workers);
+  const placed: PlacementResult["placed"] = [];
+  const unplaced: PlacementResult["unplaced"] = [];
+  for (const c of jobs) {
+    const r = placer.try(c);
+    if (r === "wait") continue;
+    if ("reason" in r) unplaced.push({ jobId: c.id, reason: r.reason });
+    else placed.push(r.gpus ? { jobId: c.id, worker: r.worker, gpus: r.gpus } : { jobId: c.id, worker: r.worker });
   }
   return { placed, unplaced };
 }

@@ -8,6 +8,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { Emitter, type Events } from "../events.js";
+import { compareIds } from "../ids.js";
 import { type Logger, silentLogger } from "../log.js";
 import { isArrayParent, isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
@@ -16,14 +17,23 @@ import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 import { type ArrayIndex, arrayIndex, materializeBatch } from "./arrays.js";
 import { evaluate } from "./dependencies.js";
-import { FairShare } from "./fair-share.js";
+import { cost, FairShare, queueOf, type Request, requestOf, userOf } from "./fair-share.js";
 import { transition } from "./job-machine.js";
-import { PendingQueue } from "./pending-queue.js";
-import { type Candidate, place, type WorkerSlots } from "./placement.js";
+import type { PendingQueue } from "./pending-queue.js";
+import { Placer, type WorkerSlots } from "./placement.js";
 
 /** The worker a job must run on: RunJob's choice, else the spec's target, else "" (any). */
 export function targetOf(job: Job): string {
   return job.runOn || job.spec?.targetWorker || "";
+}
+
+/** Orders jobs by when their current run started (assignment time as a fallback), then id. */
+function compareStart(a: Job, b: Job): number {
+  const t = (j: Job) => {
+    const ts = j.startTime ?? j.attempts.at(-1)?.assignTime;
+    return ts ? Number(ts.seconds) * 1e9 + ts.nanos : 0;
+  };
+  return t(a) - t(b) || compareIds(a.id, b.id);
 }
 
 /**
@@ -42,6 +52,8 @@ export interface SchedulerOptions {
   log?: Logger;
   /** Half-life of users' decayed usage in fair share, seconds (default 1 day). */
   fairShareHalfLifeSeconds?: number;
+  /** Seconds between SIGTERM and SIGKILL of a preempted run (default 10). */
+  preemptGraceSeconds?: number;
 }
 
 /** Counters for benchmarks and /metrics. */
@@ -50,6 +62,7 @@ export interface SchedulerStats {
   placed: number;
   lost: number;
   conflicts: number;
+  preempted: number;
 }
 
 /** What the scheduler announces: `placed` with the seconds from submit to assignment of each job it placed. */
@@ -58,7 +71,13 @@ export interface SchedulerEvents {
 }
 
 export class Scheduler {
-  private readonly pending = new PendingQueue();
+  private get pending() {
+    return this.fairShare.pending;
+  }
+  private usageTimer?: NodeJS.Timeout;
+  /** Per worker, the requests of placed jobs not yet seen assigned in the cache. */
+  private readonly inflightRequests = new Map<string, Request[]>();
+  private readonly inflightGpus = new Map<string, Set<number>>();
   private readonly inflight = new Map<string, number>();
   private readonly goneSince = new Map<string, number>();
   /** The last record of workers whose record vanished with their replica's lease (for their DOWN record). */
@@ -72,7 +91,7 @@ export class Scheduler {
   /** Array parents whose tasks are being created now. */
   private readonly materializing = new Set<string>();
   private readonly arrayAgain = new Set<string>();
-  readonly stats: SchedulerStats = { passes: 0, placed: 0, lost: 0, conflicts: 0 };
+  readonly stats: SchedulerStats = { passes: 0, placed: 0, lost: 0, conflicts: 0, preempted: 0 };
   private readonly emitter = new Emitter<SchedulerEvents>();
   readonly events: Events<SchedulerEvents> = this.emitter;
 
@@ -113,13 +132,17 @@ export class Scheduler {
       return;
     }
     if (job.state === JobState.PENDING) {
-      this.pending.add(id, job.spec?.priority ?? 0);
+      this.queueJob(job);
       this.kick();
     } else {
       this.pending.delete(id);
       // A slot was freed.
       if (prev && (prev.value.state === JobState.ASSIGNED || prev.value.state === JobState.RUNNING)) this.kick();
     }
+  }
+
+  private queueJob(job: Job): void {
+    this.pending.add(job.id, job.spec?.priority ?? 0, queueOf(job), userOf(job));
   }
 
   private onWorker(name: string, w: Worker): void {
@@ -156,7 +179,7 @@ export class Scheduler {
       // Already queued from the cache's events (kept while not leading): no need to decode it again.
       if (this.pending.has(id)) continue;
       if (isArrayParent(e.value)) this.arrayWork(id);
-      else if (e.value.state === JobState.PENDING) this.pending.add(id, e.value.spec?.priority ?? 0);
+      else if (e.value.state === JobState.PENDING) this.queueJob(e.value);
     }
     for (const name of this.store.jobIndex.active.keys()) {
       const w = this.store.worker(name);
@@ -169,7 +192,26 @@ export class Scheduler {
     }
     this.freshGrace();
     this.timer = setInterval(() => void this.reapLost(), 500);
+    this.startUsage();
     this.kick();
+  }
+
+  /** Accrues fair-share usage every 5 s and saves it every 30 s, from the usage the last leader saved. */
+  private startUsage(): void {
+    const fs = this.fairShare;
+    void this.store.queues
+      .loadUsage()
+      .then((r) => {
+        if (r) fs.restore(r);
+      })
+      .catch(() => undefined);
+    let ticks = 0;
+    this.usageTimer = setInterval(() => {
+      fs.accrue();
+      if (++ticks % 6 === 0 && this.store.health.reachable)
+        void this.store.queues.saveUsage(fs.record()).catch(() => undefined);
+    }, 5000);
+    this.usageTimer.unref();
   }
 
   /**
@@ -185,6 +227,7 @@ export class Scheduler {
   stop(): void {
     this.running = false;
     clearInterval(this.timer);
+    clearInterval(this.usageTimer);
   }
 
   /** Requests a scheduling pass soon (coalesced). */
@@ -200,11 +243,23 @@ export class Scheduler {
 
   private workerSlots(): WorkerSlots[] {
     const out: WorkerSlots[] = [];
+    const fs = this.fairShare;
     for (const [name, e] of this.store.workers.entries) {
       const w = e.value;
       if (w.state !== WorkerState.UP) continue;
       const used = (this.store.jobIndex.active.get(name)?.size ?? 0) + (this.inflight.get(name) ?? 0);
-      out.push({ name, free: Math.max(0, w.slots - used), labels: w.labels });
+      const { resources, gpuIndices } = fs.free(w);
+      // Placed but not yet seen in the cache: their reservations are not in fs.allocated yet.
+      for (const r of this.inflightRequests.get(name) ?? []) {
+        resources.cpus -= r.cpus;
+        resources.memory -= r.memory;
+        resources.gpus -= r.gpus;
+        for (const k in r.named) resources.named[k] = (resources.named[k] ?? 0) - (r.named[k] as number);
+      }
+      const taken = this.inflightGpus.get(name);
+      const free = taken ? gpuIndices.filter((g) => !taken.has(g)) : gpuIndices;
+      resources.gpus = Math.min(resources.gpus, free.length);
+      out.push({ name, free: Math.max(0, w.slots - used), labels: w.labels, resources, gpuIndices: free });
     }
     return out;
   }
@@ -222,8 +277,7 @@ export class Scheduler {
       // Jobs waiting for dependencies or for their array's running limit are passed
       // over without using the pass's budget (their reason is computed when read).
       const arrayRoom = new Map<string, number>();
-      const eligible = (id: string): boolean => {
-        const job = this.store.job(id);
+      const eligible = (id: string, job: Job | undefined): job is Job => {
         if (!job || job.state !== JobState.PENDING) return false;
         if (job.spec?.after.length) {
           const v = evaluate(job, (dep) => this.store.job(dep));
@@ -251,17 +305,11 @@ export class Scheduler {
       let free = 0;
       for (const w of workers) free += w.free;
       const limit = Math.min(passSize, Math.max(1024, 64 * free));
-      const ids = this.pending.head(limit, eligible, passSize * 25);
-      const candidates: Candidate[] = [];
-      for (const id of ids) {
-        const job = this.store.job(id);
-        if (!job) continue;
-        candidates.push({ id, targetWorker: targetOf(job), constraints: job.spec?.constraints ?? {} });
-      }
-      const { placed, unplaced } = place(candidates, workers);
+      const { placed, unplaced, waiting } = this.choose(workers, limit, passSize * 25, eligible);
       for (const p of placed) {
         this.pending.delete(p.jobId);
         this.inflight.set(p.worker, (this.inflight.get(p.worker) ?? 0) + 1);
+        this.reserve(p.worker, p.request, p.gpus, 1);
         writes.push(
           this.store
             .updateJob(
@@ -270,11 +318,11 @@ export class Scheduler {
               (job) =>
                 targetOf(job) && targetOf(job) !== p.worker
                   ? undefined
-                  : transition(job, { type: "assign", worker: p.worker, now: new Date() }),
+                  : transition(job, { type: "assign", worker: p.worker, gpus: p.gpus, now: new Date() }),
               fence,
             )
             .then((job) => {
-              if (job.state === JobState.PENDING) this.pending.add(job.id, job.spec?.priority ?? 0);
+              if (job.state === JobState.PENDING) this.queueJob(job);
               if (job.state === JobState.ASSIGNED && job.worker === p.worker) {
                 this.stats.placed++;
                 if (job.submitTime && this.emitter.has("placed")) {
@@ -288,13 +336,14 @@ export class Scheduler {
               // etcd may be down or full: look again shortly even if nothing else happens.
               setTimeout(() => this.kick(), 1000).unref();
               const job = this.store.job(p.jobId);
-              if (job?.state === JobState.PENDING) this.pending.add(p.jobId, job.spec?.priority ?? 0);
+              if (job?.state === JobState.PENDING) this.queueJob(job);
               this.log.error("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
             })
             .finally(() => {
               const n = (this.inflight.get(p.worker) ?? 1) - 1;
               if (n <= 0) this.inflight.delete(p.worker);
               else this.inflight.set(p.worker, n);
+              this.reserve(p.worker, p.request, p.gpus, -1);
             }),
         );
       }
@@ -305,12 +354,212 @@ export class Scheduler {
             .catch(() => undefined),
         );
       }
+      if (waiting.size > 0) writes.push(...this.preempt(waiting, fence));
       await Promise.all(writes);
       if (placed.length > 0) this.again = true;
     } finally {
       this.scheduled = false;
       if (this.again) this.kick();
     }
+  }
+
+  /** Reservations of placed jobs whose assignment is not in the cache yet (sign 1: add, -1: remove). */
+  private reserve(worker: string, r: Request, gpus: number[] | undefined, sign: 1 | -1): void {
+    const list = this.inflightRequests.get(worker) ?? [];
+    if (sign > 0) list.push(r);
+    else list.splice(list.indexOf(r), 1);
+    if (list.length) this.inflightRequests.set(worker, list);
+    else this.inflightRequests.delete(worker);
+    if (!gpus?.length) return;
+    const set = this.inflightGpus.get(worker) ?? new Set<number>();
+    for (const g of gpus)
+      if (sign > 0) set.add(g);
+      else set.delete(g);
+    if (set.size) this.inflightGpus.set(worker, set);
+    else this.inflightGpus.delete(worker);
+  }
+
+  /**
+   * Chooses the jobs of one pass in fair-share order (see queue.proto): the
+   * queue with the smallest allocation / weight first, within it the user
+   * with the smallest decayed usage + allocation, within the user priority
+   * then submit order; each placed job's cost is charged to both at once, so
+   * one pass interleaves them. Returns what was placed, what cannot run as
+   * things are (with why), and the queues that had a job that could run but
+   * found no free slot or resources.
+   */
+  private choose(
+    workers: WorkerSlots[],
+    limit: number,
+    maxScan: number,
+    eligible: (id: string, job: Job | undefined) => boolean,
+  ) {
+    const fs = this.fairShare;
+    const totals = fs.totals();
+    const placer = new Placer(workers);
+    const placed: Array<{ jobId: string; worker: string; gpus?: number[]; request: Request }> = [];
+    const unplaced: Array<{ jobId: string; reason: string }> = [];
+    const waiting = new Set<string>();
+    const now = Date.now();
+    interface UserCursor {
+      it: Iterator<string>;
+      charge: number;
+      done: boolean;
+    }
+    interface QueueCursor {
+      name: string;
+      weight: number;
+      alloc: number;
+      running: number;
+      cpus: number;
+      gpus: number;
+      maxRunning: number;
+      maxCpus: number;
+      maxGpus: number;
+      users: UserCursor[];
+      done: boolean;
+    }
+    const queues: QueueCursor[] = [];
+    for (const [name, users] of this.pending.queues) {
+      const settings = this.store.queues.get(name);
+      const load = fs.load(name);
+      queues.push({
+        name,
+        weight: settings?.weight || 1,
+        alloc: load ? fs.share(load, totals) : 0,
+        running: load?.running ?? 0,
+        cpus: load?.cpus ?? 0,
+        gpus: load?.gpus ?? 0,
+        maxRunning: settings?.maxRunning ?? 0,
+        maxCpus: settings?.maxCpus ?? 0,
+        maxGpus: settings?.maxGpus ?? 0,
+        users: [...users].map(([user, q]: [string, PendingQueue]) => {
+          const l = fs.load(name, user);
+          return { it: q.iterate(), charge: fs.decayed(name, user, now) + (l ? fs.share(l, totals) : 0), done: false };
+        }),
+        done: false,
+      });
+    }
+    let scanned = 0;
+    let taken = 0;
+    while (taken < limit && scanned < maxScan) {
+      let q: QueueCursor | undefined;
+      for (const c of queues) if (!c.done && (!q || c.alloc / c.weight < q.alloc / q.weight)) q = c;
+      if (!q) break;
+      if (q.maxRunning > 0 && q.running >= q.maxRunning) {
+        q.done = true;
+        continue;
+      }
+      let u: UserCursor | undefined;
+      for (const c of q.users) if (!c.done && (!u || c.charge < u.charge)) u = c;
+      if (!u) {
+        q.done = true;
+        continue;
+      }
+      const next = u.it.next();
+      if (next.done) {
+        u.done = true;
+        continue;
+      }
+      const id = next.value;
+      scanned++;
+      const job = this.store.job(id);
+      if (!eligible(id, job)) continue;
+      const request = requestOf(job as Job);
+      if (
+        (q.maxCpus > 0 && q.cpus + request.cpus > q.maxCpus) ||
+        (q.maxGpus > 0 && q.gpus + request.gpus > q.maxGpus)
+      ) {
+        continue;
+      }
+      const r = placer.try({
+        id,
+        targetWorker: targetOf(job as Job),
+        constraints: job?.spec?.constraints ?? {},
+        request,
+      });
+      taken++;
+      const c = cost(request, totals);
+      if (r === "wait") {
+        waiting.add(q.name);
+        // Charged as if placed, so the pass goes on to the other queues and users
+        // instead of reading one queue's waiting backlog to the end.
+        q.alloc += c;
+        u.charge += c;
+        continue;
+      }
+      if ("reason" in r) {
+        unplaced.push({ jobId: id, reason: r.reason });
+        continue;
+      }
+      placed.push({ jobId: id, worker: r.worker, gpus: r.gpus, request });
+      q.alloc += c;
+      q.running++;
+      q.cpus += request.cpus;
+      q.gpus += request.gpus;
+      u.charge += c;
+    }
+    return { placed, unplaced, waiting };
+  }
+
+  /**
+   * Preemption: for each queue below its target share whose jobs wait for
+   * room, asks preemptible runs of queues above their target to stop (newest
+   * first), never taking a queue below its target, until the waiting queue's
+   * shortfall is covered (runs already asked to stop count as covered).
+   */
+  private preempt(waiting: Set<string>, fence: Compare[]): Promise<unknown>[] {
+    const fs = this.fairShare;
+    const totals = fs.totals();
+    const writes: Promise<unknown>[] = [];
+    const share = (q: string) => {
+      const l = fs.load(q);
+      return l ? fs.share(l, totals) : 0;
+    };
+    const stopping = new Map<string, number>();
+    const victims = new Map<string, Job[]>();
+    for (const [q, ids] of fs.preemptible) {
+      const jobs: Job[] = [];
+      let c = 0;
+      for (const id of ids) {
+        const job = this.store.job(id);
+        if (!job) continue;
+        if (job.preemptRequested) c += cost(requestOf(job), totals);
+        else if (!job.killRequested) jobs.push(job);
+      }
+      stopping.set(q, c);
+      // Newest first: the least work lost.
+      jobs.sort((a, b) => compareStart(b, a));
+      victims.set(q, jobs);
+    }
+    const grace = this.options.preemptGraceSeconds ?? 10;
+    for (const q of waiting) {
+      let need = fs.target(q) - share(q);
+      if (need <= 1e-9) continue;
+      for (const [r, jobs] of victims) {
+        if (r === q) continue;
+        // Runs of r already stopping cover part of the need and no longer count for r.
+        const already = stopping.get(r) ?? 0;
+        need -= already;
+        stopping.set(r, 0);
+        let over = share(r) - already - fs.target(r);
+        while (need > 1e-9 && over > 1e-9 && jobs.length > 0) {
+          const job = jobs.shift() as Job;
+          const c = cost(requestOf(job), totals);
+          if (over - c < -1e-9) continue;
+          over -= c;
+          need -= c;
+          this.stats.preempted++;
+          this.log.info("preempting a run for another queue's share", { job: job.id, from: r, for: q });
+          writes.push(
+            this.store
+              .updateJob(job.id, (j) => transition(j, { type: "preempt", graceSeconds: grace }), fence)
+              .catch((err) => this.log.error("preemption failed", { job: job.id, error: String(err) })),
+          );
+        }
+      }
+    }
+    return writes;
   }
 
   /**

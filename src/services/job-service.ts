@@ -31,8 +31,10 @@ import { OWNER_LABEL } from "../rpc/names.js";
 import { isArrayParent, isFinal } from "../rpc/states.js";
 import { arrayIndex } from "../scheduler/arrays.js";
 import { evaluate } from "../scheduler/dependencies.js";
+import { requestOf } from "../scheduler/fair-share.js";
 import { type JobEvent, transition } from "../scheduler/job-machine.js";
 import { WAITING_FOR_SLOT } from "../scheduler/placement.js";
+import { DEFAULT_QUEUE } from "../store/queues.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { ServiceDeps } from "./context.js";
 import { createHistoryService, lookUp } from "./history-service.js";
@@ -83,6 +85,15 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     } else if (j.state === JobState.PENDING && j.arrayParent) {
       const reason = arrays.limitReason(j, store);
       if (reason) j = { ...j, pendingReason: reason };
+    }
+    if (j.state === JobState.PENDING && deps.fairShare) {
+      const fs = deps.fairShare;
+      const position = fs.position(j.id);
+      if (position !== undefined) j = { ...j, queuePosition: BigInt(position) };
+      if (!j.pendingReason) {
+        const reason = fs.waitReason(j);
+        if (reason) j = { ...j, pendingReason: reason };
+      }
     }
     j = present(j);
     if (!isArrayParent(j)) return j;
@@ -189,6 +200,11 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
         if (!(store.job(d.jobId) ?? (await store.fetchJob(d.jobId)))) throw notFound(`after: job ${d.jobId} not found`);
       }
       const owner = spec.labels[OWNER_LABEL] ?? "";
+      const queue = spec.queue || DEFAULT_QUEUE;
+      if (!store.queues.get(queue)) throw notFound(`queue ${queue} does not exist (crms queue list shows the queues)`);
+      // A request no known worker could ever hold is refused now rather than left waiting forever.
+      const cannot = deps.fairShare?.impossible(requestOf({ spec } as Job), spec.targetWorker);
+      if (cannot) throw invalid(cannot);
       let release: (() => void) | undefined;
       try {
         release = deps.admission?.admit(
@@ -205,7 +221,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       }
       let created: Awaited<ReturnType<typeof store.createJob>>;
       try {
-        created = await store.createJob(spec, req.requestId);
+        created = await store.createJob(spec, req.requestId, undefined, { user: owner, queue });
       } finally {
         release?.();
       }

@@ -91,6 +91,18 @@ export function checkRevision(what: string, revision: bigint, zero: string): voi
 }
 
 /** Checks a submitted spec against the limits. */
+/** Queue names: 1 to 63 of [a-z0-9_.-], starting with a letter or digit. */
+const QUEUE_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+const RESOURCE_NAME = /^[a-z0-9_.-]{1,63}$/;
+
+/** Throws INVALID_ARGUMENT unless `name` is a well-formed queue name. */
+export function checkQueueName(name: string, what = "queue name"): void {
+  if (!QUEUE_NAME.test(name))
+    throw invalid(
+      `${what} ${JSON.stringify(name.slice(0, 64))} must be 1 to 63 of [a-z0-9_.-], starting with a letter or digit`,
+    );
+}
+
 export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec {
   if (!spec) throw invalid("spec is required");
   if (spec.command.length === 0) throw invalid("command is empty: give at least the program to run");
@@ -116,6 +128,17 @@ export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec
   if (spec.targetWorker) checkWorkerName(spec.targetWorker, "target worker");
   if (spec.maxRetries > 1000) throw invalid("max_retries: at most 1000");
   if (spec.maxLostRetries > 1000) throw invalid("max_lost_retries: at most 1000");
+  if (spec.queue) checkQueueName(spec.queue, "queue");
+  const r = spec.resources;
+  if (r) {
+    if (r.cpus > 100_000) throw invalid("resources: at most 100000 cpus");
+    if (r.gpus > 1024) throw invalid("resources: at most 1024 gpus");
+    if (Object.keys(r.named).length > 32) throw invalid("resources: at most 32 named resources");
+    for (const k of Object.keys(r.named)) {
+      if (!RESOURCE_NAME.test(k))
+        throw invalid(`resources: name ${JSON.stringify(k.slice(0, 64))} must be 1 to 63 of [a-z0-9_.-]`);
+    }
+  }
   noNul("request_id", requestId);
   if (bytes(requestId) > LIMITS.requestIdBytes) throw invalid(`request_id: at most ${LIMITS.requestIdBytes} bytes`);
   if (requestId.includes("/")) throw invalid("request_id must not contain '/'");

@@ -310,6 +310,8 @@ export class Store {
     spec: JobSpec,
     requestId: string,
     check?: (id: string) => void,
+    /** Who submitted it and its queue (Job.user, Job.queue). */
+    owner?: { user: string; queue: string },
   ): Promise<{ job: Job; existing: boolean }> {
     // No read first: the request id key's create compare decides, and only a
     // repeated request id (a retry) pays for looking up the first job.
@@ -321,6 +323,8 @@ export class Store {
       state: spec.hold ? JobState.HELD : JobState.PENDING,
       submitTime: timestampFromDate(new Date()),
       requestId,
+      user: owner?.user ?? "",
+      queue: owner?.queue ?? "",
     });
     const compares: Compare[] = [{ key: this.#keys.job(id), target: "create", revision: 0 }];
     const writes: Write[] = [{ type: "put", key: this.#keys.job(id), value: encode(JobSchema, job) }];

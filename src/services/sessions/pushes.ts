@@ -20,7 +20,8 @@ export function pushJob(session: WorkerSession, job: Job, defaultKillGraceSecond
   if (!session.open) return;
   if (job.state === JobState.ASSIGNED && session.assigned.get(job.id) !== job.attempt && !job.killRequested) {
     session.assigned.set(job.id, job.attempt);
-    session.send({ case: "assign", value: { jobId: job.id, attempt: job.attempt, spec: job.spec } });
+    const gpuIndices = job.attempts.at(-1)?.gpuIndices ?? [];
+    session.send({ case: "assign", value: { jobId: job.id, attempt: job.attempt, spec: job.spec, gpuIndices } });
   }
   // A kill is sent again when a later KillJob shortened its grace or forced it (the worker keeps the sooner end).
   const grace = job.killForce ? 0 : job.killGraceSeconds || defaultKillGraceSeconds;
@@ -29,7 +30,12 @@ export function pushJob(session: WorkerSession, job: Job, defaultKillGraceSecond
     session.killGrace.set(job.id, grace);
     session.send({
       case: "kill",
-      value: { jobId: job.id, attempt: job.attempt, graceSeconds: grace, reason: "killed by request" },
+      value: {
+        jobId: job.id,
+        attempt: job.attempt,
+        graceSeconds: grace,
+        reason: job.preemptRequested ? "preempted for another queue's fair share" : "killed by request",
+      },
     });
   }
 }
