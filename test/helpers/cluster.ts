@@ -72,7 +72,13 @@ export class TestCluster {
   }
 
   /** Starts `crms worker` as its own process and waits until it is attached. */
-  async startWorker(name: string, slots = 2, labels: Record<string, string> = {}): Promise<WorkerProcess> {
+  async startWorker(
+    name: string,
+    slots = 2,
+    labels: Record<string, string> = {},
+    /** More worker flags, e.g. ["--cpus", "4"]. */
+    extra: string[] = [],
+  ): Promise<WorkerProcess> {
     const dataDir = mkdtempSync(join(tmpdir(), `crms-worker-${name}-`));
     const args = [
       CRMS_BIN,
@@ -87,6 +93,7 @@ export class TestCluster {
       dataDir,
     ];
     for (const [k, v] of Object.entries(labels)) args.push("--label", `${k}=${v}`);
+    args.push(...extra);
     const proc = spawn(process.execPath, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, CRMS_HEARTBEAT_SECONDS: "1" },
