@@ -1,5 +1,5 @@
 import test from "ava";
-import { PendingQueue } from "../src/scheduler/pending-queue.js";
+import { FairQueue, PendingQueue } from "../src/scheduler/pending-queue.js";
 
 test("ids an eligibility check refuses are passed over without using the limit, and stay queued", (t) => {
   const q = new PendingQueue();
@@ -121,4 +121,26 @@ test("an id put back after it was taken (a failed assignment, a requeue) returns
   }
   const again = q.head(N);
   t.deepEqual(again, order);
+});
+
+test("FairQueue keeps one queue per (queue, user) and tells a job's position in its queue", (t) => {
+  const q = new FairQueue();
+  for (let n = 1; n <= 6; n++) q.add(String(n), 0, "a", n % 2 ? "ann" : "bob");
+  q.add("7", 5, "a", "bob");
+  q.add("8", 0, "b", "ann");
+  t.is(q.size, 8);
+  // Priority first, then submit order, over every user of the queue.
+  t.is(q.position("7"), 1);
+  t.is(q.position("1"), 2);
+  t.is(q.position("6"), 7);
+  t.is(q.position("8"), 1);
+  q.delete("1");
+  t.is(q.position("6"), 6);
+  t.deepEqual([...(q.queues.get("a")?.get("ann")?.iterate() ?? [])], ["3", "5"]);
+  // Moving a job to another queue takes it out of the first.
+  q.add("3", 0, "b", "ann");
+  t.deepEqual([...(q.queues.get("a")?.get("ann")?.iterate() ?? [])], ["5"]);
+  t.is(q.position("3"), 1);
+  q.delete("5");
+  t.false(q.queues.get("a")?.has("ann") ?? false);
 });

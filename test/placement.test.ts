@@ -67,3 +67,34 @@ test("the pending queue orders by priority, then by id as numbers, and drops rem
   t.deepEqual(q.head(2), ["11", "2"]);
   t.is(q.size, 4);
 });
+
+const cpus = (n: number, gpus = 0, named: Record<string, number> = {}) => ({ cpus: n, memory: 0, gpus, named });
+
+test("placement fits every resource: two 2-cpu jobs share a 4-cpu worker, a third waits", (t) => {
+  const jobs = ["1", "2", "3"].map((id) => ({ ...job(id), request: cpus(2) }));
+  const { placed, unplaced } = place(jobs, [{ name: "w", free: 8, labels: {}, resources: cpus(4) }]);
+  t.deepEqual(
+    placed.map((p) => p.jobId),
+    ["1", "2"],
+  );
+  t.deepEqual(unplaced, []);
+});
+
+test("placement hands out distinct GPU indices and counts named resources", (t) => {
+  const { placed } = place(
+    [
+      { ...job("1"), request: cpus(1, 1) },
+      { ...job("2"), request: cpus(1, 2) },
+      { ...job("3"), request: cpus(1, 0, { license: 2 }) },
+      { ...job("4"), request: cpus(1, 0, { license: 1 }) },
+      { ...job("5"), request: cpus(1, 0, { license: 1 }) },
+    ],
+    [{ name: "g", free: 8, labels: {}, resources: cpus(8, 3, { license: 3 }), gpuIndices: [0, 1, 2] }],
+  );
+  t.deepEqual(placed, [
+    { jobId: "1", worker: "g", gpus: [0] },
+    { jobId: "2", worker: "g", gpus: [1, 2] },
+    { jobId: "3", worker: "g" },
+    { jobId: "4", worker: "g" },
+  ]);
+});
