@@ -765,8 +765,9 @@ export type Job = Message<"crms.v1.Job"> & {
 
   /**
    * For a PENDING job, computed when read: its place among the pending jobs
-   * of its queue in the order they will be considered (1 = next); 0 when not
-   * pending or not known on this replica.
+   * of its queue by priority, then submit order, over all of the queue's
+   * users (1 = first; fair share between users may take another user's job
+   * first); 0 when not pending or not known on this replica.
    *
    * @generated from field: uint64 queue_position = 34;
    */

@@ -1188,8 +1188,9 @@ type Job struct {
 	// Runs preempted so far (counted against no retry budget).
 	Preemptions uint32 `protobuf:"varint,33,opt,name=preemptions,proto3" json:"preemptions,omitempty"`
 	// For a PENDING job, computed when read: its place among the pending jobs
-	// of its queue in the order they will be considered (1 = next); 0 when not
-	// pending or not known on this replica.
+	// of its queue by priority, then submit order, over all of the queue's
+	// users (1 = first; fair share between users may take another user's job
+	// first); 0 when not pending or not known on this replica.
 	QueuePosition uint64 `protobuf:"varint,34,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
