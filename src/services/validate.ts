@@ -1,6 +1,6 @@
 /** Input checks with the limits the contract documents; all fail with INVALID_ARGUMENT. */
 import type { DescEnum } from "@bufbuild/protobuf";
-import { type Dependency, DependencyConditionSchema, type JobSpec } from "../../gen/crms/v1/job_pb.js";
+import { type Dependency, DependencyConditionSchema, type JobSpec, type Resources } from "../../gen/crms/v1/job_pb.js";
 import { invalid } from "../errors.js";
 import { checkWorkerName, WORKER_NAME_MAX_BYTES, workerNameProblem } from "../rpc/names.js";
 import { MAX_ARRAY_TASKS } from "../scheduler/arrays.js";
@@ -103,6 +103,17 @@ export function checkQueueName(name: string, what = "queue name"): void {
     );
 }
 
+/** Checks resource amounts and names (a job's request or a worker's offer). */
+export function checkResources(r: Resources, what = "resources"): void {
+  if (r.cpus > 1_000_000) throw invalid(`${what}: at most 1000000 cpus`);
+  if (r.gpus > 1024) throw invalid(`${what}: at most 1024 gpus`);
+  if (Object.keys(r.named).length > 32) throw invalid(`${what}: at most 32 named resources`);
+  for (const k of Object.keys(r.named)) {
+    if (!RESOURCE_NAME.test(k))
+      throw invalid(`${what}: name ${JSON.stringify(k.slice(0, 64))} must be 1 to 63 of [a-z0-9_.-]`);
+  }
+}
+
 export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec {
   if (!spec) throw invalid("spec is required");
   if (spec.command.length === 0) throw invalid("command is empty: give at least the program to run");
@@ -129,16 +140,7 @@ export function checkSpec(spec: JobSpec | undefined, requestId: string): JobSpec
   if (spec.maxRetries > 1000) throw invalid("max_retries: at most 1000");
   if (spec.maxLostRetries > 1000) throw invalid("max_lost_retries: at most 1000");
   if (spec.queue) checkQueueName(spec.queue, "queue");
-  const r = spec.resources;
-  if (r) {
-    if (r.cpus > 100_000) throw invalid("resources: at most 100000 cpus");
-    if (r.gpus > 1024) throw invalid("resources: at most 1024 gpus");
-    if (Object.keys(r.named).length > 32) throw invalid("resources: at most 32 named resources");
-    for (const k of Object.keys(r.named)) {
-      if (!RESOURCE_NAME.test(k))
-        throw invalid(`resources: name ${JSON.stringify(k.slice(0, 64))} must be 1 to 63 of [a-z0-9_.-]`);
-    }
-  }
+  if (spec.resources) checkResources(spec.resources);
   noNul("request_id", requestId);
   if (bytes(requestId) > LIMITS.requestIdBytes) throw invalid(`request_id: at most ${LIMITS.requestIdBytes} bytes`);
   if (requestId.includes("/")) throw invalid("request_id must not contain '/'");

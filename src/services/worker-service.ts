@@ -1,7 +1,7 @@
 /** WorkerService handlers. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { WatchEventType } from "../../gen/crms/v1/job_pb.js";
+import { ResourcesSchema, WatchEventType } from "../../gen/crms/v1/job_pb.js";
 import {
   type AttachRequest,
   type DrainWorkerRequest,
@@ -32,8 +32,12 @@ export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {
   function present(w: Worker): Worker {
     const running = [...(store.jobIndex.active.get(w.name) ?? [])];
     const session = sessions.byName.get(w.name);
+    const a = deps.fairShare?.allocated.get(w.name);
+    const named: { [k: string]: bigint } = {};
+    for (const [k, v] of Object.entries(a?.named ?? {})) if (v > 0) named[k] = BigInt(v);
     return {
       ...w,
+      allocated: a && create(ResourcesSchema, { cpus: a.cpus, memoryBytes: BigInt(a.memory), gpus: a.gpus, named }),
       usedSlots: running.length,
       runningJobs: running,
       lastHeartbeat: session?.open ? timestampFromDate(new Date(session.lastHeartbeat)) : w.lastHeartbeat,

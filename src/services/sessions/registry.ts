@@ -24,7 +24,7 @@ import { transition } from "../../scheduler/job-machine.js";
 import { toCrmsError } from "../../store/errors.js";
 import type { AsyncQueue } from "../async-queue.js";
 import type { ServiceDeps } from "../context.js";
-import { checkWorkerName, LIMITS } from "../validate.js";
+import { checkResources, checkWorkerName, LIMITS } from "../validate.js";
 import { WorkerSession } from "../worker-session.js";
 import { pushJob, pushWorker } from "./pushes.js";
 import { reconcileHello } from "./reconcile.js";
@@ -152,6 +152,7 @@ export class Sessions {
     if (hello.slots < 1 || hello.slots > LIMITS.slots) {
       throw invalid(`slots must be between 1 and ${LIMITS.slots} (got ${hello.slots | 0})`);
     }
+    if (hello.resources) checkResources(hello.resources, "worker resources");
     const old = this.byName.get(hello.name);
     if (old?.open) {
       if (Date.now() - old.lastHeartbeat < this.deps.options.heartbeatSeconds * 2000) {
@@ -174,6 +175,7 @@ export class Sessions {
           name: hello.name,
           slots: hello.slots,
           labels: hello.labels,
+          capacity: hello.resources,
           hostname: hello.hostname,
           version: hello.version,
           state: prev?.state === WorkerState.DRAINING ? WorkerState.DRAINING : WorkerState.UP,
