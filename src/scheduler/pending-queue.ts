@@ -284,6 +284,7 @@ interface Group {
 export class FairQueue {
   readonly queues = new Map<string, Map<string, PendingQueue>>();
   private readonly where = new Map<string, Group>();
+  private readonly groups = new Map<string, Group>();
 
   get size(): number {
     return this.where.size;
@@ -307,7 +308,18 @@ export class FairQueue {
       users.set(user, q);
     }
     q.add(id, priority);
-    if (!w || w.queue !== queue || w.user !== user) this.where.set(id, { queue, user });
+    if (!w || w.queue !== queue || w.user !== user) this.where.set(id, this.group(queue, user));
+  }
+
+  /** One shared Group object per (queue, user): a backlog holds a pointer per job, not an object. */
+  private group(queue: string, user: string): Group {
+    const key = `${queue}\u0000${user}`;
+    let g = this.groups.get(key);
+    if (!g) {
+      g = { queue, user };
+      this.groups.set(key, g);
+    }
+    return g;
   }
 
   delete(id: string): void {
