@@ -14,6 +14,7 @@ import test from "ava";
 import { CrmsClient } from "../clients/typescript/src/client.js";
 import { AdminService } from "../gen/crms/v1/admin_pb.js";
 import { JobService } from "../gen/crms/v1/job_pb.js";
+import { QueueService } from "../gen/crms/v1/queue_pb.js";
 import { AttachRequestSchema, WorkerService } from "../gen/crms/v1/worker_pb.js";
 import { POLICY } from "../src/auth/policy.js";
 import { OWNER_LABEL } from "../src/rpc/names.js";
@@ -66,7 +67,7 @@ async function snapshot(cluster: TestCluster): Promise<Record<string, string>> {
   const all = await cluster.etcdClient().getAll().prefix("crms/").buffers();
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(all)) {
-    if (/^crms\/(jobs|workers|tokens|reqids)\/|^crms\/idseq$/.test(k)) out[k] = v.toString("base64");
+    if (/^crms\/(jobs|workers|tokens|reqids|queues)\/|^crms\/idseq$/.test(k)) out[k] = v.toString("base64");
   }
   return out;
 }
@@ -115,10 +116,11 @@ test.serial(
     // (an attached w1 is given a job, then detaches and later goes DOWN), which a refused
     // call's before/after comparison of etcd would otherwise see.
     for (const pass of ["refused", "allowed"] as const)
-      for (const service of [JobService, WorkerService, AdminService]) {
+      for (const service of [JobService, WorkerService, AdminService, QueueService]) {
         for (const m of service.methods) {
           const rpc = `${service.name}.${m.name}`;
-          t.truthy(POLICY[rpc] || service === AdminService, `${rpc} has a policy entry`);
+          // Admin-only RPCs need no entry (AdminService's, and QueueService's writes).
+          t.truthy(POLICY[rpc] || service === AdminService || service === QueueService, `${rpc} has a policy entry`);
           for (const caller of ["admin", "alice", "rita", "w1"]) {
             const role = roleOf[caller] as string;
             const allowed = (POLICY[rpc] ?? ["admin"]).includes(role as never);
@@ -165,6 +167,11 @@ test.serial(
               CreateToken: [{ name: `made-by-${caller}`, role: "reader" }, status.OK],
               ListTokens: [{}, status.OK],
               RevokeToken: [{ id: "0123456789abcdef" }, status.NOT_FOUND],
+              CreateQueue: [{ queue: { name: `made-by-${caller}`, weight: 1 } }, status.OK],
+              GetQueue: [{ name: "default" }, status.OK],
+              ListQueues: [{}, status.OK],
+              UpdateQueue: [{ queue: { name: "default", weight: 1 } }, status.OK],
+              DeleteQueue: [{ name: "nope" }, status.NOT_FOUND],
             };
             const [req, expected] = requests[m.name] ?? [{}, status.OK];
             t.truthy(requests[m.name], `a request for ${rpc}`);

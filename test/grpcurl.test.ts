@@ -13,11 +13,19 @@ test("grpcurl lists the services through reflection and a SubmitJob sent through
     const grpcurl = grpcurlPath();
     const list = await run(grpcurl, ["-plaintext", cluster.address, "list"]);
     const services = list.stdout.trim().split("\n");
-    for (const s of ["crms.v1.JobService", "crms.v1.WorkerService", "crms.v1.AdminService", "grpc.health.v1.Health"]) {
+    for (const s of [
+      "crms.v1.JobService",
+      "crms.v1.WorkerService",
+      "crms.v1.AdminService",
+      "crms.v1.QueueService",
+      "grpc.health.v1.Health",
+    ]) {
       t.true(services.includes(s), `${s} listed in:\n${list.stdout}`);
     }
     const described = await run(grpcurl, ["-plaintext", cluster.address, "describe", "crms.v1.JobService.SubmitJob"]);
     t.regex(described.stdout, /rpc SubmitJob/);
+    const queues = await run(grpcurl, ["-plaintext", cluster.address, "crms.v1.QueueService/ListQueues"]);
+    t.is(JSON.parse(queues.stdout).queues[0].name, "default");
     const submitted = await run(grpcurl, [
       "-plaintext",
       "-d",

@@ -37,6 +37,9 @@ export const POLICY: Readonly<Record<string, readonly Role[]>> = {
   "JobService.RunJob": OWN,
   "JobService.RequeueJob": OWN,
   "AdminService.GetClusterStatus": READ,
+  // Creating, changing and deleting queues is admin-only (not listed).
+  "QueueService.GetQueue": READ,
+  "QueueService.ListQueues": READ,
 };
 
 /** The roles allowed to call an RPC. */

@@ -14,15 +14,27 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProto } from "grpc-health-check";
 import { file_crms_v1_admin } from "../../gen/crms/v1/admin_pb.js";
 import { file_crms_v1_job } from "../../gen/crms/v1/job_pb.js";
+import { file_crms_v1_queue } from "../../gen/crms/v1/queue_pb.js";
 import { file_crms_v1_worker } from "../../gen/crms/v1/worker_pb.js";
 
 /** Health service name that is NOT_SERVING while etcd refuses writes (NOSPACE). */
 export const WRITES_HEALTH = "crms.writes";
 
 /** Every crms service name, as health and reflection list them. */
-export const SERVICE_NAMES = ["crms.v1.JobService", "crms.v1.WorkerService", "crms.v1.AdminService"];
+export const SERVICE_NAMES = [
+  "crms.v1.JobService",
+  "crms.v1.WorkerService",
+  "crms.v1.AdminService",
+  "crms.v1.QueueService",
+];
 
-const contractFiles = [file_google_protobuf_timestamp, file_crms_v1_job, file_crms_v1_worker, file_crms_v1_admin];
+const contractFiles = [
+  file_google_protobuf_timestamp,
+  file_crms_v1_job,
+  file_crms_v1_worker,
+  file_crms_v1_admin,
+  file_crms_v1_queue,
+];
 
 /** The serialized FileDescriptorSet of the crms contract. */
 export function contractDescriptorSet(): Uint8Array {

@@ -10,6 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { HealthImplementation } from "grpc-health-check";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { type Job, JobService } from "../../gen/crms/v1/job_pb.js";
+import { QueueService } from "../../gen/crms/v1/queue_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import { Authorizer } from "../auth/policy.js";
 import { bootstrapAdminToken, exposure, type SecurityOptions, serverCredentials } from "../auth/server-security.js";
@@ -25,6 +26,7 @@ import { createAdminService } from "../services/admin-service.js";
 import type { ServiceDeps } from "../services/context.js";
 import { createJobService } from "../services/job-service.js";
 import { createLogService } from "../services/log-service.js";
+import { createQueueService } from "../services/queue-service.js";
 import { Sessions } from "../services/sessions/index.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Admission, defaultMaxJobs } from "../store/admission.js";
@@ -100,6 +102,7 @@ export interface Handlers {
   job: ReturnType<typeof createJobService>;
   worker: ReturnType<typeof createWorkerService> & ReturnType<typeof createLogService>;
   admin: ReturnType<typeof createAdminService> & ReturnType<typeof createTokenService>;
+  queue: ReturnType<typeof createQueueService>;
 }
 
 export type ReplicaState = "STARTING" | "SERVING" | "STOPPING" | "STOPPED";
@@ -292,11 +295,13 @@ export class ControlPlane {
         ...createAdminService(deps, this.retention),
         ...createTokenService(this.tokens, this.log, () => !authorizer.enabled),
       },
+      queue: createQueueService(deps),
     };
     this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
     addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);
     addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize, this.streams);
     addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize, this.streams);
+    addService(this.server, QueueService, this.handlers.queue, this.log, this.authorize, this.streams);
     this.health = addIntrospection(this.server);
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();

@@ -18,6 +18,7 @@ import {
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
+import { QueueService } from "../../gen/crms/v1/queue_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 import type { StreamLimiter } from "../auth/stream-limit.js";
 import type { Code as CrmsCode } from "../errors.js";
@@ -107,7 +108,7 @@ export function adaptService<S extends DescService>(
   return impl as Partial<ServiceImpl<S>>;
 }
 
-/** Registers the three crms services on a Connect router. */
+/** Registers the crms services on a Connect router. */
 export function registerServices(
   router: ConnectRouter,
   handlers: Handlers,
@@ -118,6 +119,7 @@ export function registerServices(
   router.service(JobService, adaptService(JobService, handlers.job, log, authorize, streams));
   router.service(WorkerService, adaptService(WorkerService, handlers.worker, log, authorize, streams));
   router.service(AdminService, adaptService(AdminService, handlers.admin, log, authorize, streams));
+  router.service(QueueService, adaptService(QueueService, handlers.queue, log, authorize, streams));
 }
 
 /** A node:http request handler for the crms Connect routes; other paths go to fallback. */

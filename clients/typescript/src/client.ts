@@ -18,13 +18,14 @@ import {
   WatchEventType,
   type WatchJobsResponse,
 } from "../../../gen/crms/v1/job_pb.js";
+import { type Queue, type QueueSchema, QueueService } from "../../../gen/crms/v1/queue_pb.js";
 import { type WatchWorkersResponse, type Worker, WorkerService } from "../../../gen/crms/v1/worker_pb.js";
 import { isFinal } from "../../../src/rpc/states.js";
 import { FailoverTransport, type RetryOptions, retrySameRequest } from "./failover.js";
 import { authMetadata, type ClientSecurity, channelCredentials, securityFromEnv } from "./security.js";
 import type { CallOptions } from "./transport.js";
 
-export type { CallOptions, ClientSecurity, Job, Worker };
+export type { CallOptions, ClientSecurity, Job, Queue, Worker };
 export { JobState, WatchEventType };
 
 /** The default server address: $CRMS_SERVER or localhost:7070. */
@@ -289,5 +290,30 @@ export class CrmsClient {
 
   async revokeToken(id: string, options?: CallOptions) {
     return (await this.transport.unary(AdminService.method.revokeToken, { id }, options)).token;
+  }
+
+  /** Creates a queue (admin); weight 0 means 1. ALREADY_EXISTS if the name is taken. */
+  async createQueue(queue: MessageInitShape<typeof QueueSchema>, options?: CallOptions): Promise<Queue> {
+    return (await this.transport.unary(QueueService.method.createQueue, { queue }, options)).queue as Queue;
+  }
+
+  /** One queue with its status (running, pending, share against target, per user). */
+  async getQueue(name: string, options?: CallOptions): Promise<Queue> {
+    return (await this.transport.unary(QueueService.method.getQueue, { name }, options)).queue as Queue;
+  }
+
+  /** Every queue with its status, "default" first, then by name. */
+  async listQueues(options?: CallOptions): Promise<Queue[]> {
+    return (await this.transport.unary(QueueService.method.listQueues, {}, options)).queues;
+  }
+
+  /** Replaces a queue's settings (admin): every setting, so send the ones to keep as they were. */
+  async updateQueue(queue: MessageInitShape<typeof QueueSchema>, options?: CallOptions): Promise<Queue> {
+    return (await this.transport.unary(QueueService.method.updateQueue, { queue }, options)).queue as Queue;
+  }
+
+  /** Deletes a queue (admin); FAILED_PRECONDITION while it has unfinished jobs, and for "default". */
+  async deleteQueue(name: string, options?: CallOptions): Promise<void> {
+    await this.transport.unary(QueueService.method.deleteQueue, { name }, options);
   }
 }
