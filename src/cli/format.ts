@@ -2,8 +2,16 @@
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import type { EtcdOutage } from "../../gen/crms/v1/admin_pb.js";
-import { type ArrayCounts, type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
+import {
+  type ArrayCounts,
+  type Job,
+  JobSchema,
+  JobState,
+  type Resources,
+  type Usage,
+} from "../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerSchema, WorkerState } from "../../gen/crms/v1/worker_pb.js";
+import { OWNER_LABEL } from "../rpc/names.js";
 import { formatArraySpec } from "../scheduler/arrays.js";
 import { conditionWord } from "../scheduler/dependencies.js";
 import { DEFAULT_MAX_LOST_RETRIES } from "../scheduler/job-machine.js";
@@ -46,7 +54,8 @@ export function table(header: string[], rows: string[][], options: TableOptions 
 export const jobState = (s: JobState) => JobState[s] ?? String(s);
 export const workerState = (s: WorkerState) => WorkerState[s] ?? String(s);
 
-function time(ts: Timestamp | undefined): string {
+/** A time as ISO 8601 to the second, "-" when unset. */
+export function time(ts: Timestamp | undefined): string {
   return ts
     ? timestampDate(ts)
         .toISOString()
@@ -58,6 +67,16 @@ function ago(ts: Timestamp | undefined): string {
   if (!ts) return "-";
   const s = Math.max(0, Math.round((Date.now() - timestampDate(ts).getTime()) / 1000));
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** A size for people: GiB, MiB or KiB. */
+export function bytes(n: bigint | number): string {
+  const x = Number(n);
+  return x >= 1 << 30
+    ? `${(x / (1 << 30)).toFixed(2)} GiB`
+    : x >= 1 << 20
+      ? `${(x / (1 << 20)).toFixed(1)} MiB`
+      : `${(x / 1024).toFixed(0)} KiB`;
 }
 
 /** An etcd outage a replica lived through, in one line for `crms admin status`. */
@@ -118,7 +137,7 @@ export function jobsTable(
   options = screen(["COMMAND", "REASON", "NAME", "LABELS"]),
 ): string {
   const header = wide
-    ? ["ID", "NAME", "STATE", "WORKER", "ATTEMPT", "EXIT", "SUBMITTED", "COMMAND", "REASON"]
+    ? ["ID", "NAME", "STATE", "WORKER", "ATTEMPT", "EXIT", "QUEUE", "USER", "SUBMITTED", "COMMAND", "REASON"]
     : ["ID", "NAME", "STATE", "WORKER", "AGE", "COMMAND"];
   const rows = jobs.map((j) =>
     wide
@@ -129,6 +148,8 @@ export function jobsTable(
           j.worker || "-",
           String(j.attempt),
           j.exitCode === undefined ? (j.signal ? j.signal : "-") : String(j.exitCode),
+          queueName(j),
+          userName(j) || "-",
           time(j.submitTime),
           commandLine(j, 60),
           j.error || j.pendingReason || "",
@@ -136,6 +157,29 @@ export function jobsTable(
       : [j.id, j.spec?.name || "-", stateText(j, false), j.worker || "-", ago(j.submitTime), commandLine(j)],
   );
   return table(header, rows, options);
+}
+
+/** The queue a job is in (Job.queue, else what its spec asked for). */
+const queueName = (j: Job) => j.queue || j.spec?.queue || "default";
+
+/** Who a job is counted against (Job.user, else its owner label). */
+const userName = (j: Job) => j.user || j.spec?.labels[OWNER_LABEL] || "";
+
+/** "2 cpus, 4.00 GiB memory, 1 gpu, license=1"; unset: the default, 1 cpu. */
+export function resourcesText(r: Resources | undefined): string {
+  if (!r) return "1 cpu (default)";
+  const n = (k: number, one: string) => `${k} ${one}${k === 1 ? "" : "s"}`;
+  return [
+    n(r.cpus || 1, "cpu"),
+    ...(r.memoryBytes ? [`${bytes(r.memoryBytes)} memory`] : []),
+    ...(r.gpus ? [n(r.gpus, "gpu")] : []),
+    ...Object.entries(r.named).map(([k, v]) => `${k}=${v}`),
+  ].join(", ");
+}
+
+/** "cpu 12.3 s, max RSS 45.6 MiB, wall 10.0 s, gpu 0.0 s". */
+export function usageText(u: Usage): string {
+  return `cpu ${u.cpuSeconds.toFixed(1)} s, max RSS ${bytes(u.maxRssBytes)}, wall ${u.wallSeconds.toFixed(1)} s, gpu ${u.gpuSeconds.toFixed(1)} s`;
 }
 
 /** Retries used of the budget: the last failed run of a job that ran out is not a retry. */
@@ -161,6 +205,9 @@ export function jobDetail(j: Job): string {
     ["Signal", j.signal || "-"],
     ["Error", j.error || "-"],
     ["Pending reason", j.pendingReason || "-"],
+    ["Queue", `${queueName(j)}${j.spec?.preemptible ? " (preemptible)" : ""}`],
+    ["User", userName(j) || "-"],
+    ["Resources", resourcesText(j.spec?.resources)],
     ["Priority", String(j.spec?.priority ?? 0)],
     ["Retries", retriesText(j)],
     ["Timeout", j.spec?.timeoutSeconds ? `${j.spec.timeoutSeconds}s` : "-"],
@@ -169,6 +216,14 @@ export function jobDetail(j: Job): string {
     ["Started", time(j.startTime)],
     ["Ended", time(j.endTime)],
   ];
+  if (j.state === JobState.PENDING) {
+    lines.push(["Queue position", j.queuePosition ? `${j.queuePosition} (1 = next)` : "- (not known on this replica)"]);
+  }
+  if (j.usage) lines.push(["Usage", usageText(j.usage)]);
+  if (j.preemptions || j.preemptRequested) {
+    const now = j.preemptRequested ? "; being preempted now" : "";
+    lines.push(["Preemptions", `${j.preemptions} (counted on no retry budget${now})`]);
+  }
   if (j.spec?.targetWorker) lines.push(["Target worker", j.spec.targetWorker]);
   if (j.runOn) lines.push(["Run on", `${j.runOn} (RunJob)`]);
   if (j.spec?.array) {
@@ -195,7 +250,12 @@ export function jobDetail(j: Job): string {
         time(a.startTime),
         time(a.endTime),
         a.outcome ? `${jobState(a.outcome)}${a.timedOut ? " (timeout)" : ""}` : "running",
-        a.error || (a.exitCode !== undefined ? `exit ${a.exitCode}` : ""),
+        a.error ||
+          (a.outcome === JobState.PREEMPTED
+            ? "preempted (no retry charged)"
+            : a.exitCode !== undefined
+              ? `exit ${a.exitCode}`
+              : ""),
       ]),
     )}`;
   }

@@ -3,6 +3,8 @@
  * usage text, and shell completion scripts built from the command table.
  */
 import { COMMON_FLAGS, DEV_FLAGS, type Flags, flagNames, SERVER_FLAGS, WORKER_FLAGS } from "../config.js";
+import { QUEUE_FLAGS, QUEUE_SUBCOMMANDS } from "./queue.js";
+import { RESOURCE_FLAGS } from "./resources.js";
 
 /** The options of a table of one type, long and short forms: `--output`, `-o`. */
 function spellings(type: "string" | "boolean"): string[] {
@@ -34,6 +36,7 @@ export const COMMANDS: Record<string, string[]> = {
     "--after",
     "--request-id",
     "--keep-on-disconnect",
+    ...flagNames(RESOURCE_FLAGS),
   ],
   jobs: ["--state", "--worker", "--label", "--array", "--tasks", "--sort", "--limit", "--watch", "-w"],
   job: [],
@@ -51,6 +54,7 @@ export const COMMANDS: Record<string, string[]> = {
   resume: [],
   stop: ["--keep-runs"],
   admin: ["--keep-finished", "--name", "--role", "--worker", "--bootstrap"],
+  queue: QUEUE_FLAGS,
   server: flagNames(SERVER_FLAGS),
   dev: flagNames(DEV_FLAGS),
   completion: [],
@@ -61,6 +65,7 @@ export const COMMANDS: Record<string, string[]> = {
 const SUBCOMMANDS: Record<string, string[]> = {
   admin: ["status", "compact", "defrag", "disarm", "recover", "gc", "token"],
   worker: ["forget"],
+  queue: QUEUE_SUBCOMMANDS,
   completion: ["bash", "zsh", "fish"],
   help: Object.keys(COMMANDS),
 };

@@ -12,10 +12,12 @@ import { SERVER_DEFAULTS as D, type Flags, VERSION, WORKER_DEFAULTS } from "../c
 import { arraySize } from "../rpc/states.js";
 import { parseArraySpec } from "../scheduler/arrays.js";
 import { parseAfter } from "../scheduler/dependencies.js";
-import { etcdOutage, jobDetail, jobState, jobsTable, table, workerDetail, workersTable } from "./format.js";
+import { bytes, etcdOutage, jobDetail, jobState, jobsTable, table, workerDetail, workersTable } from "./format.js";
 import { completionScript, hoistGlobals, usageOf, wantsHelp } from "./help.js";
 import { csvHeader, csvRow, historyTable, parseWhen } from "./history-format.js";
 import { emit, jobJson, type Output, waitExitCode, workerJson } from "./output.js";
+import { QUEUE_USAGE, queueCommand } from "./queue.js";
+import { RESOURCE_FLAGS, resourceSpec, withOwner } from "./resources.js";
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -31,6 +33,8 @@ Jobs:
                                     --lost-retries N --timeout SECONDS --hold --wait
                                     --keep-on-disconnect (runs on while its worker is cut off)
                                     --array FIRST-LAST[%MAX] --after ID[:succeeded|failed|finished]
+                                    --cpus N (1) --memory SIZE (bytes or 512M, 4G...) --gpus N
+                                    --resource NAME=N (repeat) --queue Q --preemptible
                                     --request-id ID -o json|yaml|name); with --wait: the pending
                                     reason while it waits (state changes and a task bar on a
                                     terminal), then the job's output, and the exit code below
@@ -63,7 +67,7 @@ Workers:
   resume NAME                       undo a drain: the worker takes new jobs again
   stop NAME [--keep-runs]           make a worker exit (killing its runs, or leaving them to
                                     the next worker with its name and data dir)
-Admin:
+${QUEUE_USAGE}Admin:
   admin status [-o json]            etcd members, size against quota, alarms, counts
   admin compact [REV]               compact etcd history (to the current revision)
   admin defrag                      defragment each etcd member in turn
@@ -197,6 +201,7 @@ async function submit(args: string[]): Promise<number> {
     "request-id": { type: "string" },
     array: { type: "string" },
     after: { type: "string", multiple: true },
+    ...RESOURCE_FLAGS,
   });
   if (positionals.length === 0) throw new CliError("nothing to run: crms submit [options] -- CMD ARGS...", 2);
   const priority = v.priority === undefined ? 0 : Number(v.priority);
@@ -208,8 +213,9 @@ async function submit(args: string[]): Promise<number> {
         name: (v.name as string) ?? "",
         env: keyValues(v.env, "--env"),
         workingDir: (v.cwd as string) ?? "",
-        labels: keyValues(v.label, "--label"),
+        labels: withOwner(keyValues(v.label, "--label"), securityOf(v)),
         constraints: keyValues(v.constraint, "--constraint"),
+        ...resourceSpec(v),
         targetWorker: (v.on as string) ?? "",
         priority,
         maxRetries: int(v.retries, "--retries"),
@@ -600,15 +606,6 @@ async function workerCommand(cmd: string, args: string[]): Promise<number> {
   });
 }
 
-function bytes(n: bigint | number): string {
-  const x = Number(n);
-  return x >= 1 << 30
-    ? `${(x / (1 << 30)).toFixed(2)} GiB`
-    : x >= 1 << 20
-      ? `${(x / (1 << 20)).toFixed(1)} MiB`
-      : `${(x / 1024).toFixed(0)} KiB`;
-}
-
 /** `crms admin token create|list|revoke`. */
 async function token(c: CrmsClient, positionals: string[], v: Record<string, unknown>): Promise<number> {
   const [sub, ...rest] = positionals;
@@ -820,6 +817,8 @@ export async function main(argv: string[]): Promise<number> {
       return workerCommand(cmd, args);
     case "admin":
       return admin(args);
+    case "queue":
+      return queueCommand(args, withClient);
     case "server": {
       const { server } = await import("../cmd/server.js");
       return server(args);

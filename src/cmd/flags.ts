@@ -101,6 +101,24 @@ export function int(value: unknown, what: string, fallback = 0): number {
   return n;
 }
 
+const SIZE_UNITS: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/**
+ * A size in bytes: plain bytes (`1048576`) or a number with a binary suffix
+ * K, M, G or T (`4G` = 4 GiB; `512Mi`, `1.5GiB` and `4gb` read the same way);
+ * `fallback` when the option is absent.
+ */
+export function byteSize(value: unknown, what: string, fallback = 0): number {
+  if (value === undefined) return fallback;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:iB|i|B)?|B)?\s*$/i.exec(String(value));
+  const unit = m?.[2]?.toUpperCase() ?? "";
+  const n = m ? Math.floor(Number(m[1]) * (SIZE_UNITS[unit] as number)) : Number.NaN;
+  if (!m || (!unit && m[1]?.includes(".")) || !Number.isSafeInteger(n)) {
+    throw new CliError(`${what} must be a size: bytes, or a number with K, M, G or T (got ${value})`, 2);
+  }
+  return n;
+}
+
 /** A fraction in [0, 1), `fallback` when the option is absent. */
 export function fraction(value: unknown, what: string, fallback: number): number {
   if (value === undefined) return fallback;
