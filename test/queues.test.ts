@@ -241,6 +241,10 @@ test("crms queue create, list, show, update and delete, as tables and -o json; u
   t.regex(text, /^Share:\s+0\.0% of the cluster; target \d+\.\d%$/m);
   t.regex(text, /^USER\s+RUNNING\s+PENDING\s+SHARE\s+TARGET\s+DECAYED USAGE$/m);
   t.regex(text, /^carol\s+0\s+1\s+0\.0%\s+\d+\.\d%\s+0$/m);
+  const detail = await ok(["job", job.id]);
+  t.regex(detail, /^Queue position:\s+1 \(1 = next\)$/m);
+  t.regex(detail, /^Queue:\s+cq$/m);
+  t.regex(detail, /^User:\s+carol$/m);
 
   const refused = await cli(["queue", "delete", "cq"], env);
   t.is(refused.code, 1);

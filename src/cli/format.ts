@@ -193,6 +193,10 @@ function retriesText(j: Job): string {
 }
 
 export function jobDetail(j: Job): string {
+  const position: Array<[string, string]> =
+    j.state === JobState.PENDING
+      ? [["Queue position", j.queuePosition ? `${j.queuePosition} (1 = next)` : "- (not known on this replica)"]]
+      : [];
   const lines: Array<[string, string]> = [
     ["ID", j.id],
     ["Name", j.spec?.name || "-"],
@@ -205,6 +209,7 @@ export function jobDetail(j: Job): string {
     ["Signal", j.signal || "-"],
     ["Error", j.error || "-"],
     ["Pending reason", j.pendingReason || "-"],
+    ...position,
     ["Queue", `${queueName(j)}${j.spec?.preemptible ? " (preemptible)" : ""}`],
     ["User", userName(j) || "-"],
     ["Resources", resourcesText(j.spec?.resources)],
@@ -216,9 +221,6 @@ export function jobDetail(j: Job): string {
     ["Started", time(j.startTime)],
     ["Ended", time(j.endTime)],
   ];
-  if (j.state === JobState.PENDING) {
-    lines.push(["Queue position", j.queuePosition ? `${j.queuePosition} (1 = next)` : "- (not known on this replica)"]);
-  }
   if (j.usage) lines.push(["Usage", usageText(j.usage)]);
   if (j.preemptions || j.preemptRequested) {
     const now = j.preemptRequested ? "; being preempted now" : "";
