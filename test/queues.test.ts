@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { status } from "@grpc/grpc-js";
-import anyTest, { type TestFn } from "ava";
+import anyTest, { type ExecutionContext, type TestFn } from "ava";
 import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import { AttachRequestSchema, WorkerService, WorkerState } from "../gen/crms/v1/worker_pb.js";
@@ -43,6 +43,18 @@ async function codeOf(p: Promise<unknown>): Promise<number> {
     () => status.OK,
     (e: { code?: number }) => e.code ?? -1,
   );
+}
+
+/** Runs each command line (three at a time: each is a process) and checks it is a usage error, exit 2. */
+async function usageErrors(t: ExecutionContext, env: NodeJS.ProcessEnv, cases: string[][]): Promise<void> {
+  for (let i = 0; i < cases.length; i += 3) {
+    await Promise.all(
+      cases.slice(i, i + 3).map(async (args) => {
+        const r = await cli(args, env);
+        t.is(r.code, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      }),
+    );
+  }
 }
 
 test("queues: create, get, list, update and delete round trip with the contract's codes", async (t) => {
@@ -259,7 +271,7 @@ test("crms queue create, list, show, update and delete, as tables and -o json; u
   t.is(again.code, 1);
   t.regex(again.stderr, /ALREADY_EXISTS/);
 
-  for (const args of [
+  await usageErrors(t, env, [
     ["queue"],
     ["queue", "bogus"],
     ["queue", "create"],
@@ -269,10 +281,7 @@ test("crms queue create, list, show, update and delete, as tables and -o json; u
     ["queue", "create", "x", "--max-running", "1.5"],
     ["queue", "create", "x", "--max-gpus", "4294967296"],
     ["queue", "update", "x", "--preemptible", "--no-preemptible"],
-  ]) {
-    const r = await cli(args, env);
-    t.is(r.code, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
-  }
+  ]);
   const help = await cli(["queue", "--help"], env);
   t.is(help.code, 0);
   for (const sub of ["create", "list", "show", "update", "delete"]) t.regex(help.stdout, new RegExp(`queue ${sub}`));
@@ -387,14 +396,15 @@ test("crms submit --cpus --memory --gpus --resource --queue --preemptible sends 
   t.is(p.spec?.labels[OWNER_LABEL], "dora");
   t.regex((await cli(["job", p.id], env)).stdout, /^Resources:\s+1 cpu \(default\)$/m);
 
-  for (const args of [
-    ["--memory", "4X"],
-    ["--cpus", "-1"],
-    ["--gpus", "1.5"],
-    ["--resource", "license"],
-    ["--resource", "license=lots"],
-  ]) {
-    const bad = await cli(["submit", ...args, "--", "true"], env);
-    t.is(bad.code, 2, `${args.join(" ")}: ${bad.stderr}`);
-  }
+  await usageErrors(
+    t,
+    env,
+    [
+      ["--memory", "4X"],
+      ["--cpus", "-1"],
+      ["--gpus", "1.5"],
+      ["--resource", "license"],
+      ["--resource", "license=lots"],
+    ].map((args) => ["submit", ...args, "--", "true"]),
+  );
 });
