@@ -23,6 +23,8 @@ import {
   UsageGrouping,
   UsageSchema,
 } from "../gen/crms/v1/job_pb.js";
+import { QueueSchema } from "../gen/crms/v1/queue_pb.js";
+import { WorkerState } from "../gen/crms/v1/worker_pb.js";
 import { allowedRoles } from "../src/auth/policy.js";
 import { CrmsError } from "../src/errors.js";
 import { History, type UsageSums } from "../src/history/history.js";
@@ -31,9 +33,9 @@ import { openEmbedded, openPostgres } from "../src/history/sql.js";
 import { OWNER_LABEL } from "../src/rpc/names.js";
 import { createMetrics } from "../src/server/metrics.js";
 import { startServer } from "../src/server/server.js";
-import { encode } from "../src/store/codec.js";
 import { cli, TestCluster } from "./helpers/cluster.js";
 import { type PostgresInstance, startPostgres } from "./helpers/postgres.js";
+import { startSimWorker } from "./helpers/sim-worker.js";
 
 const test = anyTest as TestFn<{ pg: PostgresInstance; cluster: TestCluster; c: CrmsClient; env: NodeJS.ProcessEnv }>;
 
@@ -42,6 +44,8 @@ test.before(async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), "crms-usage-"));
   const cluster = await TestCluster.start({ dataDir, retentionIntervalSeconds: 0 });
   await cluster.startWorker("usage-w1", 2);
+  for (const name of ["batch", "metrics-q"])
+    await cluster.server.store.queues.create(create(QueueSchema, { name, weight: 1 }));
   t.context = { pg, cluster, c: cluster.client(), env: { ...process.env, CRMS_SERVER: cluster.address } };
 });
 
@@ -96,6 +100,27 @@ function finished(
             maxRssBytes: o.rss,
           }),
   });
+}
+
+/**
+ * Runs one job on a simulated worker of its own that reports a run of 2 CPU-hours,
+ * 3 wall hours, 1 GPU-hour and 1 GiB max RSS, through the worker protocol.
+ */
+async function runMeasured(
+  cluster: TestCluster,
+  worker: string,
+  spec: { queue: string; labels: Record<string, string> },
+): Promise<Job> {
+  const usage = { cpuSeconds: 2 * HOUR, wallSeconds: 3 * HOUR, gpuSeconds: HOUR, maxRssBytes: GiB };
+  const sim = startSimWorker(cluster.address, worker, 1, undefined, usage);
+  try {
+    await cluster.waitFor(() => cluster.server.store.worker(worker)?.state === WorkerState.UP, 10_000, worker);
+    const c = cluster.client();
+    const job = await c.submit({ name: "acct-measured", command: ["true"], targetWorker: worker, ...spec });
+    return await c.wait(job.id, { timeoutMs: 30_000 });
+  } finally {
+    sim.stop();
+  }
 }
 
 /** Within 0.02 hours (the real runs' own small usage). */
@@ -232,8 +257,6 @@ for (const kind of ["embedded", "postgres"] as const) {
 
 test.serial("GetUsage and crms usage sum what a real cluster ran, by user, queue and worker", async (t) => {
   const { cluster, c, env } = t.context;
-  const history = cluster.server.history;
-  if (!history) throw new Error("no history");
   const owner = (who: string) => ({ [OWNER_LABEL]: who });
   const jobs = [
     await c.submit({ name: "acct-ok", command: ["true"], labels: owner("dave") }),
@@ -253,18 +276,13 @@ test.serial("GetUsage and crms usage sum what a real cluster ran, by user, queue
     20_000,
     "the finished jobs to reach the history",
   );
-  // Until workers report usage, one job with measured usage goes through the history's archive path.
-  await history.write([
-    finished("880001", JobState.SUCCEEDED, {
-      user: "dave",
-      queue: "batch",
-      worker: "usage-w1",
-      cpu: 2 * HOUR,
-      wall: 3 * HOUR,
-      gpu: HOUR,
-      rss: GiB,
-    }),
-  ]);
+  // A worker that reports what its run used (a simulated one: its figures are exact).
+  t.is((await runMeasured(cluster, "usage-sim1", { queue: "batch", labels: owner("dave") })).state, JobState.SUCCEEDED);
+  await cluster.waitFor(
+    async () => (await c.listHistory({ queue: "batch" })).jobs.length === 1,
+    20_000,
+    "the measured job to reach the history",
+  );
 
   const byUser = await c.getUsage({});
   const since = byUser.since ? timestampDate(byUser.since).getTime() : 0;
@@ -280,7 +298,8 @@ test.serial("GetUsage and crms usage sum what a real cluster ran, by user, queue
   t.is(byUser.rows[0]?.key, "dave", "largest CPU hours first");
 
   const byWorker = await c.getUsage({ groupBy: UsageGrouping.WORKER });
-  t.is(row(byWorker.rows, "usage-w1")?.jobs, 5n);
+  t.is(row(byWorker.rows, "usage-w1")?.jobs, 4n);
+  t.deepEqual([row(byWorker.rows, "usage-sim1")?.jobs, row(byWorker.rows, "usage-sim1")?.cpuHours], [1n, 2]);
   const byQueue = await c.getUsage({ groupBy: UsageGrouping.QUEUE, since: ago(HOUR) });
   t.deepEqual(
     byQueue.rows.map((r) => [r.key, r.jobs, near(r.cpuHours, r.key === "batch" ? 2 : 0)]),
@@ -379,24 +398,11 @@ test.serial(
       t.is(await sample("crms_queue_running", 'queue="default"'), 0);
       t.is(await sample("crms_queue_pending", 'queue="default"'), 0);
 
-      // Until workers report usage, a finished job with usage reaches the replica's cache straight from etcd.
-      const measured = finished("880002", JobState.SUCCEEDED, {
-        user: "frank",
-        queue: "metrics-q",
-        worker: "usage-w1",
-        cpu: 90,
-        wall: 120,
-        gpu: 240,
-      });
-      await cluster.etcdClient().put(`crms/jobs/${measured.id}`).value(encode(JobSchema, measured));
-      await cluster.waitFor(
-        async () => (await sample("crms_queue_cpu_seconds_total", 'queue="metrics-q"')) === 90,
-        10_000,
-        "the usage counters",
-      );
+      await runMeasured(cluster, "usage-sim2", { queue: "metrics-q", labels });
       t.is(await sample("crms_queue_jobs_finished_total", 'queue="metrics-q",state="SUCCEEDED"'), 1);
-      t.is(await sample("crms_queue_gpu_seconds_total", 'queue="metrics-q"'), 240);
-      t.is(await sample("crms_queue_wall_seconds_total", 'queue="metrics-q"'), 120);
+      t.is(await sample("crms_queue_cpu_seconds_total", 'queue="metrics-q"'), 2 * HOUR);
+      t.is(await sample("crms_queue_gpu_seconds_total", 'queue="metrics-q"'), HOUR);
+      t.is(await sample("crms_queue_wall_seconds_total", 'queue="metrics-q"'), 3 * HOUR);
     } finally {
       metrics.close();
     }
