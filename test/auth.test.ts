@@ -137,6 +137,7 @@ test.serial(
               ListJobs: [{}, status.OK],
               // This cluster keeps no history database.
               ListHistory: [{}, status.FAILED_PRECONDITION],
+              GetUsage: [{}, status.FAILED_PRECONDITION],
               UploadOutput: [{ jobId: finished.id, attempt: 1, stream: 1, last: true }, status.FAILED_PRECONDITION],
               WatchJobs: [{ ids: [held.id] }, status.OK],
               KillJob: [{ id: held.id }, status.OK],

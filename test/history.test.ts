@@ -245,7 +245,7 @@ test.serial(
       logLevel: "warn",
     });
     try {
-      t.is(again.history?.schemaVersion, 2, "migrations are not applied twice");
+      t.is(again.history?.schemaVersion, 3, "migrations are not applied twice");
       const found = await again.handlers.job.getJob({ id: job.id } as never);
       t.is(found.job.spec?.name, "hist-restart");
     } finally {

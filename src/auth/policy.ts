@@ -18,6 +18,7 @@ export const POLICY: Readonly<Record<string, readonly Role[]>> = {
   "JobService.GetJob": READ,
   "JobService.ListJobs": READ,
   "JobService.ListHistory": READ,
+  "JobService.GetUsage": READ,
   "JobService.WatchJobs": READ,
   "JobService.StreamOutput": READ,
   "JobService.KillJob": OWN,

@@ -42,6 +42,7 @@ export const COMMANDS: Record<string, string[]> = {
   job: [],
   logs: ["--follow", "-f"],
   history: ["--since", "--until", "--state", "--user", "--queue", "--worker", "--name", "--label", "--limit"],
+  usage: ["--since", "--by"],
   kill: ["--grace", "--force"],
   run: ["--on"],
   release: ["--on"],

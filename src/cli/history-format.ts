@@ -5,7 +5,7 @@
  */
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Job } from "../../gen/crms/v1/job_pb.js";
-import { OWNER_LABEL } from "../rpc/names.js";
+import { queueOf, userOf } from "../scheduler/fair-share.js";
 import { jobState, table } from "./format.js";
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
@@ -39,8 +39,8 @@ export const CSV_COLUMNS: Array<[string, (j: Job) => string]> = [
   ["id", (j) => j.id],
   ["name", (j) => j.spec?.name ?? ""],
   ["state", (j) => jobState(j.state)],
-  ["owner", (j) => j.spec?.labels[OWNER_LABEL] ?? ""],
-  ["queue", () => ""],
+  ["owner", userOf],
+  ["queue", queueOf],
   ["worker", (j) => j.worker],
   ["labels", labels],
   ["command", (j) => (j.spec?.command ?? []).join(" ")],
@@ -77,7 +77,7 @@ export function historyTable(jobs: Job[]): string {
         j.id,
         j.spec?.name || "-",
         jobState(j.state),
-        j.spec?.labels[OWNER_LABEL] || "-",
+        userOf(j) || "-",
         j.worker || "-",
         iso(j.endTime).replace(/\.\d+Z$/, "Z") || "-",
         runtime(j) ? `${runtime(j)}s` : "-",

@@ -18,6 +18,7 @@ import { csvHeader, csvRow, historyTable, parseWhen } from "./history-format.js"
 import { emit, jobJson, type Output, waitExitCode, workerJson } from "./output.js";
 import { QUEUE_USAGE, queueCommand } from "./queue.js";
 import { RESOURCE_FLAGS, resourceSpec, withOwner } from "./resources.js";
+import { usage } from "./usage.js";
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -50,6 +51,9 @@ Jobs:
           [--label K=V] [--limit N] [-o table|json|yaml|csv]
                                     finished jobs from the history database, newest first
                                     (T: 30m, 12h, 7d back from now, or an ISO date/time)
+  usage [--since 7d] [--by user|queue|worker] [-o table|json|yaml]
+                                    what finished jobs used (from the history): jobs, succeeded,
+                                    failed, killed, CPU/GPU/wall hours, max RSS; largest CPU first
   logs [-f] ID                      print a job's output (-f follows it)
   kill ID [--grace SECONDS] [--force]
                                     kill a job (grace at most 3600; a later kill with a shorter
@@ -804,6 +808,8 @@ export async function main(argv: string[]): Promise<number> {
       return logs(args);
     case "history":
       return history(args);
+    case "usage":
+      return usage(args, withClient);
     case "workers":
     case "worker":
       if (cmd === "worker" && (args.length === 0 || args[0]?.startsWith("-"))) {

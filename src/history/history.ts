@@ -12,7 +12,7 @@ import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
 import { invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import { OWNER_LABEL } from "../rpc/names.js";
-import { isFinal } from "../rpc/states.js";
+import { isArrayParent, isFinal } from "../rpc/states.js";
 import { migrate } from "./migrations.js";
 import { openEmbedded, openPostgres, type SqlDb } from "./sql.js";
 
@@ -51,6 +51,38 @@ export interface HistoryFilter {
   pageToken?: string;
 }
 
+/**
+ * The queue of a job that names none (Job.queue's contract). The history sits
+ * below the scheduler and the store, so it does not import their DEFAULT_QUEUE,
+ * queueOf and userOf; it reads the same fields the same way.
+ */
+const DEFAULT_QUEUE = "default";
+
+/** What GetUsage groups finished jobs by. */
+export type UsageKey = "user" | "queue" | "worker";
+
+/** One group's sums over its finished jobs (seconds, not hours: the service converts). */
+export interface UsageSums {
+  key: string;
+  jobs: number;
+  succeeded: number;
+  /** FAILED, and LOST with no retries left. */
+  failed: number;
+  killed: number;
+  cpuSeconds: number;
+  gpuSeconds: number;
+  wallSeconds: number;
+  /** The largest max RSS of any run. */
+  maxRssBytes: bigint;
+}
+
+/** The SQL of each grouping; rows from before queues (a NULL queue) are in "default". */
+const USAGE_KEYS: Record<UsageKey, string> = {
+  user: "owner",
+  queue: `coalesce(queue, '${DEFAULT_QUEUE}')`,
+  worker: "worker",
+};
+
 /** What `crms admin status` and /metrics say about the history. */
 export interface HistoryStatus {
   kind: "embedded" | "postgres";
@@ -80,12 +112,13 @@ export function globToLike(glob: string): string {
 
 function row(j: Job): unknown[] {
   const labels = j.spec?.labels ?? {};
+  const u = j.usage;
   return [
     j.id,
     j.spec?.name ?? "",
-    labels[OWNER_LABEL] ?? "",
+    j.user || labels[OWNER_LABEL] || "",
     JobState[j.state],
-    null, // queue: from fair share (#17), not built yet
+    j.queue || j.spec?.queue || DEFAULT_QUEUE,
     JSON.stringify(labels),
     j.worker,
     (j.spec?.command ?? []).join(" "),
@@ -97,11 +130,16 @@ function row(j: Job): unknown[] {
     j.attempts.length,
     j.arrayParent || null,
     Buffer.from(toBinary(JobSchema, j)),
+    u?.cpuSeconds ?? 0,
+    String(u?.maxRssBytes ?? 0n),
+    u?.wallSeconds ?? 0,
+    u?.gpuSeconds ?? 0,
+    isArrayParent(j),
   ];
 }
 const COLUMNS =
-  "id, name, owner, state, queue, labels, worker, command, submit_time, start_time, end_time, exit_code, signal, attempts, array_parent, record";
-const PER_ROW = 16;
+  "id, name, owner, state, queue, labels, worker, command, submit_time, start_time, end_time, exit_code, signal, attempts, array_parent, record, cpu_seconds, max_rss_bytes, wall_seconds, gpu_seconds, is_array";
+const PER_ROW = 21;
 
 export class History {
   private pending = new Map<string, Job>();
@@ -230,7 +268,8 @@ export class History {
     if (f.until) where.push(`end_time < ${p(f.until)}`);
     if (f.states?.length) where.push(`state = ANY(${p(f.states.map((s) => JobState[s]))}::text[])`);
     if (f.owner) where.push(`owner = ${p(f.owner)}`);
-    if (f.queue) where.push(`queue = ${p(f.queue)}`);
+    // Rows kept before queues existed have none: they were in the default queue.
+    if (f.queue) where.push(`(queue = ${p(f.queue)}${f.queue === DEFAULT_QUEUE ? " OR queue IS NULL" : ""})`);
     if (f.worker) where.push(`worker = ${p(f.worker)}`);
     if (f.nameGlob) where.push(`name LIKE ${p(globToLike(f.nameGlob))}`);
     if (f.labels && Object.keys(f.labels).length) where.push(`labels @> ${p(JSON.stringify(f.labels))}::jsonb`);
@@ -243,6 +282,38 @@ export class History {
     const jobs = rows.slice(0, f.pageSize).map((r) => fromBinary(JobSchema, r.record));
     const last = jobs.at(-1);
     return { jobs, nextPageToken: rows.length > f.pageSize && last ? encodeToken(endMs(last), last.id) : "" };
+  }
+
+  /**
+   * What the jobs that ended at or after `since` used, one row per user, queue
+   * or worker (of the last attempt), largest CPU time first. Array parents,
+   * which never run, are not counted.
+   */
+  async usage(since: Date, by: UsageKey): Promise<UsageSums[]> {
+    const { rows } = await this.track(
+      this.db.query<Record<string, string | number | null>>(
+        `SELECT ${USAGE_KEYS[by]} AS key, count(*) AS jobs,
+           count(*) FILTER (WHERE state = 'SUCCEEDED') AS succeeded,
+           count(*) FILTER (WHERE state IN ('FAILED', 'LOST')) AS failed,
+           count(*) FILTER (WHERE state = 'KILLED') AS killed,
+           coalesce(sum(cpu_seconds), 0) AS cpu, coalesce(sum(gpu_seconds), 0) AS gpu,
+           coalesce(sum(wall_seconds), 0) AS wall, coalesce(max(max_rss_bytes), 0)::text AS rss
+         FROM jobs WHERE end_time >= $1 AND NOT is_array
+         GROUP BY 1 ORDER BY cpu DESC, key`,
+        [since],
+      ),
+    );
+    return rows.map((r) => ({
+      key: String(r.key ?? ""),
+      jobs: Number(r.jobs),
+      succeeded: Number(r.succeeded),
+      failed: Number(r.failed),
+      killed: Number(r.killed),
+      cpuSeconds: Number(r.cpu),
+      gpuSeconds: Number(r.gpu),
+      wallSeconds: Number(r.wall),
+      maxRssBytes: BigInt(r.rss ?? 0),
+    }));
   }
 
   /** Keeps one stream of a run's output (gzip-compressed), replacing an older attempt's. */

@@ -54,14 +54,31 @@ CREATE TABLE job_logs (
 CREATE INDEX job_logs_stored ON job_logs (stored_at, job_id)
 `,
   },
+  {
+    // Accounting (GetUsage): what each job used, summed over its runs; rows written before keep NULLs,
+    // which the usage query reads as 0 (and a NULL queue as "default"). The usage query scans jobs_end
+    // by end time; jobs_queue_end serves ListHistory's queue filter now that the queue is filled.
+    // Array parents (records that never run) are marked, the ones already kept included, so they
+    // are not counted as jobs of their own.
+    version: 3,
+    name: "usage",
+    sql: `
+ALTER TABLE jobs RENAME COLUMN memory_peak_bytes TO max_rss_bytes;
+ALTER TABLE jobs ADD COLUMN wall_seconds double precision;
+ALTER TABLE jobs ADD COLUMN gpu_seconds double precision;
+ALTER TABLE jobs ADD COLUMN is_array boolean NOT NULL DEFAULT false;
+UPDATE jobs SET is_array = true WHERE id IN (SELECT DISTINCT array_parent FROM jobs WHERE array_parent IS NOT NULL);
+CREATE INDEX jobs_queue_end ON jobs (queue, end_time DESC)
+`,
+  },
 ];
 
-/** Applies the migrations not yet applied; returns the schema version now. */
-export async function migrate(db: SqlDb): Promise<number> {
+/** Applies the migrations not yet applied (up to `upTo`: tests build an older schema); returns the schema version now. */
+export async function migrate(db: SqlDb, upTo = Number.POSITIVE_INFINITY): Promise<number> {
   await db.query(
     "CREATE TABLE IF NOT EXISTS history_schema (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
   );
-  for (const m of MIGRATIONS) {
+  for (const m of MIGRATIONS.filter((m) => m.version <= upTo)) {
     await db.transaction(async (q) => {
       // Several replicas may start at once on one PostgreSQL: one applies, the others see it applied.
       if (db.kind === "postgres") await q("LOCK TABLE history_schema IN EXCLUSIVE MODE");

@@ -13,7 +13,8 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import { type Job, JobState } from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { DEFAULT_QUOTA_BYTES } from "../config.js";
-import { isFinal } from "../rpc/states.js";
+import { isArrayParent, isFinal } from "../rpc/states.js";
+import { queueOf } from "../scheduler/fair-share.js";
 import type { Entry } from "../store/cache.js";
 import { memberStatus } from "../store/status.js";
 import type { ControlPlane } from "./server.js";
@@ -141,10 +142,56 @@ export function createMetrics(cp: ControlPlane): Metrics {
     },
   });
 
+  // ---- queues: what finished jobs used (Job.usage, every run summed), and fair share's loads ----
+
+  const queueFinished = new Counter({
+    name: "crms_queue_jobs_finished_total",
+    help: "Jobs of each queue that reached a final state, once per job (array parents not counted).",
+    labelNames: ["queue", "state"],
+    registers,
+  });
+  const queueUsage = (name: string, help: string) => new Counter({ name, help, labelNames: ["queue"], registers });
+  const queueCpu = queueUsage(
+    "crms_queue_cpu_seconds_total",
+    "CPU seconds (user + system) of the finished jobs of each queue, every run.",
+  );
+  const queueGpu = queueUsage(
+    "crms_queue_gpu_seconds_total",
+    "GPUs reserved times wall seconds of the finished jobs of each queue.",
+  );
+  const queueWall = queueUsage("crms_queue_wall_seconds_total", "Wall seconds of the finished jobs of each queue.");
+  const queueLoad = (name: string, what: "running" | "pending", help: string) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["queue"],
+      registers,
+      collect() {
+        const fairShare = scheduler.fairShare;
+        this.reset();
+        for (const q of store.queues.list()) this.set({ queue: q.name }, Number(fairShare.status(q.name)[what]));
+      },
+    });
+  queueLoad("crms_queue_running", "running", "Jobs of each queue holding a worker (ASSIGNED or RUNNING).");
+  queueLoad("crms_queue_pending", "pending", "Jobs of each queue waiting to be placed (PENDING).");
+
+  /** Counts a job that just reached a final state against its queue. */
+  const finishedInQueue = (job: Job): void => {
+    if (isArrayParent(job)) return;
+    const queue = queueOf(job);
+    queueFinished.inc({ queue, state: JobState[job.state] });
+    queueCpu.inc({ queue }, job.usage?.cpuSeconds ?? 0);
+    queueGpu.inc({ queue }, job.usage?.gpuSeconds ?? 0);
+    queueWall.inc({ queue }, job.usage?.wallSeconds ?? 0);
+  };
+
   const onJob = (_id: string, e: Entry<Job>, prev: Entry<Job> | undefined): void => {
     const job = e.value;
     if (!prev) submitted.inc();
-    if (isFinal(job.state) && !(prev && isFinal(prev.value.state))) finished.inc({ state: JobState[job.state] });
+    if (isFinal(job.state) && !(prev && isFinal(prev.value.state))) {
+      finished.inc({ state: JobState[job.state] });
+      finishedInQueue(job);
+    }
     // A run started when its attempt gains a start time: a short run's start and end can be one
     // write (ASSIGNED -> SUCCEEDED), so the RUNNING state itself may never be seen.
     const started = (j: Job) => j.attempts.at(-1)?.startTime !== undefined;

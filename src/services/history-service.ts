@@ -1,8 +1,17 @@
-/** JobService.ListHistory and the history side of GetJob: reads from the job history database. */
-import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type GetUsageRequest, type Job, JobState, type ListHistoryRequest } from "../../gen/crms/v1/job_pb.js";
+/** JobService.ListHistory, GetUsage and the history side of GetJob: reads from the job history database. */
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  type GetUsageRequest,
+  GetUsageResponseSchema,
+  type Job,
+  JobState,
+  type ListHistoryRequest,
+  UsageGrouping,
+  UsageRowSchema,
+} from "../../gen/crms/v1/job_pb.js";
 import { CrmsError, invalid, precondition } from "../errors.js";
-import type { History } from "../history/history.js";
+import type { History, UsageKey, UsageSums } from "../history/history.js";
 import { isFinal } from "../rpc/states.js";
 import type { ServiceDeps } from "./context.js";
 import { checkWorkerName, pageSize } from "./validate.js";
@@ -32,17 +41,57 @@ export async function lookUp(deps: ServiceDeps, id: string): Promise<{ job?: Job
   }
 }
 
+/** GetUsage's default window: the last 7 days. */
+const USAGE_WINDOW_MS = 7 * 24 * 3600 * 1000;
+const GROUPINGS: Record<number, UsageKey> = {
+  [UsageGrouping.UNSPECIFIED]: "user",
+  [UsageGrouping.USER]: "user",
+  [UsageGrouping.QUEUE]: "queue",
+  [UsageGrouping.WORKER]: "worker",
+};
+
+/** The history, or FAILED_PRECONDITION naming how to start the control plane with one. */
+function historyOf(deps: ServiceDeps): History {
+  if (deps.history) return deps.history;
+  throw precondition(
+    "this control plane runs without a history database (start it with --data-dir or --history postgres://...)",
+  );
+}
+
 export function createHistoryService(deps: ServiceDeps) {
   return {
-    async getUsage(_req: GetUsageRequest): Promise<never> {
-      throw precondition("GetUsage is not implemented yet");
+    async getUsage(req: GetUsageRequest) {
+      const history = historyOf(deps);
+      const by = GROUPINGS[req.groupBy];
+      if (!by) throw invalid(`group_by ${req.groupBy} is not a UsageGrouping`);
+      const since = req.since ? timestampDate(req.since) : new Date(Date.now() - USAGE_WINDOW_MS);
+      if (Number.isNaN(since.getTime())) throw invalid("since is not a valid time");
+      let sums: UsageSums[];
+      try {
+        sums = await history.usage(since, by);
+      } catch (err) {
+        throw unavailable(history, err);
+      }
+      const hours = (s: number) => s / 3600;
+      return create(GetUsageResponseSchema, {
+        since: timestampFromDate(since),
+        rows: sums.map((r) =>
+          create(UsageRowSchema, {
+            key: r.key,
+            jobs: BigInt(r.jobs),
+            succeeded: BigInt(r.succeeded),
+            failed: BigInt(r.failed),
+            killed: BigInt(r.killed),
+            cpuHours: hours(r.cpuSeconds),
+            gpuHours: hours(r.gpuSeconds),
+            wallHours: hours(r.wallSeconds),
+            maxRssBytes: r.maxRssBytes,
+          }),
+        ),
+      });
     },
     async listHistory(req: ListHistoryRequest) {
-      const history = deps.history;
-      if (!history)
-        throw precondition(
-          "this control plane runs without a history database (start it with --data-dir or --history postgres://...)",
-        );
+      const history = historyOf(deps);
       const size = pageSize(req.pageSize);
       if (req.worker) checkWorkerName(req.worker);
       for (const s of req.states) {

@@ -1,10 +1,12 @@
 /**
  * A simulated worker speaking the real Attach protocol: every assigned job
- * "runs" at once and finishes with exit 0 and the given output tail. For tests
- * where the process itself does not matter (etcd space, scale).
+ * "runs" at once and finishes with exit 0, the given output tail and, when
+ * given, the given usage. For tests where the process itself does not matter
+ * (etcd space, scale, accounting).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { ServiceTransport } from "../../clients/typescript/src/transport.js";
+import type { UsageSchema } from "../../gen/crms/v1/job_pb.js";
 import { AttachRequestSchema, WorkerService } from "../../gen/crms/v1/worker_pb.js";
 
 export interface SimWorker {
@@ -12,7 +14,13 @@ export interface SimWorker {
   stop(): void;
 }
 
-export function startSimWorker(address: string, name: string, slots: number, tail = Buffer.alloc(0)): SimWorker {
+export function startSimWorker(
+  address: string,
+  name: string,
+  slots: number,
+  tail = Buffer.alloc(0),
+  usage?: MessageInitShape<typeof UsageSchema>,
+): SimWorker {
   const transport = new ServiceTransport(address);
   const stream = transport.bidiStream(WorkerService.method.attach);
   const sim: SimWorker = {
@@ -31,7 +39,7 @@ export function startSimWorker(address: string, name: string, slots: number, tai
     if (m.case === "assign") {
       const { jobId, attempt } = m.value;
       send({ msg: { case: "started", value: { jobId, attempt, pid: 1 } } });
-      send({ msg: { case: "finished", value: { jobId, attempt, exitCode: 0, pid: 1, stdoutTail: tail } } });
+      send({ msg: { case: "finished", value: { jobId, attempt, exitCode: 0, pid: 1, stdoutTail: tail, usage } } });
       sim.finished++;
     } else if (m.case === "kill") {
       send({ msg: { case: "finished", value: { jobId: m.value.jobId, attempt: m.value.attempt, killed: true } } });

@@ -8,6 +8,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { AdminService } from "../../../gen/crms/v1/admin_pb.js";
 import {
+  type GetUsageRequestSchema,
   type Job,
   JobService,
   type JobSpecSchema,
@@ -124,6 +125,11 @@ export class CrmsClient {
       yield* page.jobs;
       pageToken = page.nextPageToken;
     } while (pageToken);
+  }
+
+  /** What finished jobs used, summed per user, queue or worker (GetUsage; the last 7 days unless `since`). */
+  async getUsage(req: MessageInitShape<typeof GetUsageRequestSchema> = {}, options?: CallOptions) {
+    return this.transport.unary(JobService.method.getUsage, req, options);
   }
 
   watchJobs(ids: string[] = [], options?: CallOptions & { afterRevision?: bigint }): AsyncIterable<WatchJobsResponse> {
