@@ -288,3 +288,39 @@ func TestMemoryLimit(t *testing.T) {
 		t.Fatalf("exit %v", exit)
 	}
 }
+
+// The cgroup v2 path on a stand-in hierarchy of plain files (this test does
+// not need cgroup v2): the run's cgroup is made under the root with its
+// memory.max, and the job's process joins it (writes to cgroup.procs) before
+// it executes the program.
+func TestCgroupPathOnAStandInHierarchy(t *testing.T) {
+	dir, fake := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "cgroup.subtree_control"), []byte("cpu memory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(fake, "crms")
+	if out, _ := exec.Command(shimBin, "-memory-check", "-cgroup-root", root).Output(); string(out) != "cgroup v2 memory.max, one cgroup per run under "+root+"\n" {
+		t.Fatalf("-memory-check: %q", out)
+	}
+	cmd := exec.Command(shimBin, "-dir", dir, "-memory", "1048576", "-cgroup-root", root, "--", "sh", "-c", "exit 7")
+	cmd.Env = append(os.Environ(), "CRMS_WORKER=w1", "CRMS_JOB_ID=j/1", "CRMS_ATTEMPT=2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("shim: %v\n%s", err, out)
+	}
+	exit := readRec(t, dir, "exit")
+	if exit["memory_limit"] != "cgroup" || exit["exit_code"] != float64(7) {
+		t.Fatalf("exit %v", exit)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "cgroup.subtree_control")); string(b) != "+memory" {
+		t.Fatalf("root's subtree_control %q", b)
+	}
+	runs, _ := filepath.Glob(filepath.Join(root, "w1.j_1.2-*"))
+	if len(runs) != 1 {
+		t.Fatalf("run cgroups %v", runs)
+	}
+	for file, want := range map[string]string{"memory.max": "1048576", "memory.swap.max": "0", "cgroup.procs": "0", "cgroup.kill": "1"} {
+		if b, _ := os.ReadFile(filepath.Join(runs[0], file)); string(b) != want {
+			t.Errorf("%s: %q, want %q", file, b, want)
+		}
+	}
+}
