@@ -567,9 +567,10 @@ export class Run {
     let argv = [program, ...spec.command.slice(1)];
     const memory = spec.resources?.memoryBytes ?? 0n;
     if (memory > 0n) {
+      // Looked up here for the error texts a spawn gives; sh then finds the same program.
       const found = lookPath(program, env.PATH ?? "", cwd);
       if (typeof found !== "string") return { error: spawnError(program, found.code, "") };
-      argv = limitedArgv(memory, found, argv);
+      argv = limitedArgv(memory, argv);
     }
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: unknown }>((resolve) => {
       let child: ReturnType<typeof spawn>;
@@ -682,13 +683,13 @@ function lookPath(program: string, pathVar: string, cwd: string): string | { cod
 }
 
 /**
- * The argv that runs `file` (argv[0] is kept for the error texts) under an
- * address-space limit of `bytes` without the shim: sh's `ulimit -v`, then
- * exec. Best effort, like the shim's fallback (see crms-shim's limits.go).
+ * The argv that runs `argv` under an address-space limit of `bytes` without
+ * the shim: sh's `ulimit -v`, then exec. Best effort, like the shim's
+ * fallback (see crms-shim's limits.go).
  */
-function limitedArgv(bytes: bigint, file: string, argv: string[]): string[] {
+function limitedArgv(bytes: bigint, argv: string[]): string[] {
   const kib = String(bytes / 1024n > 0n ? bytes / 1024n : 1n);
-  return ["/bin/sh", "-c", 'ulimit -v "$1" || exit 126; shift; exec "$@"', "crms-limit", kib, file, ...argv.slice(1)];
+  return ["/bin/sh", "-c", 'ulimit -v "$1" || exit 126; shift; exec "$@"', "crms-limit", kib, ...argv];
 }
 
 /** Starts one run; see Run. Never throws for a bad command: the outcome says what went wrong. */

@@ -126,13 +126,13 @@ func memoryLimits(shim string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// limitedArgv runs path (the program as found) under an address-space
-// limit of bytes without the shim: sh's `ulimit -v`, then exec. Best effort,
-// like the shim's own fallback.
-func limitedArgv(bytes uint64, path string, command []string) (string, []string) {
+// limitedArgv runs command under an address-space limit of bytes without the
+// shim: sh's `ulimit -v`, then exec (which finds the program in the job's
+// PATH as lookPath did). Best effort, like the shim's own fallback.
+func limitedArgv(bytes uint64, command []string) (string, []string) {
 	kib := max(bytes/1024, 1)
-	argv := []string{"sh", "-c", `ulimit -v "$1" || exit 126; shift; exec "$@"`, "crms-limit", strconv.FormatUint(kib, 10), path}
-	return "/bin/sh", append(argv, command[1:]...)
+	argv := []string{"sh", "-c", `ulimit -v "$1" || exit 126; shift; exec "$@"`, "crms-limit", strconv.FormatUint(kib, 10)}
+	return "/bin/sh", append(argv, command...)
 }
 
 // gpuEnv is CUDA_VISIBLE_DEVICES for the reserved GPU indices; "" for none.

@@ -492,7 +492,7 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 	}
 	args := command
 	if memory := spec.GetResources().GetMemoryBytes(); memory > 0 {
-		path, args = limitedArgv(memory, path, command)
+		path, args = limitedArgv(memory, command)
 	}
 	cmd := &exec.Cmd{
 		Path:   path,
