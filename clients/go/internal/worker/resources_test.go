@@ -137,3 +137,31 @@ func TestHelloOffersResourcesAndFinishedCarriesUsage(t *testing.T) {
 		w.Stop(true, "test over")
 	}
 }
+
+func TestAReAdoptedRunReportsTheUsageOfTheShimsRecord(t *testing.T) {
+	shim := buildShim(t)
+	dataDir := t.TempDir()
+	opts := runOptions{jobID: "1", attempt: 1, dataDir: dataDir, workerName: "w", baseEnv: os.Environ(), shim: shim,
+		spec: &crmsv1.JobSpec{Command: []string{"sh", "-c", "sleep 0.5"}}, gpuIndices: []uint32{0}}
+	first, err := startRun(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec *pidRecord
+	for i := 0; i < 100 && rec == nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+		rec, _ = readRecord[pidRecord](filepath.Join(first.dir, "pid"))
+	}
+	if rec == nil {
+		t.Fatal("no pid record")
+	}
+	first.Detach() // the worker process goes; the shim keeps the run
+	adopted, err := adoptRun(runOptions{jobID: "1", attempt: 1, dataDir: dataDir}, *rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := waitDone(t, adopted, 10*time.Second)
+	if u := o.Usage; u == nil || u.WallSeconds < 0.5 || math.Abs(u.GpuSeconds-u.WallSeconds) > 0.01 {
+		t.Fatalf("outcome %+v", o)
+	}
+}
