@@ -202,11 +202,12 @@ test("worker flags --cpus --memory --gpus --resource override what is detected",
     ["--memory", "lots"],
     ["--memory", "4X"],
     ["--cpus", "-1"],
+    ["--gpus", "4294967296"],
     ["--resource", "License=1"],
     ["--resource", "x=y"],
     ["--resource", "x"],
   ]) {
-    t.throws(() => flags(bad), { message: /--memory|--cpus|--resource/ }, bad.join(" "));
+    t.throws(() => flags(bad), { message: /--memory|--cpus|--gpus|--resource/ }, bad.join(" "));
   }
 });
 

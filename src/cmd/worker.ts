@@ -13,6 +13,13 @@ import { createWorker, type Worker, type WorkerOptions } from "../worker/worker.
 import { byteSize, CliError, int, keyValues, parse, securityOf, untilSignal } from "./flags.js";
 import { defaultDataDir } from "./paths.js";
 
+/** A count of a uint32 field of Resources (cpus, gpus). */
+function count(value: unknown, what: string): number {
+  const n = int(value, what);
+  if (n > 2 ** 32 - 1) throw new CliError(`${what} must be at most ${2 ** 32 - 1} (got ${value})`, 2);
+  return n;
+}
+
 /** --cpus, --memory, --gpus and --resource NAME=N: what the worker offers instead of what it detects. */
 export function resourcesOf(v: Record<string, unknown>): Partial<WorkerResources> {
   const named: Record<string, bigint> = {};
@@ -24,9 +31,9 @@ export function resourcesOf(v: Record<string, unknown>): Partial<WorkerResources
   }
   const memory = v.memory !== undefined ? BigInt(byteSize(v.memory, "--memory")) : undefined;
   return {
-    ...(v.cpus !== undefined ? { cpus: int(v.cpus, "--cpus") } : {}),
+    ...(v.cpus !== undefined ? { cpus: count(v.cpus, "--cpus") } : {}),
     ...(memory !== undefined ? { memoryBytes: memory } : {}),
-    ...(v.gpus !== undefined ? { gpus: int(v.gpus, "--gpus") } : {}),
+    ...(v.gpus !== undefined ? { gpus: count(v.gpus, "--gpus") } : {}),
     ...(Object.keys(named).length > 0 ? { named } : {}),
   };
 }
