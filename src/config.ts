@@ -43,7 +43,11 @@ export const SERVER_DEFAULTS = {
   maxJobsPerUser: 0,
 } as const;
 
-/** A worker's defaults (`crms worker`; slots default to the machine's CPUs). */
+/**
+ * A worker's defaults (`crms worker`; slots default to the machine's CPUs;
+ * --cpus, --memory and --gpus to what it detects: CPUs, total memory,
+ * `nvidia-smi -L`).
+ */
 export const WORKER_DEFAULTS = {
   shipOutputBytes: DEFAULT_OUTPUT_CAP,
   tailBytes: DEFAULT_TAIL_BYTES,
@@ -114,6 +118,10 @@ export const WORKER_FLAGS = {
   "run-as": { type: "string" },
   "output-cap": { type: "string" },
   shim: { type: "string" },
+  cpus: { type: "string" },
+  memory: { type: "string" },
+  gpus: { type: "string" },
+  resource: { type: "string", multiple: true },
 } satisfies Flags;
 
 /** `crms dev`'s options. */

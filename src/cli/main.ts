@@ -100,6 +100,8 @@ Processes:
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]
          [--run-as USER] [--output-cap BYTES (${WORKER_DEFAULTS.shipOutputBytes / MiB} MiB of output shipped at job end; 0: none)]
          [--shim PATH (default bin/crms-shim; $CRMS_SHIM)]
+         [--cpus N] [--memory BYTES|32G] [--gpus N] [--resource NAME=N ...]: offered to jobs
+         (default: the CPUs, total memory and GPUs (nvidia-smi -L) detected); --slots: jobs at once
          SIGTERM/SIGINT: kill runs and exit; SIGUSR2: exit leaving runs to the next worker
   dev [--port PORT] [--http-port P] etcd + control plane + one worker + web page on this machine
 Shell:

@@ -7,10 +7,36 @@ import { cpus, hostname } from "node:os";
 import { defaultServer } from "../../clients/typescript/src/client.js";
 import { authMetadata, channelCredentials, securityFromEnv } from "../../clients/typescript/src/security.js";
 import { VERSION, WORKER_DEFAULTS, WORKER_FLAGS } from "../config.js";
+import { RESOURCE_NAME, type WorkerResources } from "../worker/resources.js";
 import { checkCanRunAs, type RunAs, resolveRunAs } from "../worker/run-as.js";
 import { createWorker, type Worker, type WorkerOptions } from "../worker/worker.js";
-import { CliError, int, keyValues, parse, securityOf, untilSignal } from "./flags.js";
+import { byteSize, CliError, int, keyValues, parse, securityOf, untilSignal } from "./flags.js";
 import { defaultDataDir } from "./paths.js";
+
+/** A count of a uint32 field of Resources (cpus, gpus). */
+function count(value: unknown, what: string): number {
+  const n = int(value, what);
+  if (n > 2 ** 32 - 1) throw new CliError(`${what} must be at most ${2 ** 32 - 1} (got ${value})`, 2);
+  return n;
+}
+
+/** --cpus, --memory, --gpus and --resource NAME=N: what the worker offers instead of what it detects. */
+export function resourcesOf(v: Record<string, unknown>): Partial<WorkerResources> {
+  const named: Record<string, bigint> = {};
+  for (const [name, amount] of Object.entries(keyValues(v.resource, "--resource"))) {
+    if (!RESOURCE_NAME.test(name)) {
+      throw new CliError(`--resource: the name must be 1 to 63 of a-z 0-9 _ . - (got ${JSON.stringify(name)})`, 2);
+    }
+    named[name] = BigInt(int(amount, `--resource ${name}`));
+  }
+  const memory = v.memory !== undefined ? BigInt(byteSize(v.memory, "--memory")) : undefined;
+  return {
+    ...(v.cpus !== undefined ? { cpus: count(v.cpus, "--cpus") } : {}),
+    ...(memory !== undefined ? { memoryBytes: memory } : {}),
+    ...(v.gpus !== undefined ? { gpus: count(v.gpus, "--gpus") } : {}),
+    ...(Object.keys(named).length > 0 ? { named } : {}),
+  };
+}
 
 /** Runs `crms worker ARGS` until it stops; the exit code. */
 export async function worker(args: string[]): Promise<number> {
@@ -27,6 +53,7 @@ export async function worker(args: string[]): Promise<number> {
   } catch (err) {
     throw new CliError((err as Error).message, 2);
   }
+  const resources = resourcesOf(v);
   const name = (v.name as string) ?? hostname();
   let w: Worker;
   try {
@@ -41,6 +68,7 @@ export async function worker(args: string[]): Promise<number> {
       ...(runAs ? { runAs } : {}),
       shipOutputBytes: int(v["output-cap"], "--output-cap", WORKER_DEFAULTS.shipOutputBytes),
       ...(v.shim !== undefined ? { shim: v.shim as string } : {}),
+      resources,
     });
   } catch (err) {
     throw new CliError(`--name: ${(err as Error).message}`, 2);

@@ -5,7 +5,17 @@
  * output files back from offsets, optionally following them while it runs.
  */
 import { spawn } from "node:child_process";
-import { chownSync, closeSync, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
+import {
+  accessSync,
+  chownSync,
+  closeSync,
+  constants,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  statSync,
+} from "node:fs";
 import { type FileHandle, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,9 +25,11 @@ import {
   type ExitRecord,
   type PidRecord,
   processAlive,
+  type RunUsage,
   readExitRecord,
   readPidRecord,
   type ShimOptions,
+  usageOf,
 } from "./shim.js";
 
 /** The part of a JobSpec a run needs (a generated JobSpec fits as is). */
@@ -32,6 +44,8 @@ export interface RunSpec {
   timeoutSeconds?: number;
   /** Not fenced: the run goes on while its worker is cut off (JobSpec.keep_on_disconnect). */
   keepOnDisconnect?: boolean;
+  /** What it asked for; memoryBytes > 0 is enforced as its memory limit (see crms-shim's limits.go). */
+  resources?: { memoryBytes?: bigint } | undefined;
 }
 
 /** What startRun needs to know. */
@@ -57,6 +71,8 @@ export interface RunOptions {
   shim?: ShimOptions;
   /** Re-adopt a run an earlier worker process started through the shim (its pid record). */
   adopt?: PidRecord;
+  /** GPU indices reserved for the run (Assign.gpu_indices): CUDA_VISIBLE_DEVICES, and gpu_seconds. */
+  gpuIndices?: readonly number[];
 }
 
 /** How a run ended. */
@@ -79,6 +95,11 @@ export interface RunOutcome {
   stderrTail: Uint8Array;
   /** Process id; 0 if it never started. */
   pid: number;
+  /**
+   * What it used, from the shim's record (wait4 rusage); undefined when it
+   * never ran, or ran without the shim (Node cannot measure a child's rusage).
+   */
+  usage?: RunUsage;
 }
 
 /** Which output file. */
@@ -378,6 +399,8 @@ export class Run {
       workerName: this.#options.workerName,
     });
     if (runAs) Object.assign(env, { USER: runAs.user, LOGNAME: runAs.user, HOME: runAs.home });
+    const gpus = this.#options.gpuIndices ?? [];
+    if (gpus.length > 0) env.CUDA_VISIBLE_DEVICES = gpus.join(",");
     return env;
   }
 
@@ -406,6 +429,10 @@ export class Run {
       const grace = this.#options.timeoutGraceSeconds ?? DEFAULT_TIMEOUT_GRACE_SECONDS;
       args.push("-timeout", String(spec.timeoutSeconds), "-timeout-grace", String(grace));
     }
+    const memory = spec.resources?.memoryBytes ?? 0n;
+    if (memory > 0n) args.push("-memory", String(memory));
+    const gpus = this.#options.gpuIndices?.length ?? 0;
+    if (gpus > 0) args.push("-gpus", String(gpus));
     args.push("--", ...spec.command);
     let dirFd: number;
     try {
@@ -475,10 +502,12 @@ export class Run {
     let error = record.error ?? "";
     if (!error && this.#killed) error = this.#killReason || "killed";
     if (!error && this.#fenced) error = FENCED_ERROR;
+    const usage = usageOf(record);
     return {
       ...(record.exit_code !== undefined ? { exitCode: record.exit_code } : {}),
       signal: record.signal ?? "",
       error,
+      ...(usage ? { usage } : {}),
     };
   }
 
@@ -534,12 +563,21 @@ export class Run {
     // this process), in a process group of its own. No execa: its hundred-odd
     // modules were a sixth of an idle worker's own memory, and it adds work to
     // every spawn.
+    const env = this.#env();
+    let argv = [program, ...spec.command.slice(1)];
+    const memory = spec.resources?.memoryBytes ?? 0n;
+    if (memory > 0n) {
+      // Looked up here for the error texts a spawn gives; sh then finds the same program.
+      const found = lookPath(program, env.PATH ?? "", cwd);
+      if (typeof found !== "string") return { error: spawnError(program, found.code, "") };
+      argv = limitedArgv(memory, argv);
+    }
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: unknown }>((resolve) => {
       let child: ReturnType<typeof spawn>;
       try {
-        child = spawn(program, spec.command.slice(1), {
+        child = spawn(argv[0] as string, argv.slice(1), {
           cwd,
-          env: this.#env(),
+          env,
           ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
           detached: true,
           stdio: ["ignore", stdoutFd, stderrFd],
@@ -618,6 +656,40 @@ export class Run {
       pid: this.pid,
     };
   }
+}
+
+/**
+ * Where a program is, as execvp would find it in `pathVar` (relative entries
+ * against cwd), or the errno why not.
+ */
+function lookPath(program: string, pathVar: string, cwd: string): string | { code: "ENOENT" | "EACCES" } {
+  const candidates = program.includes("/")
+    ? [path.resolve(cwd, program)]
+    : pathVar.split(":").map((dir) => path.resolve(cwd, dir || ".", program));
+  let denied = false;
+  for (const candidate of candidates) {
+    try {
+      if (statSync(candidate).isDirectory()) {
+        denied = true;
+        continue;
+      }
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch (err) {
+      if (errnoOf(err) === "EACCES") denied = true;
+    }
+  }
+  return { code: denied ? "EACCES" : "ENOENT" };
+}
+
+/**
+ * The argv that runs `argv` under an address-space limit of `bytes` without
+ * the shim: sh's `ulimit -v`, then exec. Best effort, like the shim's
+ * fallback (see crms-shim's limits.go).
+ */
+function limitedArgv(bytes: bigint, argv: string[]): string[] {
+  const kib = String(bytes / 1024n > 0n ? bytes / 1024n : 1n);
+  return ["/bin/sh", "-c", 'ulimit -v "$1" || exit 126; shift; exec "$@"', "crms-limit", kib, ...argv];
 }
 
 /** Starts one run; see Run. Never throws for a bad command: the outcome says what went wrong. */

@@ -4,6 +4,7 @@
  * in the run directory what a restarted worker needs to re-adopt the run or to
  * report how it ended. This module finds the binary and reads its records.
  */
+import { execFile } from "node:child_process";
 import { existsSync, renameSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
@@ -31,7 +32,11 @@ export interface PidRecord {
   started_ms: number;
 }
 
-/** `<run dir>/exit`: written by the shim once the command and its whole group are gone. */
+/**
+ * `<run dir>/exit`: written by the shim once the command and its whole group
+ * are gone. The usage fields come from wait4's rusage of the run's processes
+ * (absent from an older shim's record, or when the command never ran).
+ */
 export interface ExitRecord {
   exit_code?: number;
   signal?: string;
@@ -42,6 +47,47 @@ export interface ExitRecord {
   killed?: boolean;
   error?: string;
   ended_ms?: number;
+  /** User plus system CPU seconds. */
+  cpu_seconds?: number;
+  /** Largest resident set, bytes. */
+  max_rss_bytes?: number;
+  /** From start to end, seconds. */
+  wall_seconds?: number;
+  /** GPUs reserved (-gpus) times wall seconds. */
+  gpu_seconds?: number;
+  /** How -memory was enforced: "cgroup" (memory.max) or "rlimit" (RLIMIT_AS). */
+  memory_limit?: "cgroup" | "rlimit";
+}
+
+/** What a run used, as JobFinished.usage carries it. */
+export interface RunUsage {
+  cpuSeconds: number;
+  maxRssBytes: bigint;
+  wallSeconds: number;
+  gpuSeconds: number;
+}
+
+/** The usage in an exit record; undefined when the record has none (an older shim, a command that never ran). */
+export function usageOf(record: ExitRecord): RunUsage | undefined {
+  if (record.cpu_seconds === undefined || record.wall_seconds === undefined) return undefined;
+  return {
+    cpuSeconds: record.cpu_seconds,
+    maxRssBytes: BigInt(Math.max(0, Math.floor(record.max_rss_bytes ?? 0))),
+    wallSeconds: record.wall_seconds,
+    gpuSeconds: record.gpu_seconds ?? 0,
+  };
+}
+
+/**
+ * Which memory limit runs with a reservation get on this machine, in one line
+ * (`crms-shim -memory-check`); undefined when the shim cannot tell.
+ */
+export async function memoryLimitOf(shim: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    execFile(shim, ["-memory-check"], { timeout: 5_000 }, (err, stdout) =>
+      resolve(err ? undefined : stdout.trim() || undefined),
+    );
+  });
 }
 
 /** Marker a worker writes into a run directory once the control plane acknowledged the run's report. */

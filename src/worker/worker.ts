@@ -30,9 +30,19 @@ import {
 import { WORKER_DEFAULTS } from "../config.js";
 import { createTextLogger, type Logger } from "../log.js";
 import { workerNameProblem } from "../rpc/names.js";
+import { describeResources, detectResources, type WorkerResources } from "./resources.js";
 import type { RunAs } from "./run-as.js";
 import { type Run, type RunOutcome, readOutput, runDirOf, startRun } from "./runner.js";
-import { ACKED_FILE, findShim, Lease, type PidRecord, readExitRecord, readPidRecord, SHIM_INSTALL } from "./shim.js";
+import {
+  ACKED_FILE,
+  findShim,
+  Lease,
+  memoryLimitOf,
+  type PidRecord,
+  readExitRecord,
+  readPidRecord,
+  SHIM_INSTALL,
+} from "./shim.js";
 import { shipOutput } from "./ship-output.js";
 
 /** Lifecycle of a worker process (not the control plane's WorkerState, which is its liveness). */
@@ -74,6 +84,11 @@ export interface WorkerOptions {
   name: string;
   /** Parallel slots (the control plane counts them; the worker runs what it is given). */
   slots: number;
+  /**
+   * What it offers instead of what start() detects (CPUs the process may use,
+   * total memory, GPUs from `nvidia-smi -L`), each field on its own; sent in Hello.
+   */
+  resources?: Partial<WorkerResources>;
   /** Control-plane addresses (host:port), tried in turn on each (re)connect. */
   servers: string[];
   /** Labels matched by job constraints. */
@@ -209,6 +224,8 @@ export class Worker extends EventEmitter {
   /** Random id of this process, sent in every Hello (a restarted worker has a new one). */
   readonly #incarnation = randomUUID();
   readonly #shim: string | undefined;
+  /** What the worker offers (Hello.resources), known once start() ran. */
+  #resources: WorkerResources | undefined;
   readonly #lease: Lease;
   /** The control plane's grace (Welcome); 0 until known: no fencing. */
   #graceSeconds = 0;
@@ -267,7 +284,17 @@ export class Worker extends EventEmitter {
       }
       throw err;
     }
-    this.#log.info(`starting: ${this.#options.slots} slots, servers ${this.#options.servers.join(", ")}`);
+    this.#resources = await detectResources(this.#options.resources);
+    this.#log.info(
+      `starting: ${this.#options.slots} slots, ${describeResources(this.#resources)}, servers ${this.#options.servers.join(", ")}`,
+    );
+    this.#log.info(
+      `memory reservations: ${
+        this.#shim
+          ? ((await memoryLimitOf(this.#shim)) ?? "the run shim cannot tell how it limits memory")
+          : "address-space limit (RLIMIT_AS, sh ulimit -v), best effort: no run shim"
+      }`,
+    );
     if (this.#shim) {
       const { adopted, ended } = await this.#recover();
       this.#log.info(`re-adopted ${adopted} runs, reported ${ended} ended`);
@@ -553,6 +580,7 @@ export class Worker extends EventEmitter {
         value: {
           name: this.name,
           slots: this.#options.slots,
+          ...(this.#resources ? { resources: this.#resources } : {}),
           labels: this.#options.labels,
           hostname: this.#options.hostname ?? osHostname(),
           version: this.#options.version,
@@ -853,6 +881,7 @@ export class Worker extends EventEmitter {
         workerName: this.name,
         ...(this.#options.tailBytes !== undefined ? { tailBytes: this.#options.tailBytes } : {}),
         ...(this.#options.runAs ? { runAs: this.#options.runAs } : {}),
+        gpuIndices: assign.gpuIndices,
         ...(this.#shim
           ? {
               shim: {
@@ -890,6 +919,7 @@ export class Worker extends EventEmitter {
         killed: outcome.killed,
         fenced: outcome.fenced,
         pid: outcome.pid,
+        ...(outcome.usage ? { usage: outcome.usage } : {}),
       }),
     );
     this.#shipOutput(run.jobId, run.attempt);

@@ -11,8 +11,12 @@
 //	      (start is field 22 of /proc/N/stat: with pid, it names the process
 //	      even after the pid is reused)
 //	exit  {"exit_code":N|"signal":"SIGTERM","ended_ms":MS,"timed_out":B,
-//	      "fenced":B,"killed":B,"error":"..."} once the command and every
-//	      process of its group are gone
+//	      "fenced":B,"killed":B,"error":"...","cpu_seconds":F,"max_rss_bytes":N,
+//	      "wall_seconds":F,"gpu_seconds":F,"memory_limit":"cgroup"|"rlimit"}
+//	      once the command and every process of its group are gone (the
+//	      usage fields when the command ran, from wait4's rusage: see
+//	      limits.go; memory_limit with -memory; readers ignore fields they do
+//	      not know, and take absent usage as not measured)
 //
 // Both are written to a temporary name and renamed, so a reader sees all or
 // nothing. The shim also enforces the job's timeout (counted from the start,
@@ -23,11 +27,16 @@
 // the shim ends the run (SIGTERM, then SIGKILL after -kill-grace seconds) and
 // records fenced. -keep (the job's keep_on_disconnect) ignores the lease.
 // SIGTERM or SIGINT to the shim ends the run the same way (killed).
+// -memory BYTES limits the run's memory (limits.go: cgroup v2 memory.max where
+// writable, else RLIMIT_AS); -gpus N is the number of GPUs reserved for it,
+// for gpu_seconds. `crms-shim -memory-check` prints which limit runs get here.
 //
 // Usage:
 //
 //	crms-shim -dir RUNDIR | -dir-fd N  [-lease FILE] [-kill-grace S] [-timeout S]
-//	          [-timeout-grace S] [-keep] [-notify-fd N] -- PROGRAM [ARGS...]
+//	          [-timeout-grace S] [-keep] [-notify-fd N] [-memory BYTES]
+//	          [-gpus N] [-cgroup-root DIR] -- PROGRAM [ARGS...]
+//	crms-shim -memory-check [-cgroup-root DIR]
 //
 // It uses only the standard library's os, syscall and strconv (no fmt, no
 // reflection) to stay small: about 1.5 MB resident per run.
@@ -51,11 +60,14 @@ type options struct {
 	timeoutGrace time.Duration
 	keep         bool
 	notifyFd     int
+	memory       uint64
+	gpus         int
+	cgroupRoot   string
 	argv         []string
 }
 
 func usage(msg string) {
-	os.Stderr.WriteString("crms-shim: " + msg + "\nusage: crms-shim -dir RUNDIR [-lease FILE] [-kill-grace S] [-timeout S] [-timeout-grace S] [-keep] [-notify-fd N] -- PROGRAM [ARGS...]\n")
+	os.Stderr.WriteString("crms-shim: " + msg + "\nusage: crms-shim -dir RUNDIR [-lease FILE] [-kill-grace S] [-timeout S] [-timeout-grace S] [-keep] [-notify-fd N] [-memory BYTES] [-gpus N] [-cgroup-root DIR] -- PROGRAM [ARGS...]\n")
 	os.Exit(2)
 }
 
@@ -95,6 +107,20 @@ func parseArgs(args []string) options {
 			o.timeout = seconds(a, v)
 		case "-timeout-grace":
 			o.timeoutGrace = seconds(a, v)
+		case "-memory":
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				usage("-memory needs a number of bytes, got " + strconv.Quote(v))
+			}
+			o.memory = n
+		case "-gpus":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				usage("-gpus needs a whole number, got " + strconv.Quote(v))
+			}
+			o.gpus = n
+		case "-cgroup-root":
+			o.cgroupRoot = v
 		case "-notify-fd", "-dir-fd":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 3 {
@@ -295,6 +321,17 @@ func leaseExpired(path string) bool {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == limitExecFlag {
+		limitExec(os.Args[2:])
+	}
+	if len(os.Args) > 1 && os.Args[1] == "-memory-check" {
+		root := ""
+		if len(os.Args) > 3 && os.Args[2] == "-cgroup-root" {
+			root = os.Args[3]
+		}
+		os.Stdout.WriteString(describeMemoryLimits(root) + "\n")
+		return
+	}
 	o := parseArgs(os.Args[1:])
 	// The job inherits stdin, stdout and stderr only.
 	for _, fd := range []int{o.notifyFd, o.dirFd} {
@@ -337,7 +374,15 @@ func main() {
 	if out != nil {
 		files[1], files[2] = uintptr(jobEnds[0]), uintptr(jobEnds[1])
 	}
-	pid, err := syscall.ForkExec(path, o.argv, &syscall.ProcAttr{
+	becomeSubreaper()
+	argv := o.argv
+	var limit *memoryLimit
+	if o.memory > 0 {
+		limit = newMemoryLimit(o.memory, o.cgroupRoot)
+		argv = limit.argv(path, o.argv)
+		path = argv[0]
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Env:   os.Environ(),
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
@@ -351,6 +396,9 @@ func main() {
 		}
 	}
 	if err != nil {
+		if limit != nil {
+			limit.release()
+		}
 		msg := "cannot start " + o.argv[0] + ": " + err.Error()
 		if err == syscall.ENOENT {
 			msg = "command not found: " + o.argv[0]
@@ -360,6 +408,7 @@ func main() {
 		finish(`"error":` + jsonString(msg))
 	}
 	started := nowMs()
+	startedAt := time.Now()
 	writeRecord(&o, "pid", `{"pid":`+strconv.Itoa(pid)+`,"start":`+strconv.FormatUint(startTicks(pid), 10)+
 		`,"shim":`+strconv.Itoa(os.Getpid())+`,"started_ms":`+strconv.FormatInt(started, 10)+"}")
 	notify(strconv.Itoa(pid))
@@ -375,6 +424,7 @@ func main() {
 		}
 		exited <- ws
 	}()
+	var wall time.Duration
 
 	var timedOut, fenced, killed bool
 	var killAt time.Time // when SIGKILL follows the SIGTERM sent; zero before any
@@ -393,6 +443,7 @@ wait:
 	for {
 		select {
 		case ws = <-exited:
+			wall = time.Since(startedAt)
 			break wait
 		case <-stop:
 			if !timedOut && !fenced {
@@ -433,6 +484,12 @@ wait:
 	if out != nil {
 		out.stop()
 	}
+	reapOrphans()
+	oom := false
+	if limit != nil {
+		oom = limit.oomKilled()
+		limit.release()
+	}
 	fields := ""
 	if ws.Signaled() {
 		fields = `"signal":` + jsonString(signalName(ws.Signal()))
@@ -447,8 +504,13 @@ wait:
 		errText = "fenced: the worker was cut off from the control plane for its grace period"
 	case killed:
 		errText = "killed: the run shim was told to stop"
+	case oom:
+		errText = "out of memory: the run passed its memory limit of " + strconv.FormatUint(o.memory, 10) + " bytes (cgroup memory.max)"
 	}
 	fields += `,"timed_out":` + strconv.FormatBool(timedOut) + `,"fenced":` + strconv.FormatBool(fenced) +
-		`,"killed":` + strconv.FormatBool(killed) + `,"error":` + jsonString(errText)
+		`,"killed":` + strconv.FormatBool(killed) + `,"error":` + jsonString(errText) + "," + usageFields(wall, o.gpus)
+	if limit != nil {
+		fields += `,"memory_limit":` + jsonString(limit.kind())
+	}
 	finish(fields)
 }

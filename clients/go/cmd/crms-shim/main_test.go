@@ -203,3 +203,124 @@ func TestTheJobGetsDefaultSignalDispositions(t *testing.T) {
 		t.Fatalf("stderr %q", errs)
 	}
 }
+
+func num(t *testing.T, r record, name string) float64 {
+	t.Helper()
+	v, ok := r[name].(float64)
+	if !ok {
+		t.Fatalf("no %s in %v", name, r)
+	}
+	return v
+}
+
+func TestUsageInTheExitRecord(t *testing.T) {
+	dir := t.TempDir()
+	// The job's own utime+stime (fields 14 and 15 of /proc/self/stat, in ticks of 1/100 s) at its end.
+	runShim(t, dir, "-gpus", "2", "--", "sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; cat /proc/$$/stat > "+filepath.Join(dir, "self"))
+	exit := readRec(t, dir, "exit")
+	self, _ := os.ReadFile(filepath.Join(dir, "self"))
+	s := string(self)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	seen := float64(utime+stime) / 100
+	cpu, wall := num(t, exit, "cpu_seconds"), num(t, exit, "wall_seconds")
+	if seen < 0.2 || cpu < seen || cpu > seen*1.1+0.02 {
+		t.Fatalf("cpu_seconds %v, /proc saw %v", cpu, seen)
+	}
+	if wall < seen-0.02 || num(t, exit, "max_rss_bytes") <= 0 {
+		t.Fatalf("exit %v", exit)
+	}
+	if gpu := num(t, exit, "gpu_seconds"); gpu < 2*wall-0.002 || gpu > 2*wall+0.002 {
+		t.Fatalf("gpu_seconds %v for 2 GPUs and %v s", gpu, wall)
+	}
+	// Orphans count: the shim is the run's subreaper. The subshell exits at
+	// once, leaving the loop an orphan; the job waits for its record.
+	orphan := filepath.Join(dir, "orphan")
+	runShim(t, dir, "--", "sh", "-c", "(sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; cat /proc/$$/stat > "+orphan+".tmp; mv "+orphan+".tmp "+orphan+"' &); "+
+		"while [ ! -e "+orphan+" ]; do sleep 0.05; done; sleep 0.1")
+	o, _ := os.ReadFile(orphan)
+	f = strings.Fields(string(o)[strings.LastIndexByte(string(o), ')')+2:])
+	utime, _ = strconv.Atoi(f[11])
+	stime, _ = strconv.Atoi(f[12])
+	if burnt, cpu2 := float64(utime+stime)/100, num(t, readRec(t, dir, "exit"), "cpu_seconds"); burnt < 0.1 || cpu2 < burnt {
+		t.Fatalf("cpu_seconds %v with an orphan that burnt %v", cpu2, burnt)
+	}
+	// A command that never ran has no usage.
+	runShim(t, dir, "--", "no-such-program-here")
+	if exit := readRec(t, dir, "exit"); exit["cpu_seconds"] != nil {
+		t.Fatalf("exit %v", exit)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	dir := t.TempDir()
+	check, err := exec.Command(shimBin, "-memory-check").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWithFiles(t, dir, "-memory", strconv.Itoa(64<<20), "--", "sh", "-c", "ulimit -v; cat /proc/self/cgroup")
+	exit := readRec(t, dir, "exit")
+	out, _ := os.ReadFile(filepath.Join(dir, "stdout"))
+	switch exit["memory_limit"] {
+	case "rlimit":
+		if !strings.HasPrefix(string(check), "address-space limit (RLIMIT_AS), best effort: ") || !strings.HasPrefix(string(out), "65536\n") {
+			t.Fatalf("-memory-check %q, stdout %q", check, out)
+		}
+	case "cgroup":
+		if !strings.HasPrefix(string(check), "cgroup v2 memory.max") || !strings.Contains(string(out), "/crms/") {
+			t.Fatalf("-memory-check %q, stdout %q", check, out)
+		}
+	default:
+		t.Fatalf("exit %v", exit)
+	}
+	if exit["exit_code"] != float64(0) {
+		t.Fatalf("exit %v", exit)
+	}
+	// A job past its limit fails.
+	runWithFiles(t, dir, "-memory", strconv.Itoa(16<<20), "--", "sh", "-c", "echo started; x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo allocated")
+	if out, _ := os.ReadFile(filepath.Join(dir, "stdout")); string(out) != "started\n" {
+		t.Fatalf("stdout %q, exit %v", out, readRec(t, dir, "exit"))
+	}
+	// An unknown program still says so, limit or not.
+	runShim(t, dir, "-memory", "1000000", "--", "no-such-program-here")
+	if exit := readRec(t, dir, "exit"); exit["error"] != "command not found: no-such-program-here" {
+		t.Fatalf("exit %v", exit)
+	}
+}
+
+// The cgroup v2 path on a stand-in hierarchy of plain files (this test does
+// not need cgroup v2): the run's cgroup is made under the root with its
+// memory.max, and the job's process joins it (writes to cgroup.procs) before
+// it executes the program.
+func TestCgroupPathOnAStandInHierarchy(t *testing.T) {
+	dir, fake := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "cgroup.subtree_control"), []byte("cpu memory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(fake, "crms")
+	if out, _ := exec.Command(shimBin, "-memory-check", "-cgroup-root", root).Output(); string(out) != "cgroup v2 memory.max, one cgroup per run under "+root+"\n" {
+		t.Fatalf("-memory-check: %q", out)
+	}
+	cmd := exec.Command(shimBin, "-dir", dir, "-memory", "1048576", "-cgroup-root", root, "--", "sh", "-c", "exit 7")
+	cmd.Env = append(os.Environ(), "CRMS_WORKER=w1", "CRMS_JOB_ID=j/1", "CRMS_ATTEMPT=2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("shim: %v\n%s", err, out)
+	}
+	exit := readRec(t, dir, "exit")
+	if exit["memory_limit"] != "cgroup" || exit["exit_code"] != float64(7) {
+		t.Fatalf("exit %v", exit)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "cgroup.subtree_control")); string(b) != "+memory" {
+		t.Fatalf("root's subtree_control %q", b)
+	}
+	runs, _ := filepath.Glob(filepath.Join(root, "w1.j_1.2-*"))
+	if len(runs) != 1 {
+		t.Fatalf("run cgroups %v", runs)
+	}
+	for file, want := range map[string]string{"memory.max": "1048576", "memory.swap.max": "0", "cgroup.procs": "0", "cgroup.kill": "1"} {
+		if b, _ := os.ReadFile(filepath.Join(runs[0], file)); string(b) != want {
+			t.Errorf("%s: %q, want %q", file, b, want)
+		}
+	}
+}

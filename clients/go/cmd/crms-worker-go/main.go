@@ -4,7 +4,16 @@
 // directory, and reports back. Same protocol and behaviour as `crms worker`.
 //
 //	crms-worker-go --name NAME --slots N --server HOST:PORT[,HOST:PORT...] \
-//	    [--label K=V ...] [--data-dir DIR] [--run-as USER] [--verbose]
+//	    [--label K=V ...] [--data-dir DIR] [--run-as USER] [--verbose] \
+//	    [--cpus N] [--memory 32G] [--gpus N] [--resource NAME=N ...]
+//
+// It offers the CPUs, memory and GPUs it detects (runtime.NumCPU(),
+// MemTotal of /proc/meminfo, the lines of `nvidia-smi -L`) unless --cpus,
+// --memory (bytes, or K, M, G, T: powers of 1024) and --gpus say otherwise,
+// and named resources given by --resource; --slots stays the number of jobs
+// at once. A job's memory reservation is its limit (the run shim's cgroup v2
+// memory.max or RLIMIT_AS; see cmd/crms-shim/limits.go), its reserved GPUs
+// its CUDA_VISIBLE_DEVICES, and each report carries what the run used.
 //
 // With --run-as USER (a name or uid in /etc/passwd; the worker runs as root)
 // jobs run with that user's uid and gid, USER, LOGNAME and HOME, and own
@@ -24,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +54,40 @@ func (l labelFlag) String() string {
 		parts = append(parts, k+"="+v)
 	}
 	return strings.Join(parts, ",")
+}
+
+// resourceFlag is --resource NAME=N (repeatable).
+type resourceFlag map[string]uint64
+
+func (r resourceFlag) String() string {
+	parts := make([]string, 0, len(r))
+	for k, v := range r {
+		parts = append(parts, k+"="+strconv.FormatUint(v, 10))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r resourceFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || !worker.ResourceName.MatchString(k) {
+		return fmt.Errorf("expected NAME=N with a name of 1 to 63 of a-z 0-9 _ . -, got %q", s)
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("expected a whole number after %s=, got %q", k, v)
+	}
+	r[k] = n
+	return nil
+}
+
+// bytesFlag is --memory: bytes, or a size with K, M, G or T.
+type bytesFlag struct{ v uint64 }
+
+func (b *bytesFlag) String() string { return strconv.FormatUint(b.v, 10) }
+
+func (b *bytesFlag) Set(s string) (err error) {
+	b.v, err = worker.ParseBytes(s)
+	return err
 }
 
 func (l labelFlag) Set(s string) error {
@@ -93,8 +137,15 @@ func run(args []string, stderr io.Writer) int {
 	cert := fs.String("cert", "", "PEM client certificate for mutual TLS (default: $CRMS_CERT)")
 	key := fs.String("key", "", "PEM key of the client certificate (default: $CRMS_KEY)")
 	token := fs.String("token", "", "API token of role worker bound to this worker's name (default: $CRMS_TOKEN)")
+	cpus := fs.Uint("cpus", 0, "CPUs offered to jobs (default: runtime.NumCPU())")
+	memory := &bytesFlag{}
+	fs.Var(memory, "memory", "memory offered to jobs: `BYTES`, or 512M, 32G (powers of 1024) (default: the machine's total)")
+	gpus := fs.Uint("gpus", 0, "GPUs offered to jobs (default: the lines of nvidia-smi -L, 0 without it)")
+	named := resourceFlag{}
+	fs.Var(named, "resource", "a named countable resource `NAME=N` offered to jobs (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: crms-worker-go [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V ...] [--data-dir DIR] [--run-as USER]\n\n")
+		fmt.Fprintf(fs.Output(), "usage: crms-worker-go [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V ...] [--data-dir DIR] [--run-as USER]\n"+
+			"                      [--cpus N] [--memory 32G] [--gpus N] [--resource NAME=N ...]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +189,20 @@ func run(args []string, stderr io.Writer) int {
 			return 2
 		}
 	}
+	resources := worker.DetectResources()
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "cpus":
+			resources.Cpus = uint32(*cpus)
+		case "memory":
+			resources.MemoryBytes = memory.v
+		case "gpus":
+			resources.Gpus = uint32(*gpus)
+		}
+	})
+	if len(named) > 0 {
+		resources.Named = named
+	}
 	addrs := replicas.Split(*servers)
 	logger := log.New(stderr, "", 0)
 	logf := func(format string, args ...any) {
@@ -152,6 +217,7 @@ func run(args []string, stderr io.Writer) int {
 		DialOptions: security,
 		Name:        *name,
 		Slots:       *slots,
+		Resources:   resources,
 		Servers:     addrs,
 		Labels:      labels,
 		DataDir:     dir,

@@ -241,6 +241,9 @@ type Outcome struct {
 	StderrTail []byte
 	// Process id; 0 if it never started.
 	PID int
+	// What it used (wait4 rusage, from the shim's record or ProcessState);
+	// nil when it never ran or the shim's record has none.
+	Usage *crmsv1.Usage
 }
 
 // runOptions is what startRun needs.
@@ -264,6 +267,9 @@ type runOptions struct {
 	shim string
 	// The worker's lease file, given to the shim for fencing; "" for none.
 	leaseFile string
+	// GPU indices reserved for the run (Assign.gpu_indices):
+	// CUDA_VISIBLE_DEVICES, and gpu_seconds.
+	gpuIndices []uint32
 }
 
 // Run is one run of one job attempt: a process in its own process group,
@@ -474,6 +480,9 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 		// root, so a worker that already runs as the user keeps its own).
 		credential = &syscall.Credential{Uid: ra.UID, Gid: ra.GID, NoSetGroups: os.Getuid() != 0}
 	}
+	if gpus := gpuEnv(r.opts.gpuIndices); gpus != "" {
+		env = append(env, gpus)
+	}
 	if r.opts.shim != "" {
 		return r.spawnShimAndWait(command, env, cwd, credential, stdout, stderr)
 	}
@@ -481,9 +490,13 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 	if err != nil {
 		return Outcome{Error: spawnError(program, err)}
 	}
+	args := command
+	if memory := spec.GetResources().GetMemoryBytes(); memory > 0 {
+		path, args = limitedArgv(memory, command)
+	}
 	cmd := &exec.Cmd{
 		Path:   path,
-		Args:   command,
+		Args:   args,
 		Env:    env,
 		Dir:    cwd,
 		Stdin:  nil, // /dev/null
@@ -511,6 +524,7 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 		return Outcome{Error: spawnError(program, err)}
 	}
 	pid := cmd.Process.Pid
+	startedAt := time.Now()
 	r.pid = pid
 	var timeoutTimer *time.Timer
 	if t := spec.GetTimeoutSeconds(); t > 0 {
@@ -530,6 +544,7 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 	}
 
 	_ = cmd.Wait() // the status is in ProcessState; a non-zero exit is not an error here
+	wall := time.Since(startedAt)
 	if timeoutTimer != nil {
 		timeoutTimer.Stop()
 	}
@@ -550,6 +565,14 @@ func (r *Run) spawnAndWait(program string, command []string, cwd string, stdout,
 	}
 
 	out := Outcome{}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		out.Usage = &crmsv1.Usage{
+			CpuSeconds:  (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(),
+			MaxRssBytes: uint64(ru.Maxrss) * 1024,
+			WallSeconds: wall.Seconds(),
+			GpuSeconds:  wall.Seconds() * float64(len(r.opts.gpuIndices)),
+		}
+	}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
 		switch {
 		case ws.Exited():

@@ -46,6 +46,21 @@ type exitRecord struct {
 	Killed   bool   `json:"killed"`
 	Error    string `json:"error"`
 	EndedMs  int64  `json:"ended_ms"`
+	// Usage, absent from an older shim's record and when the command never ran.
+	CPUSeconds  *float64 `json:"cpu_seconds"`
+	MaxRSSBytes uint64   `json:"max_rss_bytes"`
+	WallSeconds *float64 `json:"wall_seconds"`
+	GPUSeconds  float64  `json:"gpu_seconds"`
+	// How -memory was enforced: "cgroup" or "rlimit".
+	MemoryLimit string `json:"memory_limit"`
+}
+
+// usage is the record's usage; nil when it has none.
+func (rec *exitRecord) usage() *crmsv1.Usage {
+	if rec.CPUSeconds == nil || rec.WallSeconds == nil {
+		return nil
+	}
+	return &crmsv1.Usage{CpuSeconds: *rec.CPUSeconds, MaxRssBytes: rec.MaxRSSBytes, WallSeconds: *rec.WallSeconds, GpuSeconds: rec.GPUSeconds}
 }
 
 func readRecord[T any](path string) (*T, bool) {
@@ -134,6 +149,12 @@ func (r *Run) shimArgs(command []string) []string {
 	if t := spec.GetTimeoutSeconds(); t > 0 {
 		args = append(args, "-timeout", strconv.Itoa(int(t)), "-timeout-grace", strconv.FormatFloat(r.opts.timeoutGrace.Seconds(), 'f', -1, 64))
 	}
+	if m := spec.GetResources().GetMemoryBytes(); m > 0 {
+		args = append(args, "-memory", strconv.FormatUint(m, 10))
+	}
+	if n := len(r.opts.gpuIndices); n > 0 {
+		args = append(args, "-gpus", strconv.Itoa(n))
+	}
 	return append(append(args, "--"), command...)
 }
 
@@ -213,7 +234,7 @@ func (r *Run) fromRecord(rec *exitRecord) Outcome {
 	if rec.Killed && !r.timedOut {
 		r.killed = true
 	}
-	out := Outcome{ExitCode: rec.ExitCode, Signal: rec.Signal, Error: rec.Error}
+	out := Outcome{ExitCode: rec.ExitCode, Signal: rec.Signal, Error: rec.Error, Usage: rec.usage()}
 	if out.Error == "" && r.killed {
 		out.Error = r.killReason
 	}

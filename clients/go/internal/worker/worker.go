@@ -67,6 +67,9 @@ type Options struct {
 	// Parallel slots (the control plane counts them; the worker runs what it
 	// is given).
 	Slots int
+	// What it offers, sent in Hello; nil: DetectResources() at Start (see
+	// the flags of cmd/crms-worker-go for overriding each).
+	Resources *crmsv1.Resources
 	// Control-plane addresses (host:port), tried in turn on each (re)connect.
 	Servers []string
 	// Labels matched by job constraints.
@@ -338,7 +341,11 @@ func (w *Worker) Start() error {
 		}
 		return err
 	}
-	w.logf("starting: %d slots, servers %v", w.opts.Slots, w.opts.Servers)
+	if w.opts.Resources == nil {
+		w.opts.Resources = DetectResources()
+	}
+	w.logf("starting: %d slots, %s, servers %v", w.opts.Slots, DescribeResources(w.opts.Resources), w.opts.Servers)
+	w.logf("memory reservations: %s", memoryLimits(w.opts.Shim))
 	if w.opts.Shim != "" {
 		adopted, ended := w.recover()
 		w.logf("re-adopted %d runs, reported %d ended", adopted, ended)
@@ -828,6 +835,7 @@ func (w *Worker) helloLocked() *crmsv1.Hello {
 	hello := &crmsv1.Hello{
 		Name:          w.opts.Name,
 		Slots:         uint32(w.opts.Slots),
+		Resources:     w.opts.Resources,
 		Labels:        w.opts.Labels,
 		Hostname:      w.opts.Hostname,
 		Version:       w.opts.Version,
@@ -1146,6 +1154,7 @@ func (w *Worker) onAssign(a *crmsv1.Assign) {
 		tailBytes:  w.opts.TailBytes,
 		baseEnv:    os.Environ(),
 		runAs:      w.opts.RunAs,
+		gpuIndices: a.GetGpuIndices(),
 		onStart: func(pid int) {
 			w.dbgf("%s started, pid %d", label(jobID, attempt), pid)
 			w.send(startedMsg(jobID, attempt, pid))
@@ -1197,6 +1206,7 @@ func (w *Worker) onRunEnd(key string, run *Run) {
 		Killed:     o.Killed,
 		Fenced:     o.Fenced,
 		Pid:        int32(o.PID),
+		Usage:      o.Usage,
 	})
 	w.shipOutputLocked(run.jobID, run.attempt)
 }
