@@ -238,7 +238,7 @@ async function helloOf(options: Partial<WorkerOptions>) {
 
 test("Hello carries the detected resources, and the flags' overrides instead", async (t) => {
   const detected = await helloOf({});
-  t.is(detected.hello.resources?.cpus, availableParallelism());
+  t.is(detected.hello.resources?.cpus, Math.max(availableParallelism(), 2));
   t.is(detected.hello.resources?.memoryBytes, BigInt(totalmem()));
   const gpus = await detectGpus();
   t.is(detected.hello.resources?.gpus, gpus);
@@ -246,7 +246,9 @@ test("Hello carries the detected resources, and the flags' overrides instead", a
   const start = detected.logs.find((l) => l.startsWith("starting:")) ?? "";
   t.regex(
     start,
-    new RegExp(`^starting: 2 slots, cpus ${availableParallelism()}, memory [\\d.]+ GiB, gpus ${gpus}, servers`),
+    new RegExp(
+      `^starting: 2 slots, cpus ${Math.max(availableParallelism(), 2)}, memory [\\d.]+ GiB, gpus ${gpus}, servers`,
+    ),
   );
   t.true(
     detected.logs.some((l) => /^memory reservations: (cgroup v2 memory.max|address-space limit \(RLIMIT_AS)/.test(l)),

@@ -63,6 +63,9 @@ interface Load {
   memory: number;
 }
 
+/** The key of a queue's own totals among its users' loads (no user name can be it). */
+const TOTAL = "\u0000";
+
 const newLoad = (): Load => ({ running: 0, pending: 0, cpus: 0, gpus: 0, memory: 0 });
 
 /** What the active jobs of one worker have reserved. */
@@ -85,7 +88,7 @@ export function capacityOf(w: Worker): Amounts {
 }
 
 export class FairShare {
-  /** Per queue, then per user ("" for a queue's own totals). */
+  /** Per queue, then per user (TOTAL for a queue's own totals). */
   private readonly loads = new Map<string, Map<string, Load>>();
   /** Decayed usage per queue and user, as of `usageAt`. */
   usage = new Map<string, Map<string, number>>();
@@ -133,7 +136,7 @@ export class FairShare {
       users = new Map();
       this.loads.set(q, users);
     }
-    for (const key of ["", userOf(job)]) {
+    for (const key of [TOTAL, userOf(job)]) {
       let l = users.get(key);
       if (!l) {
         l = newLoad();
@@ -146,7 +149,7 @@ export class FairShare {
         l.gpus += sign * r.gpus;
         l.memory += sign * r.memory;
       }
-      if (key === "") continue;
+      if (key === TOTAL) continue;
       if (l.pending === 0 && l.running === 0) users.delete(key);
     }
   }
@@ -189,7 +192,7 @@ export class FairShare {
   }
 
   /** A queue's load now (running jobs and what they reserve). */
-  load(queue: string, user = ""): Readonly<Load> | undefined {
+  load(queue: string, user = TOTAL): Readonly<Load> | undefined {
     return this.loads.get(queue)?.get(user);
   }
 
@@ -207,7 +210,7 @@ export class FairShare {
     for (const users of this.usage.values()) for (const [u, v] of users) users.set(u, v * decay);
     for (const [q, users] of this.loads) {
       for (const [user, l] of users) {
-        if (user === "" || l.running === 0) continue;
+        if (user === TOTAL || l.running === 0) continue;
         let m = this.usage.get(q);
         if (!m) {
           m = new Map();
@@ -320,7 +323,7 @@ export class FairShare {
 
   /** Running and pending jobs of a queue (0 for an unknown one). */
   unfinished(queue: string): number {
-    const l = this.loads.get(queue)?.get("");
+    const l = this.loads.get(queue)?.get(TOTAL);
     return l ? l.running + l.pending : 0;
   }
 
@@ -346,7 +349,7 @@ export class FairShare {
   private demandWeight(): number {
     let sum = 0;
     for (const [name, users] of this.loads) {
-      const l = users.get("");
+      const l = users.get(TOTAL);
       if (!l || l.running + l.pending === 0) continue;
       sum += this.store.queues.get(name)?.weight || 1;
     }
@@ -357,7 +360,7 @@ export class FairShare {
   status(queue: string): QueueStatus {
     const t = this.totals();
     const users = this.loads.get(queue);
-    const own = users?.get("") ?? newLoad();
+    const own = users?.get(TOTAL) ?? newLoad();
     const target = this.target(queue);
     const userCount = users ? users.size - 1 : 0;
     const now = Date.now();
@@ -369,7 +372,7 @@ export class FairShare {
       share: this.share(own, t),
       targetShare: target,
       users: [...(users ?? [])]
-        .filter(([u]) => u !== "")
+        .filter(([u]) => u !== TOTAL)
         .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
         .map(([user, l]) =>
           create(UserShareSchema, {

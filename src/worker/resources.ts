@@ -25,10 +25,14 @@ export function detectGpus(program = "nvidia-smi"): Promise<number> {
   });
 }
 
-/** This machine's resources: CPUs the process may use, total memory, GPUs (nvidia-smi -L), with `override` on top. */
-export async function detectResources(override: Partial<WorkerResources> = {}): Promise<WorkerResources> {
+/**
+ * This machine's resources: CPUs the process may use (at least `slots`, so
+ * that `--slots N` alone still runs N default one-cpu jobs at once, as
+ * before resources), total memory, GPUs (nvidia-smi -L), with `override` on top.
+ */
+export async function detectResources(override: Partial<WorkerResources> = {}, slots = 1): Promise<WorkerResources> {
   return {
-    cpus: override.cpus ?? availableParallelism(),
+    cpus: override.cpus ?? Math.max(availableParallelism(), slots),
     memoryBytes: override.memoryBytes ?? BigInt(totalmem()),
     gpus: override.gpus ?? (await detectGpus()),
     named: override.named ?? {},

@@ -284,7 +284,7 @@ export class Worker extends EventEmitter {
       }
       throw err;
     }
-    this.#resources = await detectResources(this.#options.resources);
+    this.#resources = await detectResources(this.#options.resources, this.#options.slots);
     this.#log.info(
       `starting: ${this.#options.slots} slots, ${describeResources(this.#resources)}, servers ${this.#options.servers.join(", ")}`,
     );

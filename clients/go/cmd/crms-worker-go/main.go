@@ -189,7 +189,7 @@ func run(args []string, stderr io.Writer) int {
 			return 2
 		}
 	}
-	resources := worker.DetectResources()
+	resources := worker.DetectResources(*slots)
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "cpus":

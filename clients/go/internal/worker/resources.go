@@ -56,10 +56,15 @@ func totalMemory() uint64 {
 	return 0
 }
 
-// DetectResources is what this machine offers: runtime.NumCPU(), total
-// memory, GPUs from nvidia-smi -L; no named resources.
-func DetectResources() *crmsv1.Resources {
-	return &crmsv1.Resources{Cpus: uint32(runtime.NumCPU()), MemoryBytes: totalMemory(), Gpus: DetectGPUs()}
+// DetectResources is what this machine offers: runtime.NumCPU() (at least
+// slots, so that --slots N alone still runs N default one-cpu jobs at once),
+// total memory, GPUs from nvidia-smi -L; no named resources.
+func DetectResources(slots int) *crmsv1.Resources {
+	cpus := runtime.NumCPU()
+	if slots > cpus {
+		cpus = slots
+	}
+	return &crmsv1.Resources{Cpus: uint32(cpus), MemoryBytes: totalMemory(), Gpus: DetectGPUs()}
 }
 
 var sizePattern = regexp.MustCompile(`(?i)^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$`)

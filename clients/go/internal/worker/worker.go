@@ -67,7 +67,7 @@ type Options struct {
 	// Parallel slots (the control plane counts them; the worker runs what it
 	// is given).
 	Slots int
-	// What it offers, sent in Hello; nil: DetectResources() at Start (see
+	// What it offers, sent in Hello; nil: DetectResources(Slots) at Start (see
 	// the flags of cmd/crms-worker-go for overriding each).
 	Resources *crmsv1.Resources
 	// Control-plane addresses (host:port), tried in turn on each (re)connect.
@@ -342,7 +342,7 @@ func (w *Worker) Start() error {
 		return err
 	}
 	if w.opts.Resources == nil {
-		w.opts.Resources = DetectResources()
+		w.opts.Resources = DetectResources(w.opts.Slots)
 	}
 	w.logf("starting: %d slots, %s, servers %v", w.opts.Slots, DescribeResources(w.opts.Resources), w.opts.Servers)
 	w.logf("memory reservations: %s", memoryLimits(w.opts.Shim))
