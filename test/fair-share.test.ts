@@ -84,7 +84,7 @@ test.serial("a request no worker could ever hold is refused at submit, naming th
     await codeOf(c.submit({ command: ["true"], resources: { named: { license: 1n } } })),
     /^INVALID_ARGUMENT: .*license/,
   );
-  t.regex(await codeOf(c.submit({ command: ["true"], queue: "nope" })), /^NOT_FOUND: queue nope/);
+  t.regex(await codeOf(c.submit({ command: ["true"], queue: "nope" })), /^NOT_FOUND: .*queue nope does not exist/);
   t.regex(await codeOf(c.submit({ command: ["true"], queue: "Bad Name" })), /^INVALID_ARGUMENT/);
 });
 
