@@ -41,6 +41,8 @@ export const SERVER_DEFAULTS = {
   logsRetentionAgeSeconds: 30 * DAY,
   logsRetentionBytes: 10 * GiB,
   maxJobsPerUser: 0,
+  fairShareHalfLifeSeconds: DAY,
+  preemptGraceSeconds: 10,
 } as const;
 
 /**
@@ -101,6 +103,8 @@ export const SERVER_FLAGS = {
   "tail-bytes": { type: "string" },
   "max-jobs": { type: "string" },
   "max-jobs-per-user": { type: "string" },
+  "fair-share-half-life": { type: "string" },
+  "preempt-grace": { type: "string" },
   "data-dir": { type: "string" },
   history: { type: "string" },
   "no-history": { type: "boolean" },

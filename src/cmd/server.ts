@@ -55,6 +55,8 @@ export function optionsOf(v: Record<string, unknown>): ServerOptions {
     logsRetentionBytes: int(v["logs-retention-bytes"], "--logs-retention-bytes", D.logsRetentionBytes),
     maxJobs: v["max-jobs"] === undefined ? undefined : int(v["max-jobs"], "--max-jobs", 0),
     maxJobsPerUser: int(v["max-jobs-per-user"], "--max-jobs-per-user", D.maxJobsPerUser),
+    fairShareHalfLifeSeconds: int(v["fair-share-half-life"], "--fair-share-half-life", D.fairShareHalfLifeSeconds),
+    preemptGraceSeconds: int(v["preempt-grace"], "--preempt-grace", D.preemptGraceSeconds),
   };
 }
 

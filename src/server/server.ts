@@ -93,6 +93,10 @@ export interface ServerOptions extends SecurityOptions {
   maxJobs?: number;
   /** Unfinished jobs allowed per owner (default 0: no cap). */
   maxJobsPerUser?: number;
+  /** Half-life of users' decayed usage in fair share, seconds (default 1 day). */
+  fairShareHalfLifeSeconds?: number;
+  /** Seconds between SIGTERM and SIGKILL of a preempted run (default 10). */
+  preemptGraceSeconds?: number;
   logLevel?: LogLevel;
   log?: Logger;
 }
@@ -211,6 +215,8 @@ export class ControlPlane {
     this.scheduler = new Scheduler(this.store, this.election, {
       graceSeconds: this.options.graceSeconds,
       log: this.log,
+      fairShareHalfLifeSeconds: this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds,
+      preemptGraceSeconds: this.options.preemptGraceSeconds ?? D.preemptGraceSeconds,
     });
     this.log.info("admission control", {
       maxJobs: this.admission.limits.maxJobs,
