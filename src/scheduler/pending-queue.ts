@@ -74,6 +74,11 @@ class Lane {
     }
   }
 
+  /** The id at the tail, if any (stale or not). */
+  last(): string | undefined {
+    return this.chunks.at(-1)?.at(-1);
+  }
+
   /** The id at the head, if any (stale or not). */
   front(): string | undefined {
     return this.chunks[0]?.[this.head];
@@ -226,6 +231,11 @@ export class PendingQueue {
         continue;
       }
       if (lane.priority < p) break;
+      // The newest job (the common case: one just submitted) is last: every other live entry is ahead.
+      if (lane.last() === id) {
+        n += lane.live - 1;
+        break;
+      }
       for (const x of lane.ids()) {
         if (n >= cap || x === id) break;
         if (this.isLive(x, lane)) n++;
@@ -240,6 +250,11 @@ export class PendingQueue {
     for (const lane of this.order) {
       if (n >= cap || lane.priority < p) break;
       if (lane.priority > p) {
+        n += lane.live;
+        continue;
+      }
+      const last = lane.last();
+      if (last !== undefined && compareIds(last, id) < 0) {
         n += lane.live;
         continue;
       }

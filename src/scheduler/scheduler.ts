@@ -304,7 +304,9 @@ export class Scheduler {
       // 1,000 or 1,000,000 pending.
       let free = 0;
       for (const w of workers) free += w.free;
-      const limit = Math.min(passSize, Math.max(1024, 64 * free));
+      // With no free slot anywhere, a few jobs per queue are enough to see who waits
+      // (for preemption) and to give unplaceable jobs their reasons.
+      const limit = free > 0 ? Math.min(passSize, Math.max(1024, 64 * free)) : 128;
       const { placed, unplaced, waiting } = this.choose(workers, limit, passSize * 25, eligible);
       for (const p of placed) {
         this.pending.delete(p.jobId);

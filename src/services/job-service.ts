@@ -77,7 +77,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   const arrays = arrayIndex(store);
 
   /** present() plus an array parent's task counts and what a pending job waits for, computed now. */
-  function show(job: Job): Job {
+  function show(job: Job, withPosition = false): Job {
     let j = job;
     if (j.state === JobState.PENDING && j.spec?.after.length) {
       const v = evaluate(j, (id) => store.job(id));
@@ -88,7 +88,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     }
     if (j.state === JobState.PENDING && deps.fairShare) {
       const fs = deps.fairShare;
-      const position = fs.position(j.id);
+      // Only for one job at a time (GetJob): counting is linear in the jobs ahead.
+      const position = withPosition ? fs.position(j.id) : undefined;
       if (position !== undefined) j = { ...j, queuePosition: BigInt(position) };
       if (!j.pendingReason) {
         const reason = fs.waitReason(j);
@@ -231,7 +232,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     },
 
     async getJob(req: GetJobRequest) {
-      return { job: show(await getJob(req.id)) };
+      return { job: show(await getJob(req.id), true) };
     },
 
     async listJobs(req: ListJobsRequest) {
