@@ -1613,16 +1613,40 @@ async function backlog(ctx: Ctx): Promise<Outcome> {
 
 // ---------------------------------------------------------------- fairshare
 
-/** Starts per owner in one-second windows from `anchor` (ms): window k holds [anchor + k s, anchor + k + 1 s). */
-function startsBySecond(starts: Map<string, Map<number, number>>, owner: string, anchor: number): Map<number, number> {
+/** Counts per one-second window from `anchor` (ms): window k holds [anchor + k s, anchor + k + 1 s). */
+function bySecond(buckets: Iterable<[number, number]>, anchor: number): Map<number, number> {
   const out = new Map<number, number>();
   // Buckets are 100 ms: the windows start at the bucket border nearest the anchor.
   const a = Math.round(anchor / 100);
-  for (const [b, n] of starts.get(owner) ?? []) {
+  for (const [b, n] of buckets) {
     const k = Math.floor((b - a) / 10);
     out.set(k, (out.get(k) ?? 0) + n);
   }
   return out;
+}
+
+/**
+ * B's share of the starts in the 100 ms buckets at whose start B had jobs
+ * waiting (its submits answered so far minus its jobs started so far).
+ */
+function shareWhileWaiting(
+  a: Map<number, number>,
+  b: Map<number, number>,
+  answers: Record<string, number> | undefined,
+): number {
+  const answered = new Map(Object.entries(answers ?? {}).map(([k, n]) => [Number(k), Number(n)]));
+  const keys = [...answered.keys(), ...b.keys()];
+  let waiting = 0;
+  let na = 0;
+  let nb = 0;
+  for (let k = Math.min(...keys); k <= Math.max(...keys); k++) {
+    if (waiting > 0) {
+      na += a.get(k) ?? 0;
+      nb += b.get(k) ?? 0;
+    }
+    waiting += (answered.get(k) ?? 0) - (b.get(k) ?? 0);
+  }
+  return nb / Math.max(1, na + nb);
 }
 
 interface ShareRun {
@@ -1638,11 +1662,13 @@ interface ShareRun {
   bFirstAnswerMs: number;
   /** B's last submit answered − B's first submit, s. */
   bSubmitS: number;
-  /** Seconds relative to B's first submit, with A's and B's starts in each. */
-  seconds: { t: number; a: number; b: number; share: number }[];
+  /** Seconds relative to B's first submit: A's and B's starts in each, B's jobs waiting at its end. */
+  seconds: { t: number; a: number; b: number; share: number; waiting: number }[];
   /** End of the first second from which B's share stays within ±band of 50 % while B has jobs to start. */
   inBandByS: (band: number) => number | null;
   bShareMean: number;
+  /** B's share of starts in the 100 ms buckets B began with jobs waiting. */
+  bShareWaiting: number;
   cpuPct: Record<string, number>;
   submitFailed: number;
 }
@@ -1687,14 +1713,20 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
       const firstB = Number(subB.firstSubmitAt);
       const totalS = (t.lastAckAt - firstA) / 1000;
       const finished = Math.min(t.acks, jobsA + jobsB);
-      const a = startsBySecond(t.starts, users[0], firstB);
-      const b = startsBySecond(t.starts, users[1], firstB);
+      const a = bySecond(t.starts.get(users[0]) ?? [], firstB);
+      const b = bySecond(t.starts.get(users[1]) ?? [], firstB);
+      const answered = bySecond(
+        Object.entries(subB.answers ?? {}).map(([k, n]) => [Number(k), Number(n)]),
+        firstB,
+      );
       const ks = [...a.keys(), ...b.keys()];
       const seconds: ShareRun["seconds"] = [];
+      let waiting = 0;
       for (let k = Math.min(...ks); k <= Math.max(...ks); k++) {
         const na = a.get(k) ?? 0;
         const nb = b.get(k) ?? 0;
-        seconds.push({ t: k, a: na, b: nb, share: na + nb ? nb / (na + nb) : 0 });
+        waiting += (answered.get(k) ?? 0) - nb;
+        seconds.push({ t: k, a: na, b: nb, share: na + nb ? nb / (na + nb) : 0, waiting });
       }
       // B has jobs to start in the whole seconds before the one of its last start.
       const bLast = Math.max(...b.keys());
@@ -1707,6 +1739,12 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
         }
         return from === null ? null : from + 1;
       };
+      const shareOf = (ss: ShareRun["seconds"]) =>
+        ss.reduce((n, s) => n + s.b, 0) /
+        Math.max(
+          1,
+          ss.reduce((n, s) => n + s.a + s.b, 0),
+        );
       const bStarts = [...(t.starts.get(users[1]) ?? new Map<number, number>()).keys()];
       return {
         jobsPerS: finished / totalS,
@@ -1719,19 +1757,22 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
         bSubmitS: (Number(subB.lastAnswerAt) - firstB) / 1000,
         seconds,
         inBandByS,
-        bShareMean:
-          active.reduce((n, s) => n + s.b, 0) /
-          Math.max(
-            1,
-            active.reduce((n, s) => n + s.a + s.b, 0),
-          ),
+        bShareMean: shareOf(active),
+        bShareWaiting: shareWhileWaiting(
+          t.starts.get(users[0]) ?? new Map(),
+          t.starts.get(users[1]) ?? new Map(),
+          subB.answers as Record<string, number> | undefined,
+        ),
         cpuPct: run.cpuPct,
         submitFailed: Number(subA.failed ?? 0) + Number(subB.failed ?? 0),
       };
     });
 
+  // --fair-first: the two-queue run first (the first run of a process may pay for warming up).
+  const fairFirst = ctx.flags.has("fair-first");
+  const fair0 = fairFirst ? await one(["a", "b"]) : undefined;
   const fifo = await one(undefined);
-  const fair = await one(["a", "b"]);
+  const fair = fair0 ?? (await one(["a", "b"]));
   const ratio = fair.jobsPerS / fifo.jobsPerS;
   const inBand = fair.inBandByS(0.1);
   const figures: Figures = {
@@ -1746,10 +1787,14 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
     share_goal_met: inBand !== null && inBand <= 5,
     b_share_mean: round(fair.bShareMean),
     fifo_b_share_mean: round(fifo.bShareMean),
+    b_share_when_waiting: round(fair.bShareWaiting),
+    fifo_b_share_when_waiting: round(fifo.bShareWaiting),
     b_all_started_s: round(fair.bAllStartedS),
     fifo_b_all_started_s: round(fifo.bAllStartedS),
     b_first_submit_answered_ms: round(fair.bFirstAnswerMs),
     b_submit_s: round(fair.bSubmitS),
+    fifo_b_first_submit_answered_ms: round(fifo.bFirstAnswerMs),
+    fifo_b_submit_s: round(fifo.bSubmitS),
     total_s: round(fair.totalS),
     fifo_total_s: round(fifo.totalS),
     finished: fair.finished,
@@ -1758,21 +1803,31 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
     submit_failed: fair.submitFailed + fifo.submitFailed,
     cpu_pct: fair.cpuPct,
     fifo_cpu_pct: fifo.cpuPct,
-    // One entry per second from B's first submit (t < 0: before it): [t, A's starts, B's starts].
-    starts_per_s: fair.seconds.map((s) => [s.t, s.a, s.b]),
-    fifo_starts_per_s: fifo.seconds.map((s) => [s.t, s.a, s.b]),
+    // One entry per second from B's first submit (t < 0: before it): [t, A's starts, B's starts, B's jobs waiting at its end].
+    starts_per_s: fair.seconds.map((s) => [s.t, s.a, s.b, s.waiting]),
+    fifo_starts_per_s: fifo.seconds.map((s) => [s.t, s.a, s.b, s.waiting]),
   };
   const pct = (x: number) => `${fmt(x * 100)} %`;
   const fairByT = new Map(fair.seconds.map((s) => [s.t, s]));
   const fifoByT = new Map(fifo.seconds.map((s) => [s.t, s]));
   const ts = [...new Set([...fairByT.keys(), ...fifoByT.keys()])].sort((x, y) => x - y);
-  const cells = (s: ShareRun["seconds"][number] | undefined) => (s ? [fmt(s.a), fmt(s.b), pct(s.share)] : ["", "", ""]);
+  const cells = (s: ShareRun["seconds"][number] | undefined) =>
+    s ? [fmt(s.a), fmt(s.b), pct(s.share), fmt(s.waiting)] : ["", "", "", ""];
   const perSecond = [
-    ["t (s)", "a: A", "b: B", "B share", "default: A", "default: B", "B share"],
+    ["t (s)", "a: A", "b: B", "B share", "B waiting", "default: A", "default: B", "B share", "B waiting"],
     ...ts.map((t) => [String(t), ...cells(fairByT.get(t)), ...cells(fifoByT.get(t))]),
   ];
   return {
-    params: { jobs: jobsA, jobs_b: jobsB, delay_s: delay, workers, slots, concurrency, queues: "a=1,b=1" },
+    params: {
+      jobs: jobsA,
+      jobs_b: jobsB,
+      delay_s: delay,
+      workers,
+      slots,
+      concurrency,
+      queues: "a=1,b=1",
+      order: fairFirst ? "two queues, one queue" : "one queue, two queues",
+    },
     figures,
     rows: [
       ["jobs/s, two queues / one queue", `${fmt(figures.jobs_per_s)} / ${fmt(figures.fifo_jobs_per_s)}`, ""],
@@ -1793,13 +1848,18 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
         "50 %",
       ],
       [
+        "B's share in the 100 ms it began with jobs waiting, two / one queue",
+        `${pct(fair.bShareWaiting)} / ${pct(fifo.bShareWaiting)}`,
+        "",
+      ],
+      [
         "all of B's jobs started after, two / one queue",
         `${fmt(figures.b_all_started_s)} / ${fmt(figures.fifo_b_all_started_s)} s`,
         "",
       ],
       [
-        "B's first / last submit answered after (two queues)",
-        `${fmt(figures.b_first_submit_answered_ms)} ms / ${fmt(figures.b_submit_s)} s`,
+        "B's first / last submit answered after, two / one queue",
+        `${fmt(figures.b_first_submit_answered_ms)} ms / ${fmt(figures.b_submit_s)} s; ${fmt(figures.fifo_b_first_submit_answered_ms)} ms / ${fmt(figures.fifo_b_submit_s)} s`,
         "",
       ],
       ["CPU % of one core, two queues", cpuText(fair.cpuPct), "2 cores = 200 %"],
@@ -1812,9 +1872,9 @@ async function fairshare(ctx: Ctx): Promise<Outcome> {
       },
     ],
     notes: [
-      `Two runs, each with its own etcd and control plane: one queue first (every job in "default", users user-a and user-b by the crms.io/owner label), then queues a and b of weight 1.`,
+      `Two runs, each with its own etcd and control plane: one queue (every job in "default", users user-a and user-b by the crms.io/owner label) and queues a and b of weight 1, in the order of the parameters (--fair-first swaps them).`,
       "Within one queue the scheduler still orders users by decayed usage, so the one-queue run is the throughput baseline, not a strict FIFO.",
-      "Starts are Assigns received by the simulated workers, counted in 100 ms buckets; a second's B share is B's starts over all starts in it. B has jobs to start in every whole second before the one of its last start.",
+      "Starts are Assigns received by the simulated workers, counted in 100 ms buckets; a second's B share is B's starts over all starts in it. B has jobs to start in every whole second before the one of its last start; B waiting = B's submits answered − B's jobs started, at the end of the second.",
     ],
   };
 }

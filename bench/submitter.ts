@@ -7,7 +7,8 @@
  *       [--channels K] [--command /bin/true] [--max-seconds T] [--queue Q] [--owner USER]
  *
  * Each job's name is "b<t0>", t0 being nowMs() just before the request is
- * sent, so a simulated worker can compute submit→running itself. Waits for
+ * sent, so a simulated worker can compute submit→running itself. The final
+ * report counts answers per 100 ms bucket (`answers`: floor(ms / 100) → n). Waits for
  * {"cmd":"go"}; prints progress lines and {"type":"final", ...} when every
  * submit has been answered. --queue puts the jobs in queue Q; --owner sets
  * their crms.io/owner label (the user, on an open server).
@@ -43,6 +44,8 @@ const transports = Array.from(
 );
 
 const rpc = new Histogram();
+/** Answers per 100 ms bucket of nowMs() (bucket = floor(ms / 100)). */
+const answers = new Map<number, number>();
 const stats = {
   submitted: 0,
   answered: 0,
@@ -89,6 +92,8 @@ function submitOne(i: number): void {
       stats.answered++;
       if (!stats.firstAnswerAt) stats.firstAnswerAt = t;
       stats.lastAnswerAt = t;
+      const b = Math.floor(t / 100);
+      answers.set(b, (answers.get(b) ?? 0) + 1);
       inFlight--;
       if (!rate) pump();
       if (stats.answered === jobs) done();
@@ -129,6 +134,7 @@ function done(): void {
     submit_per_s: stats.submitted / Math.max(1e-9, (stats.lastSubmitAt - stats.firstSubmitAt) / 1000),
     answered_per_s: stats.answered / Math.max(1e-9, elapsed),
     rpc: rpc.toJSON(),
+    answers: Object.fromEntries(answers),
   });
   for (const t of transports) t.close();
   setTimeout(() => process.exit(0), 100);
