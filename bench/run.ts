@@ -6,6 +6,7 @@
  *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
  * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced | backlog | fairshare
+ * (fairshare also takes --jobs-b N, --delay SECONDS and --fair-first)
  *
  * Every run starts its own etcd (fresh data dir, free loopback ports), the
  * control plane as its own process (`crms server --log-level warn`), and the
