@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 out="${BENCH_OUT:-/dev/null}"
 [[ "$out" == /dev/null ]] || : >"$out"
-scenarios=(ceiling throughput latency workers gocrms history real paced backlog)
+scenarios=(ceiling throughput latency workers gocrms history real paced backlog fairshare)
 failed=()
 for s in "${scenarios[@]}"; do
   echo "=== bench $s (--size small)" >&2

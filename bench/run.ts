@@ -5,7 +5,8 @@
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
  *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
- * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced | backlog
+ * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced | backlog | fairshare
+ * (fairshare also takes --jobs-b N, --delay SECONDS and --fair-first)
  *
  * Every run starts its own etcd (fresh data dir, free loopback ports), the
  * control plane as its own process (`crms server --log-level warn`), and the
@@ -22,6 +23,7 @@ import { Etcd3 } from "etcd3";
 import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { AdminService } from "../gen/crms/v1/admin_pb.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
+import { QueueService } from "../gen/crms/v1/queue_pb.js";
 import {
   type ServerProc,
   serverFlags,
@@ -64,6 +66,8 @@ interface Outcome {
   figures: Figures;
   /** [figure, value, target or reference] rows of the readable table. */
   rows: [string, string, string][];
+  /** More tables printed after the main one (header row first). */
+  tables?: { title: string; rows: string[][] }[];
   notes: string[];
 }
 
@@ -77,6 +81,7 @@ const SCENARIOS = [
   "real",
   "paced",
   "backlog",
+  "fairshare",
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -160,6 +165,10 @@ interface SimTotals {
   running: Histogram;
   finished: Histogram;
   errors: Record<string, number>;
+  /** Per job owner, starts per 100 ms bucket (ms / 100) of the one clock. */
+  starts: Map<string, Map<number, number>>;
+  /** Per job owner, when its first job was assigned (ms of the one clock). */
+  firstStarts: Map<string, number>;
 }
 
 /** Stops the simulated workers and merges their final reports. */
@@ -190,6 +199,8 @@ async function stopSims(procs: Proc[]): Promise<SimTotals> {
     running: new Histogram(),
     finished: new Histogram(),
     errors: {},
+    starts: new Map(),
+    firstStarts: new Map(),
   };
   for (const f of finals) {
     for (const k of [
@@ -210,22 +221,39 @@ async function stopSims(procs: Proc[]): Promise<SimTotals> {
     t.finished.merge(Histogram.fromJSON(f.finished));
     for (const [k, v] of Object.entries((f.errors as Record<string, number>) ?? {}))
       t.errors[k] = (t.errors[k] ?? 0) + v;
+    for (const [owner, buckets] of Object.entries((f.starts as Record<string, Record<string, number>>) ?? {})) {
+      const mine = t.starts.get(owner) ?? new Map<number, number>();
+      t.starts.set(owner, mine);
+      for (const [b, n] of Object.entries(buckets)) mine.set(Number(b), (mine.get(Number(b)) ?? 0) + n);
+    }
+    for (const [owner, at] of Object.entries((f.firstStarts as Record<string, number>) ?? {}))
+      t.firstStarts.set(owner, Math.min(at, t.firstStarts.get(owner) ?? at));
   }
   return t;
 }
 
 interface JobRun {
+  /** The (first) submitter's final report. */
   submitter: Figures;
+  /** Every submitter's final report, in the order of `streams`. */
+  submitters: Figures[];
   timedOut: boolean;
   finishedSeen: number;
   /** Share of one core each role used during the job phase, in %. */
   cpuPct: Record<string, number>;
 }
 
+/** One submitter process of a job phase: its jobs, extra flags (--queue, --owner) and when it starts. */
+interface Stream {
+  jobs: number;
+  args?: string[];
+  /** Seconds after the job phase starts that this submitter is told to go. */
+  delayS?: number;
+}
+
 /** The job phase of the last runJobs, in µs of the monotonic clock (to cut the CPU profile to it). */
 let jobPhaseUs: [number, number] | undefined;
 const monoUs = () => Number(process.hrtime.bigint() / 1000n);
-
 /** CPU seconds of each role's processes, remembering the last reading of processes that exited. */
 class CpuMeter {
   private first = new Map<number, number>();
@@ -271,8 +299,9 @@ class CpuMeter {
 }
 
 /**
- * Submits `jobs` jobs and waits until the simulated workers have had them all
- * acknowledged (or `timeoutS` passes). `tick` runs about every second.
+ * Submits `jobs` jobs (or each stream's, by its own submitter) and waits until
+ * the simulated workers have had them all acknowledged (or `timeoutS`
+ * passes). `tick` runs about every second.
  */
 async function runJobs(
   ctx: Ctx,
@@ -285,49 +314,69 @@ async function runJobs(
     timeoutS: number;
     tick?: () => Promise<void>;
     etcd?: Etcd;
+    /** Several submitters instead of one with `jobs` (then `jobs` is ignored). */
+    streams?: Stream[];
   },
 ): Promise<JobRun> {
-  const args = ["--server", server.address, "--jobs", String(o.jobs), "--max-seconds", String(ctx.maxSeconds)];
-  if (o.rate) args.push("--rate", String(o.rate));
-  args.push("--concurrency", String(o.concurrency ?? (o.rate ? 20_000 : 1024)));
-  const sub = startScript("submitter", "submitter.ts", args);
-  await sub.waitFor((m) => m.type === "ready", 60_000, "ready");
+  const streams = o.streams ?? [{ jobs: o.jobs }];
+  const jobs = streams.reduce((n, s) => n + s.jobs, 0);
+  const subs = streams.map((s, i) => {
+    const args = ["--server", server.address, "--jobs", String(s.jobs), "--max-seconds", String(ctx.maxSeconds)];
+    if (o.rate) args.push("--rate", String(o.rate));
+    args.push("--concurrency", String(o.concurrency ?? (o.rate ? 20_000 : 1024)), ...(s.args ?? []));
+    return startScript(streams.length > 1 ? `submitter${i}` : "submitter", "submitter.ts", args);
+  });
+  await Promise.all(subs.map((sub) => sub.waitFor((m) => m.type === "ready", 60_000, "ready")));
   const base = sumLatest(sims, "progress", ["acks"]).acks as number;
   const roles: [string, Proc][] = [
     ["server", server.proc],
-    ["submitter", sub],
+    ...subs.map((p): [string, Proc] => ["submitter", p]),
     ...sims.map((p): [string, Proc] => ["sim-workers", p]),
   ];
   if (o.etcd) roles.push(["etcd", o.etcd.proc]);
   const meter = new CpuMeter(roles);
   const wall0 = nowMs();
   const phaseStart = monoUs();
-  sub.send({ cmd: "go" });
   const start = Date.now();
+  const goAt = streams.map((s) => start + (s.delayS ?? 0) * 1000);
+  const gone = subs.map(() => false);
   const deadline = start + o.timeoutS * 1000;
   let lastLog = 0;
   let lastAcks = 0;
   let timedOut = false;
   let acks = 0;
   for (;;) {
+    subs.forEach((sub, i) => {
+      if (!gone[i] && Date.now() >= (goAt[i] as number)) {
+        sub.send({ cmd: "go" });
+        gone[i] = true;
+      }
+    });
     acks = (sumLatest(sims, "progress", ["acks"]).acks as number) - base;
-    if (acks >= o.jobs) break;
+    if (acks >= jobs) break;
     if (Date.now() > deadline) {
       timedOut = true;
-      progress(`timeout: ${acks} of ${o.jobs} jobs finished after ${o.timeoutS} s; stopping`);
+      progress(`timeout: ${acks} of ${jobs} jobs finished after ${o.timeoutS} s; stopping`);
       break;
     }
-    for (const p of [server.proc, sub, ...sims]) {
-      if (!p.running && !(p === sub && p.messages.some((m) => m.type === "final"))) {
+    for (const p of [server.proc, ...subs, ...sims]) {
+      if (!p.running && !(subs.includes(p) && p.messages.some((m) => m.type === "final"))) {
         throw new Error(`${p.name} exited early:\n${p.lastLines()}`);
       }
     }
     if (Date.now() - lastLog >= 1000) {
       meter.sample();
-      const s = [...sub.messages].reverse().find((m) => m.type === "progress" || m.type === "final") ?? {};
+      const s = { submitted: 0, failed: 0, errors: {} as Record<string, number> };
+      for (const sub of subs) {
+        const m = [...sub.messages].reverse().find((m) => m.type === "progress" || m.type === "final") ?? {};
+        s.submitted += Number(m.submitted ?? 0);
+        s.failed += Number(m.failed ?? 0);
+        for (const [k, v] of Object.entries((m.errors as Record<string, number>) ?? {}))
+          s.errors[k] = (s.errors[k] ?? 0) + v;
+      }
       const dt = (Date.now() - lastLog) / 1000;
       progress(
-        `submitted ${s.submitted ?? 0}/${o.jobs} (failed ${s.failed ?? 0}${s.failed ? ` ${JSON.stringify(s.errors)}` : ""}), finished ${acks}` +
+        `submitted ${s.submitted}/${jobs} (failed ${s.failed}${s.failed ? ` ${JSON.stringify(s.errors)}` : ""}), finished ${acks}` +
           (lastLog ? ` (${Math.round((acks - lastAcks) / dt)}/s)` : ""),
       );
       lastLog = Date.now();
@@ -339,15 +388,20 @@ async function runJobs(
   meter.sample();
   jobPhaseUs = [phaseStart, monoUs()];
   const cpuPct = meter.pct((nowMs() - wall0) / 1000);
-  let submitter: Figures = {};
-  try {
-    submitter = await sub.waitFor((m) => m.type === "final", timedOut ? 2000 : 30_000, "submitter final");
-  } catch (err) {
-    progress(String(err));
-    submitter = [...sub.messages].reverse().find((m) => m.type === "progress") ?? {};
-  }
-  await sub.stop(3000);
-  return { submitter, timedOut, finishedSeen: acks, cpuPct };
+  const submitters = await Promise.all(
+    subs.map(async (sub) => {
+      let f: Figures;
+      try {
+        f = await sub.waitFor((m) => m.type === "final", timedOut ? 2000 : 30_000, "submitter final");
+      } catch (err) {
+        progress(String(err));
+        f = [...sub.messages].reverse().find((m) => m.type === "progress") ?? {};
+      }
+      await sub.stop(3000);
+      return f;
+    }),
+  );
+  return { submitter: submitters[0] as Figures, submitters, timedOut, finishedSeen: acks, cpuPct };
 }
 
 function cpuText(pct: Record<string, number>): string {
@@ -1558,6 +1612,274 @@ async function backlog(ctx: Ctx): Promise<Outcome> {
   }
 }
 
+// ---------------------------------------------------------------- fairshare
+
+/** Counts per one-second window from `anchor` (ms): window k holds [anchor + k s, anchor + k + 1 s). */
+function bySecond(buckets: Iterable<[number, number]>, anchor: number): Map<number, number> {
+  const out = new Map<number, number>();
+  // Buckets are 100 ms: the windows start at the bucket border nearest the anchor.
+  const a = Math.round(anchor / 100);
+  for (const [b, n] of buckets) {
+    const k = Math.floor((b - a) / 10);
+    out.set(k, (out.get(k) ?? 0) + n);
+  }
+  return out;
+}
+
+/**
+ * B's share of the starts in the 100 ms buckets at whose start B had jobs
+ * waiting (its submits answered so far minus its jobs started so far).
+ */
+function shareWhileWaiting(
+  a: Map<number, number>,
+  b: Map<number, number>,
+  answers: Record<string, number> | undefined,
+): number {
+  const answered = new Map(Object.entries(answers ?? {}).map(([k, n]) => [Number(k), Number(n)]));
+  const keys = [...answered.keys(), ...b.keys()];
+  let waiting = 0;
+  let na = 0;
+  let nb = 0;
+  for (let k = Math.min(...keys); k <= Math.max(...keys); k++) {
+    if (waiting > 0) {
+      na += a.get(k) ?? 0;
+      nb += b.get(k) ?? 0;
+    }
+    waiting += (answered.get(k) ?? 0) - (b.get(k) ?? 0);
+  }
+  return nb / Math.max(1, na + nb);
+}
+
+interface ShareRun {
+  jobsPerS: number;
+  totalS: number;
+  finished: number;
+  completed: boolean;
+  /** B's first start − B's first submit, ms. */
+  bFirstStartMs: number;
+  /** B's last start − B's first submit, s. */
+  bAllStartedS: number;
+  /** B's first submit answered − B's first submit, ms. */
+  bFirstAnswerMs: number;
+  /** B's last submit answered − B's first submit, s. */
+  bSubmitS: number;
+  /** Seconds relative to B's first submit: A's and B's starts in each, B's jobs waiting at its end. */
+  seconds: { t: number; a: number; b: number; share: number; waiting: number }[];
+  /** End of the first second from which B's share stays within ±band of 50 % while B has jobs to start. */
+  inBandByS: (band: number) => number | null;
+  bShareMean: number;
+  /** B's share of starts in the 100 ms buckets B began with jobs waiting. */
+  bShareWaiting: number;
+  cpuPct: Record<string, number>;
+  submitFailed: number;
+}
+
+/**
+ * Fair share between two queues (#17): user A floods queue "a" with N no-op
+ * jobs; `--delay` seconds later user B submits N/10 to queue "b" (both weight
+ * 1). The same load then runs with every job in "default" (one queue, the same
+ * two users): its jobs/s is the baseline. Each run gets its own etcd and
+ * control plane.
+ */
+async function fairshare(ctx: Ctx): Promise<Outcome> {
+  const jobsA = opt(ctx, "jobs", 4000, 20_000);
+  const jobsB = opt(ctx, "jobs-b", Math.round(jobsA / 10), Math.round(jobsA / 10));
+  const delay = opt(ctx, "delay", 1, 5);
+  const workers = opt(ctx, "workers", 20, 200);
+  const slots = opt(ctx, "slots", 8, 8);
+  const concurrency = opt(ctx, "concurrency", 1024, 1024);
+  const timeoutS = opt(ctx, "timeout", 60, 120);
+  const users = ["user-a", "user-b"] as const;
+
+  const one = (queues: [string, string] | undefined): Promise<ShareRun> =>
+    withEtcdAndServer(ctx, [], async (etcd, server) => {
+      for (const name of queues ?? []) {
+        await server.client.transport.unary(
+          QueueService.method.createQueue,
+          { queue: { name, weight: 1 } },
+          { timeoutMs: 10_000 },
+        );
+      }
+      const sims = await attachSims(ctx, server, workers, slots);
+      const streams = users.map((user, i) => ({
+        jobs: i === 0 ? jobsA : jobsB,
+        args: ["--owner", user, ...(queues ? ["--queue", queues[i] as string] : [])],
+        delayS: i === 0 ? 0 : delay,
+      }));
+      progress(`${queues ? `queues ${queues.join(", ")}` : "one queue (default)"}: ${jobsA} + ${jobsB} jobs`);
+      const run = await runJobs(ctx, server, sims.procs, { jobs: jobsA + jobsB, concurrency, timeoutS, etcd, streams });
+      const t = await stopSims(sims.procs);
+      const [subA, subB] = run.submitters as [Figures, Figures];
+      const firstA = Number(subA.firstSubmitAt);
+      const firstB = Number(subB.firstSubmitAt);
+      const totalS = (t.lastAckAt - firstA) / 1000;
+      const finished = Math.min(t.acks, jobsA + jobsB);
+      const a = bySecond(t.starts.get(users[0]) ?? [], firstB);
+      const b = bySecond(t.starts.get(users[1]) ?? [], firstB);
+      const answered = bySecond(
+        Object.entries(subB.answers ?? {}).map(([k, n]) => [Number(k), Number(n)]),
+        firstB,
+      );
+      const ks = [...a.keys(), ...b.keys()];
+      const seconds: ShareRun["seconds"] = [];
+      let waiting = 0;
+      for (let k = Math.min(...ks); k <= Math.max(...ks); k++) {
+        const na = a.get(k) ?? 0;
+        const nb = b.get(k) ?? 0;
+        waiting += (answered.get(k) ?? 0) - nb;
+        seconds.push({ t: k, a: na, b: nb, share: na + nb ? nb / (na + nb) : 0, waiting });
+      }
+      // B has jobs to start in the whole seconds before the one of its last start.
+      const bLast = Math.max(...b.keys());
+      const active = seconds.filter((s) => s.t >= 0 && (s.t < bLast || bLast === 0));
+      const inBandByS = (band: number): number | null => {
+        let from: number | null = null;
+        for (const s of active) {
+          if (Math.abs(s.share - 0.5) <= band) from ??= s.t;
+          else from = null;
+        }
+        return from === null ? null : from + 1;
+      };
+      const shareOf = (ss: ShareRun["seconds"]) =>
+        ss.reduce((n, s) => n + s.b, 0) /
+        Math.max(
+          1,
+          ss.reduce((n, s) => n + s.a + s.b, 0),
+        );
+      const bStarts = [...(t.starts.get(users[1]) ?? new Map<number, number>()).keys()];
+      return {
+        jobsPerS: finished / totalS,
+        totalS,
+        finished,
+        completed: !run.timedOut && finished >= jobsA + jobsB,
+        bFirstStartMs: (t.firstStarts.get(users[1]) ?? Number.NaN) - firstB,
+        bAllStartedS: ((Math.max(...bStarts) + 1) * 100 - firstB) / 1000,
+        bFirstAnswerMs: Number(subB.firstAnswerAt) - firstB,
+        bSubmitS: (Number(subB.lastAnswerAt) - firstB) / 1000,
+        seconds,
+        inBandByS,
+        bShareMean: shareOf(active),
+        bShareWaiting: shareWhileWaiting(
+          t.starts.get(users[0]) ?? new Map(),
+          t.starts.get(users[1]) ?? new Map(),
+          subB.answers as Record<string, number> | undefined,
+        ),
+        cpuPct: run.cpuPct,
+        submitFailed: Number(subA.failed ?? 0) + Number(subB.failed ?? 0),
+      };
+    });
+
+  // --fair-first: the two-queue run first (the first run of a process may pay for warming up).
+  const fairFirst = ctx.flags.has("fair-first");
+  const fair0 = fairFirst ? await one(["a", "b"]) : undefined;
+  const fifo = await one(undefined);
+  const fair = fair0 ?? (await one(["a", "b"]));
+  const ratio = fair.jobsPerS / fifo.jobsPerS;
+  const inBand = fair.inBandByS(0.1);
+  const figures: Figures = {
+    jobs_per_s: round(fair.jobsPerS),
+    fifo_jobs_per_s: round(fifo.jobsPerS),
+    throughput_ratio: round(ratio),
+    throughput_goal_met: ratio >= 0.9,
+    b_first_start_ms: round(fair.bFirstStartMs),
+    fifo_b_first_start_ms: round(fifo.bFirstStartMs),
+    b_share_in_band_by_s: inBand,
+    b_share_in_band5_by_s: fair.inBandByS(0.05),
+    share_goal_met: inBand !== null && inBand <= 5,
+    b_share_mean: round(fair.bShareMean),
+    fifo_b_share_mean: round(fifo.bShareMean),
+    b_share_when_waiting: round(fair.bShareWaiting),
+    fifo_b_share_when_waiting: round(fifo.bShareWaiting),
+    b_all_started_s: round(fair.bAllStartedS),
+    fifo_b_all_started_s: round(fifo.bAllStartedS),
+    b_first_submit_answered_ms: round(fair.bFirstAnswerMs),
+    b_submit_s: round(fair.bSubmitS),
+    fifo_b_first_submit_answered_ms: round(fifo.bFirstAnswerMs),
+    fifo_b_submit_s: round(fifo.bSubmitS),
+    total_s: round(fair.totalS),
+    fifo_total_s: round(fifo.totalS),
+    finished: fair.finished,
+    fifo_finished: fifo.finished,
+    completed: fair.completed && fifo.completed,
+    submit_failed: fair.submitFailed + fifo.submitFailed,
+    cpu_pct: fair.cpuPct,
+    fifo_cpu_pct: fifo.cpuPct,
+    // One entry per second from B's first submit (t < 0: before it): [t, A's starts, B's starts, B's jobs waiting at its end].
+    starts_per_s: fair.seconds.map((s) => [s.t, s.a, s.b, s.waiting]),
+    fifo_starts_per_s: fifo.seconds.map((s) => [s.t, s.a, s.b, s.waiting]),
+  };
+  const pct = (x: number) => `${fmt(x * 100)} %`;
+  const fairByT = new Map(fair.seconds.map((s) => [s.t, s]));
+  const fifoByT = new Map(fifo.seconds.map((s) => [s.t, s]));
+  const ts = [...new Set([...fairByT.keys(), ...fifoByT.keys()])].sort((x, y) => x - y);
+  const cells = (s: ShareRun["seconds"][number] | undefined) =>
+    s ? [fmt(s.a), fmt(s.b), pct(s.share), fmt(s.waiting)] : ["", "", "", ""];
+  const perSecond = [
+    ["t (s)", "a: A", "b: B", "B share", "B waiting", "default: A", "default: B", "B share", "B waiting"],
+    ...ts.map((t) => [String(t), ...cells(fairByT.get(t)), ...cells(fifoByT.get(t))]),
+  ];
+  return {
+    params: {
+      jobs: jobsA,
+      jobs_b: jobsB,
+      delay_s: delay,
+      workers,
+      slots,
+      concurrency,
+      queues: "a=1,b=1",
+      order: fairFirst ? "two queues, one queue" : "one queue, two queues",
+    },
+    figures,
+    rows: [
+      ["jobs/s, two queues / one queue", `${fmt(figures.jobs_per_s)} / ${fmt(figures.fifo_jobs_per_s)}`, ""],
+      ["throughput ratio", fmt(ratio, "×"), "≥ 0.9×"],
+      [
+        "B's first start after its first submit, two queues / one queue",
+        `${fmt(figures.b_first_start_ms)} / ${fmt(figures.fifo_b_first_start_ms)} ms`,
+        "",
+      ],
+      [
+        "B's share of starts within 40–60 % (45–55 %) from",
+        `${inBand === null ? "never" : `${inBand} s`} (${figures.b_share_in_band5_by_s === null ? "never" : `${figures.b_share_in_band5_by_s} s`})`,
+        "≤ 5 s",
+      ],
+      [
+        "B's share of starts while it had jobs to start, two / one queue",
+        `${pct(fair.bShareMean)} / ${pct(fifo.bShareMean)}`,
+        "50 %",
+      ],
+      [
+        "B's share in the 100 ms it began with jobs waiting, two / one queue",
+        `${pct(fair.bShareWaiting)} / ${pct(fifo.bShareWaiting)}`,
+        "",
+      ],
+      [
+        "all of B's jobs started after, two / one queue",
+        `${fmt(figures.b_all_started_s)} / ${fmt(figures.fifo_b_all_started_s)} s`,
+        "",
+      ],
+      [
+        "B's first / last submit answered after, two / one queue",
+        `${fmt(figures.b_first_submit_answered_ms)} ms / ${fmt(figures.b_submit_s)} s; ${fmt(figures.fifo_b_first_submit_answered_ms)} ms / ${fmt(figures.fifo_b_submit_s)} s`,
+        "",
+      ],
+      ["CPU % of one core, two queues", cpuText(fair.cpuPct), "2 cores = 200 %"],
+      ["CPU % of one core, one queue", cpuText(fifo.cpuPct), ""],
+    ],
+    tables: [
+      {
+        title: "starts per second by user, t from B's first submit (queues a and b | one queue, default)",
+        rows: perSecond,
+      },
+    ],
+    notes: [
+      `Two runs, each with its own etcd and control plane: one queue (every job in "default", users user-a and user-b by the crms.io/owner label) and queues a and b of weight 1, in the order of the parameters (--fair-first swaps them).`,
+      "Within one queue the scheduler still orders users by decayed usage, so the one-queue run is the throughput baseline, not a strict FIFO.",
+      "Starts are Assigns received by the simulated workers, counted in 100 ms buckets; a second's B share is B's starts over all starts in it. B has jobs to start in every whole second before the one of its last start; B waiting = B's submits answered − B's jobs started, at the end of the second.",
+    ],
+  };
+}
+
 async function waitWorkersUp(client: CrmsClient, n: number, procs: Proc[]): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -1571,10 +1893,14 @@ async function waitWorkersUp(client: CrmsClient, n: number, procs: Proc[]): Prom
 
 // ---------------------------------------------------------------- main
 
+/** A markdown-style table with padded columns (header row first). */
+function tableLines(rows: string[][]): string[] {
+  const w = (rows[0] as string[]).map((_, i) => Math.max(...rows.map((r) => r[i]?.length ?? 0)));
+  const line = (r: string[]) => `| ${w.map((n, i) => (r[i] ?? "").padEnd(n)).join(" | ")} |`;
+  return [line(rows[0] as string[]), `|${w.map((n) => "-".repeat(n + 2)).join("|")}|`, ...rows.slice(1).map(line)];
+}
+
 function printTable(scenario: string, o: Outcome, m: ReturnType<typeof machine>): void {
-  const rows: [string, string, string][] = [["figure", "value", "target / reference"], ...o.rows];
-  const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]?.length ?? 0)));
-  const line = (r: [string, string, string]) => `| ${r.map((c, i) => c.padEnd(w[i] as number)).join(" | ")} |`;
   const out = [
     "",
     `crms bench: ${scenario} — ${m.cpu}, ${m.cores} cores, node ${m.node}`,
@@ -1582,10 +1908,9 @@ function printTable(scenario: string, o: Outcome, m: ReturnType<typeof machine>)
       .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(",") : String(v)}`)
       .join(" ")}`,
     "",
-    line(rows[0] as [string, string, string]),
-    `|${w.map((n) => "-".repeat(n + 2)).join("|")}|`,
-    ...rows.slice(1).map(line),
+    ...tableLines([["figure", "value", "target / reference"], ...o.rows]),
     "",
+    ...(o.tables ?? []).flatMap((t) => [`${t.title}:`, "", ...tableLines(t.rows), ""]),
     ...o.notes.map((n) => `note: ${n}`),
     "",
   ];
@@ -1646,6 +1971,7 @@ async function main(): Promise<number> {
     real,
     paced,
     backlog,
+    fairshare,
   };
   let outcome: Outcome;
   try {

@@ -13,6 +13,10 @@
  *              submitter's clock reading; both processes use nowMs())
  *   finished = Ack received here − submit time (the Ack follows the stored
  *              SUCCEEDED record)
+ * Starts are also counted per job owner (the crms.io/owner label) in 100 ms
+ * buckets of that clock (`starts`: owner → bucket → count, bucket =
+ * floor(ms / 100)), for the fairshare scenario's share of starts over time,
+ * with each owner's first start (`firstStarts`: owner → ms).
  * With --delete-keep K, acknowledged jobs are deleted with DeleteJob once more
  * than K finished ones are kept by this process (the history scenario's
  * stand-in for server-side retention).
@@ -27,6 +31,7 @@ import {
   type AttachResponse,
   WorkerService,
 } from "../gen/crms/v1/worker_pb.js";
+import { OWNER_LABEL } from "../src/rpc/names.js";
 import {
   commands,
   emit,
@@ -102,6 +107,9 @@ const stats = {
 const running = new Histogram();
 const finished = new Histogram();
 const attachLatency = new Histogram();
+/** Per owner, starts (Assigns received) per 100 ms bucket of nowMs(). */
+const starts = new Map<string, Map<number, number>>();
+const firstStarts = new Map<string, number>();
 /** jobId → submit time (ms), from Assign until Ack. */
 const inflight = new Map<string, number>();
 let heartbeatSeconds = 5;
@@ -172,6 +180,7 @@ function onMessage(w: SimWorker, res: AttachResponse, helloDone: () => void): vo
       if (inflight.has(jobId)) stats.dupAssigns++;
       else if (Number.isFinite(t0)) running.record(t - t0);
       inflight.set(jobId, t0);
+      countStart(msg.value.spec?.labels[OWNER_LABEL] ?? "", t);
       write(w, { case: "started", value: { jobId, attempt, pid: 4242 } });
       write(w, { case: "finished", value: { jobId, attempt, exitCode: 0, pid: 4242 } });
       return;
@@ -202,6 +211,16 @@ function onMessage(w: SimWorker, res: AttachResponse, helloDone: () => void): vo
     default:
       return;
   }
+}
+
+function countStart(owner: string, t: number): void {
+  let buckets = starts.get(owner);
+  if (!buckets) {
+    starts.set(owner, (buckets = new Map()));
+    firstStarts.set(owner, t);
+  }
+  const b = Math.floor(t / 100);
+  buckets.set(b, (buckets.get(b) ?? 0) + 1);
 }
 
 // ---- harness retention (history scenario) ----
@@ -296,6 +315,8 @@ async function stop(): Promise<void> {
     running: running.toJSON(),
     finished: finished.toJSON(),
     attach: attachLatency.toJSON(),
+    starts: Object.fromEntries([...starts].map(([owner, b]) => [owner, Object.fromEntries(b)])),
+    firstStarts: Object.fromEntries(firstStarts),
   });
   for (const w of workers) w.call?.end();
   await sleep(200);

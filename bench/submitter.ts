@@ -4,16 +4,19 @@
  * start + i/rate whatever the server does; only --concurrency bounds them).
  *
  *   tsx bench/submitter.ts --server H:P --jobs N [--rate R] [--concurrency C]
- *       [--channels K] [--command /bin/true] [--max-seconds T]
+ *       [--channels K] [--command /bin/true] [--max-seconds T] [--queue Q] [--owner USER]
  *
  * Each job's name is "b<t0>", t0 being nowMs() just before the request is
- * sent, so a simulated worker can compute submit→running itself. Waits for
+ * sent, so a simulated worker can compute submit→running itself. The final
+ * report counts answers per 100 ms bucket (`answers`: floor(ms / 100) → n). Waits for
  * {"cmd":"go"}; prints progress lines and {"type":"final", ...} when every
- * submit has been answered.
+ * submit has been answered. --queue puts the jobs in queue Q; --owner sets
+ * their crms.io/owner label (the user, on an open server).
  */
 import * as grpc from "@grpc/grpc-js";
 import { channelOptions, ServiceTransport } from "../clients/typescript/src/transport.js";
 import { JobService } from "../gen/crms/v1/job_pb.js";
+import { OWNER_LABEL } from "../src/rpc/names.js";
 import { commands, emit, errorCode, Histogram, hardDeadline, nowMs, numFlag, parseFlags, sleep } from "./lib/util.js";
 
 const { flags } = parseFlags(process.argv.slice(2));
@@ -25,6 +28,9 @@ const nChannels = Math.max(1, numFlag(flags, "channels", 4));
 const command = (flags.get("command") ?? "true").split(" ");
 const maxSeconds = numFlag(flags, "max-seconds", 600);
 const rpcTimeoutMs = numFlag(flags, "rpc-timeout-ms", 60_000);
+const queue = flags.get("queue") ?? "";
+const owner = flags.get("owner");
+const labels: Record<string, string> = owner ? { [OWNER_LABEL]: owner } : {};
 hardDeadline(maxSeconds, "submitter");
 
 const transports = Array.from(
@@ -38,6 +44,8 @@ const transports = Array.from(
 );
 
 const rpc = new Histogram();
+/** Answers per 100 ms bucket of nowMs() (bucket = floor(ms / 100)). */
+const answers = new Map<number, number>();
 const stats = {
   submitted: 0,
   answered: 0,
@@ -45,6 +53,7 @@ const stats = {
   failed: 0,
   firstSubmitAt: 0,
   lastSubmitAt: 0,
+  firstAnswerAt: 0,
   lastAnswerAt: 0,
   /** Most jobs that were due but held back by --concurrency (rate mode). */
   maxBacklog: 0,
@@ -62,7 +71,11 @@ function submitOne(i: number): void {
   inFlight++;
   const transport = transports[i % nChannels] as ServiceTransport;
   transport
-    .unary(JobService.method.submitJob, { spec: { command, name: `b${t0.toFixed(3)}` } }, { timeoutMs: rpcTimeoutMs })
+    .unary(
+      JobService.method.submitJob,
+      { spec: { command, name: `b${t0.toFixed(3)}`, queue, labels } },
+      { timeoutMs: rpcTimeoutMs },
+    )
     .then(
       () => {
         stats.ok++;
@@ -77,7 +90,10 @@ function submitOne(i: number): void {
       const t = nowMs();
       rpc.record(t - t0);
       stats.answered++;
+      if (!stats.firstAnswerAt) stats.firstAnswerAt = t;
       stats.lastAnswerAt = t;
+      const b = Math.floor(t / 100);
+      answers.set(b, (answers.get(b) ?? 0) + 1);
       inFlight--;
       if (!rate) pump();
       if (stats.answered === jobs) done();
@@ -118,6 +134,7 @@ function done(): void {
     submit_per_s: stats.submitted / Math.max(1e-9, (stats.lastSubmitAt - stats.firstSubmitAt) / 1000),
     answered_per_s: stats.answered / Math.max(1e-9, elapsed),
     rpc: rpc.toJSON(),
+    answers: Object.fromEntries(answers),
   });
   for (const t of transports) t.close();
   setTimeout(() => process.exit(0), 100);
