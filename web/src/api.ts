@@ -3,6 +3,7 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";
 import { JobService } from "../../gen/crms/v1/job_pb.js";
+import { QueueService } from "../../gen/crms/v1/queue_pb.js";
 import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
 
 /** Where the page keeps the API token: this tab's session only, never a cookie. */
@@ -43,6 +44,7 @@ const transport = createConnectTransport({
 export const jobService = createClient(JobService, transport);
 export const workerService = createClient(WorkerService, transport);
 export const adminService = createClient(AdminService, transport);
+export const queueService = createClient(QueueService, transport);
 
 export { Code, ConnectError };
 

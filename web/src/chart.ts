@@ -90,3 +90,47 @@ export function rateChart(series: Series[], seconds: number, summary: string, wi
     ...lines,
   );
 }
+
+/** A line of timed samples for a sparkline: [time in ms, value]. */
+export interface TimedSeries {
+  /** CSS class of the line (its colour). */
+  cls: string;
+  points: Array<[number, number]>;
+}
+
+const SPARK = { w: 160, h: 36, pad: 3 };
+
+/**
+ * A small chart of timed samples between `from` and `to` (ms), values from 0
+ * to `max`: one line per series, a dot on the last sample (a single sample is
+ * a dot, not an invisible line). Labelled with `summary` for screen readers.
+ */
+export function sparkline(series: TimedSeries[], from: number, to: number, max: number, summary: string): SVGElement {
+  const { w, h, pad } = SPARK;
+  const span = Math.max(1, to - from);
+  const x = (t: number) => pad + ((t - from) / span) * (w - 2 * pad);
+  const y = (v: number) => h - pad - (Math.min(v, max) / max) * (h - 2 * pad);
+  const lines = series.map((s) => {
+    const pts = s.points.filter(([t]) => t >= from);
+    const last = pts.at(-1);
+    return svg(
+      "g",
+      null,
+      svg("polyline", {
+        class: `line ${s.cls}`,
+        fill: "none",
+        points: pts.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
+      }),
+      last
+        ? svg("circle", { class: `dot ${s.cls}`, cx: x(last[0]).toFixed(1), cy: y(last[1]).toFixed(1), r: 2 })
+        : null,
+    );
+  });
+  return svg(
+    "svg",
+    { viewBox: `0 0 ${w} ${h}`, width: w, height: h, class: "chart sparkline", role: "img", "aria-label": summary },
+    svg("title", null, summary),
+    svg("line", { class: "base", x1: pad, x2: w - pad, y1: h - pad, y2: h - pad }),
+    ...lines,
+  );
+}

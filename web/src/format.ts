@@ -1,6 +1,13 @@
 /** How the page writes states, times, sizes and command lines. */
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { type ArrayCounts, type Dependency, DependencyCondition, JobState } from "../../gen/crms/v1/job_pb.js";
+import {
+  type ArrayCounts,
+  type Dependency,
+  DependencyCondition,
+  JobState,
+  type Resources,
+  type Usage,
+} from "../../gen/crms/v1/job_pb.js";
 import { WorkerState } from "../../gen/crms/v1/worker_pb.js";
 import { h } from "./dom.js";
 
@@ -172,4 +179,46 @@ export function parsePairs(text: string, what: string, linesOnly = false): Recor
     out[item.slice(0, i).trim()] = item.slice(i + 1).trim();
   }
   return out;
+}
+
+/** A fraction as a percentage: 0.333 -> "33.3 %". */
+export function formatPercent(frac: number): string {
+  if (!Number.isFinite(frac)) return "—";
+  const p = frac * 100;
+  return `${p.toFixed(p > 0 && p < 10 ? 1 : 0)} %`;
+}
+
+/** The figures of a Resources message. */
+export type Amounts = Pick<Resources, "cpus" | "memoryBytes" | "gpus" | "named">;
+
+/**
+ * Resources in words: "2 cpus · 4.00 GiB · 1 gpu · license=1". With `of`, each
+ * figure as used of offered ("1/4 cpus"). Zero memory, gpus and names are left out
+ * unless `of` offers them.
+ */
+export function formatResources(r: Amounts | undefined, of?: Amounts): string {
+  const plural = (n: number, word: string) => `${word}${n === 1 ? "" : "s"}`;
+  const parts: string[] = [];
+  const cpus = r?.cpus ?? 0;
+  parts.push(of ? `${cpus}/${of.cpus} ${plural(of.cpus, "cpu")}` : `${cpus} ${plural(cpus, "cpu")}`);
+  const mem = r?.memoryBytes ?? 0n;
+  if (of?.memoryBytes) parts.push(`${formatBytes(mem)}/${formatBytes(of.memoryBytes)}`);
+  else if (mem) parts.push(formatBytes(mem));
+  const gpus = r?.gpus ?? 0;
+  if (of?.gpus) parts.push(`${gpus}/${of.gpus} ${plural(of.gpus, "gpu")}`);
+  else if (gpus) parts.push(`${gpus} ${plural(gpus, "gpu")}`);
+  const names = new Set([...Object.keys(r?.named ?? {}), ...Object.keys(of?.named ?? {})]);
+  for (const k of [...names].sort()) {
+    const v = r?.named[k] ?? 0n;
+    parts.push(of ? `${k}=${v}/${of.named[k] ?? 0n}` : `${k}=${v}`);
+  }
+  return parts.join(" · ");
+}
+
+/** What a run used: "cpu 12.3 s · max RSS 120 MiB · wall 10.0 s · gpu 20.0 s" (gpu only when any). */
+export function formatUsage(u: Usage): string {
+  const s = (sec: number) => formatDuration(sec * 1000);
+  const parts = [`cpu ${s(u.cpuSeconds)}`, `max RSS ${formatBytes(u.maxRssBytes)}`, `wall ${s(u.wallSeconds)}`];
+  if (u.gpuSeconds > 0) parts.push(`gpu ${s(u.gpuSeconds)}`);
+  return parts.join(" · ");
 }

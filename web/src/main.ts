@@ -1,5 +1,5 @@
 /**
- * The crms dashboard: hash routes (#/, #/jobs, #/jobs/ID, #/history, #/workers, #/submit),
+ * The crms dashboard: hash routes (#/, #/jobs, #/jobs/ID, #/history, #/queues, #/workers, #/submit),
  * one view at a time, over the live state every view shares.
  */
 import { h, replace } from "./dom.js";
@@ -9,6 +9,7 @@ import { historyView } from "./views/history.js";
 import { jobView } from "./views/job.js";
 import { jobsView } from "./views/jobs.js";
 import { overviewView } from "./views/overview.js";
+import { queuesView } from "./views/queues.js";
 import { submitView } from "./views/submit.js";
 import { workersView } from "./views/workers.js";
 
@@ -28,6 +29,8 @@ function viewFor(route: Route): { view: View; section: string } {
       return second ? { view: jobView(route), section: "jobs" } : { view: jobsView(route), section: "jobs" };
     case "history":
       return { view: historyView(route), section: "history" };
+    case "queues":
+      return { view: queuesView(), section: "queues" };
     case "workers":
       return { view: workersView(route), section: "workers" };
     case "submit":

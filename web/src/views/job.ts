@@ -9,6 +9,8 @@ import {
   arrayCountsText,
   conditionName,
   formatDuration,
+  formatResources,
+  formatUsage,
   isFinal,
   SECRET_NAME,
   shellQuote,
@@ -52,7 +54,8 @@ function runningSpan(a: Attempt): HTMLElement {
 function outcome(a: Attempt): Node | string {
   if (a.outcome === JobState.UNSPECIFIED) return toDate(a.startTime) ? "running" : "assigned";
   if (a.timedOut) return h("span", null, stateBadge(a.outcome), " timeout");
-  if (a.outcome === JobState.LOST) return h("span", null, stateBadge(a.outcome), " not counted as a retry");
+  if (a.outcome === JobState.LOST || a.outcome === JobState.PREEMPTED)
+    return h("span", null, stateBadge(a.outcome), " not counted as a retry");
   return stateBadge(a.outcome);
 }
 
@@ -126,7 +129,7 @@ function attemptsTable(job: Job): HTMLElement {
         h(
           "tr",
           null,
-          ["#", "Worker", "Assigned", "Started", "Ended", "Ran for", "Outcome", "Exit", "Error"].map((c) =>
+          ["#", "Worker", "Assigned", "Started", "Ended", "Ran for", "Outcome", "Exit", "Used", "Error"].map((c) =>
             h("th", { scope: "col" }, c),
           ),
         ),
@@ -146,6 +149,7 @@ function attemptsTable(job: Job): HTMLElement {
             runningSpan(a),
             h("td", null, outcome(a)),
             h("td", { class: "num" }, a.exitCode !== undefined ? String(a.exitCode) : a.signal || "—"),
+            h("td", { class: "usage" }, a.usage ? formatUsage(a.usage) : "—"),
             h("td", { class: "error-cell" }, a.error || ""),
           ),
         ),
@@ -156,6 +160,38 @@ function attemptsTable(job: Job): HTMLElement {
 
 function row(label: string, value: Node | string | null | undefined): Node[] {
   return [h("dt", null, label), h("dd", null, value ?? "—")];
+}
+
+/** Where the job stands in fair share: queue, user, what it asks for and what it used. */
+function queueSection(job: Job): HTMLElement {
+  const spec = job.spec;
+  const r = spec?.resources;
+  // An unset cpu count is the default, 1.
+  const asked = { cpus: r?.cpus || 1, memoryBytes: r?.memoryBytes ?? 0n, gpus: r?.gpus ?? 0, named: r?.named ?? {} };
+  return h(
+    "section",
+    { "aria-labelledby": "job-queue" },
+    h("h2", { id: "job-queue" }, "Queue and resources"),
+    h(
+      "dl",
+      { class: "kv" },
+      row("Queue", h("a", { href: href("queues") }, job.queue || spec?.queue || "default")),
+      // On a server without tokens the owner label is who fair share counts the job against.
+      row("User", job.user || spec?.labels["crms.io/owner"] || null),
+      job.state === JobState.PENDING && job.queuePosition
+        ? row("Queue position", `${job.queuePosition} (1 = next)`)
+        : [],
+      row("Requested", formatResources(asked)),
+      row("Preemptible", spec?.preemptible ? "yes" : "no (unless its queue is)"),
+      job.preemptions || job.preemptRequested
+        ? row(
+            "Preemptions",
+            `${job.preemptions} (not counted as retries)${job.preemptRequested && !isFinal(job.state) ? " · stopping now" : ""}`,
+          )
+        : [],
+      job.usage ? row("Used", formatUsage(job.usage)) : [],
+    ),
+  );
 }
 
 function details(job: Job): HTMLElement {
@@ -224,6 +260,7 @@ function details(job: Job): HTMLElement {
           ),
         ),
       ),
+      queueSection(job),
       h(
         "section",
         { "aria-labelledby": "job-spec" },

@@ -6,7 +6,7 @@
 import { type Worker, WorkerState } from "../../../gen/crms/v1/worker_pb.js";
 import { errorText, workerService } from "../api.js";
 import { h, replace, throttle, toast } from "../dom.js";
-import { formatAgo, formatCount, formatMap, formatTime, toDate, workerBadge } from "../format.js";
+import { formatAgo, formatCount, formatMap, formatResources, formatTime, toDate, workerBadge } from "../format.js";
 import { live } from "../live.js";
 import { href, type Route, type View } from "../view.js";
 
@@ -85,6 +85,7 @@ export function workersView(route: Route): View {
             h("th", { scope: "col" }, "Name"),
             h("th", { scope: "col" }, "State"),
             h("th", { scope: "col" }, "Slots used"),
+            h("th", { scope: "col", class: "col-resources" }, "Resources allocated"),
             h("th", { scope: "col", class: "col-labels" }, "Labels"),
             h("th", { scope: "col" }, "Running jobs"),
             h("th", { scope: "col" }, "Last heartbeat"),
@@ -148,6 +149,11 @@ export function workersView(route: Route): View {
           : null,
       ),
       h("td", null, attached ? slotsCell(running.length, w.slots) : `— / ${w.slots}`),
+      h(
+        "td",
+        { class: "col-resources" },
+        w.capacity ? formatResources(w.allocated, w.capacity) : h("span", { class: "muted" }, "not reported"),
+      ),
       h(
         "td",
         { class: "col-labels" },
@@ -272,7 +278,7 @@ export function workersView(route: Route): View {
             null,
             h(
               "td",
-              { colspan: 8, class: "empty" },
+              { colspan: 9, class: "empty" },
               q
                 ? "No worker matches."
                 : "No worker has attached yet. Start one with `crms worker --name NAME --slots N`.",
