@@ -9,9 +9,12 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import anyTest, { type TestFn } from "ava";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { JobState, OutputStream } from "../gen/crms/v1/job_pb.js";
+import { QueueService } from "../gen/crms/v1/queue_pb.js";
 import type { HttpEndpoint } from "../src/web/http.js";
 import { startHttp } from "../src/web/http.js";
 import { CREDENTIAL_NAME } from "../src/worker/runner.js";
@@ -720,5 +723,82 @@ test.serial(
     t.is(store.worker("web-gone"), undefined);
     t.deepEqual(errors, []);
     await page.close();
+  },
+);
+
+test.serial(
+  "the Queues view lists each queue's weight, limits, running and pending jobs and users; a job's page shows its queue and resources",
+  async (t) => {
+    const { cluster, http } = t.context;
+    const c = cluster.client();
+    // Through the Connect routes the page itself calls.
+    const queues = createClient(QueueService, createConnectTransport({ baseUrl: http.url, httpVersion: "1.1" }));
+    await queues.createQueue({ queue: { name: "web-gold", weight: 3 } });
+    await queues.createQueue({ queue: { name: "web-bronze", weight: 1, maxRunning: 2, preemptible: true } });
+    const owner = (user: string) => ({ "crms.io/owner": user });
+    // A job that no worker matches stays PENDING whatever the queue's limits.
+    const nowhere = { zone: "nowhere" };
+    const sleeps = [
+      await c.submit({ command: ["sleep", "60"], queue: "web-gold", labels: owner("alice") }),
+      await c.submit({ command: ["sleep", "60"], queue: "web-bronze", labels: owner("bob") }),
+    ];
+    const gold = await c.submit({
+      command: ["true"],
+      name: "gold waiting",
+      queue: "web-gold",
+      labels: owner("alice"),
+      constraints: nowhere,
+      resources: { cpus: 1, memoryBytes: 64n * 1024n * 1024n },
+    });
+    const waiting = [gold];
+    for (let i = 0; i < 2; i++)
+      waiting.push(
+        await c.submit({ command: ["true"], queue: "web-bronze", labels: owner("bob"), constraints: nowhere }),
+      );
+    for (const job of sleeps) await c.waitUntil(job.id, (j) => j.state === JobState.RUNNING, { timeoutMs: 20_000 });
+
+    const { page, errors } = await open(t, "#/");
+    await page.getByRole("link", { name: "Queues", exact: true }).click();
+    await page.getByRole("heading", { level: 1, name: "Queues" }).waitFor();
+    const row = (name: string) => page.locator(`table.queues tr[data-queue='${name}']`);
+    const cell = (name: string, cls: string) => row(name).locator(`td.${cls}`);
+    await row("default").waitFor();
+    await cell("web-gold", "running").getByText("1", { exact: true }).waitFor({ timeout: 15_000 });
+    await cell("web-gold", "pending").getByText("1", { exact: true }).waitFor();
+    await cell("web-bronze", "running").getByText("1", { exact: true }).waitFor();
+    await cell("web-bronze", "pending").getByText("2", { exact: true }).waitFor();
+    t.is(await cell("web-gold", "weight").textContent(), "3");
+    t.is(await cell("web-bronze", "weight").textContent(), "1");
+    t.is(await cell("web-bronze", "limits").textContent(), "2 running · preemptible");
+    t.is(await cell("web-gold", "limits").textContent(), "none");
+    t.regex((await cell("web-gold", "share").textContent()) ?? "", /^\d+(\.\d)? % of \d+(\.\d)? %$/);
+    // Per user, within each queue.
+    const user = (queue: string, name: string) =>
+      page.locator(`table.queue-users tr[data-queue='${queue}'][data-user='${name}']`);
+    await user("web-gold", "alice").locator("td.pending", { hasText: "1" }).waitFor();
+    await user("web-bronze", "bob").locator("td.pending", { hasText: "2" }).waitFor();
+    t.is(await user("web-bronze", "bob").locator("td.running").textContent(), "1");
+    // Share over time: one more sample after the next poll, drawn as a line.
+    const chart = row("web-gold").locator("svg.sparkline");
+    await chart.locator("polyline.share").waitFor({ state: "attached" });
+    t.regex((await chart.getAttribute("aria-label")) ?? "", /share \d.* against a target of \d/);
+    await cluster.waitFor(
+      async () => ((await chart.locator("polyline.share").getAttribute("points")) ?? "").split(" ").length >= 2,
+      15_000,
+      "a second share sample",
+    );
+    await shot(page, "queues");
+
+    // The job's page: its queue, its user and what it asked for.
+    await page.goto(`${http.url}#/jobs/${gold.id}`);
+    const section = page.locator("section[aria-labelledby='job-queue']");
+    await section.getByText("web-gold").waitFor({ timeout: 15_000 });
+    const text = (await section.textContent()) ?? "";
+    t.regex(text, /Useralice/);
+    t.regex(text, /Requested1 cpu · 64\.0 MiB/);
+    await shot(page, "job-queue");
+    t.deepEqual(errors, []);
+    await page.close();
+    for (const job of [...sleeps, ...waiting]) await c.kill(job.id);
   },
 );
