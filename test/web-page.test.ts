@@ -788,6 +788,11 @@ test.serial(
       "a second share sample",
     );
     await shot(page, "queues");
+    // At phone width the tables scroll in their boxes, not the page.
+    await page.setViewportSize({ width: 390, height: 844 });
+    t.true((await page.evaluate<number>("document.documentElement.scrollWidth - window.innerWidth")) <= 0);
+    await shot(page, "queues-phone");
+    await page.setViewportSize({ width: 1280, height: 900 });
 
     // The job's page: its queue, its user and what it asked for.
     await page.goto(`${http.url}#/jobs/${gold.id}`);
