@@ -801,6 +801,8 @@ test.serial(
     const text = (await section.textContent()) ?? "";
     t.regex(text, /Useralice/);
     t.regex(text, /Requested1 cpu · 64\.0 MiB/);
+    // The only job waiting in its queue is next.
+    t.regex(text, /Queue position1 \(1 = next\)/);
     await shot(page, "job-queue");
     t.deepEqual(errors, []);
     await page.close();

@@ -737,9 +737,21 @@ export function jobView(route: Route): View {
     renderActions();
   }
 
+  // The queue position is computed by GetJob only, not carried by watch events: read it again while PENDING.
+  const refreshPosition = throttle(() => {
+    jobService
+      .getJob({ id }, { signal: ctl.signal })
+      .then((res) => {
+        if (res.job && job?.state === JobState.PENDING && res.job.state === JobState.PENDING) apply(res.job);
+      })
+      .catch(() => {});
+  }, 2000);
   const offJobs = live.onJobs((batch) => {
     const next = batch.put.get(id);
-    if (next) apply(next);
+    if (next) {
+      apply(next);
+      if (next.state === JobState.PENDING && !next.queuePosition) refreshPosition();
+    }
     if (batch.deleted.has(id)) markDeleted();
   });
   const ticker = setInterval(() => {
@@ -775,6 +787,7 @@ export function jobView(route: Route): View {
     dispose() {
       ctl.abort();
       offJobs();
+      refreshPosition.cancel();
       clearInterval(ticker);
       output.stop();
       current.delete(id);
