@@ -804,6 +804,12 @@ test.serial(
     // The only job waiting in its queue is next.
     t.regex(text, /Queue position1 \(1 = next\)/);
     await shot(page, "job-queue");
+
+    // The worker running the two sleeps (1 cpu each, the default) shows them reserved, refreshed by ListWorkers.
+    await page.goto(`${http.url}#/workers`);
+    await page
+      .locator("tr[data-name='web-alpha'] td.col-resources", { hasText: /^2\/\d+ cpus/ })
+      .waitFor({ timeout: 15_000 });
     t.deepEqual(errors, []);
     await page.close();
     for (const job of [...sleeps, ...waiting]) await c.kill(job.id);

@@ -1,8 +1,10 @@
 /**
  * Workers: every worker the control plane knows, from the worker watch, with
- * slots in use kept current by job events. Heartbeats are not written to etcd,
- * so the rows on screen are refreshed with ListWorkers every few seconds.
+ * slots in use kept current by job events. Heartbeats and allocated resources
+ * are not written to etcd, so the rows on screen are refreshed with ListWorkers
+ * every few seconds.
  */
+import type { Resources } from "../../../gen/crms/v1/job_pb.js";
 import { type Worker, WorkerState } from "../../../gen/crms/v1/worker_pb.js";
 import { errorText, workerService } from "../api.js";
 import { h, replace, throttle, toast } from "../dom.js";
@@ -40,6 +42,8 @@ export function workersView(route: Route): View {
   let page = Math.max(0, Number(route.query.get("page")) || 0);
   /** Fresher heartbeats than the watch carries, by worker name. */
   const heartbeats = new Map<string, Date>();
+  /** The same for resources allocated: job changes do not bring worker events. */
+  const allocated = new Map<string, Resources | undefined>();
   const busy = new Set<string>();
 
   const status = h("p", { class: "status-line", role: "status", "aria-live": "polite" });
@@ -152,7 +156,9 @@ export function workersView(route: Route): View {
       h(
         "td",
         { class: "col-resources" },
-        w.capacity ? formatResources(w.allocated, w.capacity) : h("span", { class: "muted" }, "not reported"),
+        w.capacity
+          ? formatResources(allocated.has(w.name) ? allocated.get(w.name) : w.allocated, w.capacity)
+          : h("span", { class: "muted" }, "not reported"),
       ),
       h(
         "td",
@@ -335,6 +341,7 @@ export function workersView(route: Route): View {
       for (const w of res.workers) {
         const hb = toDate(w.lastHeartbeat);
         if (hb) heartbeats.set(w.name, hb);
+        allocated.set(w.name, w.allocated);
       }
       render();
     } catch {
