@@ -36,11 +36,16 @@ test("pending jobs are cached encoded and read, listed and watched as before on 
   const store = cluster.server.store;
   for (const j of first) t.true(encoded(store, j.id), `pending job ${j.id} is kept encoded`);
   t.false(encoded(store, held.id), "a held job is kept as it is");
-  // A read gives the whole record, the same as the submit's answer.
+  // A read gives the whole record, the same as the submit's answer (plus what GetJob computes: its place in the queue).
   const one = first[7];
   if (!one) throw new Error("no job");
   const read = await c.getJob(one.id);
-  t.deepEqual(toBinary(JobSchema, read), toBinary(JobSchema, { ...one, pendingReason: read.pendingReason }));
+  // Behind the 16 jobs of priority 2 and the 2 earlier ones of its priority 1.
+  t.is(read.queuePosition, 19n);
+  t.deepEqual(
+    toBinary(JobSchema, read),
+    toBinary(JobSchema, { ...one, pendingReason: read.pendingReason, queuePosition: read.queuePosition }),
+  );
   t.is(read.spec?.env.N, "7");
   // The last records read stay decoded: reading one again decodes nothing.
   store.job(one.id);
