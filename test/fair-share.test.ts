@@ -143,12 +143,17 @@ test.serial("within a queue, a user who comes later is not stuck behind another'
   const b = await Promise.all(Array.from({ length: 8 }, () => c.submit(as("bob"))));
   t.is(b[0]?.user, "bob");
   const samples: number[] = [];
+  let standing = "";
   await cluster.waitFor(
     async () => {
       const s = await queueStatus(t, "default");
       const ann = s?.users.find((u) => u.user === "ann");
       const bob = s?.users.find((u) => u.user === "bob");
       if (ann && bob && ann.pending > 0n && bob.pending > 0n) samples.push(bob.running);
+      if (!standing && bob && bob.pending > 0n) {
+        const waiting = (await Promise.all(b.map((j) => c.getJob(j.id)))).find((j) => j.state === JobState.PENDING);
+        standing = waiting?.pendingReason ?? "";
+      }
       return !bob || bob.pending === 0n;
     },
     60_000,
@@ -168,6 +173,8 @@ test.serial("within a queue, a user who comes later is not stuck behind another'
   );
   const mean = since.length ? since.reduce((x, y) => x + y, 0) / since.length : 0;
   t.true(mean >= 1.5, `bob ran ${mean.toFixed(2)} of 4 cpus on average while both waited (samples ${since.join(",")})`);
+  // A pending job says where its user stands against the queue's target.
+  t.regex(standing, /^waiting for .*; user bob holds \d+ % of the cluster, target 50 %$/);
   await killAll(c, [...a, ...b]);
 });
 

@@ -314,6 +314,18 @@ export class FairShare {
     return `waiting for ${amountText(lacking, r)}; most free on one worker: ${amountText(lacking, best)}`;
   }
 
+  /** Where a pending job's user stands in its queue: "user ann holds 30 % of the cluster, target 25 %". */
+  standing(job: Job): string {
+    const q = queueOf(job);
+    const user = userOf(job);
+    const t = this.totals();
+    const users = this.loads.get(q);
+    const mine = users?.get(user);
+    const count = users ? Math.max(1, users.size - 1) : 1;
+    const pct = (x: number) => `${Math.round(x * 100)} %`;
+    return `user ${user || "(anonymous)"} holds ${pct(mine ? this.share(mine, t) : 0)} of the cluster, target ${pct(this.target(q) / count)}`;
+  }
+
   /** A queue's target share now: its weight over the weights of the queues with demand (itself included). */
   target(queue: string): number {
     const weight = this.store.queues.get(queue)?.weight || 1;

@@ -93,7 +93,13 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       if (position !== undefined) j = { ...j, queuePosition: BigInt(position) };
       if (!j.pendingReason) {
         const reason = fs.waitReason(j);
-        if (reason) j = { ...j, pendingReason: reason };
+        // One job read alone also says where its user stands (the queue's books, read whole).
+        if (withPosition)
+          j = {
+            ...j,
+            pendingReason: `${reason ?? `waiting for its turn in queue ${j.queue || "default"}`}; ${fs.standing(j)}`,
+          };
+        else if (reason) j = { ...j, pendingReason: reason };
       }
     }
     j = present(j);
