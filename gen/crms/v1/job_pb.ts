@@ -1572,7 +1572,8 @@ export type ListHistoryRequest = Message<"crms.v1.ListHistoryRequest"> & {
   states: JobState[];
 
   /**
-   * Only jobs of this owner (the crms.io/owner label).
+   * Only jobs of this user (Job.user; for jobs stored before it, the
+   * crms.io/owner label).
    *
    * @generated from field: string owner = 4;
    */

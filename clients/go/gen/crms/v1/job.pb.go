@@ -2922,7 +2922,8 @@ type ListHistoryRequest struct {
 	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
 	// Only jobs in one of these (final) states; empty means all.
 	States []JobState `protobuf:"varint,3,rep,packed,name=states,proto3,enum=crms.v1.JobState" json:"states,omitempty"`
-	// Only jobs of this owner (the crms.io/owner label).
+	// Only jobs of this user (Job.user; for jobs stored before it, the
+	// crms.io/owner label).
 	Owner string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	// Only jobs of this queue (queues come with fair share; empty matches all).
 	Queue string `protobuf:"bytes,5,opt,name=queue,proto3" json:"queue,omitempty"`
