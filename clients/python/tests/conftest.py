@@ -32,6 +32,21 @@ CRMS_JS = REPO / "bin" / "crms.js"
 UP_BANNER = "crms dev cluster is up:"
 START_TIMEOUT = 90.0
 
+# A constraint no worker has: a job with it stays PENDING until killed.
+NEVER = {"crms-pytest-never": "true"}
+
+
+def eventually(fn, timeout=30.0, interval=0.05):
+    """Calls fn until it returns something true, and returns that; AssertionError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
 
 def _port_free(port: int) -> bool:
     for host in ("127.0.0.1", "localhost"):

@@ -14,19 +14,7 @@ import pytest
 import crms
 from crms.v1 import job_pb2
 
-# A constraint no worker has: a job with it stays PENDING until killed.
-NEVER = {"crms-pytest-never": "true"}
-
-
-def eventually(fn, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
+from conftest import NEVER, eventually
 
 
 # -- generated code and package --------------------------------------------

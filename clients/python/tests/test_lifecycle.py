@@ -8,16 +8,7 @@ import pytest
 
 import crms
 
-
-def eventually(fn, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+from conftest import eventually
 
 
 def test_run_job_places_a_held_job_on_the_named_worker(client, dev_worker):

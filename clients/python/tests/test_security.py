@@ -100,3 +100,20 @@ def test_options_come_from_the_environment(secure_cluster, monkeypatch):
     monkeypatch.setenv("CRMS_TOKEN", s["token"])
     with crms.Client(s["address"]) as c:
         assert c.submit(["true"], hold=True).id
+
+
+def test_jobs_carry_their_submitter_and_only_an_admin_changes_queues(secure_cluster):
+    s = secure_cluster
+    tls = dict(ca=s["ca"], cert=s["cert"], key=s["key"])
+    with crms.Client(s["address"], token=s["token"], **tls) as admin:
+        made = admin.admin_service.CreateToken(crms.v1.admin_pb2.CreateTokenRequest(name="pysubmitter", role="submitter"))
+        assert admin.create_queue("py-allowed").name == "py-allowed"
+    with crms.Client(s["address"], token=made.secret, **tls) as submitter:
+        job = submitter.submit(["true"], hold=True, labels={"crms.io/owner": "someone-else"})
+        assert job.user == "pysubmitter"
+        with pytest.raises(crms.PermissionDenied):
+            submitter.create_queue("py-not-allowed")
+        with pytest.raises(crms.PermissionDenied):
+            submitter.delete_queue("py-allowed")
+        assert [q.name for q in submitter.list_queues()][:1] == ["default"]
+        assert submitter.get_queue("py-allowed").name == "py-allowed"

@@ -7,7 +7,8 @@
         print(job.state, c.read_output(job.id))
 
 The generated protobuf and gRPC modules are ``crms.v1.job_pb2``,
-``crms.v1.job_pb2_grpc``, ``crms.v1.worker_pb2``, ... for direct use.
+``crms.v1.job_pb2_grpc``, ``crms.v1.worker_pb2``, ``crms.v1.queue_pb2``, ...
+for direct use.
 """
 
 from crms.client import DEFAULT_ADDRESS, Client
@@ -19,6 +20,7 @@ from crms.errors import (
     InvalidArgument,
     JobNotFound,
     NotFound,
+    QueueNotFound,
     ResourceExhausted,
     Unavailable,
     Unauthenticated,
@@ -39,10 +41,19 @@ from crms.types import (
     JobState,
     OutputChunk,
     OutputStream,
+    Queue,
+    QueueStatus,
+    Resources,
+    Usage,
+    UsageGrouping,
+    UsageReport,
+    UsageRow,
+    UserShare,
     WatchEvent,
     WatchEventType,
     Worker,
     WorkerState,
+    parse_memory,
 )
 
 __version__ = "0.1.0"
@@ -54,6 +65,7 @@ __all__ = [
     "NotFound",
     "JobNotFound",
     "WorkerNotFound",
+    "QueueNotFound",
     "InvalidArgument",
     "AlreadyExists",
     "FailedPrecondition",
@@ -75,8 +87,17 @@ __all__ = [
     "JobState",
     "OutputChunk",
     "OutputStream",
+    "Queue",
+    "QueueStatus",
+    "Resources",
+    "Usage",
+    "UsageGrouping",
+    "UsageReport",
+    "UsageRow",
+    "UserShare",
     "WatchEvent",
     "WatchEventType",
     "Worker",
     "WorkerState",
+    "parse_memory",
 ]

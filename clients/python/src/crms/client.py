@@ -11,12 +11,18 @@ Several control-plane replicas: ``crms.Client("a:7070,b:7070")`` keeps one
 channel per address; a unary call that meets UNAVAILABLE is sent to the next
 address, and streams open on the address that last answered.
 
+Queues (:meth:`Client.create_queue` ...) and accounting
+(:meth:`Client.get_usage`) are here too; ``submit`` takes ``cpus``,
+``memory`` (``"4G"``), ``gpus``, named ``resources``, ``queue`` and
+``preemptible``.
+
 Every call raises a :class:`crms.CrmsError` subclass on failure (see
 :mod:`crms.errors`); records come back as the dataclasses of :mod:`crms.types`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -31,6 +37,7 @@ from crms.errors import (
     CrmsError,
     DeadlineExceeded,
     JobNotFound,
+    QueueNotFound,
     Unavailable,
     WaitTimeout,
     WorkerNotFound,
@@ -44,10 +51,23 @@ from crms.types import (
     JobState,
     OutputChunk,
     OutputStream,
+    Queue,
+    Resources,
+    UsageGrouping,
+    UsageReport,
     WatchEvent,
     Worker,
 )
-from crms.v1 import admin_pb2, admin_pb2_grpc, job_pb2, job_pb2_grpc, worker_pb2, worker_pb2_grpc
+from crms.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    queue_pb2,
+    queue_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 
 __all__ = ["Client", "DEFAULT_ADDRESS"]
 
@@ -56,6 +76,7 @@ DEFAULT_ADDRESS = "localhost:7070"
 
 JobId = Union[str, int]
 StateArg = Union[JobState, str, int]
+When = Union[float, datetime.datetime, datetime.timedelta]
 
 
 def _seconds(value: Optional[float], what: str) -> int:
@@ -67,8 +88,11 @@ def _seconds(value: Optional[float], what: str) -> int:
     return int(math.ceil(value))
 
 
-def _timestamp(when: Union[float, datetime.datetime]) -> timestamp_pb2.Timestamp:
-    """A Timestamp from seconds since the epoch or a datetime (naive means UTC)."""
+def _timestamp(when: When) -> timestamp_pb2.Timestamp:
+    """A Timestamp from seconds since the epoch, a datetime (naive means UTC),
+    or a timedelta (that long before now)."""
+    if isinstance(when, datetime.timedelta):
+        when = time.time() - when.total_seconds()
     if isinstance(when, datetime.datetime):
         if when.tzinfo is None:
             when = when.replace(tzinfo=datetime.timezone.utc)
@@ -144,6 +168,7 @@ class _Replica:
         self.job = job_pb2_grpc.JobServiceStub(channel)
         self.worker = worker_pb2_grpc.WorkerServiceStub(channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(channel)
+        self.queue = queue_pb2_grpc.QueueServiceStub(channel)
 
 
 class Client:
@@ -251,11 +276,15 @@ class Client:
     def admin_service(self) -> admin_pb2_grpc.AdminServiceStub:
         return self._replicas[self._current].admin
 
+    @property
+    def queue_service(self) -> queue_pb2_grpc.QueueServiceStub:
+        return self._replicas[self._current].queue
+
     # -- plumbing ----------------------------------------------------------
 
     def _call(self, service: str, method: str, request, timeout: Optional[float] = None):
-        """Calls unary ``method`` of ``service`` ("job", "worker" or "admin", also the
-        error subject) on the address in use, moving on to the next address on
+        """Calls unary ``method`` of ``service`` ("job", "worker", "admin" or "queue",
+        also the error subject) on the address in use, moving on to the next address on
         UNAVAILABLE (one round). ``timeout`` overrides the client's deadline."""
         tried = 0
         while True:
@@ -303,6 +332,12 @@ class Client:
         array: Union[None, ArraySpec, str, range] = None,
         after: Optional[Iterable[Union[Dependency, str, int]]] = None,
         retry_budget: float = 30.0,
+        cpus: Optional[int] = None,
+        memory: Union[None, int, str] = None,
+        gpus: Optional[int] = None,
+        resources: Optional[Mapping[str, int]] = None,
+        queue: Optional[str] = None,
+        preemptible: bool = False,
     ) -> Job:
         """Submits a job and returns it as stored (PENDING, or HELD with ``hold=True``).
 
@@ -324,6 +359,15 @@ class Client:
         ``CRMS_ARRAY_INDEX`` and ``CRMS_ARRAY_ID`` in its environment, at most
         50 running at once. ``after`` lists jobs this one waits for: ids, or
         ``"ID:succeeded|failed|finished"`` strings, or :class:`Dependency`.
+
+        What one run needs: ``cpus`` (default 1), ``memory`` in bytes or as a
+        size string (``"512M"``, ``"4G"``: powers of 1024; default no
+        reservation), ``gpus``, and named countable ``resources``
+        (``{"license": 1}``). A request no worker could ever hold raises
+        :class:`crms.InvalidArgument`. ``queue`` picks the queue (default
+        ``"default"``; :class:`crms.QueueNotFound` if it does not exist);
+        ``preemptible`` lets the scheduler stop the run to give another queue
+        its fair share (the job then goes back to PENDING).
         """
         if isinstance(command, (str, bytes)):
             raise TypeError("command must be a list of arguments, e.g. ['sh', '-c', 'echo hi']")
@@ -345,6 +389,11 @@ class Client:
         )
         if array is not None:
             spec.array.CopyFrom(ArraySpec.parse(array).to_proto())
+        asked = Resources.of(cpus=cpus, memory=memory, gpus=gpus, named=resources)
+        if not asked.empty:
+            spec.resources.CopyFrom(asked.to_proto())
+        spec.queue = queue or ""
+        spec.preemptible = preemptible
         req = job_pb2.SubmitJobRequest(spec=spec, request_id=request_id or str(uuid.uuid4()))
         deadline = time.monotonic() + retry_budget
         delay = 0.1
@@ -353,6 +402,10 @@ class Client:
             attempt = remaining if self.timeout is None else min(self.timeout, remaining)
             try:
                 return Job.from_proto(self._call("job", "SubmitJob", req, timeout=attempt).job)
+            except JobNotFound as err:
+                if queue and "queue" in err.details.lower():
+                    raise QueueNotFound(err.details) from None
+                raise
             except (Unavailable, DeadlineExceeded):
                 if time.monotonic() + delay >= deadline:
                     raise
@@ -428,8 +481,8 @@ class Client:
         self,
         state: Union[None, StateArg, Iterable[StateArg]] = None,
         *,
-        since: Union[None, float, datetime.datetime] = None,
-        until: Union[None, float, datetime.datetime] = None,
+        since: Optional[When] = None,
+        until: Optional[When] = None,
         owner: Optional[str] = None,
         queue: Optional[str] = None,
         worker: Optional[str] = None,
@@ -440,8 +493,8 @@ class Client:
         """Iterates finished jobs from the history database, newest end first.
 
         The history keeps jobs after etcd retention deleted them. ``since`` and
-        ``until`` bound the end time (a ``datetime``, naive meaning UTC, or
-        seconds since the epoch); ``name`` is a glob (``*``, ``?``); ``owner``
+        ``until`` bound the end time (a ``datetime``, naive meaning UTC,
+        seconds since the epoch, or a ``timedelta`` before now); ``name`` is a glob (``*``, ``?``); ``owner``
         is the submitter (the ``crms.io/owner`` label). Raises
         :class:`crms.CrmsError` with FAILED_PRECONDITION when the control
         plane keeps no history, UNAVAILABLE while its database is down.
@@ -660,3 +713,103 @@ class Client:
         resp = self._call("admin", "GetClusterStatus", admin_pb2.GetClusterStatusRequest())
         return ClusterStatus.from_proto(resp)
 
+
+    # -- queues ------------------------------------------------------------
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        weight: float = 1.0,
+        max_running: int = 0,
+        max_cpus: int = 0,
+        max_gpus: int = 0,
+        preemptible: bool = False,
+    ) -> Queue:
+        """Creates a queue (admin) and returns it as stored.
+
+        ``weight`` is its share against the other queues' weights; the limits
+        cap its ASSIGNED and RUNNING jobs, their cpus and their gpus (0: no
+        limit); ``preemptible`` makes all its jobs preemptible.
+        :class:`crms.AlreadyExists` if the name is taken,
+        :class:`crms.InvalidArgument` for a bad name or weight,
+        :class:`crms.PermissionDenied` without the admin role.
+        """
+        q = Queue(
+            name=name,
+            weight=weight,
+            max_running=max_running,
+            max_cpus=max_cpus,
+            max_gpus=max_gpus,
+            preemptible=preemptible,
+        )
+        resp = self._call("queue", "CreateQueue", queue_pb2.CreateQueueRequest(queue=q.to_proto()))
+        return Queue.from_proto(resp.queue)
+
+    def get_queue(self, name: str) -> Queue:
+        """One queue with its status (running, pending, shares per user);
+        :class:`crms.QueueNotFound` if it does not exist."""
+        return Queue.from_proto(self._call("queue", "GetQueue", queue_pb2.GetQueueRequest(name=name)).queue)
+
+    def list_queues(self) -> List[Queue]:
+        """Every queue with its status, ``"default"`` first, then by name."""
+        resp = self._call("queue", "ListQueues", queue_pb2.ListQueuesRequest())
+        return [Queue.from_proto(q) for q in resp.queues]
+
+    def update_queue(
+        self,
+        queue: Union[str, Queue],
+        *,
+        weight: Optional[float] = None,
+        max_running: Optional[int] = None,
+        max_cpus: Optional[int] = None,
+        max_gpus: Optional[int] = None,
+        preemptible: Optional[bool] = None,
+    ) -> Queue:
+        """Changes a queue's settings (admin) and returns it as stored.
+
+        The server replaces every setting, so the ones not given here keep the
+        values of ``queue``: a :class:`Queue` as read before, or a name (the
+        queue is read first; a change made by someone else in between is
+        overwritten). :class:`crms.QueueNotFound` if it does not exist.
+        """
+        current = self.get_queue(queue) if isinstance(queue, str) else queue
+        changes = {
+            "weight": weight,
+            "max_running": max_running,
+            "max_cpus": max_cpus,
+            "max_gpus": max_gpus,
+            "preemptible": preemptible,
+        }
+        wanted = dataclasses.replace(current, **{k: v for k, v in changes.items() if v is not None})
+        resp = self._call("queue", "UpdateQueue", queue_pb2.UpdateQueueRequest(queue=wanted.to_proto()))
+        return Queue.from_proto(resp.queue)
+
+    def delete_queue(self, name: str) -> None:
+        """Deletes a queue (admin). :class:`crms.FailedPrecondition` while it
+        has unfinished jobs, and for ``"default"``; :class:`crms.QueueNotFound`
+        if it does not exist."""
+        self._call("queue", "DeleteQueue", queue_pb2.DeleteQueueRequest(name=name))
+
+    # -- accounting --------------------------------------------------------
+
+    def get_usage(
+        self,
+        since: Optional[When] = None,
+        group_by: Union[UsageGrouping, str, int] = UsageGrouping.USER,
+    ) -> UsageReport:
+        """What finished jobs used, summed per user, queue or worker, from the job history.
+
+        ``since`` bounds the end time: a ``datetime`` (naive means UTC),
+        seconds since the epoch, or a ``timedelta`` before now (default: the
+        server's, the last 7 days). ``group_by`` is ``"user"``, ``"queue"`` or
+        ``"worker"`` (or a :class:`crms.UsageGrouping`). Returns a
+        :class:`crms.UsageReport`: its ``rows`` (jobs, succeeded, failed,
+        killed, cpu_hours, gpu_hours, wall_hours, max_rss_bytes per key),
+        largest CPU hours first, and the ``since`` used. FAILED_PRECONDITION
+        when the control plane keeps no history.
+        """
+        req = job_pb2.GetUsageRequest(group_by=int(UsageGrouping.parse(group_by)))
+        if since is not None:
+            req.since.CopyFrom(_timestamp(since))
+        return UsageReport.from_proto(self._call("job", "GetUsage", req))

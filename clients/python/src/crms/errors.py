@@ -16,6 +16,7 @@ __all__ = [
     "NotFound",
     "JobNotFound",
     "WorkerNotFound",
+    "QueueNotFound",
     "InvalidArgument",
     "AlreadyExists",
     "FailedPrecondition",
@@ -45,7 +46,7 @@ class CrmsError(Exception):
 
 
 class NotFound(CrmsError):
-    """NOT_FOUND: the job or worker does not exist."""
+    """NOT_FOUND: the job, worker or queue does not exist."""
 
     default_code = grpc.StatusCode.NOT_FOUND
 
@@ -56,6 +57,10 @@ class JobNotFound(NotFound):
 
 class WorkerNotFound(NotFound):
     """NOT_FOUND from a worker call: no worker of that name is known."""
+
+
+class QueueNotFound(NotFound):
+    """NOT_FOUND from a queue call, or a submit to a queue that does not exist."""
 
 
 class InvalidArgument(CrmsError, ValueError):
@@ -122,8 +127,8 @@ _BY_CODE: Dict[grpc.StatusCode, Type[CrmsError]] = {
 def from_rpc_error(err: grpc.RpcError, subject: str = "") -> CrmsError:
     """Maps a gRPC error to the matching :class:`CrmsError` subclass.
 
-    ``subject`` is "job" or "worker" and picks :class:`JobNotFound` or
-    :class:`WorkerNotFound` for NOT_FOUND.
+    ``subject`` is "job", "worker" or "queue" and picks :class:`JobNotFound`,
+    :class:`WorkerNotFound` or :class:`QueueNotFound` for NOT_FOUND.
     """
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
@@ -131,5 +136,5 @@ def from_rpc_error(err: grpc.RpcError, subject: str = "") -> CrmsError:
         code = grpc.StatusCode.UNKNOWN
     cls = _BY_CODE.get(code, CrmsError)
     if cls is NotFound:
-        cls = {"job": JobNotFound, "worker": WorkerNotFound}.get(subject, NotFound)
+        cls = {"job": JobNotFound, "worker": WorkerNotFound, "queue": QueueNotFound}.get(subject, NotFound)
     return cls(details or "", code)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
-from crms.v1 import admin_pb2, job_pb2, worker_pb2
+from crms.v1 import admin_pb2, job_pb2, queue_pb2, worker_pb2
 
 __all__ = [
     "JobState",
@@ -18,6 +20,10 @@ __all__ = [
     "ArraySpec",
     "DependencyCondition",
     "Dependency",
+    "UsageGrouping",
+    "parse_memory",
+    "Resources",
+    "Usage",
     "ArrayCounts",
     "Attempt",
     "Job",
@@ -26,6 +32,11 @@ __all__ = [
     "OutputChunk",
     "EtcdMember",
     "ClusterStatus",
+    "UserShare",
+    "QueueStatus",
+    "Queue",
+    "UsageRow",
+    "UsageReport",
 ]
 
 
@@ -77,6 +88,9 @@ class JobState(_ProtoEnum):
     FAILED = job_pb2.JOB_STATE_FAILED
     KILLED = job_pb2.JOB_STATE_KILLED
     LOST = job_pb2.JOB_STATE_LOST
+    #: Only an attempt's outcome, never a job's state: the scheduler stopped the
+    #: run to give another queue its fair share, and the job went back to PENDING.
+    PREEMPTED = job_pb2.JOB_STATE_PREEMPTED
 
     @classmethod
     def _proto_prefix(cls) -> str:
@@ -139,6 +153,106 @@ class DependencyCondition(_ProtoEnum):
     @classmethod
     def _proto_prefix(cls) -> str:
         return "DEPENDENCY_CONDITION_"
+
+
+class UsageGrouping(_ProtoEnum):
+    """What :meth:`crms.Client.get_usage` groups by (crms.v1.UsageGrouping without its prefix)."""
+
+    UNSPECIFIED = job_pb2.USAGE_GROUPING_UNSPECIFIED
+    USER = job_pb2.USAGE_GROUPING_USER
+    QUEUE = job_pb2.USAGE_GROUPING_QUEUE
+    WORKER = job_pb2.USAGE_GROUPING_WORKER
+
+    @classmethod
+    def _proto_prefix(cls) -> str:
+        return "USAGE_GROUPING_"
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_memory(value: Union[int, str]) -> int:
+    """Bytes from an int (bytes) or a size string: ``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"100"``.
+
+    The suffixes K, M, G, T, P are powers of 1024 (as Slurm's ``--mem`` and
+    ``crms submit --memory``), with or without ``i`` and ``B``, in any case.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"memory must be bytes or a size like '4G' (got {value!r})")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"memory must not be negative (got {value})")
+        return value
+    if isinstance(value, str):
+        m = _MEMORY.match(value)
+        if not m:
+            raise ValueError(f"memory {value!r}: expected bytes or a size like 512M, 4G, 1.5GiB")
+        number, unit = m.group(1), (m.group(2) or "").lower()
+        return int(round(float(number) * _MEMORY_UNITS[unit])) if "." in number else int(number) * _MEMORY_UNITS[unit]
+    raise TypeError(f"memory must be bytes or a size like '4G' (got {value!r})")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a job asks for or a worker offers (crms.v1.Resources).
+
+    In a job's spec 0 cpus means the default, 1, and 0 memory means no
+    reservation; ``named`` holds countable resources such as licenses.
+    """
+
+    cpus: int = 0
+    memory_bytes: int = 0
+    gpus: int = 0
+    named: Dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        cpus: Optional[int] = None,
+        memory: Union[None, int, str] = None,
+        gpus: Optional[int] = None,
+        named: Optional[Mapping[str, int]] = None,
+    ) -> "Resources":
+        """Resources from loose arguments: ``memory`` is bytes or a size string (``"4G"``)."""
+        for what, n in (("cpus", cpus), ("gpus", gpus)):
+            if n is not None and n < 0:
+                raise ValueError(f"{what} must not be negative (got {n})")
+        for key, n in (named or {}).items():
+            if n < 0:
+                raise ValueError(f"resource {key} must not be negative (got {n})")
+        return cls(
+            cpus=cpus or 0,
+            memory_bytes=parse_memory(memory) if memory is not None else 0,
+            gpus=gpus or 0,
+            named=dict(named or {}),
+        )
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is set (in a spec: the defaults, 1 cpu)."""
+        return not (self.cpus or self.memory_bytes or self.gpus or self.named)
+
+    @classmethod
+    def from_proto(cls, r: job_pb2.Resources) -> "Resources":
+        return _same_names(cls, r, named=dict(r.named))
+
+    def to_proto(self) -> job_pb2.Resources:
+        return job_pb2.Resources(cpus=self.cpus, memory_bytes=self.memory_bytes, gpus=self.gpus, named=dict(self.named))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run (or every run of a job, summed) used, as its worker measured it (crms.v1.Usage)."""
+
+    cpu_seconds: float = 0.0
+    max_rss_bytes: int = 0
+    wall_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+
+    @classmethod
+    def from_proto(cls, u: job_pb2.Usage) -> "Usage":
+        return _same_names(cls, u)
 
 
 @dataclass(frozen=True)
@@ -239,6 +353,13 @@ def _opt_int(msg, name: str) -> Optional[int]:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
+def _same_names(cls, msg, **converted):
+    """An instance of dataclass ``cls`` whose fields are the message's fields of
+    the same names, except those given already ``converted``."""
+    values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(cls) if f.name not in converted}
+    return cls(**values, **converted)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What was submitted (crms.v1.JobSpec). Timeouts are in seconds, None for none."""
@@ -258,6 +379,11 @@ class JobSpec:
     retention: Optional[int] = None
     array: Optional[ArraySpec] = None
     after: Tuple[Dependency, ...] = ()
+    #: What one run asks for; None when the spec left it unset (1 cpu, no memory reservation).
+    resources: Optional[Resources] = None
+    #: The queue named at submit ("" means "default"; the job's queue is ``Job.queue``).
+    queue: str = ""
+    preemptible: bool = False
 
     @classmethod
     def from_proto(cls, spec: job_pb2.JobSpec) -> "JobSpec":
@@ -284,6 +410,9 @@ class JobSpec:
                 Dependency(d.job_id, DependencyCondition._from_proto(d.condition) or DependencyCondition.SUCCEEDED)
                 for d in spec.after
             ),
+            resources=Resources.from_proto(spec.resources) if spec.HasField("resources") else None,
+            queue=spec.queue,
+            preemptible=spec.preemptible,
         )
 
 
@@ -301,6 +430,10 @@ class Attempt:
     signal: str
     error: str
     timed_out: bool = False
+    #: What the run used; None while it runs or when its worker could not tell.
+    usage: Optional[Usage] = None
+    #: The GPU indices reserved for the run (its CUDA_VISIBLE_DEVICES).
+    gpu_indices: Tuple[int, ...] = ()
 
     @classmethod
     def from_proto(cls, a: job_pb2.Attempt) -> "Attempt":
@@ -315,6 +448,8 @@ class Attempt:
             signal=a.signal,
             error=a.error,
             timed_out=a.timed_out,
+            usage=Usage.from_proto(a.usage) if a.HasField("usage") else None,
+            gpu_indices=tuple(a.gpu_indices),
         )
 
 
@@ -350,6 +485,18 @@ class Job:
     run_on: str = ""
     kill_force: bool = False
     requeues: int = 0
+    #: Who submitted it: the token's name, or on an open server the crms.io/owner label.
+    user: str = ""
+    #: Its queue ("default" when the spec named none).
+    queue: str = ""
+    #: What every run so far used, summed; None before any run reported.
+    usage: Optional[Usage] = None
+    #: The scheduler is stopping the run to give another queue its share.
+    preempt_requested: bool = False
+    #: Runs preempted so far (charged to no retry budget).
+    preemptions: int = 0
+    #: For a PENDING job, its place in its queue (1 = next); 0 when not known.
+    queue_position: int = 0
 
     @classmethod
     def from_proto(cls, j: job_pb2.Job) -> "Job":
@@ -382,6 +529,12 @@ class Job:
             run_on=j.run_on,
             kill_force=j.kill_force,
             requeues=j.requeues,
+            user=j.user,
+            queue=j.queue,
+            usage=Usage.from_proto(j.usage) if j.HasField("usage") else None,
+            preempt_requested=j.preempt_requested,
+            preemptions=j.preemptions,
+            queue_position=j.queue_position,
         )
 
     @property
@@ -427,6 +580,9 @@ class Worker:
     down_time: Optional[datetime] = None
     down_reason: str = ""
     last_jobs: Tuple[str, ...] = ()
+    #: What it offers in all, and what its ASSIGNED and RUNNING jobs hold.
+    capacity: Resources = field(default_factory=Resources)
+    allocated: Resources = field(default_factory=Resources)
 
     @classmethod
     def from_proto(cls, w: worker_pb2.Worker) -> "Worker":
@@ -447,6 +603,8 @@ class Worker:
             down_time=_time(w, "down_time"),
             down_reason=w.down_reason,
             last_jobs=tuple(w.last_jobs),
+            capacity=Resources.from_proto(w.capacity),
+            allocated=Resources.from_proto(w.allocated),
         )
 
     @property
@@ -564,3 +722,109 @@ class ClusterStatus:
             unfinished_jobs=r.unfinished_jobs,
             max_jobs=r.max_jobs,
         )
+
+
+@dataclass(frozen=True)
+class UserShare:
+    """One user's standing in a queue (crms.v1.UserShare)."""
+
+    user: str
+    running: int = 0
+    pending: int = 0
+    share: float = 0.0
+    target_share: float = 0.0
+    decayed_usage: float = 0.0
+
+    @classmethod
+    def from_proto(cls, u: queue_pb2.UserShare) -> "UserShare":
+        return _same_names(cls, u)
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """A queue's current load and share, computed when read (crms.v1.QueueStatus)."""
+
+    running: int = 0
+    pending: int = 0
+    cpus: int = 0
+    gpus: int = 0
+    share: float = 0.0
+    target_share: float = 0.0
+    users: Tuple[UserShare, ...] = ()
+
+    @classmethod
+    def from_proto(cls, s: queue_pb2.QueueStatus) -> "QueueStatus":
+        return _same_names(cls, s, users=tuple(UserShare.from_proto(u) for u in s.users))
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A share of the cluster (crms.v1.Queue). Limits of 0 mean none."""
+
+    name: str
+    weight: float = 1.0
+    max_running: int = 0
+    max_cpus: int = 0
+    max_gpus: int = 0
+    preemptible: bool = False
+    #: None for the built-in "default" queue.
+    create_time: Optional[datetime] = None
+    #: None when the server sent none (e.g. in a create's answer).
+    status: Optional[QueueStatus] = None
+
+    @classmethod
+    def from_proto(cls, q: queue_pb2.Queue) -> "Queue":
+        return _same_names(
+            cls,
+            q,
+            create_time=_time(q, "create_time"),
+            status=QueueStatus.from_proto(q.status) if q.HasField("status") else None,
+        )
+
+    def to_proto(self) -> queue_pb2.Queue:
+        """The settings (name, weight, limits, preemptible); create_time and status are the server's."""
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del settings["create_time"], settings["status"]
+        return queue_pb2.Queue(**settings)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """What one user's, queue's or worker's finished jobs used (crms.v1.UsageRow)."""
+
+    key: str
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    killed: int = 0
+    cpu_hours: float = 0.0
+    gpu_hours: float = 0.0
+    wall_hours: float = 0.0
+    max_rss_bytes: int = 0
+
+    @classmethod
+    def from_proto(cls, r: job_pb2.UsageRow) -> "UsageRow":
+        return _same_names(cls, r)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """The answer of :meth:`crms.Client.get_usage`: one row per group, largest CPU hours first."""
+
+    rows: Tuple[UsageRow, ...]
+    #: The lower bound of end times the server used.
+    since: Optional[datetime] = None
+
+    @classmethod
+    def from_proto(cls, r: job_pb2.GetUsageResponse) -> "UsageReport":
+        return cls(rows=tuple(UsageRow.from_proto(x) for x in r.rows), since=_time(r, "since"))
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, key: str) -> Optional[UsageRow]:
+        """The row of one user, queue or worker, or None."""
+        return next((r for r in self.rows if r.key == key), None)
