@@ -1,6 +1,7 @@
 // Package crms is the Go client of crms, a cluster resource manager: submit
 // command lines as jobs, watch and wait for them, read their output, and
-// inspect and control workers and the cluster, over the crms.v1 gRPC API.
+// inspect and control workers, queues and the cluster, over the crms.v1 gRPC
+// API.
 //
 //	c, err := crms.Dial(ctx, "localhost:7070")
 //	if err != nil { ... }
@@ -87,6 +88,7 @@ type Client struct {
 	jobs         crmsv1.JobServiceClient
 	workers      crmsv1.WorkerServiceClient
 	admin        crmsv1.AdminServiceClient
+	queues       crmsv1.QueueServiceClient
 }
 
 // Dial makes a client for the control plane at target: host:port, any gRPC
@@ -146,6 +148,7 @@ func newClient(set *replicas.Set, submitBudget time.Duration) *Client {
 		jobs:         crmsv1.NewJobServiceClient(set),
 		workers:      crmsv1.NewWorkerServiceClient(set),
 		admin:        crmsv1.NewAdminServiceClient(set),
+		queues:       crmsv1.NewQueueServiceClient(set),
 	}
 }
 
@@ -166,3 +169,6 @@ func (c *Client) WorkerService() crmsv1.WorkerServiceClient { return c.workers }
 
 // AdminService is the generated AdminService client.
 func (c *Client) AdminService() crmsv1.AdminServiceClient { return c.admin }
+
+// QueueService is the generated QueueService client.
+func (c *Client) QueueService() crmsv1.QueueServiceClient { return c.queues }

@@ -2,7 +2,9 @@ package crms
 
 import (
 	"context"
+	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	crmsv1 "github.com/crms-dev/crms/clients/go/gen/crms/v1"
@@ -64,4 +66,108 @@ func (c *Client) History(ctx context.Context, filter HistoryFilter) iter.Seq2[*J
 		resp, err := c.jobs.ListHistory(ctx, req)
 		return resp.GetJobs(), resp.GetNextPageToken(), err
 	})
+}
+
+// UsageGrouping says what GetUsage groups by.
+type UsageGrouping int32
+
+// Usage groupings.
+const (
+	// UsageByUser (the default) groups by Job.User.
+	UsageByUser UsageGrouping = UsageGrouping(crmsv1.UsageGrouping_USAGE_GROUPING_USER)
+	// UsageByQueue groups by Job.Queue.
+	UsageByQueue UsageGrouping = UsageGrouping(crmsv1.UsageGrouping_USAGE_GROUPING_QUEUE)
+	// UsageByWorker groups by the worker of the last attempt.
+	UsageByWorker UsageGrouping = UsageGrouping(crmsv1.UsageGrouping_USAGE_GROUPING_WORKER)
+)
+
+// String is "user", "queue" or "worker".
+func (g UsageGrouping) String() string {
+	switch g {
+	case UsageByQueue:
+		return "queue"
+	case UsageByWorker:
+		return "worker"
+	}
+	return "user"
+}
+
+// ParseUsageGrouping parses "user", "queue" or "worker" (any case).
+func ParseUsageGrouping(text string) (UsageGrouping, error) {
+	for _, g := range []UsageGrouping{UsageByUser, UsageByQueue, UsageByWorker} {
+		if strings.EqualFold(strings.TrimSpace(text), g.String()) {
+			return g, nil
+		}
+	}
+	return UsageByUser, fmt.Errorf("crms: usage grouping %q: expected user, queue or worker", text)
+}
+
+// UsageOptions selects what GetUsage sums.
+type UsageOptions struct {
+	// Only jobs that ended at or after this time; zero means the server's
+	// default, the last 7 days.
+	Since time.Time
+	// What to group by; zero means UsageByUser.
+	GroupBy UsageGrouping
+}
+
+// UsageRow is what one user's, queue's or worker's finished jobs used.
+type UsageRow struct {
+	// The user, queue or worker name ("" for jobs without one).
+	Key string
+	// Finished jobs, and of them how many SUCCEEDED, FAILED (final LOST
+	// included) and KILLED.
+	Jobs, Succeeded, Failed, Killed uint64
+	// CPU time (user + system), GPUs reserved times wall time, and wall time
+	// of every run, in hours.
+	CPUHours, GPUHours, WallHours float64
+	// The largest max RSS of any run, in bytes.
+	MaxRSSBytes uint64
+}
+
+// UsageReport is GetUsage's answer.
+type UsageReport struct {
+	// One row per group, largest CPU hours first.
+	Rows []UsageRow
+	// The lower bound of end times the server used.
+	Since time.Time
+}
+
+// Row returns the row of one key, or nil.
+func (r *UsageReport) Row(key string) *UsageRow {
+	for i := range r.Rows {
+		if r.Rows[i].Key == key {
+			return &r.Rows[i]
+		}
+	}
+	return nil
+}
+
+// GetUsage sums what finished jobs used, grouped by user, queue or worker,
+// from the job history database. ErrFailedPrecondition when the control
+// plane keeps no history, ErrUnavailable while its database is down.
+func (c *Client) GetUsage(ctx context.Context, opts UsageOptions) (*UsageReport, error) {
+	req := &crmsv1.GetUsageRequest{GroupBy: crmsv1.UsageGrouping(opts.GroupBy)}
+	if !opts.Since.IsZero() {
+		req.Since = timestamppb.New(opts.Since)
+	}
+	resp, err := c.jobs.GetUsage(ctx, req)
+	if err != nil {
+		return nil, wrapError("GetUsage", err)
+	}
+	report := &UsageReport{Since: timeOf(resp.GetSince())}
+	for _, r := range resp.GetRows() {
+		report.Rows = append(report.Rows, UsageRow{
+			Key:         r.GetKey(),
+			Jobs:        r.GetJobs(),
+			Succeeded:   r.GetSucceeded(),
+			Failed:      r.GetFailed(),
+			Killed:      r.GetKilled(),
+			CPUHours:    r.GetCpuHours(),
+			GPUHours:    r.GetGpuHours(),
+			WallHours:   r.GetWallHours(),
+			MaxRSSBytes: r.GetMaxRssBytes(),
+		})
+	}
+	return report, nil
 }

@@ -2,6 +2,8 @@ package crms
 
 import (
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +26,10 @@ const (
 	StateFailed      JobState = JobState(crmsv1.JobState_JOB_STATE_FAILED)
 	StateKilled      JobState = JobState(crmsv1.JobState_JOB_STATE_KILLED)
 	StateLost        JobState = JobState(crmsv1.JobState_JOB_STATE_LOST)
+	// StatePreempted is only ever an Attempt's Outcome, never a job's State:
+	// the scheduler stopped the run to give another queue its fair share and
+	// the job went back to PENDING (charged to no retry budget).
+	StatePreempted JobState = JobState(crmsv1.JobState_JOB_STATE_PREEMPTED)
 )
 
 // String is the state's name without the JOB_STATE_ prefix, e.g. "RUNNING".
@@ -160,6 +166,93 @@ type JobSpec struct {
 	Array *ArraySpec
 	// Jobs this one waits for (all of them).
 	After []Dependency
+	// What one run needs; nil means the defaults (1 cpu, no memory
+	// reservation, no GPU). A request no worker could ever hold is refused
+	// with ErrInvalidArgument.
+	Resources *Resources
+	// The queue (see Client.CreateQueue); "" means "default". ErrNotFound
+	// for a queue that does not exist.
+	Queue string
+	// The scheduler may stop a run to give a queue below its fair share its
+	// resources; the job goes back to PENDING (an Attempt with Outcome
+	// StatePreempted).
+	Preemptible bool
+}
+
+// Resources are what a job asks for or a worker offers.
+type Resources struct {
+	// Whole CPUs. In a JobSpec 0 means the default, 1.
+	CPUs uint32
+	// Memory in bytes (ParseMemory("4G")). In a JobSpec 0 means no
+	// reservation; the worker enforces a reservation as the job's limit.
+	MemoryBytes uint64
+	// GPUs; a job gets CUDA_VISIBLE_DEVICES with the indices reserved for it.
+	GPUs uint32
+	// Named countable resources (licenses, scratch disks...): name -> amount.
+	Named map[string]uint64
+}
+
+// Proto returns the resources as a crms.v1.Resources message.
+func (r *Resources) Proto() *crmsv1.Resources {
+	if r == nil {
+		return nil
+	}
+	return &crmsv1.Resources{Cpus: r.CPUs, MemoryBytes: r.MemoryBytes, Gpus: r.GPUs, Named: r.Named}
+}
+
+func resourcesFromProto(p *crmsv1.Resources) Resources {
+	return Resources{CPUs: p.GetCpus(), MemoryBytes: p.GetMemoryBytes(), GPUs: p.GetGpus(), Named: p.GetNamed()}
+}
+
+var memoryPattern = regexp.MustCompile(`(?i)^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$`)
+
+// ParseMemory parses a size in bytes: "1048576", "512M", "4G", "1.5GiB".
+// K, M, G, T and P are powers of 1024 (as Slurm's --mem and crms submit
+// --memory), with or without "i" and "B", in any case.
+func ParseMemory(text string) (uint64, error) {
+	m := memoryPattern.FindStringSubmatch(text)
+	if m == nil {
+		return 0, fmt.Errorf("crms: memory %q: expected bytes or a size like 512M, 4G, 1.5GiB", text)
+	}
+	shift := map[string]uint{"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}[strings.ToLower(m[2])]
+	if !strings.Contains(m[1], ".") {
+		n, err := strconv.ParseUint(m[1], 10, 64)
+		if err != nil || n > math.MaxUint64>>shift {
+			return 0, fmt.Errorf("crms: memory %q is too large", text)
+		}
+		return n << shift, nil
+	}
+	f, _ := strconv.ParseFloat(m[1], 64)
+	v := math.Round(f * float64(uint64(1)<<shift))
+	if v >= math.MaxUint64 {
+		return 0, fmt.Errorf("crms: memory %q is too large", text)
+	}
+	return uint64(v), nil
+}
+
+// Usage is what a run (or every run of a job, summed) used, as its worker
+// measured it from the operating system.
+type Usage struct {
+	// User plus system CPU time, in seconds.
+	CPUSeconds float64
+	// Largest resident set of the job's processes, in bytes.
+	MaxRSSBytes uint64
+	// Wall-clock time from start to end, in seconds.
+	WallSeconds float64
+	// GPUs reserved times wall seconds.
+	GPUSeconds float64
+}
+
+func usageFromProto(p *crmsv1.Usage) *Usage {
+	if p == nil {
+		return nil
+	}
+	return &Usage{
+		CPUSeconds:  p.GetCpuSeconds(),
+		MaxRSSBytes: p.GetMaxRssBytes(),
+		WallSeconds: p.GetWallSeconds(),
+		GPUSeconds:  p.GetGpuSeconds(),
+	}
 }
 
 // ArraySpec is the index range of an array job, like --array 1-1000%50.
@@ -277,6 +370,9 @@ func (s *JobSpec) Proto() *crmsv1.JobSpec {
 		RetentionSeconds: seconds(s.Retention),
 		Array:            arrayProto(s.Array),
 		After:            afterProto(s.After),
+		Resources:        s.Resources.Proto(),
+		Queue:            s.Queue,
+		Preemptible:      s.Preemptible,
 	}
 }
 
@@ -314,6 +410,12 @@ func JobSpecFromProto(p *crmsv1.JobSpec) JobSpec {
 		Hold:           p.GetHold(),
 		MaxLostRetries: p.GetMaxLostRetries(),
 		Retention:      time.Duration(p.GetRetentionSeconds()) * time.Second,
+		Queue:          p.GetQueue(),
+		Preemptible:    p.GetPreemptible(),
+	}
+	if r := p.GetResources(); r != nil {
+		res := resourcesFromProto(r)
+		spec.Resources = &res
 	}
 	if a := p.GetArray(); a != nil {
 		spec.Array = &ArraySpec{First: a.GetFirst(), Last: a.GetLast(), MaxRunning: a.GetMaxRunning()}
@@ -335,7 +437,8 @@ type Attempt struct {
 	AssignTime time.Time
 	StartTime  time.Time // zero if the process never started
 	EndTime    time.Time // zero while it runs
-	// SUCCEEDED, FAILED, KILLED or LOST; StateUnspecified while it runs.
+	// SUCCEEDED, FAILED, KILLED, LOST or PREEMPTED; StateUnspecified while
+	// it runs.
 	Outcome JobState
 	// Exit code when the process exited normally, else nil.
 	ExitCode *int
@@ -344,6 +447,10 @@ type Attempt struct {
 	Error  string
 	// The run was killed for passing the spec's Timeout.
 	TimedOut bool
+	// What the run used; nil while it runs or when its worker could not tell.
+	Usage *Usage
+	// The GPU indices reserved for the run (its CUDA_VISIBLE_DEVICES).
+	GPUIndices []uint32
 }
 
 // Job is a submitted job and its current status.
@@ -394,6 +501,20 @@ type Job struct {
 	KillForce bool
 	// How many times RequeueJob ran it again after it had ended.
 	Requeues uint32
+	// Who submitted it: the token's name, or on a server without
+	// authentication the crms.io/owner label. Fair share is between users.
+	User string
+	// Its queue ("default" when the spec named none).
+	Queue string
+	// What every run so far used, summed; nil before any run reported.
+	Usage *Usage
+	// The scheduler is stopping the run to give another queue its share.
+	PreemptRequested bool
+	// Runs preempted so far (charged to no retry budget).
+	Preemptions uint32
+	// For a PENDING job: its place among its queue's pending jobs in the
+	// order they will be considered (1 = next); 0 when not known.
+	QueuePosition uint64
 }
 
 // Final reports whether the job is in a final state.
@@ -445,6 +566,13 @@ func JobFromProto(p *crmsv1.Job) *Job {
 		RunOn:         p.GetRunOn(),
 		KillForce:     p.GetKillForce(),
 		Requeues:      p.GetRequeues(),
+		User:          p.GetUser(),
+		Queue:         p.GetQueue(),
+		Usage:         usageFromProto(p.GetUsage()),
+
+		PreemptRequested: p.GetPreemptRequested(),
+		Preemptions:      p.GetPreemptions(),
+		QueuePosition:    p.GetQueuePosition(),
 	}
 	if c := p.GetArrayCounts(); c != nil {
 		j.ArrayCounts = &ArrayCounts{
@@ -465,6 +593,8 @@ func JobFromProto(p *crmsv1.Job) *Job {
 			Signal:     a.GetSignal(),
 			Error:      a.GetError(),
 			TimedOut:   a.GetTimedOut(),
+			Usage:      usageFromProto(a.GetUsage()),
+			GPUIndices: a.GetGpuIndices(),
 		})
 	}
 	return j
@@ -494,6 +624,9 @@ type Worker struct {
 	DownTime   time.Time
 	DownReason string
 	LastJobs   []string
+	// What it offers in all, and what its ASSIGNED and RUNNING jobs hold.
+	Capacity  Resources
+	Allocated Resources
 }
 
 // WorkerFromProto converts a crms.v1.Worker message.
@@ -518,6 +651,8 @@ func WorkerFromProto(p *crmsv1.Worker) *Worker {
 		DownTime:       timeOf(p.GetDownTime()),
 		DownReason:     p.GetDownReason(),
 		LastJobs:       p.GetLastJobs(),
+		Capacity:       resourcesFromProto(p.GetCapacity()),
+		Allocated:      resourcesFromProto(p.GetAllocated()),
 	}
 }
 
