@@ -186,31 +186,33 @@ func TestTLSAndTokens(t *testing.T) {
 
 	// A submitter's jobs carry its token's name as their user; queues are
 	// read by every role and changed only by an admin.
-	submitter, err := crmsv1.NewAdminServiceClient(conn).CreateToken(ctx, &crmsv1.CreateTokenRequest{Name: "go-submitter", Role: "submitter"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	asSubmitter := admin
-	asSubmitter.Token = submitter.Secret
-	sc, err := crms.Dial(ctx, addr, crms.WithSecurity(asSubmitter))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	mine, err := sc.Submit(ctx, crms.JobSpec{Command: []string{"true"}, Hold: true, Labels: map[string]string{"crms.io/owner": "someone-else"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mine.User != "go-submitter" {
-		t.Errorf("a submitter's job has user %q, want its token's name go-submitter", mine.User)
-	}
-	if _, err := sc.CreateQueue(ctx, crms.Queue{Name: "go-not-allowed"}); !errors.Is(err, crms.ErrPermissionDenied) {
-		t.Errorf("CreateQueue as a submitter: %v, want ErrPermissionDenied", err)
-	}
-	if qs, err := sc.ListQueues(ctx); err != nil || len(qs) == 0 || qs[0].Name != "default" {
-		t.Errorf("ListQueues as a submitter: %v %v", qs, err)
-	}
-	if _, err := c.CreateQueue(ctx, crms.Queue{Name: "go-allowed"}); err != nil {
-		t.Errorf("CreateQueue as the admin: %v", err)
-	}
+	t.Run("JobUserAndQueueRoles", func(t *testing.T) {
+		submitter, err := crmsv1.NewAdminServiceClient(conn).CreateToken(ctx, &crmsv1.CreateTokenRequest{Name: "go-submitter", Role: "submitter"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		asSubmitter := admin
+		asSubmitter.Token = submitter.Secret
+		sc, err := crms.Dial(ctx, addr, crms.WithSecurity(asSubmitter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		mine, err := sc.Submit(ctx, crms.JobSpec{Command: []string{"true"}, Hold: true, Labels: map[string]string{"crms.io/owner": "someone-else"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mine.User != "go-submitter" {
+			t.Errorf("a submitter's job has user %q, want its token's name go-submitter", mine.User)
+		}
+		if _, err := sc.CreateQueue(ctx, crms.Queue{Name: "go-not-allowed"}); !errors.Is(err, crms.ErrPermissionDenied) {
+			t.Errorf("CreateQueue as a submitter: %v, want ErrPermissionDenied", err)
+		}
+		if qs, err := sc.ListQueues(ctx); err != nil || len(qs) == 0 || qs[0].Name != "default" {
+			t.Errorf("ListQueues as a submitter: %v %v", qs, err)
+		}
+		if _, err := c.CreateQueue(ctx, crms.Queue{Name: "go-allowed"}); err != nil {
+			t.Errorf("CreateQueue as the admin: %v", err)
+		}
+	})
 }
