@@ -36,14 +36,15 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestParseMemory(t *testing.T) {
 	for text, want := range map[string]uint64{
 		"0": 0, "1234": 1234, "100B": 100, "1.5K": 1536, "512M": 512 << 20, "4G": 4 << 30, "4g": 4 << 30,
-		"4GiB": 4 << 30, "4 GB": 4 << 30, "2T": 2 << 40,
+		"4GiB": 4 << 30, "4 GB": 4 << 30, "2T": 2 << 40, "2Ki": 2048, "2kb": 2048,
+		"1.0000001K": 1024, // rounded down to whole bytes
 	} {
 		got, err := crms.ParseMemory(text)
 		if err != nil || got != want {
 			t.Errorf("ParseMemory(%q) = %d, %v; want %d", text, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "4X", "-1G", "G", "1.2.3M", "4 G B", "99999999999P"} {
+	for _, bad := range []string{"", "4X", "-1G", "G", "1.2.3M", "4 G B", "1.5", "1P", "99999999999T"} {
 		if got, err := crms.ParseMemory(bad); err == nil {
 			t.Errorf("ParseMemory(%q) = %d, want an error", bad, got)
 		}

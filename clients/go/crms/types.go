@@ -204,17 +204,18 @@ func resourcesFromProto(p *crmsv1.Resources) Resources {
 	return Resources{CPUs: p.GetCpus(), MemoryBytes: p.GetMemoryBytes(), GPUs: p.GetGpus(), Named: p.GetNamed()}
 }
 
-var memoryPattern = regexp.MustCompile(`(?i)^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$`)
+var memoryPattern = regexp.MustCompile(`(?i)^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:ib|i|b)?|b)?\s*$`)
 
 // ParseMemory parses a size in bytes: "1048576", "512M", "4G", "1.5GiB".
-// K, M, G, T and P are powers of 1024 (as Slurm's --mem and crms submit
-// --memory), with or without "i" and "B", in any case.
+// K, M, G and T are powers of 1024, with or without "i", "iB" or "B", in
+// any case; a fraction is rounded down to whole bytes and needs a suffix.
+// The same sizes as crms submit --memory.
 func ParseMemory(text string) (uint64, error) {
 	m := memoryPattern.FindStringSubmatch(text)
-	if m == nil {
+	if m == nil || (m[2] == "" && strings.Contains(m[1], ".")) {
 		return 0, fmt.Errorf("crms: memory %q: expected bytes or a size like 512M, 4G, 1.5GiB", text)
 	}
-	shift := map[string]uint{"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}[strings.ToLower(m[2])]
+	shift := map[string]uint{"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[strings.ToLower(m[2])]
 	if !strings.Contains(m[1], ".") {
 		n, err := strconv.ParseUint(m[1], 10, 64)
 		if err != nil || n > math.MaxUint64>>shift {
@@ -223,7 +224,7 @@ func ParseMemory(text string) (uint64, error) {
 		return n << shift, nil
 	}
 	f, _ := strconv.ParseFloat(m[1], 64)
-	v := math.Round(f * float64(uint64(1)<<shift))
+	v := math.Floor(f * float64(uint64(1)<<shift))
 	if v >= math.MaxUint64 {
 		return 0, fmt.Errorf("crms: memory %q is too large", text)
 	}

@@ -39,7 +39,9 @@ def test_parse_memory_takes_bytes_or_binary_size_strings():
     assert crms.parse_memory("1.5K") == 1536
     assert crms.parse_memory("2T") == 2 << 40
     assert crms.parse_memory("100B") == 100
-    for bad in ("", "4X", "-1G", "G", "1.2.3M", "4 G B"):
+    assert crms.parse_memory("2Ki") == crms.parse_memory("2kb") == 2048
+    assert crms.parse_memory("1.0000001K") == 1024  # rounded down to whole bytes
+    for bad in ("", "4X", "-1G", "G", "1.2.3M", "4 G B", "1.5", "1P"):
         with pytest.raises(ValueError):
             crms.parse_memory(bad)
     with pytest.raises(ValueError):

@@ -168,15 +168,16 @@ class UsageGrouping(_ProtoEnum):
         return "USAGE_GROUPING_"
 
 
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?\s*$", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:ib|i|b)?|b)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_memory(value: Union[int, str]) -> int:
     """Bytes from an int (bytes) or a size string: ``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"100"``.
 
-    The suffixes K, M, G, T, P are powers of 1024 (as Slurm's ``--mem`` and
-    ``crms submit --memory``), with or without ``i`` and ``B``, in any case.
+    The suffixes K, M, G, T are powers of 1024, with or without ``i``, ``iB``
+    or ``B``, in any case; a fraction is rounded down to whole bytes and needs
+    a suffix. The same sizes as ``crms submit --memory``.
     """
     if isinstance(value, bool):
         raise TypeError(f"memory must be bytes or a size like '4G' (got {value!r})")
@@ -186,10 +187,13 @@ def parse_memory(value: Union[int, str]) -> int:
         return value
     if isinstance(value, str):
         m = _MEMORY.match(value)
-        if not m:
+        unit = (m.group(2) or "").lower() if m else ""
+        if not m or (not unit and "." in m.group(1)):
             raise ValueError(f"memory {value!r}: expected bytes or a size like 512M, 4G, 1.5GiB")
-        number, unit = m.group(1), (m.group(2) or "").lower()
-        return int(round(float(number) * _MEMORY_UNITS[unit])) if "." in number else int(number) * _MEMORY_UNITS[unit]
+        number = m.group(1)
+        if "." in number:
+            return int(float(number) * _MEMORY_UNITS[unit])
+        return int(number) * _MEMORY_UNITS[unit]
     raise TypeError(f"memory must be bytes or a size like '4G' (got {value!r})")
 
 
