@@ -169,9 +169,10 @@ func TestPendingJobsSayWhereTheyStandInTheirQueue(t *testing.T) {
 	if _, err := client.CreateQueue(ctx, crms.Queue{Name: name}); err != nil {
 		t.Fatal(err)
 	}
+	owner := "go-bob-" + name
 	var ids []string
-	for range 2 {
-		job, err := client.Submit(ctx, crms.JobSpec{Command: []string{"true"}, Constraints: never, Queue: name})
+	for _, labels := range []map[string]string{nil, {"crms.io/owner": owner}} { // the first has no user
+		job, err := client.Submit(ctx, crms.JobSpec{Command: []string{"true"}, Constraints: never, Queue: name, Labels: labels})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,8 +192,11 @@ func TestPendingJobsSayWhereTheyStandInTheirQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.Status == nil || q.Status.Pending != 2 {
+	if q.Status == nil || q.Status.Pending != 2 || q.Status.Running != 0 {
 		t.Fatalf("queue status %+v, want 2 pending", q.Status)
+	}
+	if len(q.Status.Users) != 1 || q.Status.Users[0].User != owner || q.Status.Users[0].Pending != 1 {
+		t.Fatalf("users %+v, want %s with 1 pending", q.Status.Users, owner)
 	}
 }
 

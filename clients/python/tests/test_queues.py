@@ -165,8 +165,9 @@ def test_submit_with_resources_queue_and_preemptible_reads_them_back(client, que
 
 def test_a_pending_job_says_where_it_stands_in_its_queue(client, queue_name, tag):
     client.create_queue(queue_name)
-    first = client.submit(["true"], labels=tag, constraints=NEVER, queue=queue_name)
-    second = client.submit(["true"], labels=tag, constraints=NEVER, queue=queue_name)
+    owner = "py-bob-" + tag["test"]
+    first = client.submit(["true"], labels=tag, constraints=NEVER, queue=queue_name)  # no user
+    second = client.submit(["true"], labels={**tag, "crms.io/owner": owner}, constraints=NEVER, queue=queue_name)
     try:
         def positions():
             p = (client.get_job(first.id).queue_position, client.get_job(second.id).queue_position)
@@ -174,8 +175,9 @@ def test_a_pending_job_says_where_it_stands_in_its_queue(client, queue_name, tag
 
         ahead, behind = eventually(positions)
         assert 1 <= ahead < behind
-        queue = client.get_queue(queue_name)
-        assert queue.status is not None and queue.status.pending == 2
+        status = client.get_queue(queue_name).status
+        assert status is not None and (status.pending, status.running) == (2, 0)
+        assert [(u.user, u.pending) for u in status.users] == [(owner, 1)]
     finally:
         client.kill(first.id)
         client.kill(second.id)
