@@ -120,7 +120,7 @@ func TestSubmitWithResourcesQueueAndPreemptibleReadsThemBack(t *testing.T) {
 	if _, err := client.CreateQueue(ctx, crms.Queue{Name: name}); err != nil {
 		t.Fatal(err)
 	}
-	mem, err := crms.ParseMemory("16M")
+	mem, err := crms.ParseMemory("256M")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +195,10 @@ func TestPendingJobsSayWhereTheyStandInTheirQueue(t *testing.T) {
 	if q.Status == nil || q.Status.Pending != 2 || q.Status.Running != 0 {
 		t.Fatalf("queue status %+v, want 2 pending", q.Status)
 	}
-	if len(q.Status.Users) != 1 || q.Status.Users[0].User != owner || q.Status.Users[0].Pending != 1 {
-		t.Fatalf("users %+v, want %s with 1 pending", q.Status.Users, owner)
+	// By name: "" is the job without a user.
+	if len(q.Status.Users) != 2 || q.Status.Users[0].User != "" || q.Status.Users[1].User != owner ||
+		q.Status.Users[0].Pending != 1 || q.Status.Users[1].Pending != 1 {
+		t.Fatalf("users %+v, want \"\" and %s with 1 pending each", q.Status.Users, owner)
 	}
 }
 

@@ -147,10 +147,10 @@ def test_submit_with_resources_queue_and_preemptible_reads_them_back(client, que
     client.create_queue(queue_name)
     labels = {**tag, "crms.io/owner": "py-alice"}
     job = client.submit(
-        ["true"], labels=labels, cpus=1, memory="16M", queue=queue_name, preemptible=True, hold=True
+        ["true"], labels=labels, cpus=1, memory="256M", queue=queue_name, preemptible=True, hold=True
     )
     for j in (job, client.get_job(job.id)):
-        assert j.spec.resources == crms.Resources(cpus=1, memory_bytes=16 << 20)
+        assert j.spec.resources == crms.Resources(cpus=1, memory_bytes=256 << 20)
         assert j.spec.queue == queue_name and j.spec.preemptible
         assert j.queue == queue_name
         assert j.user == "py-alice"
@@ -177,7 +177,7 @@ def test_a_pending_job_says_where_it_stands_in_its_queue(client, queue_name, tag
         assert 1 <= ahead < behind
         status = client.get_queue(queue_name).status
         assert status is not None and (status.pending, status.running) == (2, 0)
-        assert [(u.user, u.pending) for u in status.users] == [(owner, 1)]
+        assert [(u.user, u.pending) for u in status.users] == [("", 1), (owner, 1)]  # "": the job without one
     finally:
         client.kill(first.id)
         client.kill(second.id)
