@@ -20,7 +20,8 @@ type HistoryFilter struct {
 	Until time.Time
 	// Only jobs in one of these final states.
 	States []JobState
-	// Only jobs of this owner (the crms.io/owner label).
+	// Only jobs of this user (Job.User; for jobs stored before it, the
+	// crms.io/owner label).
 	Owner string
 	// Only jobs of this queue.
 	Queue string

@@ -494,8 +494,9 @@ class Client:
 
         The history keeps jobs after etcd retention deleted them. ``since`` and
         ``until`` bound the end time (a ``datetime``, naive meaning UTC,
-        seconds since the epoch, or a ``timedelta`` before now); ``name`` is a glob (``*``, ``?``); ``owner``
-        is the submitter (the ``crms.io/owner`` label). Raises
+        seconds since the epoch, or a ``timedelta`` before now); ``name`` is a
+        glob (``*``, ``?``); ``owner`` is the submitter (``Job.user``; for jobs
+        stored before it, the ``crms.io/owner`` label). Raises
         :class:`crms.CrmsError` with FAILED_PRECONDITION when the control
         plane keeps no history, UNAVAILABLE while its database is down.
         """
