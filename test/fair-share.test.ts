@@ -7,11 +7,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import anyTest, { type TestFn } from "ava";
-import type { CrmsClient } from "../clients/typescript/src/client.js";
+import { CrmsClient } from "../clients/typescript/src/client.js";
 import { ServiceTransport } from "../clients/typescript/src/transport.js";
 import { type Job, JobState } from "../gen/crms/v1/job_pb.js";
 import { type QueueSchema, QueueService } from "../gen/crms/v1/queue_pb.js";
 import { OWNER_LABEL } from "../src/rpc/names.js";
+import { startServer } from "../src/server/server.js";
 import { TestCluster } from "./helpers/cluster.js";
 
 const test = anyTest as TestFn<{ cluster: TestCluster; c: CrmsClient; queues: ServiceTransport }>;
@@ -74,6 +75,42 @@ test.serial("two 2-cpu jobs run together on a 4-cpu worker; a third waits, sayin
   t.is(waiting.queuePosition, 1n);
   t.is(waiting.queue, "default");
   for (const j of jobs) t.is((await c.wait(j.id, { timeoutMs: 30_000 })).state, JobState.SUCCEEDED);
+});
+
+test.serial("a replica started over running and pending jobs counts them in its fair-share books", async (t) => {
+  const { c, cluster } = t.context;
+  const running = await Promise.all([1, 2].map(() => c.submit({ command: ["sleep", "30"], resources: { cpus: 2 } })));
+  const pending = await c.submit({ command: ["sleep", "30"], resources: { cpus: 2 } });
+  await cluster.waitFor(
+    async () => (await Promise.all(running.map((j) => c.getJob(j.id)))).every(active),
+    20_000,
+    "two runs",
+  );
+  const late = await startServer({ listen: "127.0.0.1:0", etcd: [cluster.etcd.endpoint], logLevel: "warn" });
+  try {
+    const mine = cluster.server.fairShare;
+    await cluster.waitFor(() => late.fairShare.status("default").running === 2, 10_000, "the late replica's count");
+    t.like(late.fairShare.status("default"), { running: 2, pending: 1n, cpus: 4 });
+    // The same books as the leader's (but the decayed usage, which only the leader accrues).
+    const books = (r: ReturnType<typeof mine.status>) => ({
+      ...r,
+      users: r.users.map((u) => ({ ...u, decayedUsage: 0 })),
+    });
+    t.deepEqual(books(late.fairShare.status("default")), books(mine.status("default")));
+    t.is(late.fairShare.allocated.get("w4")?.cpus, 4);
+    // Its answers serialize (a negative count would not): GetWorker through it.
+    const lc = new CrmsClient(late.address);
+    try {
+      t.is((await lc.getWorker("w4")).allocated?.cpus, 4);
+    } finally {
+      lc.close();
+    }
+  } finally {
+    await late.stop();
+    await killAll(c, [...running, pending]);
+  }
+  await cluster.waitFor(() => cluster.server.fairShare.status("default").running === 0, 10_000, "nothing running");
+  t.is(cluster.server.fairShare.allocated.get("w4")?.cpus ?? 0, 0);
 });
 
 test.serial("a request no worker could ever hold is refused at submit, naming the largest worker", async (t) => {

@@ -97,9 +97,13 @@ export class FairShare {
   readonly allocated = new Map<string, WorkerAllocation>();
   /** Pending jobs in the order fair share takes them (kept on every replica, placed from by the leader). */
   readonly pending = new FairQueue();
-  /** Per queue, its ASSIGNED and RUNNING jobs that may be preempted. */
-  readonly preemptible = new Map<string, Set<string>>();
+  /** Per queue, its ASSIGNED and RUNNING jobs (preemption picks the preemptible ones among them). */
+  readonly running = new Map<string, Set<string>>();
 
+  /**
+   * Build it before the store's caches fill (Store.open's beforeLoad), so it
+   * counts the jobs already there from the load's events.
+   */
   constructor(
     private readonly store: Store,
     readonly halfLifeSeconds = 86_400,
@@ -120,16 +124,13 @@ export class FairShare {
     const r = requestOf(job);
     if (running) {
       this.allocate(job, r, sign);
-      const mayPreempt = job.spec?.preemptible || this.store.queues.get(q)?.preemptible;
-      if (mayPreempt) {
-        let set = this.preemptible.get(q);
-        if (!set) {
-          set = new Set();
-          this.preemptible.set(q, set);
-        }
-        if (sign > 0) set.add(job.id);
-        else set.delete(job.id);
+      let set = this.running.get(q);
+      if (!set) {
+        set = new Set();
+        this.running.set(q, set);
       }
+      if (sign > 0) set.add(job.id);
+      else set.delete(job.id);
     }
     let users = this.loads.get(q);
     if (!users) {

@@ -54,6 +54,8 @@ export interface SchedulerOptions {
   fairShareHalfLifeSeconds?: number;
   /** Seconds between SIGTERM and SIGKILL of a preempted run (default 10). */
   preemptGraceSeconds?: number;
+  /** Fair share's books, built before the store loaded (else one is made here, counting only later changes). */
+  fairShare?: FairShare;
 }
 
 /** Counters for benchmarks and /metrics. */
@@ -107,7 +109,7 @@ export class Scheduler {
     this.log = options.log ?? silentLogger;
     this.graceMs = (options.graceSeconds ?? 10) * 1000;
     this.arrays = arrayIndex(store);
-    this.fairShare = new FairShare(store, options.fairShareHalfLifeSeconds);
+    this.fairShare = options.fairShare ?? new FairShare(store, options.fairShareHalfLifeSeconds);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
     store.jobs.on("delete", (id) => this.pending.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
@@ -520,12 +522,13 @@ export class Scheduler {
     };
     const stopping = new Map<string, number>();
     const victims = new Map<string, Job[]>();
-    for (const [q, ids] of fs.preemptible) {
+    for (const [q, ids] of fs.running) {
       const jobs: Job[] = [];
       let c = 0;
+      const queuePreemptible = this.store.queues.get(q)?.preemptible ?? false;
       for (const id of ids) {
         const job = this.store.job(id);
-        if (!job) continue;
+        if (!job || !(queuePreemptible || job.spec?.preemptible)) continue;
         if (job.preemptRequested) c += cost(requestOf(job), totals);
         else if (!job.killRequested) jobs.push(job);
       }

@@ -21,6 +21,7 @@ import { SERVER_DEFAULTS as D } from "../config.js";
 import { History } from "../history/history.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
 import { arrayIndex } from "../scheduler/arrays.js";
+import { FairShare } from "../scheduler/fair-share.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import { createAdminService } from "../services/admin-service.js";
 import type { ServiceDeps } from "../services/context.js";
@@ -158,6 +159,8 @@ export class ControlPlane {
   streams!: StreamLimiter;
   /** The cap on unfinished jobs and their count. */
   admission!: Admission;
+  /** Fair share's books, built from the store's load. */
+  fairShare!: FairShare;
   readonly log: Logger;
 
   constructor(readonly options: ServerOptions) {
@@ -183,6 +186,7 @@ export class ControlPlane {
       (store) => {
         // Built from the load's events: no second pass over (and decode of) every job.
         arrayIndex(store);
+        this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
         this.admission = new Admission(store.jobs, {
           maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
           maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
@@ -215,7 +219,7 @@ export class ControlPlane {
     this.scheduler = new Scheduler(this.store, this.election, {
       graceSeconds: this.options.graceSeconds,
       log: this.log,
-      fairShareHalfLifeSeconds: this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds,
+      fairShare: this.fairShare,
       preemptGraceSeconds: this.options.preemptGraceSeconds ?? D.preemptGraceSeconds,
     });
     this.log.info("admission control", {

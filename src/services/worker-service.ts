@@ -37,7 +37,14 @@ export function createWorkerService(deps: ServiceDeps, sessions: Sessions) {
     for (const [k, v] of Object.entries(a?.named ?? {})) if (v > 0) named[k] = BigInt(v);
     return {
       ...w,
-      allocated: a && create(ResourcesSchema, { cpus: a.cpus, memoryBytes: BigInt(a.memory), gpus: a.gpus, named }),
+      allocated:
+        a &&
+        create(ResourcesSchema, {
+          cpus: Math.max(0, a.cpus),
+          memoryBytes: BigInt(Math.max(0, a.memory)),
+          gpus: Math.max(0, a.gpus),
+          named,
+        }),
       usedSlots: running.length,
       runningJobs: running,
       lastHeartbeat: session?.open ? timestampFromDate(new Date(session.lastHeartbeat)) : w.lastHeartbeat,
