@@ -21,7 +21,9 @@ export function parseOrder(orderBy: string): JobOrder {
   const desc = orderBy.startsWith("-");
   const key = (desc ? orderBy.slice(1) : orderBy) || "id";
   if (!(JOB_ORDERS as readonly string[]).includes(key)) {
-    throw invalid(`order_by: one of ${JOB_ORDERS.join(", ")}, each optionally with a leading "-" (got ${orderBy})`);
+    throw invalid(
+      `order_by: one of ${JOB_ORDERS.join(", ")}, each optionally with a leading "-" (got ${JSON.stringify(orderBy.slice(0, 64))}${orderBy.length > 64 ? "…" : ""})`,
+    );
   }
   return { key: key as JobOrderKey, desc };
 }
