@@ -6,5 +6,6 @@ export default {
   timeout: "300s",
   concurrency: 1,
   workerThreads: false,
+  require: ["./test/helpers/ava-worker-exit.mjs"],
   verbose: true,
 };

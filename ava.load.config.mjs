@@ -6,4 +6,5 @@ export default {
   timeout: "600s",
   concurrency: 1,
   workerThreads: false,
+  require: ["./test/helpers/ava-worker-exit.mjs"],
 };

@@ -97,6 +97,22 @@ export async function openPostgres(url: string): Promise<SqlDb> {
         c.release();
       }
     },
-    close: () => pool.end(),
+    // pool.end() can wait forever for a client whose server went away under it
+    // (node-postgres): a replica stopping must not hang on a dead database.
+    close: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 5000);
+        timer.unref();
+        pool.end().then(
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        );
+      }),
   };
 }
