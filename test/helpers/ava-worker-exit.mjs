@@ -32,3 +32,34 @@ channel.send = (evt, ...rest) => {
   if (evt?.type === "worker-finished") arm();
   return send(evt, ...rest);
 };
+
+/**
+ * Once ava is done with the file, the worker exits when nothing holds its
+ * event loop. A file that leaves a handle open (a socket, a child, a timer)
+ * would keep the worker, and with it the whole run, waiting forever; after
+ * 10 s this names what is still open and exits.
+ */
+let testFile = "";
+channel.options.then((options) => {
+  testFile = String(options.file ?? "").replace(/^file:\/\//, "");
+});
+const describe = (h) => {
+  const name = h?.constructor?.name ?? typeof h;
+  if (Array.isArray(h?.spawnargs)) return `${name} ${h.spawnargs.join(" ").slice(0, 120)}`;
+  if (h?.remotePort) return `${name} to ${h.remoteAddress}:${h.remotePort}`;
+  const local = typeof h?.address === "function" ? h.address() : undefined;
+  if (local?.port) return `${name} on ${local.address}:${local.port}`;
+  return name;
+};
+import("ava").then(({ registerCompletionHandler }) =>
+  registerCompletionHandler(() => {
+    const timer = setTimeout(() => {
+      const own = new Set([process.stdin, process.stdout, process.stderr, process.channel]);
+      const handles = process._getActiveHandles().filter((h) => !own.has(h));
+      const open = [...handles.map(describe), ...process.getActiveResourcesInfo()].join("; ");
+      process.stderr.write(`ava worker: ${testFile} still holds [${open}] 10 s after its tests; exiting\n`);
+      process.exit(0);
+    }, 10_000);
+    timer.unref();
+  }),
+);

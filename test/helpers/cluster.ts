@@ -2,10 +2,12 @@
  * A real cluster for one test file: etcd on free ports, a control plane on
  * port 0, and workers as separate `crms worker` processes.
  */
+
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { Etcd3 } from "etcd3";
 import { CrmsClient } from "../../clients/typescript/src/client.js";
@@ -109,7 +111,7 @@ export class TestCluster {
       async stop(signal: NodeJS.Signals = "SIGTERM") {
         if (proc.exitCode !== null || proc.signalCode !== null) return;
         proc.kill(signal);
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+        await Promise.race([exited, sleep(10_000, undefined, { ref: false })]);
       },
     };
     this.workers.push(worker);

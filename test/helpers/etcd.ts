@@ -1,9 +1,11 @@
 /** Starts a real etcd on free loopback ports with a temporary data dir, for one test file. */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): Promise<number> {
@@ -106,7 +108,7 @@ export async function startEtcd(
       if (proc.exitCode === null) {
         const exited = new Promise((r) => proc.once("exit", r));
         proc.kill("SIGTERM");
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+        await Promise.race([exited, sleep(3000, undefined, { ref: false })]);
         if (proc.exitCode === null) proc.kill("SIGKILL");
       }
       rmSync(dataDir, { recursive: true, force: true });

@@ -3,11 +3,13 @@
  * port with a temporary data directory, for one test file. As root it runs as
  * the unprivileged `postgres` user (else `nobody`), since postgres refuses root.
  */
+
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "./etcd.js";
 
 const INSTALL = "install it with `bash scripts/setup.sh test` (Debian: apt-get install postgresql)";
@@ -103,7 +105,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
       const exited = new Promise<void>((r) => proc.once("exit", () => r()));
       // SIGINT: postgres' fast shutdown.
       proc.kill("SIGINT");
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      await Promise.race([exited, sleep(15_000, undefined, { ref: false })]);
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill("SIGKILL");
         await exited;
