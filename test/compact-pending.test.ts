@@ -89,3 +89,44 @@ test("pending jobs are cached encoded and read, listed and watched as before on 
   for (const j of [...first, late]) t.false(encoded(store, j.id), `finished job ${j.id} is kept decoded`);
   t.is((await c.getJob(late.id)).state, JobState.SUCCEEDED);
 });
+
+test("a replica over a backlog has its queue from the load, and taking the lead decodes only what a pass looks at", async (t) => {
+  const cluster = await TestCluster.start({});
+  t.teardown(() => cluster.stop());
+  const c = cluster.client();
+  const n = 1500;
+  let next = 0;
+  const ids: string[] = [];
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (next < n) {
+        const i = next++;
+        ids[i] = (await c.submit({ command: ["true"], name: `backlog-${i}`, priority: i % 2 })).id;
+      }
+    }),
+  );
+  const other = await startServer({ listen: "127.0.0.1:0", etcd: [cluster.etcd.endpoint], logLevel: "warn" });
+  t.teardown(() => other.stop());
+  // Queued from the load's records, decoded once as they were listed: not one decoded again.
+  t.is(other.scheduler.fairShare.pending.size, n);
+  t.is(other.store.jobs.decodes, 0);
+  const otherClient = new CrmsClient(other.address);
+  t.teardown(() => otherClient.close());
+  // Its place on the replica that is not leading: behind the 750 jobs of priority 1 (odd i), then by id.
+  t.is((await otherClient.getJob(ids[2] as string)).queuePosition, 752n);
+
+  // The leader goes: the other takes the lead over 1,500 pending jobs and no worker.
+  await cluster.server.stop();
+  cluster.server = other;
+  await cluster.waitFor(async () => other.election.isLeader, 30_000, "the other replica to lead");
+  await cluster.waitFor(async () => other.scheduler.stats.passes > 0, 10_000, "a scheduling pass");
+  t.true(other.store.jobs.decodes <= 256, `decoded ${other.store.jobs.decodes} of ${n} pending records`);
+  t.is(other.scheduler.fairShare.pending.size, n);
+  // Once a worker comes, every one of them runs.
+  await cluster.startWorker("backlog-w", 16);
+  await cluster.waitFor(
+    async () => (other.store.jobIndex.counts.get(JobState.SUCCEEDED) ?? 0) === n,
+    120_000,
+    "the backlog to run",
+  );
+});

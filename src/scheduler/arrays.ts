@@ -21,7 +21,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ArrayCounts, ArrayCountsSchema, type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
-import { arraySize, isFinal } from "../rpc/states.js";
+import { arraySize, isArrayParent, isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
 import type { Store } from "../store/store.js";
@@ -43,11 +43,16 @@ interface Tasks {
 /** Live per-parent task sets and counts by state, kept from the job cache's events. */
 export class ArrayIndex {
   private readonly tasks = new Map<string, Tasks>();
+  /** Array parents that have not ended (the scheduler materialises and ends them). */
+  readonly parents = new Set<string>();
 
   constructor(store: Store) {
     for (const [id, e] of store.jobs.entries) this.put(id, e.value);
     store.jobs.on("put", (id, e: Entry<Job>) => this.put(id, e.value));
-    store.jobs.on("delete", (id, prev: Entry<Job>) => this.remove(prev.value.arrayParent, id));
+    store.jobs.on("delete", (id, prev: Entry<Job>) => {
+      this.parents.delete(id);
+      this.remove(prev.value.arrayParent, id);
+    });
   }
 
   private bump(t: Tasks, s: JobState, by: number): void {
@@ -55,6 +60,10 @@ export class ArrayIndex {
   }
 
   private put(id: string, job: Job): void {
+    if (isArrayParent(job)) {
+      if (isFinal(job.state)) this.parents.delete(id);
+      else this.parents.add(id);
+    }
     if (!job.arrayParent) return;
     let t = this.tasks.get(job.arrayParent);
     if (!t) {

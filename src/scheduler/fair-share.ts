@@ -108,11 +108,28 @@ export class FairShare {
     private readonly store: Store,
     readonly halfLifeSeconds = 86_400,
   ) {
-    store.jobs.on("put", (_id, e, prev) => {
+    // Built late (a store already loaded): count what is there first.
+    for (const [id, e] of store.jobs.entries) this.put(id, e.value);
+    store.jobs.on("put", (id, e, prev) => {
       if (prev) this.count(prev.value, -1);
-      this.count(e.value, 1);
+      this.put(id, e.value);
     });
-    store.jobs.on("delete", (_id, prev) => this.count(prev.value, -1));
+    store.jobs.on("delete", (id, prev) => {
+      this.count(prev.value, -1);
+      this.pending.delete(id);
+    });
+  }
+
+  private put(id: string, job: Job): void {
+    this.count(job, 1);
+    // Queued from the load's events too: a new leader finds the queue built, nothing to decode.
+    if (job.state === JobState.PENDING && !isArrayParent(job)) this.queue(job);
+    else this.pending.delete(id);
+  }
+
+  /** Puts a pending job in its place in the queue (again, if it was taken out). */
+  queue(job: Job): void {
+    this.pending.add(job.id, job.spec?.priority ?? 0, queueOf(job), userOf(job));
   }
 
   private count(job: Job, sign: 1 | -1): void {

@@ -17,7 +17,7 @@ import type { Election } from "../store/election.js";
 import type { Store } from "../store/store.js";
 import { type ArrayIndex, arrayIndex, materializeBatch } from "./arrays.js";
 import { evaluate } from "./dependencies.js";
-import { cost, FairShare, queueOf, type Request, requestOf, userOf } from "./fair-share.js";
+import { cost, FairShare, type Request, requestOf } from "./fair-share.js";
 import { transition } from "./job-machine.js";
 import type { PendingQueue } from "./pending-queue.js";
 import { Placer, type WorkerSlots } from "./placement.js";
@@ -111,7 +111,6 @@ export class Scheduler {
     this.arrays = arrayIndex(store);
     this.fairShare = options.fairShare ?? new FairShare(store, options.fairShareHalfLifeSeconds);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
-    store.jobs.on("delete", (id) => this.pending.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
     store.workers.on("delete", (name, prev) => this.onWorkerGone(name, prev.value));
     store.health.on("restored", () => {
@@ -133,18 +132,10 @@ export class Scheduler {
       this.arrayWork(id);
       return;
     }
-    if (job.state === JobState.PENDING) {
-      this.queueJob(job);
-      this.kick();
-    } else {
-      this.pending.delete(id);
-      // A slot was freed.
-      if (prev && (prev.value.state === JobState.ASSIGNED || prev.value.state === JobState.RUNNING)) this.kick();
-    }
-  }
-
-  private queueJob(job: Job): void {
-    this.pending.add(job.id, job.spec?.priority ?? 0, queueOf(job), userOf(job));
+    // Fair share keeps the pending queue from the same events (registered first).
+    if (job.state === JobState.PENDING) this.kick();
+    // A slot was freed.
+    else if (prev && (prev.value.state === JobState.ASSIGNED || prev.value.state === JobState.RUNNING)) this.kick();
   }
 
   private onWorker(name: string, w: Worker): void {
@@ -177,12 +168,9 @@ export class Scheduler {
     if (this.running) return;
     this.running = true;
     const now = Date.now();
-    for (const [id, e] of this.store.jobs.entries) {
-      // Already queued from the cache's events (kept while not leading): no need to decode it again.
-      if (this.pending.has(id)) continue;
-      if (isArrayParent(e.value)) this.arrayWork(id);
-      else if (e.value.state === JobState.PENDING) this.queueJob(e.value);
-    }
+    // Pending jobs are queued already (fair share keeps the queue from the cache's events on
+    // every replica, from the first load on): nothing to decode here.
+    for (const id of this.arrays.parents) this.arrayWork(id);
     for (const name of this.store.jobIndex.active.keys()) {
       const w = this.store.worker(name);
       if (!w) this.goneSince.set(name, now);
@@ -326,7 +314,7 @@ export class Scheduler {
               fence,
             )
             .then((job) => {
-              if (job.state === JobState.PENDING) this.queueJob(job);
+              if (job.state === JobState.PENDING) this.fairShare.queue(job);
               if (job.state === JobState.ASSIGNED && job.worker === p.worker) {
                 this.stats.placed++;
                 if (job.submitTime && this.emitter.has("placed")) {
@@ -340,7 +328,7 @@ export class Scheduler {
               // etcd may be down or full: look again shortly even if nothing else happens.
               setTimeout(() => this.kick(), 1000).unref();
               const job = this.store.job(p.jobId);
-              if (job?.state === JobState.PENDING) this.queueJob(job);
+              if (job?.state === JobState.PENDING) this.fairShare.queue(job);
               this.log.error("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
             })
             .finally(() => {

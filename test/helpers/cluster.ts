@@ -46,7 +46,8 @@ export class TestCluster {
 
   private constructor(
     readonly etcd: EtcdInstance,
-    readonly server: ControlPlane,
+    /** The replica workers attach to and clients call (a test may hand over to another one). */
+    public server: ControlPlane,
   ) {}
 
   static async start(options: Partial<ServerOptions> = {}, etcdFlags: string[] = []): Promise<TestCluster> {
