@@ -22,7 +22,7 @@ export interface CacheEvents<T> {
 }
 
 /** The key just past every key with this prefix. */
-export function prefixEnd(prefix: string): Buffer {
+export function prefixEnd(prefix: string | Buffer): Buffer {
   const end = Buffer.from(prefix);
   for (let i = end.length - 1; i >= 0; i--) {
     if ((end[i] as number) < 0xff) {
@@ -34,6 +34,8 @@ export function prefixEnd(prefix: string): Buffer {
 }
 
 const LIST_PAGE = 2000;
+/** A sub-range holding more than this many pages of keys is split by the next character (see list()). */
+const SPLIT_PAGES = 16;
 
 /**
  * Keeping some records of a prefix encoded instead of as objects: a decoded
@@ -112,6 +114,12 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
     readonly prefix: string,
     private readonly decode: (bytes: Buffer) => T,
     private readonly compaction?: Compaction<T>,
+    /**
+     * How lists are read: `alphabet`, every character a key's name can hold
+     * when known (job ids: digits), splits large lists (see list()); `page`,
+     * keys per request (default LIST_PAGE).
+     */
+    private readonly listing: { alphabet?: string; page?: number } = {},
   ) {
     super();
     this.setMaxListeners(0);
@@ -138,40 +146,71 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
   }
 
   /**
-   * Reads every key of the prefix at one revision, a page at a time. With
-   * `each`, records go to it as they come (with the decoded entry too)
-   * instead of into the map.
+   * Reads every key of the prefix at one revision, a page at a time, in key
+   * order. With `each`, records go to it as they come (with the decoded entry
+   * too) instead of into the map.
+   *
+   * etcd 3.4 collects every key from a page's start to the range's end before
+   * it cuts the page (its index has no limit), so paging through n keys costs
+   * n²/(2 × page) key visits: 500 pages over a million jobs took 70 s. With an
+   * alphabet, a sub-range of more than SPLIT_PAGES pages of keys is listed
+   * as one sub-range per next character instead: a key is then visited once
+   * per level of splitting and at most SPLIT_PAGES / 2 times on average in
+   * its last sub-range (a million job ids: about 5 million visits).
    */
   async list(
     each?: (name: string, kept: Entry<T>, decoded: Entry<T>) => void,
   ): Promise<{ revision: number; kvs: Map<string, Entry<T>> }> {
     const kvs = new Map<string, Entry<T>>();
-    let key = Buffer.from(this.prefix);
-    const end = prefixEnd(this.prefix);
     let revision = 0;
-    for (;;) {
-      const res = await this.etcd.kv.range({
-        key,
-        range_end: end,
-        limit: LIST_PAGE,
-        revision: revision || undefined,
-      });
+    const limit = this.listing.page ?? LIST_PAGE;
+    const page = async (key: Buffer, end: Buffer) => {
+      const res = await this.etcd.kv.range({ key, range_end: end, limit, revision: revision || undefined });
       if (!revision) revision = Number(res.header.revision);
-      for (const kv of res.kvs) {
-        const name = kv.key.toString().slice(this.prefix.length);
-        const decoded = {
-          value: this.decode(kv.value),
-          mod: Number(kv.mod_revision),
-          create: Number(kv.create_revision),
-          lease: String(kv.lease),
-        };
-        const kept = this.kept(decoded, kv.value);
-        if (each) each(name, kept, decoded);
-        else kvs.set(name, kept);
+      return res;
+    };
+    const take = (kv: { key: Buffer; value: Buffer; mod_revision: string; create_revision: string; lease: string }) => {
+      const name = kv.key.toString().slice(this.prefix.length);
+      const decoded = {
+        value: this.decode(kv.value),
+        mod: Number(kv.mod_revision),
+        create: Number(kv.create_revision),
+        lease: String(kv.lease),
+      };
+      const kept = this.kept(decoded, kv.value);
+      if (each) each(name, kept, decoded);
+      else kvs.set(name, kept);
+    };
+    const alphabet = [...(this.listing.alphabet ?? "")].map((ch) => Buffer.from(ch)).sort(Buffer.compare);
+    /**
+     * Lists [start, end). When it is all the keys under `under` and holds more
+     * than SPLIT_PAGES pages of them: the key `under` itself, then for each character
+     * of the alphabet in order the keys under `under` + character, and the
+     * gaps between them (keys with other characters, if any, are not lost).
+     */
+    const listRange = async (start: Buffer, end: Buffer, under?: Buffer): Promise<void> => {
+      let res = await page(start, end);
+      if (under && res.more && alphabet.length > 0 && Number(res.count) > SPLIT_PAGES * limit) {
+        const exact = res.kvs[0];
+        if (exact?.key.equals(under)) take(exact);
+        let at: Buffer = Buffer.concat([under, Buffer.from([0])]);
+        for (const ch of alphabet) {
+          const child = Buffer.concat([under, ch]);
+          if (Buffer.compare(at, child) < 0) await listRange(at, child);
+          await listRange(child, prefixEnd(child), child);
+          at = prefixEnd(child);
+        }
+        if (Buffer.compare(at, end) < 0) await listRange(at, end);
+        return;
       }
-      if (!res.more || res.kvs.length === 0) break;
-      key = Buffer.concat([(res.kvs.at(-1) as { key: Buffer }).key, Buffer.from([0])]);
-    }
+      for (;;) {
+        for (const kv of res.kvs) take(kv);
+        if (!res.more || res.kvs.length === 0) return;
+        res = await page(Buffer.concat([(res.kvs.at(-1) as { key: Buffer }).key, Buffer.from([0])]), end);
+      }
+    };
+    const from = Buffer.from(this.prefix);
+    await listRange(from, prefixEnd(from), from);
     return { revision, kvs };
   }
 

@@ -141,11 +141,18 @@ export class Store {
       this.health.reachable ? undefined : notReachable(this.health.last?.lostAt ?? new Date());
     this.health.on("restored", () => void this.checkLease());
     // Pending jobs (the backlog) are kept encoded: about 0.1 KB each instead of 2.5 KB.
-    this.jobs = new PrefixCache(this.#etcd, this.#keys.jobs, (b) => decode(JobSchema, b), {
-      keep: (job) => job.state === JobState.PENDING,
-      encode: (job) => encode(JobSchema, job),
-      hot: 8192,
-    });
+    this.jobs = new PrefixCache(
+      this.#etcd,
+      this.#keys.jobs,
+      (b) => decode(JobSchema, b),
+      {
+        keep: (job) => job.state === JobState.PENDING,
+        encode: (job) => encode(JobSchema, job),
+        hot: 8192,
+      },
+      // Job ids are decimal numbers: a large list is split by digit.
+      { alphabet: "0123456789" },
+    );
     this.workers = new PrefixCache(this.#etcd, this.#keys.workers, (b) => decode(WorkerSchema, b));
     this.jobIndex = new JobIndex(this.jobs);
     this.tokens = new TokenRecords(this.#etcd, this.#keys);
