@@ -62,3 +62,43 @@ test("a split list gives every key once, in key order, and etcd visits each key 
   t.true(split.visits < 12 * n, `split: ${split.visits} key visits for ${n} keys`);
   t.true(split.requests < 2 * plain.requests, `${split.requests} requests (plain: ${plain.requests})`);
 });
+
+test("the silent-watch check of a large idle prefix reads it whole only now and then (≤ 5 % of the time), and relists nothing", async (t) => {
+  const etcd = await startEtcd();
+  const client = new Etcd3({ hosts: [etcd.endpoint] });
+  t.teardown(async () => {
+    client.close();
+    await etcd.stop();
+  });
+  const value = "x".repeat(200);
+  for (let i = 0; i < 20_000; i += 500) {
+    await Promise.all(Array.from({ length: 500 }, (_, k) => client.put(`idle/${i + k}`).value(value)));
+  }
+  const cache = new PrefixCache(client, "idle/", (b) => b.toString());
+  await cache.start();
+  t.teardown(() => cache.close());
+  let full = 0;
+  let fullMs = 0;
+  const range = client.kv.range.bind(client.kv);
+  client.kv.range = async (...args: Parameters<typeof range>) => {
+    const started = Date.now();
+    const res = await range(...args);
+    if (args[0]?.sort_target !== undefined) {
+      full++;
+      fullMs += Date.now() - started;
+    }
+    return res;
+  };
+  // Another prefix is busy, so etcd's revision moves on while this one is idle; checks every 50 ms.
+  const until = Date.now() + 5000;
+  let writes = 0;
+  while (Date.now() < until) {
+    await client.put("busy/other").value(String(writes++));
+    await cache.checkProgress(200);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.is(cache.relists, 1, "only the first list");
+  t.true(full >= 1, "the prefix was read whole at least once");
+  t.true(fullMs <= 0.05 * 5000, `${full} whole reads took ${fullMs} ms of 5,000`);
+  t.true(full < writes / 4, `${full} whole reads in ${writes} checks`);
+});

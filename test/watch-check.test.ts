@@ -64,7 +64,8 @@ test("a put or a delete that a silent watch missed is caught by the check and re
   });
   const jobs = await Promise.all(Array.from({ length: 5 }, () => other.createJob(spec, "")));
   await waitFor(() => store.jobs.entries.size === 5, 10_000, "the cache to see 5 jobs");
-  // Silence the watch (as a stalled stream would), then change etcd behind it.
+  // Silence the watch (as a stalled stream would), then change etcd behind it. (Checks back to
+  // back: share 1 lets each read the prefix whole.)
   const silent = async () => {
     const w = store.jobs as unknown as { watcher?: { cancel(): Promise<void> } };
     await w.watcher?.cancel();
@@ -73,15 +74,15 @@ test("a put or a delete that a silent watch missed is caught by the check and re
   await silent();
   await t.context.client.put("busy/other").value("x");
   const relists = store.jobs.relists;
-  t.false(await store.jobs.checkProgress(0), "nothing under the prefix changed");
+  t.false(await store.jobs.checkProgress(0, 1), "nothing under the prefix changed");
   const first = jobs[0]?.job.id as string;
   await other.deleteJob(first, () => undefined);
-  t.true(await store.jobs.checkProgress(0), "a missed delete relists");
+  t.true(await store.jobs.checkProgress(0, 1), "a missed delete relists");
   t.is(store.jobs.relists, relists + 1);
   t.false(store.jobs.entries.has(first));
   await silent();
   const second = jobs[1]?.job.id as string;
   await other.updateJob(second, (j) => ({ ...j, failures: 7 }));
-  t.true(await store.jobs.checkProgress(0), "a missed put relists");
+  t.true(await store.jobs.checkProgress(0, 1), "a missed put relists");
   t.is(store.job(second)?.failures, 7);
 });
