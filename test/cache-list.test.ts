@@ -5,18 +5,37 @@
  * split by next character and no request's range holds more than a bounded
  * number of keys, while every key still comes once and in key order.
  */
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { Etcd3 } from "etcd3";
 import { PrefixCache } from "../src/store/cache.js";
 import { startEtcd } from "./helpers/etcd.js";
 
-test("a split list gives every key once, in key order, and etcd visits each key a few times, not once per page", async (t) => {
+/** A client of a fresh etcd, both gone after the test. */
+async function freshEtcd(t: ExecutionContext): Promise<Etcd3> {
   const etcd = await startEtcd();
   const client = new Etcd3({ hosts: [etcd.endpoint] });
   t.teardown(async () => {
     client.close();
     await etcd.stop();
   });
+  return client;
+}
+
+type Range = Etcd3["kv"]["range"];
+
+/** Tells `seen` of every range read through `client`: the request, etcd's count of keys in its range, its duration. */
+function spyRanges(client: Etcd3, seen: (req: Parameters<Range>[0], count: number, ms: number) => void): void {
+  const range = client.kv.range.bind(client.kv);
+  client.kv.range = async (...args: Parameters<Range>) => {
+    const started = Date.now();
+    const res = await range(...args);
+    seen(args[0], Number(res.count), Date.now() - started);
+    return res;
+  };
+}
+
+test("a split list gives every key once, in key order, and etcd visits each key a few times, not once per page", async (t) => {
+  const client = await freshEtcd(t);
   const names = [
     ...Array.from({ length: 3000 }, (_, i) => String(i + 1)),
     // Names outside the alphabet (and the prefix's own key) are listed too.
@@ -35,12 +54,7 @@ test("a split list gives every key once, in key order, and etcd visits each key 
   await client.put("lss/1").value("x");
 
   const counts: number[] = [];
-  const range = client.kv.range.bind(client.kv);
-  client.kv.range = async (...args: Parameters<typeof range>) => {
-    const res = await range(...args);
-    counts.push(Number(res.count));
-    return res;
-  };
+  spyRanges(client, (_req, count) => counts.push(count));
   const listed = async (alphabet?: string) => {
     counts.length = 0;
     const cache = new PrefixCache(client, "lst/", (b) => b.toString(), undefined, { alphabet, page: 10 });
@@ -64,12 +78,7 @@ test("a split list gives every key once, in key order, and etcd visits each key 
 });
 
 test("the silent-watch check of a large idle prefix reads it whole only now and then (≤ 5 % of the time), and relists nothing", async (t) => {
-  const etcd = await startEtcd();
-  const client = new Etcd3({ hosts: [etcd.endpoint] });
-  t.teardown(async () => {
-    client.close();
-    await etcd.stop();
-  });
+  const client = await freshEtcd(t);
   const value = "x".repeat(200);
   for (let i = 0; i < 20_000; i += 500) {
     await Promise.all(Array.from({ length: 500 }, (_, k) => client.put(`idle/${i + k}`).value(value)));
@@ -79,16 +88,11 @@ test("the silent-watch check of a large idle prefix reads it whole only now and 
   t.teardown(() => cache.close());
   let full = 0;
   let fullMs = 0;
-  const range = client.kv.range.bind(client.kv);
-  client.kv.range = async (...args: Parameters<typeof range>) => {
-    const started = Date.now();
-    const res = await range(...args);
-    if (args[0]?.sort_target !== undefined) {
-      full++;
-      fullMs += Date.now() - started;
-    }
-    return res;
-  };
+  spyRanges(client, (req, _count, ms) => {
+    if (req.sort_target === undefined) return;
+    full++;
+    fullMs += ms;
+  });
   // Another prefix is busy, so etcd's revision moves on while this one is idle; checks every 50 ms.
   const until = Date.now() + 5000;
   let writes = 0;
