@@ -4,8 +4,9 @@ import { status } from "@grpc/grpc-js";
 import test from "ava";
 import { Etcd3 } from "etcd3";
 import { JobSchema, JobState } from "../gen/crms/v1/job_pb.js";
-import { Compactor, defragment } from "../src/store/maintenance.js";
+import { Compactor, compact, defragment } from "../src/store/maintenance.js";
 import { expiredJobs, Retention } from "../src/store/retention.js";
+import { memberStatus } from "../src/store/status.js";
 import { Store } from "../src/store/store.js";
 import { TestCluster } from "./helpers/cluster.js";
 import { startEtcd, startEtcdCluster } from "./helpers/etcd.js";
@@ -237,6 +238,47 @@ test("the db-size trigger compacts and runs retention when etcd's db in use pass
     t.true(pressure > 0);
     t.is(compactor.triggered, compactor.runs);
     t.true(compactor.compacted <= (await store.revision()) - 10);
+  } finally {
+    compactor.stop();
+    client.close();
+    await store.close();
+    await etcd.stop();
+  }
+});
+
+test("a db file near the quota with most of it free is defragmented by the compactor, and only then", async (t) => {
+  const etcd = await startEtcd();
+  const store = await Store.open({ endpoints: [etcd.endpoint], replicaId: "compactor-defrag" });
+  const client = new Etcd3({ hosts: [etcd.endpoint] });
+  const options = { intervalMs: 0, revisions: 0, keepRevisions: 10, dbFraction: 0.5, checkMs: 50 };
+  const fileSize = async () => Number((await memberStatus(store)).members[0]?.dbSize ?? 0);
+  const compactor = new Compactor(store, { ...options, quotaBytes: 8 * 1024 * 1024 });
+  try {
+    // About 5 MiB of overwritten values, then compacted away: the file stays large, little of it in use.
+    const value = "z".repeat(16 * 1024);
+    for (let i = 0; i < 320; i++) await client.put(`big/${i % 4}`).value(value);
+    await compact(store);
+    // etcd frees the compacted pages with the next writes.
+    for (let i = 0; i < 20; i++) await client.put(`small/${i}`).value("x");
+    const before = await fileSize();
+    t.true(before > 4 * 1024 * 1024, `file ${mib(before)}`);
+    // Against an 8 MiB quota the file is under 75 %: nothing to do.
+    compactor.start();
+    await new Promise((r) => setTimeout(r, 600));
+    t.is(compactor.defrags, 0);
+    compactor.stop();
+    // Against a 6 MiB quota it is past 75 % with most of it free: defragmented once.
+    const near = new Compactor(store, { ...options, quotaBytes: 6 * 1024 * 1024 });
+    near.start();
+    try {
+      await until(() => near.defrags > 0, 15_000, "a defragmentation");
+      const after = await fileSize();
+      t.true(after < before / 2, `file ${mib(before)} -> ${mib(after)}`);
+      await new Promise((r) => setTimeout(r, 600));
+      t.is(near.defrags, 1, "not again while the file is small");
+    } finally {
+      near.stop();
+    }
   } finally {
     compactor.stop();
     client.close();

@@ -150,8 +150,19 @@ export interface CompactionOptions {
   dbFraction: number;
   /** The etcd backend quota, bytes (for `dbFraction`). */
   quotaBytes: number;
-  /** Milliseconds between checks of the revision and the db size (default 1 s). */
+  /**
+   * Milliseconds between checks of the revision and the db size (default 250;
+   * a db-size compaction keeps the writes since the previous check, so the
+   * shorter the interval the less a busy etcd holds: a 16 MiB etcd taking
+   * 1,400 jobs/s peaked at 14.5–16 MiB checked every second, 11–12 MiB every 250 ms).
+   */
   checkMs?: number;
+  /**
+   * Defragment (one member at a time) when a member's db file passes this
+   * fraction of the quota while less than half of it is in use (default 0.75;
+   * 0 off): NOSPACE counts the file, and compaction only frees pages inside it.
+   */
+  defragFraction?: number;
 }
 
 /**
@@ -176,6 +187,10 @@ export class Compactor {
   runs = 0;
   /** Compactions started by the revision or db-size trigger. */
   triggered = 0;
+  /** Defragmentations started because a db file neared the quota. */
+  defrags = 0;
+  /** No defragmentation before this (ms since the epoch): 10 × the last one's duration, at least 10 s apart. */
+  private nextDefrag = 0;
 
   constructor(
     private readonly store: Store,
@@ -192,7 +207,7 @@ export class Compactor {
       void this.periodic();
     }
     if (o.revisions > 0 || o.dbFraction > 0) {
-      this.timers.push(setInterval(() => void this.check(), o.checkMs ?? 1000));
+      this.timers.push(setInterval(() => void this.check(), o.checkMs ?? 250));
     }
   }
 
@@ -233,13 +248,33 @@ export class Compactor {
           await this.onDbPressure?.().catch(() => undefined);
           // Space first: keep only what came since the previous check (a watcher further behind relists).
           await this.compactTo(Math.max(lastCheck, now - o.keepRevisions), "db size");
+          return;
         }
+        const fraction = o.defragFraction ?? 0.75;
+        const fragmented = members.some(
+          (m) => Number(m.dbSize) > fraction * o.quotaBytes && Number(m.dbSizeInUse) < Number(m.dbSize) / 2,
+        );
+        if (fraction > 0 && fragmented && Date.now() >= this.nextDefrag) await this.defragment();
       }
     } catch (err) {
       this.log?.info("compaction failed", { error: String(err) });
     } finally {
       this.checking = false;
     }
+  }
+
+  private async defragment(): Promise<void> {
+    const started = Date.now();
+    const { before, after } = await defragment(this.store);
+    const took = Date.now() - started;
+    this.nextDefrag = Date.now() + Math.max(10_000, 10 * took);
+    this.defrags++;
+    const size = (ms: typeof before) => Math.max(0, ...ms.map((m) => Number(m.dbSize)));
+    this.log?.warn("etcd db file near its quota with most of it free: defragmented", {
+      before: size(before),
+      after: size(after),
+      ms: took,
+    });
   }
 
   private async compactTo(revision: number, reason: string): Promise<void> {
