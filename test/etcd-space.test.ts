@@ -252,7 +252,6 @@ test("a db file near the quota with most of it free is defragmented by the compa
   const client = new Etcd3({ hosts: [etcd.endpoint] });
   const options = { intervalMs: 0, revisions: 0, keepRevisions: 10, dbFraction: 0.5, checkMs: 50 };
   const fileSize = async () => Number((await memberStatus(store)).members[0]?.dbSize ?? 0);
-  const compactor = new Compactor(store, { ...options, quotaBytes: 8 * 1024 * 1024 });
   try {
     // About 5 MiB of overwritten values, then compacted away: the file stays large, little of it in use.
     const value = "z".repeat(16 * 1024);
@@ -262,13 +261,15 @@ test("a db file near the quota with most of it free is defragmented by the compa
     for (let i = 0; i < 20; i++) await client.put(`small/${i}`).value("x");
     const before = await fileSize();
     t.true(before > 4 * 1024 * 1024, `file ${mib(before)}`);
-    // Against an 8 MiB quota the file is under 75 %: nothing to do.
+    // Against a quota it fills to 70 %: nothing to do.
+    const compactor = new Compactor(store, { ...options, quotaBytes: Math.round(before / 0.7) });
+    t.teardown(() => compactor.stop());
     compactor.start();
     await new Promise((r) => setTimeout(r, 600));
     t.is(compactor.defrags, 0);
     compactor.stop();
-    // Against a 6 MiB quota it is past 75 % with most of it free: defragmented once.
-    const near = new Compactor(store, { ...options, quotaBytes: 6 * 1024 * 1024 });
+    // Against one it fills to 80 %, past 75 % with most of it free: defragmented once.
+    const near = new Compactor(store, { ...options, quotaBytes: Math.round(before / 0.8) });
     near.start();
     try {
       await until(() => near.defrags > 0, 15_000, "a defragmentation");
@@ -280,7 +281,6 @@ test("a db file near the quota with most of it free is defragmented by the compa
       near.stop();
     }
   } finally {
-    compactor.stop();
     client.close();
     await store.close();
     await etcd.stop();
