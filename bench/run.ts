@@ -1600,7 +1600,7 @@ async function backlog(ctx: Ctx): Promise<Outcome> {
       figures,
       rows: [
         ["bytes of replica RSS per pending job", fmt(figures.bytes_per_pending_job, " B"), "≤ 1,024 B (was 2,800)"],
-        [`  same, at rest (${fmt(settledS)} s later)`, fmt(figures.bytes_per_pending_job_settled as number, " B"), ""],
+        [`  same, at rest (${fmt(settledS)} s later)`, fmt(figures.bytes_per_pending_job_settled, " B"), ""],
         ["  same, fresh replica over the set", fmt(figures.bytes_per_pending_job_fresh_replica, " B"), ""],
         ["submit rate, whole run", fmt(figures.submit_per_s, "/s"), "(was 2,400/s at 100k)"],
         ["submit rate by tenth", tenthRates.map((r) => fmt(r)).join(" "), "flat"],

@@ -4,7 +4,7 @@
  * emits the difference, so the copy never keeps a silent gap.
  */
 import { EventEmitter } from "node:events";
-import { type Etcd3, SortOrder, SortTarget, type Watcher } from "etcd3";
+import { type Etcd3, type IKeyValue, SortOrder, SortTarget, type Watcher } from "etcd3";
 
 /** One cached record with the revisions etcd gave it. */
 export interface Entry<T> {
@@ -171,7 +171,7 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
       if (!revision) revision = Number(res.header.revision);
       return res;
     };
-    const take = (kv: { key: Buffer; value: Buffer; mod_revision: string; create_revision: string; lease: string }) => {
+    const take = (kv: IKeyValue) => {
       const name = kv.key.toString().slice(this.prefix.length);
       const decoded = {
         value: this.decode(kv.value),
@@ -190,25 +190,29 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
      * of the alphabet in order the keys under `under` + character, and the
      * gaps between them (keys with other characters, if any, are not lost).
      */
+    /** The first key after `key`. */
+    const after = (key: Buffer): Buffer => Buffer.concat([key, Buffer.from([0])]);
     const listRange = async (start: Buffer, end: Buffer, under?: Buffer): Promise<void> => {
       let res = await page(start, end);
       if (under && res.more && alphabet.length > 0 && Number(res.count) > SPLIT_PAGES * limit) {
         const exact = res.kvs[0];
         if (exact?.key.equals(under)) take(exact);
-        let at: Buffer = Buffer.concat([under, Buffer.from([0])]);
+        let at = after(under);
         for (const ch of alphabet) {
           const child = Buffer.concat([under, ch]);
+          const childEnd = prefixEnd(child);
           if (Buffer.compare(at, child) < 0) await listRange(at, child);
-          await listRange(child, prefixEnd(child), child);
-          at = prefixEnd(child);
+          await listRange(child, childEnd, child);
+          at = childEnd;
         }
         if (Buffer.compare(at, end) < 0) await listRange(at, end);
         return;
       }
       for (;;) {
         for (const kv of res.kvs) take(kv);
-        if (!res.more || res.kvs.length === 0) return;
-        res = await page(Buffer.concat([(res.kvs.at(-1) as { key: Buffer }).key, Buffer.from([0])]), end);
+        const last = res.kvs.at(-1);
+        if (!res.more || !last) return;
+        res = await page(after(last.key), end);
       }
     };
     const from = Buffer.from(this.prefix);
