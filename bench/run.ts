@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N] [--workers W]
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
- *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
+ *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-args="FLAGS"] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
  *
  * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced | backlog | fairshare
  * (fairshare also takes --jobs-b N, --delay SECONDS and --fair-first)
@@ -433,7 +433,7 @@ async function withEtcdAndServer<T>(
   const server = await startControlPlane(etcd.endpoint, {
     profileDir: ctx.profileDir,
     instrumented: ctx.instrumented,
-    args: serverArgs,
+    args: [...serverArgs, ...(ctx.flags.get("server-args")?.split(" ").filter(Boolean) ?? [])],
     nodeArgs: ctx.flags.get("server-node-args")?.split(" ").filter(Boolean),
   });
   try {
@@ -1935,7 +1935,7 @@ async function main(): Promise<number> {
   if (!scenario || !SCENARIOS.includes(scenario)) {
     process.stderr.write(
       `usage: npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N --workers W --slots S --rate R --seconds D]\n` +
-        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]\n` +
+        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-args="FLAGS"] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]\n` +
         `  SCENARIO: ${SCENARIOS.join(" | ")}\n`,
     );
     return 2;

@@ -7,11 +7,14 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { status } from "@grpc/grpc-js";
 import anyTest, { type TestFn } from "ava";
 import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { JobState } from "../gen/crms/v1/job_pb.js";
 import { History } from "../src/history/history.js";
+import { MIGRATIONS, migrate } from "../src/history/migrations.js";
+import { openEmbedded } from "../src/history/sql.js";
 import { startServer } from "../src/server/server.js";
 import { createLogService, keptOutput } from "../src/services/log-service.js";
 import { shares } from "../src/worker/ship-output.js";
@@ -209,6 +212,47 @@ test.serial("output past the cap is cut, and the cut is marked", async (t) => {
   t.regex(bad?.message ?? "", /expected offset 0/);
 });
 
+test("kept output reads back the same whether stored before schema 4 (all compressed), small (as it is) or large (compressed)", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "crms-logs-"));
+  const old = await openEmbedded(dir);
+  t.is(await migrate(old, 3), 3);
+  await old.query(
+    "INSERT INTO job_logs (job_id, stream, attempt, size, cut_bytes, data) VALUES (7001, 1, 1, 9, 0, $1)",
+    [gzipSync("old bytes")],
+  );
+  await old.close();
+  const history = await History.open(dir);
+  try {
+    const large = Buffer.from("0123456789".repeat(1000));
+    // Together: one flush writes both, and each call resolves once it is written.
+    await Promise.all([
+      history.storeLog("7002", 1, 1, Buffer.from("small"), 0),
+      history.storeLog("7003", 1, 1, large, 0),
+      history.storeLog("7003", 1, 2, Buffer.from("err"), 0),
+    ]);
+    const { rows } = await history.db.query<{ job_id: string; packed: boolean; n: number }>(
+      "SELECT job_id::text, packed, length(data) AS n FROM job_logs ORDER BY job_id, stream",
+    );
+    t.deepEqual(
+      rows.map((r) => [r.job_id, r.packed]),
+      [
+        ["7001", true],
+        ["7002", false],
+        ["7003", true],
+        ["7003", false],
+      ],
+    );
+    t.true(Number(rows[2]?.n) < large.length / 10, "the large stream is compressed");
+    t.is((await history.readLog("7001", 1))[0]?.data.toString(), "old bytes");
+    t.is((await history.readLog("7002", 1))[0]?.data.toString(), "small");
+    const both = await history.readLog("7003", 1);
+    t.true(both[0]?.data.equals(large));
+    t.is(both[1]?.data.toString(), "err");
+  } finally {
+    await history.close();
+  }
+});
+
 test.serial("log retention deletes kept output by age and by total size, oldest first", async (t) => {
   const history = t.context.cluster.server.history;
   if (!history) throw new Error("no history");
@@ -245,7 +289,7 @@ test.serial(
       logLevel: "warn",
     });
     try {
-      t.is(again.history?.schemaVersion, 3, "migrations are not applied twice");
+      t.is(again.history?.schemaVersion, MIGRATIONS.length, "migrations are not applied twice");
       const found = await again.handlers.job.getJob({ id: job.id } as never);
       t.is(found.job.spec?.name, "hist-restart");
     } finally {

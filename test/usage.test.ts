@@ -28,7 +28,7 @@ import { WorkerState } from "../gen/crms/v1/worker_pb.js";
 import { allowedRoles } from "../src/auth/policy.js";
 import { CrmsError } from "../src/errors.js";
 import { History, type UsageSums } from "../src/history/history.js";
-import { migrate } from "../src/history/migrations.js";
+import { MIGRATIONS, migrate } from "../src/history/migrations.js";
 import { openEmbedded, openPostgres } from "../src/history/sql.js";
 import { OWNER_LABEL } from "../src/rpc/names.js";
 import { createMetrics } from "../src/server/metrics.js";
@@ -177,7 +177,7 @@ for (const kind of ["embedded", "postgres"] as const) {
 
     const history = await History.open(where);
     try {
-      t.is(history.schemaVersion, 3);
+      t.is(history.schemaVersion, MIGRATIONS.length);
       await history.write([
         finished("10", JobState.SUCCEEDED, {
           user: "alice",

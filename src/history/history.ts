@@ -24,6 +24,18 @@ const WRITE_BATCH = 250;
 /** Archiver: flush this often, and retry this long after a failure. */
 const FLUSH_MS = 100;
 const RETRY_MS = 1000;
+/** Kept output: streams this small are stored as they are, larger ones gzip-compressed. */
+const PACK_MIN_BYTES = 1024;
+/** Kept output written in one flush: at most this many streams, and this many bytes (one stream may pass it alone). */
+const LOG_BATCH = 100;
+const LOG_BATCH_BYTES = 4 * 1024 * 1024;
+
+/** One stream of a run's output waiting for the next flush, with the calls waiting for it to be written. */
+interface PendingLog {
+  params: unknown[];
+  bytes: number;
+  waiters: { resolve: () => void; reject: (err: Error) => void }[];
+}
 
 /** One stream of a run's output as kept by the history. */
 export interface KeptOutput {
@@ -143,6 +155,8 @@ const PER_ROW = 21;
 
 export class History {
   private pending = new Map<string, Job>();
+  /** Kept output waiting for the next flush, by job and stream (a newer upload replaces an older one). */
+  private logs = new Map<string, PendingLog>();
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private closed = false;
@@ -194,22 +208,22 @@ export class History {
 
   /** Writes (or rewrites) final jobs now. */
   async write(jobs: Job[]): Promise<void> {
+    await this.track(this.db.transaction((q) => this.writeJobs(q, jobs)));
+    this.written += jobs.length;
+  }
+
+  /** Writes these final jobs in `q`'s transaction, WRITE_BATCH rows a statement. */
+  private async writeJobs(q: SqlDb["query"], jobs: Job[]): Promise<void> {
+    const set = COLUMNS.split(", ")
+      .filter((c) => c !== "id")
+      .map((c) => `${c} = EXCLUDED.${c}`)
+      .join(", ");
     for (let i = 0; i < jobs.length; i += WRITE_BATCH) {
       const batch = jobs.slice(i, i + WRITE_BATCH);
-      const values = batch
-        .map((_, r) => `(${Array.from({ length: PER_ROW }, (_, c) => `$${r * PER_ROW + c + 1}`).join(", ")})`)
-        .join(", ");
-      const set = COLUMNS.split(", ")
-        .filter((c) => c !== "id")
-        .map((c) => `${c} = EXCLUDED.${c}`)
-        .join(", ");
-      await this.track(
-        this.db.query(
-          `INSERT INTO jobs (${COLUMNS}) VALUES ${values} ON CONFLICT (id) DO UPDATE SET ${set}, archived_at = now()`,
-          batch.flatMap(row),
-        ),
+      await q(
+        `INSERT INTO jobs (${COLUMNS}) VALUES ${placeholders(batch.length, PER_ROW)} ON CONFLICT (id) DO UPDATE SET ${set}, archived_at = now()`,
+        batch.flatMap(row),
       );
-      this.written += batch.length;
     }
   }
 
@@ -316,29 +330,48 @@ export class History {
     }));
   }
 
-  /** Keeps one stream of a run's output (gzip-compressed), replacing an older attempt's. */
+  /**
+   * Keeps one stream of a run's output (gzip-compressed unless small), replacing an
+   * older attempt's; resolves once written. Written with the next flush of final
+   * jobs, in one transaction: one database commit for every stream and job ended meanwhile.
+   */
   async storeLog(jobId: string, attempt: number, stream: number, data: Buffer, cutBytes: number): Promise<void> {
-    const packed = await gzipAsync(data);
-    await this.track(
-      this.db.query(
-        `INSERT INTO job_logs (job_id, stream, attempt, size, cut_bytes, data) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (job_id, stream) DO UPDATE SET attempt = EXCLUDED.attempt, size = EXCLUDED.size,
-           cut_bytes = EXCLUDED.cut_bytes, data = EXCLUDED.data, stored_at = now()`,
-        [jobId, stream, attempt, data.length, cutBytes, packed],
-      ),
+    if (this.closed) throw new Error("the history is closed");
+    const packed = data.length >= PACK_MIN_BYTES;
+    const stored = packed ? await gzipAsync(data) : data;
+    const params = [jobId, stream, attempt, data.length, cutBytes, stored, packed];
+    return new Promise<void>((resolve, reject) => {
+      const key = `${jobId}.${stream}`;
+      const waiters = [...(this.logs.get(key)?.waiters ?? []), { resolve, reject }];
+      this.logs.set(key, { params, bytes: stored.length, waiters });
+      this.schedule(FLUSH_MS);
+    });
+  }
+
+  /** Writes these streams in `q`'s transaction. */
+  private async writeLogs(q: SqlDb["query"], logs: PendingLog[]): Promise<void> {
+    await q(
+      `INSERT INTO job_logs (job_id, stream, attempt, size, cut_bytes, data, packed) VALUES ${placeholders(logs.length, 7)}
+       ON CONFLICT (job_id, stream) DO UPDATE SET attempt = EXCLUDED.attempt, size = EXCLUDED.size,
+         cut_bytes = EXCLUDED.cut_bytes, data = EXCLUDED.data, packed = EXCLUDED.packed, stored_at = now()`,
+      logs.flatMap((l) => l.params),
     );
   }
 
   /** The kept output of a job's attempt, by stream (stdout first); empty when none was kept. */
   async readLog(jobId: string, attempt: number): Promise<KeptOutput[]> {
     const { rows } = await this.track(
-      this.db.query<{ stream: number; cut_bytes: string | number; data: Uint8Array }>(
-        "SELECT stream, cut_bytes, data FROM job_logs WHERE job_id = $1 AND attempt = $2 ORDER BY stream",
+      this.db.query<{ stream: number; cut_bytes: string | number; data: Uint8Array; packed: boolean }>(
+        "SELECT stream, cut_bytes, data, packed FROM job_logs WHERE job_id = $1 AND attempt = $2 ORDER BY stream",
         [jobId, attempt],
       ),
     );
     return Promise.all(
-      rows.map(async (r) => ({ stream: r.stream, cutBytes: Number(r.cut_bytes), data: await gunzipAsync(r.data) })),
+      rows.map(async (r) => ({
+        stream: r.stream,
+        cutBytes: Number(r.cut_bytes),
+        data: r.packed ? await gunzipAsync(r.data) : Buffer.from(r.data),
+      })),
     );
   }
 
@@ -354,7 +387,7 @@ export class History {
       deleted += rows.length;
     }
     if (maxBytes > 0) {
-      // Newest first, a running total of compressed bytes: whatever passes maxBytes goes.
+      // Newest first, a running total of stored bytes (gzip-compressed but for small streams): whatever passes maxBytes goes.
       const { rows } = await this.track(
         this.db.query(
           `DELETE FROM job_logs WHERE (job_id, stream) IN (
@@ -374,7 +407,12 @@ export class History {
   enqueue(job: Job): void {
     if (this.closed || !isFinal(job.state)) return;
     this.pending.set(job.id, job);
-    this.timer ??= setTimeout(() => void this.flush(), FLUSH_MS);
+    this.schedule(FLUSH_MS);
+  }
+
+  /** Flushes in `ms` unless a flush is already due or running (it reschedules what is left). */
+  private schedule(ms: number): void {
+    if (!this.flushing) this.timer ??= setTimeout(() => void this.flush(), ms);
   }
 
   /** Queues the final jobs of `jobs` the history does not hold yet (at a leader change or start). */
@@ -392,26 +430,52 @@ export class History {
     }
   }
 
-  /** Writes what is pending; on failure keeps it and tries again later. */
+  /**
+   * Writes what is pending, final jobs and kept output together, one
+   * transaction a batch; on failure keeps the jobs and tries again later, and
+   * fails the batch's output uploads (the worker sends them again).
+   */
   flush(): Promise<void> {
     this.flushing ??= (async () => {
       clearTimeout(this.timer);
       this.timer = undefined;
       let failed = false;
-      while (this.pending.size && !failed) {
-        const batch = [...this.pending.values()].slice(0, WRITE_BATCH * 4);
+      while ((this.pending.size || this.logs.size) && !failed) {
+        const jobs = [...this.pending.values()].slice(0, WRITE_BATCH * 4);
+        const logs = this.takeLogs();
         try {
-          await this.write(batch);
+          await this.track(
+            this.db.transaction(async (q) => {
+              if (jobs.length) await this.writeJobs(q, jobs);
+              if (logs.length) await this.writeLogs(q, logs);
+            }),
+          );
+          this.written += jobs.length;
           // A job changed again while it was written stays pending in its newer form.
-          for (const j of batch) if (this.pending.get(j.id) === j) this.pending.delete(j.id);
-        } catch {
+          for (const j of jobs) if (this.pending.get(j.id) === j) this.pending.delete(j.id);
+          for (const l of logs) for (const w of l.waiters) w.resolve();
+        } catch (err) {
           failed = true;
+          for (const l of logs) for (const w of l.waiters) w.reject(err as Error);
         }
       }
       this.flushing = undefined;
-      if (this.pending.size && !this.closed) this.timer = setTimeout(() => void this.flush(), failed ? RETRY_MS : 0);
+      if (this.pending.size || this.logs.size) this.schedule(failed ? RETRY_MS : 0);
     })();
     return this.flushing;
+  }
+
+  /** Takes the next batch of kept output off the pending set: LOG_BATCH streams or LOG_BATCH_BYTES, at least one. */
+  private takeLogs(): PendingLog[] {
+    const out: PendingLog[] = [];
+    let bytes = 0;
+    for (const [key, l] of this.logs) {
+      if (out.length && (out.length >= LOG_BATCH || bytes + l.bytes > LOG_BATCH_BYTES)) break;
+      out.push(l);
+      bytes += l.bytes;
+      this.logs.delete(key);
+    }
+    return out;
   }
 
   /** Stops archiving: what is still pending stays in etcd, and the next leader writes it. */
@@ -419,8 +483,19 @@ export class History {
     this.closed = true;
     clearTimeout(this.timer);
     await this.flushing?.catch(() => undefined);
+    const closing = new Error("the history is closed");
+    for (const l of this.logs.values()) for (const w of l.waiters) w.reject(closing);
+    this.logs.clear();
     await this.db.close().catch(() => undefined);
   }
+}
+
+/** `($1, $2), ($3, $4)` for 2 rows of 2 columns: the VALUES of a multi-row INSERT. */
+function placeholders(rows: number, perRow: number): string {
+  return Array.from(
+    { length: rows },
+    (_, r) => `(${Array.from({ length: perRow }, (_, c) => `$${r * perRow + c + 1}`).join(", ")})`,
+  ).join(", ");
 }
 
 function encodeToken(ms: number, id: string): string {

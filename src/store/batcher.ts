@@ -47,6 +47,8 @@ export interface BatcherStats {
   conflicts: number;
   retries: number;
   largest: number;
+  /** Bytes of keys and values put by successful Txns. */
+  bytes: number;
 }
 
 /** What the batcher announces: `txn` with each Txn's duration in seconds and number of transitions. */
@@ -58,7 +60,7 @@ export class Batcher {
   private queue: Pending[] = [];
   private inFlight = 0;
   private scheduled = false;
-  readonly stats: BatcherStats = { txns: 0, transitions: 0, conflicts: 0, retries: 0, largest: 0 };
+  readonly stats: BatcherStats = { txns: 0, transitions: 0, conflicts: 0, retries: 0, largest: 0, bytes: 0 };
   private readonly emitter = new Emitter<BatcherEvents>();
   readonly events: Events<BatcherEvents> = this.emitter;
   /** Runs each commit while etcd answers (the store's health check); unset: always. */
@@ -206,7 +208,10 @@ export class Batcher {
     this.stats.largest = Math.max(this.stats.largest, batch.length);
     const revision = Number(res.header.revision);
     if (res.succeeded) {
-      for (const p of batch) p.resolve({ ok: true, revision });
+      for (const p of batch) {
+        this.stats.bytes += p.size;
+        p.resolve({ ok: true, revision });
+      }
       return;
     }
     const current = new Map<string, KeyState | undefined>();

@@ -155,6 +155,7 @@ export interface CompactionOptions {
    * a db-size compaction keeps the writes since the previous check, so the
    * shorter the interval the less a busy etcd holds: a 16 MiB etcd taking
    * 1,400 jobs/s peaked at 14.5–16 MiB checked every second, 11–12 MiB every 250 ms).
+   * The db size itself is read only when it may have grown (`sizeCheckDue`).
    */
   checkMs?: number;
   /**
@@ -171,8 +172,8 @@ export interface CompactionOptions {
  * interval of history. Between those, on pressure: when the revision ran more
  * than `revisions` ahead of the last compaction, compact to all but the newest
  * `keepRevisions`; when etcd's db in use passed `dbFraction` of the quota, ask
- * retention to run now and compact to the revision of the previous check (at
- * most `keepRevisions` back). With group commit a revision carries many writes,
+ * retention to run now and compact to the revision of the previous look at the
+ * db size (at most `keepRevisions` back). With group commit a revision carries many writes,
  * so the db-size trigger is the one that follows the bytes.
  */
 export class Compactor {
@@ -180,8 +181,10 @@ export class Compactor {
   private previous = 0;
   private busy = false;
   private checking = false;
-  /** The revision at the previous check. */
-  private lastCheck = 0;
+  /** The revision, time and this replica's bytes written at the last read of the members' db sizes. */
+  private sized = { revision: -1, at: 0, bytes: 0 };
+  /** The revision at the last check, and when checks first saw it. */
+  private seen = { revision: -1, at: 0 };
   /** The revision etcd history was last compacted to by this compactor. */
   compacted = 0;
   runs = 0;
@@ -234,20 +237,19 @@ export class Compactor {
     try {
       // A count-only range: one small request per check, and it sees writes under every prefix.
       const now = await this.store.revision();
-      const lastCheck = this.lastCheck;
-      this.lastCheck = now;
       if (o.revisions > 0 && now - this.compacted > o.revisions) {
         await this.compactTo(now - o.keepRevisions, "revisions");
         return;
       }
-      if (o.dbFraction > 0 && o.quotaBytes > 0) {
+      const previous = o.dbFraction > 0 && o.quotaBytes > 0 ? this.sizeCheckDue(now) : undefined;
+      if (previous !== undefined) {
         const { members } = await memberStatus(this.store);
         const inUse = Math.max(0, ...members.map((m) => Number(m.dbSizeInUse)));
         if (inUse > o.dbFraction * o.quotaBytes) {
           this.log?.info("etcd db in use past its threshold", { inUse, quota: o.quotaBytes });
           await this.onDbPressure?.().catch(() => undefined);
-          // Space first: keep only what came since the previous check (a watcher further behind relists).
-          await this.compactTo(Math.max(lastCheck, now - o.keepRevisions), "db size");
+          // Space first: keep only what came since the previous look at the size (a watcher further behind relists).
+          await this.compactTo(Math.max(previous, now - o.keepRevisions), "db size");
           return;
         }
         const fraction = o.defragFraction ?? 0.75;
@@ -261,6 +263,25 @@ export class Compactor {
     } finally {
       this.checking = false;
     }
+  }
+
+  /**
+   * Whether the members' db sizes are worth reading (three etcd calls) at this
+   * check: not once they were read a second or more after the last write (etcd
+   * commits its backend every 100 ms: its size can lag the revision, but not by
+   * a second); under a trickle of writes once a second; at every check once
+   * this replica wrote 1/64 of the quota since the last read (a busy etcd grows fast).
+   * Returns the revision of the previous read when a read is due, else undefined.
+   */
+  private sizeCheckDue(revision: number): number | undefined {
+    const bytes = this.store.batcher.stats.bytes;
+    const now = Date.now();
+    if (revision !== this.seen.revision) this.seen = { revision, at: now };
+    const s = this.sized;
+    if (s.revision === revision && s.at - this.seen.at >= 1000) return undefined;
+    if (now - s.at < 1000 && bytes - s.bytes < this.options.quotaBytes / 64) return undefined;
+    this.sized = { revision, at: now, bytes };
+    return Math.max(0, s.revision);
   }
 
   private async defragment(): Promise<void> {

@@ -27,7 +27,11 @@ export function shares(stdout: number, stderr: number, cap: number): [number, nu
   return [Math.min(stdout, cap - err), err];
 }
 
-/** Sends both streams of the run in `runDir`; throws what the control plane answered. */
+/**
+ * Sends both streams of the run in `runDir`; throws what the control plane
+ * answered. An empty stderr is not sent (nothing to keep; one call less per
+ * job); stdout always is, so every run that wrote its files leaves a record.
+ */
 export async function shipOutput(
   transport: ServiceTransport,
   jobId: string,
@@ -41,7 +45,7 @@ export async function shipOutput(
   const keep = shares(Math.max(0, sizes[0] as number), Math.max(0, sizes[1] as number), cap);
   for (const i of [0, 1]) {
     const size = sizes[i] as number;
-    if (size < 0) continue;
+    if (size < 0 || (i === 1 && size === 0)) continue;
     const stream = i === 0 ? OutputStream.STDOUT : OutputStream.STDERR;
     const send = keep[i] as number;
     const fh = await open(files[i] as string, "r");

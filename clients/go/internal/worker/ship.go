@@ -26,7 +26,8 @@ func shares(stdout, stderr, limit int64) (int64, int64) {
 
 // shipOutput sends both streams of the run in runDir through
 // WorkerService.UploadOutput, in order, and returns what the control plane
-// answered.
+// answered. An empty stderr is not sent (nothing to keep; one call less per
+// job); stdout always is, so every run that wrote its files leaves a record.
 func shipOutput(ctx context.Context, client crmsv1.WorkerServiceClient, jobID string, attempt uint32, runDir string, limit int64) error {
 	names := []string{"stdout", "stderr"}
 	streams := []crmsv1.OutputStream{crmsv1.OutputStream_OUTPUT_STREAM_STDOUT, crmsv1.OutputStream_OUTPUT_STREAM_STDERR}
@@ -42,7 +43,7 @@ func shipOutput(ctx context.Context, client crmsv1.WorkerServiceClient, jobID st
 	keepOut, keepErr := shares(max(0, sizes[0]), max(0, sizes[1]), limit)
 	keep := []int64{keepOut, keepErr}
 	for i, n := range names {
-		if sizes[i] < 0 {
+		if sizes[i] < 0 || (i == 1 && sizes[i] == 0) {
 			continue
 		}
 		if err := shipFile(ctx, client, jobID, attempt, streams[i], filepath.Join(runDir, n), sizes[i], keep[i]); err != nil {
