@@ -116,6 +116,13 @@ test("global options go before the command too; -o picks table, wide, json, yaml
   const bogus = await cli(["jobs", "-o", "bogus"], env);
   t.is(bogus.code, 2);
   t.regex(bogus.stderr, /-o must be one of table, wide, json, yaml, name \(got "bogus"\)/);
+  // `crms worker` starts without the CLI's modules; its bad flags are still usage errors, each named.
+  const slots = await cli(["worker", "--slots", "x"], env);
+  t.is(slots.code, 2);
+  t.is(slots.stderr, "crms: --slots must be a whole number ≥ 0 (got x)\n");
+  const name = await cli(["worker", "--name", "bad name"], env);
+  t.is(name.code, 2);
+  t.regex(name.stderr, /^crms: --name: worker name "bad name" contains " "/);
 });
 
 test("a reader that goes away (| head -1) ends crms quietly: no EPIPE trace, exit 0", async (t) => {

@@ -55,18 +55,22 @@ export async function worker(args: string[]): Promise<number> {
   }
   const resources = resourcesOf(v);
   const name = (v.name as string) ?? hostname();
+  // Flags are checked before the worker is made: only what createWorker refuses is about --name.
+  const slots = int(v.slots, "--slots", cpus().length);
+  const labels = keyValues(v.label, "--label");
+  const shipOutputBytes = int(v["output-cap"], "--output-cap", WORKER_DEFAULTS.shipOutputBytes);
   let w: Worker;
   try {
     w = createWorker({
       name,
-      slots: int(v.slots, "--slots", cpus().length),
+      slots,
       servers: ((v.server as string) ?? defaultServer()).split(","),
-      labels: keyValues(v.label, "--label"),
+      labels,
       dataDir: (v["data-dir"] as string) ?? defaultDataDir(`worker-${name}`),
       version: VERSION,
       ...security,
       ...(runAs ? { runAs } : {}),
-      shipOutputBytes: int(v["output-cap"], "--output-cap", WORKER_DEFAULTS.shipOutputBytes),
+      shipOutputBytes,
       ...(v.shim !== undefined ? { shim: v.shim as string } : {}),
       resources,
     });
