@@ -144,3 +144,45 @@ test("FairQueue keeps one queue per (queue, user) and tells a job's position in 
   q.delete("5");
   t.false(q.queues.get("a")?.has("ann") ?? false);
 });
+
+test("adds, deletes and reads in any mix agree with a sorted list: ids set aside out of order are sorted in one by one or all at once", (t) => {
+  // A deterministic pseudo-random sequence (no flakiness): xorshift.
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const q = new PendingQueue();
+  const model = new Map<string, number>();
+  const expected = () =>
+    [...model].sort((a, b) => b[1] - a[1] || a[0].length - b[0].length || (a[0] < b[0] ? -1 : 1)).map(([id]) => id);
+  let next = 50_000;
+  for (let step = 0; step < 40_000; step++) {
+    const r = rand(100);
+    if (r < 45) {
+      // Mostly new ids at the tail, some far back (requeued, or listed in key order).
+      const id = String(r < 30 ? next++ : 1 + rand(next));
+      const p = rand(10) === 0 ? 5 : 0;
+      q.add(id, p);
+      model.set(id, p);
+    } else if (r < 60) {
+      // Mostly ids that are queued (taken, killed), some that are not (a no-op).
+      const id = String(next - 1 - rand(Math.min(next - 1, 2000)));
+      q.delete(id);
+      model.delete(id);
+    } else if (r < 62) {
+      // A burst in key order (a replica's load): many set aside at once.
+      const ids = Array.from({ length: 3000 }, () => String(1 + rand(next))).sort();
+      for (const id of ids) {
+        q.add(id, 0);
+        model.set(id, 0);
+      }
+    }
+    // Reads in between (each sorts in what was set aside until then).
+    if (step % 400 === 0) t.deepEqual(q.head(20), expected().slice(0, 20));
+  }
+  t.is(q.size, model.size);
+  t.deepEqual(q.head(model.size), expected());
+});

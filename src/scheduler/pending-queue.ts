@@ -6,7 +6,9 @@
  * next), read from a head index in the first chunk: taking from the front
  * never moves the rest, and an id that arrives out of order (a replica
  * listing ids in etcd's key order, a job requeued or put back after a failed
- * assignment) is placed by binary search and a splice within one chunk.
+ * assignment) is set aside and sorted in at the next read: by binary search
+ * and a splice within one chunk when few wait, by one sort and merge when many
+ * do (a replica's first load).
  * Deletion is lazy: a deleted id stays where it is until the head passes it
  * or the lane is rebuilt, which happens once it holds more stale entries than
  * live ones. So taking from the front and skipping are O(1) amortized, an add
@@ -25,8 +27,10 @@ class Lane {
   head = 0;
   /** Ids queued at this lane's key (the other entries are stale). */
   live = 0;
-  /** Entries held, stale ones included. */
+  /** Entries held, stale ones included (the ones set aside by push too). */
   physical = 0;
+  /** Ids pushed out of order, not yet sorted in (see push). */
+  private loose: string[] = [];
 
   constructor(readonly priority: number) {}
 
@@ -35,19 +39,48 @@ class Lane {
     return c === 0 ? this.head : 0;
   }
 
+  /**
+   * Adds an id: at the tail when it comes after every held id (the common
+   * case), else set aside and sorted in at the next read (`settle`), so that
+   * a replica loading ids in etcd's key order (1, 10, 100, …) sorts them once.
+   */
   push(id: string): void {
     this.physical++;
+    const last = this.chunks.at(-1);
+    if (!last) this.chunks.push([id]);
+    else if (compareIds(last.at(-1) as string, id) >= 0) this.loose.push(id);
+    else if (last.length >= CHUNK) this.chunks.push([id]);
+    else last.push(id);
+  }
+
+  /**
+   * Sorts in the ids set aside by push: one at a time when they are few next to
+   * the lane (O(log n + CHUNK) each), else all at once (a sort of them and one
+   * merge with the held ids, O(n + k log k)).
+   */
+  private settle(): void {
+    const loose = this.loose;
+    if (loose.length === 0) return;
+    this.loose = [];
+    if (loose.length * CHUNK < this.physical) {
+      for (const id of loose) this.insert(id);
+      return;
+    }
+    loose.sort(compareIds);
+    const out = new ChunkWriter();
+    let j = 0;
+    for (const id of this.held()) {
+      while (j < loose.length && compareIds(loose[j] as string, id) < 0) out.put(loose[j++] as string);
+      out.put(id);
+    }
+    while (j < loose.length) out.put(loose[j++] as string);
+    this.chunks = out.done();
+    this.head = 0;
+  }
+
+  /** Places an id that comes before the tail by binary search and a splice within one chunk. */
+  private insert(id: string): void {
     const { chunks } = this;
-    const last = chunks.at(-1);
-    if (!last) {
-      chunks.push([id]);
-      return;
-    }
-    if (compareIds(last.at(-1) as string, id) < 0) {
-      if (last.length >= CHUNK) chunks.push([id]);
-      else last.push(id);
-      return;
-    }
     // The last chunk whose first held id is not after `id` (else the first chunk).
     let lo = 0;
     let hi = chunks.length - 1;
@@ -76,11 +109,13 @@ class Lane {
 
   /** The id at the tail, if any (stale or not). */
   last(): string | undefined {
+    this.settle();
     return this.chunks.at(-1)?.at(-1);
   }
 
   /** The id at the head, if any (stale or not). */
   front(): string | undefined {
+    this.settle();
     return this.chunks[0]?.[this.head];
   }
 
@@ -96,7 +131,13 @@ class Lane {
   }
 
   /** Every held entry in order, stale ones included. */
-  *ids(): Generator<string> {
+  ids(): Generator<string> {
+    this.settle();
+    return this.held();
+  }
+
+  /** The entries in the chunks in order (not the ones set aside). */
+  private *held(): Generator<string> {
     const { chunks } = this;
     for (let c = 0; c < chunks.length; c++) {
       const chunk = chunks[c] as string[];
@@ -106,24 +147,38 @@ class Lane {
 
   /** Keeps only the entries `keep` accepts (each id once), in fresh chunks. */
   rebuild(keep: (id: string) => boolean): void {
-    const out: string[][] = [];
-    let cur: string[] = [];
+    const out = new ChunkWriter();
     let previous: string | undefined;
-    let n = 0;
     for (const id of this.ids()) {
       if (id === previous || !keep(id)) continue;
       previous = id;
-      if (cur.length >= CHUNK) {
-        out.push(cur);
-        cur = [];
-      }
-      cur.push(id);
-      n++;
+      out.put(id);
     }
-    if (cur.length) out.push(cur);
-    this.chunks = out;
+    this.chunks = out.done();
     this.head = 0;
-    this.physical = n;
+    this.physical = out.count;
+  }
+}
+
+/** Builds a lane's chunks from ids in order, CHUNK a chunk. */
+class ChunkWriter {
+  private readonly chunks: string[][] = [];
+  private cur: string[] = [];
+  count = 0;
+
+  put(id: string): void {
+    if (this.cur.length >= CHUNK) {
+      this.chunks.push(this.cur);
+      this.cur = [];
+    }
+    this.cur.push(id);
+    this.count++;
+  }
+
+  done(): string[][] {
+    if (this.cur.length) this.chunks.push(this.cur);
+    this.cur = [];
+    return this.chunks;
   }
 }
 

@@ -209,10 +209,18 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
         return;
       }
       for (;;) {
-        for (const kv of res.kvs) take(kv);
+        // The next page is asked for before this one is taken in: etcd reads it
+        // (on another core) while this process decodes.
         const last = res.kvs.at(-1);
-        if (!res.more || !last) return;
-        res = await page(after(last.key), end);
+        const next = res.more && last ? page(after(last.key), end) : undefined;
+        try {
+          for (const kv of res.kvs) take(kv);
+        } catch (err) {
+          next?.catch(() => undefined);
+          throw err;
+        }
+        if (!next) return;
+        res = await next;
       }
     };
     const from = Buffer.from(this.prefix);
