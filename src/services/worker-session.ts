@@ -45,7 +45,7 @@ export class WorkerSession {
   /** jobId -> grace seconds last sent in a Kill (a shorter one is sent again). */
   readonly killGrace = new Map<string, number>();
   /** jobId -> a start report received but not yet written (see sessions/reports.ts). */
-  readonly starting = new Map<string, { attempt: number; pid: number }>();
+  readonly starting = new Map<string, { attempt: number; pid: number; at: Date }>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
   /** Why the session ended, recorded as the worker's down_reason ("stream ended" unless set). */
   closeReason = "";

@@ -15,6 +15,9 @@ import type { WorkerSession } from "../worker-session.js";
 /** How long a start report waits for its run's finish report, to write both at once (short jobs). */
 const START_DELAY_MS = 5;
 
+/** A run's start report as received: its attempt, its pid, and when it came. */
+type RunStart = { attempt: number; pid: number; at: Date };
+
 export class ReportApplier {
   /** `current`: whether a session still holds its worker here (else its retries stop). */
   constructor(
@@ -30,11 +33,13 @@ export class ReportApplier {
   /** A start report from the stream: written START_DELAY_MS later, unless its finish came first. */
   started(session: WorkerSession, report: JobStarted): void {
     const { jobId, attempt, pid } = report;
-    session.starting.set(jobId, { attempt, pid });
+    // The start time is when the report came, not when it is written (START_DELAY_MS later, or a retry).
+    const at = new Date();
+    session.starting.set(jobId, { attempt, pid, at });
     setTimeout(() => {
       if (session.starting.get(jobId)?.attempt !== attempt) return;
       session.starting.delete(jobId);
-      void this.writeStart(session, jobId, attempt, pid).catch((err) => this.reportFailed(session, jobId, err));
+      void this.writeStart(session, jobId, { attempt, pid, at }).catch((err) => this.reportFailed(session, jobId, err));
     }, START_DELAY_MS);
   }
 
@@ -42,24 +47,25 @@ export class ReportApplier {
   finished(session: WorkerSession, report: JobFinished): void {
     const { jobId, attempt } = report;
     const start = session.starting.get(jobId);
-    const pid = start?.attempt === attempt ? start.pid : undefined;
-    if (pid !== undefined) session.starting.delete(jobId);
-    void this.finish(session, report, pid).catch((err) => this.reportFailed(session, jobId, err));
+    const started = start?.attempt === attempt ? start : undefined;
+    if (started) session.starting.delete(jobId);
+    void this.finish(session, report, started).catch((err) => this.reportFailed(session, jobId, err));
   }
 
   private reportFailed(session: WorkerSession, jobId: string, err: unknown): void {
     this.deps.log.error("applying a worker report failed", { worker: session.name, job: jobId, error: String(err) });
   }
 
-  private async writeStart(session: WorkerSession, jobId: string, attempt: number, pid: number): Promise<void> {
+  private async writeStart(session: WorkerSession, jobId: string, start: RunStart): Promise<void> {
+    const { attempt, pid, at } = start;
     try {
       await this.deps.store.updateJob(jobId, (job) =>
-        transition(job, { type: "started", worker: session.name, attempt, pid, now: new Date() }),
+        transition(job, { type: "started", worker: session.name, attempt, pid, now: at }),
       );
     } catch (err) {
       const e = toCrmsError(err);
       if (e.code === "FAILED_PRECONDITION" || e.code === "NOT_FOUND") return this.refuse(session, jobId, attempt, err);
-      this.retryLater(session, "start", jobId, e.message, () => this.writeStart(session, jobId, attempt, pid));
+      this.retryLater(session, "start", jobId, e.message, () => this.writeStart(session, jobId, start));
     }
   }
 
@@ -106,8 +112,8 @@ export class ReportApplier {
     });
   }
 
-  /** Records a finish report; with `startedPid`, the run's start (not yet written) in the same transition. */
-  async finish(session: WorkerSession, report: JobFinished, startedPid?: number): Promise<void> {
+  /** Records a finish report; with `start`, the run's start (not yet written) in the same transition. */
+  async finish(session: WorkerSession, report: JobFinished, start?: RunStart): Promise<void> {
     const cap = this.deps.options.tailBytes;
     report.stdoutTail = report.stdoutTail.subarray(Math.max(0, report.stdoutTail.length - cap));
     report.stderrTail = report.stderrTail.subarray(Math.max(0, report.stderrTail.length - cap));
@@ -116,9 +122,10 @@ export class ReportApplier {
         const now = new Date();
         const worker = session.name;
         const started =
-          startedPid === undefined
+          start === undefined
             ? job
-            : (transition(job, { type: "started", worker, attempt: report.attempt, pid: startedPid, now }) ?? job);
+            : (transition(job, { type: "started", worker, attempt: report.attempt, pid: start.pid, now: start.at }) ??
+              job);
         if (report.fenced) {
           // Ended by its worker's fencing (cut off for the grace): the run was lost, not failed.
           const reason = report.error || `worker ${worker} was cut off for the grace period`;
@@ -132,9 +139,7 @@ export class ReportApplier {
       if (e.code !== "FAILED_PRECONDITION" && e.code !== "NOT_FOUND") {
         // Not written and not refused for a reason (etcd away or full, contention): not
         // acknowledged, so the worker keeps the report, and tried again until it lands.
-        return this.retryLater(session, "finish", report.jobId, e.message, () =>
-          this.finish(session, report, startedPid),
-        );
+        return this.retryLater(session, "finish", report.jobId, e.message, () => this.finish(session, report, start));
       }
       this.deps.log.info("refused stale finish report", {
         job: report.jobId,
