@@ -130,3 +130,32 @@ test("a replica over a backlog has its queue from the load, and taking the lead 
     "the backlog to run",
   );
 });
+
+test("a backlog aimed at an absent worker: each waiting reason is written once, not rewritten by every pass", async (t) => {
+  const cluster = await TestCluster.start({});
+  t.teardown(() => cluster.stop());
+  const c = cluster.client();
+  const store = cluster.server.store;
+  const scheduler = cluster.server.scheduler;
+  // Within what a pass looks at when no slot is free (128 jobs).
+  const n = 100;
+  for (let i = 0; i < n; i++) await c.submit({ command: ["true"], targetWorker: "absent" });
+  const reasoned = async () =>
+    (await c.listJobs({ pageSize: 1000 })).jobs.filter(
+      (j) => j.pendingReason === "target worker absent is not attached",
+    ).length;
+  await cluster.waitFor(async () => (await reasoned()) === n, 30_000, "every job to say why it waits");
+  // Count the record updates the passes make from now on (each a read and decode of the job).
+  let updates = 0;
+  const update = store.updateJob.bind(store);
+  store.updateJob = ((...args: Parameters<typeof update>) => {
+    updates++;
+    return update(...args);
+  }) as typeof store.updateJob;
+  const passes = scheduler.stats.passes;
+  for (let i = 0; i < 5; i++) await c.submit({ command: ["true"], targetWorker: "absent" });
+  await cluster.waitFor(async () => (await reasoned()) === n + 5, 30_000, "the new jobs to say why they wait");
+  t.true(scheduler.stats.passes >= passes + 5, "each submit kicked a pass over the whole backlog");
+  // The 5 new reasons; before, every pass updated all ~100 unplaced jobs again.
+  t.true(updates <= 10, `${updates} record updates`);
+});

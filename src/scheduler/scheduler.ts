@@ -90,6 +90,13 @@ export class Scheduler {
   private timer?: NodeJS.Timeout;
   private readonly graceMs: number;
   private readonly arrays: ArrayIndex;
+  /**
+   * The waiting reason this leader last wrote (or found written) per pending
+   * job: a pass writes only reasons that changed, without reading the job's
+   * record for each unplaced job again (a backlog aimed at an absent worker
+   * cost a decode per job per pass).
+   */
+  private readonly reasons = new Map<string, string>();
   /** Array parents whose tasks are being created now. */
   private readonly materializing = new Set<string>();
   private readonly arrayAgain = new Set<string>();
@@ -111,6 +118,7 @@ export class Scheduler {
     this.arrays = arrayIndex(store);
     this.fairShare = options.fairShare ?? new FairShare(store, options.fairShareHalfLifeSeconds);
     store.jobs.on("put", (id, e, prev) => this.onJob(id, e, prev));
+    store.jobs.on("delete", (id) => this.reasons.delete(id));
     store.workers.on("put", (name, e) => this.onWorker(name, e.value));
     store.workers.on("delete", (name, prev) => this.onWorkerGone(name, prev.value));
     store.health.on("restored", () => {
@@ -123,6 +131,9 @@ export class Scheduler {
 
   private onJob(id: string, e: Entry<Job>, prev: Entry<Job> | undefined): void {
     const job = e.value;
+    const reason = this.reasons.get(id);
+    if (reason !== undefined && (job.state !== JobState.PENDING || job.pendingReason !== reason))
+      this.reasons.delete(id);
     if (isFinal(job.state) && prev && !isFinal(prev.value.state)) {
       // Dependants may be ready (or unmeetable) now; an array may have finished.
       if (job.arrayParent) this.arrayWork(job.arrayParent);
@@ -218,6 +229,7 @@ export class Scheduler {
     this.running = false;
     clearInterval(this.timer);
     clearInterval(this.usageTimer);
+    this.reasons.clear();
   }
 
   /** Requests a scheduling pass soon (coalesced). */
@@ -340,10 +352,14 @@ export class Scheduler {
         );
       }
       for (const u of unplaced) {
+        if (this.reasons.get(u.jobId) === u.reason) continue;
+        this.reasons.set(u.jobId, u.reason);
         writes.push(
           this.store
             .updateJob(u.jobId, (job) => transition(job, { type: "reason", reason: u.reason }), fence)
-            .catch(() => undefined),
+            .catch(() => {
+              this.reasons.delete(u.jobId);
+            }),
         );
       }
       if (waiting.size > 0) writes.push(...this.preempt(waiting, fence));
