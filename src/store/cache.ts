@@ -213,6 +213,8 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
         // (on another core) while this process decodes.
         const last = res.kvs.at(-1);
         const next = res.more && last ? page(after(last.key), end) : undefined;
+        // Let the request go out (etcd3 sends it a few ticks later) before decoding.
+        if (next) await new Promise((resolve) => setImmediate(resolve));
         try {
           for (const kv of res.kvs) take(kv);
         } catch (err) {
