@@ -92,7 +92,7 @@ Processes:
          [--quota-bytes N] [--tail-bytes N (${D.tailBytes} per stream)] [--http HOST:PORT (web page)]
          [--data-dir DIR (job history embedded in DIR/history)] [--history postgres://U:P@HOST:PORT/DB]
          [--no-history] [--output-cap BYTES (${D.outputCapBytes / MiB} MiB kept per job)]
-         [--logs-retention-age S (${D.logsRetentionAgeSeconds / DAY} days)] [--logs-retention-bytes N (${D.logsRetentionBytes / GiB} GiB, compressed)]
+         [--logs-retention-age S (${D.logsRetentionAgeSeconds / DAY} days)] [--logs-retention-bytes N (${D.logsRetentionBytes / GiB} GiB, as stored)]
          [--max-jobs N (unfinished jobs, array tasks included; default from the heap limit; 0 off)]
          [--max-jobs-per-user N (0 off)] [--fair-share-half-life S (${D.fairShareHalfLifeSeconds / DAY} day)]
          [--preempt-grace S (${D.preemptGraceSeconds}; SIGTERM to SIGKILL of a preempted run)]
