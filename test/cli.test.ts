@@ -271,12 +271,13 @@ test("on a terminal (script(1) gives crms a pty): --wait shows state changes and
       `stty cols 60 2>/dev/null; script -qec ${JSON.stringify(`stty cols 60; node ${CRMS_BIN} ${args}`)} /dev/null`,
       env,
     );
-  const r = await inPty("submit --wait --array 1-3 -- sh -c 'sleep 0.5'");
+  const r = await inPty("submit --wait --label suite=pty --array 1-3 -- sh -c 'sleep 0.5'");
   t.is(r.code, 0, r.stdout);
   t.regex(r.stdout, /job \d+ submitted; waiting for it to end/);
   t.regex(r.stdout, /\[#* *\] \d\/3 tasks ended/);
   t.regex(r.stdout, /job \d+ SUCCEEDED/);
-  const table = await inPty("jobs --limit 3");
+  // Only this test's jobs: the file's other tests run at the same time on the same cluster.
+  const table = await inPty("jobs --limit 3 --label suite=pty");
   t.true(table.stdout.includes("\u001b[32mSUCCEEDED"), table.stdout);
   for (const line of table.stdout.trimEnd().split(/\r?\n/)) {
     // Colour codes take no columns.

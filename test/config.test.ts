@@ -40,6 +40,6 @@ test("README's output cap and log retention defaults are those of src/config.ts"
     ),
   );
   t.true(
-    readme.includes(`\`--logs-retention-bytes N\` compressed bytes (default ${D.logsRetentionBytes / 1024 ** 3} GiB)`),
+    readme.includes(`\`--logs-retention-bytes N\` stored bytes (default ${D.logsRetentionBytes / 1024 ** 3} GiB)`),
   );
 });
