@@ -176,9 +176,3 @@ export function hoistGlobals(argv: string[]): { cmd: string | undefined; args: s
   const [cmd, ...rest] = argv.slice(i);
   return { cmd, args: [...globals, ...rest] };
 }
-
-/** True when --help or -h is among a command's options (not after `--`, where the job's own arguments are). */
-export function wantsHelp(args: string[]): boolean {
-  const end = args.indexOf("--");
-  return (end < 0 ? args : args.slice(0, end)).some((a) => a === "--help" || a === "-h");
-}

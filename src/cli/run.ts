@@ -1,5 +1,5 @@
 /** Entry point of the `crms` binary. */
-import { CliError } from "../cmd/flags.js";
+import { CliError, wantsHelp } from "../cmd/flags.js";
 import { quietOnEpipe } from "./output.js";
 
 quietOnEpipe();
@@ -14,8 +14,7 @@ const argv = process.argv.slice(2);
  */
 async function daemon(): Promise<((args: string[]) => Promise<number>) | undefined> {
   const [cmd, first] = argv;
-  const options = argv.slice(1);
-  if (options.includes("--help") || options.includes("-h")) return undefined;
+  if (wantsHelp(argv.slice(1))) return undefined;
   if (cmd === "worker" && (first === undefined || first.startsWith("-")))
     return (await import("../cmd/worker.js")).worker;
   if (cmd === "server") return (await import("../cmd/server.js")).server;

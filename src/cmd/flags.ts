@@ -58,6 +58,12 @@ export function joinValues(args: string[], options: Flags): string[] {
   return out;
 }
 
+/** True when --help or -h is among a command's options (not after `--`, where the job's own arguments are). */
+export function wantsHelp(args: string[]): boolean {
+  const end = args.indexOf("--");
+  return (end < 0 ? args : args.slice(0, end)).some((a) => a === "--help" || a === "-h");
+}
+
 /** Parses a command's arguments with the common options; `-o` must be one of OUTPUTS or of `outputs` (e.g. history's csv). */
 export function parse(args: string[], options: Flags = {}, outputs: string[] = []) {
   const all: Flags = { ...COMMON_FLAGS, ...options };

@@ -17,6 +17,9 @@ import { AsyncQueue } from "./async-queue.js";
 export type SessionState = "AWAITING_HELLO" | "ATTACHED" | "DRAINING" | "CLOSED";
 export type SessionEvent = "hello" | "drain" | "resume" | "close";
 
+/** A run's start report as received: its attempt, its pid, and when it came. */
+export type RunStart = { attempt: number; pid: number; at: Date };
+
 /** The session state machine; throws on an event not allowed in a state. */
 export function sessionTransition(state: SessionState, event: SessionEvent): SessionState {
   if (event === "close") return "CLOSED";
@@ -45,7 +48,7 @@ export class WorkerSession {
   /** jobId -> grace seconds last sent in a Kill (a shorter one is sent again). */
   readonly killGrace = new Map<string, number>();
   /** jobId -> a start report received but not yet written (see sessions/reports.ts). */
-  readonly starting = new Map<string, { attempt: number; pid: number; at: Date }>();
+  readonly starting = new Map<string, RunStart>();
   readonly outputs = new Map<bigint, AsyncQueue<OutputData>>();
   /** Why the session ended, recorded as the worker's down_reason ("stream ended" unless set). */
   closeReason = "";

@@ -184,14 +184,14 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
       else kvs.set(name, kept);
     };
     const alphabet = [...(this.listing.alphabet ?? "")].map((ch) => Buffer.from(ch)).sort(Buffer.compare);
+    /** The first key after `key`. */
+    const after = (key: Buffer): Buffer => Buffer.concat([key, Buffer.from([0])]);
     /**
      * Lists [start, end). When it is all the keys under `under` and holds more
      * than SPLIT_PAGES pages of them: the key `under` itself, then for each character
      * of the alphabet in order the keys under `under` + character, and the
      * gaps between them (keys with other characters, if any, are not lost).
      */
-    /** The first key after `key`. */
-    const after = (key: Buffer): Buffer => Buffer.concat([key, Buffer.from([0])]);
     const listRange = async (start: Buffer, end: Buffer, under?: Buffer): Promise<void> => {
       let res = await page(start, end);
       if (under && res.more && alphabet.length > 0 && Number(res.count) > SPLIT_PAGES * limit) {

@@ -10,13 +10,10 @@ import type { JobFinished, JobStarted } from "../../../gen/crms/v1/worker_pb.js"
 import { transition } from "../../scheduler/job-machine.js";
 import { toCrmsError } from "../../store/errors.js";
 import type { ServiceDeps } from "../context.js";
-import type { WorkerSession } from "../worker-session.js";
+import type { RunStart, WorkerSession } from "../worker-session.js";
 
 /** How long a start report waits for its run's finish report, to write both at once (short jobs). */
 const START_DELAY_MS = 5;
-
-/** A run's start report as received: its attempt, its pid, and when it came. */
-type RunStart = { attempt: number; pid: number; at: Date };
 
 export class ReportApplier {
   /** `current`: whether a session still holds its worker here (else its retries stop). */
