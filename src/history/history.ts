@@ -410,9 +410,9 @@ export class History {
     this.schedule(FLUSH_MS);
   }
 
-  /** Flushes in `ms` unless a flush is already due or running (it reschedules what is left). */
+  /** Flushes in `ms` unless closed, or a flush is already due or running (it reschedules what is left). */
   private schedule(ms: number): void {
-    if (!this.flushing) this.timer ??= setTimeout(() => void this.flush(), ms);
+    if (!this.closed && !this.flushing) this.timer ??= setTimeout(() => void this.flush(), ms);
   }
 
   /** Queues the final jobs of `jobs` the history does not hold yet (at a leader change or start). */
