@@ -99,6 +99,14 @@ test.serial("a job deleted from etcd by retention is still found by crms job and
   t.deepEqual(JSON.parse(none.stdout), []);
   const future = await cli(["history", "--until", "2001-01-01", "-o", "json"], env);
   t.deepEqual(JSON.parse(future.stdout), []);
+  // A limit shows the newest and says that more matched (a table of a long history is 1,000 rows by default).
+  const newest = await cli(["history", "--name", "hist-*", "--limit", "1", "-o", "json"], env);
+  t.is(newest.code, 0, newest.stderr);
+  t.is(JSON.parse(newest.stdout).length, 1);
+  t.regex(newest.stderr, /the newest 1 shown, more matched: --limit N for more/);
+  const all = await cli(["history", "--name", "hist-*", "--limit", "2", "-o", "json"], env);
+  t.is(JSON.parse(all.stdout).length, 2);
+  t.is(all.stderr, "", "no note when nothing more matched");
 
   // Newest end first, a page at a time.
   const first = await c.listHistory({ pageSize: 1, nameGlob: "hist-*" });

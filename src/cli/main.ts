@@ -23,6 +23,8 @@ import { usage } from "./usage.js";
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const DAY = 24 * 3600;
+/** Rows `crms history` prints as a table, JSON or YAML unless --limit says otherwise. */
+const HISTORY_ROWS = 1000;
 
 const USAGE = `crms — cluster resource manager
 
@@ -50,6 +52,7 @@ Jobs:
   history [--since 7d] [--until T] [--state S] [--user U] [--queue Q] [--worker W] [--name GLOB]
           [--label K=V] [--limit N] [-o table|json|yaml|csv]
                                     finished jobs from the history database, newest first
+                                    (--limit: 1000 by default, all with -o csv; 0: all)
                                     (T: 30m, 12h, 7d back from now, or an ISO date/time)
   usage [--since 7d] [--by user|queue|worker] [-o table|json|yaml]
                                     what finished jobs used (from the history): jobs, succeeded,
@@ -507,13 +510,17 @@ async function history(args: string[]): Promise<number> {
   if (positionals.length) throw new CliError(`unexpected argument ${positionals[0]}`, 2);
   const output = (v.output as string | undefined) ?? "table";
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
-  const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
+  // A table, JSON or YAML is built in memory before it is printed: by default only the newest
+  // HISTORY_ROWS (a long history held a million rows, and printing them all ended the CLI out of memory).
+  // CSV streams row by row, so a month of jobs need not fit in memory: all of them unless --limit.
+  const limit = int(v.limit, "--limit", output === "csv" ? 0 : HISTORY_ROWS) || Number.POSITIVE_INFINITY;
   const since = v.since ? cliParse(() => parseWhen(v.since as string, "--since")) : undefined;
   const until = v.until ? cliParse(() => parseWhen(v.until as string, "--until")) : undefined;
   return withClient(v, async (c) => {
     const list: Job[] = [];
     if (output === "csv") process.stdout.write(csvHeader());
     let n = 0;
+    let more = false;
     for await (const job of c.history({
       since,
       until,
@@ -523,12 +530,15 @@ async function history(args: string[]): Promise<number> {
       worker: (v.worker as string) ?? "",
       nameGlob: (v.name as string) ?? "",
       labels: keyValues(v.label, "--label"),
-      pageSize: 1000,
+      pageSize: Math.min(1000, limit + 1),
     })) {
-      // CSV streams row by row (a month of jobs need not fit in memory).
+      if (n >= limit) {
+        more = true;
+        break;
+      }
+      n++;
       if (output === "csv") process.stdout.write(csvRow(job));
       else list.push(job);
-      if (++n >= limit) break;
     }
     if (output !== "csv") {
       emit(
@@ -537,6 +547,9 @@ async function history(args: string[]): Promise<number> {
         list.map((j) => j.id),
         () => historyTable(list),
       );
+    }
+    if (more) {
+      process.stderr.write(`crms: the newest ${limit} shown, more matched: --limit N for more (0: all), or -o csv\n`);
     }
     return 0;
   });
