@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N] [--workers W]
  *       [--slots S] [--rate R] [--seconds D] [--keep N] [--timeout SECONDS] [--deadline SECONDS]
- *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-args="FLAGS"] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]
+ *       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-args="FLAGS"] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"] [--worker ts|go]
  *
  * SCENARIO: ceiling | throughput | latency | workers | gocrms | history | real | paced | backlog | fairshare
  * (fairshare also takes --jobs-b N, --delay SECONDS and --fair-first)
@@ -1142,31 +1142,12 @@ async function real(ctx: Ctx): Promise<Outcome> {
   const workers = opt(ctx, "workers", 1, 2);
   const slots = opt(ctx, "slots", 4, 4);
   const concurrency = workers * slots;
+  const kind = workerKind(ctx);
   return withEtcdAndServer(ctx, [], async (etcd, server) => {
-    const procs: Proc[] = [];
-    for (let i = 0; i < workers; i++) {
-      const dataDir = tempDir(`worker${i}`);
-      procs.push(
-        startNode(
-          "worker",
-          [
-            CRMS_BIN,
-            "worker",
-            "--name",
-            `real-${i}`,
-            "--slots",
-            String(slots),
-            "--server",
-            server.address,
-            "--data-dir",
-            dataDir,
-          ],
-          { nodeArgs: ctx.flags.get("worker-node-args")?.split(" ").filter(Boolean) },
-        ),
-      );
-    }
+    const names = Array.from({ length: workers }, (_, i) => `real-${i}`);
+    const procs = startWorkers(ctx, kind, names, slots, server.address);
     await waitWorkersUp(server.client, workers, procs);
-    progress(`${workers} real workers attached`);
+    progress(`${workers} real ${kind === "go" ? "Go" : "TypeScript"} workers attached`);
     const spawner = startScript("spawner", "spawner.ts", [
       "--jobs",
       String(jobs),
@@ -1250,7 +1231,7 @@ async function real(ctx: Ctx): Promise<Outcome> {
       cpu_pct: cpuPct,
     };
     return {
-      params: { jobs, workers, slots, concurrency, command: "/bin/true" },
+      params: { jobs, workers, slots, concurrency, worker: kind, command: "/bin/true" },
       figures,
       rows: [
         ["/bin/true through crms (submit → last end)", fmt(figures.jobs_per_s, " jobs/s"), ""],
@@ -1281,6 +1262,26 @@ function buildGoWorker(): string {
   return out;
 }
 
+/** `--worker ts|go`: which worker a scenario runs (the TypeScript `crms worker` by default). */
+function workerKind(ctx: Ctx): "ts" | "go" {
+  const kind = ctx.flags.get("worker") ?? "ts";
+  if (kind !== "ts" && kind !== "go") throw new Error(`--worker is ts or go (got ${kind})`);
+  return kind;
+}
+
+/** Starts one real worker process per name: `crms worker`, or the Go worker built for the run. */
+function startWorkers(ctx: Ctx, kind: "ts" | "go", names: string[], slots: number, server: string): Proc[] {
+  const goBin = kind === "go" ? buildGoWorker() : "";
+  return names.map((name) => {
+    const args = ["--name", name, "--slots", String(slots), "--server", server, "--data-dir", tempDir(name)];
+    return kind === "go"
+      ? startExe("worker", goBin, args)
+      : startNode("worker", [CRMS_BIN, "worker", ...args], {
+          nodeArgs: ctx.flags.get("worker-node-args")?.split(" ").filter(Boolean),
+        });
+  });
+}
+
 /**
  * GoCRMS's performance test, the path one user feels first: real workers
  * (TypeScript, or the Go worker with --worker go), jobs created one at a time
@@ -1292,19 +1293,10 @@ async function paced(ctx: Ctx): Promise<Outcome> {
   const rate = opt(ctx, "rate", 20, 20);
   const workers = opt(ctx, "workers", 4, 20);
   const slots = opt(ctx, "slots", 4, 4);
-  const kind = ctx.flags.get("worker") ?? "ts";
-  if (kind !== "ts" && kind !== "go") throw new Error(`--worker is ts or go (got ${kind})`);
-  const goBin = kind === "go" ? buildGoWorker() : "";
+  const kind = workerKind(ctx);
   return withEtcdAndServer(ctx, [], async (etcd, server) => {
     const names = Array.from({ length: workers }, (_, i) => `paced-${i}`);
-    const procs = names.map((name) => {
-      const args = ["--name", name, "--slots", String(slots), "--server", server.address, "--data-dir", tempDir(name)];
-      return kind === "go"
-        ? startExe("worker", goBin, args)
-        : startNode("worker", [CRMS_BIN, "worker", ...args], {
-            nodeArgs: ctx.flags.get("worker-node-args")?.split(" ").filter(Boolean),
-          });
-    });
+    const procs = startWorkers(ctx, kind, names, slots, server.address);
     await waitWorkersUp(server.client, workers, procs);
     progress(`${workers} ${kind} workers attached`);
     await sleep(2000);
@@ -1935,7 +1927,7 @@ async function main(): Promise<number> {
   if (!scenario || !SCENARIOS.includes(scenario)) {
     process.stderr.write(
       `usage: npx tsx bench/run.ts SCENARIO [--size small|default|full] [--jobs N --workers W --slots S --rate R --seconds D]\n` +
-        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-args="FLAGS"] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"]\n` +
+        `       [--profile DIR] [--instrumented] [--quiet-wait SECONDS] [--server-args="FLAGS"] [--server-node-args="FLAGS"] [--worker-node-args="FLAGS"] [--worker ts|go (real, paced)]\n` +
         `  SCENARIO: ${SCENARIOS.join(" | ")}\n`,
     );
     return 2;
