@@ -94,6 +94,7 @@ export async function dev(args: string[]): Promise<number> {
     );
     const listen = `localhost:${v.port}`;
     server = await startServer({ listen, etcd: [endpoint], logLevel: "warn", dataDir: join(home, "server") });
+    if (server.overCapacity) throw new CliError(server.overCapacity.message);
     const name = hostname();
     worker = createWorker({
       name,

@@ -79,7 +79,8 @@ function historyOptions(v: Record<string, unknown>): { dataDir?: string; history
 export async function server(args: string[]): Promise<number> {
   const { values: v } = parse(args, SERVER_FLAGS);
   const cp = await startServer(optionsOf(v));
-  const web = v.http ? await startHttp(cp, v.http as string) : undefined;
+  // Over capacity there is nothing loaded to show: the page and /metrics stay off, every call says why.
+  const web = v.http && !cp.overCapacity ? await startHttp(cp, v.http as string) : undefined;
   if (web) cp.log.info("web dashboard and Connect API serving", { url: web.url });
   await untilSignal();
   await web?.close();

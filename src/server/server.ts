@@ -31,13 +31,15 @@ import { createQueueService } from "../services/queue-service.js";
 import { Sessions } from "../services/sessions/index.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Admission, defaultMaxJobs } from "../store/admission.js";
+import { OverCapacity } from "../store/capacity.js";
 import { Election } from "../store/election.js";
 import { activeAlarms, Compactor } from "../store/maintenance.js";
 import { Retention } from "../store/retention.js";
 import { Store } from "../store/store.js";
 import { startWatchChecks } from "../store/watch-check.js";
 import { addService } from "./grpc.js";
-import { addIntrospection, WRITES_HEALTH } from "./introspection.js";
+import { addIntrospection, SERVICE_NAMES, WRITES_HEALTH } from "./introspection.js";
+import { overCapacityServices } from "./over-capacity.js";
 import type { Authorize } from "./pipeline.js";
 
 export interface ServerOptions extends SecurityOptions {
@@ -94,6 +96,8 @@ export interface ServerOptions extends SecurityOptions {
   maxJobs?: number;
   /** Unfinished jobs allowed per owner (default 0: no cap). */
   maxJobsPerUser?: number;
+  /** Job records this replica can load (default: from the heap limit); with more in etcd it serves only the reason. */
+  holdableJobs?: number;
   /** Half-life of users' decayed usage in fair share, seconds (default 1 day). */
   fairShareHalfLifeSeconds?: number;
   /** Seconds between SIGTERM and SIGKILL of a preempted run (default 10). */
@@ -159,6 +163,8 @@ export class ControlPlane {
   streams!: StreamLimiter;
   /** The cap on unfinished jobs and their count. */
   admission!: Admission;
+  /** Set when etcd held more jobs than this replica can load: it then serves only the reason. */
+  overCapacity?: OverCapacity;
   /** Fair share's books, built from the store's load. */
   fairShare!: FairShare;
   readonly log: Logger;
@@ -175,24 +181,12 @@ export class ControlPlane {
   }
 
   async start(): Promise<this> {
-    this.store = await Store.open(
-      {
-        endpoints: this.options.etcd,
-        prefix: this.options.prefix,
-        replicaId: this.replicaId,
-        leaseTtl: this.options.leaseTtl,
-        etcd: this.options.etcdTls,
-      },
-      (store) => {
-        // Built from the load's events: no second pass over (and decode of) every job.
-        arrayIndex(store);
-        this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
-        this.admission = new Admission(store.jobs, {
-          maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
-          maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
-        });
-      },
-    );
+    try {
+      this.store = await this.openStore();
+    } catch (err) {
+      if (!(err instanceof OverCapacity)) throw err;
+      return this.serveOverCapacity(err);
+    }
     this.tokens = new Tokens(this.store.tokens);
     try {
       await bootstrapAdminToken(this.tokens, this.options, this.log);
@@ -316,17 +310,62 @@ export class ControlPlane {
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
     this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, this.log);
-    this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
-        err ? reject(err) : resolve(port),
-      ),
-    );
+    await this.bind();
     this.election.on("elected", () => this.log.info("elected scheduler leader"));
     this.election.on("deposed", () => this.log.warn("no longer scheduler leader"));
     this.election.start();
     this.state = replicaTransition(this.state, "SERVING");
     this.log.info("control plane serving", { address: this.address, etcd: this.options.etcd });
     return this;
+  }
+
+  private openStore(): Promise<Store> {
+    return Store.open(
+      {
+        endpoints: this.options.etcd,
+        prefix: this.options.prefix,
+        replicaId: this.replicaId,
+        leaseTtl: this.options.leaseTtl,
+        etcd: this.options.etcdTls,
+        holdableJobs: this.options.holdableJobs,
+      },
+      (store) => {
+        // Built from the load's events: no second pass over (and decode of) every job.
+        arrayIndex(store);
+        this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
+        this.admission = new Admission(store.jobs, {
+          maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
+          maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
+        });
+      },
+    );
+  }
+
+  /** etcd holds more jobs than this replica can load: it says why to every caller and in health, and stays up. */
+  private async serveOverCapacity(reason: OverCapacity): Promise<this> {
+    this.overCapacity = reason;
+    this.log.error("over capacity: serving no jobs", {
+      reason: reason.message,
+      jobRecords: reason.records,
+      holdable: reason.holdable,
+      heapLimitBytes: reason.heapLimit,
+    });
+    for (const [service, handlers] of overCapacityServices(reason))
+      addService(this.server, service, handlers as never, this.log);
+    this.health = addIntrospection(this.server);
+    this.health.setStatus("", "NOT_SERVING");
+    for (const name of SERVICE_NAMES) this.health.setStatus(name, "NOT_SERVING");
+    await this.bind();
+    this.state = replicaTransition(this.state, "SERVING");
+    return this;
+  }
+
+  private async bind(): Promise<void> {
+    this.port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
+    );
   }
 
   /** Watches etcd alarms: with NOSPACE, writes are NOT_SERVING in health (reads go on). */

@@ -20,6 +20,7 @@ import { CrmsError, notFound } from "../errors.js";
 import { compareIds } from "../ids.js";
 import { Batcher, type Compare, type Write } from "./batcher.js";
 import { type Entry, PrefixCache } from "./cache.js";
+import { holdableJobs, OverCapacity } from "./capacity.js";
 import { decode, encode } from "./codec.js";
 import { EtcdHealth, notReachable } from "./health.js";
 import { registerInternals } from "./internals.js";
@@ -46,6 +47,8 @@ export interface StoreOptions {
   leaseTtl?: number;
   /** TLS and auth towards etcd. */
   etcd?: EtcdSecurity;
+  /** Job records this replica can load (default from the heap limit): with more in etcd, open() throws OverCapacity. */
+  holdableJobs?: number;
 }
 
 /**
@@ -172,6 +175,16 @@ export class Store {
    */
   static async open(options: StoreOptions, beforeLoad?: (store: Store) => void): Promise<Store> {
     const store = new Store(options);
+    try {
+      // Counted before anything is loaded (or this replica announced): a set too large for the
+      // heap is refused with the figures instead of ending the process out of memory mid-load.
+      const records = Number(await store.#etcd.getAll().prefix(store.#keys.jobs).count());
+      const holdable = options.holdableJobs ?? holdableJobs();
+      if (records > holdable) throw new OverCapacity(records, holdable);
+    } catch (err) {
+      store.#etcd.close();
+      throw err;
+    }
     beforeLoad?.(store);
     try {
       await store.grantLease();

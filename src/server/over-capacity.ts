@@ -1,0 +1,44 @@
+/**
+ * What a replica serves when etcd holds more job records than it can load
+ * (see store/capacity.ts): no job data (it has none loaded, and no tokens to
+ * check a caller against), only the reason. Every call is refused with it:
+ * RESOURCE_EXHAUSTED, and UNAVAILABLE for workers, which then attach to
+ * another replica. Health reports NOT_SERVING, so a load balancer skips it.
+ * The process stays up instead of failing in a loop under its supervisor.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import { AdminService } from "../../gen/crms/v1/admin_pb.js";
+import { JobService } from "../../gen/crms/v1/job_pb.js";
+import { QueueService } from "../../gen/crms/v1/queue_pb.js";
+import { WorkerService } from "../../gen/crms/v1/worker_pb.js";
+import { type Code, CrmsError } from "../errors.js";
+import type { ServiceHandlers } from "../rpc/handlers.js";
+import type { OverCapacity } from "../store/capacity.js";
+
+/** Handlers for every method of `service` that refuse with `code` and the reason. */
+function refusing<S extends DescService>(service: S, code: Code, reason: OverCapacity): ServiceHandlers<S> {
+  const refuse = () => new CrmsError(code, reason.message);
+  const out: Record<string, unknown> = {};
+  for (const m of service.methods) {
+    out[m.localName] =
+      m.methodKind === "unary"
+        ? async () => {
+            throw refuse();
+          }
+        : // biome-ignore lint/correctness/useYield: refuses before its first message
+          async function* () {
+            throw refuse();
+          };
+  }
+  return out as ServiceHandlers<S>;
+}
+
+/** The four services of a replica over capacity. */
+export function overCapacityServices(reason: OverCapacity) {
+  return [
+    [JobService, refusing(JobService, "RESOURCE_EXHAUSTED", reason)],
+    [WorkerService, refusing(WorkerService, "UNAVAILABLE", reason)],
+    [AdminService, refusing(AdminService, "RESOURCE_EXHAUSTED", reason)],
+    [QueueService, refusing(QueueService, "RESOURCE_EXHAUSTED", reason)],
+  ] as const;
+}
