@@ -37,7 +37,8 @@ channel.send = (evt, ...rest) => {
  * Once ava is done with the file, the worker exits when nothing holds its
  * event loop. A file that leaves a handle open (a socket, a child, a timer)
  * would keep the worker, and with it the whole run, waiting forever; after
- * 10 s this names what is still open and exits.
+ * 10 s this names what is still open, kills the child processes among it
+ * and exits.
  */
 let testFile = "";
 channel.options.then((options) => {
@@ -57,7 +58,12 @@ import("ava").then(({ registerCompletionHandler }) =>
       const own = new Set([process.stdin, process.stdout, process.stderr, process.channel]);
       const handles = process._getActiveHandles().filter((h) => !own.has(h));
       const open = [...handles.map(describe), ...process.getActiveResourcesInfo()].join("; ");
-      process.stderr.write(`ava worker: ${testFile} still holds [${open}] 10 s after its tests; exiting\n`);
+      // Children left behind (an etcd whose test failed before its teardown was registered) would
+      // outlive the worker and the run, holding ports and CPU: they end with it.
+      const children = handles.filter((h) => Array.isArray(h?.spawnargs) && h.pid && h.exitCode === null);
+      for (const c of children) c.kill("SIGKILL");
+      const killed = children.length ? `; killed ${children.map((c) => c.pid).join(", ")}` : "";
+      process.stderr.write(`ava worker: ${testFile} still holds [${open}] 10 s after its tests; exiting${killed}\n`);
       process.exit(0);
     }, 10_000);
     timer.unref();
