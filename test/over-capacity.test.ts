@@ -3,7 +3,8 @@
  * here `holdableJobs` stands for a small heap) says so instead of running out
  * of memory half-way through the load: it stays up, answers every call with
  * the reason and the figures, workers are sent elsewhere with UNAVAILABLE,
- * health says NOT_SERVING, and the replica that holds the set goes on.
+ * health says NOT_SERVING, and the replica that holds the set goes on; once
+ * enough jobs are gone it loads them and serves on the same port.
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -26,7 +27,8 @@ test("a replica over more jobs than it can load refuses every call with the reas
   const cluster = await TestCluster.start();
   t.teardown(() => cluster.stop());
   const c = cluster.client();
-  for (let i = 0; i < 30; i++) await c.submit({ command: ["true"], hold: true });
+  const ids: string[] = [];
+  for (let i = 0; i < 30; i++) ids.push((await c.submit({ command: ["true"], hold: true })).id);
   const etcdJobs = async () => Number(await cluster.etcdClient().getAll().prefix("crms/jobs/").count());
   t.is(await etcdJobs(), 30);
 
@@ -36,6 +38,7 @@ test("a replica over more jobs than it can load refuses every call with the reas
     listen: "127.0.0.1:0",
     etcd: [cluster.etcd.endpoint],
     holdableJobs: 20,
+    capacityRecheckMs: 200,
     log: { debug: quiet, info: quiet, warn: quiet, error: (msg, f) => errors.push(`${msg} ${JSON.stringify(f)}`) },
   });
   t.teardown(() => small.stop());
@@ -74,6 +77,22 @@ test("a replica over more jobs than it can load refuses every call with the reas
   t.is(await etcdJobs(), 30);
   await c.submit({ command: ["true"], hold: true });
   t.is(await etcdJobs(), 31);
+
+  // Once enough jobs are gone it counts again, loads them and serves as any replica, on the same port.
+  const address = small.address;
+  for (const id of ids.slice(0, 11)) {
+    await c.kill(id);
+    await c.deleteJob(id);
+  }
+  t.is(await etcdJobs(), 20);
+  await cluster.waitFor(() => small.overCapacity === undefined && small.store !== undefined, 20_000, "the reload");
+  t.is(small.address, address);
+  t.is(small.store.jobs.entries.size, 20);
+  const last = ids[29] as string;
+  t.is((await sc.getJob(last)).id, last);
+  t.truthy((await sc.submit({ command: ["true"], hold: true })).id);
+  const healthy = await promisify(execFile)(grpcurlPath(), ["-plaintext", address, "grpc.health.v1.Health/Check"]);
+  t.regex(healthy.stdout, /"SERVING"/);
 });
 
 test("the job records a replica can load follow its heap limit", (t) => {

@@ -4,7 +4,8 @@
  * check a caller against), only the reason. Every call is refused with it:
  * RESOURCE_EXHAUSTED, and UNAVAILABLE for workers, which then attach to
  * another replica. Health reports NOT_SERVING, so a load balancer skips it.
- * The process stays up instead of failing in a loop under its supervisor.
+ * The process stays up instead of failing in a loop under its supervisor,
+ * and counts again now and then (see ControlPlane.recheckCapacity).
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { AdminService } from "../../gen/crms/v1/admin_pb.js";

@@ -98,6 +98,8 @@ export interface ServerOptions extends SecurityOptions {
   maxJobsPerUser?: number;
   /** Job records this replica can load (default: from the heap limit); with more in etcd it serves only the reason. */
   holdableJobs?: number;
+  /** Over capacity, how often the records are counted again (default 30 s). */
+  capacityRecheckMs?: number;
   /** Half-life of users' decayed usage in fair share, seconds (default 1 day). */
   fairShareHalfLifeSeconds?: number;
   /** Seconds between SIGTERM and SIGKILL of a preempted run (default 10). */
@@ -163,8 +165,10 @@ export class ControlPlane {
   streams!: StreamLimiter;
   /** The cap on unfinished jobs and their count. */
   admission!: Admission;
-  /** Set when etcd held more jobs than this replica can load: it then serves only the reason. */
+  /** Set while etcd holds more jobs than this replica can load: it then serves only the reason. */
   overCapacity?: OverCapacity;
+  private recheck?: NodeJS.Timeout;
+  private rechecking = false;
   /** Fair share's books, built from the store's load. */
   fairShare!: FairShare;
   readonly log: Logger;
@@ -187,6 +191,12 @@ export class ControlPlane {
       if (!(err instanceof OverCapacity)) throw err;
       return this.serveOverCapacity(err);
     }
+    await this.serveLoaded();
+    return this;
+  }
+
+  /** Serves the loaded store: tokens, history, scheduler, services, then the port. */
+  private async serveLoaded(): Promise<void> {
     this.tokens = new Tokens(this.store.tokens);
     try {
       await bootstrapAdminToken(this.tokens, this.options, this.log);
@@ -314,9 +324,8 @@ export class ControlPlane {
     this.election.on("elected", () => this.log.info("elected scheduler leader"));
     this.election.on("deposed", () => this.log.warn("no longer scheduler leader"));
     this.election.start();
-    this.state = replicaTransition(this.state, "SERVING");
+    if (this.state === "STARTING") this.state = replicaTransition(this.state, "SERVING");
     this.log.info("control plane serving", { address: this.address, etcd: this.options.etcd });
-    return this;
   }
 
   private openStore(): Promise<Store> {
@@ -357,12 +366,44 @@ export class ControlPlane {
     for (const name of SERVICE_NAMES) this.health.setStatus(name, "NOT_SERVING");
     await this.bind();
     this.state = replicaTransition(this.state, "SERVING");
+    this.recheck = setInterval(() => void this.recheckCapacity(), this.options.capacityRecheckMs ?? 30_000);
+    this.recheck.unref();
     return this;
   }
 
+  /**
+   * Over capacity, counts again now and then: once the records fit (jobs ended and retention
+   * removed them), this replica loads them and serves as any other, on the same port.
+   */
+  private async recheckCapacity(): Promise<void> {
+    if (this.rechecking || this.state !== "SERVING" || !this.overCapacity) return;
+    this.rechecking = true;
+    let store: Store;
+    try {
+      store = await this.openStore();
+    } catch (err) {
+      if (err instanceof OverCapacity) this.overCapacity = err;
+      else this.log.warn("counting the job records failed", { error: String(err) });
+      return;
+    } finally {
+      this.rechecking = false;
+    }
+    if (this.state !== "SERVING") return void (await store.close());
+    clearInterval(this.recheck);
+    this.log.info("the job records fit now: serving them", { jobRecords: store.jobs.entries.size });
+    const old = this.server;
+    await new Promise<void>((resolve) => old.tryShutdown(() => resolve()));
+    this.server = new grpc.Server(serverOptions);
+    this.store = store;
+    this.overCapacity = undefined;
+    await this.serveLoaded();
+  }
+
   private async bind(): Promise<void> {
+    // Bound again after an over-capacity start: the same port, not a new one from ":0".
+    const listen = this.port ? this.address : this.options.listen;
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
+      this.server.bindAsync(listen, serverCredentials(this.options), (err, port) =>
         err ? reject(err) : resolve(port),
       ),
     );
@@ -383,6 +424,7 @@ export class ControlPlane {
   async stop(): Promise<void> {
     if (this.state === "STOPPING" || this.state === "STOPPED") return;
     this.state = replicaTransition(this.state, "STOPPING");
+    clearInterval(this.recheck);
     this.scheduler?.stop();
     this.retention?.stop();
     this.compactor?.stop();
