@@ -16,9 +16,9 @@ import { type Code, CrmsError } from "../errors.js";
 import type { ServiceHandlers } from "../rpc/handlers.js";
 import type { OverCapacity } from "../store/capacity.js";
 
-/** Handlers for every method of `service` that refuse with `code` and the reason. */
-function refusing<S extends DescService>(service: S, code: Code, reason: OverCapacity): ServiceHandlers<S> {
-  const refuse = () => new CrmsError(code, reason.message);
+/** Handlers for every method of `service` that refuse with `code` and the reason now. */
+function refusing<S extends DescService>(service: S, code: Code, reason: () => OverCapacity): ServiceHandlers<S> {
+  const refuse = () => new CrmsError(code, reason().message);
   const out: Record<string, unknown> = {};
   for (const m of service.methods) {
     out[m.localName] =
@@ -35,11 +35,26 @@ function refusing<S extends DescService>(service: S, code: Code, reason: OverCap
 }
 
 /** The four services of a replica over capacity. */
-export function overCapacityServices(reason: OverCapacity) {
-  return [
-    [JobService, refusing(JobService, "RESOURCE_EXHAUSTED", reason)],
-    [WorkerService, refusing(WorkerService, "UNAVAILABLE", reason)],
-    [AdminService, refusing(AdminService, "RESOURCE_EXHAUSTED", reason)],
-    [QueueService, refusing(QueueService, "RESOURCE_EXHAUSTED", reason)],
-  ] as const;
+export function overCapacityHandlers(reason: () => OverCapacity) {
+  return {
+    job: refusing(JobService, "RESOURCE_EXHAUSTED", reason),
+    worker: refusing(WorkerService, "UNAVAILABLE", reason),
+    admin: refusing(AdminService, "RESOURCE_EXHAUSTED", reason),
+    queue: refusing(QueueService, "RESOURCE_EXHAUSTED", reason),
+  };
+}
+
+/**
+ * Handlers that call, at each call, those `current` returns: registered once
+ * on the port, they switch from refusing to serving without a moment when the
+ * port is closed (a client connecting then would be refused and back off).
+ */
+export function delegating<S extends DescService>(service: S, current: () => ServiceHandlers<S>): ServiceHandlers<S> {
+  const out: Record<string, unknown> = {};
+  for (const m of service.methods) {
+    const name = m.localName;
+    out[name] = (request: unknown, ctx: unknown) =>
+      (current() as Record<string, (request: unknown, ctx: unknown) => unknown>)[name]?.(request, ctx);
+  }
+  return out as ServiceHandlers<S>;
 }

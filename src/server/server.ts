@@ -39,7 +39,7 @@ import { Store } from "../store/store.js";
 import { startWatchChecks } from "../store/watch-check.js";
 import { addService } from "./grpc.js";
 import { addIntrospection, SERVICE_NAMES, WRITES_HEALTH } from "./introspection.js";
-import { overCapacityServices } from "./over-capacity.js";
+import { delegating, overCapacityHandlers } from "./over-capacity.js";
 import type { Authorize } from "./pipeline.js";
 
 export interface ServerOptions extends SecurityOptions {
@@ -311,16 +311,22 @@ export class ControlPlane {
       },
       queue: createQueueService(deps),
     };
-    this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
-    addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);
-    addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize, this.streams);
-    addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize, this.streams);
-    addService(this.server, QueueService, this.handlers.queue, this.log, this.authorize, this.streams);
-    this.health = addIntrospection(this.server);
+    if (this.overCapacity) {
+      // Loaded after an over-capacity start: the services on the port call these handlers from now on.
+      this.overCapacity = undefined;
+      for (const name of ["", ...SERVICE_NAMES]) this.health?.setStatus(name, "SERVING");
+    } else {
+      this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
+      addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);
+      addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize, this.streams);
+      addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize, this.streams);
+      addService(this.server, QueueService, this.handlers.queue, this.log, this.authorize, this.streams);
+      this.health = addIntrospection(this.server);
+    }
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
     this.stopWatchChecks = startWatchChecks([this.store.jobs, this.store.workers], {}, this.log);
-    await this.bind();
+    if (!this.port) await this.bind();
     this.election.on("elected", () => this.log.info("elected scheduler leader"));
     this.election.on("deposed", () => this.log.warn("no longer scheduler leader"));
     this.election.start();
@@ -359,8 +365,19 @@ export class ControlPlane {
       holdable: reason.holdable,
       heapLimitBytes: reason.heapLimit,
     });
-    for (const [service, handlers] of overCapacityServices(reason))
-      addService(this.server, service, handlers as never, this.log);
+    // Registered once: they refuse while over capacity and serve once the records are loaded.
+    const refuse = overCapacityHandlers(() => this.overCapacity ?? reason);
+    const now =
+      <K extends keyof Handlers>(k: K) =>
+      () =>
+        (this.overCapacity ? refuse[k] : this.handlers[k]) as never;
+    const authorize: Authorize = (method, metadata) =>
+      this.overCapacity ? undefined : this.authorize(method, metadata);
+    this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
+    addService(this.server, JobService, delegating(JobService, now("job")), this.log, authorize, this.streams);
+    addService(this.server, WorkerService, delegating(WorkerService, now("worker")), this.log, authorize, this.streams);
+    addService(this.server, AdminService, delegating(AdminService, now("admin")), this.log, authorize, this.streams);
+    addService(this.server, QueueService, delegating(QueueService, now("queue")), this.log, authorize, this.streams);
     this.health = addIntrospection(this.server);
     this.health.setStatus("", "NOT_SERVING");
     for (const name of SERVICE_NAMES) this.health.setStatus(name, "NOT_SERVING");
@@ -391,19 +408,13 @@ export class ControlPlane {
     if (this.state !== "SERVING") return void (await store.close());
     clearInterval(this.recheck);
     this.log.info("the job records fit now: serving them", { jobRecords: store.jobs.entries.size });
-    const old = this.server;
-    await new Promise<void>((resolve) => old.tryShutdown(() => resolve()));
-    this.server = new grpc.Server(serverOptions);
     this.store = store;
-    this.overCapacity = undefined;
     await this.serveLoaded();
   }
 
   private async bind(): Promise<void> {
-    // Bound again after an over-capacity start: the same port, not a new one from ":0".
-    const listen = this.port ? this.address : this.options.listen;
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(listen, serverCredentials(this.options), (err, port) =>
+      this.server.bindAsync(this.options.listen, serverCredentials(this.options), (err, port) =>
         err ? reject(err) : resolve(port),
       ),
     );
