@@ -74,7 +74,17 @@ test.serial("two 2-cpu jobs run together on a 4-cpu worker; a third waits, sayin
   t.regex(waiting.pendingReason, /waiting for 2 cpus; most free on one worker: 0 cpus/);
   t.is(waiting.queuePosition, 1n);
   t.is(waiting.queue, "default");
-  for (const j of jobs) t.is((await c.wait(j.id, { timeoutMs: 30_000 })).state, JobState.SUCCEEDED);
+  for (const j of jobs) {
+    const end = await c.wait(j.id, { timeoutMs: 30_000 });
+    const why = {
+      exitCode: end.exitCode,
+      signal: end.signal,
+      error: end.error,
+      worker: end.worker,
+      attempt: end.attempt,
+    };
+    t.is(end.state, JobState.SUCCEEDED, `job ${j.id} ended ${JobState[end.state]}: ${JSON.stringify(why)}`);
+  }
 });
 
 test.serial("a replica started over running and pending jobs counts them in its fair-share books", async (t) => {

@@ -13,6 +13,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import anyTest, { type TestFn } from "ava";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { CrmsClient } from "../clients/typescript/src/client.js";
 import { JobState, OutputStream } from "../gen/crms/v1/job_pb.js";
 import { QueueService } from "../gen/crms/v1/queue_pb.js";
 import type { HttpEndpoint } from "../src/web/http.js";
@@ -156,12 +157,25 @@ test.serial("a job submitted from the form turns SUCCEEDED and its output shows"
   await page.close();
 });
 
+/** Waits for the job page's RUNNING badge; on a timeout, says what the server and the page showed. */
+async function runningBadge(page: Page, c: CrmsClient, id: string): Promise<void> {
+  try {
+    await page.locator(".subtitle .badge", { hasText: "RUNNING" }).waitFor({ timeout: 20_000 });
+  } catch (err) {
+    const job = await c.getJob(id);
+    const badge = await page.locator(".subtitle .badge").allTextContents();
+    throw new Error(
+      `${(err as Error).message.split("\n")[0]}; the server has job ${id} ${JobState[job.state]} on ${job.worker || "no worker"} (${job.pendingReason || job.error || "-"}); the page shows ${JSON.stringify(badge)}`,
+    );
+  }
+}
+
 test.serial("a running sleep 60 is killed from the page and turns KILLED", async (t) => {
   const { cluster } = t.context;
   const c = cluster.client();
   const job = await c.submit({ command: ["sleep", "60"], name: "long nap" });
   const { page, errors } = await open(t, `#/jobs/${job.id}`);
-  await page.locator(".subtitle .badge", { hasText: "RUNNING" }).waitFor({ timeout: 20_000 });
+  await runningBadge(page, c, job.id);
   await page.getByText("Following live output…").waitFor();
   await shot(page, "job-running");
   await page.getByRole("button", { name: "Kill" }).click();
@@ -275,7 +289,7 @@ test.serial("killing a job from its page keeps the scroll position of the page a
   const job = await c.submit({ command: ["sh", "-c", "seq 1 300; exec sleep 60"], name: "scrolled" });
   const { page, errors } = await open(t, `#/jobs/${job.id}`);
   await page.setViewportSize({ width: 1280, height: 500 });
-  await page.locator(".subtitle .badge", { hasText: "RUNNING" }).waitFor({ timeout: 20_000 });
+  await runningBadge(page, c, job.id);
   await page.getByLabel(`Output of job ${job.id}`, { exact: true }).getByText("300").waitFor();
   await page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)");
   const before = await page.evaluate<number>("window.scrollY");
