@@ -746,13 +746,33 @@ export function jobView(route: Route): View {
       })
       .catch(() => {});
   }, 2000);
+  // Watch events applied for this job: a read answered after one came is older than what is shown.
+  let events = 0;
   const offJobs = live.onJobs((batch) => {
     const next = batch.put.get(id);
     if (next) {
+      events++;
       apply(next);
       if (next.state === JobState.PENDING && !next.queuePosition) refreshPosition();
     }
     if (batch.deleted.has(id)) markDeleted();
+  });
+  // The job watch starts after a revision read when it (re)connects: a change between this page's
+  // first read and that revision comes through neither. Read the job again each time the watch
+  // goes live (a job that turned RUNNING meanwhile showed ASSIGNED until its next change).
+  let watchLive = live.jobState === "live";
+  const offConn = live.onConnection(() => {
+    const now = live.jobState === "live";
+    if (now && !watchLive) {
+      const at = events;
+      jobService
+        .getJob({ id }, { signal: ctl.signal })
+        .then((res) => {
+          if (res.job && events === at) apply(res.job);
+        })
+        .catch(() => {});
+    }
+    watchLive = now;
   });
   const ticker = setInterval(() => {
     for (const el of body.querySelectorAll<HTMLElement>("[data-running]")) {
@@ -787,6 +807,7 @@ export function jobView(route: Route): View {
     dispose() {
       ctl.abort();
       offJobs();
+      offConn();
       refreshPosition.cancel();
       clearInterval(ticker);
       output.stop();
