@@ -20,6 +20,7 @@ import { Tokens } from "../auth/tokens.js";
 import { SERVER_DEFAULTS as D } from "../config.js";
 import { History } from "../history/history.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
+import type { ServiceHandlers } from "../rpc/handlers.js";
 import { arrayIndex } from "../scheduler/arrays.js";
 import { FairShare } from "../scheduler/fair-share.js";
 import { Scheduler } from "../scheduler/scheduler.js";
@@ -114,6 +115,14 @@ export interface Handlers {
   worker: ReturnType<typeof createWorkerService> & ReturnType<typeof createLogService>;
   admin: ReturnType<typeof createAdminService> & ReturnType<typeof createTokenService>;
   queue: ReturnType<typeof createQueueService>;
+}
+
+/** What the port's services call: the handlers, or handlers that delegate to them. */
+interface ServiceImpls {
+  job: ServiceHandlers<typeof JobService>;
+  worker: ServiceHandlers<typeof WorkerService>;
+  admin: ServiceHandlers<typeof AdminService>;
+  queue: ServiceHandlers<typeof QueueService>;
 }
 
 export type ReplicaState = "STARTING" | "SERVING" | "STOPPING" | "STOPPED";
@@ -316,12 +325,7 @@ export class ControlPlane {
       this.overCapacity = undefined;
       for (const name of ["", ...SERVICE_NAMES]) this.health?.setStatus(name, "SERVING");
     } else {
-      this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
-      addService(this.server, JobService, this.handlers.job, this.log, this.authorize, this.streams);
-      addService(this.server, WorkerService, this.handlers.worker, this.log, this.authorize, this.streams);
-      addService(this.server, AdminService, this.handlers.admin, this.log, this.authorize, this.streams);
-      addService(this.server, QueueService, this.handlers.queue, this.log, this.authorize, this.streams);
-      this.health = addIntrospection(this.server);
+      this.health = this.addServices(this.handlers, this.authorize);
     }
     this.alarmTimer = setInterval(() => void this.checkAlarms(), 5000);
     this.alarmTimer.unref();
@@ -373,14 +377,17 @@ export class ControlPlane {
         (this.overCapacity ? refuse[k] : this.handlers[k]) as never;
     const authorize: Authorize = (method, metadata) =>
       this.overCapacity ? undefined : this.authorize(method, metadata);
-    this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
-    addService(this.server, JobService, delegating(JobService, now("job")), this.log, authorize, this.streams);
-    addService(this.server, WorkerService, delegating(WorkerService, now("worker")), this.log, authorize, this.streams);
-    addService(this.server, AdminService, delegating(AdminService, now("admin")), this.log, authorize, this.streams);
-    addService(this.server, QueueService, delegating(QueueService, now("queue")), this.log, authorize, this.streams);
-    this.health = addIntrospection(this.server);
-    this.health.setStatus("", "NOT_SERVING");
-    for (const name of SERVICE_NAMES) this.health.setStatus(name, "NOT_SERVING");
+    const health = this.addServices(
+      {
+        job: delegating(JobService, now("job")),
+        worker: delegating(WorkerService, now("worker")),
+        admin: delegating(AdminService, now("admin")),
+        queue: delegating(QueueService, now("queue")),
+      },
+      authorize,
+    );
+    this.health = health;
+    for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, "NOT_SERVING");
     await this.bind();
     this.state = replicaTransition(this.state, "SERVING");
     this.recheck = setInterval(() => void this.recheckCapacity(), this.options.capacityRecheckMs ?? 30_000);
@@ -410,6 +417,16 @@ export class ControlPlane {
     this.log.info("the job records fit now: serving them", { jobRecords: store.jobs.entries.size });
     this.store = store;
     await this.serveLoaded();
+  }
+
+  /** Registers the four services and health on the port, with what `impl` gives each. */
+  private addServices(impl: ServiceImpls, authorize: Authorize): HealthImplementation {
+    this.streams = new StreamLimiter(this.options.maxStreamsPerClient);
+    addService(this.server, JobService, impl.job, this.log, authorize, this.streams);
+    addService(this.server, WorkerService, impl.worker, this.log, authorize, this.streams);
+    addService(this.server, AdminService, impl.admin, this.log, authorize, this.streams);
+    addService(this.server, QueueService, impl.queue, this.log, authorize, this.streams);
+    return addIntrospection(this.server);
   }
 
   private async bind(): Promise<void> {
