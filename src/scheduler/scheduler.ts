@@ -14,10 +14,10 @@ import { isArrayParent, isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
 import type { Election } from "../store/election.js";
-import type { Store } from "../store/store.js";
+import type { CreatePlacement, Store } from "../store/store.js";
 import { type ArrayIndex, arrayIndex, materializeBatch } from "./arrays.js";
 import { evaluate } from "./dependencies.js";
-import { cost, FairShare, type Request, requestOf } from "./fair-share.js";
+import { cost, FairShare, queueOf, type Request, requestOf } from "./fair-share.js";
 import { transition } from "./job-machine.js";
 import type { PendingQueue } from "./pending-queue.js";
 import { Placer, type WorkerSlots } from "./placement.js";
@@ -25,6 +25,14 @@ import { Placer, type WorkerSlots } from "./placement.js";
 /** The worker a job must run on: RunJob's choice, else the spec's target, else "" (any). */
 export function targetOf(job: Job): string {
   return job.runOn || job.spec?.targetWorker || "";
+}
+
+/** Whether a queue's cpu and gpu limits leave room for one more request. */
+function queueHolds(q: { cpus: number; gpus: number; maxCpus: number; maxGpus: number }, request: Request): boolean {
+  return !(
+    (q.maxCpus > 0 && q.cpus + request.cpus > q.maxCpus) ||
+    (q.maxGpus > 0 && q.gpus + request.gpus > q.maxGpus)
+  );
 }
 
 /** Orders jobs by when their current run started (assignment time as a fallback), then id. */
@@ -81,6 +89,8 @@ export class Scheduler {
   private readonly inflightRequests = new Map<string, Request[]>();
   private readonly inflightGpus = new Map<string, Set<number>>();
   private readonly inflight = new Map<string, number>();
+  /** Per queue, the jobs placed (by a pass or a submit) whose assignment is not in the cache yet. */
+  private readonly inflightQueues = new Map<string, { running: number; cpus: number; gpus: number }>();
   private readonly goneSince = new Map<string, number>();
   /** The last record of workers whose record vanished with their replica's lease (for their DOWN record). */
   private readonly lastKnown = new Map<string, Worker>();
@@ -243,10 +253,17 @@ export class Scheduler {
     setImmediate(() => void this.pass());
   }
 
-  private workerSlots(): WorkerSlots[] {
+  /**
+   * The free slots and resources of every worker UP (or of `only`): what is
+   * not taken by its active jobs or by placements still being written.
+   */
+  private workerSlots(only?: string): WorkerSlots[] {
     const out: WorkerSlots[] = [];
     const fs = this.fairShare;
-    for (const [name, e] of this.store.workers.entries) {
+    const entries =
+      only === undefined ? this.store.workers.entries : [[only, this.store.workers.entries.get(only)] as const];
+    for (const [name, e] of entries) {
+      if (!e) continue;
       const w = e.value;
       if (w.state !== WorkerState.UP) continue;
       const used = (this.store.jobIndex.active.get(name)?.size ?? 0) + (this.inflight.get(name) ?? 0);
@@ -264,6 +281,67 @@ export class Scheduler {
       out.push({ name, free: Math.max(0, w.slots - used), labels: w.labels, resources, gpuIndices: free });
     }
     return out;
+  }
+
+  /**
+   * Places a job as it is submitted, in its create Txn (one etcd round trip on
+   * the way to its worker instead of two), when this replica leads, nothing
+   * waits in the pending queue (so no job is passed over: the next pass would
+   * place this one the same way), and a worker has room for it now. Jobs with
+   * dependencies and arrays go through the queue. Returns undefined when the
+   * job should be created pending.
+   */
+  placeAtSubmit(job: Job): CreatePlacement | undefined {
+    if (!this.running || this.pending.size > 0 || !this.store.health.reachable) return undefined;
+    if (job.state !== JobState.PENDING || job.spec?.after.length || job.spec?.array || job.arrayParent)
+      return undefined;
+    const request = requestOf(job);
+    const queueName = queueOf(job);
+    const queue = this.queueLoad(queueName);
+    if (queue.maxRunning > 0 && queue.running >= queue.maxRunning) return undefined;
+    if (!queueHolds(queue, request)) return undefined;
+    const target = targetOf(job);
+    const r = new Placer(this.workerSlots(target || undefined)).try({
+      id: job.id,
+      targetWorker: target,
+      constraints: job.spec?.constraints ?? {},
+      request,
+    });
+    if (r === "wait" || "reason" in r) return undefined;
+    const assigned = transition(job, { type: "assign", worker: r.worker, gpus: r.gpus, now: new Date() });
+    if (!assigned) return undefined;
+    this.inflight.set(r.worker, (this.inflight.get(r.worker) ?? 0) + 1);
+    this.reserve(r.worker, request, r.gpus, 1);
+    this.holdQueue(queueName, request, 1);
+    return {
+      job: assigned,
+      compares: this.election.fence(),
+      settle: (written) => {
+        const n = (this.inflight.get(r.worker) ?? 1) - 1;
+        if (n <= 0) this.inflight.delete(r.worker);
+        else this.inflight.set(r.worker, n);
+        this.reserve(r.worker, request, r.gpus, -1);
+        this.holdQueue(queueName, request, -1);
+        if (!written) return;
+        this.stats.placed++;
+        if (this.emitter.has("placed")) this.emitter.emit("placed", 0);
+      },
+    };
+  }
+
+  /** A queue's limits and what its running jobs hold now, placements being written included. */
+  private queueLoad(name: string) {
+    const settings = this.store.queues.get(name);
+    const load = this.fairShare.load(name);
+    const held = this.inflightQueues.get(name);
+    return {
+      running: (load?.running ?? 0) + (held?.running ?? 0),
+      cpus: (load?.cpus ?? 0) + (held?.cpus ?? 0),
+      gpus: (load?.gpus ?? 0) + (held?.gpus ?? 0),
+      maxRunning: settings?.maxRunning ?? 0,
+      maxCpus: settings?.maxCpus ?? 0,
+      maxGpus: settings?.maxGpus ?? 0,
+    };
   }
 
   private async pass(): Promise<void> {
@@ -314,6 +392,7 @@ export class Scheduler {
         this.pending.delete(p.jobId);
         this.inflight.set(p.worker, (this.inflight.get(p.worker) ?? 0) + 1);
         this.reserve(p.worker, p.request, p.gpus, 1);
+        this.holdQueue(p.queue, p.request, 1);
         writes.push(
           this.store
             .updateJob(
@@ -348,6 +427,7 @@ export class Scheduler {
               if (n <= 0) this.inflight.delete(p.worker);
               else this.inflight.set(p.worker, n);
               this.reserve(p.worker, p.request, p.gpus, -1);
+              this.holdQueue(p.queue, p.request, -1);
             }),
         );
       }
@@ -369,6 +449,16 @@ export class Scheduler {
       this.scheduled = false;
       if (this.again) this.kick();
     }
+  }
+
+  /** A queue's share of placed jobs whose assignment is not in the cache yet (sign 1: add, -1: remove). */
+  private holdQueue(name: string, r: Request, sign: 1 | -1): void {
+    const held = this.inflightQueues.get(name) ?? { running: 0, cpus: 0, gpus: 0 };
+    held.running += sign;
+    held.cpus += sign * r.cpus;
+    held.gpus += sign * r.gpus;
+    if (held.running > 0) this.inflightQueues.set(name, held);
+    else this.inflightQueues.delete(name);
   }
 
   /** Reservations of placed jobs whose assignment is not in the cache yet (sign 1: add, -1: remove). */
@@ -405,7 +495,7 @@ export class Scheduler {
     const fs = this.fairShare;
     const totals = fs.totals();
     const placer = new Placer(workers);
-    const placed: Array<{ jobId: string; worker: string; gpus?: number[]; request: Request }> = [];
+    const placed: Array<{ jobId: string; worker: string; gpus?: number[]; request: Request; queue: string }> = [];
     const unplaced: Array<{ jobId: string; reason: string }> = [];
     const waiting = new Set<string>();
     const now = Date.now();
@@ -414,33 +504,21 @@ export class Scheduler {
       charge: number;
       done: boolean;
     }
-    interface QueueCursor {
+    interface QueueCursor extends ReturnType<Scheduler["queueLoad"]> {
       name: string;
       weight: number;
       alloc: number;
-      running: number;
-      cpus: number;
-      gpus: number;
-      maxRunning: number;
-      maxCpus: number;
-      maxGpus: number;
       users: UserCursor[];
       done: boolean;
     }
     const queues: QueueCursor[] = [];
     for (const [name, users] of this.pending.queues) {
-      const settings = this.store.queues.get(name);
       const load = fs.load(name);
       queues.push({
         name,
-        weight: settings?.weight || 1,
+        ...this.queueLoad(name),
+        weight: this.store.queues.get(name)?.weight || 1,
         alloc: load ? fs.share(load, totals) : 0,
-        running: load?.running ?? 0,
-        cpus: load?.cpus ?? 0,
-        gpus: load?.gpus ?? 0,
-        maxRunning: settings?.maxRunning ?? 0,
-        maxCpus: settings?.maxCpus ?? 0,
-        maxGpus: settings?.maxGpus ?? 0,
         users: [...users].map(([user, q]: [string, PendingQueue]) => {
           const l = fs.load(name, user);
           return { it: q.iterate(), charge: fs.decayed(name, user, now) + (l ? fs.share(l, totals) : 0), done: false };
@@ -474,12 +552,7 @@ export class Scheduler {
       const job = this.store.job(id);
       if (!eligible(id, job)) continue;
       const request = requestOf(job as Job);
-      if (
-        (q.maxCpus > 0 && q.cpus + request.cpus > q.maxCpus) ||
-        (q.maxGpus > 0 && q.gpus + request.gpus > q.maxGpus)
-      ) {
-        continue;
-      }
+      if (!queueHolds(q, request)) continue;
       const r = placer.try({
         id,
         targetWorker: targetOf(job as Job),
@@ -500,7 +573,7 @@ export class Scheduler {
         unplaced.push({ jobId: id, reason: r.reason });
         continue;
       }
-      placed.push({ jobId: id, worker: r.worker, gpus: r.gpus, request });
+      placed.push({ jobId: id, worker: r.worker, gpus: r.gpus, request, queue: q.name });
       q.alloc += c;
       q.running++;
       q.cpus += request.cpus;

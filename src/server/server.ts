@@ -251,6 +251,7 @@ export class ControlPlane {
     const deps: ServiceDeps = {
       admission: this.admission,
       fairShare: this.scheduler.fairShare,
+      place: (job) => this.scheduler.placeAtSubmit(job),
       store: this.store,
       election: this.election,
       log: this.log,

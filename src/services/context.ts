@@ -1,10 +1,12 @@
 /** What the service handlers share: the store, the election and this replica's sessions. */
+
+import type { Job } from "../../gen/crms/v1/job_pb.js";
 import type { History } from "../history/history.js";
 import type { Logger } from "../log.js";
 import type { FairShare } from "../scheduler/fair-share.js";
 import type { Admission } from "../store/admission.js";
 import type { Election } from "../store/election.js";
-import type { Store } from "../store/store.js";
+import type { CreatePlacement, Store } from "../store/store.js";
 
 export interface ServiceOptions {
   /** Seconds between worker heartbeats (told to workers in Welcome). */
@@ -30,4 +32,6 @@ export interface ServiceDeps {
   admission?: Admission;
   /** Queues' and users' loads and shares (absent in tests that build services alone). */
   fairShare?: FairShare;
+  /** The scheduler's placement of a job in its own create, when it can place it at once (see Scheduler.placeAtSubmit). */
+  place?: (job: Job) => CreatePlacement | undefined;
 }

@@ -228,7 +228,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
       }
       let created: Awaited<ReturnType<typeof store.createJob>>;
       try {
-        created = await store.createJob(spec, req.requestId, undefined, { user: owner, queue });
+        created = await store.createJob(spec, req.requestId, undefined, { user: owner, queue }, deps.place);
       } finally {
         release?.();
       }

@@ -74,6 +74,11 @@ export class Batcher {
     private readonly maxOps = MAX_TXN_OPS,
   ) {}
 
+  /** True while a Txn is in flight or transitions wait for one (the store is under load). */
+  get busy(): boolean {
+    return this.inFlight > 0 || this.queue.length > 0;
+  }
+
   /** Queues one transition and resolves with its own outcome. */
   commit(compares: Compare[], writes: Write[]): Promise<TxnOutcome> {
     if (writes.length > this.maxOps || compares.length > this.maxOps) {

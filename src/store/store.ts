@@ -32,8 +32,21 @@ import { TokenRecords } from "./tokens.js";
 /** TLS and password auth towards etcd (etcd3's `credentials` and `auth` options). */
 export type EtcdSecurity = Partial<Pick<IOptions, "credentials" | "auth">>;
 
-/** What others may see of the group-commit batcher: its counters and its `txn` events, not `commit`. */
-export type BatcherView = Pick<Batcher, "stats" | "events">;
+/** What others may see of the group-commit batcher: its counters, its `txn` events and whether it is busy, not `commit`. */
+export type BatcherView = Pick<Batcher, "stats" | "events" | "busy">;
+
+/**
+ * A new job placed in its own create (the scheduler's, when it leads and the
+ * job is the next it would place): the assigned record written instead of the
+ * pending one, compares that must hold with it (the leader's fence), and
+ * `settle`, told whether that record was written (else the job is created
+ * pending and placed by a pass).
+ */
+export interface CreatePlacement {
+  job: Job;
+  compares: Compare[];
+  settle(written: boolean): void;
+}
 
 /** How to reach etcd and where crms keeps its keys. */
 export interface StoreOptions {
@@ -332,6 +345,8 @@ export class Store {
     check?: (id: string) => void,
     /** Who submitted it and its queue (Job.user, Job.queue). */
     owner?: { user: string; queue: string },
+    /** The scheduler's placement of the new record, when it can place it at once (see CreatePlacement). */
+    place?: (job: Job) => CreatePlacement | undefined,
   ): Promise<{ job: Job; existing: boolean }> {
     // No read first: the request id key's create compare decides, and only a
     // repeated request id (a retry) pays for looking up the first job.
@@ -346,17 +361,29 @@ export class Store {
       user: owner?.user ?? "",
       queue: owner?.queue ?? "",
     });
-    const compares: Compare[] = [{ key: this.#keys.job(id), target: "create", revision: 0 }];
-    const writes: Write[] = [{ type: "put", key: this.#keys.job(id), value: encode(JobSchema, job) }];
-    if (requestId) {
-      compares.push({ key: this.#keys.reqid(requestId), target: "create", revision: 0 });
-      writes.push({ type: "put", key: this.#keys.reqid(requestId), value: Buffer.from(id) });
+    const write = async (record: Job, fence: Compare[]) => {
+      const compares: Compare[] = [{ key: this.#keys.job(id), target: "create", revision: 0 }, ...fence];
+      const writes: Write[] = [{ type: "put", key: this.#keys.job(id), value: encode(JobSchema, record) }];
+      if (requestId) {
+        compares.push({ key: this.#keys.reqid(requestId), target: "create", revision: 0 });
+        writes.push({ type: "put", key: this.#keys.reqid(requestId), value: Buffer.from(id) });
+      }
+      const out = await this.#batcher.commit(compares, writes);
+      if (out.ok) this.jobs.apply(id, { value: record, mod: out.revision, create: out.revision, lease: "0" });
+      return out.ok;
+    };
+    const placed = place?.(job);
+    if (placed) {
+      let ok = false;
+      try {
+        ok = await write(placed.job, placed.compares);
+      } finally {
+        placed.settle(ok);
+      }
+      if (ok) return { job: placed.job, existing: false };
+      // The fence failed (no longer the leader) or the request id is taken: create it as it came.
     }
-    const out = await this.#batcher.commit(compares, writes);
-    if (out.ok) {
-      this.jobs.apply(id, { value: job, mod: out.revision, create: out.revision, lease: "0" });
-      return { job, existing: false };
-    }
+    if (await write(job, [])) return { job, existing: false };
     const known = requestId ? await this.jobByRequestId(requestId) : undefined;
     if (known) return { job: known, existing: true };
     throw new CrmsError("ABORTED", `job ${id} could not be created; retry`);
