@@ -1,9 +1,10 @@
 /**
  * What a replica serves when etcd holds more job records than it can load
- * (see store/capacity.ts): no job data (it has none loaded, and no tokens to
- * check a caller against), only the reason. Every call is refused with it:
- * RESOURCE_EXHAUSTED, and UNAVAILABLE for workers, which then attach to
- * another replica. Health reports NOT_SERVING, so a load balancer skips it.
+ * (see store/capacity.ts): GetJob and ListJobs, read straight from etcd (see
+ * services/read-only-jobs.ts), and the reason for everything else. Every
+ * other call is refused with it: RESOURCE_EXHAUSTED, and UNAVAILABLE for
+ * workers, which then attach to another replica. Health reports NOT_SERVING
+ * (it is not a whole replica), so a load balancer skips it.
  * The process stays up instead of failing in a loop under its supervisor,
  * and counts again now and then (see ControlPlane.recheckCapacity).
  */
@@ -34,10 +35,13 @@ function refusing<S extends DescService>(service: S, code: Code, reason: () => O
   return out as ServiceHandlers<S>;
 }
 
-/** The four services of a replica over capacity. */
-export function overCapacityHandlers(reason: () => OverCapacity) {
+/** The four services of a replica over capacity; `reads`, the job reads it still serves. */
+export function overCapacityHandlers(
+  reason: () => OverCapacity,
+  reads?: Pick<ServiceHandlers<typeof JobService>, "getJob" | "listJobs">,
+) {
   return {
-    job: refusing(JobService, "RESOURCE_EXHAUSTED", reason),
+    job: { ...refusing(JobService, "RESOURCE_EXHAUSTED", reason), ...reads },
     worker: refusing(WorkerService, "UNAVAILABLE", reason),
     admin: refusing(AdminService, "RESOURCE_EXHAUSTED", reason),
     queue: refusing(QueueService, "RESOURCE_EXHAUSTED", reason),

@@ -29,6 +29,7 @@ import type { ServiceDeps } from "../services/context.js";
 import { createJobService } from "../services/job-service.js";
 import { createLogService } from "../services/log-service.js";
 import { createQueueService } from "../services/queue-service.js";
+import { readOnlyJobHandlers } from "../services/read-only-jobs.js";
 import { Sessions } from "../services/sessions/index.js";
 import { createWorkerService } from "../services/worker-service.js";
 import { Admission, defaultMaxJobs } from "../store/admission.js";
@@ -36,7 +37,7 @@ import { OverCapacity } from "../store/capacity.js";
 import { Election } from "../store/election.js";
 import { activeAlarms, Compactor } from "../store/maintenance.js";
 import { Retention } from "../store/retention.js";
-import { Store } from "../store/store.js";
+import { ReadOnlyJobs, Store, type StoreOptions } from "../store/store.js";
 import { startWatchChecks } from "../store/watch-check.js";
 import { addService } from "./grpc.js";
 import { addIntrospection, SERVICE_NAMES, WRITES_HEALTH } from "./introspection.js";
@@ -125,6 +126,9 @@ interface ServiceImpls {
   queue: ServiceHandlers<typeof QueueService>;
 }
 
+/** The calls a replica over capacity still serves (from etcd). */
+const READS_OVER_CAPACITY = new Set(["JobService.GetJob", "JobService.ListJobs"]);
+
 export type ReplicaState = "STARTING" | "SERVING" | "STOPPING" | "STOPPED";
 
 /** The replica lifecycle: each state may only move forward. */
@@ -176,6 +180,8 @@ export class ControlPlane {
   admission!: Admission;
   /** Set while etcd holds more jobs than this replica can load: it then serves only the reason. */
   overCapacity?: OverCapacity;
+  /** Over capacity: what GetJob and ListJobs read from etcd. */
+  private readOnly?: ReadOnlyJobs;
   private recheck?: NodeJS.Timeout;
   private rechecking = false;
   /** Fair share's books, built from the store's load. */
@@ -339,26 +345,27 @@ export class ControlPlane {
     this.log.info("control plane serving", { address: this.address, etcd: this.options.etcd });
   }
 
+  private storeOptions(): StoreOptions {
+    return {
+      endpoints: this.options.etcd,
+      prefix: this.options.prefix,
+      replicaId: this.replicaId,
+      leaseTtl: this.options.leaseTtl,
+      etcd: this.options.etcdTls,
+      holdableJobs: this.options.holdableJobs,
+    };
+  }
+
   private openStore(): Promise<Store> {
-    return Store.open(
-      {
-        endpoints: this.options.etcd,
-        prefix: this.options.prefix,
-        replicaId: this.replicaId,
-        leaseTtl: this.options.leaseTtl,
-        etcd: this.options.etcdTls,
-        holdableJobs: this.options.holdableJobs,
-      },
-      (store) => {
-        // Built from the load's events: no second pass over (and decode of) every job.
-        arrayIndex(store);
-        this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
-        this.admission = new Admission(store.jobs, {
-          maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
-          maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
-        });
-      },
-    );
+    return Store.open(this.storeOptions(), (store) => {
+      // Built from the load's events: no second pass over (and decode of) every job.
+      arrayIndex(store);
+      this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
+      this.admission = new Admission(store.jobs, {
+        maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
+        maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
+      });
+    });
   }
 
   /** etcd holds more jobs than this replica can load: it says why to every caller and in health, and stays up. */
@@ -370,14 +377,18 @@ export class ControlPlane {
       holdable: reason.holdable,
       heapLimitBytes: reason.heapLimit,
     });
+    // GetJob and ListJobs read from etcd, checked against the token records like any replica's.
+    const reads = await this.openReads(() => (this.overCapacity ?? reason).message);
     // Registered once: they refuse while over capacity and serve once the records are loaded.
-    const refuse = overCapacityHandlers(() => this.overCapacity ?? reason);
+    const refuse = overCapacityHandlers(() => this.overCapacity ?? reason, reads?.handlers);
     const now =
       <K extends keyof Handlers>(k: K) =>
       () =>
         (this.overCapacity ? refuse[k] : this.handlers[k]) as never;
-    const authorize: Authorize = (method, metadata) =>
-      this.overCapacity ? undefined : this.authorize(method, metadata);
+    const authorize: Authorize = (method, metadata) => {
+      if (!this.overCapacity) return this.authorize(method, metadata);
+      return reads && READS_OVER_CAPACITY.has(method) ? reads.authorize(method, metadata) : undefined;
+    };
     const health = this.addServices(
       {
         job: delegating(JobService, now("job")),
@@ -394,6 +405,31 @@ export class ControlPlane {
     this.recheck = setInterval(() => void this.recheckCapacity(), this.options.capacityRecheckMs ?? 30_000);
     this.recheck.unref();
     return this;
+  }
+
+  /**
+   * The reads a replica over capacity serves (see services/read-only-jobs.ts),
+   * with its own check of callers; undefined when etcd cannot be read or the
+   * exposure rules refuse (then every call gets the reason).
+   */
+  private async openReads(reason: () => string) {
+    let jobs: ReadOnlyJobs;
+    try {
+      jobs = await ReadOnlyJobs.open(this.storeOptions());
+    } catch (err) {
+      this.log.warn("over capacity: cannot read jobs from etcd either", { error: String(err) });
+      return undefined;
+    }
+    const tokens = new Tokens(jobs.tokens);
+    const exposed = exposure(this.options, tokens.size);
+    if (exposed.refuse) {
+      await jobs.close();
+      return undefined;
+    }
+    this.readOnly = jobs;
+    const authorizer = new Authorizer({ tokens, exposed: exposed.requireTokens || !!this.options.adminTokenFile });
+    const authorize: Authorize = (method, metadata) => authorizer.check(method, metadata);
+    return { handlers: readOnlyJobHandlers(jobs, reason), authorize };
   }
 
   /**
@@ -416,6 +452,8 @@ export class ControlPlane {
     if (this.state !== "SERVING") return void (await store.close());
     clearInterval(this.recheck);
     this.log.info("the job records fit now: serving them", { jobRecords: store.jobs.entries.size });
+    void this.readOnly?.close();
+    this.readOnly = undefined;
     this.store = store;
     await this.serveLoaded();
   }
@@ -474,6 +512,7 @@ export class ControlPlane {
     });
     await this.election?.stop();
     await this.store?.close();
+    await this.readOnly?.close();
     this.state = replicaTransition(this.state, "STOPPED");
   }
 }

@@ -3,9 +3,10 @@
  * id order, finished jobs in end order, ids by name), so a listing costs one
  * pass over the jobs, never a sort of all of them.
  */
-import { JobState } from "../../gen/crms/v1/job_pb.js";
+import { type Job, JobState, JobStateSchema, type ListJobsRequest } from "../../gen/crms/v1/job_pb.js";
 import { invalid } from "../errors.js";
 import type { Store } from "../store/store.js";
+import { checkEnum, checkJobId, checkWorkerName, pageSize } from "./validate.js";
 
 /** The orders ListJobs takes (each also with a leading "-" for descending). */
 export const JOB_ORDERS = ["id", "submit_time", "end_time", "state", "name"] as const;
@@ -84,4 +85,33 @@ export function* orderedJobIds(store: Store, order: JobOrder, after = ""): Gener
       return;
     }
   }
+}
+
+/** A ListJobs request's page size, order and states, checked (INVALID_ARGUMENT for a bad field). */
+export function listRequest(req: ListJobsRequest): { size: number; order: JobOrder; states: Set<JobState> } {
+  const size = pageSize(req.pageSize);
+  const order = parseOrder(req.orderBy);
+  if (req.worker) checkWorkerName(req.worker);
+  if (req.arrayParent) checkJobId(req.arrayParent, "array_parent");
+  for (const s of req.states) checkEnum("states", s, JobStateSchema);
+  return { size, order, states: new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED)) };
+}
+
+/**
+ * Whether a job passes a ListJobs filter. `stateOf` is the state it reads as
+ * (an array parent's is computed from its tasks where they are at hand).
+ */
+export function listed(
+  job: Job,
+  req: ListJobsRequest,
+  states: Set<JobState>,
+  stateOf: (job: Job) => JobState = (j) => j.state,
+): boolean {
+  if (req.arrayParent) {
+    if (job.arrayParent !== req.arrayParent) return false;
+  } else if (job.arrayParent && !req.includeTasks && !req.worker) return false;
+  if (states.size && !states.has(stateOf(job))) return false;
+  if (req.worker && job.worker !== req.worker) return false;
+  for (const k in req.labels) if (job.spec?.labels[k] !== req.labels[k]) return false;
+  return true;
 }

@@ -7,7 +7,6 @@ import {
   type HoldJobRequest,
   type Job,
   JobState,
-  JobStateSchema,
   type KillJobRequest,
   type ListJobsRequest,
   OutputStream,
@@ -38,13 +37,12 @@ import { DEFAULT_QUEUE } from "../store/queues.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { ServiceDeps } from "./context.js";
 import { createHistoryService, lookUp } from "./history-service.js";
-import { byIdOrder, orderedJobIds, parseOrder } from "./job-order.js";
+import { byIdOrder, listed, listRequest, orderedJobIds } from "./job-order.js";
 import { keptOutput } from "./log-service.js";
 import type { Sessions } from "./sessions/index.js";
 import {
   checkArray,
   checkDependencies,
-  checkEnum,
   checkJobId,
   checkKillGrace,
   checkPageToken,
@@ -52,7 +50,6 @@ import {
   checkSpec,
   checkWatchIds,
   checkWorkerName,
-  pageSize,
 } from "./validate.js";
 
 /**
@@ -167,14 +164,8 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
   }
 
   function matches(job: Job, req: ListJobsRequest, states: Set<JobState>): boolean {
-    if (req.arrayParent) {
-      if (job.arrayParent !== req.arrayParent) return false;
-    } else if (job.arrayParent && !req.includeTasks && !req.worker) return false;
     // A parent matches by the state it reads as (RUNNING while tasks run).
-    if (states.size && !states.has(isArrayParent(job) ? show(job).state : job.state)) return false;
-    if (req.worker && job.worker !== req.worker) return false;
-    for (const k in req.labels) if (job.spec?.labels[k] !== req.labels[k]) return false;
-    return true;
+    return listed(job, req, states, (j) => (isArrayParent(j) ? show(j).state : j.state));
   }
 
   /**
@@ -242,11 +233,7 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
     },
 
     async listJobs(req: ListJobsRequest) {
-      const size = pageSize(req.pageSize);
-      const order = parseOrder(req.orderBy);
-      if (req.worker) checkWorkerName(req.worker);
-      if (req.arrayParent) checkJobId(req.arrayParent, "array_parent");
-      for (const s of req.states) checkEnum("states", s, JobStateSchema);
+      const { size, order, states } = listRequest(req);
       // Orders by id return the last id as their token; the others an offset ("p<N>"), which
       // every order takes (a page can jump to "p<N>", e.g. the last one from total_size).
       let after = "";
@@ -261,7 +248,6 @@ export function createJobService(deps: ServiceDeps, sessions: Sessions) {
           `page_token ${JSON.stringify(req.pageToken.slice(0, 40))} is not a page token of a ${req.orderBy} listing: pass next_page_token as it was returned, or none for the first page`,
         );
       }
-      const states = new Set(req.states.filter((s) => s !== JobState.UNSPECIFIED));
       const known = knownTotal(req, states);
       const jobs: Job[] = [];
       let total = 0;

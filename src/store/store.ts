@@ -18,7 +18,7 @@ import { type Job, JobSchema, type JobSpec, JobState } from "../../gen/crms/v1/j
 import { type Worker, WorkerSchema } from "../../gen/crms/v1/worker_pb.js";
 import { CrmsError, notFound } from "../errors.js";
 import { compareIds } from "../ids.js";
-import { Batcher, type Compare, type Write } from "./batcher.js";
+import { Batcher, type Compare, MAX_TXN_OPS, type Write } from "./batcher.js";
 import { type Entry, PrefixCache } from "./cache.js";
 import { holdableJobs, OverCapacity } from "./capacity.js";
 import { decode, encode } from "./codec.js";
@@ -98,6 +98,18 @@ function faultHandling(members: number): IOptions["faultHandling"] {
   };
 }
 
+/** The etcd client of a store (or of a read-only view of one). */
+function connect(options: StoreOptions): Etcd3 {
+  return new Etcd3({
+    hosts: options.endpoints,
+    dialTimeout: 5000,
+    faultHandling: faultHandling(options.endpoints.length),
+    defaultCallOptions: (ctx) => ({ deadline: Date.now() + (ctx.isStream ? 365 * 86400_000 : 10_000) }),
+    grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 },
+    ...options.etcd,
+  });
+}
+
 /** After a few lost races, wait a little (jittered) so contending replicas do not livelock. */
 function backoff(attempt: number): Promise<void> | undefined {
   if (attempt < 3) return undefined;
@@ -134,14 +146,7 @@ export class Store {
   readonly health: EtcdHealth;
 
   private constructor(private readonly options: StoreOptions) {
-    this.#etcd = new Etcd3({
-      hosts: options.endpoints,
-      dialTimeout: 5000,
-      faultHandling: faultHandling(options.endpoints.length),
-      defaultCallOptions: (ctx) => ({ deadline: Date.now() + (ctx.isStream ? 365 * 86400_000 : 10_000) }),
-      grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 },
-      ...options.etcd,
-    });
+    this.#etcd = connect(options);
     this.#keys = new Keys(options.prefix ?? "crms/");
     this.replicaId = options.replicaId;
     this.#batcher = new Batcher(this.#etcd);
@@ -678,6 +683,77 @@ export class Store {
   async otherReplicas(): Promise<string[]> {
     const ids = await this.#etcd.getAll().prefix(this.#keys.replicas).keys();
     return ids.map((k) => k.slice(this.#keys.replicas.length)).filter((id) => id !== this.replicaId);
+  }
+}
+
+/**
+ * What a replica over capacity (see capacity.ts) reads straight from etcd, one
+ * job or one run of ids at a time, with the token records (a watched copy: they
+ * are few) to check its callers against. Nothing else is loaded, nothing written.
+ */
+export class ReadOnlyJobs {
+  readonly #etcd: Etcd3;
+  readonly #keys: Keys;
+  readonly tokens: TokenRecords;
+
+  private constructor(options: StoreOptions) {
+    this.#etcd = connect(options);
+    this.#keys = new Keys(options.prefix ?? "crms/");
+    this.tokens = new TokenRecords(this.#etcd, this.#keys);
+  }
+
+  static async open(options: StoreOptions): Promise<ReadOnlyJobs> {
+    const r = new ReadOnlyJobs(options);
+    try {
+      await r.tokens.start();
+    } catch (err) {
+      r.#etcd.close();
+      throw err;
+    }
+    return r;
+  }
+
+  /** One job record, or undefined. */
+  async job(id: string): Promise<Job | undefined> {
+    const kv = (await this.#etcd.kv.range({ key: Buffer.from(this.#keys.job(id)) })).kvs[0];
+    return kv ? decode(JobSchema, kv.value) : undefined;
+  }
+
+  /**
+   * The ids given so far: from the first retention has not deleted to the
+   * last a replica may have drawn (ids are reserved in blocks, so some near
+   * the end may never have been used).
+   */
+  async idRange(): Promise<{ first: number; last: number }> {
+    const [expired, next] = await Promise.all(
+      [this.#keys.expired, this.#keys.idseq].map(async (k) =>
+        Number((await this.#etcd.kv.range({ key: Buffer.from(k) })).kvs[0]?.value.toString() ?? 0),
+      ),
+    );
+    return { first: (expired ?? 0) + 1, last: (next ?? 1) - 1 };
+  }
+
+  /** The jobs with ids from `from` to `to` (at most MAX_TXN_OPS of them), read at one revision, in id order; absent ids are left out. */
+  async jobsIn(from: number, to: number): Promise<Job[]> {
+    const ids: string[] = [];
+    for (let id = from; id <= to && ids.length < MAX_TXN_OPS; id++) ids.push(String(id));
+    if (ids.length === 0) return [];
+    const res = await this.#etcd.kv.txn({
+      compare: [],
+      success: ids.map((id) => ({ request_range: { key: Buffer.from(this.#keys.job(id)) } })),
+      failure: [],
+    });
+    const jobs: Job[] = [];
+    for (const r of res.responses) {
+      const kv = r.response_range?.kvs[0];
+      if (kv) jobs.push(decode(JobSchema, kv.value));
+    }
+    return jobs;
+  }
+
+  async close(): Promise<void> {
+    await this.tokens.close();
+    this.#etcd.close();
   }
 }
 
