@@ -101,7 +101,11 @@ test("a job with a 64 MiB reservation that allocates 512 MiB fails, through the 
       ...(viaShim && shim ? { shim: { path: shim, killGraceSeconds: 5 } } : {}),
     });
     const how = viaShim ? "through the shim" : "without the shim";
-    t.is(text(outcome.stdoutTail), "started\n", `${how}: it ran, and did not get its 512 MiB`);
+    t.is(
+      text(outcome.stdoutTail),
+      "started\n",
+      `${how}: it ran, and did not get its 512 MiB (exit ${outcome.exitCode} ${outcome.signal} ${outcome.error}; stderr ${JSON.stringify(text(outcome.stderrTail).slice(-300))})`,
+    );
     t.true(outcome.exitCode !== 0, `${how}: ${outcome.exitCode} ${outcome.signal} ${text(outcome.stderrTail)}`);
     if (!viaShim) continue;
     const record = await readExitRecord(r.runDir);

@@ -368,13 +368,15 @@ export class Store {
     });
     const write = async (record: Job, fence: Compare[]) => {
       const compares: Compare[] = [{ key: this.#keys.job(id), target: "create", revision: 0 }, ...fence];
-      const writes: Write[] = [{ type: "put", key: this.#keys.job(id), value: encode(JobSchema, record) }];
+      const bytes = encode(JobSchema, record);
+      const writes: Write[] = [{ type: "put", key: this.#keys.job(id), value: bytes }];
       if (requestId) {
         compares.push({ key: this.#keys.reqid(requestId), target: "create", revision: 0 });
         writes.push({ type: "put", key: this.#keys.reqid(requestId), value: Buffer.from(id) });
       }
       const out = await this.#batcher.commit(compares, writes);
-      if (out.ok) this.jobs.apply(id, { value: record, mod: out.revision, create: out.revision, lease: "0" });
+      // With its encoding: a pending record is cached encoded, and is not encoded a second time.
+      if (out.ok) this.jobs.apply(id, { value: record, mod: out.revision, create: out.revision, lease: "0" }, bytes);
       return out.ok;
     };
     const placed = place?.(job);
@@ -403,10 +405,11 @@ export class Store {
     const key = this.#keys.job(creator.id);
     const compares: Compare[] = [{ key, target: "mod", revision: mod }, ...fence];
     const writes: Write[] = [{ type: "put", key, value: encode(JobSchema, creator) }];
-    for (const job of jobs) {
+    const encoded = jobs.map((job) => encode(JobSchema, job));
+    jobs.forEach((job, i) => {
       compares.push({ key: this.#keys.job(job.id), target: "create", revision: 0 });
-      writes.push({ type: "put", key: this.#keys.job(job.id), value: encode(JobSchema, job) });
-    }
+      writes.push({ type: "put", key: this.#keys.job(job.id), value: encoded[i] as Buffer });
+    });
     const out = await this.#batcher.commit(compares, writes);
     if (!out.ok) return false;
     const entry = this.jobs.entries.get(creator.id);
@@ -416,8 +419,9 @@ export class Store {
       create: entry?.create ?? out.revision,
       lease: "0",
     });
-    for (const job of jobs)
-      this.jobs.apply(job.id, { value: job, mod: out.revision, create: out.revision, lease: "0" });
+    jobs.forEach((job, i) =>
+      this.jobs.apply(job.id, { value: job, mod: out.revision, create: out.revision, lease: "0" }, encoded[i]),
+    );
     return true;
   }
 
@@ -468,10 +472,11 @@ export class Store {
       if (!entry) throw notFound(`job ${id} not found`);
       const next = mutate(entry.value);
       if (!next) return { done: entry.value };
+      const bytes = encode(JobSchema, next);
       return {
-        writes: [{ type: "put", key, value: encode(JobSchema, next) }],
+        writes: [{ type: "put", key, value: bytes }],
         commit: (revision) => {
-          this.jobs.apply(id, { value: next, mod: revision, create: entry.create, lease: "0" });
+          this.jobs.apply(id, { value: next, mod: revision, create: entry.create, lease: "0" }, bytes);
           return next;
         },
       };
