@@ -419,9 +419,9 @@ export class Store {
       create: entry?.create ?? out.revision,
       lease: "0",
     });
-    jobs.forEach((job, i) =>
-      this.jobs.apply(job.id, { value: job, mod: out.revision, create: out.revision, lease: "0" }, encoded[i]),
-    );
+    jobs.forEach((job, i) => {
+      this.jobs.apply(job.id, { value: job, mod: out.revision, create: out.revision, lease: "0" }, encoded[i]);
+    });
     return true;
   }
 
