@@ -289,6 +289,25 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// The limit mode starts the program every time under a limit smaller than
+// the shim's own address space: setting it and executing must not leave the Go
+// runtime room to allocate in between (before, 4 of 600 starts of `true` under
+// a 64 MiB limit ended in "fatal error: runtime: out of memory", exit 2).
+func TestLimitModeStartsEveryTime(t *testing.T) {
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{64 << 20, 1 << 30} {
+		for i := 0; i < 400; i++ {
+			out, err := exec.Command(shimBin, "-limit-exec", truePath, "-rlimit-as", strconv.Itoa(limit), "--", "true").CombinedOutput()
+			if err != nil {
+				t.Fatalf("limit %d, start %d: %v\n%s", limit, i, err, out)
+			}
+		}
+	}
+}
+
 // The cgroup v2 path on a stand-in hierarchy of plain files (this test does
 // not need cgroup v2): the run's cgroup is made under the root with its
 // memory.max, and the job's process joins it (writes to cgroup.procs) before
