@@ -102,6 +102,18 @@ test("a replica over more jobs than it can load serves GetJob and ListJobs from 
   const list = await cli(["jobs"], env);
   t.is(list.code, 0, list.stderr);
   t.regex(list.stdout, new RegExp(`\\b${ids[29]}\\b`));
+  t.is(list.stderr, "", "all 30 shown");
+  // Like any `crms jobs`: the first N, and a note on stderr when more matched.
+  const few = await cli(["jobs", "--sort", "id", "--limit", "5"], env);
+  t.deepEqual(
+    few.stdout
+      .trim()
+      .split("\n")
+      .slice(1)
+      .map((l) => l.split(/\s+/)[0]),
+    ids.slice(0, 5),
+  );
+  t.regex(few.stderr, /the first 5 shown, more matched/);
   // A worker is sent to another replica.
   const transport = new ServiceTransport(small.address);
   t.teardown(() => transport.close());

@@ -27,7 +27,10 @@ export interface TableOptions {
 
 /** Renders rows as an aligned table with a header, cut to `width` by truncating the `shrink` columns first. */
 export function table(header: string[], rows: string[][], options: TableOptions = {}): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  // A loop, not Math.max(...rows): a spread of a million rows overflows the stack.
+  const widths = header.map((h) => h.length);
+  for (const r of rows)
+    for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i] ?? 0, (r[i] ?? "").length);
   const total = () => widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1);
   const width = options.width ?? Number.POSITIVE_INFINITY;
   for (const name of options.shrink ?? []) {
@@ -48,7 +51,7 @@ export function table(header: string[], rows: string[][], options: TableOptions 
       })
       .join("  ")
       .trimEnd();
-  return [line(header, false), ...rows.map((r) => line(r, true))].join("\n");
+  return [line(header, false)].concat(rows.map((r) => line(r, true))).join("\n");
 }
 
 export const jobState = (s: JobState) => JobState[s] ?? String(s);

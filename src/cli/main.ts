@@ -24,7 +24,8 @@ const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const DAY = 24 * 3600;
 /** Rows `crms history` prints as a table, JSON or YAML unless --limit says otherwise. */
-const HISTORY_ROWS = 1000;
+/** Rows `crms jobs` and `crms history` print unless --limit says otherwise (see history()). */
+const LIST_ROWS = 1000;
 
 const USAGE = `crms — cluster resource manager
 
@@ -45,7 +46,8 @@ Jobs:
        [-w] [-o table|wide|json|yaml|name]
                                     (--array ID: the tasks of an array; --tasks: list tasks too;
                                     --sort id|submit|end|state|name, "-" first for descending,
-                                    default -id: newest first; --limit N: the first N in that order;
+                                    default -id: newest first; --limit N: the first N in that order
+                                    (default 1000, 0: all);
                                     -w/--watch: then follow changes live, like kubectl get -w)
   job ID [-o json|yaml]             show one job with its attempts (from the history once etcd
                                     retention deleted it)
@@ -334,22 +336,29 @@ async function jobs(args: string[]): Promise<number> {
     watch: { type: "boolean", short: "w" },
   });
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
-  const limit = int(v.limit, "--limit", Number.POSITIVE_INFINITY);
+  // The first LIST_ROWS by default, as `crms history`: a million queued jobs printed whole took
+  // minutes and ended the CLI (the table's widths overflowed the stack).
+  const limit = int(v.limit, "--limit", LIST_ROWS) || Number.POSITIVE_INFINITY;
   const orderBy = orderOf((v.sort as string | undefined) ?? "-id");
   return withClient(v, async (c) => {
     const list: Job[] = [];
+    let more = false;
     for await (const job of c.jobs({
       states,
       worker: (v.worker as string) ?? "",
       labels: keyValues(v.label, "--label"),
-      pageSize: Math.min(1000, Math.max(1, limit)),
+      pageSize: Math.min(1000, limit + 1),
       orderBy,
       arrayParent: (v.array as string) ?? "",
       includeTasks: Boolean(v.tasks),
     })) {
+      if (list.length >= limit) {
+        more = true;
+        break;
+      }
       list.push(job);
-      if (list.length >= limit) break;
     }
+    if (more) process.stderr.write(`crms: the first ${limit} shown, more matched: --limit N for more (0: all)\n`);
     const output = v.output as Output | undefined;
     emit(
       output,
@@ -511,9 +520,9 @@ async function history(args: string[]): Promise<number> {
   const output = (v.output as string | undefined) ?? "table";
   const states = ((v.state as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map(stateOf);
   // A table, JSON or YAML is built in memory before it is printed: by default only the newest
-  // HISTORY_ROWS (a long history held a million rows, and printing them all ended the CLI out of memory).
+  // LIST_ROWS (a long history held a million rows, and printing them all ended the CLI out of memory).
   // CSV streams row by row, so a month of jobs need not fit in memory: all of them unless --limit.
-  const limit = int(v.limit, "--limit", output === "csv" ? 0 : HISTORY_ROWS) || Number.POSITIVE_INFINITY;
+  const limit = int(v.limit, "--limit", output === "csv" ? 0 : LIST_ROWS) || Number.POSITIVE_INFINITY;
   const since = v.since ? cliParse(() => parseWhen(v.since as string, "--since")) : undefined;
   const until = v.until ? cliParse(() => parseWhen(v.until as string, "--until")) : undefined;
   return withClient(v, async (c) => {

@@ -32,7 +32,7 @@ export function readOnlyJobHandlers(jobs: ReadOnlyJobs, reason: () => string) {
       if (order.key !== "id") {
         throw new CrmsError(
           "FAILED_PRECONDITION",
-          `order_by ${req.orderBy}: this replica lists by id only ("id" or "-id") while it cannot load the cluster: ${reason()}`,
+          `order_by ${req.orderBy}: this replica lists by id only ("id" or "-id"), since ${reason()}`,
         );
       }
       checkPageToken(req.pageToken, "ListJobs");

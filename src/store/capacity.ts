@@ -36,7 +36,7 @@ export class OverCapacity extends Error {
     const needed = mib((records * LOADED_BYTES_PER_JOB) / HEAP_SHARE);
     super(
       `this replica cannot load the cluster: etcd holds ${records} job records and a heap limit of ${mib(heapLimit)} MiB holds about ${holdable}. ` +
-        `It serves nothing until restarted with a larger heap (NODE_OPTIONS=--max-old-space-size=${needed} or more), or until enough jobs ended and retention removed them (it counts again every 30 s); other replicas are not affected`,
+        `It serves only reads of jobs (GetJob, ListJobs by id) until restarted with a larger heap (NODE_OPTIONS=--max-old-space-size=${needed} or more), or until enough jobs ended and retention removed them (it counts again every 30 s); other replicas are not affected`,
     );
   }
 }
