@@ -310,18 +310,12 @@ export class Scheduler {
     if (r === "wait" || "reason" in r) return undefined;
     const assigned = transition(job, { type: "assign", worker: r.worker, gpus: r.gpus, now: new Date() });
     if (!assigned) return undefined;
-    this.inflight.set(r.worker, (this.inflight.get(r.worker) ?? 0) + 1);
-    this.reserve(r.worker, request, r.gpus, 1);
-    this.holdQueue(queueName, request, 1);
+    this.holdPlacement(r.worker, queueName, request, r.gpus, 1);
     return {
       job: assigned,
       compares: this.election.fence(),
       settle: (written) => {
-        const n = (this.inflight.get(r.worker) ?? 1) - 1;
-        if (n <= 0) this.inflight.delete(r.worker);
-        else this.inflight.set(r.worker, n);
-        this.reserve(r.worker, request, r.gpus, -1);
-        this.holdQueue(queueName, request, -1);
+        this.holdPlacement(r.worker, queueName, request, r.gpus, -1);
         if (!written) return;
         this.stats.placed++;
         if (this.emitter.has("placed")) this.emitter.emit("placed", 0);
@@ -390,9 +384,7 @@ export class Scheduler {
       const { placed, unplaced, waiting } = this.choose(workers, limit, passSize * 25, eligible);
       for (const p of placed) {
         this.pending.delete(p.jobId);
-        this.inflight.set(p.worker, (this.inflight.get(p.worker) ?? 0) + 1);
-        this.reserve(p.worker, p.request, p.gpus, 1);
-        this.holdQueue(p.queue, p.request, 1);
+        this.holdPlacement(p.worker, p.queue, p.request, p.gpus, 1);
         writes.push(
           this.store
             .updateJob(
@@ -423,11 +415,7 @@ export class Scheduler {
               this.log.error("assignment failed", { job: p.jobId, worker: p.worker, error: String(err) });
             })
             .finally(() => {
-              const n = (this.inflight.get(p.worker) ?? 1) - 1;
-              if (n <= 0) this.inflight.delete(p.worker);
-              else this.inflight.set(p.worker, n);
-              this.reserve(p.worker, p.request, p.gpus, -1);
-              this.holdQueue(p.queue, p.request, -1);
+              this.holdPlacement(p.worker, p.queue, p.request, p.gpus, -1);
             }),
         );
       }
@@ -449,6 +437,18 @@ export class Scheduler {
       this.scheduled = false;
       if (this.again) this.kick();
     }
+  }
+
+  /**
+   * Counts a placement whose assignment is not in the cache yet against its
+   * worker's slots and resources and its queue's limits (sign 1), or stops (-1).
+   */
+  private holdPlacement(worker: string, queue: string, r: Request, gpus: number[] | undefined, sign: 1 | -1): void {
+    const n = (this.inflight.get(worker) ?? 0) + sign;
+    if (n <= 0) this.inflight.delete(worker);
+    else this.inflight.set(worker, n);
+    this.reserve(worker, r, gpus, sign);
+    this.holdQueue(queue, r, sign);
   }
 
   /** A queue's share of placed jobs whose assignment is not in the cache yet (sign 1: add, -1: remove). */
