@@ -323,12 +323,13 @@ export class Scheduler {
     };
   }
 
-  /** A queue's limits and what its running jobs hold now, placements being written included. */
+  /** A queue's weight, its limits and what its running jobs hold now, placements being written included. */
   private queueLoad(name: string) {
     const settings = this.store.queues.get(name);
     const load = this.fairShare.load(name);
     const held = this.inflightQueues.get(name);
     return {
+      weight: settings?.weight || 1,
       running: (load?.running ?? 0) + (held?.running ?? 0),
       cpus: (load?.cpus ?? 0) + (held?.cpus ?? 0),
       gpus: (load?.gpus ?? 0) + (held?.gpus ?? 0),
@@ -506,7 +507,6 @@ export class Scheduler {
     }
     interface QueueCursor extends ReturnType<Scheduler["queueLoad"]> {
       name: string;
-      weight: number;
       alloc: number;
       users: UserCursor[];
       done: boolean;
@@ -517,7 +517,6 @@ export class Scheduler {
       queues.push({
         name,
         ...this.queueLoad(name),
-        weight: this.store.queues.get(name)?.weight || 1,
         alloc: load ? fs.share(load, totals) : 0,
         users: [...users].map(([user, q]: [string, PendingQueue]) => {
           const l = fs.load(name, user);

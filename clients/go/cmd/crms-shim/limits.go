@@ -253,17 +253,13 @@ func limitExec(args []string) {
 	if len(argv) == 0 {
 		fail("no command after --")
 	}
-	path, err := syscall.BytePtrFromString(program)
-	if err != nil {
-		fail("cannot start " + argv[0] + ": " + err.Error())
-	}
-	argvp, err := syscall.SlicePtrFromStrings(argv)
-	if err != nil {
-		fail("cannot start " + argv[0] + ": " + err.Error())
-	}
-	envp, err := syscall.SlicePtrFromStrings(os.Environ())
-	if err != nil {
-		fail("cannot start " + argv[0] + ": " + err.Error())
+	path, errPath := syscall.BytePtrFromString(program)
+	argvp, errArgv := syscall.SlicePtrFromStrings(argv)
+	envp, errEnv := syscall.SlicePtrFromStrings(os.Environ())
+	for _, err := range []error{errPath, errArgv, errEnv} {
+		if err != nil {
+			fail("cannot start " + argv[0] + ": " + err.Error())
+		}
 	}
 	debug.SetGCPercent(-1)
 	runtime.LockOSThread()
