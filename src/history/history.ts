@@ -6,11 +6,12 @@
  */
 import { promisify } from "node:util";
 import { gunzip, gzip } from "node:zlib";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { toBinary } from "@bufbuild/protobuf";
 import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
 import { invalid } from "../errors.js";
 import type { Logger } from "../log.js";
+import { decodeMessage } from "../rpc/binary.js";
 import { OWNER_LABEL } from "../rpc/names.js";
 import { isArrayParent, isFinal } from "../rpc/states.js";
 import { migrate } from "./migrations.js";
@@ -267,7 +268,7 @@ export class History {
     const { rows } = await this.track(
       this.db.query<{ record: Uint8Array }>("SELECT record FROM jobs WHERE id = $1", [id]),
     );
-    return rows[0] ? fromBinary(JobSchema, rows[0].record) : undefined;
+    return rows[0] ? decodeMessage(JobSchema, rows[0].record) : undefined;
   }
 
   /** Jobs from the history, newest end first, a page at a time. */
@@ -293,7 +294,7 @@ export class History {
     }
     const sql = `SELECT record FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY end_time DESC, id DESC LIMIT ${p(f.pageSize + 1)}`;
     const { rows } = await this.track(this.db.query<{ record: Uint8Array }>(sql, params));
-    const jobs = rows.slice(0, f.pageSize).map((r) => fromBinary(JobSchema, r.record));
+    const jobs = rows.slice(0, f.pageSize).map((r) => decodeMessage(JobSchema, r.record));
     const last = jobs.at(-1);
     return { jobs, nextPageToken: rows.length > f.pageSize && last ? encodeToken(endMs(last), last.id) : "" };
   }

@@ -2,15 +2,9 @@
  * grpc-js service definitions built from protobuf-es descriptors, shared by
  * the server and the client so both speak the generated types and nothing else.
  */
-import {
-  create,
-  type DescMessage,
-  type DescService,
-  fromBinary,
-  type MessageShape,
-  toBinary,
-} from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescService, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { decodeMessage } from "./binary.js";
 
 /** The grpc-js path of a method: `/crms.v1.JobService/SubmitJob`. */
 export function methodPath(service: DescService, method: string): string {
@@ -25,7 +19,7 @@ function serializer<T extends DescMessage>(schema: T) {
 }
 
 function deserializer<T extends DescMessage>(schema: T) {
-  return (bytes: Buffer): MessageShape<T> => fromBinary(schema, bytes);
+  return (bytes: Buffer): MessageShape<T> => decodeMessage(schema, bytes);
 }
 
 /** A request that could not be decoded; the server edge answers it with INVALID_ARGUMENT. */
@@ -40,7 +34,7 @@ export class UndecodableRequest {
 function requestDeserializer<T extends DescMessage>(schema: T) {
   return (bytes: Buffer): MessageShape<T> | UndecodableRequest => {
     try {
-      return fromBinary(schema, bytes);
+      return decodeMessage(schema, bytes);
     } catch (err) {
       return new UndecodableRequest(
         `request is not a valid ${schema.typeName}: ${err instanceof Error ? err.message : err}`,

@@ -1,5 +1,6 @@
 /** Value encoding of stored records: protobuf binary, never JSON. */
-import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { decodeMessage } from "../rpc/binary.js";
 
 /** Encodes a message for etcd. */
 export function encode<T extends DescMessage>(schema: T, value: MessageShape<T>): Buffer {
@@ -9,5 +10,5 @@ export function encode<T extends DescMessage>(schema: T, value: MessageShape<T>)
 
 /** Decodes a stored value. */
 export function decode<T extends DescMessage>(schema: T, bytes: Uint8Array): MessageShape<T> {
-  return fromBinary(schema, bytes);
+  return decodeMessage(schema, bytes);
 }
