@@ -209,7 +209,7 @@ export class PendingQueue {
     this.members.set(id, priority);
     const lane = this.lane(priority);
     lane.live++;
-    if (this.ghosts.get(id) === priority) {
+    if (this.ghosts.size > 0 && this.ghosts.get(id) === priority) {
       this.ghosts.delete(id);
       return;
     }
@@ -354,7 +354,8 @@ interface Group {
 export class FairQueue {
   readonly queues = new Map<string, Map<string, PendingQueue>>();
   private readonly where = new Map<string, Group>();
-  private readonly groups = new Map<string, Group>();
+  /** Per queue, then user: no key built per call (a load adds a million jobs through here). */
+  private readonly groups = new Map<string, Map<string, Group>>();
 
   get size(): number {
     return this.where.size;
@@ -383,11 +384,15 @@ export class FairQueue {
 
   /** One shared Group object per (queue, user): a backlog holds a pointer per job, not an object. */
   private group(queue: string, user: string): Group {
-    const key = `${queue}\u0000${user}`;
-    let g = this.groups.get(key);
+    let users = this.groups.get(queue);
+    if (!users) {
+      users = new Map();
+      this.groups.set(queue, users);
+    }
+    let g = users.get(user);
     if (!g) {
       g = { queue, user };
-      this.groups.set(key, g);
+      users.set(user, g);
     }
     return g;
   }
