@@ -43,6 +43,8 @@ export const SERVER_DEFAULTS = {
   maxJobsPerUser: 0,
   fairShareHalfLifeSeconds: DAY,
   preemptGraceSeconds: 10,
+  /** Heap growth after a full collection, percent of what survived (see src/cmd/heap.ts); 0: V8's own. */
+  heapGrowthPercent: 30,
 } as const;
 
 /**
@@ -111,6 +113,7 @@ export const SERVER_FLAGS = {
   "output-cap": { type: "string" },
   "logs-retention-age": { type: "string" },
   "logs-retention-bytes": { type: "string" },
+  "heap-growth": { type: "string" },
 } satisfies Flags;
 
 /** `crms worker`'s own options. */

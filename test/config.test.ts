@@ -17,6 +17,7 @@ test("README's crms server flag table shows the defaults of src/config.ts", (t) 
     "--retention-interval S": String(D.retentionIntervalSeconds),
     "--tail-bytes N": String(D.tailBytes),
     "--max-jobs-per-user N": String(D.maxJobsPerUser),
+    "--heap-growth P": String(D.heapGrowthPercent),
   };
   const rows = new Map(
     [...readme.matchAll(/^\| `(--[a-z-]+ [A-Z])` \| ([^|]+) \|/gm)].map((m) => [

@@ -101,6 +101,7 @@ Processes:
          [--max-jobs N (unfinished jobs, array tasks included; default from the heap limit; 0 off)]
          [--max-jobs-per-user N (0 off)] [--fair-share-half-life S (${D.fairShareHalfLifeSeconds / DAY} day)]
          [--preempt-grace S (${D.preemptGraceSeconds}; SIGTERM to SIGKILL of a preempted run)]
+         [--heap-growth PERCENT (${D.heapGrowthPercent}: after a full GC the heap grows by this share of what it kept; 0: V8 decides)]
          [--tls-cert F --tls-key F [--client-ca F]] [--admin-token-file F] [--insecure]
          [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-user U ($CRMS_ETCD_PASSWORD)]
   worker [--name NAME] [--slots N] [--server HOST:PORT[,...]] [--label K=V] [--data-dir DIR]

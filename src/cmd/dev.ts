@@ -8,11 +8,12 @@ import { mkdirSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { DEV_FLAGS, VERSION } from "../config.js";
+import { DEV_FLAGS, SERVER_DEFAULTS, VERSION } from "../config.js";
 import { startServer } from "../server/server.js";
 import { startHttp } from "../web/http.js";
 import { createWorker } from "../worker/worker.js";
 import { CliError } from "./flags.js";
+import { setHeapGrowth } from "./heap.js";
 import { stateDir } from "./paths.js";
 
 function which(bin: string): string | undefined {
@@ -94,6 +95,7 @@ export async function dev(args: string[]): Promise<number> {
     );
     const listen = `localhost:${v.port}`;
     server = await startServer({ listen, etcd: [endpoint], logLevel: "warn", dataDir: join(home, "server") });
+    setHeapGrowth(SERVER_DEFAULTS.heapGrowthPercent);
     if (server.overCapacity) throw new CliError(server.overCapacity.message);
     const name = hostname();
     worker = createWorker({

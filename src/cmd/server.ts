@@ -8,6 +8,7 @@ import { parseLogLevel } from "../log.js";
 import { type ServerOptions, startServer } from "../server/server.js";
 import { startHttp } from "../web/http.js";
 import { CliError, cliParse, fraction, int, parse, untilSignal } from "./flags.js";
+import { setHeapGrowth } from "./heap.js";
 import { defaultDataDir } from "./paths.js";
 
 /** The control plane's options from `crms server`'s arguments; every mistake a usage error. */
@@ -78,7 +79,12 @@ function historyOptions(v: Record<string, unknown>): { dataDir?: string; history
 /** Runs `crms server ARGS` until a signal; the exit code. */
 export async function server(args: string[]): Promise<number> {
   const { values: v } = parse(args, SERVER_FLAGS);
-  const cp = await startServer(optionsOf(v));
+  const options = optionsOf(v);
+  const growth = int(v["heap-growth"], "--heap-growth", D.heapGrowthPercent);
+  const cp = await startServer(options);
+  // After the load: a load builds the whole live set at once, and with a fixed growth it
+  // collected the heap again and again on the way (a restart over a million jobs took seconds longer).
+  setHeapGrowth(growth);
   // Over capacity there is nothing loaded to show: the page and /metrics stay off, every call says why.
   const web = v.http && !cp.overCapacity ? await startHttp(cp, v.http as string) : undefined;
   if (web) cp.log.info("web dashboard and Connect API serving", { url: web.url });
