@@ -161,6 +161,8 @@ export class ControlPlane {
   compactor!: Compactor;
   /** The job history database, when configured. */
   history?: History;
+  /** The history being opened beside the store's load (openStore), until serveLoaded takes it. */
+  private historyOpening?: Promise<History | undefined>;
   /** Runs log retention now (the leader also runs it every retention interval); deleted streams. */
   logRetention?: () => Promise<number>;
   private logRetentionTimer?: NodeJS.Timeout;
@@ -216,17 +218,20 @@ export class ControlPlane {
     try {
       await bootstrapAdminToken(this.tokens, this.options, this.log);
     } catch (err) {
+      await this.dropHistory();
       await this.store.close();
       throw err;
     }
     const exposed = exposure(this.options, this.tokens.size);
     if (exposed.refuse) {
+      await this.dropHistory();
       await this.store.close();
       throw new Error(exposed.refuse);
     }
     // With a bootstrap token file, tokens are on from the start (not once the watch shows it).
     try {
-      this.history = await openHistory(this.store, this.options, this.log);
+      this.history = await this.historyOpening;
+      this.historyOpening = undefined;
     } catch (err) {
       await this.store.close();
       throw err;
@@ -356,16 +361,35 @@ export class ControlPlane {
     };
   }
 
-  private openStore(): Promise<Store> {
-    return Store.open(this.storeOptions(), (store) => {
-      // Built from the load's events: no second pass over (and decode of) every job.
-      arrayIndex(store);
-      this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
-      this.admission = new Admission(store.jobs, {
-        maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
-        maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
+  private async openStore(): Promise<Store> {
+    let history: Promise<History | undefined> | undefined;
+    try {
+      const store = await Store.open(this.storeOptions(), (store) => {
+        // Built from the load's events: no second pass over (and decode of) every job.
+        arrayIndex(store);
+        this.fairShare = new FairShare(store, this.options.fairShareHalfLifeSeconds ?? D.fairShareHalfLifeSeconds);
+        this.admission = new Admission(store.jobs, {
+          maxJobs: this.options.maxJobs ?? defaultMaxJobs(),
+          maxJobsPerUser: this.options.maxJobsPerUser ?? D.maxJobsPerUser,
+        });
+        // The history opens while the jobs load: the embedded one's start is seconds of CPU, and
+        // the load spends part of its time waiting for etcd (a restart over a million jobs).
+        history = openHistory(store, this.options, this.log);
+        history.catch(() => undefined); // awaited (and its error thrown) by serveLoaded
       });
-    });
+      this.historyOpening = history;
+      return store;
+    } catch (err) {
+      void history?.then((h) => h?.close()).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Closes the history openStore began, for a start that ends before serving. */
+  private async dropHistory(): Promise<void> {
+    const history = await this.historyOpening?.catch(() => undefined);
+    this.historyOpening = undefined;
+    await history?.close();
   }
 
   /** etcd holds more jobs than this replica can load: it says why to every caller and in health, and stays up. */
@@ -449,7 +473,10 @@ export class ControlPlane {
     } finally {
       this.rechecking = false;
     }
-    if (this.state !== "SERVING") return void (await store.close());
+    if (this.state !== "SERVING") {
+      await this.dropHistory();
+      return void (await store.close());
+    }
     clearInterval(this.recheck);
     this.log.info("the job records fit now: serving them", { jobRecords: store.jobs.entries.size });
     void this.readOnly?.close();
