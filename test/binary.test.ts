@@ -13,7 +13,7 @@ import { file_crms_v1_admin } from "../gen/crms/v1/admin_pb.js";
 import { file_crms_v1_job, JobSchema, JobSpecSchema, JobState } from "../gen/crms/v1/job_pb.js";
 import { file_crms_v1_queue } from "../gen/crms/v1/queue_pb.js";
 import { file_crms_v1_worker } from "../gen/crms/v1/worker_pb.js";
-import { decodeMessage } from "../src/rpc/binary.js";
+import { decodeMessage, isCompiled } from "../src/rpc/binary.js";
 
 const messages = [file_crms_v1_job, file_crms_v1_worker, file_crms_v1_admin, file_crms_v1_queue].flatMap((file) =>
   [...nestedTypes(file)].filter((t): t is DescMessage => t.kind === "message"),
@@ -124,6 +124,7 @@ test("every message of the contract decodes as fromBinary decodes it", (t) => {
   t.true(messages.length > 40, `found ${messages.length} messages`);
   let checked = 0;
   for (const desc of messages) {
+    t.true(isCompiled(desc), `${desc.typeName} is read by the compiled path`);
     for (let seed = 1; seed <= 60; seed++) {
       const bytes = toBinary(desc, fill(desc, random(seed * 7919 + desc.typeName.length)) as never);
       const want = fromBinary(desc, bytes);

@@ -53,6 +53,11 @@ export function decodeMessage<T extends DescMessage>(schema: T, bytes: Uint8Arra
   return fromBinary(schema, bytes);
 }
 
+/** True when decodeMessage reads this schema's messages itself (not through fromBinary). */
+export function isCompiled(schema: DescMessage): boolean {
+  return compile(schema) !== null;
+}
+
 /** The compiled decoder of a schema, or null when it (or a message it holds) is not covered. */
 function compile(desc: DescMessage): Compiled | null {
   const known = compiled.get(desc);
