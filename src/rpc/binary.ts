@@ -15,7 +15,14 @@
  * not match its field; a truncated or malformed input, whose error then comes
  * from `fromBinary`).
  */
-import { type DescField, type DescMessage, fromBinary, type MessageShape, ScalarType } from "@bufbuild/protobuf";
+import {
+  type DescEnum,
+  type DescField,
+  type DescMessage,
+  fromBinary,
+  type MessageShape,
+  ScalarType,
+} from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { isWrapperDesc } from "@bufbuild/protobuf/wkt";
 
@@ -77,8 +84,9 @@ function covered(desc: DescMessage, seen: Set<DescMessage>): boolean {
   for (const f of desc.fields) {
     if (f.fieldKind === "message" && f.delimitedEncoding) return false;
     if (f.fieldKind === "list" && f.listKind === "message" && f.delimitedEncoding) return false;
-    if (f.fieldKind === "enum" && !f.enum.open) return false;
-    const child = f.fieldKind === "message" || f.fieldKind === "list" || f.fieldKind === "map" ? f.message : undefined;
+    // Closed enums keep unknown values in $unknown, in a singular field, a list or a map alike.
+    if (f.enum && !f.enum.open) return false;
+    const child = f.message;
     if (!child) continue;
     if (isWrapperDesc(child) || child.typeName === "google.protobuf.Struct") return false;
     if (!covered(child, seen)) return false;
@@ -187,8 +195,12 @@ function build(desc: DescMessage): Compiled {
 
 /** The zero value protobuf-es's create() gives an implicit-presence scalar or enum field. */
 function zeroValue(f: DescField & { fieldKind: "scalar" | "enum" }): unknown {
-  if (f.fieldKind === "enum") return f.enum.values[0]?.number ?? 0;
-  return scalarZero(f.scalar, f.longAsString);
+  return f.fieldKind === "enum" ? enumZero(f.enum) : scalarZero(f.scalar, f.longAsString);
+}
+
+/** An enum's zero value: its first value. */
+function enumZero(e: DescEnum): number {
+  return e.values[0]?.number ?? 0;
 }
 
 /** The BinaryReader method of each scalar type. */
@@ -266,7 +278,7 @@ function mapEntryReader(
     readValue = new Function("r", `return ${scalarExpr(type, false, f.utf8Validation)};`) as (
       r: BinaryReader,
     ) => unknown;
-    const zero = f.mapKind === "enum" ? (f.enum.values[0]?.number ?? 0) : scalarZero(type, false);
+    const zero = f.mapKind === "enum" ? enumZero(f.enum) : scalarZero(type, false);
     valueZero = type === ScalarType.BYTES ? () => new Uint8Array(0) : () => zero;
   }
   return (record, r, depth) => {
