@@ -23,7 +23,6 @@ import { usage } from "./usage.js";
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const DAY = 24 * 3600;
-/** Rows `crms history` prints as a table, JSON or YAML unless --limit says otherwise. */
 /** Rows `crms jobs` and `crms history` print unless --limit says otherwise (see history()). */
 const LIST_ROWS = 1000;
 
