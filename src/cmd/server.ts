@@ -83,7 +83,7 @@ export async function server(args: string[]): Promise<number> {
   const growth = int(v["heap-growth"], "--heap-growth", D.heapGrowthPercent);
   const cp = await startServer(options);
   // After the load: a load builds the whole live set at once, and with a fixed growth it
-  // collected the heap again and again on the way (a restart over a million jobs took seconds longer).
+  // collects the heap again and again on the way (see heap.ts).
   setHeapGrowth(growth);
   // Over capacity there is nothing loaded to show: the page and /metrics stay off, every call says why.
   const web = v.http && !cp.overCapacity ? await startHttp(cp, v.http as string) : undefined;
