@@ -225,7 +225,9 @@ func TestUsageInTheExitRecord(t *testing.T) {
 	stime, _ := strconv.Atoi(f[12])
 	seen := float64(utime+stime) / 100
 	cpu, wall := num(t, exit, "cpu_seconds"), num(t, exit, "wall_seconds")
-	if seen < 0.2 || cpu < seen || cpu > seen*1.1+0.02 {
+	// The loop takes 0.47 s of CPU on the slow day of this machine and 0.19 s
+	// on the fast one (CI saw it): 0.1 s only proves the job burnt something.
+	if seen < 0.1 || cpu < seen || cpu > seen*1.1+0.02 {
 		t.Fatalf("cpu_seconds %v, /proc saw %v", cpu, seen)
 	}
 	if wall < seen-0.02 || num(t, exit, "max_rss_bytes") <= 0 {
@@ -243,7 +245,7 @@ func TestUsageInTheExitRecord(t *testing.T) {
 	f = strings.Fields(string(o)[strings.LastIndexByte(string(o), ')')+2:])
 	utime, _ = strconv.Atoi(f[11])
 	stime, _ = strconv.Atoi(f[12])
-	if burnt, cpu2 := float64(utime+stime)/100, num(t, readRec(t, dir, "exit"), "cpu_seconds"); burnt < 0.1 || cpu2 < burnt {
+	if burnt, cpu2 := float64(utime+stime)/100, num(t, readRec(t, dir, "exit"), "cpu_seconds"); burnt < 0.05 || cpu2 < burnt {
 		t.Fatalf("cpu_seconds %v with an orphan that burnt %v", cpu2, burnt)
 	}
 	// A command that never ran has no usage.

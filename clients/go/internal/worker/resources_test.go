@@ -59,7 +59,7 @@ func TestUsageIsWhatProcSaw(t *testing.T) {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(ticks)))
 		seen := float64(n) / 100
 		u := o.Usage
-		if err != nil || u == nil || seen < 0.2 {
+		if err != nil || u == nil || seen < 0.1 { // 0.25 s on a fast day, 0.6 s on a slow one
 			t.Fatalf("shim %q: outcome %+v, seen %q %v", via, o, ticks, err)
 		}
 		t.Logf("shim %q: cpu_seconds %.3f (/proc saw %.2f), max_rss_bytes %d, wall %.3f, gpu_seconds %.3f", via, u.CpuSeconds, seen, u.MaxRssBytes, u.WallSeconds, u.GpuSeconds)
