@@ -8,6 +8,7 @@
 import test, { type ExecutionContext } from "ava";
 import { Etcd3 } from "etcd3";
 import { PrefixCache } from "../src/store/cache.js";
+import { kvWire } from "../src/store/kv-wire.js";
 import { startEtcd } from "./helpers/etcd.js";
 
 /** A client of a fresh etcd, both gone after the test. */
@@ -22,6 +23,17 @@ async function freshEtcd(t: ExecutionContext): Promise<Etcd3> {
 }
 
 type Range = Etcd3["kv"]["range"];
+
+/** Tells `seen` etcd's count of keys in the range of every page a list reads (on the store's own wire). */
+function spyPages(client: Etcd3, seen: (count: number) => void): void {
+  const wire = kvWire(client);
+  const range = wire.range.bind(wire);
+  wire.range = async (req) => {
+    const res = await range(req);
+    seen(res.count);
+    return res;
+  };
+}
 
 /** Tells `seen` of every range read through `client`: the request, etcd's count of keys in its range, its duration. */
 function spyRanges(client: Etcd3, seen: (req: Parameters<Range>[0], count: number, ms: number) => void): void {
@@ -54,7 +66,7 @@ test("a split list gives every key once, in key order, and etcd visits each key 
   await client.put("lss/1").value("x");
 
   const counts: number[] = [];
-  spyRanges(client, (_req, count) => counts.push(count));
+  spyPages(client, (count) => counts.push(count));
   const listed = async (alphabet?: string) => {
     counts.length = 0;
     const cache = new PrefixCache(client, "lst/", (b) => b.toString(), undefined, { alphabet, page: 10 });

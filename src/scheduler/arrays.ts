@@ -21,6 +21,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ArrayCounts, ArrayCountsSchema, type Job, JobSchema, JobState } from "../../gen/crms/v1/job_pb.js";
+import { perObject } from "../memo.js";
 import { arraySize, isArrayParent, isFinal } from "../rpc/states.js";
 import type { Compare } from "../store/batcher.js";
 import type { Entry } from "../store/cache.js";
@@ -157,17 +158,8 @@ export class ArrayIndex {
   }
 }
 
-const indexes = new WeakMap<Store, ArrayIndex>();
-
 /** The store's ArrayIndex (one per store, made on first use). */
-export function arrayIndex(store: Store): ArrayIndex {
-  let ix = indexes.get(store);
-  if (!ix) {
-    ix = new ArrayIndex(store);
-    indexes.set(store, ix);
-  }
-  return ix;
-}
+export const arrayIndex = perObject((store: Store) => new ArrayIndex(store));
 
 /** The record of task `index` of `parent`. */
 function taskOf(parent: Job, id: string, index: number, now: Date): Job {

@@ -4,8 +4,9 @@
  * branch reads every compared key, so each transition learns alone whether it
  * lost (and sees the current record) or should go again in the next batch.
  */
-import { type Etcd3, EtcdLeaseInvalidError, type ICompare, type IRequestOp } from "etcd3";
+import { type Etcd3, EtcdLeaseInvalidError } from "etcd3";
 import { Emitter, type Events } from "../events.js";
+import { kvWire, type WireCompare, type WireOp } from "./kv-wire.js";
 
 /** A revision check on one key: its mod or create revision must equal `revision` (0: absent). */
 export interface Compare {
@@ -181,37 +182,33 @@ export class Batcher {
   }
 
   private async run(batch: Pending[]): Promise<void> {
-    const compare: ICompare[] = [];
-    const success: IRequestOp[] = [];
+    const compare: WireCompare[] = [];
+    const success: WireOp[] = [];
     const readKeys: string[] = [];
     const seen = new Set<string>();
     for (const p of batch) {
       for (const c of p.compares) {
         if (seen.has(c.key)) continue; // the same expectation, already compared
-        compare.push(
-          c.target === "mod"
-            ? { key: Buffer.from(c.key), target: "Mod", result: "Equal", mod_revision: c.revision }
-            : { key: Buffer.from(c.key), target: "Create", result: "Equal", create_revision: c.revision },
-        );
+        compare.push({ key: Buffer.from(c.key), target: c.target, revision: c.revision });
         seen.add(c.key);
         readKeys.push(c.key);
       }
       for (const w of p.writes) {
         success.push(
           w.type === "put"
-            ? { request_put: { key: Buffer.from(w.key), value: w.value, lease: w.lease ?? "0" } }
-            : { request_delete_range: { key: Buffer.from(w.key) } },
+            ? { put: { key: Buffer.from(w.key), value: w.value, lease: w.lease } }
+            : { delete: { key: Buffer.from(w.key) } },
         );
       }
     }
-    const failure: IRequestOp[] = readKeys.map((k) => ({ request_range: { key: Buffer.from(k) } }));
+    const failure: WireOp[] = readKeys.map((k) => ({ range: { key: Buffer.from(k) } }));
     const started = process.hrtime.bigint();
-    const res = await this.etcd.kv.txn({ compare, success, failure });
+    const res = await kvWire(this.etcd).txn(compare, success, failure);
     this.emitter.emit("txn", Number(process.hrtime.bigint() - started) / 1e9, batch.length);
     this.stats.txns++;
     this.stats.transitions += batch.length;
     this.stats.largest = Math.max(this.stats.largest, batch.length);
-    const revision = Number(res.header.revision);
+    const revision = res.revision;
     if (res.succeeded) {
       for (const p of batch) {
         this.stats.bytes += p.size;
@@ -221,18 +218,8 @@ export class Batcher {
     }
     const current = new Map<string, KeyState | undefined>();
     readKeys.forEach((key, i) => {
-      const kv = res.responses[i]?.response_range?.kvs[0];
-      current.set(
-        key,
-        kv
-          ? {
-              value: kv.value,
-              mod: Number(kv.mod_revision),
-              create: Number(kv.create_revision),
-              lease: String(kv.lease),
-            }
-          : undefined,
-      );
+      const kv = res.responses[i]?.kvs[0];
+      current.set(key, kv ? { value: kv.value, mod: kv.mod, create: kv.create, lease: kv.lease } : undefined);
     });
     const again: Pending[] = [];
     for (const p of batch) {

@@ -4,7 +4,8 @@
  * emits the difference, so the copy never keeps a silent gap.
  */
 import { EventEmitter } from "node:events";
-import { type Etcd3, type IKeyValue, SortOrder, SortTarget, type Watcher } from "etcd3";
+import { type Etcd3, SortOrder, SortTarget, type Watcher } from "etcd3";
+import { kvWire, type WireKeyValue } from "./kv-wire.js";
 
 /** One cached record with the revisions etcd gave it. */
 export interface Entry<T> {
@@ -166,19 +167,16 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
     const kvs = new Map<string, Entry<T>>();
     let revision = 0;
     const limit = this.listing.page ?? LIST_PAGE;
+    const wire = kvWire(this.etcd);
     const page = async (key: Buffer, end: Buffer) => {
-      const res = await this.etcd.kv.range({ key, range_end: end, limit, revision: revision || undefined });
-      if (!revision) revision = Number(res.header.revision);
+      const res = await wire.range({ key, end, limit, revision });
+      if (!revision) revision = res.revision;
       return res;
     };
-    const take = (kv: IKeyValue) => {
-      const name = kv.key.toString().slice(this.prefix.length);
-      const decoded = {
-        value: this.decode(kv.value),
-        mod: Number(kv.mod_revision),
-        create: Number(kv.create_revision),
-        lease: String(kv.lease),
-      };
+    const skip = Buffer.byteLength(this.prefix);
+    const take = (kv: WireKeyValue) => {
+      const name = kv.key.toString("utf8", skip);
+      const decoded = { value: this.decode(kv.value), mod: kv.mod, create: kv.create, lease: kv.lease };
       const kept = this.kept(decoded, kv.value);
       if (each) each(name, kept, decoded);
       else kvs.set(name, kept);
@@ -194,7 +192,7 @@ export class PrefixCache<T> extends EventEmitter<CacheEvents<T>> {
      */
     const listRange = async (start: Buffer, end: Buffer, under?: Buffer): Promise<void> => {
       let res = await page(start, end);
-      if (under && res.more && alphabet.length > 0 && Number(res.count) > SPLIT_PAGES * limit) {
+      if (under && res.more && alphabet.length > 0 && res.count > SPLIT_PAGES * limit) {
         const exact = res.kvs[0];
         if (exact?.key.equals(under)) take(exact);
         let at = after(under);
